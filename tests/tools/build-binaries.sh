@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes control-plane binaries (etcd, kube-apiserver,
+# kube-controller-manager, kubectl) and helm from the Go module proxy into a cache
+# outside the repository, keyed by version. The tests start these; nothing is committed.
+#
+#   tests/tools/build-binaries.sh          build what is missing, print the bin folder
+#   FEDKUBE_TOOLS_CACHE=/path ...          cache somewhere else (default ~/.cache/fedkube-tools)
+#
+# A cold build takes about 15-25 minutes on 2 cores; later runs reuse the cache at once.
+set -euo pipefail
+
+ETCD_VERSION=v3.6.16
+K8S_VERSION=v1.35.4
+HELM_VERSION=v3.21.4
+
+cache=${FEDKUBE_TOOLS_CACHE:-$HOME/.cache/fedkube-tools}
+bin="$cache/bin-k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
+say() { printf '[build-binaries] %s\n' "$*" >&2; }
+
+command -v go >/dev/null || { say "error: the Go toolchain is not on PATH; install Go 1.25 or newer"; exit 1; }
+go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
+[ "$go_minor" -ge 25 ] || { say "error: Go $(go env GOVERSION) is too old; Kubernetes $K8S_VERSION needs Go 1.25+"; exit 1; }
+
+have_all() {
+  for b in etcd kube-apiserver kube-controller-manager kubectl helm; do [ -x "$bin/$b" ] || return 1; done
+}
+if have_all; then
+  echo "$bin"
+  exit 0
+fi
+
+mkdir -p "$bin"
+work=$(mktemp -d "${TMPDIR:-/tmp}/fedkube-build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+start=$(date +%s)
+export GOFLAGS=-mod=mod CGO_ENABLED=0
+
+fail_proxy() { say "error: could not fetch $1 from the Go module proxy ($(go env GOPROXY)); check network access to it"; exit 1; }
+
+if [ ! -x "$bin/etcd" ]; then
+  say "building etcd $ETCD_VERSION (its go.mod has replace directives, so through a throwaway module)"
+  mkdir -p "$work/etcd" && cd "$work/etcd"
+  go mod init fedkube.local/etcdbuild >/dev/null 2>&1
+  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1 || fail_proxy "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  go build -trimpath -o "$bin/etcd.tmp" go.etcd.io/etcd/server/v3
+  mv "$bin/etcd.tmp" "$bin/etcd"
+fi
+
+if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-controller-manager" ] || [ ! -x "$bin/kubectl" ]; then
+  say "building kube-apiserver, kube-controller-manager and kubectl $K8S_VERSION"
+  mkdir -p "$work/k8s" && cd "$work/k8s"
+  go mod init fedkube.local/k8sbuild >/dev/null 2>&1
+  modfile=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+  [ -f "$modfile" ] || fail_proxy "k8s.io/kubernetes@$K8S_VERSION"
+  # k8s.io/kubernetes requires its staging modules as v0.0.0 (served only from its own tree);
+  # each is published on its own as v0.<minor>.<patch>.
+  staging_version="v0.${K8S_VERSION#v1.}"
+  go mod edit -require "k8s.io/kubernetes@$K8S_VERSION"
+  for m in $(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$modfile"); do
+    go mod edit -replace "$m=$m@$staging_version"
+  done
+  # Each package names its version: a bare `go get pkg` would upgrade k8s.io/kubernetes.
+  go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" >"$work/go-get.log" 2>&1 || { tail -20 "$work/go-get.log" >&2; fail_proxy "the dependencies of k8s.io/kubernetes@$K8S_VERSION"; }
+  minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+  ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
+    -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor \
+    -X k8s.io/component-base/version.gitTreeState=clean \
+    -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION \
+    -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  for cmd in kube-apiserver kube-controller-manager kubectl; do
+    say "  go build $cmd"
+    go build -trimpath -ldflags "$ldflags" -o "$bin/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
+    mv "$bin/$cmd.tmp" "$bin/$cmd"
+  done
+fi
+
+if [ ! -x "$bin/helm" ]; then
+  say "building helm $HELM_VERSION"
+  mkdir -p "$work/helm" && cd "$work/helm"
+  go mod init fedkube.local/helmbuild >/dev/null 2>&1
+  go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >/dev/null 2>&1 || fail_proxy "helm.sh/helm/v3@$HELM_VERSION"
+  go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    -o "$bin/helm.tmp" helm.sh/helm/v3/cmd/helm
+  mv "$bin/helm.tmp" "$bin/helm"
+fi
+
+say "done in $(( $(date +%s) - start )) s; binaries in $bin"
+echo "$bin"

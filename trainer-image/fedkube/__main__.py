@@ -1,0 +1,5 @@
+import sys
+
+from fedkube.cli.main import main
+
+sys.exit(main())

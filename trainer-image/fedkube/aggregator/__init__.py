@@ -1,0 +1,1 @@
+"""The aggregator: the round engine, its gRPC service, checkpoints, metrics and outputs."""

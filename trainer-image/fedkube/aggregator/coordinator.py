@@ -1,0 +1,477 @@
+"""The round engine: which sites are in, which round is open, what arrived, when it closes.
+
+It knows nothing of gRPC: the service (``service.py``) turns calls into these methods and
+refusals (``UpdateRefused``) into gRPC statuses; tests drive it directly too. Everything runs
+on one asyncio loop, so state changes need no locks.
+
+A round: open it, push a task to every connected site (and to sites that join while it is
+open), fold each valid update into the running mean as it completes, and close when every
+tasked, connected site has answered and the quorum is met, or at the deadline with a quorum.
+Without a quorum by the deadline the attempt is dropped and the round tried again; three
+failed attempts fail the job. After the last round the sites evaluate the final model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedkube.aggregator.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedkube.aggregator.updates import SpooledUpdate, check_tensors
+from fedkube.errors import (
+    DuplicateUpdate,
+    InvalidUpdate,
+    JobFailed,
+    RoundClosed,
+    UnknownSite,
+    UpdateRefused,
+)
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.spec.job import FederatedJob
+from fedkube.strategy.base import Strategy, WeightedMean
+from fedkube.wire.tensors import Params, iter_chunks, specs_of, to_spec
+
+log = logging.getLogger("fedkube.aggregator")
+
+MAX_ROUND_ATTEMPTS = 3
+
+
+@dataclass
+class SiteState:
+    name: str
+    queue: asyncio.Queue[pb.Event | None] | None = None
+    last_round: int = 0
+    samples: int = 0
+    eval_samples: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def connected(self) -> bool:
+        return self.queue is not None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "lastRound": self.last_round,
+            "samples": self.samples,
+            "evalSamples": self.eval_samples,
+            **{k: v for k, v in self.metrics.items() if k in ("loss", "accuracy")},
+        }
+
+
+@dataclass
+class OpenRound:
+    number: int
+    stage: int
+    model_version: int
+    opened_at: float
+    deadline: float
+    config: dict[str, float]
+    evaluate: bool
+    accumulator: WeightedMean | None
+    tasked: set[str] = field(default_factory=set)
+    receiving: dict[str, SpooledUpdate] = field(default_factory=dict)
+    done: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> metrics
+    samples: dict[str, int] = field(default_factory=dict)
+
+
+def weighted(values: list[tuple[int, dict[str, float]]], key: str) -> float | None:
+    pairs = [(n, m[key]) for n, m in values if key in m and n > 0]
+    total = sum(n for n, _ in pairs)
+    return sum(n * v for n, v in pairs) / total if total else None
+
+
+class Coordinator:
+    def __init__(
+        self,
+        job: FederatedJob,
+        params: Params,
+        strategy: Strategy,
+        checkpoint_dir: Any,
+        *,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.job = job
+        self.spec = job.spec
+        self.params = params
+        self.infos = specs_of(params)
+        self.strategy = strategy
+        self.checkpoint_dir = checkpoint_dir
+        self.clock = clock
+        self.sites = {s.name: SiteState(s.name) for s in self.spec.sites}
+        self.rounds_completed = 0
+        self.history: list[dict[str, Any]] = []
+        self.evaluations: dict[int, dict[str, tuple[int, dict[str, float]]]] = {}
+        self.initial_evaluation: dict[str, Any] = {}
+        self.open: OpenRound | None = None
+        self.round_closed_hooks: list[Any] = []  # called with the history entry
+        # Writes the outputs when the job succeeds, before anyone can see it succeeded.
+        self.on_succeeded: Any = None
+        self.result: dict[str, Any] = {}
+        self.phase = "Pending"
+        self.message = ""
+        self.started_wall = time.time()
+        self._changed = asyncio.Event()
+
+    # -- state from a checkpoint -------------------------------------------------------------
+
+    def resume(self) -> bool:
+        cp = load_checkpoint(self.checkpoint_dir, self.job.name, self.spec.training_fingerprint())
+        if cp is None:
+            return False
+        if specs_of(cp.params) != self.infos:
+            raise JobFailed(
+                f"the checkpoint in {self.checkpoint_dir} holds a model of another shape"
+            )
+        self.params = cp.params
+        self.strategy.load_state(cp.strategy_arrays, cp.strategy_meta)
+        self.rounds_completed = cp.rounds_completed
+        self.history = cp.history
+        for name, s in cp.sites.items():
+            if name in self.sites:
+                self.sites[name].last_round = int(s.get("lastRound", 0))
+                self.sites[name].samples = int(s.get("samples", 0))
+        log.info("resumed from checkpoint after round %d", self.rounds_completed)
+        return True
+
+    def _save(self) -> None:
+        save_checkpoint(
+            self.checkpoint_dir,
+            Checkpoint(
+                job=self.job.name,
+                fingerprint=self.spec.training_fingerprint(),
+                rounds_completed=self.rounds_completed,
+                params=self.params,
+                strategy_arrays=self.strategy.state_arrays(),
+                strategy_meta=self.strategy.state_meta(),
+                history=self.history,
+                sites={n: s.summary() for n, s in self.sites.items()},
+            ),
+        )
+
+    # -- what the service calls --------------------------------------------------------------
+
+    def _known(self, job: str, site: str) -> SiteState:
+        if job != self.job.name:
+            raise UnknownSite(f"this aggregator runs job {self.job.name!r}, not {job!r}", site=site)
+        if site not in self.sites:
+            raise UnknownSite(f"site {site!r} is not a site of job {self.job.name!r}", site=site)
+        return self.sites[site]
+
+    def connect(self, job: str, site: str) -> asyncio.Queue[pb.Event | None]:
+        state = self._known(job, site)
+        if state.queue is not None:
+            # A restarted trainer reconnects before its old stream is noticed dead.
+            state.queue.put_nowait(None)
+        state.queue = asyncio.Queue()
+        log.info("site %s connected", site)
+        if self.phase in ("Succeeded", "Failed"):
+            state.queue.put_nowait(self._finished_event())
+        elif self.open is not None and site not in self.open.done:
+            self._push_task(state)
+        self._notify()
+        return state.queue
+
+    def disconnect(self, site: str, queue: asyncio.Queue[pb.Event | None]) -> None:
+        state = self.sites.get(site)
+        if state is not None and state.queue is queue:
+            state.queue = None
+            log.info("site %s disconnected", site)
+            self._notify()
+
+    def model_for(self, job: str, site: str) -> tuple[pb.ModelHeader, Iterator[pb.TensorChunk]]:
+        self._known(job, site)
+        # A snapshot: the next model is built in new buffers, so this one stays whole.
+        params = self.params
+        header = pb.ModelHeader(
+            job=self.job.name,
+            round=self.open.number if self.open else self.rounds_completed,
+            model_version=self.rounds_completed,
+            tensors=[to_spec(i) for i in self.infos],
+            codec="raw",
+        )
+        return header, iter_chunks(list(params.values()))
+
+    def begin_update(self, header: pb.UpdateHeader) -> SpooledUpdate:
+        self._known(header.job, header.site)
+        where = dict(site=header.site, round=header.round)
+        r = self.open
+        if r is None or r.stage != pb.TRAIN or header.round != r.number:
+            now = f"round {r.number} is open" if r and r.stage == pb.TRAIN else "no round is open"
+            raise RoundClosed(
+                f"round {header.round} is not open for updates ({now}); the update is dropped",
+                **where,
+            )
+        if header.site in r.done or header.site in r.receiving:
+            raise DuplicateUpdate(
+                f"site {header.site!r} already sent its update for round {r.number}", **where
+            )
+        if header.model_version != r.model_version:
+            raise InvalidUpdate(
+                f"the update was trained from model version {header.model_version}, but round "
+                f"{r.number} distributes version {r.model_version}",
+                **where,
+            )
+        if header.num_samples <= 0:
+            raise InvalidUpdate("num_samples must be positive", **where)
+        check_tensors(header, self.infos)
+        update = SpooledUpdate(header, self.infos)
+        r.receiving[header.site] = update
+        return update
+
+    def finish_update(self, update: SpooledUpdate) -> None:
+        """Fold a whole, checked update into the round. Refuses if the round closed meanwhile."""
+        r = self.open
+        try:
+            update.finish()
+            if r is None or r.number != update.round or r.receiving.get(update.site) is not update:
+                raise RoundClosed(
+                    f"round {update.round} closed while the update was arriving; it is dropped",
+                    site=update.site,
+                    round=update.round,
+                )
+            assert r.accumulator is not None
+            for tensor, start, values in update.pieces():
+                r.accumulator.fold(tensor, start, values, update.weight)
+            r.accumulator.commit(update.weight)
+            del r.receiving[update.site]
+            r.done[update.site] = dict(update.header.metrics)
+            r.samples[update.site] = int(update.header.num_samples)
+            site = self.sites[update.site]
+            site.last_round = r.number
+            site.samples = int(update.header.num_samples)
+            log.info("round %d: update from %s (%d samples)", r.number, update.site, site.samples)
+            self._notify()
+        finally:
+            update.close()
+
+    def abandon_update(self, update: SpooledUpdate) -> None:
+        r = self.open
+        if r is not None and r.receiving.get(update.site) is update:
+            del r.receiving[update.site]
+            self._notify()
+        update.close()
+
+    def report_evaluation(self, msg: pb.Evaluation) -> None:
+        site = self._known(msg.job, msg.site)
+        if msg.model_version > self.rounds_completed or msg.model_version < 0:
+            raise InvalidUpdate(
+                f"evaluation names model version {msg.model_version}, which does not exist",
+                site=msg.site,
+                round=msg.round,
+            )
+        metrics = dict(msg.metrics)
+        bad = [k for k, v in metrics.items() if v != v or v in (float("inf"), float("-inf"))]
+        if bad or msg.num_samples <= 0:
+            raise InvalidUpdate(
+                f"evaluation has non-finite metrics {bad} or no samples", site=msg.site, round=msg.round
+            )
+        self.evaluations.setdefault(msg.model_version, {})[msg.site] = (msg.num_samples, metrics)
+        if msg.model_version == self.rounds_completed:
+            site.metrics = metrics
+            site.eval_samples = msg.num_samples
+        self._record_evaluation(msg.model_version)
+        r = self.open
+        if r is not None and r.stage == pb.EVALUATE and msg.model_version == r.model_version:
+            r.done[msg.site] = metrics
+            r.samples[msg.site] = msg.num_samples
+        self._notify()
+
+    # -- the round loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run every round that is left, then the final evaluation. Raises JobFailed."""
+        try:
+            self.phase = "Running"
+            await self._wait_for_sites()
+            while self.rounds_completed < self.spec.rounds:
+                await self._run_round(self.rounds_completed + 1)
+            self.phase = "Evaluating"
+            await self._final_evaluation()
+            self.phase = "Succeeded"
+            self.message = f"completed {self.rounds_completed} rounds"
+            if self.on_succeeded is not None:
+                self.result = self.on_succeeded(self)
+        except JobFailed as e:
+            self.phase = "Failed"
+            self.message = str(e)
+            raise
+        finally:
+            self.open = None
+            for s in self.sites.values():
+                if s.queue is not None:
+                    s.queue.put_nowait(self._finished_event())
+
+    async def _wait_for_sites(self) -> None:
+        """At start (or restart), give every site a moment to connect before round one."""
+        until = self.clock() + self.spec.join_grace_seconds
+        while self.clock() < until:
+            if all(s.connected for s in self.sites.values()):
+                return
+            await self._wait_change(until)
+
+    async def _run_round(self, number: int) -> None:
+        for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
+            r = self._open_round(number, pb.TRAIN, self.rounds_completed)
+            while not self._train_round_complete(r) and self.clock() < r.deadline:
+                await self._wait_change(r.deadline)
+            if len(r.done) >= self.spec.min_sites_per_round:
+                self._close_train_round(r)
+                return
+            self._abandon_round(r)
+            log.warning(
+                "round %d attempt %d: %d of %d sites needed answered before the deadline",
+                number, attempt, len(r.done), self.spec.min_sites_per_round,
+            )
+        connected = sorted(n for n, s in self.sites.items() if s.connected)
+        raise JobFailed(
+            f"round {number} did not reach minSitesPerRound={self.spec.min_sites_per_round} "
+            f"within roundTimeoutSeconds={self.spec.round_timeout_seconds:g} in "
+            f"{MAX_ROUND_ATTEMPTS} attempts; connected sites: {', '.join(connected) or 'none'}"
+        )
+
+    def _open_round(self, number: int, stage: int, version: int) -> OpenRound:
+        every = self.spec.evaluation.every_rounds
+        r = OpenRound(
+            number=number,
+            stage=stage,
+            model_version=version,
+            opened_at=time.time(),
+            deadline=self.clock() + self.spec.round_timeout_seconds,
+            config=self.strategy.client_config(number) if stage == pb.TRAIN else {},
+            evaluate=stage == pb.EVALUATE or version % every == 0,
+            accumulator=self.strategy.new_accumulator(self.infos) if stage == pb.TRAIN else None,
+        )
+        self.open = r
+        for s in self.sites.values():
+            if s.connected:
+                self._push_task(s)
+        log.info("round %d open (%s)", number, pb.Stage.Name(stage))
+        return r
+
+    def _push_task(self, site: SiteState) -> None:
+        r = self.open
+        assert r is not None and site.queue is not None
+        r.tasked.add(site.name)
+        task = pb.Task(
+            job=self.job.name,
+            round=r.number,
+            stage=r.stage,
+            model_version=r.model_version,
+            evaluate=r.evaluate,
+            config=r.config,
+            deadline_unix_seconds=time.time() + (r.deadline - self.clock()),
+        )
+        site.queue.put_nowait(pb.Event(task=task))
+
+    def _waiting_on(self, r: OpenRound) -> set[str]:
+        connected = {n for n, s in self.sites.items() if s.connected}
+        return ((r.tasked & connected) | set(r.receiving)) - set(r.done)
+
+    def _train_round_complete(self, r: OpenRound) -> bool:
+        return len(r.done) >= self.spec.min_sites_per_round and not self._waiting_on(r)
+
+    def _close_train_round(self, r: OpenRound) -> None:
+        assert r.accumulator is not None
+        for update in list(r.receiving.values()):
+            update.close()  # late uploads are refused when they finish (RoundClosed)
+        self.params = self.strategy.apply(self.params, r.accumulator.mean(), r.number)
+        self.rounds_completed = r.number
+        closed = time.time()
+        train_seconds = [m.get("train_seconds", 0.0) for m in r.done.values()]
+        pairs = [(r.samples[s], m) for s, m in r.done.items()]
+        self.history.append(
+            {
+                "round": r.number,
+                "sites": sorted(r.done),
+                "samples": sum(r.samples.values()),
+                "trainLoss": weighted(pairs, "train_loss"),
+                "openedAt": r.opened_at,
+                "closedAt": closed,
+                "durationSeconds": closed - r.opened_at,
+                "maxTrainSeconds": max(train_seconds),
+            }
+        )
+        self.open = None
+        self._save()
+        for hook in self.round_closed_hooks:
+            hook(self.history[-1])
+        log.info("round %d closed with %d sites", r.number, len(r.done))
+
+    def _abandon_round(self, r: OpenRound) -> None:
+        for update in list(r.receiving.values()):
+            update.close()
+        self.open = None
+
+    async def _final_evaluation(self) -> None:
+        r = self._open_round(self.rounds_completed, pb.EVALUATE, self.rounds_completed)
+        while self._waiting_on(r) and self.clock() < r.deadline:
+            await self._wait_change(r.deadline)
+        self.open = None
+
+    def _record_evaluation(self, version: int) -> None:
+        reports = list(self.evaluations.get(version, {}).values())
+        summary = {
+            "loss": weighted(reports, "loss"),
+            "accuracy": weighted(reports, "accuracy"),
+            "evalSites": len(reports),
+            "evalSamples": sum(n for n, _ in reports),
+        }
+        if version == 0:
+            self.initial_evaluation = summary
+        elif version <= len(self.history):
+            self.history[version - 1].update(summary)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    async def _wait_change(self, until: float) -> None:
+        timeout = max(0.0, until - self.clock())
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._changed.clear()
+
+    def _finished_event(self) -> pb.Event:
+        return pb.Event(
+            finished=pb.Finished(
+                job=self.job.name,
+                rounds_completed=self.rounds_completed,
+                succeeded=self.phase == "Succeeded",
+                message=self.message,
+            )
+        )
+
+    # -- what is reported --------------------------------------------------------------------
+
+    def latest_global(self) -> dict[str, Any]:
+        for h in reversed(self.history):
+            if h.get("accuracy") is not None:
+                return {"round": h["round"], "loss": h["loss"], "accuracy": h["accuracy"]}
+        return {}
+
+    def progress(self) -> dict[str, Any]:
+        return {
+            "job": self.job.name,
+            "phase": self.phase,
+            "message": self.message,
+            "round": self.rounds_completed,
+            "totalRounds": self.spec.rounds,
+            "openRound": self.open.number if self.open else None,
+            "sitesConnected": sorted(n for n, s in self.sites.items() if s.connected),
+            "global": self.latest_global(),
+            "sites": {n: s.summary() for n, s in self.sites.items()},
+            "history": self.history,
+            "initialEvaluation": self.initial_evaluation,
+            "modelPath": self.result.get("modelPath"),
+        }
+
+
+__all__ = ["Coordinator", "UpdateRefused"]

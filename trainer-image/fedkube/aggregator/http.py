@@ -1,0 +1,42 @@
+"""/metrics (Prometheus), /progress (JSON the operator and `fedkube run` poll) and /healthz."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+
+def serve_http(
+    host: str, port: int, metrics: Callable[[], bytes], progress: Callable[[], dict[str, Any]]
+) -> ThreadingHTTPServer:
+    """Start the server on a daemon thread; both callables must be safe to call from it."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                body, ctype = metrics(), CONTENT_TYPE_LATEST
+            elif path == "/progress":
+                body, ctype = json.dumps(progress()).encode(), "application/json"
+            elif path == "/healthz":
+                body, ctype = b"ok\n", "text/plain"
+            else:
+                self.send_error(404, "try /metrics, /progress or /healthz")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="fedkube-http", daemon=True).start()
+    return server

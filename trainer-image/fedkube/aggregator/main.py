@@ -1,0 +1,97 @@
+"""`fedkube aggregator`: serve one job's rounds over gRPC until it is done."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from prometheus_client import generate_latest
+
+from fedkube.aggregator.coordinator import Coordinator
+from fedkube.aggregator.http import serve_http
+from fedkube.aggregator.metrics import AggregatorMetrics
+from fedkube.aggregator.outputs import write_outputs
+from fedkube.aggregator.service import AggregatorService
+from fedkube.errors import JobFailed
+from fedkube.models.registry import initial_params
+from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.spec.job import FederatedJob
+from fedkube.strategy import build_strategy
+
+log = logging.getLogger("fedkube.aggregator")
+T = TypeVar("T")
+
+# After the last round, how long to let sites read their final word before stopping.
+FINISH_GRACE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class AggregatorOptions:
+    host: str
+    port: int
+    http_port: int
+    checkpoint_dir: Path
+    output_dir: Path
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> Callable[[], T]:
+    """Run ``fn`` on the event loop's thread, where the coordinator's state is changed."""
+
+    async def call() -> T:
+        return fn()
+
+    return lambda: asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=10)
+
+
+async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
+    features, classes = job.spec.input_shape()
+    coordinator = Coordinator(
+        job,
+        initial_params(job.spec.task, features, classes),
+        build_strategy(job.spec),
+        opts.checkpoint_dir,
+    )
+    coordinator.resume()
+    coordinator.on_succeeded = lambda c: write_outputs(c, opts.output_dir)
+    metrics = AggregatorMetrics(coordinator)
+    server = grpc.aio.server()
+    pb_grpc.add_AggregatorServicer_to_server(AggregatorService(coordinator, metrics), server)
+    bound = server.add_insecure_port(f"{opts.host}:{opts.port}")
+    if bound == 0:
+        raise JobFailed(f"cannot listen on {opts.host}:{opts.port}; is the port taken?")
+    await server.start()
+    loop = asyncio.get_running_loop()
+    http = serve_http(
+        opts.host,
+        opts.http_port,
+        on_loop(loop, lambda: generate_latest(metrics.registry)),
+        on_loop(loop, coordinator.progress),
+    )
+    log.info(
+        "aggregator for job %s on %s:%d (http %d), %d rounds left",
+        job.name, opts.host, bound, opts.http_port,
+        job.spec.rounds - coordinator.rounds_completed,
+    )
+    runner = asyncio.ensure_future(coordinator.run())
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runner.cancel)
+    code = 0
+    try:
+        await runner
+        log.info("job %s succeeded; model at %s", job.name, coordinator.result["modelPath"])
+    except JobFailed as e:
+        log.error("job %s failed: %s", job.name, e)
+        code = 1
+    except asyncio.CancelledError:
+        log.warning("stopped by signal after round %d", coordinator.rounds_completed)
+        code = 143
+    await asyncio.sleep(FINISH_GRACE_SECONDS if code != 143 else 0)
+    await server.stop(grace=0.5)
+    http.shutdown()
+    return code

@@ -1,0 +1,56 @@
+"""What a finished job leaves behind: the model (safetensors), its model card and result.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fedkube.aggregator.coordinator import Coordinator
+from fedkube.spec.job import spec_summary
+from fedkube.storage.atomic import write_json
+from fedkube.storage.safetensors_file import write_safetensors
+
+MODEL_FILE = "model.safetensors"
+CARD_FILE = "model-card.json"
+RESULT_FILE = "result.json"
+
+
+def write_outputs(c: Coordinator, folder: Path) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    model_path = folder / MODEL_FILE
+    summary = spec_summary(c.job)
+    write_safetensors(model_path, c.params, {"fedkube": json.dumps(summary, sort_keys=True)})
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    g = c.latest_global()
+    sites = [
+        {"name": n, **{k: v for k, v in s.summary().items() if k != "connected"}}
+        for n, s in c.sites.items()
+    ]
+    card = {
+        **summary,
+        "roundsCompleted": c.rounds_completed,
+        "globalMetrics": g,
+        "sitesContributed": sorted({s for h in c.history for s in h["sites"]}),
+        "tensors": {i.name: {"dtype": str(i.dtype), "shape": list(i.shape)} for i in c.infos},
+        "modelSha256": digest,
+        "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json(folder / CARD_FILE, card)
+    result = {
+        "job": c.job.name,
+        "phase": c.phase,
+        "roundsCompleted": c.rounds_completed,
+        "totalRounds": c.spec.rounds,
+        "global": g,
+        "initialEvaluation": c.initial_evaluation,
+        "sites": sites,
+        "history": c.history,
+        "modelPath": str(model_path.resolve()),
+        "modelCard": str((folder / CARD_FILE).resolve()),
+        "wallSeconds": time.time() - c.started_wall,
+    }
+    write_json(folder / RESULT_FILE, result)
+    return result

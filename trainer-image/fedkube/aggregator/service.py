@@ -1,0 +1,103 @@
+"""The gRPC face of the coordinator: calls in, refusals out as gRPC statuses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from fedkube.aggregator.coordinator import Coordinator
+from fedkube.aggregator.metrics import AggregatorMetrics
+from fedkube.errors import InvalidUpdate, UpdateRefused
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+
+log = logging.getLogger("fedkube.aggregator")
+
+
+class AggregatorService(pb_grpc.AggregatorServicer):
+    def __init__(self, coordinator: Coordinator, metrics: AggregatorMetrics) -> None:
+        self.c = coordinator
+        self.metrics = metrics
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, e: UpdateRefused) -> None:
+        self.metrics.refused.labels(type(e).__name__).inc()
+        log.warning("refused site=%s round=%s: %s", e.site or "?", e.round, e)
+        await context.abort(getattr(grpc.StatusCode, e.status), str(e))
+
+    async def Subscribe(
+        self, request: pb.JoinRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Event]:
+        try:
+            queue = self.c.connect(request.job, request.site)
+        except UpdateRefused as e:
+            await self._refuse(context, e)
+            return
+        try:
+            while True:
+                event = await queue.get()
+                if event is None:  # replaced by a newer connection of the same site
+                    return
+                yield event
+                if event.HasField("finished"):
+                    return
+        finally:
+            self.c.disconnect(request.site, queue)
+
+    async def GetModel(
+        self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelPart]:
+        try:
+            header, chunks = self.c.model_for(request.job, request.site)
+        except UpdateRefused as e:
+            await self._refuse(context, e)
+            return
+        yield pb.ModelPart(header=header)
+        for chunk in chunks:
+            self.metrics.bytes_sent.inc(len(chunk.data))
+            yield pb.ModelPart(chunk=chunk)
+
+    async def SubmitUpdate(
+        self, request_iterator: AsyncIterator[pb.UpdatePart], context: grpc.aio.ServicerContext
+    ) -> pb.UpdateReceipt:
+        update = None
+        try:
+            async for part in request_iterator:
+                if update is None:
+                    if not part.HasField("header"):
+                        raise InvalidUpdate("the first message of an update must be its header")
+                    update = self.c.begin_update(part.header)
+                elif part.HasField("chunk"):
+                    self.metrics.bytes_received.inc(len(part.chunk.data))
+                    update.add(part.chunk)
+                else:
+                    raise InvalidUpdate(
+                        "an update has one header; a second arrived", site=update.site,
+                        round=update.round,
+                    )
+            if update is None:
+                raise InvalidUpdate("empty update stream")
+            self.c.finish_update(update)
+            return pb.UpdateReceipt(
+                job=self.c.job.name, round=update.round, site=update.site,
+                bytes_received=update.bytes_received,
+            )
+        except UpdateRefused as e:
+            if update is not None:
+                self.c.abandon_update(update)
+            await self._refuse(context, e)
+            raise  # abort() raises; this line is never reached
+        except BaseException:
+            if update is not None:
+                self.c.abandon_update(update)
+            raise
+
+    async def ReportEvaluation(
+        self, request: pb.Evaluation, context: grpc.aio.ServicerContext
+    ) -> pb.EvaluationReceipt:
+        try:
+            self.c.report_evaluation(request)
+        except UpdateRefused as e:
+            await self._refuse(context, e)
+        return pb.EvaluationReceipt(job=request.job, round=request.round)

@@ -1,0 +1,91 @@
+"""Receiving one site's update: checked chunk by chunk, held aside, folded only when whole.
+
+An update is folded into the running sum only after its last chunk has arrived and passed
+every check, so a refused or broken update never touches the model. Small updates are held
+in memory; larger ones spill to a temporary file, which keeps the aggregator's memory near
+one model's size however many sites upload at once.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from fedkube.errors import InvalidUpdate
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.wire.tensors import ChunkChecker, TensorInfo, from_spec
+
+SPOOL_IN_MEMORY_BYTES = 2 << 20
+
+
+def check_tensors(header: pb.UpdateHeader, expected: Sequence[TensorInfo]) -> None:
+    """The update's tensors must be the model's, in order, with the same dtype and shape."""
+    where = dict(site=header.site, round=header.round)
+    if header.codec not in ("", "raw"):
+        raise InvalidUpdate(f"unknown codec {header.codec!r}; this aggregator reads 'raw'", **where)
+    try:
+        got = [from_spec(s) for s in header.tensors]
+    except ValueError as e:
+        raise InvalidUpdate(str(e), **where) from None
+    if len(got) != len(expected):
+        raise InvalidUpdate(
+            f"update has {len(got)} tensors, the model has {len(expected)}", **where
+        )
+    for g, e in zip(got, expected, strict=True):
+        if g != e:
+            raise InvalidUpdate(
+                f"tensor {g.name!r} {g.dtype}{list(g.shape)} does not match the model's "
+                f"{e.name!r} {e.dtype}{list(e.shape)}",
+                **where,
+            )
+
+
+class SpooledUpdate:
+    """One update in flight: its header, its checked chunks, and where they are held."""
+
+    def __init__(self, header: pb.UpdateHeader, infos: Sequence[TensorInfo]) -> None:
+        self.header = header
+        self.site = header.site
+        self.round = header.round
+        self.weight = float(header.num_samples)
+        self.infos = list(infos)
+        self._checker = ChunkChecker(infos)
+        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
+        self._pieces: list[tuple[int, int, int]] = []  # (tensor, first element, byte count)
+
+    @property
+    def bytes_received(self) -> int:
+        return self._checker.bytes_seen
+
+    def add(self, chunk: pb.TensorChunk) -> None:
+        try:
+            info, values = self._checker.check(chunk)
+        except ValueError as e:
+            raise InvalidUpdate(str(e), site=self.site, round=self.round) from None
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            at = chunk.offset // info.dtype.itemsize + int(np.flatnonzero(~np.isfinite(values))[0])
+            raise InvalidUpdate(
+                f"tensor {info.name!r} holds a non-finite value (NaN or Inf) at element {at}",
+                site=self.site,
+                round=self.round,
+            )
+        self._file.write(chunk.data)
+        self._pieces.append((chunk.tensor, chunk.offset // info.dtype.itemsize, len(chunk.data)))
+
+    def finish(self) -> None:
+        try:
+            self._checker.finish()
+        except ValueError as e:
+            raise InvalidUpdate(str(e), site=self.site, round=self.round) from None
+
+    def pieces(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(tensor index, first element, values) for every chunk, in order."""
+        self._file.seek(0)
+        for tensor, start, nbytes in self._pieces:
+            data = self._file.read(nbytes)
+            yield tensor, start, np.frombuffer(data, dtype=self.infos[tensor].dtype)
+
+    def close(self) -> None:
+        self._file.close()

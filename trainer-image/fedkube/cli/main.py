@@ -1,0 +1,156 @@
+"""`fedkube`: run a job locally, validate a manifest, or start one of the two pod roles.
+
+Exit codes: 0 done, 1 the job failed, 2 the input is wrong (manifest, data, model),
+130/143 stopped by a signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from fedkube.errors import DataError, FedkubeError, ModelError, SpecError
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _manifest(args: argparse.Namespace) -> Path:
+    return Path(args.manifest)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from fedkube.spec.load import load_job
+
+    job = load_job(_manifest(args))
+    s = job.spec
+    print(
+        f"{args.manifest}: valid FederatedJob {job.name!r}: {len(s.sites)} sites, {s.rounds} "
+        f"rounds, strategy {s.strategy.name}, at least {s.min_sites_per_round} sites a round"
+    )
+    return 0
+
+
+def cmd_aggregator(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from fedkube.aggregator.main import AggregatorOptions, serve
+    from fedkube.cli.logs import setup_logging
+    from fedkube.spec.load import load_job
+
+    setup_logging("aggregator")
+    _limit_threads()
+    job = load_job(_manifest(args))
+    opts = AggregatorOptions(
+        host=args.host,
+        port=args.port or job.spec.aggregator.port,
+        http_port=args.http_port or job.spec.aggregator.http_port,
+        checkpoint_dir=Path(args.checkpoint_dir or job.spec.checkpoint.path),
+        output_dir=Path(args.output_dir or job.spec.output.path),
+    )
+    return asyncio.run(serve(job, opts))
+
+
+def cmd_trainer(args: argparse.Namespace) -> int:
+    from fedkube.cli.logs import setup_logging
+    from fedkube.data.site_data import load_site_data
+    from fedkube.spec.load import load_job
+    from fedkube.trainer.client import TrainerClient
+    from fedkube.trainer.local import LocalTrainer
+
+    setup_logging(f"trainer[{args.site}]")
+    _limit_threads()
+    manifest = _manifest(args)
+    job = load_job(manifest)
+    data = load_site_data(job.spec, args.site, manifest)
+    trainer = LocalTrainer(job.spec.task, data, args.site)
+    trainer.warm_up()
+    endpoint = (
+        args.aggregator
+        or job.spec.aggregator.endpoint
+        or f"localhost:{job.spec.aggregator.port}"
+    )
+    client = TrainerClient(job.name, args.site, endpoint, trainer)
+    try:
+        finished = client.run()
+    finally:
+        client.close()
+    if not finished.succeeded:
+        print(f"site {args.site}: the job ended without success: {finished.message}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fedkube.cli.local_run import LocalRunOptions, run_local
+
+    return run_local(
+        LocalRunOptions(
+            manifest=_manifest(args),
+            output=Path(args.output) if args.output else None,
+            fresh=args.fresh,
+            quiet=args.quiet,
+        )
+    )
+
+
+def _limit_threads() -> None:
+    """One torch thread per process by default: several sites share a few cores."""
+    threads = int(os.environ.get("FEDKUBE_TORCH_THREADS", "1"))
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fedkube", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a job as local processes (aggregator + one per site)")
+    run.add_argument("manifest", help="FederatedJob YAML file")
+    run.add_argument("--output", help="output folder (default: spec.output.path)")
+    run.add_argument("--fresh", action="store_true", help="ignore an earlier checkpoint")
+    run.add_argument("--quiet", action="store_true", help="print only the final table")
+    run.set_defaults(fn=cmd_run)
+
+    val = sub.add_parser("validate", help="check a manifest and report every problem")
+    val.add_argument("manifest")
+    val.set_defaults(fn=cmd_validate)
+
+    agg = sub.add_parser("aggregator", help="serve a job's rounds (the aggregator pod)")
+    agg.add_argument("--manifest", required=True)
+    agg.add_argument("--host", default="0.0.0.0")
+    agg.add_argument("--port", type=int, default=0, help="gRPC port (default: spec)")
+    agg.add_argument("--http-port", type=int, default=0, help="/metrics and /progress port")
+    agg.add_argument("--checkpoint-dir", help="default: spec.checkpoint.path")
+    agg.add_argument("--output-dir", help="default: spec.output.path")
+    agg.set_defaults(fn=cmd_aggregator)
+
+    tr = sub.add_parser("trainer", help="train one site (a trainer pod)")
+    tr.add_argument("--manifest", required=True)
+    tr.add_argument("--site", required=True)
+    tr.add_argument("--aggregator", help="host:port (default: spec.aggregator.endpoint)")
+    tr.set_defaults(fn=cmd_trainer)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.fn(args)
+    except (SpecError, DataError, ModelError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FedkubeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Every error fedkube raises on purpose, in one tree.
+
+    FedkubeError                      base; ``str()`` says what was wrong, where, and what to do
+    ├── SpecError                     the job manifest is invalid (carries one line per problem)
+    ├── DataError                     a site's data cannot be loaded (names site, file, column)
+    ├── ModelError                    a model or training plug-in cannot be built or imported
+    ├── CheckpointError               a checkpoint is unreadable or belongs to another job
+    ├── UpdateRefused                 the aggregator refused a message; ``status`` names the reason
+    │   ├── UnknownSite               the sender is not a site of this job
+    │   ├── RoundClosed               the round named is not the open one
+    │   ├── DuplicateUpdate           the site already sent its update for this round
+    │   └── InvalidUpdate             wrong tensors, shapes, dtypes or non-finite values
+    └── JobFailed                     the job cannot complete (no quorum, aggregator gave up)
+
+Retry policy: ``UpdateRefused`` is final for that message; ``JobFailed`` is final for the job;
+the others are fixed by changing the input the message names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class FedkubeError(Exception):
+    """Base of every error fedkube raises on purpose."""
+
+
+class SpecError(FedkubeError):
+    """The manifest is invalid. ``problems`` holds one ``field.path: message`` line each."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"{source}: the job manifest is invalid ({len(self.problems)} problem"
+            f"{'s' if len(self.problems) != 1 else ''}):\n{lines}\n"
+            "Fix the fields named above and run `fedkube validate` again."
+        )
+
+
+class DataError(FedkubeError):
+    """A site's data cannot be loaded or split."""
+
+    def __init__(self, site: str, message: str, *, path: str | None = None) -> None:
+        self.site = site
+        self.path = path
+        where = f"site {site!r}" + (f", file {path}" if path else "")
+        super().__init__(f"{where}: {message}")
+
+
+class ModelError(FedkubeError):
+    """A model factory or training plug-in cannot be imported or built."""
+
+
+class CheckpointError(FedkubeError):
+    """A checkpoint cannot be read, or it was written for another job."""
+
+
+class UpdateRefused(FedkubeError):
+    """The aggregator refused a message. ``status`` is the gRPC status name it maps to."""
+
+    status = "FAILED_PRECONDITION"
+
+    def __init__(self, message: str, *, site: str = "", round: int = 0) -> None:
+        self.site = site
+        self.round = round
+        super().__init__(message)
+
+
+class UnknownSite(UpdateRefused):
+    status = "PERMISSION_DENIED"
+
+
+class RoundClosed(UpdateRefused):
+    status = "FAILED_PRECONDITION"
+
+
+class DuplicateUpdate(UpdateRefused):
+    status = "ALREADY_EXISTS"
+
+
+class InvalidUpdate(UpdateRefused):
+    status = "INVALID_ARGUMENT"
+
+
+class JobFailed(FedkubeError):
+    """The job cannot complete."""

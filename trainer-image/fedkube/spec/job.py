@@ -1,0 +1,280 @@
+"""The FederatedJob resource (fedkube.io/v1alpha1) as pydantic models: the one schema.
+
+The operator, the aggregator, the trainer and `fedkube run` all parse these models; the CRD's
+OpenAPI schema is generated from them. Field names are camelCase on the wire (Kubernetes
+convention) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from fedkube.spec.datasets import DATASET_SHAPES
+
+API_GROUP = "fedkube.io"
+API_VERSION = "v1alpha1"
+KIND = "FederatedJob"
+
+# A DNS-1123 label: site names become parts of pod names and certificate identities.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ModelSpec(_Model):
+    """Which model to train: a built-in one by name, or the user's own by import path."""
+
+    name: Literal["logistic_regression", "mlp", "cnn"] | None = Field(
+        default=None, description="A built-in model."
+    )
+    import_path: Annotated[str, Field(pattern=IMPORT_PATH, max_length=256)] | None = Field(
+        default=None,
+        description="`package.module:factory` returning a torch.nn.Module; called as "
+        "factory(num_features=..., num_classes=..., **params).",
+    )
+    hidden_sizes: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [32], max_length=16, description="Hidden layer widths (mlp)."
+    )
+    params: dict[str, int | float | str | bool] = Field(
+        default_factory=dict, max_length=64, description="Keyword arguments for importPath."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.name is None) == (self.import_path is None):
+            raise ValueError("give exactly one of `name` (a built-in model) or `importPath`")
+        return self
+
+
+class TaskSpec(_Model):
+    """What each site does with the global model in one round."""
+
+    model: ModelSpec
+    local_epochs: int = Field(default=1, ge=1, le=1000)
+    batch_size: int = Field(default=32, ge=1, le=65536)
+    learning_rate: float = Field(default=0.01, gt=0, le=10)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(default=0.0, ge=0, lt=1, description="SGD momentum.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    num_features: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Input width; required with file data."
+    )
+    num_classes: int | None = Field(
+        default=None, ge=2, le=100_000, description="Label count; required with file data."
+    )
+    train_function: Annotated[str, Field(pattern=IMPORT_PATH, max_length=256)] | None = Field(
+        default=None,
+        description="`package.module:train` replacing the built-in loop; called as "
+        "train(model, features, labels, config) and returns a dict of metrics.",
+    )
+
+
+class FedAvgSpec(_Model):
+    name: Literal["fedavg"] = "fedavg"
+
+
+StrategySpec = Annotated[FedAvgSpec, Field(discriminator="name")]
+
+
+DatasetName = Literal["breast_cancer", "digits", "wine", "iris"]
+
+
+class SklearnSource(_Model):
+    """A dataset that ships inside scikit-learn, split into simulated sites."""
+
+    dataset: DatasetName
+    num_partitions: int = Field(ge=1, le=1000)
+    partition: int = Field(ge=0, description="Which part of the split this site holds.")
+    partitioner: Literal["iid", "dirichlet", "quantity"] = "iid"
+    alpha: float = Field(
+        default=0.5, gt=0, le=1e6, description="Dirichlet concentration (dirichlet, quantity)."
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _partition_in_range(self) -> SklearnSource:
+        if self.partition >= self.num_partitions:
+            raise ValueError(
+                f"partition {self.partition} is out of range for numPartitions "
+                f"{self.num_partitions} (use 0..{self.num_partitions - 1})"
+            )
+        return self
+
+
+class FileSource(_Model):
+    """The site's own CSV or Parquet file."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    label_column: str = Field(min_length=1, max_length=256)
+    feature_columns: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None, max_length=100000, description="Default: every column but the label."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _known_format(cls, path: str) -> str:
+        if not re.search(r"\.(csv|parquet|pq)$", path, re.IGNORECASE):
+            raise ValueError("the file must end in .csv, .parquet or .pq")
+        return path
+
+
+class DataSpec(_Model):
+    sklearn: SklearnSource | None = None
+    file: FileSource | None = None
+    held_out_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of the site's rows kept for evaluation."
+    )
+    standardize: Literal["site", "dataset", "none"] = Field(
+        default="site",
+        description="Feature scaling: `site` uses the site's own training statistics (nothing "
+        "shared); `dataset` (sklearn sources) the whole dataset's, standing for a normalisation "
+        "the consortium agreed on beforehand; `none` leaves features as they are.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.sklearn is None) == (self.file is None):
+            raise ValueError("give exactly one data source: `sklearn` or `file`")
+        if self.standardize == "dataset" and self.sklearn is None:
+            raise ValueError("standardize: dataset needs an sklearn source; use site or none")
+        return self
+
+
+class SiteSpec(_Model):
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    data: DataSpec
+
+
+class EvaluationSpec(_Model):
+    every_rounds: int = Field(
+        default=1, ge=1, le=10000, description="Evaluate the global model every N rounds."
+    )
+
+
+class CheckpointSpec(_Model):
+    path: str = Field(default="checkpoints", min_length=1, max_length=4096)
+
+
+class OutputSpec(_Model):
+    path: str = Field(default="output", min_length=1, max_length=4096)
+
+
+class AggregatorSpec(_Model):
+    endpoint: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$",
+        max_length=255,
+        description="host:port of an aggregator run elsewhere; none runs here then.",
+    )
+    port: int = Field(default=7070, ge=1, le=65535, description="gRPC port.")
+    http_port: int = Field(default=9090, ge=1, le=65535, description="/metrics and /progress.")
+
+
+class JobSpec(_Model):
+    task: TaskSpec
+    rounds: int = Field(ge=1, le=100000)
+    min_sites_per_round: int = Field(default=1, ge=1, le=1000)
+    round_timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
+    join_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="At start, how long to wait for every site before starting with a quorum.",
+    )
+    strategy: StrategySpec = Field(default_factory=FedAvgSpec)
+    sites: list[SiteSpec] = Field(min_length=1, max_length=1000)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    aggregator: AggregatorSpec = Field(default_factory=AggregatorSpec)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> JobSpec:
+        names = [s.name for s in self.sites]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"site names must be unique; repeated: {', '.join(duplicates)}")
+        if self.min_sites_per_round > len(self.sites):
+            raise ValueError(
+                f"minSitesPerRound ({self.min_sites_per_round}) is above the number of sites "
+                f"({len(self.sites)})"
+            )
+        datasets = sorted({s.data.sklearn.dataset for s in self.sites if s.data.sklearn})
+        if len(datasets) > 1:
+            raise ValueError(f"all sklearn sites must share one dataset; found {', '.join(datasets)}")
+        uses_files = any(s.data.file for s in self.sites)
+        if uses_files and (self.task.num_features is None or self.task.num_classes is None):
+            raise ValueError(
+                "task.numFeatures and task.numClasses are required when a site reads its own file"
+            )
+        return self
+
+    def input_shape(self) -> tuple[int, int]:
+        """(number of features, number of classes) the model is built for."""
+        dataset = next((s.data.sklearn.dataset for s in self.sites if s.data.sklearn), None)
+        known = DATASET_SHAPES[dataset] if dataset else (None, None)
+        features = self.task.num_features or known[0]
+        classes = self.task.num_classes or known[1]
+        assert features is not None and classes is not None  # guaranteed by _cross_field
+        return features, classes
+
+    def site(self, name: str) -> SiteSpec:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def training_fingerprint(self) -> str:
+        """Hash of what decides the model's trajectory; a checkpoint must match it to resume."""
+        relevant = {
+            "task": self.task.model_dump(mode="json", by_alias=True),
+            "strategy": self.strategy.model_dump(mode="json", by_alias=True),
+        }
+        blob = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class ObjectMeta(BaseModel):
+    # Kubernetes adds uid, resourceVersion, managedFields...; only the name matters here.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    namespace: str | None = None
+
+
+class FederatedJob(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    api_version: Literal["fedkube.io/v1alpha1"]
+    kind: Literal["FederatedJob"]
+    metadata: ObjectMeta
+    spec: JobSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+def spec_summary(job: FederatedJob) -> dict[str, Any]:
+    """The few facts about a job that a model card or a progress line needs."""
+    return {
+        "job": job.name,
+        "rounds": job.spec.rounds,
+        "sites": [s.name for s in job.spec.sites],
+        "strategy": job.spec.strategy.name,
+        "model": job.spec.task.model.name or job.spec.task.model.import_path,
+        "specSha256": job.spec.training_fingerprint(),
+    }

@@ -1,0 +1,1 @@
+"""Files the engine writes: safetensors models and checkpoints, JSON results. Always atomic."""

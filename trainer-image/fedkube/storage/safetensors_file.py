@@ -1,0 +1,63 @@
+"""safetensors files, written by streaming each array (no whole-model copy) and read by the
+safetensors library itself.
+
+The format: an 8-byte little-endian header length, a JSON header naming each tensor's
+dtype, shape and byte range, then the raw little-endian bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from fedkube.storage.atomic import atomic_write
+
+_CODES = {
+    np.dtype("<f4"): "F32",
+    np.dtype("<f8"): "F64",
+    np.dtype("<f2"): "F16",
+    np.dtype("<i8"): "I64",
+    np.dtype("<i4"): "I32",
+    np.dtype("u1"): "U8",
+}
+_WRITE_BLOCK = 1 << 22
+
+
+def write_safetensors(
+    path: Path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+) -> None:
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    offset = 0
+    for name, arr in arrays.items():
+        code = _CODES.get(np.dtype(arr.dtype).newbyteorder("<"))
+        if code is None:
+            raise ValueError(f"tensor {name!r}: dtype {arr.dtype} is not supported")
+        header[name] = {"dtype": code, "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
+        offset += arr.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the format recommends 8-byte alignment of the data
+    with atomic_write(path) as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for arr in arrays.values():
+            flat = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False))
+            raw = memoryview(flat.reshape(-1).view(np.uint8))
+            for start in range(0, len(raw), _WRITE_BLOCK):
+                f.write(raw[start : start + _WRITE_BLOCK])
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    from safetensors import safe_open
+
+    arrays: dict[str, np.ndarray] = {}
+    with safe_open(str(path), framework="numpy") as f:
+        metadata = dict(f.metadata() or {})
+        for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            arrays[name] = f.get_tensor(name)
+    return arrays, metadata

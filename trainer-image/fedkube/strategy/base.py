@@ -1,0 +1,83 @@
+"""The strategy seam: how the mean of the sites' updates becomes the next global model.
+
+Sites send updates (their trained weights minus the global weights they started from). The
+aggregator folds them into a running weighted mean (``WeightedMean``); the strategy then
+turns that mean into the next global model and may keep state across rounds (moments,
+control variates), which travels through checkpoints as arrays plus JSON.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fedkube.wire.tensors import Params, TensorInfo
+
+
+class Strategy(ABC):
+    name: ClassVar[str]
+
+    def client_config(self, round: int) -> dict[str, float]:
+        """Settings each site applies to its local training this round."""
+        return {}
+
+    def new_accumulator(self, infos: Sequence[TensorInfo]) -> WeightedMean:
+        return WeightedMean(infos)
+
+    @abstractmethod
+    def apply(self, params: Params, mean_update: Params, round: int) -> Params:
+        """The next global model from the current one and the round's mean update.
+
+        ``params`` must not be changed: a site may be downloading it. ``mean_update`` is the
+        strategy's to reuse, so the new model can be built in its buffers.
+        """
+
+    def state_arrays(self) -> Params:
+        return {}
+
+    def state_meta(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, arrays: Params, meta: dict[str, Any]) -> None:
+        """Restore what ``state_arrays``/``state_meta`` saved (aggregator restart)."""
+
+
+class WeightedMean:
+    """Running sum of weighted updates, folded chunk by chunk: one model's size of memory,
+    whatever the number of sites."""
+
+    def __init__(self, infos: Sequence[TensorInfo]) -> None:
+        self.infos = list(infos)
+        # Allocated on first use, so an idle aggregator holds only the global model.
+        self._sums: list[np.ndarray] | None = None
+        self.total_weight = 0.0
+        self.count = 0
+
+    def _buffers(self) -> list[np.ndarray]:
+        if self._sums is None:
+            self._sums = [np.zeros(i.size, dtype=np.float32) for i in self.infos]
+        return self._sums
+
+    def fold(self, tensor: int, start: int, values: np.ndarray, weight: float) -> None:
+        target = self._buffers()[tensor][start : start + values.size]
+        # values * weight makes one chunk-sized temporary, never a model-sized one.
+        target += values.astype(np.float32, copy=False) * np.float32(weight)
+
+    def commit(self, weight: float) -> None:
+        """One update has been folded whole."""
+        self.total_weight += weight
+        self.count += 1
+
+    def mean(self) -> Params:
+        if self.count == 0 or self.total_weight <= 0:
+            raise ValueError("no update to average")
+        sums = self._buffers()
+        out: Params = {}
+        for info, s in zip(self.infos, sums, strict=True):
+            s /= np.float32(self.total_weight)
+            out[info.name] = s.reshape(info.shape)
+        self._sums = None
+        return out

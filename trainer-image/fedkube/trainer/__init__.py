@@ -1,0 +1,1 @@
+"""A site's trainer: local training (torch) and the client that talks to the aggregator."""
