@@ -123,11 +123,13 @@ class Coordinator:
         cp = load_checkpoint(self.checkpoint_dir, self.job.name, self.spec.training_fingerprint())
         if cp is None:
             return False
-        if specs_of(cp.params) != self.infos:
+        # safetensors lists tensors by name; the wire order is the model's own.
+        stored = {i.name: i for i in specs_of(cp.params)}
+        if stored != {i.name: i for i in self.infos}:
             raise JobFailed(
                 f"the checkpoint in {self.checkpoint_dir} holds a model of another shape"
             )
-        self.params = cp.params
+        self.params = {i.name: cp.params[i.name] for i in self.infos}
         self.strategy.load_state(cp.strategy_arrays, cp.strategy_meta)
         self.rounds_completed = cp.rounds_completed
         self.history = cp.history

@@ -13,7 +13,6 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FLOAT32: _ClassVar[DType]
     FLOAT64: _ClassVar[DType]
     FLOAT16: _ClassVar[DType]
-    BFLOAT16: _ClassVar[DType]
     INT64: _ClassVar[DType]
     INT32: _ClassVar[DType]
     UINT8: _ClassVar[DType]
@@ -27,7 +26,6 @@ DTYPE_UNSPECIFIED: DType
 FLOAT32: DType
 FLOAT64: DType
 FLOAT16: DType
-BFLOAT16: DType
 INT64: DType
 INT32: DType
 UINT8: DType

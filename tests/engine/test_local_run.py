@@ -1,0 +1,115 @@
+"""`fedkube run`: the README's main command, end to end with real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+from tests.engine.jobs import manifest, write_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fedkube", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=300, **kw,
+    )
+
+
+def test_breast_cancer_example_runs_and_writes_its_result(tmp_path: Path) -> None:
+    doc = yaml.safe_load((ROOT / "examples" / "breast-cancer.yaml").read_text())
+    doc["spec"]["rounds"] = 6
+    path = write_manifest(tmp_path / "bc.yaml", doc)
+    out = run(["run", str(path), "--output", str(tmp_path / "out")], cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert sum(ln.startswith("round ") for ln in lines) == 6
+    for site in ("hospital-a", "hospital-e", "global"):
+        assert any(ln.startswith(site) for ln in lines), out.stdout
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["roundsCompleted"] == 6 and result["phase"] == "Succeeded"
+    assert {s["name"] for s in result["sites"]} == {f"hospital-{c}" for c in "abcde"}
+    assert result["global"]["accuracy"] > 0.9
+    assert all(s["samples"] > 0 and 0 <= s["accuracy"] <= 1 for s in result["sites"])
+
+    from safetensors.numpy import load_file
+
+    model = load_file(result["modelPath"])
+    assert model["weight"].shape == (2, 30)
+    card = json.loads(Path(result["modelCard"]).read_text())
+    assert card["roundsCompleted"] == 6 and len(card["specSha256"]) == 64
+    assert card["sitesContributed"] == [f"hospital-{c}" for c in "abcde"]
+
+
+def test_custom_model_through_import_path(tmp_path: Path) -> None:
+    doc = yaml.safe_load((ROOT / "examples" / "custom-model" / "job.yaml").read_text())
+    doc["spec"]["rounds"] = 4
+    path = write_manifest(tmp_path / "job.yaml", doc)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "examples" / "custom-model"))
+    out = run(["run", str(path), "--output", str(tmp_path / "out"), "--quiet"], cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["roundsCompleted"] == 4
+    from safetensors.numpy import load_file
+
+    assert "block.1.weight" in load_file(result["modelPath"])
+
+
+def test_a_missing_import_path_fails_with_the_field_named(tmp_path: Path) -> None:
+    doc = manifest(sites=2, rounds=2, model={"importPath": "no_such_module:factory"})
+    path = write_manifest(tmp_path / "job.yaml", doc)
+    out = run(["run", str(path), "--output", str(tmp_path / "out")], cwd=tmp_path)
+    assert out.returncode != 0
+    assert "spec.task.model.importPath: cannot import module 'no_such_module'" in out.stdout
+
+
+def test_rerun_resumes_and_fresh_starts_over(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path / "job.yaml", manifest(sites=2, rounds=3))
+    first = run(["run", str(path), "--output", "out", "--quiet"], cwd=tmp_path)
+    assert first.returncode == 0, first.stdout
+    again = run(["run", str(path), "--output", "out", "--quiet"], cwd=tmp_path)
+    assert again.returncode == 0 and "resuming from the checkpoint" in again.stdout
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert [h["round"] for h in result["history"]] == [1, 2, 3], "no round ran twice"
+    fresh = run(["run", str(path), "--output", "out", "--quiet", "--fresh"], cwd=tmp_path)
+    assert fresh.returncode == 0 and "resuming" not in fresh.stdout
+
+
+def test_ctrl_c_stops_every_child(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path / "job.yaml", manifest(sites=3, rounds=5000, local_epochs=5))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedkube", "run", str(path), "--output", str(tmp_path / "out")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("round "):
+            break
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) == 4
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=30) == 130, rest
+    assert "interrupted; stopping every process" in rest
+    time.sleep(0.2)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_site_with_bad_data_is_reported_and_the_run_fails(tmp_path: Path) -> None:
+    doc = manifest(sites=2, rounds=3, min_sites=2)
+    doc["spec"]["task"].update(numFeatures=30, numClasses=2)
+    doc["spec"]["sites"][1]["data"] = {"file": {"path": "missing.csv", "labelColumn": "y"}}
+    path = write_manifest(tmp_path / "job.yaml", doc)
+    out = run(["run", str(path), "--output", str(tmp_path / "out")], cwd=tmp_path)
+    assert out.returncode == 1
+    assert "site site-1 stopped with exit code 2" in out.stdout
+    assert "missing.csv" in out.stdout and "does not exist" in out.stdout

@@ -1,0 +1,115 @@
+"""The job spec: valid manifests load; every problem is named by its field path."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedkube.errors import SpecError
+from fedkube.spec import load_job, parse_job
+from tests.engine.jobs import manifest, write_manifest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_are_valid(path: Path) -> None:
+    job = load_job(path)
+    assert job.spec.sites
+
+
+def problems(doc: dict) -> list[str]:
+    with pytest.raises(SpecError) as e:
+        parse_job(doc, "job.yaml")
+    assert "job.yaml" in str(e.value)
+    return e.value.problems
+
+
+def test_missing_sites_names_the_field() -> None:
+    doc = manifest()
+    del doc["spec"]["sites"]
+    assert problems(doc) == ["spec.sites: Field required"]
+
+
+def test_min_sites_above_site_count() -> None:
+    doc = manifest(sites=2, min_sites=3)
+    (p,) = problems(doc)
+    assert p.startswith("spec:") and "minSitesPerRound (3) is above the number of sites (2)" in p
+
+
+def test_duplicate_site_names() -> None:
+    doc = manifest(sites=3)
+    doc["spec"]["sites"][2]["name"] = "site-0"
+    (p,) = problems(doc)
+    assert "site names must be unique; repeated: site-0" in p
+
+
+def test_negative_learning_rate_and_unknown_strategy_are_both_reported() -> None:
+    doc = manifest()
+    doc["spec"]["task"]["learningRate"] = -0.1
+    doc["spec"]["strategy"] = {"name": "fedmagic"}
+    found = problems(doc)
+    assert any(p.startswith("spec.task.learningRate: Input should be greater than 0") for p in found)
+    assert any(p.startswith("spec.strategy") and "fedmagic" in p for p in found), found
+
+
+def test_bad_site_name_and_partition_out_of_range() -> None:
+    doc = manifest(sites=2)
+    doc["spec"]["sites"][0]["name"] = "Site_A"
+    doc["spec"]["sites"][1]["data"]["sklearn"]["partition"] = 5
+    found = problems(doc)
+    assert any(p.startswith("spec.sites[0].name: String should match pattern") for p in found)
+    assert any(
+        p.startswith("spec.sites[1].data.sklearn:") and "partition 5 is out of range" in p
+        for p in found
+    ), found
+
+
+def test_unknown_field_is_refused() -> None:
+    doc = manifest()
+    doc["spec"]["task"]["learnRate"] = 0.1
+    assert "spec.task.learnRate: Extra inputs are not permitted" in problems(doc)
+
+
+def test_file_sites_need_shapes() -> None:
+    doc = manifest(sites=1)
+    doc["spec"]["sites"][0]["data"] = {"file": {"path": "a.csv", "labelColumn": "y"}}
+    (p,) = problems(doc)
+    assert "task.numFeatures and task.numClasses are required" in p
+
+
+def test_fingerprint_ignores_rounds_but_not_task() -> None:
+    a = parse_job(manifest(rounds=3))
+    b = parse_job(manifest(rounds=9))
+    doc = copy.deepcopy(manifest())
+    doc["spec"]["task"]["learningRate"] = 0.5
+    assert a.spec.training_fingerprint() == b.spec.training_fingerprint()
+    assert a.spec.training_fingerprint() != parse_job(doc).spec.training_fingerprint()
+
+
+def test_validate_command_reports_every_problem(tmp_path: Path) -> None:
+    doc = manifest(sites=2, min_sites=5)
+    doc["spec"]["task"]["batchSize"] = 0
+    path = write_manifest(tmp_path / "bad.yaml", doc)
+    run = subprocess.run(
+        [sys.executable, "-m", "fedkube", "validate", str(path)], capture_output=True, text=True
+    )
+    assert run.returncode == 2
+    assert "spec.task.batchSize: Input should be greater than or equal to 1" in run.stderr
+    assert str(path) in run.stderr
+
+
+def test_validate_command_on_broken_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("spec: [unclosed\n")
+    for target, needle in ((bad, "not valid YAML"), (tmp_path / "nope.yaml", "cannot read it")):
+        run = subprocess.run(
+            [sys.executable, "-m", "fedkube", "validate", str(target)],
+            capture_output=True, text=True,
+        )
+        assert run.returncode == 2 and needle in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
