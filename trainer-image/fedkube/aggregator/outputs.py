@@ -18,12 +18,20 @@ CARD_FILE = "model-card.json"
 RESULT_FILE = "result.json"
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):  # streamed: the model may be large
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_outputs(c: Coordinator, folder: Path) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / MODEL_FILE
     summary = spec_summary(c.job)
     write_safetensors(model_path, c.params, {"fedkube": json.dumps(summary, sort_keys=True)})
-    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    digest = file_sha256(model_path)
     g = c.latest_global()
     sites = [
         {"name": n, **{k: v for k, v in s.summary().items() if k != "connected"}}

@@ -17,7 +17,7 @@ from fedkube.errors import InvalidUpdate
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.wire.tensors import ChunkChecker, TensorInfo, from_spec
 
-SPOOL_IN_MEMORY_BYTES = 2 << 20
+SPOOL_IN_MEMORY_BYTES = 512 << 10
 
 
 def check_tensors(header: pb.UpdateHeader, expected: Sequence[TensorInfo]) -> None:

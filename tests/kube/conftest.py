@@ -1,0 +1,58 @@
+"""Session-wide Kubernetes fixtures: control planes are shared by every test that needs one,
+started on first use and stopped at the end; their logs are kept when a test failed."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kube.controlplane import ControlPlane, binaries
+from tests.kube.node_agent import NodeAgent
+
+ARTIFACTS = Path(os.environ.get("FEDKUBE_TEST_ARTIFACTS", "/tmp/fedkube-test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def kube_bin() -> Path:
+    return binaries()
+
+
+def _plane(name: str, kube_bin: Path, factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
+    cp = ControlPlane(name, factory.mktemp(f"cp-{name}"), kube_bin).start()
+    yield cp
+    failed = request.session.testsfailed > 0
+    cp.stop(keep_logs_in=ARTIFACTS if failed else None)
+
+
+@pytest.fixture(scope="session")
+def control_plane(
+    kube_bin: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ControlPlane]:
+    yield from _plane("coordinator", kube_bin, tmp_path_factory, request)
+
+
+@pytest.fixture(scope="session")
+def second_control_plane(
+    kube_bin: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ControlPlane]:
+    """An independent cluster, standing for a second site's."""
+    yield from _plane("second-site", kube_bin, tmp_path_factory, request)
+
+
+@pytest.fixture(scope="session")
+def node_agent(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeAgent]:
+    agent = NodeAgent(control_plane.kubeconfig, tmp_path_factory.mktemp("node-coordinator")).start()
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture()
+def namespace(control_plane: ControlPlane) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    control_plane.kubectl("create", "namespace", name)
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
