@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from fedkube.data import load_site_data
 from fedkube.models import build_model
 from fedkube.spec import load_job
@@ -43,10 +42,20 @@ def centralised(manifest: Path) -> tuple[float, float, float]:
     model = build_model(spec.task, sites[0].num_features, sites[0].num_classes)
     t = spec.task
     started = time.perf_counter()
-    default_train(model, x, y, TrainConfig(
-        round=0, local_epochs=spec.rounds * t.local_epochs, batch_size=t.batch_size,
-        learning_rate=t.learning_rate, optimizer=t.optimizer, momentum=t.momentum, seed=t.seed,
-    ))
+    default_train(
+        model,
+        x,
+        y,
+        TrainConfig(
+            round=0,
+            local_epochs=spec.rounds * t.local_epochs,
+            batch_size=t.batch_size,
+            learning_rate=t.learning_rate,
+            optimizer=t.optimizer,
+            momentum=t.momentum,
+            seed=t.seed,
+        ),
+    )
     wall = time.perf_counter() - started
     with torch.no_grad():
         logits = model(xt)
@@ -64,8 +73,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         run = subprocess.run(
-            [sys.executable, "-m", "fedkube", "run", str(manifest), "--output", tmp, "--quiet", "--fresh"],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "fedkube",
+                "run",
+                str(manifest),
+                "--output",
+                tmp,
+                "--quiet",
+                "--fresh",
+            ],
+            capture_output=True,
+            text=True,
         )
         command_wall = time.perf_counter() - started
         if run.returncode != 0:
@@ -74,15 +94,23 @@ def main() -> None:
     c_acc, c_loss, c_wall = centralised(manifest)
     g = result["global"]
     job = load_job(manifest)
-    print(f"## {job.name}: {len(job.spec.sites)} sites, {job.spec.rounds} rounds, "
-          f"{job.spec.task.model.name}\n")
+    print(
+        f"## {job.name}: {len(job.spec.sites)} sites, {job.spec.rounds} rounds, "
+        f"{job.spec.task.model.name}\n"
+    )
     print("| setting | held-out accuracy | held-out loss | wall time |")
     print("|---|---:|---:|---:|")
-    print(f"| fedkube, {len(job.spec.sites)} site processes over gRPC | {100 * g['accuracy']:.2f} % "
-          f"| {g['loss']:.4f} | {command_wall:.1f} s (whole `fedkube run`) |")
-    print(f"| centralised on the union, same budget | {100 * c_acc:.2f} % | {c_loss:.4f} | "
-          f"{c_wall:.2f} s (training only) |")
-    print(f"\ndifference: {100 * (c_acc - g['accuracy']):+.2f} points (centralised minus federated)\n")
+    print(
+        f"| fedkube, {len(job.spec.sites)} site processes over gRPC | {100 * g['accuracy']:.2f} % "
+        f"| {g['loss']:.4f} | {command_wall:.1f} s (whole `fedkube run`) |"
+    )
+    print(
+        f"| centralised on the union, same budget | {100 * c_acc:.2f} % | {c_loss:.4f} | "
+        f"{c_wall:.2f} s (training only) |"
+    )
+    print(
+        f"\ndifference: {100 * (c_acc - g['accuracy']):+.2f} points (centralised minus federated)\n"
+    )
 
     hist = result["history"]
     rows = []
@@ -95,12 +123,18 @@ def main() -> None:
     for r, wall, train, over in rows:
         print(f"| {r} | {wall:.4f} | {train:.4f} | {over:.4f} |")
     overheads = [o for *_, o in rows]
-    print(f"\noverhead per round: median {statistics.median(overheads):.4f} s, mean "
-          f"{statistics.mean(overheads):.4f} s, max {max(overheads):.4f} s")
-    print(f"whole run: {result['wallSeconds']:.2f} s in the aggregator (start to result), "
-          f"{command_wall:.2f} s for the `fedkube run` command including process start-up")
-    print("for reference (issue 2, same machine kind): Flower 1.42 deployment mode 30-40 s per "
-          "round, its in-process simulation 0.115 s per round")
+    print(
+        f"\noverhead per round: median {statistics.median(overheads):.4f} s, mean "
+        f"{statistics.mean(overheads):.4f} s, max {max(overheads):.4f} s"
+    )
+    print(
+        f"whole run: {result['wallSeconds']:.2f} s in the aggregator (start to result), "
+        f"{command_wall:.2f} s for the `fedkube run` command including process start-up"
+    )
+    print(
+        "for reference (issue 2, same machine kind): Flower 1.42 deployment mode 30-40 s per "
+        "round, its in-process simulation 0.115 s per round"
+    )
 
 
 if __name__ == "__main__":

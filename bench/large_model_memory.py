@@ -11,26 +11,24 @@ that point) is read until it exits. Trainers are real `fedkube trainer` processe
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.engine.jobs import free_port, manifest  # noqa: E402
+import itertools
+
+from tests.engine.jobs import LocalJob, manifest
 
 HIDDEN = [3160, 3160]  # digits: 64 -> 3160 -> 3160 -> 10, about 10.2 M parameters
 
 
 def n_params() -> int:
     sizes = [64, *HIDDEN, 10]
-    return sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
+    return sum(a * b + b for a, b in itertools.pairwise(sizes))
 
 
 def status_kib(pid: int, key: str) -> int:
@@ -40,61 +38,47 @@ def status_kib(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
-def progress(port: int) -> dict | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/progress", timeout=2) as r:
-            return json.loads(r.read())
-    except OSError:
-        return None
-
-
 def run(sites: int, rounds: int, tmp: Path) -> dict:
     doc = manifest(
-        f"big-{sites}", sites=sites, rounds=rounds, dataset="digits", min_sites=sites,
-        model={"name": "mlp", "hiddenSizes": HIDDEN}, timeout=900, joinGraceSeconds=600,
+        f"big-{sites}",
+        sites=sites,
+        rounds=rounds,
+        dataset="digits",
+        min_sites=sites,
+        model={"name": "mlp", "hiddenSizes": HIDDEN},
+        timeout=900,
+        joinGraceSeconds=600,
     )
     doc["spec"]["task"].update(batchSize=64, learningRate=0.01)
-    path = tmp / f"big-{sites}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    port, http = free_port(), free_port()
-    logs = tmp / f"logs-{sites}"
-    logs.mkdir()
-    py = [sys.executable, "-m", "fedkube"]
-    agg = subprocess.Popen(
-        [*py, "aggregator", "--manifest", str(path), "--host", "127.0.0.1", "--port", str(port),
-         "--http-port", str(http), "--checkpoint-dir", str(tmp / f"ck-{sites}"),
-         "--output-dir", str(tmp / f"out-{sites}")],
-        stdout=open(logs / "aggregator.log", "wb"), stderr=subprocess.STDOUT,
-    )
-    while progress(http) is None:
-        time.sleep(0.1)
-    time.sleep(1.0)
-    baseline = status_kib(agg.pid, "VmRSS")
-    Path(f"/proc/{agg.pid}/clear_refs").write_text("5")  # reset the high-water mark
-    trainers = [
-        subprocess.Popen(
-            [*py, "trainer", "--manifest", str(path), "--site", f"site-{i}",
-             "--aggregator", f"127.0.0.1:{port}"],
-            stdout=open(logs / f"site-{i}.log", "wb"), stderr=subprocess.STDOUT,
-        )
-        for i in range(sites)
-    ]
-    peak = baseline
-    while agg.poll() is None:
-        try:
-            peak = max(peak, status_kib(agg.pid, "VmHWM"))
-        except (OSError, KeyError):
-            break
-        time.sleep(0.02)
-    agg.wait()
-    for t in trainers:
-        t.wait(120)
-    if agg.returncode != 0:
-        sys.exit(f"aggregator failed:\n{(logs / 'aggregator.log').read_text()[-3000:]}")
-    result = json.loads((tmp / f"out-{sites}" / "result.json").read_text())
+    folder = tmp / f"run-{sites}"
+    folder.mkdir()
+    job = LocalJob(folder, doc)
+    agg = job.start_aggregator()
+    try:
+        while job.progress() is None:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        baseline = status_kib(agg.pid, "VmRSS")
+        Path(f"/proc/{agg.pid}/clear_refs").write_text("5")  # reset the high-water mark
+        for i in range(sites):
+            job.start_trainer(f"site-{i}")
+        peak = baseline
+        while agg.poll() is None:
+            try:
+                peak = max(peak, status_kib(agg.pid, "VmHWM"))
+            except (OSError, KeyError):
+                break
+            time.sleep(0.02)
+        result = job.wait_done(timeout=600)
+    finally:
+        job.stop()
     durations = [h["durationSeconds"] for h in result["history"]]
-    return {"baseline": baseline * 1024, "peak": peak * 1024, "round": float(np.median(durations)),
-            "sites_in": min(len(h["sites"]) for h in result["history"])}
+    return {
+        "baseline": baseline * 1024,
+        "peak": peak * 1024,
+        "round": float(np.median(durations)),
+        "sites_in": min(len(h["sites"]) for h in result["history"]),
+    }
 
 
 def main() -> None:
@@ -103,17 +87,24 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     model_bytes = n_params() * 4
-    print(f"model: MLP 64-{HIDDEN[0]}-{HIDDEN[1]}-10, {n_params():,} parameters, "
-          f"{model_bytes / 2**20:.1f} MiB as float32; chunks of 1 MiB on the wire\n")
-    print("| sites | sites per round | aggregator idle (MiB) | peak (MiB) | peak - idle (MiB) "
-          "| (peak - idle) / model | median round (s) |")
+    print(
+        f"model: MLP 64-{HIDDEN[0]}-{HIDDEN[1]}-10, {n_params():,} parameters, "
+        f"{model_bytes / 2**20:.1f} MiB as float32; chunks of 1 MiB on the wire\n"
+    )
+    print(
+        "| sites | sites per round | aggregator idle (MiB) | peak (MiB) | peak - idle (MiB) "
+        "| (peak - idle) / model | median round (s) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sites:
             r = run(n, args.rounds, Path(tmp))
             extra = r["peak"] - r["baseline"]
-            print(f"| {n} | {r['sites_in']} | {r['baseline'] / 2**20:.0f} | {r['peak'] / 2**20:.0f} "
-                  f"| {extra / 2**20:.0f} | {extra / model_bytes:.2f}x | {r['round']:.2f} |", flush=True)
+            print(
+                f"| {n} | {r['sites_in']} | {r['baseline'] / 2**20:.0f} | {r['peak'] / 2**20:.0f} "
+                f"| {extra / 2**20:.0f} | {extra / model_bytes:.2f}x | {r['round']:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

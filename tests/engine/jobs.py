@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -79,8 +80,11 @@ def fedkube(args: list[str], log: Path, **kw: Any) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log, "ab") as f:
         return subprocess.Popen(
-            [sys.executable, "-m", "fedkube", *args], stdout=f, stderr=subprocess.STDOUT,
-            env=env, **kw,
+            [sys.executable, "-m", "fedkube", *args],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env,
+            **kw,
         )
 
 
@@ -101,17 +105,36 @@ class LocalJob:
 
     def start_aggregator(self) -> subprocess.Popen[bytes]:
         self.aggregator = fedkube(
-            ["aggregator", "--manifest", str(self.path), "--host", "127.0.0.1",
-             "--port", str(self.port), "--http-port", str(self.http_port),
-             "--checkpoint-dir", str(self.tmp / "ck"), "--output-dir", str(self.out)],
+            [
+                "aggregator",
+                "--manifest",
+                str(self.path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--http-port",
+                str(self.http_port),
+                "--checkpoint-dir",
+                str(self.tmp / "ck"),
+                "--output-dir",
+                str(self.out),
+            ],
             self.logs / "aggregator.log",
         )
         return self.aggregator
 
     def start_trainer(self, site: str) -> subprocess.Popen[bytes]:
         self.trainers[site] = fedkube(
-            ["trainer", "--manifest", str(self.path), "--site", site,
-             "--aggregator", f"127.0.0.1:{self.port}"],
+            [
+                "trainer",
+                "--manifest",
+                str(self.path),
+                "--site",
+                site,
+                "--aggregator",
+                f"127.0.0.1:{self.port}",
+            ],
             self.logs / f"{site}.log",
         )
         return self.trainers[site]
@@ -131,7 +154,9 @@ class LocalJob:
         except (OSError, ValueError):
             return None
 
-    def wait_for(self, what: Callable[[dict[str, Any]], bool], timeout: float = 120) -> dict[str, Any]:
+    def wait_for(
+        self, what: Callable[[dict[str, Any]], bool], timeout: float = 120
+    ) -> dict[str, Any]:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             p = self.progress()
@@ -140,7 +165,9 @@ class LocalJob:
             if self.aggregator is not None and self.aggregator.poll() not in (None, 0):
                 raise AssertionError(f"aggregator died:\n{self.log('aggregator')}")
             time.sleep(0.05)
-        raise AssertionError(f"timed out; last progress {self.progress()}\n{self.log('aggregator')}")
+        raise AssertionError(
+            f"timed out; last progress {self.progress()}\n{self.log('aggregator')}"
+        )
 
     def wait_done(self, timeout: float = 180) -> dict[str, Any]:
         assert self.aggregator is not None

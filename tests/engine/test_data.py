@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fedkube.data import load_site_data
 from fedkube.data.partition import partition
 from fedkube.errors import DataError
 from fedkube.spec import parse_job
+
 from tests.engine.jobs import manifest
 
 
@@ -61,7 +61,9 @@ def test_csv_source_loads(tmp_path: Path) -> None:
 def test_parquet_source_loads(tmp_path: Path) -> None:
     import pandas as pd
 
-    pd.DataFrame({"a": range(10), "b": range(10), "y": [0, 1] * 5}).to_parquet(tmp_path / "s.parquet")
+    pd.DataFrame({"a": range(10), "b": range(10), "y": [0, 1] * 5}).to_parquet(
+        tmp_path / "s.parquet"
+    )
     job = file_job(tmp_path)
     doc = job.model_dump(by_alias=True)  # type: ignore[attr-defined]
     doc["spec"]["sites"][0]["data"]["file"]["path"] = "s.parquet"
@@ -76,7 +78,11 @@ def test_parquet_source_loads(tmp_path: Path) -> None:
         ("a,b,label\n1,2,0\n", {}, "column 'y' is not in the file; it has: a, b, label"),
         ("a,b,y\n1,2,0\n1,x,1\n", {}, "column 'b' has a non-numeric value 'x' at data row 2"),
         ("a,b,y\n1,2,0\n1,,1\n", {}, "column 'b' has an empty value at data row 2"),
-        ("a,b,y\n1,2,0\n1,3,7\n", {}, "must hold class numbers 0..1 (task.numClasses); data row 2 has 7"),
+        (
+            "a,b,y\n1,2,0\n1,3,7\n",
+            {},
+            "must hold class numbers 0..1 (task.numClasses); data row 2 has 7",
+        ),
         ("a,b,y\n1,2,0\n", {}, "1 rows cannot give both a training and a held-out split"),
         ("a,b,c,y\n1,2,3,0\n", {}, "the data has 3 feature columns but the model expects 2"),
         ("a,b,y\n", {}, "the file has no rows"),
@@ -105,9 +111,21 @@ def test_trainer_with_missing_data_exits_2_without_traceback(tmp_path: Path) -> 
     doc["spec"]["sites"][0]["data"] = {"file": {"path": "gone.csv", "labelColumn": "y"}}
     path = write_manifest(tmp_path / "job.yaml", doc)
     run = subprocess.run(
-        [sys.executable, "-m", "fedkube", "trainer", "--manifest", str(path), "--site", "site-0",
-         "--aggregator", "127.0.0.1:1"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "fedkube",
+            "trainer",
+            "--manifest",
+            str(path),
+            "--site",
+            "site-0",
+            "--aggregator",
+            "127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 2
     assert "site 'site-0', file" in run.stderr and "gone.csv" in run.stderr

@@ -20,8 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fedkube", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=300, **kw,
+        [sys.executable, "-m", "fedkube", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
     )
 
 
@@ -55,7 +59,9 @@ def test_custom_model_through_import_path(tmp_path: Path) -> None:
     doc["spec"]["rounds"] = 4
     path = write_manifest(tmp_path / "job.yaml", doc)
     env = dict(os.environ, PYTHONPATH=str(ROOT / "examples" / "custom-model"))
-    out = run(["run", str(path), "--output", str(tmp_path / "out"), "--quiet"], cwd=tmp_path, env=env)
+    out = run(
+        ["run", str(path), "--output", str(tmp_path / "out"), "--quiet"], cwd=tmp_path, env=env
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["roundsCompleted"] == 4
@@ -88,7 +94,10 @@ def test_ctrl_c_stops_every_child(tmp_path: Path) -> None:
     path = write_manifest(tmp_path / "job.yaml", manifest(sites=3, rounds=5000, local_epochs=5))
     proc = subprocess.Popen(
         [sys.executable, "-m", "fedkube", "run", str(path), "--output", str(tmp_path / "out")],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None
     for line in proc.stdout:

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fedkube.errors import SpecError
 from fedkube.spec import load_job, parse_job
+
 from tests.engine.jobs import manifest, write_manifest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -53,7 +53,9 @@ def test_negative_learning_rate_and_unknown_strategy_are_both_reported() -> None
     doc["spec"]["task"]["learningRate"] = -0.1
     doc["spec"]["strategy"] = {"name": "fedmagic"}
     found = problems(doc)
-    assert any(p.startswith("spec.task.learningRate: Input should be greater than 0") for p in found)
+    assert any(
+        p.startswith("spec.task.learningRate: Input should be greater than 0") for p in found
+    )
     assert any(p.startswith("spec.strategy") and "fedmagic" in p for p in found), found
 
 
@@ -109,7 +111,8 @@ def test_validate_command_on_broken_yaml_and_missing_file(tmp_path: Path) -> Non
     for target, needle in ((bad, "not valid YAML"), (tmp_path / "nope.yaml", "cannot read it")):
         run = subprocess.run(
             [sys.executable, "-m", "fedkube", "validate", str(target)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         assert run.returncode == 2 and needle in run.stderr, run.stderr
         assert "Traceback" not in run.stderr

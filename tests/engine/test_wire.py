@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fedkube.proto.generate import HERE as PROTO_DIR
 from fedkube.proto.generate import generate
 from fedkube.storage.safetensors_file import read_safetensors, write_safetensors

@@ -21,7 +21,9 @@ def kube_bin() -> Path:
     return binaries()
 
 
-def _plane(name: str, kube_bin: Path, factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
+def _plane(
+    name: str, kube_bin: Path, factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ControlPlane]:
     cp = ControlPlane(name, factory.mktemp(f"cp-{name}"), kube_bin).start()
     yield cp
     failed = request.session.testsfailed > 0
@@ -44,7 +46,9 @@ def second_control_plane(
 
 
 @pytest.fixture(scope="session")
-def node_agent(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeAgent]:
+def node_agent(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeAgent]:
     agent = NodeAgent(control_plane.kubeconfig, tmp_path_factory.mktemp("node-coordinator")).start()
     yield agent
     agent.stop()

@@ -78,9 +78,15 @@ def _cert(
     if ca:
         b = b.add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -102,10 +108,15 @@ def make_pki(folder: Path) -> None:
     ca = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)
     server_key = ec.generate_private_key(ec.SECP256R1())
     server = _cert(
-        _name("kube-apiserver"), server_key, ca_name, ca_key,
+        _name("kube-apiserver"),
+        server_key,
+        ca_name,
+        ca_key,
         sans=[
-            x509.DNSName("localhost"), x509.DNSName("kubernetes"),
-            x509.DNSName("kubernetes.default"), x509.DNSName("kubernetes.default.svc"),
+            x509.DNSName("localhost"),
+            x509.DNSName("kubernetes"),
+            x509.DNSName("kubernetes.default"),
+            x509.DNSName("kubernetes.default.svc"),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
         ],
@@ -113,7 +124,10 @@ def make_pki(folder: Path) -> None:
     )
     admin_key = ec.generate_private_key(ec.SECP256R1())
     admin = _cert(
-        _name("fedkube-test-admin", "system:masters"), admin_key, ca_name, ca_key,
+        _name("fedkube-test-admin", "system:masters"),
+        admin_key,
+        ca_name,
+        ca_key,
         usage=[x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH],
     )
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -156,10 +170,13 @@ class ControlPlane:
         return f"https://127.0.0.1:{self.api_port}"
 
     def _start(self, component: str, args: list[str]) -> None:
-        log = open(self.folder / f"{component}.log", "wb")
+        log = open(self.folder / f"{component}.log", "wb")  # noqa: SIM115 - the child keeps it
         self.procs[component] = subprocess.Popen(
-            [str(self.bin / component), *args], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [str(self.bin / component), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     def start(self, timeout: float = 120) -> ControlPlane:
@@ -168,46 +185,70 @@ class ControlPlane:
         etcd_port, peer_port = free_port(), free_port()
         self.api_port = free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
-        self._start("etcd", [
-            "--name", "default", "--data-dir", str(self.folder / "etcd"),
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
-            "--unsafe-no-fsync", "--log-level", "warn",
-        ])
+        self._start(
+            "etcd",
+            [
+                "--name",
+                "default",
+                "--data-dir",
+                str(self.folder / "etcd"),
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
         p = self.pki
-        self._start("kube-apiserver", [
-            f"--etcd-servers={etcd_url}",
-            f"--secure-port={self.api_port}", "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
-            f"--client-ca-file={p / 'ca.crt'}",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-account-key-file={p / 'sa.pub'}",
-            f"--service-account-signing-key-file={p / 'sa.key'}",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--authorization-mode=Node,RBAC",
-            # No kubelet mints tokens here, so pods get no service-account token volume.
-            "--disable-admission-plugins=ServiceAccount",
-            "--enable-priority-and-fairness=false",
-            "--allow-privileged=true",
-            f"--cert-dir={self.folder / 'apiserver-certs'}",
-        ])
+        self._start(
+            "kube-apiserver",
+            [
+                f"--etcd-servers={etcd_url}",
+                f"--secure-port={self.api_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--tls-cert-file={p / 'apiserver.crt'}",
+                f"--tls-private-key-file={p / 'apiserver.key'}",
+                f"--client-ca-file={p / 'ca.crt'}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={p / 'sa.pub'}",
+                f"--service-account-signing-key-file={p / 'sa.key'}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=Node,RBAC",
+                # No kubelet mints tokens here, so pods get no service-account token volume.
+                "--disable-admission-plugins=ServiceAccount",
+                "--enable-priority-and-fairness=false",
+                "--allow-privileged=true",
+                f"--cert-dir={self.folder / 'apiserver-certs'}",
+            ],
+        )
         self.write_kubeconfig(self.kubeconfig)
         self._wait_ready(started + timeout)
-        self._start("kube-controller-manager", [
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
-            f"--service-account-private-key-file={p / 'sa.key'}",
-            f"--root-ca-file={p / 'ca.crt'}",
-            f"--cluster-signing-cert-file={p / 'ca.crt'}",
-            f"--cluster-signing-key-file={p / 'ca.key'}",
-            "--use-service-account-credentials=false",
-            "--controllers=*,-nodeipam,-nodelifecycle,-service-lb-controller,-cloud-node-lifecycle",
-        ])
+        self._start(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--service-account-private-key-file={p / 'sa.key'}",
+                f"--root-ca-file={p / 'ca.crt'}",
+                f"--cluster-signing-cert-file={p / 'ca.crt'}",
+                f"--cluster-signing-key-file={p / 'ca.key'}",
+                "--use-service-account-credentials=false",
+                "--controllers=*,-nodeipam,-nodelifecycle,-service-lb-controller,-cloud-node-lifecycle",
+            ],
+        )
         self.startup_seconds = time.monotonic() - started
         return self
 
@@ -220,12 +261,12 @@ clusters:
 - name: {self.name}
   cluster:
     server: {self.server}
-    certificate-authority: {p / 'ca.crt'}
+    certificate-authority: {p / "ca.crt"}
 users:
 - name: {user}
   user:
-    client-certificate: {p / 'admin.crt'}
-    client-key: {p / 'admin.key'}
+    client-certificate: {p / "admin.crt"}
+    client-key: {p / "admin.key"}
 contexts:
 - name: {self.name}
   context: {{cluster: {self.name}, user: {user}, namespace: default}}
@@ -259,10 +300,15 @@ current-context: {self.name}
             data: bytes = r.read()
             return data
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         out = subprocess.run(
             [str(self.bin / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input, capture_output=True, text=True, timeout=60,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if check and out.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{out.stderr}")

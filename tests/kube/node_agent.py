@@ -99,7 +99,8 @@ class NodeAgent:
         self.root.mkdir(parents=True, exist_ok=True)
         node = client.V1Node(
             metadata=client.V1ObjectMeta(
-                name=self.node, labels={"kubernetes.io/hostname": self.node, "fedkube.io/test-node": "true"}
+                name=self.node,
+                labels={"kubernetes.io/hostname": self.node, "fedkube.io/test-node": "true"},
             )
         )
         try:
@@ -107,17 +108,29 @@ class NodeAgent:
         except ApiException as e:
             if e.status != 409:
                 raise
-        self.api.patch_node_status(self.node, {"status": {
-            "conditions": [{
-                "type": "Ready", "status": "True", "reason": "KubeletReady",
-                "message": "fedkube test node agent", "lastHeartbeatTime": now(),
-                "lastTransitionTime": now(),
-            }],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                          {"type": "Hostname", "address": self.node}],
-            "capacity": {"cpu": "2", "memory": "24Gi", "pods": "110"},
-            "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "110"},
-        }})
+        self.api.patch_node_status(
+            self.node,
+            {
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "KubeletReady",
+                            "message": "fedkube test node agent",
+                            "lastHeartbeatTime": now(),
+                            "lastTransitionTime": now(),
+                        }
+                    ],
+                    "addresses": [
+                        {"type": "InternalIP", "address": "127.0.0.1"},
+                        {"type": "Hostname", "address": self.node},
+                    ],
+                    "capacity": {"cpu": "2", "memory": "24Gi", "pods": "110"},
+                    "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "110"},
+                }
+            },
+        )
         self._thread = threading.Thread(target=self._loop, name=f"agent-{self.node}", daemon=True)
         self._thread.start()
         return self
@@ -199,7 +212,8 @@ class NodeAgent:
         try:
             # The grace period goes in the body: a body's options override the query's.
             self.api.delete_namespaced_pod(
-                pod.metadata.name, pod.metadata.namespace,
+                pod.metadata.name,
+                pod.metadata.namespace,
                 body=client.V1DeleteOptions(
                     grace_period_seconds=0,
                     preconditions=client.V1Preconditions(uid=pod.metadata.uid),
@@ -218,12 +232,21 @@ class NodeAgent:
         run = PodRun(pod.metadata.uid, ns, name, pod, scratch)
         try:
             volumes = self._volumes(pod, scratch)
-            for init, specs in ((True, pod.spec.init_containers or []), (False, pod.spec.containers)):
+            for init, specs in (
+                (True, pod.spec.init_containers or []),
+                (False, pod.spec.containers),
+            ):
                 for c in specs:
-                    (run.init_containers if init else run.containers).append(ContainerRun(
-                        c.name, self._argv(c, volumes), self._env(pod, c), image=c.image or "",
-                        workdir=c.working_dir, init=init,
-                    ))
+                    (run.init_containers if init else run.containers).append(
+                        ContainerRun(
+                            c.name,
+                            self._argv(c, volumes),
+                            self._env(pod, c),
+                            image=c.image or "",
+                            workdir=c.working_dir,
+                            init=init,
+                        )
+                    )
         except ApiException as e:
             # A missing ConfigMap or Secret: like kubelet, wait and try again.
             log.info("pod %s/%s waits: %s", ns, name, e.reason)
@@ -284,7 +307,18 @@ class NodeAgent:
             if read_only:
                 steps.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
         script = " && ".join(steps) + ' && exec "$@"'
-        return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh", *argv]
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+            "sh",
+            *argv,
+        ]
 
     def _env(self, pod: Any, c: Any) -> dict[str, str]:
         ns = pod.metadata.namespace
@@ -301,7 +335,9 @@ class NodeAgent:
                 env.update({prefix + k: v for k, v in (cm.data or {}).items()})
             if src.secret_ref is not None:
                 s = self.api.read_namespaced_secret(src.secret_ref.name, ns)
-                env.update({prefix + k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()})
+                env.update(
+                    {prefix + k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}
+                )
         for e in c.env or []:
             if e.value_from is None:
                 env[e.name] = e.value or ""
@@ -331,8 +367,12 @@ class NodeAgent:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "ab") as logf:
             c.proc = subprocess.Popen(
-                c.argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=c.env, cwd=c.workdir or str(run.scratch),
+                c.argv,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=c.env,
+                cwd=c.workdir or str(run.scratch),
                 start_new_session=True,
             )
         c.started_at, c.finished_at, c.exit_code = now(), None, None
@@ -361,7 +401,7 @@ class NodeAgent:
             # A signal death shows as 128+n, as a container runtime reports it.
             if code < 0:
                 c.exit_code = 128 - code
-        restart = policy == "Always" and not c.init or (policy != "Never" and c.exit_code != 0)
+        restart = (policy == "Always" and not c.init) or (policy != "Never" and c.exit_code != 0)
         if not restart:
             return
         if c.restart_at == 0.0:
@@ -374,7 +414,11 @@ class NodeAgent:
 
     def _kill(self, run: PodRun, grace: float) -> None:
         run.killed = True
-        procs = [c.proc for c in [*run.init_containers, *run.containers] if c.proc and c.proc.poll() is None]
+        procs = [
+            c.proc
+            for c in [*run.init_containers, *run.containers]
+            if c.proc and c.proc.poll() is None
+        ]
         for p in procs:
             with _quiet():
                 os.killpg(p.pid, signal.SIGTERM)
@@ -391,10 +435,14 @@ class NodeAgent:
 
     @staticmethod
     def _terminated(c: ContainerRun) -> dict[str, Any]:
-        return {"terminated": {
-            "exitCode": c.exit_code, "reason": "Completed" if c.exit_code == 0 else "Error",
-            "startedAt": c.started_at, "finishedAt": c.finished_at,
-        }}
+        return {
+            "terminated": {
+                "exitCode": c.exit_code,
+                "reason": "Completed" if c.exit_code == 0 else "Error",
+                "startedAt": c.started_at,
+                "finishedAt": c.finished_at,
+            }
+        }
 
     def _container_status(self, run: PodRun, c: ContainerRun) -> dict[str, Any]:
         if c.running:
@@ -402,12 +450,19 @@ class NodeAgent:
         elif c.exit_code is not None and c.restart_at == 0.0:
             state = self._terminated(c)
         elif c.exit_code is not None:
-            state = {"waiting": {"reason": "CrashLoopBackOff", "message": f"exit code {c.exit_code}"}}
+            state = {
+                "waiting": {"reason": "CrashLoopBackOff", "message": f"exit code {c.exit_code}"}
+            }
         else:
             state = {"waiting": {"reason": "PodInitializing"}}
         status = {
-            "name": c.name, "image": c.image, "imageID": "", "ready": c.running,
-            "started": c.running, "restartCount": c.restarts, "state": state,
+            "name": c.name,
+            "image": c.image,
+            "imageID": "",
+            "ready": c.running,
+            "started": c.running,
+            "restartCount": c.restarts,
+            "state": state,
             "containerID": f"fedkube-test://{c.proc.pid}" if c.proc else None,
         }
         if c.last_terminated:
@@ -416,7 +471,9 @@ class NodeAgent:
 
     def _phase(self, run: PodRun) -> str:
         if any(c.exit_code != 0 for c in run.init_containers):
-            failed = any(c.exit_code not in (None, 0) and c.restart_at == 0.0 for c in run.init_containers)
+            failed = any(
+                c.exit_code not in (None, 0) and c.restart_at == 0.0 for c in run.init_containers
+            )
             return "Failed" if failed and run.pod.spec.restart_policy == "Never" else "Pending"
         cs = run.containers
         if any(c.running for c in cs) or any(c.restart_at for c in cs):

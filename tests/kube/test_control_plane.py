@@ -53,33 +53,49 @@ def eventually(check: Callable[[], Any], timeout: float = 60, what: str = "") ->
 
 
 def widget(name: str, replicas: int, min_ready: int) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "example.fedkube.io/v1", "kind": "Widget", "metadata": {"name": name},
-        "spec": {"replicas": replicas, "minReady": min_ready},
-    })
+    return yaml.safe_dump(
+        {
+            "apiVersion": "example.fedkube.io/v1",
+            "kind": "Widget",
+            "metadata": {"name": name},
+            "spec": {"replicas": replicas, "minReady": min_ready},
+        }
+    )
 
 
 def test_crd_schema_and_cel_rule_are_enforced(control_plane: ControlPlane, namespace: str) -> None:
     control_plane.kubectl("apply", "-f", "-", input=CRD)
-    control_plane.kubectl("wait", "--for=condition=Established", "crd/widgets.example.fedkube.io", "--timeout=60s")
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "crd/widgets.example.fedkube.io", "--timeout=60s"
+    )
     ok = control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=widget("good", 3, 2))
     assert "created" in ok.stdout
-    bad = control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=widget("bad", 2, 5), check=False)
+    bad = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=widget("bad", 2, 5), check=False
+    )
     assert bad.returncode != 0
     assert "minReady must not exceed replicas" in bad.stderr
-    out = control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=widget("huge", 50, 1), check=False)
+    out = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=widget("huge", 50, 1), check=False
+    )
     assert out.returncode != 0 and "spec.replicas" in out.stderr and "10" in out.stderr
 
 
-def test_garbage_collector_deletes_owned_objects(control_plane: ControlPlane, namespace: str) -> None:
+def test_garbage_collector_deletes_owned_objects(
+    control_plane: ControlPlane, namespace: str
+) -> None:
     k = control_plane.kubectl
     k("create", "configmap", "owner", "-n", namespace, "--from-literal=a=1")
     uid = k("get", "configmap", "owner", "-n", namespace, "-o", "jsonpath={.metadata.uid}").stdout
     child = {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "child", "ownerReferences": [
-            {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}
-        ]},
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "child",
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}
+            ],
+        },
         "data": {"b": "2"},
     }
     k("apply", "-n", namespace, "-f", "-", input=json.dumps(child))
@@ -93,7 +109,9 @@ def test_garbage_collector_deletes_owned_objects(control_plane: ControlPlane, na
 def pod(name: str, code: str, restart: str = "Never", **extra: Any) -> str:
     spec: dict[str, Any] = {
         "restartPolicy": restart,
-        "containers": [{"name": "main", "image": "python", "command": ["python", "-c", code], **extra}],
+        "containers": [
+            {"name": "main", "image": "python", "command": ["python", "-c", code], **extra}
+        ],
     }
     return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
 
@@ -103,7 +121,9 @@ def pod_json(cp: ControlPlane, ns: str, name: str) -> dict[str, Any]:
     return json.loads(out.stdout) if out.returncode == 0 else {}
 
 
-def phase_is(cp: ControlPlane, ns: str, name: str, phase: str) -> Callable[[], dict[str, Any] | None]:
+def phase_is(
+    cp: ControlPlane, ns: str, name: str, phase: str
+) -> Callable[[], dict[str, Any] | None]:
     def check() -> dict[str, Any] | None:
         p = pod_json(cp, ns, name)
         return p if p.get("status", {}).get("phase") == phase else None
@@ -114,7 +134,9 @@ def phase_is(cp: ControlPlane, ns: str, name: str, phase: str) -> Callable[[], d
 def test_pod_runs_to_success_and_keeps_its_log(
     control_plane: ControlPlane, node_agent: NodeAgent, namespace: str
 ) -> None:
-    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=pod("hello", "print('hello from a pod')"))
+    control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=pod("hello", "print('hello from a pod')")
+    )
     p = eventually(phase_is(control_plane, namespace, "hello", "Succeeded"), what="Succeeded")
     (status,) = p["status"]["containerStatuses"]
     assert status["state"]["terminated"]["exitCode"] == 0
@@ -126,7 +148,9 @@ def test_pod_runs_to_success_and_keeps_its_log(
 def test_failing_pod_reports_its_exit_code(
     control_plane: ControlPlane, node_agent: NodeAgent, namespace: str
 ) -> None:
-    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=pod("sad", "import sys; sys.exit(3)"))
+    control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=pod("sad", "import sys; sys.exit(3)")
+    )
     p = eventually(phase_is(control_plane, namespace, "sad", "Failed"), what="Failed")
     assert p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
 
@@ -139,7 +163,9 @@ def test_on_failure_restarts_until_success(
         f"import pathlib, sys; p = pathlib.Path({str(marker)!r}); n = int(p.read_text() or 0) "
         f"if p.exists() else 0; p.write_text(str(n + 1)); sys.exit(0 if n >= 2 else 1)"
     )
-    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=pod("flaky", code, restart="OnFailure"))
+    control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=pod("flaky", code, restart="OnFailure")
+    )
     p = eventually(phase_is(control_plane, namespace, "flaky", "Succeeded"), what="Succeeded")
     assert p["status"]["containerStatuses"][0]["restartCount"] == 2
     assert marker.read_text() == "3"
@@ -171,7 +197,15 @@ def test_env_from_configmap_and_secret_and_volumes(
     control_plane: ControlPlane, node_agent: NodeAgent, namespace: str, tmp_path: Any
 ) -> None:
     k = control_plane.kubectl
-    k("create", "configmap", "cfg", "-n", namespace, "--from-literal=mode=federated", "--from-literal=job.yaml=rounds: 3")
+    k(
+        "create",
+        "configmap",
+        "cfg",
+        "-n",
+        namespace,
+        "--from-literal=mode=federated",
+        "--from-literal=job.yaml=rounds: 3",
+    )
     k("create", "secret", "generic", "creds", "-n", namespace, "--from-literal=token=s3cret")
     node_agent.claim_dir = lambda ns, claim: tmp_path / claim
     code = (
@@ -183,7 +217,9 @@ def test_env_from_configmap_and_secret_and_volumes(
         "pathlib.Path('/scratch/x').write_text('tmp')"
     )
     manifest = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "wired"},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "wired"},
         "spec": {
             "restartPolicy": "Never",
             "volumes": [
@@ -191,19 +227,29 @@ def test_env_from_configmap_and_secret_and_volumes(
                 {"name": "data", "persistentVolumeClaim": {"claimName": "site-data"}},
                 {"name": "scratch", "emptyDir": {}},
             ],
-            "containers": [{
-                "name": "main", "image": "python", "command": ["python", "-c", code],
-                "env": [
-                    {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}},
-                    {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
-                    {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                ],
-                "volumeMounts": [
-                    {"name": "config", "mountPath": "/etc/fedkube-test", "readOnly": True},
-                    {"name": "data", "mountPath": "/var/fedkube-test/data"},
-                    {"name": "scratch", "mountPath": "/scratch"},
-                ],
-            }],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "python",
+                    "command": ["python", "-c", code],
+                    "env": [
+                        {
+                            "name": "MODE",
+                            "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}},
+                        },
+                        {
+                            "name": "TOKEN",
+                            "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}},
+                        },
+                        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    ],
+                    "volumeMounts": [
+                        {"name": "config", "mountPath": "/etc/fedkube-test", "readOnly": True},
+                        {"name": "data", "mountPath": "/var/fedkube-test/data"},
+                        {"name": "scratch", "mountPath": "/scratch"},
+                    ],
+                }
+            ],
         },
     }
     k("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))

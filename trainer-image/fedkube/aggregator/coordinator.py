@@ -14,6 +14,7 @@ failed attempts fail the job. After the last round the sites evaluate the final 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -66,7 +67,7 @@ class SiteState:
 @dataclass
 class OpenRound:
     number: int
-    stage: int
+    stage: pb.Stage
     model_version: int
     opened_at: float
     deadline: float
@@ -200,26 +201,30 @@ class Coordinator:
 
     def begin_update(self, header: pb.UpdateHeader) -> SpooledUpdate:
         self._known(header.job, header.site)
-        where = dict(site=header.site, round=header.round)
+        site, number = header.site, header.round
         r = self.open
         if r is None or r.stage != pb.TRAIN or header.round != r.number:
             now = f"round {r.number} is open" if r and r.stage == pb.TRAIN else "no round is open"
             raise RoundClosed(
                 f"round {header.round} is not open for updates ({now}); the update is dropped",
-                **where,
+                site=site,
+                round=number,
             )
         if header.site in r.done or header.site in r.receiving:
             raise DuplicateUpdate(
-                f"site {header.site!r} already sent its update for round {r.number}", **where
+                f"site {header.site!r} already sent its update for round {r.number}",
+                site=site,
+                round=number,
             )
         if header.model_version != r.model_version:
             raise InvalidUpdate(
                 f"the update was trained from model version {header.model_version}, but round "
                 f"{r.number} distributes version {r.model_version}",
-                **where,
+                site=site,
+                round=number,
             )
         if header.num_samples <= 0:
-            raise InvalidUpdate("num_samples must be positive", **where)
+            raise InvalidUpdate("num_samples must be positive", site=site, round=number)
         check_tensors(header, self.infos)
         update = SpooledUpdate(header, self.infos)
         r.receiving[header.site] = update
@@ -270,7 +275,9 @@ class Coordinator:
         bad = [k for k, v in metrics.items() if v != v or v in (float("inf"), float("-inf"))]
         if bad or msg.num_samples <= 0:
             raise InvalidUpdate(
-                f"evaluation has non-finite metrics {bad} or no samples", site=msg.site, round=msg.round
+                f"evaluation has non-finite metrics {bad} or no samples",
+                site=msg.site,
+                round=msg.round,
             )
         self.evaluations.setdefault(msg.model_version, {})[msg.site] = (msg.num_samples, metrics)
         if msg.model_version == self.rounds_completed:
@@ -304,9 +311,12 @@ class Coordinator:
             raise
         finally:
             self.open = None
-            for s in self.sites.values():
-                if s.queue is not None:
-                    s.queue.put_nowait(self._finished_event())
+            # Only a job that ended says so; a stopped aggregator (a signal, a pod deleted)
+            # just drops the streams, and trainers reconnect to its successor.
+            if self.phase in ("Succeeded", "Failed"):
+                for s in self.sites.values():
+                    if s.queue is not None:
+                        s.queue.put_nowait(self._finished_event())
 
     async def _wait_for_sites(self) -> None:
         """At start (or restart), give every site a moment to connect before round one."""
@@ -327,7 +337,10 @@ class Coordinator:
             self._abandon_round(r)
             log.warning(
                 "round %d attempt %d: %d of %d sites needed answered before the deadline",
-                number, attempt, len(r.done), self.spec.min_sites_per_round,
+                number,
+                attempt,
+                len(r.done),
+                self.spec.min_sites_per_round,
             )
         connected = sorted(n for n, s in self.sites.items() if s.connected)
         raise JobFailed(
@@ -336,7 +349,7 @@ class Coordinator:
             f"{MAX_ROUND_ATTEMPTS} attempts; connected sites: {', '.join(connected) or 'none'}"
         )
 
-    def _open_round(self, number: int, stage: int, version: int) -> OpenRound:
+    def _open_round(self, number: int, stage: pb.Stage, version: int) -> OpenRound:
         every = self.spec.evaluation.every_rounds
         r = OpenRound(
             number=number,
@@ -435,10 +448,8 @@ class Coordinator:
 
     async def _wait_change(self, until: float) -> None:
         timeout = max(0.0, until - self.clock())
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            pass
         self._changed.clear()
 
     def _finished_event(self) -> pb.Event:

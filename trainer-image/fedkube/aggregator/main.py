@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import signal
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from fedkube.aggregator.coordinator import Coordinator
 from fedkube.aggregator.http import serve_http
 from fedkube.aggregator.metrics import AggregatorMetrics
 from fedkube.aggregator.outputs import write_outputs
-from fedkube.aggregator.service import AggregatorService
+from fedkube.aggregator.service import SERVER_OPTIONS, AggregatorService
 from fedkube.errors import JobFailed
 from fedkube.models.registry import initial_params
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
@@ -40,6 +42,20 @@ class AggregatorOptions:
     output_dir: Path
 
 
+M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
+
+
+def return_large_buffers_to_os() -> None:
+    """Keep the aggregator's memory near one model's size over a long job.
+
+    After large blocks are freed, glibc raises its mmap threshold, and later 1 MiB message
+    buffers then come from per-thread heap arenas that hold on to freed memory. A fixed
+    threshold keeps such buffers mapped on their own, so freeing them returns the memory.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+
+
 def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> Callable[[], T]:
     """Run ``fn`` on the event loop's thread, where the coordinator's state is changed."""
 
@@ -50,6 +66,7 @@ def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> Callable[[]
 
 
 async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
+    return_large_buffers_to_os()
     features, classes = job.spec.input_shape()
     coordinator = Coordinator(
         job,
@@ -60,7 +77,7 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
     coordinator.resume()
     coordinator.on_succeeded = lambda c: write_outputs(c, opts.output_dir)
     metrics = AggregatorMetrics(coordinator)
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_AggregatorServicer_to_server(AggregatorService(coordinator, metrics), server)
     bound = server.add_insecure_port(f"{opts.host}:{opts.port}")
     if bound == 0:
@@ -75,7 +92,10 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
     )
     log.info(
         "aggregator for job %s on %s:%d (http %d), %d rounds left",
-        job.name, opts.host, bound, opts.http_port,
+        job.name,
+        opts.host,
+        bound,
+        opts.http_port,
         job.spec.rounds - coordinator.rounds_completed,
     )
     runner = asyncio.ensure_future(coordinator.run())

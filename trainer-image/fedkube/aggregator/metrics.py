@@ -26,14 +26,16 @@ class _StateCollector(Collector):
         g = c.latest_global()
         for key in ("loss", "accuracy"):
             fam = GaugeMetricFamily(
-                f"fedkube_global_{key}", f"Global model {key} on the sites' held-out data.",
+                f"fedkube_global_{key}",
+                f"Global model {key} on the sites' held-out data.",
                 labels=["job"],
             )
             if g.get(key) is not None:
                 fam.add_metric([job], g[key])
             yield fam
         yield GaugeMetricFamily(
-            "fedkube_sites_connected", "Sites holding a connection.",
+            "fedkube_sites_connected",
+            "Sites holding a connection.",
             value=sum(s.connected for s in c.sites.values()),
         )
         last = c.history[-1]["sites"] if c.history else []
@@ -53,11 +55,14 @@ class AggregatorMetrics:
             "fedkube_bytes_sent", "Tensor bytes sent to sites.", registry=self.registry
         )
         self.refused = Counter(
-            "fedkube_messages_refused", "Messages refused, by reason.", ["reason"],
+            "fedkube_messages_refused",
+            "Messages refused, by reason.",
+            ["reason"],
             registry=self.registry,
         )
         self.round_duration = Histogram(
-            "fedkube_round_duration_seconds", "Wall time from a round's opening to its close.",
+            "fedkube_round_duration_seconds",
+            "Wall time from a round's opening to its close.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
             registry=self.registry,
         )

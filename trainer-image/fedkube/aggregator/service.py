@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -15,11 +16,22 @@ from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 
 log = logging.getLogger("fedkube.aggregator")
 
+# Transfers served at once, each way. Every transfer in flight holds about two chunks in
+# buffers; bounding them keeps the aggregator's memory flat in the number of sites (the
+# others wait, holding only their flow-control window).
+MAX_CONCURRENT_TRANSFERS = 4
+
+# gRPC grows a stream's flow-control window by bandwidth probing, to several MB per stream
+# on loopback; with it off, a stream that waits buffers at most the base 64 KiB window.
+SERVER_OPTIONS = [("grpc.http2.bdp_probe", 0)]
+
 
 class AggregatorService(pb_grpc.AggregatorServicer):
     def __init__(self, coordinator: Coordinator, metrics: AggregatorMetrics) -> None:
         self.c = coordinator
         self.metrics = metrics
+        self._downloads = asyncio.Semaphore(MAX_CONCURRENT_TRANSFERS)
+        self._uploads = asyncio.Semaphore(MAX_CONCURRENT_TRANSFERS)
 
     async def _refuse(self, context: grpc.aio.ServicerContext, e: UpdateRefused) -> None:
         self.metrics.refused.labels(type(e).__name__).inc()
@@ -53,12 +65,19 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         except UpdateRefused as e:
             await self._refuse(context, e)
             return
-        yield pb.ModelPart(header=header)
-        for chunk in chunks:
-            self.metrics.bytes_sent.inc(len(chunk.data))
-            yield pb.ModelPart(chunk=chunk)
+        async with self._downloads:
+            yield pb.ModelPart(header=header)
+            for chunk in chunks:
+                self.metrics.bytes_sent.inc(len(chunk.data))
+                yield pb.ModelPart(chunk=chunk)
 
     async def SubmitUpdate(
+        self, request_iterator: AsyncIterator[pb.UpdatePart], context: grpc.aio.ServicerContext
+    ) -> pb.UpdateReceipt:
+        async with self._uploads:
+            return await self._receive_update(request_iterator, context)
+
+    async def _receive_update(
         self, request_iterator: AsyncIterator[pb.UpdatePart], context: grpc.aio.ServicerContext
     ) -> pb.UpdateReceipt:
         update = None
@@ -73,14 +92,17 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     update.add(part.chunk)
                 else:
                     raise InvalidUpdate(
-                        "an update has one header; a second arrived", site=update.site,
+                        "an update has one header; a second arrived",
+                        site=update.site,
                         round=update.round,
                     )
             if update is None:
                 raise InvalidUpdate("empty update stream")
             self.c.finish_update(update)
             return pb.UpdateReceipt(
-                job=self.c.job.name, round=update.round, site=update.site,
+                job=self.c.job.name,
+                round=update.round,
+                site=update.site,
                 bytes_received=update.bytes_received,
             )
         except UpdateRefused as e:

@@ -22,23 +22,23 @@ SPOOL_IN_MEMORY_BYTES = 512 << 10
 
 def check_tensors(header: pb.UpdateHeader, expected: Sequence[TensorInfo]) -> None:
     """The update's tensors must be the model's, in order, with the same dtype and shape."""
-    where = dict(site=header.site, round=header.round)
+
+    def refuse(message: str) -> InvalidUpdate:
+        return InvalidUpdate(message, site=header.site, round=header.round)
+
     if header.codec not in ("", "raw"):
-        raise InvalidUpdate(f"unknown codec {header.codec!r}; this aggregator reads 'raw'", **where)
+        raise refuse(f"unknown codec {header.codec!r}; this aggregator reads 'raw'")
     try:
         got = [from_spec(s) for s in header.tensors]
     except ValueError as e:
-        raise InvalidUpdate(str(e), **where) from None
+        raise refuse(str(e)) from None
     if len(got) != len(expected):
-        raise InvalidUpdate(
-            f"update has {len(got)} tensors, the model has {len(expected)}", **where
-        )
-    for g, e in zip(got, expected, strict=True):
-        if g != e:
-            raise InvalidUpdate(
+        raise refuse(f"update has {len(got)} tensors, the model has {len(expected)}")
+    for g, want in zip(got, expected, strict=True):
+        if g != want:
+            raise refuse(
                 f"tensor {g.name!r} {g.dtype}{list(g.shape)} does not match the model's "
-                f"{e.name!r} {e.dtype}{list(e.shape)}",
-                **where,
+                f"{want.name!r} {want.dtype}{list(want.shape)}"
             )
 
 
@@ -52,7 +52,7 @@ class SpooledUpdate:
         self.weight = float(header.num_samples)
         self.infos = list(infos)
         self._checker = ChunkChecker(infos)
-        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
+        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115 - lives as long as the update; close() ends it
         self._pieces: list[tuple[int, int, int]] = []  # (tensor, first element, byte count)
 
     @property

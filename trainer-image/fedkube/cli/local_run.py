@@ -105,23 +105,40 @@ class LocalRun:
             if self.opts.fresh:
                 checkpoint.unlink()
             else:
-                self.say(f"resuming from the checkpoint in {self.checkpoints} (--fresh starts over)")
+                self.say(
+                    f"resuming from the checkpoint in {self.checkpoints} (--fresh starts over)"
+                )
         (self.output / RESULT_FILE).unlink(missing_ok=True)
         manifest = str(self.opts.manifest.resolve())
         aggregator = self._spawn(
             "aggregator",
             [
-                "aggregator", "--manifest", manifest, "--host", "127.0.0.1",
-                "--port", str(self.port), "--http-port", str(self.http_port),
-                "--checkpoint-dir", str(self.checkpoints), "--output-dir", str(self.output),
+                "aggregator",
+                "--manifest",
+                manifest,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--http-port",
+                str(self.http_port),
+                "--checkpoint-dir",
+                str(self.checkpoints),
+                "--output-dir",
+                str(self.output),
             ],
         )
         for site in self.job.spec.sites:
             self._spawn(
                 site.name,
                 [
-                    "trainer", "--manifest", manifest, "--site", site.name,
-                    "--aggregator", f"127.0.0.1:{self.port}",
+                    "trainer",
+                    "--manifest",
+                    manifest,
+                    "--site",
+                    site.name,
+                    "--aggregator",
+                    f"127.0.0.1:{self.port}",
                 ],
             )
         return aggregator
@@ -239,8 +256,10 @@ def run_local(opts: LocalRunOptions) -> int:
     if job.spec.aggregator.endpoint:
         raise SpecError(
             str(opts.manifest),
-            ["spec.aggregator.endpoint: `fedkube run` runs its own aggregator; remove the "
-             "endpoint to run locally"],
+            [
+                "spec.aggregator.endpoint: `fedkube run` runs its own aggregator; remove the "
+                "endpoint to run locally"
+            ],
         )
     run = LocalRun(job, opts)
     run.say(
@@ -268,6 +287,8 @@ def run_local(opts: LocalRunOptions) -> int:
     if interrupted:
         return 130
     if code != 0:
-        run.say(f"the aggregator stopped with exit code {code}:\n{_indent(run.children[0].tail(15))}")
+        run.say(
+            f"the aggregator stopped with exit code {code}:\n{_indent(run.children[0].tail(15))}"
+        )
         return EXIT_BAD_INPUT if code == EXIT_BAD_INPUT else EXIT_FAILED
     return 0 if run.report() is not None else EXIT_FAILED

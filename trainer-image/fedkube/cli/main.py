@@ -68,9 +68,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     trainer = LocalTrainer(job.spec.task, data, args.site)
     trainer.warm_up()
     endpoint = (
-        args.aggregator
-        or job.spec.aggregator.endpoint
-        or f"localhost:{job.spec.aggregator.port}"
+        args.aggregator or job.spec.aggregator.endpoint or f"localhost:{job.spec.aggregator.port}"
     )
     client = TrainerClient(job.name, args.site, endpoint, trainer)
     try:
@@ -78,7 +76,9 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     finally:
         client.close()
     if not finished.succeeded:
-        print(f"site {args.site}: the job ended without success: {finished.message}", file=sys.stderr)
+        print(
+            f"site {args.site}: the job ended without success: {finished.message}", file=sys.stderr
+        )
         return EXIT_FAILED
     return 0
 

@@ -28,7 +28,7 @@ def split_held_out(
     site: str, x: np.ndarray, y: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n = len(y)
-    n_test = int(round(n * fraction))
+    n_test = round(n * fraction)
     if n_test < 1 or n - n_test < 1:
         raise DataError(
             site,

@@ -39,11 +39,13 @@ def sklearn_rows(
     return x[idx].astype(np.float32), y[idx].astype(np.int64)
 
 
-def _read_table(site: str, path: Path) -> "object":
+def _read_table(site: str, path: Path) -> object:
     import pandas as pd
 
     if not path.exists():
-        raise DataError(site, "the data file does not exist; check the path and the volume", path=str(path))
+        raise DataError(
+            site, "the data file does not exist; check the path and the volume", path=str(path)
+        )
     try:
         if path.suffix.lower() == ".csv":
             return pd.read_csv(path)
@@ -87,7 +89,9 @@ def file_rows(
             )
         if values.isna().any():
             row = int(np.flatnonzero(values.isna().to_numpy())[0])
-            raise DataError(site, f"column {col!r} has an empty value at data row {row + 1}", path=str(path))
+            raise DataError(
+                site, f"column {col!r} has an empty value at data row {row + 1}", path=str(path)
+            )
     x = table[features].to_numpy(dtype=np.float32)
     y_raw = table[source.label_column].to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(x)):

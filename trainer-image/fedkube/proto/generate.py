@@ -30,7 +30,8 @@ def generate(out_dir: Path) -> list[Path]:
     grpc_file = out_dir / "fedkube_pb2_grpc.py"
     # protoc writes a top-level import; the package lives under fedkube.proto.
     text = grpc_file.read_text().replace(
-        "import fedkube_pb2 as fedkube__pb2", "from fedkube.proto import fedkube_pb2 as fedkube__pb2"
+        "import fedkube_pb2 as fedkube__pb2",
+        "from fedkube.proto import fedkube_pb2 as fedkube__pb2",
     )
     grpc_file.write_text(text)
     return [out_dir / n for n in ("fedkube_pb2.py", "fedkube_pb2.pyi", "fedkube_pb2_grpc.py")]

@@ -212,7 +212,9 @@ class JobSpec(_Model):
             )
         datasets = sorted({s.data.sklearn.dataset for s in self.sites if s.data.sklearn})
         if len(datasets) > 1:
-            raise ValueError(f"all sklearn sites must share one dataset; found {', '.join(datasets)}")
+            raise ValueError(
+                f"all sklearn sites must share one dataset; found {', '.join(datasets)}"
+            )
         uses_files = any(s.data.file for s in self.sites)
         if uses_files and (self.task.num_features is None or self.task.num_classes is None):
             raise ValueError(

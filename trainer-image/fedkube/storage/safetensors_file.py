@@ -38,7 +38,11 @@ def write_safetensors(
         code = _CODES.get(np.dtype(arr.dtype).newbyteorder("<"))
         if code is None:
             raise ValueError(f"tensor {name!r}: dtype {arr.dtype} is not supported")
-        header[name] = {"dtype": code, "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
+        header[name] = {
+            "dtype": code,
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
         offset += arr.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the format recommends 8-byte alignment of the data
@@ -47,7 +51,7 @@ def write_safetensors(
         f.write(blob)
         for arr in arrays.values():
             flat = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False))
-            raw = memoryview(flat.reshape(-1).view(np.uint8))
+            raw = flat.reshape(-1).view(np.uint8).data
             for start in range(0, len(raw), _WRITE_BLOCK):
                 f.write(raw[start : start + _WRITE_BLOCK])
 

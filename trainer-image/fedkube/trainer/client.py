@@ -46,7 +46,12 @@ class Backoff:
 
 class TrainerClient:
     def __init__(
-        self, job: str, site: str, endpoint: str, trainer: LocalTrainer, backoff: Backoff = Backoff()
+        self,
+        job: str,
+        site: str,
+        endpoint: str,
+        trainer: LocalTrainer,
+        backoff: Backoff = Backoff(),
     ) -> None:
         self.job = job
         self.site = site
@@ -69,7 +74,8 @@ class TrainerClient:
                 for event in events:
                     away_since, delays = None, self.backoff.delays()
                     if event.HasField("finished"):
-                        return event.finished
+                        finished: pb.Finished = event.finished
+                        return finished
                     self._handle(event.task)
                 # The stream ended without a final word: the aggregator went away.
             except grpc.RpcError as e:
@@ -106,7 +112,9 @@ class TrainerClient:
             receipt = self.stub.SubmitUpdate(self._update_parts(task, version, update, metrics))
             log.info(
                 "round %d: update sent (%d bytes, loss %.4f)",
-                task.round, receipt.bytes_received, metrics.get("train_loss", float("nan")),
+                task.round,
+                receipt.bytes_received,
+                metrics.get("train_loss", float("nan")),
             )
         except grpc.RpcError as e:
             if e.code() in _TRANSIENT:
@@ -126,8 +134,12 @@ class TrainerClient:
         try:
             self.stub.ReportEvaluation(
                 pb.Evaluation(
-                    job=self.job, round=task.round, site=self.site, model_version=version,
-                    num_samples=self.trainer.held_out_size(), metrics=metrics,
+                    job=self.job,
+                    round=task.round,
+                    site=self.site,
+                    model_version=version,
+                    num_samples=self.trainer.held_out_size(),
+                    metrics=metrics,
                 )
             )
         except grpc.RpcError as e:

@@ -43,9 +43,7 @@ def default_train(
     if config.optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     else:
-        opt = torch.optim.SGD(
-            model.parameters(), lr=config.learning_rate, momentum=config.momentum
-        )
+        opt = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(config.seed)
     model.train()
@@ -92,7 +90,7 @@ class LocalTrainer:
         model = copy.deepcopy(self.model)
         n = min(len(self.y_train), self.task.batch_size)
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
-        nn.functional.cross_entropy(model(self.x_train[:n]), self.y_train[:n]).backward()
+        nn.functional.cross_entropy(model(self.x_train[:n]), self.y_train[:n]).backward()  # type: ignore[no-untyped-call]
         opt.step()
         with torch.no_grad():
             model.eval()
@@ -105,7 +103,9 @@ class LocalTrainer:
     def set_global(self, params: Params) -> None:
         load_params(self.model, params)
 
-    def train(self, global_params: Params, round: int, strategy: dict[str, float]) -> tuple[Params, dict[str, float]]:
+    def train(
+        self, global_params: Params, round: int, strategy: dict[str, float]
+    ) -> tuple[Params, dict[str, float]]:
         """Train from ``global_params``; returns (update = trained - global, metrics)."""
         self.set_global(global_params)
         config = TrainConfig(

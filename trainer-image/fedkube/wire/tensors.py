@@ -20,7 +20,7 @@ CHUNK_BYTES = 1 << 20
 
 Params = dict[str, np.ndarray]
 
-_TO_WIRE: dict[np.dtype[np.generic], int] = {
+_TO_WIRE: dict[np.dtype[np.generic], pb.DType] = {
     np.dtype("<f4"): pb.FLOAT32,
     np.dtype("<f8"): pb.FLOAT64,
     np.dtype("<f2"): pb.FLOAT16,
@@ -75,7 +75,7 @@ def iter_chunks(
     """Cut each array's little-endian bytes into chunks, copying one chunk at a time."""
     for index, array in enumerate(arrays):
         flat = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
-        raw = memoryview(flat.reshape(-1).view(np.uint8))
+        raw = flat.reshape(-1).view(np.uint8).data
         for offset in range(0, len(raw), chunk_bytes):
             yield pb.TensorChunk(
                 tensor=index, offset=offset, data=bytes(raw[offset : offset + chunk_bytes])
@@ -134,7 +134,7 @@ def assemble(infos: Sequence[TensorInfo], chunks: Iterator[pb.TensorChunk]) -> P
     starts = [0] * len(infos)
     checker = ChunkChecker(infos)
     for chunk in chunks:
-        info, values = checker.check(chunk)
+        _info, values = checker.check(chunk)
         k = chunk.tensor
         flat[k][starts[k] : starts[k] + values.size] = values
         starts[k] += values.size
