@@ -12,6 +12,7 @@ import pytest
 
 from tests.kube.controlplane import ControlPlane, binaries
 from tests.kube.node_agent import NodeAgent
+from tests.kube.operator_env import OperatorProcess
 
 ARTIFACTS = Path(os.environ.get("FEDKUBE_TEST_ARTIFACTS", "/tmp/fedkube-test-artifacts"))
 
@@ -60,3 +61,37 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    control_plane: ControlPlane, node_agent: NodeAgent, tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(control_plane, tmp_path_factory.mktemp("operator-coordinator")).start()
+    yield op
+    op.stop()
+    if request.session.testsfailed:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "operator-coordinator.log").write_text(op.log(10**7))
+
+
+@pytest.fixture(scope="session")
+def second_node_agent(
+    second_control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeAgent]:
+    agent = NodeAgent(
+        second_control_plane.kubeconfig, tmp_path_factory.mktemp("node-second"), "second-site-node"
+    ).start()
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="session")
+def second_operator(
+    second_control_plane: ControlPlane, second_node_agent: NodeAgent,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(second_control_plane, tmp_path_factory.mktemp("operator-second")).start()
+    yield op
+    op.stop()

@@ -47,6 +47,10 @@ class ContainerRun:
     image: str = ""
     workdir: str | None = None
     init: bool = False
+    log: Path | None = None
+    # terminationMessagePolicy FallbackToLogsOnError: a failure's message is the log's tail.
+    fallback_to_logs: bool = False
+    message: str = ""
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: str | None = None
@@ -245,6 +249,9 @@ class NodeAgent:
                             image=c.image or "",
                             workdir=c.working_dir,
                             init=init,
+                            log=self.log_path(ns, name, c.name),
+                            fallback_to_logs=c.termination_message_policy
+                            == "FallbackToLogsOnError",
                         )
                     )
         except ApiException as e:
@@ -299,6 +306,10 @@ class NodeAgent:
             mounts.append((source, m.mount_path, bool(m.read_only)))
         if not mounts:
             return argv
+        # A mount over a folder that holds another volume's host folder (/tmp, say) would
+        # hide it: such mounts go last.
+        sources = [str(m[0]) for m in mounts]  # (a list reads as empty while it sorts)
+        mounts.sort(key=lambda m: any(src.startswith(m[1].rstrip("/") + "/") for src in sources))
         steps = []
         for source, target, read_only in mounts:
             make = "touch" if source.is_file() else "mkdir -p"
@@ -401,6 +412,10 @@ class NodeAgent:
             # A signal death shows as 128+n, as a container runtime reports it.
             if code < 0:
                 c.exit_code = 128 - code
+            if c.exit_code != 0 and c.fallback_to_logs and c.log is not None:
+                # As kubelet does: the last 80 lines, at most 2 KiB.
+                lines = c.log.read_text(errors="replace").splitlines()[-80:]
+                c.message = "\n".join(lines)[-2048:]
         restart = (policy == "Always" and not c.init) or (policy != "Never" and c.exit_code != 0)
         if not restart:
             return
@@ -441,6 +456,7 @@ class NodeAgent:
                 "reason": "Completed" if c.exit_code == 0 else "Error",
                 "startedAt": c.started_at,
                 "finishedAt": c.finished_at,
+                **({"message": c.message} if c.message else {}),
             }
         }
 

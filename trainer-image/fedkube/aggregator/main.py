@@ -40,6 +40,8 @@ class AggregatorOptions:
     http_port: int
     checkpoint_dir: Path
     output_dir: Path
+    # Keep serving /progress and the final word this long after the job ends.
+    linger_seconds: float = FINISH_GRACE_SECONDS
 
 
 M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
@@ -99,8 +101,14 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
         job.spec.rounds - coordinator.rounds_completed,
     )
     runner = asyncio.ensure_future(coordinator.run())
+    stopping = asyncio.Event()
+
+    def stop() -> None:
+        stopping.set()
+        runner.cancel()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, runner.cancel)
+        loop.add_signal_handler(sig, stop)
     code = 0
     try:
         await runner
@@ -111,7 +119,9 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
     except asyncio.CancelledError:
         log.warning("stopped by signal after round %d", coordinator.rounds_completed)
         code = 143
-    await asyncio.sleep(FINISH_GRACE_SECONDS if code != 143 else 0)
+    if code != 143:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), opts.linger_seconds)
     await server.stop(grace=0.5)
     http.shutdown()
     return code

@@ -49,6 +49,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
         http_port=args.http_port or job.spec.aggregator.http_port,
         checkpoint_dir=Path(args.checkpoint_dir or job.spec.checkpoint.path),
         output_dir=Path(args.output_dir or job.spec.output.path),
+        linger_seconds=args.linger_seconds,
     )
     return asyncio.run(serve(job, opts))
 
@@ -127,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("--http-port", type=int, default=0, help="/metrics and /progress port")
     agg.add_argument("--checkpoint-dir", help="default: spec.checkpoint.path")
     agg.add_argument("--output-dir", help="default: spec.output.path")
+    agg.add_argument(
+        "--linger-seconds", type=float, default=1.0,
+        help="after the job ends, keep answering /progress this long (for an operator)",
+    )
     agg.set_defaults(fn=cmd_aggregator)
 
     tr = sub.add_parser("trainer", help="train one site (a trainer pod)")

@@ -46,6 +46,8 @@ def load_site_data(spec: JobSpec, site: str, manifest: Path | None = None) -> Si
         data = spec.site(site).data
     except KeyError:
         raise DataError(site, "this site is not listed in spec.sites") from None
+    if data is None:
+        raise DataError(site, "the site is marked remote in this manifest and has no data here")
     num_features, num_classes = spec.input_shape()
     if data.sklearn is not None:
         x, y = sklearn_rows(site, data.sklearn, dataset_scaling=data.standardize == "dataset")

@@ -32,8 +32,31 @@ class _Model(BaseModel):
     )
 
 
+def cel(*rules: tuple[str, str, str | None]) -> ConfigDict:
+    """Kubernetes CEL rules (rule, message, fieldPath) for the CRD, mirroring a model's own
+    cross-field validator so the API server refuses the same manifests at the door."""
+    found = [
+        {"rule": r, "message": m, **({"fieldPath": f} if f else {})} for r, m, f in rules
+    ]
+    return ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"x-kubernetes-validations": found},
+    )
+
+
 class ModelSpec(_Model):
     """Which model to train: a built-in one by name, or the user's own by import path."""
+
+    model_config = cel(
+        (
+            "has(self.name) != has(self.importPath)",
+            "give exactly one of name (a built-in model) or importPath",
+            None,
+        )
+    )
 
     name: Literal["logistic_regression", "mlp", "cnn"] | None = Field(
         default=None, description="A built-in model."
@@ -93,6 +116,14 @@ DatasetName = Literal["breast_cancer", "digits", "wine", "iris"]
 class SklearnSource(_Model):
     """A dataset that ships inside scikit-learn, split into simulated sites."""
 
+    model_config = cel(
+        (
+            "self.partition < self.numPartitions",
+            "partition must be below numPartitions",
+            ".partition",
+        )
+    )
+
     dataset: DatasetName
     num_partitions: int = Field(ge=1, le=1000)
     partition: int = Field(ge=0, description="Which part of the split this site holds.")
@@ -130,6 +161,15 @@ class FileSource(_Model):
 
 
 class DataSpec(_Model):
+    model_config = cel(
+        ("has(self.sklearn) != has(self.file)", "give exactly one data source: sklearn or file", None),
+        (
+            "!has(self.standardize) || self.standardize != 'dataset' || has(self.sklearn)",
+            "standardize: dataset needs an sklearn source",
+            ".standardize",
+        ),
+    )
+
     sklearn: SklearnSource | None = None
     file: FileSource | None = None
     held_out_fraction: float = Field(
@@ -152,8 +192,23 @@ class DataSpec(_Model):
 
 
 class SiteSpec(_Model):
+    model_config = cel(
+        ("self.remote || has(self.data)", "a site that trains here needs data", ".data"),
+    )
+
     name: str = Field(pattern=DNS_LABEL, max_length=63)
-    data: DataSpec
+    remote: bool = Field(
+        default=False,
+        description="The site trains in another cluster (which applies the job with "
+        "aggregator.endpoint); the aggregator expects it, no trainer runs here.",
+    )
+    data: DataSpec | None = None
+
+    @model_validator(mode="after")
+    def _data_unless_remote(self) -> SiteSpec:
+        if not self.remote and self.data is None:
+            raise ValueError("a site that trains here needs data")
+        return self
 
 
 class EvaluationSpec(_Model):
@@ -164,6 +219,14 @@ class EvaluationSpec(_Model):
 
 class CheckpointSpec(_Model):
     path: str = Field(default="checkpoints", min_length=1, max_length=4096)
+    claim_name: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL,
+        max_length=63,
+        description="On Kubernetes: the PersistentVolumeClaim holding the aggregator's "
+        "checkpoints and outputs, so a recreated aggregator resumes. Without it they live "
+        "in the pod and a recreated aggregator starts over.",
+    )
 
 
 class OutputSpec(_Model):
@@ -182,6 +245,14 @@ class AggregatorSpec(_Model):
 
 
 class JobSpec(_Model):
+    model_config = cel(
+        (
+            "!has(self.minSitesPerRound) || self.minSitesPerRound <= size(self.sites)",
+            "minSitesPerRound must not exceed the number of sites",
+            ".minSitesPerRound",
+        ),
+    )
+
     task: TaskSpec
     rounds: int = Field(ge=1, le=100000)
     min_sites_per_round: int = Field(default=1, ge=1, le=1000)
@@ -198,6 +269,17 @@ class JobSpec(_Model):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
     aggregator: AggregatorSpec = Field(default_factory=AggregatorSpec)
+    suspend: bool = Field(
+        default=False, description="On Kubernetes: stop the pods; false again resumes."
+    )
+    backoff_limit: int = Field(
+        default=3, ge=0, le=100, description="On Kubernetes: recreations of a failed pod."
+    )
+    pod_cleanup: Literal["none", "succeeded", "all"] = Field(
+        default="succeeded",
+        description="On Kubernetes, when the job ends: delete its pods if it succeeded "
+        "(succeeded), whatever the outcome (all), or keep them (none).",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> JobSpec:
@@ -210,12 +292,12 @@ class JobSpec(_Model):
                 f"minSitesPerRound ({self.min_sites_per_round}) is above the number of sites "
                 f"({len(self.sites)})"
             )
-        datasets = sorted({s.data.sklearn.dataset for s in self.sites if s.data.sklearn})
+        datasets = sorted({s.data.sklearn.dataset for s in self.sites if s.data and s.data.sklearn})
         if len(datasets) > 1:
             raise ValueError(
                 f"all sklearn sites must share one dataset; found {', '.join(datasets)}"
             )
-        uses_files = any(s.data.file for s in self.sites)
+        uses_files = any(s.data and s.data.file for s in self.sites)
         if uses_files and (self.task.num_features is None or self.task.num_classes is None):
             raise ValueError(
                 "task.numFeatures and task.numClasses are required when a site reads its own file"
@@ -224,7 +306,9 @@ class JobSpec(_Model):
 
     def input_shape(self) -> tuple[int, int]:
         """(number of features, number of classes) the model is built for."""
-        dataset = next((s.data.sklearn.dataset for s in self.sites if s.data.sklearn), None)
+        dataset = next(
+            (s.data.sklearn.dataset for s in self.sites if s.data and s.data.sklearn), None
+        )
         known = DATASET_SHAPES[dataset] if dataset else (None, None)
         features = self.task.num_features or known[0]
         classes = self.task.num_classes or known[1]

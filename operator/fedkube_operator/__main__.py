@@ -1,0 +1,3 @@
+from fedkube_operator.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""The FederatedJob CRD, generated from the pydantic models (one source of truth).
+
+    python -m fedkube_operator.crd            rewrite crds/ and the Helm chart's copy
+    python -m fedkube_operator.crd --check    exit 1 if either has drifted
+
+pydantic writes JSON Schema; Kubernetes wants a structural OpenAPI v3 schema: no $ref, no
+anyOf of types, nullable instead of null members, boolean exclusive bounds, no
+additionalProperties beside properties. CEL rules come from the models (``cel`` in the spec).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedkube.spec.job import API_GROUP, API_VERSION, KIND, JobSpec
+from fedkube_operator.status_model import JobStatus
+
+PLURAL = "federatedjobs"
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUTS = [ROOT / "crds" / "federatedjobs.yaml", ROOT / "helm" / "fedkube" / "crds" / "federatedjobs.yaml"]
+_DROP = {"title", "discriminator", "additionalProperties", "$defs"}
+
+
+def structural(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [structural(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].split("/")[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return structural(merged, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "properties":
+            out[key] = {k: structural(v, defs) for k, v in value.items()}
+        elif key in ("items",):
+            out[key] = structural(value, defs)
+        elif key == "const":
+            out["enum"] = [value]
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+            bound = "minimum" if key == "exclusiveMinimum" else "maximum"
+            out[bound] = value
+            out[key] = True
+        elif key in ("anyOf", "oneOf"):
+            out.update(_union(value, defs))
+        else:
+            out[key] = value
+    if "properties" in node or (node.get("type") == "object" and "additionalProperties" in node):
+        out.setdefault("type", "object")
+    if node.get("type") == "object" and "properties" not in node:
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and ("anyOf" in extra or not extra):
+            # A map of mixed scalars (model params): kept as given.
+            out["x-kubernetes-preserve-unknown-fields"] = True
+        elif isinstance(extra, dict):
+            out["additionalProperties"] = structural(extra, defs)
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    return out
+
+
+def _union(members: list[Any], defs: dict[str, Any]) -> dict[str, Any]:
+    real = [structural(m, defs) for m in members if m.get("type") != "null"]
+    nullable = len(real) < len(members)
+    if len(real) == 1:
+        merged = dict(real[0])
+    elif all(m.get("type") == "object" for m in real):
+        # A tagged union (strategies): one object with every member's fields.
+        merged = {"type": "object", "properties": {}}
+        for m in real:
+            for k, v in m.get("properties", {}).items():
+                if "enum" in v and k in merged["properties"]:
+                    v = {**v, "enum": sorted({*merged["properties"][k]["enum"], *v["enum"]})}
+                merged["properties"][k] = v
+    else:
+        merged = {"x-kubernetes-preserve-unknown-fields": True}
+    if nullable:
+        merged["nullable"] = True
+    return merged
+
+
+def schema_of(model: type[Any]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    result: dict[str, Any] = structural(raw, raw.get("$defs", {}))
+    return result
+
+
+def spec_schema() -> dict[str, Any]:
+    schema = schema_of(JobSpec)
+    props = schema["properties"]
+    # Site names are keys: the API server itself refuses a repeated name.
+    props["sites"]["x-kubernetes-list-type"] = "map"
+    props["sites"]["x-kubernetes-list-map-keys"] = ["name"]
+    # What a running job trains on cannot change under it.
+    for field in ("task", "strategy"):
+        props[field].setdefault("x-kubernetes-validations", []).append(
+            {"rule": "self == oldSelf", "message": f"{field} is immutable; create a new job to change it"}
+        )
+    return schema
+
+
+def crd() -> dict[str, Any]:
+    column = lambda name, path, kind="string", priority=0, desc="": {  # noqa: E731
+        "name": name, "type": kind, "jsonPath": path, "priority": priority, "description": desc,
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{API_GROUP}"},
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND, "plural": PLURAL, "singular": "federatedjob",
+                "shortNames": ["fj"], "categories": ["fedkube"],
+            },
+            "versions": [{
+                "name": API_VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    column("Phase", ".status.phase"),
+                    column("Round", ".status.round", "integer"),
+                    column("Accuracy", ".status.accuracy", "number", desc="global held-out accuracy"),
+                    column("Age", ".metadata.creationTimestamp", "date"),
+                    column("Rounds", ".spec.rounds", "integer", 1),
+                    column("Loss", ".status.loss", "number", 1),
+                    column("Sites", ".status.sitesInLastRound", "integer", 1, "sites in the last round"),
+                    column("Strategy", ".spec.strategy.name", "string", 1),
+                ],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": spec_schema(),
+                        "status": schema_of(JobStatus),
+                    },
+                }},
+            }],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `python -m fedkube_operator.crd` from the pydantic models; do not edit.\n"
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=100)
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        stale = [p for p in OUTPUTS if not p.exists() or p.read_text() != text]
+        for p in stale:
+            print(f"{p} is out of date: run `python -m fedkube_operator.crd`", file=sys.stderr)
+        return 1 if stale else 0
+    for p in OUTPUTS:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

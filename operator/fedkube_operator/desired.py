@@ -1,0 +1,222 @@
+"""Pure: a FederatedJob resource in, the Kubernetes objects that run it out.
+
+Names are deterministic, so applying the same job twice (or after an operator restart)
+creates nothing twice; every object carries an ownerReference to the job, so deleting the job
+deletes them through the garbage collector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from fedkube.spec.job import API_GROUP, API_VERSION, KIND, FederatedJob, SiteSpec
+
+MANIFEST_DIR = "/etc/fedkube"
+MANIFEST_FILE = "job.yaml"
+STATE_DIR = "/var/lib/fedkube"
+LABEL_JOB = "fedkube.io/job"
+LABEL_ROLE = "fedkube.io/role"
+LABEL_SITE = "fedkube.io/site"
+# After success the aggregator keeps serving /progress this long, so the operator reads the
+# final round and metrics before the pod goes away.
+AGGREGATOR_LINGER_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    image: str = "fedkube/trainer:0.1.0"
+    # Host trainers dial for an aggregator in this cluster; {service} and {namespace} are
+    # filled in. Host-network set-ups (and the test node agent) use 127.0.0.1.
+    aggregator_host: str = "{service}.{namespace}.svc"
+    # Host the operator polls for progress; empty: the aggregator pod's IP.
+    progress_host: str = ""
+
+
+@dataclass
+class Desired:
+    config_map: dict[str, Any]
+    service: dict[str, Any] | None
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def aggregator_name(job: str) -> str:
+    return f"{job}-aggregator"
+
+
+def trainer_name(job: str, site: str) -> str:
+    return f"{job}-trainer-{site}"
+
+
+def config_name(job: str) -> str:
+    return f"{job}-config"
+
+
+def owner_reference(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = resource["metadata"]
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(resource: dict[str, Any], name: str, role: str, site: str | None = None) -> dict[str, Any]:
+    labels = {
+        "app.kubernetes.io/name": "fedkube",
+        "app.kubernetes.io/managed-by": "fedkube-operator",
+        LABEL_JOB: resource["metadata"]["name"],
+        LABEL_ROLE: role,
+    }
+    if site:
+        labels[LABEL_SITE] = site
+    return {
+        "name": name,
+        "namespace": resource["metadata"]["namespace"],
+        "labels": labels,
+        "ownerReferences": [owner_reference(resource)],
+    }
+
+
+def aggregator_endpoint(job: FederatedJob, namespace: str, settings: OperatorSettings) -> str:
+    if job.spec.aggregator.endpoint:
+        return job.spec.aggregator.endpoint
+    host = settings.aggregator_host.format(service=aggregator_name(job.name), namespace=namespace)
+    return f"{host}:{job.spec.aggregator.port}"
+
+
+def _hardened(container: dict[str, Any]) -> dict[str, Any]:
+    container["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    return container
+
+
+def _pod(meta: dict[str, Any], container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {
+            "restartPolicy": "Never",  # the operator recreates failed pods, counting them
+            "enableServiceLinks": False,
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "fsGroup": 65532},
+            "containers": [_hardened(container)],
+            "volumes": volumes,
+        },
+    }
+
+
+def _common_volumes(job: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "job", "configMap": {"name": config_name(job)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+
+
+_COMMON_MOUNTS = [
+    {"name": "job", "mountPath": MANIFEST_DIR, "readOnly": True},
+    {"name": "tmp", "mountPath": "/tmp"},
+]
+
+
+def aggregator_pod(resource: dict[str, Any], job: FederatedJob, settings: OperatorSettings) -> dict[str, Any]:
+    spec = job.spec
+    claim = spec.checkpoint.claim_name
+    state = {"persistentVolumeClaim": {"claimName": claim}} if claim else {"emptyDir": {}}
+    container = {
+        "name": "aggregator",
+        "image": settings.image,
+        "command": [
+            "fedkube", "aggregator",
+            "--manifest", f"{MANIFEST_DIR}/{MANIFEST_FILE}",
+            "--port", str(spec.aggregator.port),
+            "--http-port", str(spec.aggregator.http_port),
+            "--checkpoint-dir", f"{STATE_DIR}/checkpoints",
+            "--output-dir", f"{STATE_DIR}/output",
+            "--linger-seconds", str(AGGREGATOR_LINGER_SECONDS),
+        ],
+        "ports": [
+            {"name": "grpc", "containerPort": spec.aggregator.port},
+            {"name": "http", "containerPort": spec.aggregator.http_port},
+        ],
+        "volumeMounts": [*_COMMON_MOUNTS, {"name": "state", "mountPath": STATE_DIR}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+    }
+    volumes = [*_common_volumes(job.name), {"name": "state", **state}]
+    return _pod(_meta(resource, aggregator_name(job.name), "aggregator"), container, volumes)
+
+
+def trainer_pod(
+    resource: dict[str, Any], job: FederatedJob, site: SiteSpec, namespace: str, settings: OperatorSettings
+) -> dict[str, Any]:
+    container = {
+        "name": "trainer",
+        "image": settings.image,
+        "command": [
+            "fedkube", "trainer",
+            "--manifest", f"{MANIFEST_DIR}/{MANIFEST_FILE}",
+            "--site", site.name,
+            "--aggregator", aggregator_endpoint(job, namespace, settings),
+        ],
+        "env": [{"name": "FEDKUBE_TORCH_THREADS", "value": "1"}],
+        "volumeMounts": list(_COMMON_MOUNTS),
+    }
+    return _pod(
+        _meta(resource, trainer_name(job.name, site.name), "trainer", site.name),
+        container,
+        _common_volumes(job.name),
+    )
+
+
+def config_map(resource: dict[str, Any]) -> dict[str, Any]:
+    """The job as the pods read it: the same manifest, only what the engine needs."""
+    document = {
+        "apiVersion": resource["apiVersion"],
+        "kind": resource["kind"],
+        "metadata": {"name": resource["metadata"]["name"]},
+        "spec": resource["spec"],
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(resource, config_name(resource["metadata"]["name"]), "config"),
+        "data": {MANIFEST_FILE: yaml.safe_dump(document, sort_keys=True)},
+    }
+
+
+def aggregator_service(resource: dict[str, Any], job: FederatedJob) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(resource, aggregator_name(job.name), "aggregator"),
+        "spec": {
+            "selector": {LABEL_JOB: job.name, LABEL_ROLE: "aggregator"},
+            "ports": [
+                {"name": "grpc", "port": job.spec.aggregator.port, "targetPort": "grpc"},
+                {"name": "http", "port": job.spec.aggregator.http_port, "targetPort": "http"},
+            ],
+        },
+    }
+
+
+def desired(resource: dict[str, Any], job: FederatedJob, settings: OperatorSettings) -> Desired:
+    namespace = resource["metadata"]["namespace"]
+    local = job.spec.aggregator.endpoint is None
+    out = Desired(config_map(resource), aggregator_service(resource, job) if local else None)
+    if local:
+        out.pods[aggregator_name(job.name)] = aggregator_pod(resource, job, settings)
+    for site in (s for s in job.spec.sites if not s.remote):
+        out.pods[trainer_name(job.name, site.name)] = trainer_pod(resource, job, site, namespace, settings)
+    return out

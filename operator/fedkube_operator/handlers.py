@@ -1,0 +1,94 @@
+"""The kopf shell: read the job and what exists, call ``plan``, carry the plan out.
+
+Every decision is in ``plan.py`` (pure); every API call is in ``kube.py``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import kopf
+
+from fedkube.errors import SpecError
+from fedkube.spec.job import API_GROUP, API_VERSION
+from fedkube.spec.load import parse_job
+from fedkube_operator.crd import PLURAL
+from fedkube_operator.desired import OperatorSettings
+from fedkube_operator.kube import Kube
+from fedkube_operator.metrics import OperatorMetrics
+from fedkube_operator.plan import Observed, plan
+from fedkube_operator.progress import fetch_progress, progress_url
+
+RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+RECONCILE_SECONDS = 2.0
+log = logging.getLogger("fedkube.operator")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Status has a schema; kopf keeps its own bookkeeping in annotations instead.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="fedkube.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="fedkube.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    memo.setdefault("settings", OperatorSettings())
+    memo.setdefault("metrics", OperatorMetrics())
+    memo.kube = Kube()
+    memo.locks = defaultdict(threading.Lock)
+
+
+def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
+    resource: dict[str, Any] = {k: body[k] for k in body}
+    ns, name = resource["metadata"]["namespace"], resource["metadata"]["name"]
+    started = time.perf_counter()
+    with memo.locks[(ns, name)]:
+        try:
+            pods, has_service, has_config = memo.kube.observe(ns, name)
+            try:
+                job = parse_job(resource)
+                progress = fetch_progress(progress_url(job, pods, memo.settings))
+            except SpecError:
+                progress = None
+            result = plan(resource, Observed(pods, has_service, has_config, progress, _now()), memo.settings)
+            for obj in result.create:
+                memo.kube.create(obj)
+            for pod in result.delete_pods:
+                memo.kube.delete_pod(ns, pod)
+            for key, value in result.status.model_dump(by_alias=True, mode="json").items():
+                patch.status[key] = value
+            for e in result.events:
+                kopf.event(body, type=e.type, reason=e.reason, message=e.message)
+            memo.metrics.observe(ns, name, result.status)
+        except Exception:
+            memo.metrics.errors.inc()
+            raise
+        finally:
+            memo.metrics.duration.observe(time.perf_counter() - started)
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    reconcile(body, patch, memo)
+
+
+@kopf.timer(*RESOURCE, interval=RECONCILE_SECONDS)
+def on_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    reconcile(body, patch, memo)
+
+
+@kopf.on.delete(*RESOURCE, optional=True)
+def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # The garbage collector removes what the job owned; only our metrics need forgetting.
+    memo.metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])

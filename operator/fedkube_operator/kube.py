@@ -1,0 +1,59 @@
+"""The one module that talks to the Kubernetes API (the kubernetes client)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from fedkube_operator.desired import LABEL_JOB, aggregator_name, config_name
+
+log = logging.getLogger("fedkube.operator")
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self.api = api or client.ApiClient()
+        self.core = client.CoreV1Api(self.api)
+
+    def observe(self, namespace: str, job: str) -> tuple[dict[str, dict[str, Any]], bool, bool]:
+        """(pods by name, the aggregator Service exists, the ConfigMap exists), as plain dicts."""
+        selector = f"{LABEL_JOB}={job}"
+        pods = self.core.list_namespaced_pod(namespace, label_selector=selector)
+        by_name = {
+            p.metadata.name: self.api.sanitize_for_serialization(p)
+            for p in pods.items
+            if p.metadata.deletion_timestamp is None
+        }
+        services = self.core.list_namespaced_service(namespace, label_selector=selector)
+        has_service = any(s.metadata.name == aggregator_name(job) for s in services.items)
+        maps = self.core.list_namespaced_config_map(namespace, label_selector=selector)
+        has_config = any(m.metadata.name == config_name(job) for m in maps.items)
+        return by_name, has_service, has_config
+
+    def create(self, obj: dict[str, Any]) -> bool:
+        """Create; an object that already exists is left as it is (names are deterministic)."""
+        ns = obj["metadata"]["namespace"]
+        create = {
+            "Pod": self.core.create_namespaced_pod,
+            "Service": self.core.create_namespaced_service,
+            "ConfigMap": self.core.create_namespaced_config_map,
+        }[obj["kind"]]
+        try:
+            create(ns, obj)
+            log.info("created %s %s/%s", obj["kind"], ns, obj["metadata"]["name"])
+            return True
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace)
+            log.info("deleted pod %s/%s", namespace, name)
+        except ApiException as e:
+            if e.status != 404:
+                raise

@@ -1,0 +1,56 @@
+"""`fedkube-operator`: run the operator (kopf) with its metrics endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import kopf
+from kubernetes import config as kube_config
+from prometheus_client import start_http_server
+
+from fedkube_operator import handlers  # noqa: F401 - registers the handlers
+from fedkube_operator.desired import OperatorSettings
+from fedkube_operator.metrics import OperatorMetrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="fedkube-operator", description=__doc__)
+    ap.add_argument("--namespace", action="append", help="watch only these (default: all)")
+    ap.add_argument("--metrics-port", type=int, default=int(os.environ.get("FEDKUBE_METRICS_PORT", "8080")))
+    ap.add_argument("--health-port", type=int, default=int(os.environ.get("FEDKUBE_HEALTH_PORT", "8081")))
+    ap.add_argument("--image", default=os.environ.get("FEDKUBE_IMAGE", OperatorSettings.image))
+    ap.add_argument(
+        "--aggregator-host",
+        default=os.environ.get("FEDKUBE_AGGREGATOR_HOST", OperatorSettings.aggregator_host),
+        help="host trainers dial for an in-cluster aggregator ({service}, {namespace} filled in)",
+    )
+    ap.add_argument(
+        "--progress-host", default=os.environ.get("FEDKUBE_PROGRESS_HOST", ""),
+        help="host to poll the aggregator's /progress on (default: its pod IP)",
+    )
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s operator %(levelname)s %(message)s")
+    try:
+        kube_config.load_incluster_config()
+    except kube_config.ConfigException:
+        kube_config.load_kube_config()
+    metrics = OperatorMetrics()
+    start_http_server(args.metrics_port, registry=metrics.registry)
+    memo = kopf.Memo(
+        settings=OperatorSettings(args.image, args.aggregator_host, args.progress_host),
+        metrics=metrics,
+    )
+    kopf.run(
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or [],
+        memo=memo,
+        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""The operator's Prometheus metrics. Per-job series are removed when the job goes away, so
+label sets stay bounded by the jobs that exist."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from fedkube_operator.status_model import JobStatus
+
+PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
+
+
+class OperatorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs = Gauge("fedkube_jobs", "FederatedJobs by phase.", ["phase"], registry=r)
+        self.round = Gauge("fedkube_job_round", "Rounds completed.", ["namespace", "job"], registry=r)
+        self.loss = Gauge("fedkube_job_global_loss", "Global held-out loss.", ["namespace", "job"], registry=r)
+        self.accuracy = Gauge(
+            "fedkube_job_global_accuracy", "Global held-out accuracy.", ["namespace", "job"], registry=r
+        )
+        self.sites = Gauge(
+            "fedkube_job_sites_participating", "Sites in the last round.", ["namespace", "job"], registry=r
+        )
+        self.errors = Counter("fedkube_reconcile_errors", "Reconciles that raised.", registry=r)
+        self.duration = Histogram(
+            "fedkube_reconcile_duration_seconds", "Time to reconcile one job.", registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self._phases: dict[tuple[str, str], str] = {}
+        for phase in PHASES:
+            self.jobs.labels(phase).set(0)
+
+    def observe(self, namespace: str, job: str, status: JobStatus) -> None:
+        key = (namespace, job)
+        self._phases[key] = status.phase
+        self.round.labels(namespace, job).set(status.round)
+        self.sites.labels(namespace, job).set(status.sites_in_last_round)
+        if status.accuracy is not None:
+            self.accuracy.labels(namespace, job).set(status.accuracy)
+        if status.loss is not None:
+            self.loss.labels(namespace, job).set(status.loss)
+        self._count_phases()
+
+    def forget(self, namespace: str, job: str) -> None:
+        self._phases.pop((namespace, job), None)
+        for g in (self.round, self.loss, self.accuracy, self.sites):
+            try:
+                g.remove(namespace, job)
+            except KeyError:
+                pass
+        self._count_phases()
+
+    def _count_phases(self) -> None:
+        for phase in PHASES:
+            self.jobs.labels(phase).set(sum(p == phase for p in self._phases.values()))

@@ -1,0 +1,252 @@
+"""Pure: what the operator should do about one FederatedJob, given what it observed.
+
+``plan(resource, observed, settings)`` returns the objects to create, the pods to delete and
+the status to write, with the events to post. It reads nothing and writes nothing; the kopf
+handlers feed it and carry out the result, and the unit tests call it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedkube.errors import SpecError
+from fedkube.spec.job import FederatedJob
+from fedkube.spec.load import parse_job
+from fedkube_operator.desired import (
+    OperatorSettings,
+    aggregator_name,
+    desired,
+    trainer_name,
+)
+from fedkube_operator.status_model import Condition, JobStatus, SiteStatus
+
+# A container that exits 2 refused its input (manifest, data, model): retrying cannot help.
+EXIT_BAD_INPUT = 2
+
+
+@dataclass
+class Observed:
+    pods: dict[str, dict[str, Any]]
+    has_service: bool
+    has_config_map: bool
+    progress: dict[str, Any] | None
+    now: str
+
+
+@dataclass
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    status: JobStatus
+    create: list[dict[str, Any]] = field(default_factory=list)
+    delete_pods: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+def set_condition(
+    status: JobStatus, kind: str, value: bool, reason: str, message: str, now: str
+) -> None:
+    text = "True" if value else "False"
+    for i, c in enumerate(status.conditions):
+        if c.type == kind:
+            moved = c.status != text
+            status.conditions[i] = Condition(
+                type=kind, status=text, reason=reason, message=message[:4096],
+                last_transition_time=now if moved else c.last_transition_time,
+                observed_generation=status.observed_generation,
+            )
+            return
+    status.conditions.append(Condition(
+        type=kind, status=text, reason=reason, message=message[:4096], last_transition_time=now,
+        observed_generation=status.observed_generation,
+    ))
+
+
+def _pod_phase(pod: dict[str, Any] | None) -> str:
+    return (pod or {}).get("status", {}).get("phase") or ("Missing" if pod is None else "Pending")
+
+
+def _termination(pod: dict[str, Any]) -> tuple[int | None, str]:
+    for cs in pod.get("status", {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            return term.get("exitCode"), (term.get("message") or "").strip()
+    return None, ""
+
+
+def _enter(plan: Plan, phase: str, now: str, reason: str, message: str, kind: str = "Normal") -> None:
+    """Move to a phase, once: set the times, the message and an event."""
+    s = plan.status
+    if s.phase == phase:
+        return
+    s.phase = phase  # type: ignore[assignment]
+    s.message = message
+    if phase == "Running" and s.start_time is None:
+        s.start_time = now
+    if phase in ("Succeeded", "Failed"):
+        s.completion_time = now
+    plan.events.append(Event(kind, reason, message))
+
+
+def _finish(plan: Plan, job: FederatedJob | None, observed: Observed, succeeded: bool,
+            reason: str, message: str) -> None:
+    now = observed.now
+    _enter(plan, "Succeeded" if succeeded else "Failed", now, reason, message,
+           "Normal" if succeeded else "Warning")
+    set_condition(plan.status, "Complete", succeeded, reason, message, now)
+    set_condition(plan.status, "Failed", not succeeded, reason, message, now)
+    set_condition(plan.status, "Running", False, reason, message, now)
+
+
+def _apply_progress(status: JobStatus, progress: dict[str, Any]) -> None:
+    status.round = int(progress.get("round", status.round))
+    g = progress.get("global") or {}
+    if g.get("accuracy") is not None:
+        status.accuracy = round(float(g["accuracy"]), 6)
+        status.loss = round(float(g["loss"]), 6) if g.get("loss") is not None else None
+    history = progress.get("history") or []
+    if history:
+        status.sites_in_last_round = len(history[-1].get("sites", []))
+    if progress.get("modelPath"):
+        status.model_path = progress["modelPath"]
+
+
+def _site_statuses(job: FederatedJob, observed: Observed, prior: JobStatus) -> list[SiteStatus]:
+    before = {s.name: s for s in prior.sites}
+    reported = (observed.progress or {}).get("sites", {})
+    out = []
+    for site in job.spec.sites:
+        old = before.get(site.name, SiteStatus(name=site.name, phase="Pending"))
+        pod = observed.pods.get(trainer_name(job.name, site.name))
+        r = reported.get(site.name, {})
+        out.append(SiteStatus(
+            name=site.name,
+            phase="Remote" if site.remote else _pod_phase(pod),
+            restarts=old.restarts,
+            last_round=int(r.get("lastRound", old.last_round)),
+            samples=int(r.get("samples", old.samples)),
+            loss=r.get("loss", old.loss),
+            accuracy=r.get("accuracy", old.accuracy),
+        ))
+    return out
+
+
+def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSettings) -> Plan:
+    now = observed.now
+    status = JobStatus.model_validate(resource.get("status") or {})
+    status.observed_generation = resource["metadata"].get("generation")
+    result = Plan(status=status)
+    try:
+        job = parse_job(resource, f"FederatedJob {resource['metadata']['name']}")
+    except SpecError as e:
+        message = "; ".join(e.problems)
+        set_condition(status, "SpecValid", False, "InvalidSpec", message, now)
+        _finish(result, None, observed, False, "InvalidSpec", message)
+        return result
+    set_condition(status, "SpecValid", True, "Valid", "the spec was accepted", now)
+    status.total_rounds = job.spec.rounds
+    if observed.progress:
+        _apply_progress(status, observed.progress)
+    status.sites = _site_statuses(job, observed, status)
+
+    if status.phase in ("Succeeded", "Failed"):
+        _cleanup(result, job, observed)
+        return result
+
+    if job.spec.suspend:
+        result.delete_pods = sorted(observed.pods)
+        _enter(result, "Suspended", now, "Suspended", "spec.suspend is true; pods removed")
+        set_condition(status, "Suspended", True, "Suspended", "spec.suspend is true", now)
+        set_condition(status, "Running", False, "Suspended", "suspended", now)
+        return result
+    if status.phase == "Suspended":
+        set_condition(status, "Suspended", False, "Resumed", "spec.suspend is false", now)
+        result.events.append(Event("Normal", "Resumed", "resuming from the last checkpoint"))
+        status.phase = "Pending"
+
+    want = desired(resource, job, settings)
+    if not observed.has_config_map:
+        result.create.append(want.config_map)
+    if want.service is not None and not observed.has_service:
+        result.create.append(want.service)
+
+    for name, pod in want.pods.items():
+        seen = observed.pods.get(name)
+        if seen is None:
+            result.create.append(pod)
+            continue
+        if _pod_phase(seen) != "Failed":
+            continue
+        code, message = _termination(seen)
+        role = "the aggregator" if name == aggregator_name(job.name) else f"site {pod['metadata']['labels'].get('fedkube.io/site')}"
+        if code == EXIT_BAD_INPUT:
+            _finish(result, job, observed, False, "InvalidInput",
+                    f"{role} refused its input: {message or 'exit code 2'}")
+            return result
+        restarts = _restarts(status, job, name)
+        if restarts >= job.spec.backoff_limit:
+            _finish(result, job, observed, False, "BackoffLimitExceeded",
+                    f"{role} failed {restarts + 1} times (backoffLimit {job.spec.backoff_limit}); "
+                    f"last exit code {code}: {message[-500:]}")
+            return result
+        _count_restart(status, job, name)
+        result.delete_pods.append(name)
+        result.events.append(Event("Warning", "PodFailed",
+                                   f"{role} failed with exit code {code}; recreating it"))
+
+    progress = observed.progress or {}
+    local = job.spec.aggregator.endpoint is None
+    agg_phase = _pod_phase(observed.pods.get(aggregator_name(job.name))) if local else None
+    if progress.get("phase") == "Succeeded" or (local and agg_phase == "Succeeded"):
+        _finish(result, job, observed, True, "Completed",
+                f"completed {status.round} of {job.spec.rounds} rounds")
+        _cleanup(result, job, observed)
+    elif progress.get("phase") == "Failed":
+        _finish(result, job, observed, False, "AggregatorFailed", progress.get("message", ""))
+    elif not local and observed.pods and all(
+        _pod_phase(observed.pods.get(trainer_name(job.name, s.name))) == "Succeeded"
+        for s in job.spec.sites
+        if not s.remote
+    ):
+        _finish(result, job, observed, True, "Completed", "every local site finished")
+        _cleanup(result, job, observed)
+    elif any(_pod_phase(p) == "Running" for p in observed.pods.values()):
+        _enter(result, "Running", now, "Started", f"training {job.spec.rounds} rounds")
+        set_condition(status, "Running", True, "Training",
+                      f"round {status.round} of {job.spec.rounds}", now)
+    return result
+
+
+def _restarts(status: JobStatus, job: FederatedJob, pod: str) -> int:
+    if pod == aggregator_name(job.name):
+        return status.aggregator_restarts
+    return next((s.restarts for s in status.sites if trainer_name(job.name, s.name) == pod), 0)
+
+
+def _count_restart(status: JobStatus, job: FederatedJob, pod: str) -> None:
+    if pod == aggregator_name(job.name):
+        status.aggregator_restarts += 1
+        return
+    for s in status.sites:
+        if trainer_name(job.name, s.name) == pod:
+            s.restarts += 1
+
+
+def _cleanup(result: Plan, job: FederatedJob, observed: Observed) -> None:
+    """A failed job stops its pods that still run (they can make no progress); finished pods
+    go by spec.podCleanup. A lingering aggregator of a successful job exits on its own."""
+    policy = job.spec.pod_cleanup
+    failed = result.status.phase == "Failed"
+    keep_finished = policy == "none" or (policy == "succeeded" and failed)
+    doomed = set()
+    for name, pod in observed.pods.items():
+        finished = _pod_phase(pod) in ("Succeeded", "Failed")
+        if (finished and not keep_finished) or (failed and not finished):
+            doomed.add(name)
+    result.delete_pods = sorted(doomed | set(result.delete_pods))

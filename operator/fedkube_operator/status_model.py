@@ -1,0 +1,53 @@
+"""The FederatedJob status, as pydantic models: the operator writes it, the CRD's status
+schema is generated from it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+
+
+class _Status(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class Condition(_Status):
+    """Kubernetes condition conventions: one entry per type, changed in place."""
+
+    type: str = Field(max_length=64)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(max_length=128)
+    message: str = Field(default="", max_length=4096)
+    last_transition_time: str = Field(max_length=64)
+    observed_generation: int | None = None
+
+
+class SiteStatus(_Status):
+    name: str = Field(max_length=63)
+    phase: str = Field(max_length=32, description="The trainer pod's phase, or Remote.")
+    restarts: int = 0
+    last_round: int = 0
+    samples: int = 0
+    loss: float | None = None
+    accuracy: float | None = None
+
+
+class JobStatus(_Status):
+    phase: Phase = "Pending"
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    round: int = 0
+    total_rounds: int = 0
+    loss: float | None = None
+    accuracy: float | None = None
+    sites_in_last_round: int = 0
+    sites: list[SiteStatus] = Field(default_factory=list, max_length=1000)
+    aggregator_restarts: int = 0
+    start_time: str | None = None
+    completion_time: str | None = None
+    model_path: str | None = None
+    message: str = Field(default="", max_length=4096)

@@ -1,0 +1,107 @@
+"""The operator as the tests run it: a real process, logged in as the chart's ServiceAccount
+(a TokenRequest token), so the RBAC in helm/fedkube/templates is exactly what it has."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.kube.controlplane import ROOT, ControlPlane, free_port
+
+NAMESPACE = "fedkube-system"
+SERVICE_ACCOUNT = "fedkube-operator"
+
+
+def install_crd_and_rbac(cp: ControlPlane) -> None:
+    cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "federatedjobs.yaml"))
+    cp.kubectl("wait", "--for=condition=Established", "crd/federatedjobs.fedkube.io", "--timeout=60s")
+    if cp.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0:
+        cp.kubectl("create", "namespace", NAMESPACE)
+    rendered = subprocess.run(
+        [str(cp.bin / "helm"), "template", "fedkube", str(ROOT / "helm" / "fedkube"),
+         "--namespace", NAMESPACE, "--kube-version", "1.35.4",
+         "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    cp.kubectl("apply", "-f", "-", input=rendered)
+
+
+def service_account_kubeconfig(cp: ControlPlane, path: Path) -> Path:
+    token = cp.kubectl("create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=4h").stdout.strip()
+    path.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {{server: "{cp.server}", certificate-authority: "{cp.pki / 'ca.crt'}"}}
+users:
+- name: operator
+  user: {{token: "{token}"}}
+contexts:
+- name: c
+  context: {{cluster: c, user: operator}}
+current-context: c
+"""
+    )
+    return path
+
+
+class OperatorProcess:
+    def __init__(self, cp: ControlPlane, folder: Path) -> None:
+        self.cp = cp
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        install_crd_and_rbac(cp)
+        self.kubeconfig = service_account_kubeconfig(cp, folder / "operator.kubeconfig")
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> OperatorProcess:
+        self.starts += 1
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1")
+        with open(self.folder / "operator.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fedkube_operator",
+                 "--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port),
+                 # Pods share the host's loopback here: no cluster DNS, no pod network.
+                 "--aggregator-host", "127.0.0.1", "--progress-host", "127.0.0.1"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the operator exited:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"the operator did not become healthy:\n{self.log()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def log(self, tail: int = 6000) -> str:
+        p = self.folder / "operator.log"
+        return p.read_text(errors="replace")[-tail:] if p.exists() else ""
