@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from fedkube.spec.job import API_GROUP, API_VERSION, KIND, JobSpec
+
 from fedkube_operator.status_model import JobStatus
 
 PLURAL = "federatedjobs"
 ROOT = Path(__file__).resolve().parents[2]
-OUTPUTS = [ROOT / "crds" / "federatedjobs.yaml", ROOT / "helm" / "fedkube" / "crds" / "federatedjobs.yaml"]
+OUTPUTS = [
+    ROOT / "crds" / "federatedjobs.yaml",
+    ROOT / "helm" / "fedkube" / "crds" / "federatedjobs.yaml",
+]
 _DROP = {"title", "discriminator", "additionalProperties", "$defs"}
 
 
@@ -101,15 +104,21 @@ def spec_schema() -> dict[str, Any]:
     # What a running job trains on cannot change under it.
     for field in ("task", "strategy"):
         props[field].setdefault("x-kubernetes-validations", []).append(
-            {"rule": "self == oldSelf", "message": f"{field} is immutable; create a new job to change it"}
+            {
+                "rule": "self == oldSelf",
+                "message": f"{field} is immutable; create a new job to change it",
+            }
         )
     return schema
 
 
+def column(
+    name: str, path: str, kind: str = "string", priority: int = 0, desc: str = ""
+) -> dict[str, Any]:
+    return {"name": name, "type": kind, "jsonPath": path, "priority": priority, "description": desc}
+
+
 def crd() -> dict[str, Any]:
-    column = lambda name, path, kind="string", priority=0, desc="": {  # noqa: E731
-        "name": name, "type": kind, "jsonPath": path, "priority": priority, "description": desc,
-    }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -118,42 +127,62 @@ def crd() -> dict[str, Any]:
             "group": API_GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": KIND, "plural": PLURAL, "singular": "federatedjob",
-                "shortNames": ["fj"], "categories": ["fedkube"],
+                "kind": KIND,
+                "plural": PLURAL,
+                "singular": "federatedjob",
+                "shortNames": ["fj"],
+                "categories": ["fedkube"],
             },
-            "versions": [{
-                "name": API_VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    column("Phase", ".status.phase"),
-                    column("Round", ".status.round", "integer"),
-                    column("Accuracy", ".status.accuracy", "number", desc="global held-out accuracy"),
-                    column("Age", ".metadata.creationTimestamp", "date"),
-                    column("Rounds", ".spec.rounds", "integer", 1),
-                    column("Loss", ".status.loss", "number", 1),
-                    column("Sites", ".status.sitesInLastRound", "integer", 1, "sites in the last round"),
-                    column("Strategy", ".spec.strategy.name", "string", 1),
-                ],
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "required": ["spec"],
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": spec_schema(),
-                        "status": schema_of(JobStatus),
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        column("Phase", ".status.phase"),
+                        column("Round", ".status.round", "integer"),
+                        column(
+                            "Accuracy",
+                            ".status.accuracy",
+                            "number",
+                            desc="global held-out accuracy",
+                        ),
+                        column("Age", ".metadata.creationTimestamp", "date"),
+                        column("Rounds", ".spec.rounds", "integer", 1),
+                        column("Loss", ".status.loss", "number", 1),
+                        column(
+                            "Sites",
+                            ".status.sitesInLastRound",
+                            "integer",
+                            1,
+                            "sites in the last round",
+                        ),
+                        column("Strategy", ".spec.strategy.name", "string", 1),
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": schema_of(JobStatus),
+                            },
+                        }
                     },
-                }},
-            }],
+                }
+            ],
         },
     }
 
 
 def render() -> str:
-    header = "# Generated by `python -m fedkube_operator.crd` from the pydantic models; do not edit.\n"
+    header = (
+        "# Generated by `python -m fedkube_operator.crd` from the pydantic models; do not edit.\n"
+    )
     return header + yaml.safe_dump(crd(), sort_keys=False, width=100)
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-
 from fedkube.spec.job import API_GROUP, API_VERSION, KIND, FederatedJob, SiteSpec
 
 MANIFEST_DIR = "/etc/fedkube"
@@ -66,7 +65,9 @@ def owner_reference(resource: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _meta(resource: dict[str, Any], name: str, role: str, site: str | None = None) -> dict[str, Any]:
+def _meta(
+    resource: dict[str, Any], name: str, role: str, site: str | None = None
+) -> dict[str, Any]:
     labels = {
         "app.kubernetes.io/name": "fedkube",
         "app.kubernetes.io/managed-by": "fedkube-operator",
@@ -102,7 +103,9 @@ def _hardened(container: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
-def _pod(meta: dict[str, Any], container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+def _pod(
+    meta: dict[str, Any], container: dict[str, Any], volumes: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -131,7 +134,9 @@ _COMMON_MOUNTS = [
 ]
 
 
-def aggregator_pod(resource: dict[str, Any], job: FederatedJob, settings: OperatorSettings) -> dict[str, Any]:
+def aggregator_pod(
+    resource: dict[str, Any], job: FederatedJob, settings: OperatorSettings
+) -> dict[str, Any]:
     spec = job.spec
     claim = spec.checkpoint.claim_name
     state = {"persistentVolumeClaim": {"claimName": claim}} if claim else {"emptyDir": {}}
@@ -139,13 +144,20 @@ def aggregator_pod(resource: dict[str, Any], job: FederatedJob, settings: Operat
         "name": "aggregator",
         "image": settings.image,
         "command": [
-            "fedkube", "aggregator",
-            "--manifest", f"{MANIFEST_DIR}/{MANIFEST_FILE}",
-            "--port", str(spec.aggregator.port),
-            "--http-port", str(spec.aggregator.http_port),
-            "--checkpoint-dir", f"{STATE_DIR}/checkpoints",
-            "--output-dir", f"{STATE_DIR}/output",
-            "--linger-seconds", str(AGGREGATOR_LINGER_SECONDS),
+            "fedkube",
+            "aggregator",
+            "--manifest",
+            f"{MANIFEST_DIR}/{MANIFEST_FILE}",
+            "--port",
+            str(spec.aggregator.port),
+            "--http-port",
+            str(spec.aggregator.http_port),
+            "--checkpoint-dir",
+            f"{STATE_DIR}/checkpoints",
+            "--output-dir",
+            f"{STATE_DIR}/output",
+            "--linger-seconds",
+            str(AGGREGATOR_LINGER_SECONDS),
         ],
         "ports": [
             {"name": "grpc", "containerPort": spec.aggregator.port},
@@ -159,16 +171,24 @@ def aggregator_pod(resource: dict[str, Any], job: FederatedJob, settings: Operat
 
 
 def trainer_pod(
-    resource: dict[str, Any], job: FederatedJob, site: SiteSpec, namespace: str, settings: OperatorSettings
+    resource: dict[str, Any],
+    job: FederatedJob,
+    site: SiteSpec,
+    namespace: str,
+    settings: OperatorSettings,
 ) -> dict[str, Any]:
     container = {
         "name": "trainer",
         "image": settings.image,
         "command": [
-            "fedkube", "trainer",
-            "--manifest", f"{MANIFEST_DIR}/{MANIFEST_FILE}",
-            "--site", site.name,
-            "--aggregator", aggregator_endpoint(job, namespace, settings),
+            "fedkube",
+            "trainer",
+            "--manifest",
+            f"{MANIFEST_DIR}/{MANIFEST_FILE}",
+            "--site",
+            site.name,
+            "--aggregator",
+            aggregator_endpoint(job, namespace, settings),
         ],
         "env": [{"name": "FEDKUBE_TORCH_THREADS", "value": "1"}],
         "volumeMounts": list(_COMMON_MOUNTS),
@@ -218,5 +238,7 @@ def desired(resource: dict[str, Any], job: FederatedJob, settings: OperatorSetti
     if local:
         out.pods[aggregator_name(job.name)] = aggregator_pod(resource, job, settings)
     for site in (s for s in job.spec.sites if not s.remote):
-        out.pods[trainer_name(job.name, site.name)] = trainer_pod(resource, job, site, namespace, settings)
+        out.pods[trainer_name(job.name, site.name)] = trainer_pod(
+            resource, job, site, namespace, settings
+        )
     return out

@@ -13,10 +13,10 @@ from collections import defaultdict
 from typing import Any
 
 import kopf
-
 from fedkube.errors import SpecError
 from fedkube.spec.job import API_GROUP, API_VERSION
 from fedkube.spec.load import parse_job
+
 from fedkube_operator.crd import PLURAL
 from fedkube_operator.desired import OperatorSettings
 from fedkube_operator.kube import Kube
@@ -59,7 +59,9 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
                 progress = fetch_progress(progress_url(job, pods, memo.settings))
             except SpecError:
                 progress = None
-            result = plan(resource, Observed(pods, has_service, has_config, progress, _now()), memo.settings)
+            result = plan(
+                resource, Observed(pods, has_service, has_config, progress, _now()), memo.settings
+            )
             for obj in result.create:
                 memo.kube.create(obj)
             for pod in result.delete_pods:

@@ -18,8 +18,12 @@ from fedkube_operator.metrics import OperatorMetrics
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fedkube-operator", description=__doc__)
     ap.add_argument("--namespace", action="append", help="watch only these (default: all)")
-    ap.add_argument("--metrics-port", type=int, default=int(os.environ.get("FEDKUBE_METRICS_PORT", "8080")))
-    ap.add_argument("--health-port", type=int, default=int(os.environ.get("FEDKUBE_HEALTH_PORT", "8081")))
+    ap.add_argument(
+        "--metrics-port", type=int, default=int(os.environ.get("FEDKUBE_METRICS_PORT", "8080"))
+    )
+    ap.add_argument(
+        "--health-port", type=int, default=int(os.environ.get("FEDKUBE_HEALTH_PORT", "8081"))
+    )
     ap.add_argument("--image", default=os.environ.get("FEDKUBE_IMAGE", OperatorSettings.image))
     ap.add_argument(
         "--aggregator-host",
@@ -27,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         help="host trainers dial for an in-cluster aggregator ({service}, {namespace} filled in)",
     )
     ap.add_argument(
-        "--progress-host", default=os.environ.get("FEDKUBE_PROGRESS_HOST", ""),
+        "--progress-host",
+        default=os.environ.get("FEDKUBE_PROGRESS_HOST", ""),
         help="host to poll the aggregator's /progress on (default: its pod IP)",
     )
     args = ap.parse_args(argv)

@@ -3,6 +3,8 @@ label sets stay bounded by the jobs that exist."""
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fedkube_operator.status_model import JobStatus
@@ -15,17 +17,29 @@ class OperatorMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs = Gauge("fedkube_jobs", "FederatedJobs by phase.", ["phase"], registry=r)
-        self.round = Gauge("fedkube_job_round", "Rounds completed.", ["namespace", "job"], registry=r)
-        self.loss = Gauge("fedkube_job_global_loss", "Global held-out loss.", ["namespace", "job"], registry=r)
+        self.round = Gauge(
+            "fedkube_job_round", "Rounds completed.", ["namespace", "job"], registry=r
+        )
+        self.loss = Gauge(
+            "fedkube_job_global_loss", "Global held-out loss.", ["namespace", "job"], registry=r
+        )
         self.accuracy = Gauge(
-            "fedkube_job_global_accuracy", "Global held-out accuracy.", ["namespace", "job"], registry=r
+            "fedkube_job_global_accuracy",
+            "Global held-out accuracy.",
+            ["namespace", "job"],
+            registry=r,
         )
         self.sites = Gauge(
-            "fedkube_job_sites_participating", "Sites in the last round.", ["namespace", "job"], registry=r
+            "fedkube_job_sites_participating",
+            "Sites in the last round.",
+            ["namespace", "job"],
+            registry=r,
         )
         self.errors = Counter("fedkube_reconcile_errors", "Reconciles that raised.", registry=r)
         self.duration = Histogram(
-            "fedkube_reconcile_duration_seconds", "Time to reconcile one job.", registry=r,
+            "fedkube_reconcile_duration_seconds",
+            "Time to reconcile one job.",
+            registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self._phases: dict[tuple[str, str], str] = {}
@@ -46,10 +60,8 @@ class OperatorMetrics:
     def forget(self, namespace: str, job: str) -> None:
         self._phases.pop((namespace, job), None)
         for g in (self.round, self.loss, self.accuracy, self.sites):
-            try:
+            with contextlib.suppress(KeyError):  # never observed with a value
                 g.remove(namespace, job)
-            except KeyError:
-                pass
         self._count_phases()
 
     def _count_phases(self) -> None:

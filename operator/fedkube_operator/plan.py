@@ -13,6 +13,7 @@ from typing import Any
 from fedkube.errors import SpecError
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.load import parse_job
+
 from fedkube_operator.desired import (
     OperatorSettings,
     aggregator_name,
@@ -57,15 +58,24 @@ def set_condition(
         if c.type == kind:
             moved = c.status != text
             status.conditions[i] = Condition(
-                type=kind, status=text, reason=reason, message=message[:4096],
+                type=kind,
+                status=text,
+                reason=reason,
+                message=message[:4096],
                 last_transition_time=now if moved else c.last_transition_time,
                 observed_generation=status.observed_generation,
             )
             return
-    status.conditions.append(Condition(
-        type=kind, status=text, reason=reason, message=message[:4096], last_transition_time=now,
-        observed_generation=status.observed_generation,
-    ))
+    status.conditions.append(
+        Condition(
+            type=kind,
+            status=text,
+            reason=reason,
+            message=message[:4096],
+            last_transition_time=now,
+            observed_generation=status.observed_generation,
+        )
+    )
 
 
 def _pod_phase(pod: dict[str, Any] | None) -> str:
@@ -80,7 +90,9 @@ def _termination(pod: dict[str, Any]) -> tuple[int | None, str]:
     return None, ""
 
 
-def _enter(plan: Plan, phase: str, now: str, reason: str, message: str, kind: str = "Normal") -> None:
+def _enter(
+    plan: Plan, phase: str, now: str, reason: str, message: str, kind: str = "Normal"
+) -> None:
     """Move to a phase, once: set the times, the message and an event."""
     s = plan.status
     if s.phase == phase:
@@ -94,14 +106,28 @@ def _enter(plan: Plan, phase: str, now: str, reason: str, message: str, kind: st
     plan.events.append(Event(kind, reason, message))
 
 
-def _finish(plan: Plan, job: FederatedJob | None, observed: Observed, succeeded: bool,
-            reason: str, message: str) -> None:
+def _finish(
+    plan: Plan,
+    job: FederatedJob | None,
+    observed: Observed,
+    succeeded: bool,
+    reason: str,
+    message: str,
+) -> None:
     now = observed.now
-    _enter(plan, "Succeeded" if succeeded else "Failed", now, reason, message,
-           "Normal" if succeeded else "Warning")
+    _enter(
+        plan,
+        "Succeeded" if succeeded else "Failed",
+        now,
+        reason,
+        message,
+        "Normal" if succeeded else "Warning",
+    )
     set_condition(plan.status, "Complete", succeeded, reason, message, now)
     set_condition(plan.status, "Failed", not succeeded, reason, message, now)
     set_condition(plan.status, "Running", False, reason, message, now)
+    if job is not None:
+        _cleanup(plan, job, observed)
 
 
 def _apply_progress(status: JobStatus, progress: dict[str, Any]) -> None:
@@ -125,15 +151,17 @@ def _site_statuses(job: FederatedJob, observed: Observed, prior: JobStatus) -> l
         old = before.get(site.name, SiteStatus(name=site.name, phase="Pending"))
         pod = observed.pods.get(trainer_name(job.name, site.name))
         r = reported.get(site.name, {})
-        out.append(SiteStatus(
-            name=site.name,
-            phase="Remote" if site.remote else _pod_phase(pod),
-            restarts=old.restarts,
-            last_round=int(r.get("lastRound", old.last_round)),
-            samples=int(r.get("samples", old.samples)),
-            loss=r.get("loss", old.loss),
-            accuracy=r.get("accuracy", old.accuracy),
-        ))
+        out.append(
+            SiteStatus(
+                name=site.name,
+                phase="Remote" if site.remote else _pod_phase(pod),
+                restarts=old.restarts,
+                last_round=int(r.get("lastRound", old.last_round)),
+                samples=int(r.get("samples", old.samples)),
+                loss=r.get("loss", old.loss),
+                accuracy=r.get("accuracy", old.accuracy),
+            )
+        )
     return out
 
 
@@ -184,42 +212,68 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
         if _pod_phase(seen) != "Failed":
             continue
         code, message = _termination(seen)
-        role = "the aggregator" if name == aggregator_name(job.name) else f"site {pod['metadata']['labels'].get('fedkube.io/site')}"
+        role = (
+            "the aggregator"
+            if name == aggregator_name(job.name)
+            else f"site {pod['metadata']['labels'].get('fedkube.io/site')}"
+        )
         if code == EXIT_BAD_INPUT:
-            _finish(result, job, observed, False, "InvalidInput",
-                    f"{role} refused its input: {message or 'exit code 2'}")
+            _finish(
+                result,
+                job,
+                observed,
+                False,
+                "InvalidInput",
+                f"{role} refused its input: {message or 'exit code 2'}",
+            )
             return result
         restarts = _restarts(status, job, name)
         if restarts >= job.spec.backoff_limit:
-            _finish(result, job, observed, False, "BackoffLimitExceeded",
-                    f"{role} failed {restarts + 1} times (backoffLimit {job.spec.backoff_limit}); "
-                    f"last exit code {code}: {message[-500:]}")
+            _finish(
+                result,
+                job,
+                observed,
+                False,
+                "BackoffLimitExceeded",
+                f"{role} failed {restarts + 1} times (backoffLimit {job.spec.backoff_limit}); "
+                f"last exit code {code}: {message[-500:]}",
+            )
             return result
         _count_restart(status, job, name)
         result.delete_pods.append(name)
-        result.events.append(Event("Warning", "PodFailed",
-                                   f"{role} failed with exit code {code}; recreating it"))
+        result.events.append(
+            Event("Warning", "PodFailed", f"{role} failed with exit code {code}; recreating it")
+        )
 
     progress = observed.progress or {}
     local = job.spec.aggregator.endpoint is None
     agg_phase = _pod_phase(observed.pods.get(aggregator_name(job.name))) if local else None
     if progress.get("phase") == "Succeeded" or (local and agg_phase == "Succeeded"):
-        _finish(result, job, observed, True, "Completed",
-                f"completed {status.round} of {job.spec.rounds} rounds")
-        _cleanup(result, job, observed)
+        _finish(
+            result,
+            job,
+            observed,
+            True,
+            "Completed",
+            f"completed {status.round} of {job.spec.rounds} rounds",
+        )
     elif progress.get("phase") == "Failed":
         _finish(result, job, observed, False, "AggregatorFailed", progress.get("message", ""))
-    elif not local and observed.pods and all(
-        _pod_phase(observed.pods.get(trainer_name(job.name, s.name))) == "Succeeded"
-        for s in job.spec.sites
-        if not s.remote
+    elif (
+        not local
+        and observed.pods
+        and all(
+            _pod_phase(observed.pods.get(trainer_name(job.name, s.name))) == "Succeeded"
+            for s in job.spec.sites
+            if not s.remote
+        )
     ):
         _finish(result, job, observed, True, "Completed", "every local site finished")
-        _cleanup(result, job, observed)
     elif any(_pod_phase(p) == "Running" for p in observed.pods.values()):
         _enter(result, "Running", now, "Started", f"training {job.spec.rounds} rounds")
-        set_condition(status, "Running", True, "Training",
-                      f"round {status.round} of {job.spec.rounds}", now)
+        set_condition(
+            status, "Running", True, "Training", f"round {status.round} of {job.spec.rounds}", now
+        )
     return result
 
 

@@ -7,10 +7,13 @@ import urllib.request
 from typing import Any
 
 from fedkube.spec.job import FederatedJob
+
 from fedkube_operator.desired import OperatorSettings, aggregator_name
 
 
-def progress_url(job: FederatedJob, pods: dict[str, dict[str, Any]], settings: OperatorSettings) -> str | None:
+def progress_url(
+    job: FederatedJob, pods: dict[str, dict[str, Any]], settings: OperatorSettings
+) -> str | None:
     port = job.spec.aggregator.http_port
     if job.spec.aggregator.endpoint:
         host = job.spec.aggregator.endpoint.rsplit(":", 1)[0]

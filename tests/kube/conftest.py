@@ -65,7 +65,9 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def operator(
-    control_plane: ControlPlane, node_agent: NodeAgent, tmp_path_factory: pytest.TempPathFactory,
+    control_plane: ControlPlane,
+    node_agent: NodeAgent,
+    tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> Iterator[OperatorProcess]:
     op = OperatorProcess(control_plane, tmp_path_factory.mktemp("operator-coordinator")).start()
@@ -89,7 +91,8 @@ def second_node_agent(
 
 @pytest.fixture(scope="session")
 def second_operator(
-    second_control_plane: ControlPlane, second_node_agent: NodeAgent,
+    second_control_plane: ControlPlane,
+    second_node_agent: NodeAgent,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     op = OperatorProcess(second_control_plane, tmp_path_factory.mktemp("operator-second")).start()

@@ -25,7 +25,11 @@ def example(name: str | None = None, **spec: Any) -> dict[str, Any]:
 
 def with_free_ports(doc: dict[str, Any]) -> dict[str, Any]:
     # Every pod shares the host's loopback here, so each aggregator needs its own ports.
-    doc["spec"]["aggregator"] = {**doc["spec"].get("aggregator", {}), "port": free_port(), "httpPort": free_port()}
+    doc["spec"]["aggregator"] = {
+        **doc["spec"].get("aggregator", {}),
+        "port": free_port(),
+        "httpPort": free_port(),
+    }
     return doc
 
 
@@ -38,7 +42,9 @@ def get_job(cp: ControlPlane, ns: str, name: str) -> dict[str, Any]:
     return json.loads(out.stdout) if out.returncode == 0 else {}
 
 
-def wait_job(cp: ControlPlane, ns: str, name: str, until: Any, timeout: float = 240, log: Any = None) -> dict[str, Any]:
+def wait_job(
+    cp: ControlPlane, ns: str, name: str, until: Any, timeout: float = 240, log: Any = None
+) -> dict[str, Any]:
     end = time.monotonic() + timeout
     job: dict[str, Any] = {}
     while time.monotonic() < end:
@@ -57,6 +63,8 @@ def pods(cp: ControlPlane, ns: str, job: str) -> dict[str, dict[str, Any]]:
 
 def result_file(root: Path, ns: str, job: str) -> dict[str, Any]:
     """The aggregator's result.json, wherever its state volume lives on the node agent's disk."""
-    found = sorted(root.glob(f"**/{ns}/**/output/result.json")) + sorted(root.glob(f"claims/{ns}/*/output/result.json"))
+    found = sorted(root.glob(f"**/{ns}/**/output/result.json")) + sorted(
+        root.glob(f"claims/{ns}/*/output/result.json")
+    )
     assert found, f"no result.json for {ns}/{job} under {root}"
     return json.loads(found[-1].read_text())

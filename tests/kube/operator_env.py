@@ -19,26 +19,43 @@ SERVICE_ACCOUNT = "fedkube-operator"
 
 def install_crd_and_rbac(cp: ControlPlane) -> None:
     cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "federatedjobs.yaml"))
-    cp.kubectl("wait", "--for=condition=Established", "crd/federatedjobs.fedkube.io", "--timeout=60s")
+    cp.kubectl(
+        "wait", "--for=condition=Established", "crd/federatedjobs.fedkube.io", "--timeout=60s"
+    )
     if cp.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0:
         cp.kubectl("create", "namespace", NAMESPACE)
     rendered = subprocess.run(
-        [str(cp.bin / "helm"), "template", "fedkube", str(ROOT / "helm" / "fedkube"),
-         "--namespace", NAMESPACE, "--kube-version", "1.35.4",
-         "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"],
-        capture_output=True, text=True, check=True,
+        [
+            str(cp.bin / "helm"),
+            "template",
+            "fedkube",
+            str(ROOT / "helm" / "fedkube"),
+            "--namespace",
+            NAMESPACE,
+            "--kube-version",
+            "1.35.4",
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     cp.kubectl("apply", "-f", "-", input=rendered)
 
 
 def service_account_kubeconfig(cp: ControlPlane, path: Path) -> Path:
-    token = cp.kubectl("create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=4h").stdout.strip()
+    token = cp.kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=4h"
+    ).stdout.strip()
     path.write_text(
         f"""apiVersion: v1
 kind: Config
 clusters:
 - name: c
-  cluster: {{server: "{cp.server}", certificate-authority: "{cp.pki / 'ca.crt'}"}}
+  cluster: {{server: "{cp.server}", certificate-authority: "{cp.pki / "ca.crt"}"}}
 users:
 - name: operator
   user: {{token: "{token}"}}
@@ -68,18 +85,33 @@ class OperatorProcess:
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1")
         with open(self.folder / "operator.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fedkube_operator",
-                 "--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port),
-                 # Pods share the host's loopback here: no cluster DNS, no pod network.
-                 "--aggregator-host", "127.0.0.1", "--progress-host", "127.0.0.1"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "fedkube_operator",
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    "--health-port",
+                    str(self.health_port),
+                    # Pods share the host's loopback here: no cluster DNS, no pod network.
+                    "--aggregator-host",
+                    "127.0.0.1",
+                    "--progress-host",
+                    "127.0.0.1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         end = time.monotonic() + 60
         while time.monotonic() < end:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the operator exited:\n{self.log()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1):
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
+                ):
                     return self
             except OSError:
                 time.sleep(0.2)
@@ -99,7 +131,9 @@ class OperatorProcess:
                 self.kill()
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as r:
             return r.read().decode()
 
     def log(self, tail: int = 6000) -> str:

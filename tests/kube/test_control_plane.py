@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.kube.controlplane import ControlPlane
@@ -194,7 +195,11 @@ def test_deleting_a_running_pod_kills_its_process(
 
 
 def test_env_from_configmap_and_secret_and_volumes(
-    control_plane: ControlPlane, node_agent: NodeAgent, namespace: str, tmp_path: Any
+    control_plane: ControlPlane,
+    node_agent: NodeAgent,
+    namespace: str,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     k = control_plane.kubectl
     k(
@@ -207,7 +212,7 @@ def test_env_from_configmap_and_secret_and_volumes(
         "--from-literal=job.yaml=rounds: 3",
     )
     k("create", "secret", "generic", "creds", "-n", namespace, "--from-literal=token=s3cret")
-    node_agent.claim_dir = lambda ns, claim: tmp_path / claim
+    monkeypatch.setattr(node_agent, "claim_dir", lambda ns, claim: tmp_path / claim)
     code = (
         "import os, pathlib;"
         "print('MODE', os.environ['MODE']); print('TOKEN', os.environ['TOKEN']);"

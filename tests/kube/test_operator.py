@@ -19,7 +19,13 @@ def test_breast_cancer_example_succeeds(
 ) -> None:
     doc = example()  # the example as it is: default ports, no volume
     apply(control_plane, namespace, doc)
-    job = wait_job(control_plane, namespace, "breast-cancer", lambda s: s.get("phase") in ("Succeeded", "Failed"), log=operator.log)
+    job = wait_job(
+        control_plane,
+        namespace,
+        "breast-cancer",
+        lambda s: s.get("phase") in ("Succeeded", "Failed"),
+        log=operator.log,
+    )
     status = job["status"]
     assert status["phase"] == "Succeeded", status
     assert status["round"] == status["totalRounds"] == 20
@@ -37,10 +43,295 @@ def test_breast_cancer_example_succeeds(
     table = control_plane.kubectl("get", "fj", "-n", namespace).stdout
     header, row = table.splitlines()[:2]
     assert header.split()[:5] == ["NAME", "PHASE", "ROUND", "ACCURACY", "AGE"]
-    assert row.split()[:4] == ["breast-cancer", "Succeeded", "20", f"{status['accuracy']:g}"[:len(row.split()[3])]]
+    assert row.split()[:4] == [
+        "breast-cancer",
+        "Succeeded",
+        "20",
+        f"{status['accuracy']:g}"[: len(row.split()[3])],
+    ]
     wide = control_plane.kubectl("get", "fj", "-n", namespace, "-o", "wide").stdout
     assert "STRATEGY" in wide and "fedavg" in wide
 
-    events = json.loads(control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+    events = json.loads(
+        control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    )["items"]
     reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == "breast-cancer"}
     assert {"Started", "Completed"} <= reasons, reasons
+
+
+def test_operator_metrics_carry_round_and_accuracy(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, node_agent: NodeAgent
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    doc = with_free_ports(example("metered", rounds=5))
+    apply(control_plane, namespace, doc)
+    status = wait_job(
+        control_plane,
+        namespace,
+        "metered",
+        lambda s: s.get("phase") == "Succeeded",
+        log=operator.log,
+    )["status"]
+    samples = {
+        (s.name, s.labels.get("namespace"), s.labels.get("job"), s.labels.get("phase")): s.value
+        for fam in text_string_to_metric_families(operator.metrics())
+        for s in fam.samples
+    }
+    assert samples[("fedkube_job_round", namespace, "metered", None)] == 5
+    assert samples[("fedkube_job_global_accuracy", namespace, "metered", None)] == pytest.approx(
+        status["accuracy"]
+    )
+    assert samples[("fedkube_jobs", None, None, "Succeeded")] >= 1
+    assert samples[("fedkube_reconcile_duration_seconds_count", None, None, None)] > 0
+
+
+BAD = [
+    ("missing sites", lambda d: d["spec"].pop("sites"), "spec.sites: Required value"),
+    (
+        "quorum above sites",
+        lambda d: d["spec"].update(minSitesPerRound=9),
+        "spec.minSitesPerRound: Invalid value: minSitesPerRound must not exceed the number of",
+    ),
+    (
+        "duplicate site",
+        lambda d: d["spec"]["sites"].append(dict(d["spec"]["sites"][0])),
+        "spec.sites[5]: Duplicate value",
+    ),
+    (
+        "negative learning rate",
+        lambda d: d["spec"]["task"].update(learningRate=-0.1),
+        "spec.task.learningRate: Invalid value: -0.1",
+    ),
+    (
+        "unknown strategy",
+        lambda d: d["spec"].update(strategy={"name": "fedmagic"}),
+        'spec.strategy.name: Unsupported value: "fedmagic"',
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "break_it", "message"), BAD, ids=[b[0] for b in BAD])
+def test_invalid_manifests_are_refused_by_the_api_server(
+    control_plane: ControlPlane,
+    operator: OperatorProcess,
+    namespace: str,
+    case: str,
+    break_it: Any,
+    message: str,
+) -> None:
+    import yaml
+
+    doc = example("refused")
+    break_it(doc)
+    out = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc), check=False
+    )
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr
+    assert not get_job(control_plane, namespace, "refused")
+
+
+def test_task_is_immutable_once_created(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    doc = with_free_ports(example("frozen", rounds=2, suspend=True))
+    apply(control_plane, namespace, doc)
+    doc["spec"]["task"]["learningRate"] = 0.5
+    import yaml
+
+    out = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc), check=False
+    )
+    assert out.returncode != 0 and "task is immutable" in out.stderr
+
+
+def aggregator_progress(doc: dict[str, Any]) -> dict[str, Any] | None:
+    import urllib.request
+
+    try:
+        url = f"http://127.0.0.1:{doc['spec']['aggregator']['httpPort']}/progress"
+        with urllib.request.urlopen(url, timeout=1) as r:
+            data: dict[str, Any] = json.loads(r.read())
+            return data
+    except OSError:
+        return None
+
+
+def wait_progress(doc: dict[str, Any], until: Any, timeout: float = 120) -> dict[str, Any]:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        p = aggregator_progress(doc)
+        if p and until(p):
+            return p
+        time.sleep(0.05)
+    raise AssertionError("the aggregator never got there")
+
+
+def slow_job(name: str, rounds: int, **spec: Any) -> dict[str, Any]:
+    doc = with_free_ports(example(name, rounds=rounds, **spec))
+    doc["spec"]["task"]["localEpochs"] = 15
+    doc["spec"]["checkpoint"] = {"claimName": f"{name}-state"}
+    return doc
+
+
+def test_aggregator_killed_mid_job_resumes_from_its_checkpoint(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator: OperatorProcess, namespace: str
+) -> None:
+    import os
+    import signal
+
+    doc = slow_job("phoenix", rounds=60)
+    apply(control_plane, namespace, doc)
+    wait_progress(doc, lambda p: p["round"] >= 5)
+    run = next(r for r in node_agent.runs.values() if r.name == "phoenix-aggregator")
+    assert run.containers[0].proc is not None
+    os.killpg(run.containers[0].proc.pid, signal.SIGKILL)
+    status = wait_job(
+        control_plane,
+        namespace,
+        "phoenix",
+        lambda s: s.get("phase") in ("Succeeded", "Failed"),
+        log=operator.log,
+    )["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["aggregatorRestarts"] == 1 and status["round"] == 60
+    result = result_file(node_agent.root, namespace, "phoenix")
+    assert [h["round"] for h in result["history"]] == list(range(1, 61)), "no round counted twice"
+    assert "resumed from checkpoint after round" in node_agent.logs(namespace, "phoenix-aggregator")
+    events = control_plane.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=phoenix"
+    ).stdout
+    assert "PodFailed" in events
+
+
+def test_operator_restart_mid_job_creates_nothing_twice(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator: OperatorProcess, namespace: str
+) -> None:
+    doc = slow_job("steady", rounds=60)
+    apply(control_plane, namespace, doc)
+    wait_progress(doc, lambda p: p["round"] >= 3)
+    before = {n: p["metadata"]["uid"] for n, p in pods(control_plane, namespace, "steady").items()}
+    assert len(before) == 6
+    operator.kill()
+    operator.start()
+    status = wait_job(
+        control_plane,
+        namespace,
+        "steady",
+        lambda s: s.get("phase") == "Succeeded",
+        log=operator.log,
+    )["status"]
+    after = pods(control_plane, namespace, "steady")
+    assert {n: p["metadata"]["uid"] for n, p in after.items() if n in before} == {
+        n: u for n, u in before.items() if n in after
+    }, "the same pods, none recreated"
+    assert len(after) <= 6
+    assert status["round"] == 60 and status["aggregatorRestarts"] == 0
+    assert all(s["restarts"] == 0 for s in status["sites"])
+
+
+def test_deleting_a_running_job_removes_everything_it_created(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator: OperatorProcess, namespace: str
+) -> None:
+    import time
+
+    doc = slow_job("doomed", rounds=5000)
+    apply(control_plane, namespace, doc)
+    wait_progress(doc, lambda p: p["round"] >= 1)
+    pids = [
+        c.proc.pid
+        for r in node_agent.runs.values()
+        if r.namespace == namespace
+        for c in r.containers
+        if c.proc
+    ]
+    assert len(pids) == 6
+    control_plane.kubectl("delete", "fj", "doomed", "-n", namespace)
+    end = time.monotonic() + 90
+    while time.monotonic() < end:
+        left = control_plane.kubectl(
+            "get",
+            "pods,services,configmaps",
+            "-n",
+            namespace,
+            "-l",
+            "fedkube.io/job=doomed",
+            "-o",
+            "name",
+        ).stdout.split()
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, left
+    for pid in pids:
+        assert not _alive(pid), f"process {pid} still runs"
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+def test_suspend_removes_pods_and_resume_continues_from_the_checkpoint(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator: OperatorProcess, namespace: str
+) -> None:
+    doc = slow_job("napper", rounds=50)
+    apply(control_plane, namespace, doc)
+    wait_progress(doc, lambda p: p["round"] >= 3)
+    control_plane.kubectl(
+        "patch", "fj", "napper", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}'
+    )
+    wait_job(
+        control_plane,
+        namespace,
+        "napper",
+        lambda s: s.get("phase") == "Suspended",
+        log=operator.log,
+    )
+    import time
+
+    end = time.monotonic() + 60
+    while pods(control_plane, namespace, "napper") and time.monotonic() < end:
+        time.sleep(0.3)
+    assert not pods(control_plane, namespace, "napper")
+    control_plane.kubectl(
+        "patch", "fj", "napper", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
+    status = wait_job(
+        control_plane,
+        namespace,
+        "napper",
+        lambda s: s.get("phase") == "Succeeded",
+        log=operator.log,
+    )["status"]
+    assert status["round"] == 50
+    result = result_file(node_agent.root, namespace, "napper")
+    assert [h["round"] for h in result["history"]] == list(range(1, 51))
+    assert "resumed from checkpoint" in node_agent.logs(namespace, "napper-aggregator")
+
+
+def test_a_model_that_cannot_be_imported_fails_the_job_with_the_reason(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator: OperatorProcess, namespace: str
+) -> None:
+    doc = with_free_ports(example("broken"))
+    doc["spec"]["task"]["model"] = {"importPath": "hospital_models_missing:make_model"}
+    apply(control_plane, namespace, doc)
+    status = wait_job(
+        control_plane, namespace, "broken", lambda s: s.get("phase") == "Failed", log=operator.log
+    )["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["status"] == "True" and failed["reason"] == "InvalidInput"
+    assert (
+        "spec.task.model.importPath: cannot import module 'hospital_models_missing'"
+        in failed["message"]
+    )
+    assert status["aggregatorRestarts"] == 0, "bad input is not retried"

@@ -129,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("--checkpoint-dir", help="default: spec.checkpoint.path")
     agg.add_argument("--output-dir", help="default: spec.output.path")
     agg.add_argument(
-        "--linger-seconds", type=float, default=1.0,
+        "--linger-seconds",
+        type=float,
+        default=1.0,
         help="after the job ends, keep answering /progress this long (for an operator)",
     )
     agg.set_defaults(fn=cmd_aggregator)

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from fedkube.spec.datasets import DATASET_SHAPES
@@ -35,7 +35,7 @@ class _Model(BaseModel):
 def cel(*rules: tuple[str, str, str | None]) -> ConfigDict:
     """Kubernetes CEL rules (rule, message, fieldPath) for the CRD, mirroring a model's own
     cross-field validator so the API server refuses the same manifests at the door."""
-    found = [
+    found: list[JsonValue] = [
         {"rule": r, "message": m, **({"fieldPath": f} if f else {})} for r, m, f in rules
     ]
     return ConfigDict(
@@ -162,7 +162,11 @@ class FileSource(_Model):
 
 class DataSpec(_Model):
     model_config = cel(
-        ("has(self.sklearn) != has(self.file)", "give exactly one data source: sklearn or file", None),
+        (
+            "has(self.sklearn) != has(self.file)",
+            "give exactly one data source: sklearn or file",
+            None,
+        ),
         (
             "!has(self.standardize) || self.standardize != 'dataset' || has(self.sklearn)",
             "standardize: dataset needs an sklearn source",

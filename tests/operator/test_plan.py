@@ -1,0 +1,141 @@
+"""The operator's decisions, as pure functions, without a cluster."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+from fedkube.spec import parse_job
+from fedkube_operator.desired import OperatorSettings, aggregator_name, desired, trainer_name
+from fedkube_operator.plan import Observed, plan
+
+from tests.kube.controlplane import ROOT
+
+SETTINGS = OperatorSettings(image="fedkube/trainer:test")
+NOW = "2026-11-28T00:00:00Z"
+
+
+def resource(**spec: Any) -> dict[str, Any]:
+    doc = yaml.safe_load((ROOT / "examples" / "breast-cancer.yaml").read_text())
+    doc["spec"].update(spec)
+    doc["metadata"].update(namespace="hospitals", uid="u-1", generation=3)
+    return doc
+
+
+def observed(
+    pods: dict[str, Any] | None = None, progress: dict[str, Any] | None = None, **kw: Any
+) -> Observed:
+    return Observed(
+        pods=pods or {},
+        has_service=kw.get("svc", False),
+        has_config_map=kw.get("cm", False),
+        progress=progress,
+        now=NOW,
+    )
+
+
+def pod(phase: str, code: int | None = None, message: str = "") -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase}
+    if code is not None:
+        status["containerStatuses"] = [
+            {"state": {"terminated": {"exitCode": code, "message": message}}}
+        ]
+    return {"status": status}
+
+
+def all_pods(phase: str = "Running") -> dict[str, Any]:
+    names = [aggregator_name("breast-cancer")] + [
+        trainer_name("breast-cancer", f"hospital-{c}") for c in "abcde"
+    ]
+    return {n: pod(phase) for n in names}
+
+
+def test_first_reconcile_creates_everything_once_with_owner_references() -> None:
+    p = plan(resource(), observed(), SETTINGS)
+    kinds = sorted(o["kind"] for o in p.create)
+    assert kinds == ["ConfigMap", "Pod", "Pod", "Pod", "Pod", "Pod", "Pod", "Service"]
+    assert all(o["metadata"]["ownerReferences"][0]["uid"] == "u-1" for o in p.create)
+    names = [(o["kind"], o["metadata"]["name"]) for o in p.create]
+    assert len(set(names)) == len(names)
+    again = plan(resource(), observed(all_pods("Pending"), svc=True, cm=True), SETTINGS)
+    assert again.create == [] and again.delete_pods == []
+
+
+def test_pods_are_hardened_and_the_trainer_dials_the_service() -> None:
+    want = desired(resource(), parse_job(resource()), SETTINGS)
+    trainer = want.pods[trainer_name("breast-cancer", "hospital-a")]["spec"]
+    c = trainer["containers"][0]
+    assert c["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"]
+    assert c["command"][-1] == "breast-cancer-aggregator.hospitals.svc:7070"
+    assert trainer["restartPolicy"] == "Never"
+
+
+def test_failed_pod_is_recreated_until_the_backoff_limit() -> None:
+    name = trainer_name("breast-cancer", "hospital-b")
+    pods = all_pods()
+    pods[name] = pod("Failed", 137)
+    res = resource(backoffLimit=1)
+    p = plan(res, observed(pods, svc=True, cm=True), SETTINGS)
+    assert p.delete_pods == [name] and p.status.phase != "Failed"
+    assert next(s for s in p.status.sites if s.name == "hospital-b").restarts == 1
+    res["status"] = p.status.model_dump(by_alias=True, mode="json")
+    p2 = plan(res, observed(pods, svc=True, cm=True), SETTINGS)
+    assert p2.status.phase == "Failed"
+    assert (
+        next(c for c in p2.status.conditions if c.type == "Failed").reason == "BackoffLimitExceeded"
+    )
+    assert sorted(p2.delete_pods) == sorted(n for n in pods if n != name), "running pods stop"
+
+
+def test_bad_input_fails_at_once() -> None:
+    pods = all_pods()
+    pods[aggregator_name("breast-cancer")] = pod(
+        "Failed", 2, "error: spec.task.model.importPath: cannot import"
+    )
+    p = plan(resource(), observed(pods, svc=True, cm=True), SETTINGS)
+    assert p.status.phase == "Failed" and p.status.aggregator_restarts == 0
+    assert "importPath" in p.status.message
+
+
+def test_progress_becomes_status_and_success_is_final() -> None:
+    progress = {
+        "phase": "Succeeded",
+        "round": 20,
+        "global": {"loss": 0.12, "accuracy": 0.9649},
+        "history": [{"sites": ["a", "b", "c"]}],
+        "sites": {"hospital-a": {"lastRound": 20, "samples": 13, "accuracy": 1.0, "loss": 0.01}},
+        "modelPath": "/var/lib/fedkube/output/model.safetensors",
+    }
+    p = plan(resource(), observed(all_pods(), progress, svc=True, cm=True), SETTINGS)
+    s = p.status
+    assert (s.phase, s.round, s.accuracy, s.sites_in_last_round) == ("Succeeded", 20, 0.9649, 3)
+    assert s.observed_generation == 3 and s.completion_time == NOW
+    assert [e.reason for e in p.events] == ["Completed"]
+    a = next(x for x in s.sites if x.name == "hospital-a")
+    assert (a.last_round, a.samples, a.accuracy) == (20, 13, 1.0)
+
+
+def test_suspend_deletes_pods_and_resume_recreates_them() -> None:
+    res = resource(suspend=True)
+    p = plan(res, observed(all_pods(), svc=True, cm=True), SETTINGS)
+    assert p.status.phase == "Suspended" and len(p.delete_pods) == 6 and not p.create
+    res = copy.deepcopy(res)
+    res["spec"]["suspend"] = False
+    res["status"] = p.status.model_dump(by_alias=True, mode="json")
+    p2 = plan(res, observed(svc=True, cm=True), SETTINGS)
+    assert len([o for o in p2.create if o["kind"] == "Pod"]) == 6
+    assert "Resumed" in [e.reason for e in p2.events]
+
+
+def test_external_aggregator_runs_only_local_trainers() -> None:
+    res = resource(aggregator={"endpoint": "aggregator.consortium.example:7070"})
+    res["spec"]["sites"][1]["remote"] = True
+    res["spec"]["sites"][1].pop("data")
+    p = plan(res, observed(), SETTINGS)
+    pods = [o for o in p.create if o["kind"] == "Pod"]
+    assert len(pods) == 4 and not [o for o in p.create if o["kind"] == "Service"]
+    assert all(
+        o["spec"]["containers"][0]["command"][-1] == "aggregator.consortium.example:7070"
+        for o in pods
+    )
