@@ -75,18 +75,42 @@ def _union(members: list[Any], defs: dict[str, Any]) -> dict[str, Any]:
     if len(real) == 1:
         merged = dict(real[0])
     elif all(m.get("type") == "object" for m in real):
-        # A tagged union (strategies): one object with every member's fields.
-        merged = {"type": "object", "properties": {}}
-        for m in real:
-            for k, v in m.get("properties", {}).items():
-                if "enum" in v and k in merged["properties"]:
-                    v = {**v, "enum": sorted({*merged["properties"][k]["enum"], *v["enum"]})}
-                merged["properties"][k] = v
+        merged = _tagged_union(real)
     else:
         merged = {"x-kubernetes-preserve-unknown-fields": True}
     if nullable:
         merged["nullable"] = True
     return merged
+
+
+def _tagged_union(members: list[dict[str, Any]], tag: str = "name") -> dict[str, Any]:
+    """One object with every member's fields (strategies). Defaults stay with pydantic, since
+    members disagree on them; a field is accepted only with the tags whose member has it."""
+    props: dict[str, Any] = {}
+    owners: dict[str, set[str]] = {}
+    tags: set[str] = set()
+    for m in members:
+        member_tags = set(m["properties"][tag]["enum"])
+        tags |= member_tags
+        for k, v in m["properties"].items():
+            props[k] = {key: val for key, val in v.items() if key != "default"}
+            owners.setdefault(k, set()).update(member_tags)
+    props[tag] = {"type": "string", "enum": sorted(tags)}
+    rules = [
+        {
+            "rule": f"!has(self.{k}) || self.{tag} in {sorted(who)}".replace("'", '"'),
+            "message": f"{k} applies only to {', '.join(sorted(who))}",
+            "fieldPath": f".{k}",
+        }
+        for k, who in sorted(owners.items())
+        if who != tags
+    ]
+    return {
+        "type": "object",
+        "required": [tag],
+        "properties": props,
+        "x-kubernetes-validations": rules,
+    }
 
 
 def schema_of(model: type[Any]) -> dict[str, Any]:

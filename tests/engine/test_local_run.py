@@ -44,6 +44,14 @@ def test_breast_cancer_example_runs_and_writes_its_result(tmp_path: Path) -> Non
     assert {s["name"] for s in result["sites"]} == {f"hospital-{c}" for c in "abcde"}
     assert result["global"]["accuracy"] > 0.9
     assert all(s["samples"] > 0 and 0 <= s["accuracy"] <= 1 for s in result["sites"])
+    # Per-site figures for the global model and for each site's fine-tuned model, the AUC of
+    # this binary task, and how far apart the sites are.
+    assert all("personal_accuracy" in s and "auc" in s for s in result["sites"]), result["sites"]
+    g = result["global"]
+    assert {"personal_accuracy", "auc", "accuracySpread"} <= set(g)
+    accs = [s["accuracy"] for s in result["sites"]]
+    assert g["accuracySpread"] == max(accs) - min(accs)
+    assert "personal" in out.stdout and "spread of site accuracy" in out.stdout
 
     from safetensors.numpy import load_file
 

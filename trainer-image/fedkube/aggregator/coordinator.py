@@ -39,6 +39,8 @@ from fedkube.wire.tensors import Params, iter_chunks, specs_of, to_spec
 log = logging.getLogger("fedkube.aggregator")
 
 MAX_ROUND_ATTEMPTS = 3
+# What a site's evaluation may report, for the global model and its personal one.
+SCORES = ("loss", "accuracy", "auc", "personal_loss", "personal_accuracy", "personal_auc")
 
 
 @dataclass
@@ -60,7 +62,7 @@ class SiteState:
             "lastRound": self.last_round,
             "samples": self.samples,
             "evalSamples": self.eval_samples,
-            **{k: v for k, v in self.metrics.items() if k in ("loss", "accuracy")},
+            **{k: v for k, v in self.metrics.items() if k in SCORES},
         }
 
 
@@ -101,6 +103,8 @@ class Coordinator:
         self.params = params
         self.infos = specs_of(params)
         self.strategy = strategy
+        # An update is the model delta plus what the strategy asks of sites (SCAFFOLD).
+        self.update_infos = self.infos + strategy.update_extras(self.infos)
         self.checkpoint_dir = checkpoint_dir
         self.clock = clock
         self.sites = {s.name: SiteState(s.name) for s in self.spec.sites}
@@ -189,15 +193,15 @@ class Coordinator:
     def model_for(self, job: str, site: str) -> tuple[pb.ModelHeader, Iterator[pb.TensorChunk]]:
         self._known(job, site)
         # A snapshot: the next model is built in new buffers, so this one stays whole.
-        params = self.params
+        tensors = {**self.params, **self.strategy.broadcast_arrays()}
         header = pb.ModelHeader(
             job=self.job.name,
             round=self.open.number if self.open else self.rounds_completed,
             model_version=self.rounds_completed,
-            tensors=[to_spec(i) for i in self.infos],
+            tensors=[to_spec(i) for i in specs_of(tensors)],
             codec="raw",
         )
-        return header, iter_chunks(list(params.values()))
+        return header, iter_chunks(list(tensors.values()))
 
     def begin_update(self, header: pb.UpdateHeader) -> SpooledUpdate:
         self._known(header.job, header.site)
@@ -225,8 +229,8 @@ class Coordinator:
             )
         if header.num_samples <= 0:
             raise InvalidUpdate("num_samples must be positive", site=site, round=number)
-        check_tensors(header, self.infos)
-        update = SpooledUpdate(header, self.infos)
+        check_tensors(header, self.update_infos)
+        update = SpooledUpdate(header, self.update_infos)
         r.receiving[header.site] = update
         return update
 
@@ -359,7 +363,9 @@ class Coordinator:
             deadline=self.clock() + self.spec.round_timeout_seconds,
             config=self.strategy.client_config(number) if stage == pb.TRAIN else {},
             evaluate=stage == pb.EVALUATE or version % every == 0,
-            accumulator=self.strategy.new_accumulator(self.infos) if stage == pb.TRAIN else None,
+            accumulator=(
+                self.strategy.new_accumulator(self.update_infos) if stage == pb.TRAIN else None
+            ),
         )
         self.open = r
         for s in self.sites.values():
@@ -394,7 +400,9 @@ class Coordinator:
         assert r.accumulator is not None
         for update in list(r.receiving.values()):
             update.close()  # late uploads are refused when they finish (RoundClosed)
-        self.params = self.strategy.apply(self.params, r.accumulator.mean(), r.number)
+        self.params = self.strategy.apply(
+            self.params, r.accumulator.mean(), r.number, participants=len(r.done)
+        )
         self.rounds_completed = r.number
         closed = time.time()
         train_seconds = [m.get("train_seconds", 0.0) for m in r.done.values()]
@@ -430,12 +438,17 @@ class Coordinator:
 
     def _record_evaluation(self, version: int) -> None:
         reports = list(self.evaluations.get(version, {}).values())
-        summary = {
-            "loss": weighted(reports, "loss"),
-            "accuracy": weighted(reports, "accuracy"),
+        summary: dict[str, Any] = {
             "evalSites": len(reports),
             "evalSamples": sum(n for n, _ in reports),
         }
+        for key in SCORES:
+            if any(key in m for _, m in reports):
+                summary[key] = weighted(reports, key)
+        accuracies = [m["accuracy"] for _, m in reports if "accuracy" in m]
+        if accuracies:
+            # Best site minus worst: how unevenly the global model serves the sites.
+            summary["accuracySpread"] = max(accuracies) - min(accuracies)
         if version == 0:
             self.initial_evaluation = summary
         elif version <= len(self.history):
@@ -467,7 +480,8 @@ class Coordinator:
     def latest_global(self) -> dict[str, Any]:
         for h in reversed(self.history):
             if h.get("accuracy") is not None:
-                return {"round": h["round"], "loss": h["loss"], "accuracy": h["accuracy"]}
+                keys = ("loss", "accuracy", "accuracySpread", *SCORES[2:])
+                return {"round": h["round"], **{k: h[k] for k in keys if k in h}}
         return {}
 
     def progress(self) -> dict[str, Any]:

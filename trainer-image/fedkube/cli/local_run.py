@@ -220,21 +220,35 @@ class LocalRun:
             return None
         result: dict[str, Any] = json.loads(path.read_text())
         self.print_rounds(result, final=True)
-        self.say("")
-        self.say(f"{'site':<20} {'samples':>8} {'held-out':>8} {'loss':>8} {'accuracy':>9}")
-        for s in result["sites"]:
-            acc = s.get("accuracy")
-            self.say(
-                f"{s['name']:<20} {s['samples']:>8} {s['evalSamples']:>8} "
-                f"{_fmt(s.get('loss')):>8} {'-' if acc is None else f'{100 * acc:.2f}%':>9}"
-            )
+        sites = result["sites"]
         g = result.get("global", {})
-        acc = g.get("accuracy")
+        extra = [
+            (key, title)
+            for key, title in (("auc", "auc"), ("personal_accuracy", "personal"))
+            if any(key in site for site in sites)
+        ]
+        self.say("")
         self.say(
-            f"{'global':<20} {sum(s['samples'] for s in result['sites']):>8} "
-            f"{sum(s['evalSamples'] for s in result['sites']):>8} {_fmt(g.get('loss')):>8} "
-            f"{'-' if acc is None else f'{100 * acc:.2f}%':>9}"
+            f"{'site':<20} {'samples':>8} {'held-out':>8} {'loss':>8} {'accuracy':>9}"
+            + "".join(f" {title:>9}" for _, title in extra)
         )
+        rows = [(s["name"], s["samples"], s["evalSamples"], s) for s in sites]
+        rows.append(
+            ("global", sum(s["samples"] for s in sites), sum(s["evalSamples"] for s in sites), g)
+        )
+        for name, samples, held_out, scores in rows:
+            self.say(
+                f"{name:<20} {samples:>8} {held_out:>8} {_fmt(scores.get('loss')):>8} "
+                f"{_pct(scores.get('accuracy')):>9}"
+                + "".join(
+                    f" {_fmt(scores.get(key)) if key == 'auc' else _pct(scores.get(key)):>9}"
+                    for key, _ in extra
+                )
+            )
+        if g.get("accuracySpread") is not None:
+            self.say(
+                f"spread of site accuracy (best - worst): {100 * g['accuracySpread']:.2f} points"
+            )
         self.say("")
         self.say(
             f"{result['roundsCompleted']} rounds in {result['wallSeconds']:.1f}s; model saved "
@@ -245,6 +259,10 @@ class LocalRun:
 
 def _fmt(v: float | None) -> str:
     return "   -  " if v is None else f"{v:.4f}"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
 
 
 def _indent(text: str) -> str:

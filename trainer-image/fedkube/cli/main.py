@@ -66,7 +66,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     manifest = _manifest(args)
     job = load_job(manifest)
     data = load_site_data(job.spec, args.site, manifest)
-    trainer = LocalTrainer(job.spec.task, data, args.site)
+    trainer = LocalTrainer(job.spec.task, data, args.site, job.spec.personalization)
     trainer.warm_up()
     endpoint = (
         args.aggregator or job.spec.aggregator.endpoint or f"localhost:{job.spec.aggregator.port}"

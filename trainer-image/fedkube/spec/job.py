@@ -104,10 +104,48 @@ class TaskSpec(_Model):
 
 
 class FedAvgSpec(_Model):
+    """FedAvg: the sample-weighted mean of the sites' models."""
+
     name: Literal["fedavg"] = "fedavg"
 
 
-StrategySpec = Annotated[FedAvgSpec, Field(discriminator="name")]
+class FedProxSpec(_Model):
+    """FedProx: FedAvg plus a proximal term mu/2 ||w - w_global||^2 in each site's loss."""
+
+    name: Literal["fedprox"]
+    mu: float = Field(default=0.01, ge=0, le=100)
+
+
+class FedAvgMSpec(_Model):
+    """FedAvgM: server momentum on the mean update."""
+
+    name: Literal["fedavgm"]
+    server_learning_rate: float = Field(default=1.0, gt=0, le=100)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+
+
+class FedOptSpec(_Model):
+    """FedAdam, FedYogi, FedAdagrad (Reddi et al. 2021): an adaptive server optimiser that
+    treats the mean update as a pseudo-gradient."""
+
+    name: Literal["fedadam", "fedyogi", "fedadagrad"]
+    server_learning_rate: float = Field(default=0.01, gt=0, le=100)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.99, ge=0, lt=1)
+    tau: float = Field(default=1e-3, gt=0, le=10, description="Adaptivity: added to sqrt(v).")
+
+
+class ScaffoldSpec(_Model):
+    """SCAFFOLD (Karimireddy et al. 2020): control variates correct each site's drift."""
+
+    name: Literal["scaffold"]
+    server_learning_rate: float = Field(default=1.0, gt=0, le=100)
+
+
+StrategySpec = Annotated[
+    FedAvgSpec | FedProxSpec | FedAvgMSpec | FedOptSpec | ScaffoldSpec,
+    Field(discriminator="name"),
+]
 
 
 DatasetName = Literal["breast_cancer", "digits", "wine", "iris"]
@@ -221,6 +259,21 @@ class EvaluationSpec(_Model):
     )
 
 
+class PersonalizationSpec(_Model):
+    """A model tuned to each site, kept at the site (never sent)."""
+
+    method: Literal["none", "finetune", "ditto"] = Field(
+        default="none",
+        description="finetune: after the last round each site trains the global model further "
+        "on its own data (FedAvg+FT); ditto: each site keeps a personal model trained beside "
+        "the global one, pulled toward it by dittoLambda (Li et al. 2021).",
+    )
+    epochs: int = Field(default=5, ge=1, le=1000, description="Fine-tuning epochs (finetune).")
+    ditto_lambda: float = Field(
+        default=0.1, ge=0, le=100, description="Pull toward the global model (ditto)."
+    )
+
+
 class CheckpointSpec(_Model):
     path: str = Field(default="checkpoints", min_length=1, max_length=4096)
     claim_name: str | None = Field(
@@ -273,6 +326,7 @@ class JobSpec(_Model):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
     aggregator: AggregatorSpec = Field(default_factory=AggregatorSpec)
+    personalization: PersonalizationSpec = Field(default_factory=PersonalizationSpec)
     suspend: bool = Field(
         default=False, description="On Kubernetes: stop the pods; false again resumes."
     )
@@ -300,6 +354,11 @@ class JobSpec(_Model):
         if len(datasets) > 1:
             raise ValueError(
                 f"all sklearn sites must share one dataset; found {', '.join(datasets)}"
+            )
+        if self.task.train_function and self.strategy.name == "scaffold":
+            raise ValueError(
+                "strategy scaffold needs the built-in training loop (it corrects every step); "
+                "remove task.trainFunction or choose another strategy"
             )
         uses_files = any(s.data and s.data.file for s in self.sites)
         if uses_files and (self.task.num_features is None or self.task.num_classes is None):

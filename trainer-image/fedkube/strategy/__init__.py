@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
-from fedkube.spec.job import JobSpec
+from fedkube.spec.job import (
+    FedAvgMSpec,
+    FedAvgSpec,
+    FedOptSpec,
+    FedProxSpec,
+    JobSpec,
+    ScaffoldSpec,
+)
 from fedkube.strategy.base import Strategy, WeightedMean
 from fedkube.strategy.fedavg import FedAvg
+from fedkube.strategy.fedavgm import FedAvgM
+from fedkube.strategy.fedopt import FedOpt
+from fedkube.strategy.fedprox import FedProx
+from fedkube.strategy.scaffold import Scaffold
 
 
 def build_strategy(spec: JobSpec) -> Strategy:
-    name = spec.strategy.name
-    if name == "fedavg":
+    s = spec.strategy
+    if isinstance(s, FedAvgSpec):
         return FedAvg()
-    raise ValueError(f"spec.strategy.name: unknown strategy {name!r}")  # the schema prevents it
+    if isinstance(s, FedProxSpec):
+        return FedProx(s.mu)
+    if isinstance(s, FedAvgMSpec):
+        return FedAvgM(s.server_learning_rate, s.momentum)
+    if isinstance(s, FedOptSpec):
+        return FedOpt(s.name, s.server_learning_rate, s.beta1, s.beta2, s.tau)
+    if isinstance(s, ScaffoldSpec):
+        return Scaffold(s.server_learning_rate, total_sites=len(spec.sites))
+    raise AssertionError(f"no strategy for {s!r}")  # the schema admits no other
 
 
-__all__ = ["FedAvg", "Strategy", "WeightedMean", "build_strategy"]
+__all__ = [
+    "FedAvg",
+    "FedAvgM",
+    "FedOpt",
+    "FedProx",
+    "Scaffold",
+    "Strategy",
+    "WeightedMean",
+    "build_strategy",
+]

@@ -27,9 +27,18 @@ class Strategy(ABC):
     def new_accumulator(self, infos: Sequence[TensorInfo]) -> WeightedMean:
         return WeightedMean(infos)
 
+    def broadcast_arrays(self) -> Params:
+        """Tensors sent to the sites with the model (SCAFFOLD's server control variate)."""
+        return {}
+
+    def update_extras(self, model: Sequence[TensorInfo]) -> list[TensorInfo]:
+        """Tensors a site's update carries besides the model delta."""
+        return []
+
     @abstractmethod
-    def apply(self, params: Params, mean_update: Params, round: int) -> Params:
-        """The next global model from the current one and the round's mean update.
+    def apply(self, params: Params, mean_update: Params, round: int, participants: int) -> Params:
+        """The next global model from the current one and the round's mean update (model
+        deltas and extras, weighted by samples) over ``participants`` sites.
 
         ``params`` must not be changed: a site may be downloading it. ``mean_update`` is the
         strategy's to reuse, so the new model can be built in its buffers.

@@ -9,7 +9,7 @@ from fedkube.wire.tensors import Params
 class FedAvg(Strategy):
     name = "fedavg"
 
-    def apply(self, params: Params, mean_update: Params, round: int) -> Params:
+    def apply(self, params: Params, mean_update: Params, round: int, participants: int) -> Params:
         for name, delta in mean_update.items():
             delta += params[name]
         return mean_update

@@ -101,13 +101,14 @@ class TrainerClient:
     # -- one task ----------------------------------------------------------------------------
 
     def _handle(self, task: pb.Task) -> None:
-        version, params = self.fetch_model(task.round)
+        version, tensors = self.fetch_model(task.round)
+        params, extras = self.trainer.split(tensors)
         if task.evaluate:
-            metrics = self.trainer.evaluate(params)
+            metrics = self.trainer.evaluate(params, final=task.stage == pb.EVALUATE)
             self._report(task, version, metrics)
         if task.stage != pb.TRAIN:
             return
-        update, metrics = self.trainer.train(params, task.round, dict(task.config))
+        update, metrics = self.trainer.train(params, task.round, dict(task.config), extras)
         try:
             receipt = self.stub.SubmitUpdate(self._update_parts(task, version, update, metrics))
             log.info(

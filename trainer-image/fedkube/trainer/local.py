@@ -9,13 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from fedkube.data.site_data import SiteData
 from fedkube.errors import ModelError
 from fedkube.models.registry import build_model, import_object, load_params, model_params
-from fedkube.spec.job import TaskSpec
+from fedkube.spec.job import PersonalizationSpec, TaskSpec
+from fedkube.strategy.scaffold import CONTROL, CONTROL_DELTA
 from fedkube.wire.tensors import Params
 
 
@@ -31,6 +33,11 @@ class TrainConfig:
     momentum: float
     seed: int
     strategy: dict[str, float] = field(default_factory=dict)
+    # FedProx: mu/2 ||w - w_global||^2 is added to the loss (0: none).
+    proximal_mu: float = 0.0
+    global_params: dict[str, torch.Tensor] = field(default_factory=dict)
+    # SCAFFOLD: added to each parameter's gradient, c - c_i.
+    grad_correction: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 TrainFunction = Callable[[nn.Module, torch.Tensor, torch.Tensor, TrainConfig], dict[str, float]]
@@ -46,8 +53,13 @@ def default_train(
         opt = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(config.seed)
+    named = dict(model.named_parameters())
+    prox = [(p, config.global_params[n]) for n, p in named.items()] if config.proximal_mu else []
+    correction = [
+        (p, config.grad_correction[n]) for n, p in named.items() if n in config.grad_correction
+    ]
     model.train()
-    total_loss, total_correct, seen = 0.0, 0, 0
+    total_loss, total_correct, seen, steps = 0.0, 0, 0, 0
     for _ in range(config.local_epochs):
         order = torch.randperm(len(y), generator=gen)
         for start in range(0, len(y), config.batch_size):
@@ -56,19 +68,80 @@ def default_train(
             opt.zero_grad(set_to_none=True)
             logits = model(xb)
             loss = loss_fn(logits, yb)
-            loss.backward()
+            objective = loss
+            if prox:
+                objective = loss + config.proximal_mu / 2 * sum(
+                    torch.sum((p - g) ** 2) for p, g in prox
+                )
+            objective.backward()
+            for p, c in correction:
+                if p.grad is not None:
+                    p.grad += c
             opt.step()
             total_loss += float(loss.detach()) * len(idx)
             total_correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
-    return {"train_loss": total_loss / seen, "train_accuracy": total_correct / seen}
+            steps += 1
+    return {
+        "train_loss": total_loss / seen,
+        "train_accuracy": total_correct / seen,
+        "local_steps": float(steps),
+    }
+
+
+class ScaffoldSite:
+    """The site's half of SCAFFOLD: its control variate c_i (option II of the paper).
+
+    After K steps of size eta, c_i+ = c_i - c + (x - y) / (K eta), sent as delta c = c_i+ - c_i.
+    The new c_i is only kept once a later round shows the update was taken: a round that is
+    tried again (the aggregator restarted) trains from the same c_i, so it gives the same
+    update as the first time.
+    """
+
+    def __init__(self) -> None:
+        self.c_i: dict[str, np.ndarray] = {}
+        self._pending: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def correction(self, round: int, extras: Params) -> dict[str, torch.Tensor]:
+        if self._pending is not None:
+            trained_in, c_new = self._pending
+            if trained_in < round:
+                self.c_i = c_new
+            self._pending = None
+        out = {}
+        for key, c in extras.items():
+            if key.startswith(CONTROL):
+                name = key.removeprefix(CONTROL)
+                c_i = self.c_i.get(name)
+                out[name] = torch.from_numpy(c - c_i if c_i is not None else c.copy())
+        return out
+
+    def delta(self, round: int, update: Params, step_size: float, extras: Params) -> Params:
+        out: Params = {}
+        c_new: dict[str, np.ndarray] = {}
+        for name, dy in update.items():
+            c = extras.get(CONTROL + name, np.zeros_like(dy))
+            c_i = self.c_i.get(name, np.zeros_like(dy))
+            # (x - y) / (K eta) with y - x = dy.
+            c_next = c_i - c - dy / np.float32(max(step_size, 1e-12))
+            c_new[name] = c_next
+            out[CONTROL_DELTA + name] = c_next - c_i
+        self._pending = (round, c_new)
+        return out
 
 
 class LocalTrainer:
     """Holds the site's model and data; turns a global model into an update."""
 
-    def __init__(self, task: TaskSpec, data: SiteData, site: str) -> None:
+    def __init__(
+        self,
+        task: TaskSpec,
+        data: SiteData,
+        site: str,
+        personalization: PersonalizationSpec | None = None,
+    ) -> None:
         self.task = task
+        self.personalization = personalization or PersonalizationSpec()
         self.site = site
         self.data = data
         self.model = build_model(task, data.num_features, data.num_classes)
@@ -83,6 +156,12 @@ class LocalTrainer:
                 raise ModelError(f"spec.task.trainFunction: {task.train_function} is not callable")
             self.train_fn = fn
         self._site_seed = zlib.crc32(site.encode())
+        self.param_names = set(model_params(self.model))
+        self.scaffold = ScaffoldSite()
+        # Ditto's personal model: trained here every round, never sent.
+        self.personal = (
+            copy.deepcopy(self.model) if self.personalization.method == "ditto" else None
+        )
 
     def warm_up(self) -> None:
         """One step on a throw-away copy: torch's first call is slow, and it should not be
@@ -103,11 +182,23 @@ class LocalTrainer:
     def set_global(self, params: Params) -> None:
         load_params(self.model, params)
 
+    def split(self, tensors: Params) -> tuple[Params, Params]:
+        """(the model's tensors, what the strategy sent with them)."""
+        model = {k: v for k, v in tensors.items() if k in self.param_names}
+        return model, {k: v for k, v in tensors.items() if k not in self.param_names}
+
     def train(
-        self, global_params: Params, round: int, strategy: dict[str, float]
+        self,
+        global_params: Params,
+        round: int,
+        strategy: dict[str, float],
+        extras: Params | None = None,
     ) -> tuple[Params, dict[str, float]]:
-        """Train from ``global_params``; returns (update = trained - global, metrics)."""
+        """Train from ``global_params``; returns (update, metrics). The update is the trained
+        model minus the global one, plus what the strategy asks for (SCAFFOLD's delta c)."""
         self.set_global(global_params)
+        use_scaffold = strategy.get("scaffold", 0.0) > 0
+        correction = self.scaffold.correction(round, extras or {}) if use_scaffold else {}
         config = TrainConfig(
             round=round,
             local_epochs=self.task.local_epochs,
@@ -117,6 +208,11 @@ class LocalTrainer:
             momentum=self.task.momentum,
             seed=(self.task.seed * 1_000_003 + self._site_seed + round) % 2**63,
             strategy=dict(strategy),
+            proximal_mu=strategy.get("proximal_mu", 0.0),
+            global_params={k: torch.from_numpy(v.copy()) for k, v in global_params.items()}
+            if strategy.get("proximal_mu", 0.0)
+            else {},
+            grad_correction=correction,
         )
         started = time.perf_counter()
         metrics: dict[str, Any] = self.train_fn(self.model, self.x_train, self.y_train, config)
@@ -124,17 +220,69 @@ class LocalTrainer:
         metrics["train_seconds"] = time.perf_counter() - started
         trained = model_params(self.model)
         update = {name: trained[name] - global_params[name] for name in global_params}
+        if self.personal is not None:
+            self._train_personal(global_params, config)
+        if use_scaffold:
+            steps = metrics.get("local_steps", 0.0)
+            update.update(
+                self.scaffold.delta(round, update, steps * self.task.learning_rate, extras or {})
+            )
         return update, metrics
 
+    def _train_personal(self, global_params: Params, config: TrainConfig) -> None:
+        assert self.personal is not None
+        pull = {k: torch.from_numpy(v.copy()) for k, v in global_params.items()}
+        personal_config = TrainConfig(
+            round=config.round,
+            local_epochs=config.local_epochs,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            optimizer=config.optimizer,
+            momentum=config.momentum,
+            seed=config.seed + 1,
+            proximal_mu=self.personalization.ditto_lambda,
+            global_params=pull,
+        )
+        default_train(self.personal, self.x_train, self.y_train, personal_config)
+
     @torch.no_grad()
-    def evaluate(self, params: Params) -> dict[str, float]:
-        """Loss and accuracy of ``params`` on the site's held-out split."""
+    def _scores(self, model: nn.Module) -> dict[str, float]:
+        model.eval()
+        logits = model(self.x_test)
+        out = {
+            "loss": float(nn.functional.cross_entropy(logits, self.y_test)),
+            "accuracy": float((logits.argmax(1) == self.y_test).float().mean()),
+        }
+        # AUC for binary tasks, when the held-out split holds both classes.
+        if self.data.num_classes == 2 and len(torch.unique(self.y_test)) == 2:
+            from sklearn.metrics import roc_auc_score
+
+            scores = torch.softmax(logits, dim=1)[:, 1].numpy()
+            out["auc"] = float(roc_auc_score(self.y_test.numpy(), scores))
+        return out
+
+    def evaluate(self, params: Params, final: bool = False) -> dict[str, float]:
+        """The global model's scores on the site's held-out split, and the personal model's
+        (prefixed ``personal_``) when personalisation is on: Ditto's at every evaluation,
+        the fine-tuned one at the final evaluation."""
         self.set_global(params)
-        self.model.eval()
-        logits = self.model(self.x_test)
-        loss = nn.functional.cross_entropy(logits, self.y_test)
-        accuracy = float((logits.argmax(1) == self.y_test).float().mean())
-        return {"loss": float(loss), "accuracy": accuracy}
+        metrics = self._scores(self.model)
+        personal: nn.Module | None = self.personal
+        if self.personalization.method == "finetune" and final:
+            personal = copy.deepcopy(self.model)
+            config = TrainConfig(
+                round=0,
+                local_epochs=self.personalization.epochs,
+                batch_size=self.task.batch_size,
+                learning_rate=self.task.learning_rate,
+                optimizer=self.task.optimizer,
+                momentum=self.task.momentum,
+                seed=self.task.seed + self._site_seed,
+            )
+            self.train_fn(personal, self.x_train, self.y_train, config)
+        if personal is not None:
+            metrics.update({f"personal_{k}": v for k, v in self._scores(personal).items()})
+        return metrics
 
     def held_out_size(self) -> int:
         return len(self.y_test)
