@@ -16,7 +16,7 @@ from typing import Any
 from fedkube.data.site_data import load_site_data
 from fedkube.models.registry import initial_params
 from fedkube.spec.job import FederatedJob
-from fedkube.strategy import build_strategy
+from fedkube.strategy import ArrayUpdate, build_accumulator, build_strategy
 from fedkube.trainer.local import LocalTrainer
 from fedkube.wire.tensors import Params, specs_of
 
@@ -47,9 +47,11 @@ def simulate(
     *,
     evaluate_every: int | None = None,
     on_round: Callable[[dict[str, Any]], bool | None] | None = None,
+    tamper: Callable[[str, Params], Params] | None = None,
 ) -> SimulationResult:
     """Run the job's rounds in this process. ``on_round`` sees each round's record and may
-    return True to stop early."""
+    return True to stop early; ``tamper(site, update)`` stands for a broken or hostile site
+    (benchmarks of robust aggregation)."""
     spec = job.spec
     features, classes = spec.input_shape()
     params = initial_params(spec.task, features, classes)
@@ -67,15 +69,15 @@ def simulate(
     result = SimulationResult(params)
     for r in range(1, spec.rounds + 1):
         sent = {**params, **strategy.broadcast_arrays()}
-        accumulator = strategy.new_accumulator(update_infos)
+        accumulator = build_accumulator(spec, strategy, update_infos)
         received = 0
-        for trainer in trainers.values():
+        for name, trainer in trainers.items():
             model, extras = trainer.split(sent)
             update, _ = trainer.train(model, r, strategy.client_config(r), extras)
-            for i, info in enumerate(update_infos):
-                accumulator.fold(i, 0, update[info.name].reshape(-1), trainer.num_train)
-                received += update[info.name].nbytes
-            accumulator.commit(trainer.num_train)
+            if tamper is not None:
+                update = tamper(name, update)
+            received += sum(a.nbytes for a in update.values())
+            accumulator.add(ArrayUpdate(update_infos, update, trainer.num_train))
         params = strategy.apply(params, accumulator.mean(), r, participants=len(trainers))
         record: dict[str, Any] = {
             "round": r,

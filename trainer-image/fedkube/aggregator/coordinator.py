@@ -33,7 +33,8 @@ from fedkube.errors import (
 )
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.spec.job import FederatedJob
-from fedkube.strategy.base import Strategy, WeightedMean
+from fedkube.strategy import build_accumulator
+from fedkube.strategy.base import Accumulator, Strategy
 from fedkube.wire.tensors import Params, iter_chunks, specs_of, to_spec
 
 log = logging.getLogger("fedkube.aggregator")
@@ -75,7 +76,7 @@ class OpenRound:
     deadline: float
     config: dict[str, float]
     evaluate: bool
-    accumulator: WeightedMean | None
+    accumulator: Accumulator | None
     tasked: set[str] = field(default_factory=set)
     receiving: dict[str, SpooledUpdate] = field(default_factory=dict)
     done: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> metrics
@@ -230,7 +231,7 @@ class Coordinator:
         if header.num_samples <= 0:
             raise InvalidUpdate("num_samples must be positive", site=site, round=number)
         check_tensors(header, self.update_infos)
-        update = SpooledUpdate(header, self.update_infos)
+        update = SpooledUpdate(header, self.update_infos, self.spec.security.update_norm_bound)
         r.receiving[header.site] = update
         return update
 
@@ -246,10 +247,8 @@ class Coordinator:
                     round=update.round,
                 )
             assert r.accumulator is not None
-            for tensor, start, values in update.pieces():
-                r.accumulator.fold(tensor, start, values, update.weight)
-            r.accumulator.commit(update.weight)
             del r.receiving[update.site]
+            r.accumulator.add(update)  # it owns the update from here
             r.done[update.site] = dict(update.header.metrics)
             r.samples[update.site] = int(update.header.num_samples)
             site = self.sites[update.site]
@@ -257,8 +256,9 @@ class Coordinator:
             site.samples = int(update.header.num_samples)
             log.info("round %d: update from %s (%d samples)", r.number, update.site, site.samples)
             self._notify()
-        finally:
+        except BaseException:
             update.close()
+            raise
 
     def abandon_update(self, update: SpooledUpdate) -> None:
         r = self.open
@@ -364,7 +364,9 @@ class Coordinator:
             config=self.strategy.client_config(number) if stage == pb.TRAIN else {},
             evaluate=stage == pb.EVALUATE or version % every == 0,
             accumulator=(
-                self.strategy.new_accumulator(self.update_infos) if stage == pb.TRAIN else None
+                build_accumulator(self.spec, self.strategy, self.update_infos)
+                if stage == pb.TRAIN
+                else None
             ),
         )
         self.open = r
@@ -428,6 +430,8 @@ class Coordinator:
     def _abandon_round(self, r: OpenRound) -> None:
         for update in list(r.receiving.values()):
             update.close()
+        if r.accumulator is not None:
+            r.accumulator.discard()
         self.open = None
 
     async def _final_evaluation(self) -> None:

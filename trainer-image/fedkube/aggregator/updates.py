@@ -45,8 +45,12 @@ def check_tensors(header: pb.UpdateHeader, expected: Sequence[TensorInfo]) -> No
 class SpooledUpdate:
     """One update in flight: its header, its checked chunks, and where they are held."""
 
-    def __init__(self, header: pb.UpdateHeader, infos: Sequence[TensorInfo]) -> None:
+    def __init__(
+        self, header: pb.UpdateHeader, infos: Sequence[TensorInfo], norm_bound: float | None = None
+    ) -> None:
         self.header = header
+        self.norm_bound = norm_bound
+        self._sum_squares = 0.0
         self.site = header.site
         self.round = header.round
         self.weight = float(header.num_samples)
@@ -54,6 +58,8 @@ class SpooledUpdate:
         self._checker = ChunkChecker(infos)
         self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115 - lives as long as the update; close() ends it
         self._pieces: list[tuple[int, int, int]] = []  # (tensor, first element, byte count)
+        # The file holds the tensors' bytes back to back, in order: where each one starts.
+        self._starts = np.cumsum([0] + [i.nbytes for i in self.infos]).tolist()
 
     @property
     def bytes_received(self) -> int:
@@ -71,6 +77,8 @@ class SpooledUpdate:
                 site=self.site,
                 round=self.round,
             )
+        if self.norm_bound is not None:
+            self._sum_squares += float(np.dot(values.astype(np.float64), values.astype(np.float64)))
         self._file.write(chunk.data)
         self._pieces.append((chunk.tensor, chunk.offset // info.dtype.itemsize, len(chunk.data)))
 
@@ -79,6 +87,14 @@ class SpooledUpdate:
             self._checker.finish()
         except ValueError as e:
             raise InvalidUpdate(str(e), site=self.site, round=self.round) from None
+        norm = self._sum_squares**0.5
+        if self.norm_bound is not None and norm > self.norm_bound:
+            raise InvalidUpdate(
+                f"the update's L2 norm {norm:.4g} is above security.updateNormBound "
+                f"{self.norm_bound:g}",
+                site=self.site,
+                round=self.round,
+            )
 
     def pieces(self) -> Iterator[tuple[int, int, np.ndarray]]:
         """(tensor index, first element, values) for every chunk, in order."""
@@ -86,6 +102,11 @@ class SpooledUpdate:
         for tensor, start, nbytes in self._pieces:
             data = self._file.read(nbytes)
             yield tensor, start, np.frombuffer(data, dtype=self.infos[tensor].dtype)
+
+    def read(self, tensor: int, start: int, count: int) -> np.ndarray:
+        dtype = self.infos[tensor].dtype
+        self._file.seek(self._starts[tensor] + start * dtype.itemsize)
+        return np.frombuffer(self._file.read(count * dtype.itemsize), dtype=dtype)
 
     def close(self) -> None:
         self._file.close()

@@ -259,6 +259,41 @@ class EvaluationSpec(_Model):
     )
 
 
+class RobustAggregationSpec(_Model):
+    """Aggregation that a few bad or poisoned sites cannot steer."""
+
+    model_config = cel(
+        (
+            "self.method != 'multi_krum' || !has(self.selected) || self.selected >= 1",
+            "selected must be at least 1",
+            ".selected",
+        )
+    )
+
+    method: Literal["median", "trimmed_mean", "multi_krum"] = Field(
+        description="median: coordinate-wise median; trimmed_mean: drop the trimFraction "
+        "highest and lowest values of each coordinate; multi_krum: average the updates "
+        "closest to their neighbours (Blanchard et al. 2017)."
+    )
+    trim_fraction: float = Field(default=0.2, ge=0, lt=0.5, description="trimmed_mean.")
+    byzantine_sites: int = Field(
+        default=1, ge=0, le=500, description="multi_krum: how many bad sites to withstand."
+    )
+    selected: int | None = Field(
+        default=None, ge=1, le=1000, description="multi_krum: updates averaged (default n - f)."
+    )
+
+
+class SecuritySpec(_Model):
+    update_norm_bound: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e12,
+        description="Refuse an update whose L2 norm is above this (a broken or hostile site).",
+    )
+    robust_aggregation: RobustAggregationSpec | None = None
+
+
 class PersonalizationSpec(_Model):
     """A model tuned to each site, kept at the site (never sent)."""
 
@@ -327,6 +362,7 @@ class JobSpec(_Model):
     output: OutputSpec = Field(default_factory=OutputSpec)
     aggregator: AggregatorSpec = Field(default_factory=AggregatorSpec)
     personalization: PersonalizationSpec = Field(default_factory=PersonalizationSpec)
+    security: SecuritySpec = Field(default_factory=SecuritySpec)
     suspend: bool = Field(
         default=False, description="On Kubernetes: stop the pods; false again resumes."
     )
@@ -360,6 +396,15 @@ class JobSpec(_Model):
                 "strategy scaffold needs the built-in training loop (it corrects every step); "
                 "remove task.trainFunction or choose another strategy"
             )
+        robust = self.security.robust_aggregation
+        if robust and robust.method == "multi_krum":
+            f = robust.byzantine_sites
+            if self.min_sites_per_round < 2 * f + 3:
+                raise ValueError(
+                    f"multi_krum withstands {f} bad site(s) only with at least {2 * f + 3} "
+                    f"updates a round; raise minSitesPerRound (now {self.min_sites_per_round}) "
+                    "or lower security.robustAggregation.byzantineSites"
+                )
         uses_files = any(s.data and s.data.file for s in self.sites)
         if uses_files and (self.task.num_features is None or self.task.num_classes is None):
             raise ValueError(

@@ -10,12 +10,16 @@ from fedkube.spec.job import (
     JobSpec,
     ScaffoldSpec,
 )
-from fedkube.strategy.base import Strategy, WeightedMean
+from fedkube.strategy.base import Accumulator, ArrayUpdate, Strategy, UpdateSource, WeightedMean
 from fedkube.strategy.fedavg import FedAvg
 from fedkube.strategy.fedavgm import FedAvgM
 from fedkube.strategy.fedopt import FedOpt
 from fedkube.strategy.fedprox import FedProx
+from fedkube.strategy.median import CoordinateMedian
+from fedkube.strategy.multi_krum import MultiKrum
 from fedkube.strategy.scaffold import Scaffold
+from fedkube.strategy.trimmed_mean import TrimmedMean
+from fedkube.wire.tensors import TensorInfo
 
 
 def build_strategy(spec: JobSpec) -> Strategy:
@@ -33,13 +37,33 @@ def build_strategy(spec: JobSpec) -> Strategy:
     raise AssertionError(f"no strategy for {s!r}")  # the schema admits no other
 
 
+def build_accumulator(spec: JobSpec, strategy: Strategy, infos: list[TensorInfo]) -> Accumulator:
+    """How a round's updates become one: the strategy's mean, or a robust combination that
+    replaces the mean under any strategy (security.robustAggregation)."""
+    robust = spec.security.robust_aggregation
+    if robust is None:
+        return strategy.new_accumulator(infos)
+    if robust.method == "median":
+        return CoordinateMedian(infos)
+    if robust.method == "trimmed_mean":
+        return TrimmedMean(infos, robust.trim_fraction)
+    return MultiKrum(infos, robust.byzantine_sites, robust.selected)
+
+
 __all__ = [
+    "Accumulator",
+    "ArrayUpdate",
+    "CoordinateMedian",
     "FedAvg",
     "FedAvgM",
     "FedOpt",
     "FedProx",
+    "MultiKrum",
     "Scaffold",
     "Strategy",
+    "TrimmedMean",
+    "UpdateSource",
     "WeightedMean",
+    "build_accumulator",
     "build_strategy",
 ]

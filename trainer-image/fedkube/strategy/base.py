@@ -9,8 +9,8 @@ control variates), which travels through checkpoints as arrays plus JSON.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -24,7 +24,7 @@ class Strategy(ABC):
         """Settings each site applies to its local training this round."""
         return {}
 
-    def new_accumulator(self, infos: Sequence[TensorInfo]) -> WeightedMean:
+    def new_accumulator(self, infos: Sequence[TensorInfo]) -> Accumulator:
         return WeightedMean(infos)
 
     def broadcast_arrays(self) -> Params:
@@ -54,7 +54,54 @@ class Strategy(ABC):
         """Restore what ``state_arrays``/``state_meta`` saved (aggregator restart)."""
 
 
-class WeightedMean:
+class UpdateSource(Protocol):
+    """One whole, checked update: its tensors' values in order, readable by element range."""
+
+    weight: float
+
+    def pieces(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(tensor index, first element, values) covering every tensor in order."""
+        ...
+
+    def read(self, tensor: int, start: int, count: int) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class ArrayUpdate:
+    """An update held as arrays (the in-process simulation's)."""
+
+    def __init__(self, infos: Sequence[TensorInfo], arrays: Params, weight: float) -> None:
+        self.flat = [np.ascontiguousarray(arrays[i.name]).reshape(-1) for i in infos]
+        self.weight = weight
+
+    def pieces(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        for t, values in enumerate(self.flat):
+            yield t, 0, values
+
+    def read(self, tensor: int, start: int, count: int) -> np.ndarray:
+        return self.flat[tensor][start : start + count]
+
+    def close(self) -> None:
+        self.flat = []
+
+
+class Accumulator(ABC):
+    """Turns a round's updates into one mean update. ``add`` takes ownership of the update."""
+
+    count: int = 0
+
+    @abstractmethod
+    def add(self, update: UpdateSource) -> None: ...
+
+    @abstractmethod
+    def mean(self) -> Params: ...
+
+    def discard(self) -> None:
+        """The round was abandoned: let go of whatever is held."""
+
+
+class WeightedMean(Accumulator):
     """Running sum of weighted updates, folded chunk by chunk: one model's size of memory,
     whatever the number of sites."""
 
@@ -69,6 +116,14 @@ class WeightedMean:
         if self._sums is None:
             self._sums = [np.zeros(i.size, dtype=np.float32) for i in self.infos]
         return self._sums
+
+    def add(self, update: UpdateSource) -> None:
+        try:
+            for tensor, start, values in update.pieces():
+                self.fold(tensor, start, values, update.weight)
+            self.commit(update.weight)
+        finally:
+            update.close()
 
     def fold(self, tensor: int, start: int, values: np.ndarray, weight: float) -> None:
         target = self._buffers()[tensor][start : start + values.size]
