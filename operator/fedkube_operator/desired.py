@@ -158,6 +158,8 @@ def aggregator_pod(
             f"{STATE_DIR}/output",
             "--linger-seconds",
             str(AGGREGATOR_LINGER_SECONDS),
+            # In-cluster traffic is clear text until the operator mounts TLS Secrets.
+            "--allow-plaintext",
         ],
         "ports": [
             {"name": "grpc", "containerPort": spec.aggregator.port},

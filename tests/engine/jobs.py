@@ -102,6 +102,8 @@ class LocalJob:
         self.logs.mkdir(exist_ok=True)
         self.aggregator: subprocess.Popen[bytes] | None = None
         self.trainers: dict[str, subprocess.Popen[bytes]] = {}
+        self.aggregator_args: list[str] = []
+        self.trainer_args: dict[str, list[str]] = {}
 
     def start_aggregator(self) -> subprocess.Popen[bytes]:
         self.aggregator = fedkube(
@@ -119,6 +121,7 @@ class LocalJob:
                 str(self.tmp / "ck"),
                 "--output-dir",
                 str(self.out),
+                *self.aggregator_args,
             ],
             self.logs / "aggregator.log",
         )
@@ -134,6 +137,7 @@ class LocalJob:
                 site,
                 "--aggregator",
                 f"127.0.0.1:{self.port}",
+                *self.trainer_args.get(site, []),
             ],
             self.logs / f"{site}.log",
         )

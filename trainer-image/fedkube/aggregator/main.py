@@ -23,6 +23,7 @@ from fedkube.aggregator.service import SERVER_OPTIONS, AggregatorService
 from fedkube.errors import JobFailed
 from fedkube.models.registry import initial_params
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.security.tls import TlsError, is_loopback, server_credentials
 from fedkube.spec.job import FederatedJob
 from fedkube.strategy import build_strategy
 
@@ -42,6 +43,10 @@ class AggregatorOptions:
     output_dir: Path
     # Keep serving /progress and the final word this long after the job ends.
     linger_seconds: float = FINISH_GRACE_SECONDS
+    # ca.crt, tls.crt, tls.key: mutual TLS, sites known by their certificates.
+    tls_dir: Path | None = None
+    # Clear text away from loopback must be asked for (a mesh that encrypts, say).
+    allow_plaintext: bool = False
 
 
 M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
@@ -78,10 +83,20 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
     )
     coordinator.resume()
     coordinator.on_succeeded = lambda c: write_outputs(c, opts.output_dir)
+    if opts.tls_dir is None and not (opts.allow_plaintext or is_loopback(opts.host)):
+        raise TlsError(
+            f"the aggregator would listen on {opts.host} in clear text: give --tls-dir (mutual "
+            "TLS), listen on loopback, or pass --allow-plaintext to accept it"
+        )
     metrics = AggregatorMetrics(coordinator)
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    pb_grpc.add_AggregatorServicer_to_server(AggregatorService(coordinator, metrics), server)
-    bound = server.add_insecure_port(f"{opts.host}:{opts.port}")
+    service = AggregatorService(coordinator, metrics, tls=opts.tls_dir is not None)
+    pb_grpc.add_AggregatorServicer_to_server(service, server)
+    address = f"{opts.host}:{opts.port}"
+    if opts.tls_dir is not None:
+        bound = server.add_secure_port(address, server_credentials(opts.tls_dir))
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
         raise JobFailed(f"cannot listen on {opts.host}:{opts.port}; is the port taken?")
     await server.start()

@@ -10,9 +10,10 @@ import grpc
 
 from fedkube.aggregator.coordinator import Coordinator
 from fedkube.aggregator.metrics import AggregatorMetrics
-from fedkube.errors import InvalidUpdate, UpdateRefused
+from fedkube.errors import InvalidUpdate, UnknownSite, UpdateRefused
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.security.tls import peer_site
 
 log = logging.getLogger("fedkube.aggregator")
 
@@ -27,11 +28,25 @@ SERVER_OPTIONS = [("grpc.http2.bdp_probe", 0)]
 
 
 class AggregatorService(pb_grpc.AggregatorServicer):
-    def __init__(self, coordinator: Coordinator, metrics: AggregatorMetrics) -> None:
+    def __init__(
+        self, coordinator: Coordinator, metrics: AggregatorMetrics, tls: bool = False
+    ) -> None:
         self.c = coordinator
         self.metrics = metrics
+        self.tls = tls
         self._downloads = asyncio.Semaphore(MAX_CONCURRENT_TRANSFERS)
         self._uploads = asyncio.Semaphore(MAX_CONCURRENT_TRANSFERS)
+
+    def _authorise(self, context: grpc.aio.ServicerContext, site: str) -> None:
+        """With mutual TLS a connection acts only for the site its certificate names."""
+        if not self.tls:
+            return
+        holder = peer_site(context.auth_context())
+        if holder != site:
+            raise UnknownSite(
+                f"this connection's certificate is for {holder!r}; it cannot act for site {site!r}",
+                site=site,
+            )
 
     async def _refuse(self, context: grpc.aio.ServicerContext, e: UpdateRefused) -> None:
         self.metrics.refused.labels(type(e).__name__).inc()
@@ -42,6 +57,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         self, request: pb.JoinRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
         try:
+            self._authorise(context, request.site)
             queue = self.c.connect(request.job, request.site)
         except UpdateRefused as e:
             await self._refuse(context, e)
@@ -61,6 +77,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelPart]:
         try:
+            self._authorise(context, request.site)
             header, chunks = self.c.model_for(request.job, request.site)
         except UpdateRefused as e:
             await self._refuse(context, e)
@@ -86,6 +103,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                 if update is None:
                     if not part.HasField("header"):
                         raise InvalidUpdate("the first message of an update must be its header")
+                    self._authorise(context, part.header.site)
                     update = self.c.begin_update(part.header)
                 elif part.HasField("chunk"):
                     self.metrics.bytes_received.inc(len(part.chunk.data))
@@ -119,6 +137,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         self, request: pb.Evaluation, context: grpc.aio.ServicerContext
     ) -> pb.EvaluationReceipt:
         try:
+            self._authorise(context, request.site)
             self.c.report_evaluation(request)
         except UpdateRefused as e:
             await self._refuse(context, e)

@@ -50,6 +50,8 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
         checkpoint_dir=Path(args.checkpoint_dir or job.spec.checkpoint.path),
         output_dir=Path(args.output_dir or job.spec.output.path),
         linger_seconds=args.linger_seconds,
+        tls_dir=Path(args.tls_dir) if args.tls_dir else None,
+        allow_plaintext=args.allow_plaintext,
     )
     return asyncio.run(serve(job, opts))
 
@@ -71,7 +73,9 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     endpoint = (
         args.aggregator or job.spec.aggregator.endpoint or f"localhost:{job.spec.aggregator.port}"
     )
-    client = TrainerClient(job.name, args.site, endpoint, trainer)
+    client = TrainerClient(
+        job.name, args.site, endpoint, trainer, tls_dir=Path(args.tls_dir) if args.tls_dir else None
+    )
     try:
         finished = client.run()
     finally:
@@ -81,6 +85,27 @@ def cmd_trainer(args: argparse.Namespace) -> int:
             f"site {args.site}: the job ended without success: {finished.message}", file=sys.stderr
         )
         return EXIT_FAILED
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from fedkube.security.certs import create_consortium
+
+    sites = [s for s in (args.sites or "").split(",") if s]
+    if args.manifest:
+        from fedkube.spec.load import load_job
+
+        sites += [s.name for s in load_job(Path(args.manifest)).spec.sites if s.name not in sites]
+    if not sites:
+        print("error: name the sites with --sites a,b,c or --manifest", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out = Path(args.out)
+    hosts = [h for h in args.aggregator_host.split(",") if h]
+    create_consortium(out, args.consortium, sites, hosts, args.days)
+    print(
+        f"wrote a CA, the aggregator's certificate ({', '.join(hosts)}) and {len(sites)} site "
+        f"certificates to {out}; keep {out / 'ca' / 'ca.key'} offline"
+    )
     return 0
 
 
@@ -134,13 +159,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="after the job ends, keep answering /progress this long (for an operator)",
     )
+    agg.add_argument("--tls-dir", help="ca.crt, tls.crt, tls.key: require mutual TLS")
+    agg.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        help="accept clear text on a non-loopback address (a mesh encrypts, say)",
+    )
     agg.set_defaults(fn=cmd_aggregator)
 
     tr = sub.add_parser("trainer", help="train one site (a trainer pod)")
     tr.add_argument("--manifest", required=True)
     tr.add_argument("--site", required=True)
     tr.add_argument("--aggregator", help="host:port (default: spec.aggregator.endpoint)")
+    tr.add_argument("--tls-dir", help="ca.crt, tls.crt (this site's), tls.key")
     tr.set_defaults(fn=cmd_trainer)
+
+    certs = sub.add_parser("certs", help="create a consortium CA and site certificates")
+    certs.add_argument("--out", required=True, help="folder to write (ca/, aggregator/, sites/)")
+    certs.add_argument("--sites", help="comma-separated site names")
+    certs.add_argument("--manifest", help="take the site names from this job")
+    certs.add_argument("--consortium", default="fedkube", help="name in the CA certificate")
+    certs.add_argument(
+        "--aggregator-host",
+        default="localhost,127.0.0.1",
+        help="names and addresses the aggregator is reached at (certificate SANs)",
+    )
+    certs.add_argument("--days", type=int, default=365)
+    certs.set_defaults(fn=cmd_certs)
     return p
 
 

@@ -9,12 +9,14 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
 from fedkube.errors import JobFailed
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.security.tls import channel_credentials
 from fedkube.trainer.local import LocalTrainer
 from fedkube.wire.tensors import Params, assemble, from_spec, iter_chunks, specs_of, to_spec
 
@@ -52,13 +54,18 @@ class TrainerClient:
         endpoint: str,
         trainer: LocalTrainer,
         backoff: Backoff = Backoff(),
+        tls_dir: Path | None = None,
     ) -> None:
         self.job = job
         self.site = site
         self.endpoint = endpoint
         self.trainer = trainer
         self.backoff = backoff
-        self.channel = grpc.insecure_channel(endpoint)
+        self.channel = (
+            grpc.secure_channel(endpoint, channel_credentials(tls_dir))
+            if tls_dir is not None
+            else grpc.insecure_channel(endpoint)
+        )
         self.stub = pb_grpc.AggregatorStub(self.channel)
 
     def run(self) -> pb.Finished:

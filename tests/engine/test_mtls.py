@@ -1,0 +1,144 @@
+"""Mutual TLS: only the job's sites, each known by its own certificate, reach the aggregator."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.security.certs import create_consortium
+from fedkube.security.tls import channel_credentials
+
+from tests.engine.jobs import LocalJob, manifest
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pki")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedkube",
+            "certs",
+            "--out",
+            str(root / "ours"),
+            "--sites",
+            "site-0,site-1,site-9",
+            "--aggregator-host",
+            "localhost,127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    create_consortium(root / "theirs", "another", ["site-0"], ["localhost", "127.0.0.1"])
+    return root
+
+
+@pytest.fixture(scope="module")
+def secured(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalJob]:
+    tmp = tmp_path_factory.mktemp("mtls")
+    job = LocalJob(tmp, manifest("mtls", sites=2, rounds=2, min_sites=2, joinGraceSeconds=60))
+    job.aggregator_args = ["--tls-dir", str(pki / "ours" / "aggregator")]
+    job.start_aggregator()
+    job.wait_for(lambda p: p["phase"] == "Running", timeout=60)
+    yield job
+    job.stop()
+
+
+def subscribe(
+    job: LocalJob, credentials: grpc.ChannelCredentials | None, site: str
+) -> grpc.RpcError | pb.Event:
+    target = f"127.0.0.1:{job.port}"
+    channel = (
+        grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+    )
+    with channel:
+        stub = pb_grpc.AggregatorStub(channel)
+        try:
+            return next(iter(stub.Subscribe(pb.JoinRequest(job="mtls", site=site), timeout=10)))
+        except grpc.RpcError as e:
+            return e
+
+
+def test_a_trainer_without_a_certificate_is_refused(secured: LocalJob) -> None:
+    e = subscribe(secured, None, "site-0")
+    assert isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_certificate_from_another_ca_is_refused(secured: LocalJob, pki: Path) -> None:
+    e = subscribe(secured, channel_credentials(pki / "theirs" / "sites" / "site-0"), "site-0")
+    assert isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_valid_certificate_for_a_site_not_in_the_job_is_refused(
+    secured: LocalJob, pki: Path
+) -> None:
+    e = subscribe(secured, channel_credentials(pki / "ours" / "sites" / "site-9"), "site-9")
+    assert isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "site 'site-9' is not a site of job 'mtls'" in e.details()
+
+
+def test_no_site_can_act_in_another_sites_name(secured: LocalJob, pki: Path) -> None:
+    creds = channel_credentials(pki / "ours" / "sites" / "site-0")
+    e = subscribe(secured, creds, "site-1")
+    assert isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "certificate is for 'site-0'; it cannot act for site 'site-1'" in e.details()
+    with grpc.secure_channel(f"127.0.0.1:{secured.port}", creds) as channel:
+        stub = pb_grpc.AggregatorStub(channel)
+        header = pb.UpdatePart(
+            header=pb.UpdateHeader(job="mtls", round=1, site="site-1", num_samples=1)
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SubmitUpdate(iter([header]))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ReportEvaluation(pb.Evaluation(job="mtls", site="site-1", num_samples=1))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_the_sites_own_certificates_train_the_job(secured: LocalJob, pki: Path) -> None:
+    for site in ("site-0", "site-1"):
+        secured.trainer_args[site] = ["--tls-dir", str(pki / "ours" / "sites" / site)]
+        secured.start_trainer(site)
+    result = secured.wait_done(timeout=120)
+    assert result["roundsCompleted"] == 2
+    assert all(h["sites"] == ["site-0", "site-1"] for h in result["history"])
+
+
+def test_clear_text_away_from_loopback_must_be_asked_for(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(manifest("open")))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedkube",
+            "aggregator",
+            "--manifest",
+            str(path),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--checkpoint-dir",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    assert "would listen on 0.0.0.0 in clear text" in out.stderr

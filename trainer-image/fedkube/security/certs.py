@@ -1,0 +1,160 @@
+"""`fedkube certs`: a consortium CA, the aggregator's server certificate and one client
+certificate per site, written in the layout of a Kubernetes TLS Secret (tls.crt, tls.key,
+ca.crt) so each folder can become one Secret.
+
+A site's identity is its certificate's common name; the aggregator takes it from the
+certificate, never from the message. Keys are ECDSA P-256.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+SITE_ORGANISATION = "fedkube site"
+AGGREGATOR_ORGANISATION = "fedkube aggregator"
+CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "tls.crt", "tls.key"
+
+
+@dataclass(frozen=True)
+class Authority:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+
+def _name(common_name: str, organisation: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, days: int
+) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
+
+
+def new_authority(consortium: str, days: int = 3650) -> Authority:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(f"{consortium} fedkube CA", "fedkube consortium")
+    cert = (
+        _builder(name, name, key, days)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return Authority(cert, key)
+
+
+def _leaf(
+    ca: Authority,
+    common_name: str,
+    organisation: str,
+    usage: x509.ObjectIdentifier,
+    sans: Sequence[x509.GeneralName],
+    days: int,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        _builder(_name(common_name, organisation), ca.cert.subject, key, days)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    return builder.sign(ca.key, hashes.SHA256()), key
+
+
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def write_bundle(
+    folder: Path, ca: Authority, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    (folder / CA_FILE).write_bytes(ca.cert.public_bytes(pem))
+    (folder / CERT_FILE).write_bytes(cert.public_bytes(pem))
+    key_path = folder / KEY_FILE
+    key_path.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    os.chmod(key_path, 0o600)
+
+
+def issue_site(ca: Authority, folder: Path, site: str, days: int = 365) -> None:
+    cert, key = _leaf(ca, site, SITE_ORGANISATION, ExtendedKeyUsageOID.CLIENT_AUTH, [], days)
+    write_bundle(folder, ca, cert, key)
+
+
+def issue_aggregator(ca: Authority, folder: Path, hosts: Sequence[str], days: int = 365) -> None:
+    cert, key = _leaf(
+        ca,
+        hosts[0],
+        AGGREGATOR_ORGANISATION,
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [_san(h) for h in hosts],
+        days,
+    )
+    write_bundle(folder, ca, cert, key)
+
+
+def create_consortium(
+    out: Path,
+    consortium: str,
+    sites: Sequence[str],
+    aggregator_hosts: Sequence[str],
+    days: int = 365,
+) -> Authority:
+    """out/ca/{ca.crt,ca.key}, out/aggregator/, out/sites/<site>/ (each a TLS Secret's files)."""
+    ca = new_authority(consortium)
+    ca_dir = out / "ca"
+    ca_dir.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    (ca_dir / CA_FILE).write_bytes(ca.cert.public_bytes(pem))
+    (ca_dir / "ca.key").write_bytes(
+        ca.key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    os.chmod(ca_dir / "ca.key", 0o600)
+    issue_aggregator(ca, out / "aggregator", aggregator_hosts, days)
+    for site in sites:
+        issue_site(ca, out / "sites" / site, site, days)
+    return ca
