@@ -27,6 +27,7 @@ class Checkpoint:
     strategy_meta: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     sites: dict[str, dict[str, Any]] = field(default_factory=dict)
+    privacy: dict[str, Any] = field(default_factory=dict)
 
 
 def save_checkpoint(folder: Path, cp: Checkpoint) -> Path:
@@ -39,6 +40,7 @@ def save_checkpoint(folder: Path, cp: Checkpoint) -> Path:
         "strategy": cp.strategy_meta,
         "history": cp.history,
         "sites": cp.sites,
+        "privacy": cp.privacy,
     }
     path = folder / FILE_NAME
     write_safetensors(path, arrays, {"fedkube": json.dumps(state, sort_keys=True)})
@@ -74,4 +76,5 @@ def load_checkpoint(folder: Path, job: str, fingerprint: str) -> Checkpoint | No
         strategy_meta=state.get("strategy", {}),
         history=state.get("history", []),
         sites=state.get("sites", {}),
+        privacy=state.get("privacy", {}),
     )

@@ -31,6 +31,7 @@ from fedkube.errors import (
     UnknownSite,
     UpdateRefused,
 )
+from fedkube.privacy.accountant import RdpAccountant
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.spec.job import FederatedJob
 from fedkube.strategy import build_accumulator
@@ -111,6 +112,8 @@ class Coordinator:
         self.sites = {s.name: SiteState(s.name) for s in self.spec.sites}
         self.rounds_completed = 0
         self.history: list[dict[str, Any]] = []
+        # Privacy spent by update-level DP, one Gaussian mechanism per round.
+        self.accountant = RdpAccountant()
         self.evaluations: dict[int, dict[str, tuple[int, dict[str, float]]]] = {}
         self.initial_evaluation: dict[str, Any] = {}
         self.open: OpenRound | None = None
@@ -137,6 +140,7 @@ class Coordinator:
             )
         self.params = {i.name: cp.params[i.name] for i in self.infos}
         self.strategy.load_state(cp.strategy_arrays, cp.strategy_meta)
+        self.accountant = RdpAccountant.from_state(cp.privacy)
         self.rounds_completed = cp.rounds_completed
         self.history = cp.history
         for name, s in cp.sites.items():
@@ -158,6 +162,7 @@ class Coordinator:
                 strategy_meta=self.strategy.state_meta(),
                 history=self.history,
                 sites={n: s.summary() for n, s in self.sites.items()},
+                privacy=self.accountant.state(),
             ),
         )
 
@@ -421,6 +426,11 @@ class Coordinator:
                 "maxTrainSeconds": max(train_seconds),
             }
         )
+        dp = self.spec.privacy.update_level
+        if dp is not None:
+            # Site-level: the share of sites in the round stands for the sampling rate.
+            self.accountant.step(dp.noise_multiplier, len(r.done) / len(self.sites))
+            self.history[-1]["epsilon"] = self.accountant.epsilon(dp.delta)
         self.open = None
         self._save()
         for hook in self.round_closed_hooks:
@@ -488,6 +498,18 @@ class Coordinator:
                 return {"round": h["round"], **{k: h[k] for k in keys if k in h}}
         return {}
 
+    def privacy(self) -> dict[str, Any]:
+        dp = self.spec.privacy.update_level
+        if dp is None:
+            return {}
+        spent = self.history[-1].get("epsilon", 0.0) if self.history else 0.0
+        return {
+            "epsilon": spent,
+            "delta": dp.delta,
+            "noiseMultiplier": dp.noise_multiplier,
+            "clipNorm": dp.clip_norm,
+        }
+
     def progress(self) -> dict[str, Any]:
         return {
             "job": self.job.name,
@@ -500,6 +522,7 @@ class Coordinator:
             "global": self.latest_global(),
             "sites": {n: s.summary() for n, s in self.sites.items()},
             "history": self.history,
+            "privacy": self.privacy(),
             "initialEvaluation": self.initial_evaluation,
             "modelPath": self.result.get("modelPath"),
         }

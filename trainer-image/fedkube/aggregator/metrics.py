@@ -38,6 +38,13 @@ class _StateCollector(Collector):
             "Sites holding a connection.",
             value=sum(s.connected for s in c.sites.values()),
         )
+        epsilon = c.privacy().get("epsilon")
+        if epsilon is not None:
+            yield GaugeMetricFamily(
+                "fedkube_privacy_epsilon",
+                "Epsilon spent (update-level DP, at its delta).",
+                value=epsilon,
+            )
         last = c.history[-1]["sites"] if c.history else []
         yield GaugeMetricFamily(
             "fedkube_sites_in_round", "Sites whose update made the last round.", value=len(last)

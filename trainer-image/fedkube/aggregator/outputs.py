@@ -56,6 +56,7 @@ def write_outputs(c: Coordinator, folder: Path) -> dict[str, Any]:
         "initialEvaluation": c.initial_evaluation,
         "sites": sites,
         "history": c.history,
+        "privacy": c.privacy(),
         "modelPath": str(model_path.resolve()),
         "modelCard": str((folder / CARD_FILE).resolve()),
         "wallSeconds": time.time() - c.started_wall,

@@ -294,6 +294,19 @@ class SecuritySpec(_Model):
     robust_aggregation: RobustAggregationSpec | None = None
 
 
+class UpdateLevelPrivacySpec(_Model):
+    """DP-FedAvg: each update clipped to clipNorm, Gaussian noise (noiseMultiplier x clipNorm)
+    added to their sum. Protects each site's whole contribution (site-level DP)."""
+
+    clip_norm: float = Field(gt=0, le=1e6)
+    noise_multiplier: float = Field(ge=0, le=1000)
+    delta: float = Field(default=1e-5, gt=0, lt=1, description="The delta epsilon is reported at.")
+
+
+class PrivacySpec(_Model):
+    update_level: UpdateLevelPrivacySpec | None = None
+
+
 class PersonalizationSpec(_Model):
     """A model tuned to each site, kept at the site (never sent)."""
 
@@ -363,6 +376,7 @@ class JobSpec(_Model):
     aggregator: AggregatorSpec = Field(default_factory=AggregatorSpec)
     personalization: PersonalizationSpec = Field(default_factory=PersonalizationSpec)
     security: SecuritySpec = Field(default_factory=SecuritySpec)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     suspend: bool = Field(
         default=False, description="On Kubernetes: stop the pods; false again resumes."
     )
@@ -397,6 +411,16 @@ class JobSpec(_Model):
                 "remove task.trainFunction or choose another strategy"
             )
         robust = self.security.robust_aggregation
+        if self.privacy.update_level and robust:
+            raise ValueError(
+                "privacy.updateLevel adds noise to the sum of clipped updates, which "
+                f"security.robustAggregation ({robust.method}) replaces; choose one of them"
+            )
+        if self.privacy.update_level and self.strategy.name == "scaffold":
+            raise ValueError(
+                "privacy.updateLevel clips and noises model updates, not SCAFFOLD's control "
+                "variates, which would leak; choose another strategy"
+            )
         if robust and robust.method == "multi_krum":
             f = robust.byzantine_sites
             if self.min_sites_per_round < 2 * f + 3:

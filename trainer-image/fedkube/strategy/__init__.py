@@ -11,6 +11,7 @@ from fedkube.spec.job import (
     ScaffoldSpec,
 )
 from fedkube.strategy.base import Accumulator, ArrayUpdate, Strategy, UpdateSource, WeightedMean
+from fedkube.strategy.dp_fedavg import DpFedAvgAccumulator
 from fedkube.strategy.fedavg import FedAvg
 from fedkube.strategy.fedavgm import FedAvgM
 from fedkube.strategy.fedopt import FedOpt
@@ -40,6 +41,9 @@ def build_strategy(spec: JobSpec) -> Strategy:
 def build_accumulator(spec: JobSpec, strategy: Strategy, infos: list[TensorInfo]) -> Accumulator:
     """How a round's updates become one: the strategy's mean, or a robust combination that
     replaces the mean under any strategy (security.robustAggregation)."""
+    dp = spec.privacy.update_level
+    if dp is not None:
+        return DpFedAvgAccumulator(infos, dp.clip_norm, dp.noise_multiplier)
     robust = spec.security.robust_aggregation
     if robust is None:
         return strategy.new_accumulator(infos)
@@ -54,6 +58,7 @@ __all__ = [
     "Accumulator",
     "ArrayUpdate",
     "CoordinateMedian",
+    "DpFedAvgAccumulator",
     "FedAvg",
     "FedAvgM",
     "FedOpt",

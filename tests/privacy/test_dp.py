@@ -1,0 +1,93 @@
+"""Update-level differential privacy: clipping, noise, and the epsilon reported."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import dp_accounting
+import numpy as np
+import pytest
+from fedkube.errors import SpecError
+from fedkube.privacy.accountant import RdpAccountant
+from fedkube.spec import parse_job
+from fedkube.strategy import ArrayUpdate, DpFedAvgAccumulator
+from fedkube.wire.tensors import specs_of
+
+from tests.engine.jobs import LocalJob, manifest
+
+GRID = list(itertools.product([0.01, 0.1, 1.0], [0.8, 1.1, 2.0], [10, 100, 1000]))
+
+
+def library_epsilon(q: float, z: float, steps: int, delta: float) -> float:
+    accountant = dp_accounting.rdp.RdpAccountant()
+    event = dp_accounting.GaussianDpEvent(z)
+    if q < 1:
+        event = dp_accounting.PoissonSampledDpEvent(q, event)
+    accountant.compose(event, steps)
+    return float(accountant.get_epsilon(delta))
+
+
+@pytest.mark.parametrize(("q", "z", "steps"), GRID)
+def test_reported_epsilon_matches_the_library(q: float, z: float, steps: int) -> None:
+    ours = RdpAccountant()
+    for _ in range(steps // 2):  # round by round, as the aggregator does
+        ours.step(z, q)
+    ours = RdpAccountant.from_state(ours.state())  # through a checkpoint
+    for _ in range(steps - steps // 2):
+        ours.step(z, q)
+    expected = library_epsilon(q, z, steps, 1e-5)
+    assert ours.epsilon(1e-5) == pytest.approx(expected, rel=0.01)
+
+
+def test_clipping_bounds_each_update_and_weights_them_equally() -> None:
+    infos = specs_of({"w": np.zeros(4, np.float32)})
+    acc = DpFedAvgAccumulator(infos, clip_norm=1.0, noise_multiplier=0.0)
+    big = np.array([10.0, 0, 0, 0], np.float32)
+    small = np.array([0, 0.5, 0, 0], np.float32)
+    acc.add(ArrayUpdate(infos, {"w": big}, weight=1000.0))  # many samples: no extra weight
+    acc.add(ArrayUpdate(infos, {"w": small}, weight=1.0))
+    assert acc.clipped == 1
+    np.testing.assert_allclose(acc.mean()["w"], [0.5, 0.25, 0, 0], rtol=1e-6)
+
+
+def test_noise_has_the_promised_scale() -> None:
+    infos = specs_of({"w": np.zeros(200_000, np.float32)})
+    acc = DpFedAvgAccumulator(infos, clip_norm=2.0, noise_multiplier=1.5)
+    acc.add(ArrayUpdate(infos, {"w": np.zeros(200_000, np.float32)}, 1.0))
+    noise = acc.mean()["w"]
+    assert float(noise.std()) == pytest.approx(3.0, rel=0.02)  # z * C for one update
+    assert abs(float(noise.mean())) < 0.03
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"security": {"robustAggregation": {"method": "median"}}}, "choose one of them"),
+        ({"strategy": {"name": "scaffold"}}, "control variates, which would leak"),
+    ],
+)
+def test_combinations_that_cannot_work_are_refused(extra: dict, reason: str) -> None:
+    doc = manifest()
+    doc["spec"]["privacy"] = {"updateLevel": {"clipNorm": 1.0, "noiseMultiplier": 1.0}}
+    doc["spec"].update(extra)
+    with pytest.raises(SpecError, match=reason):
+        parse_job(doc)
+
+
+def test_a_private_job_reports_the_epsilon_it_spent(tmp_path: Path) -> None:
+    doc = manifest("private", sites=3, rounds=4, min_sites=3)
+    doc["spec"]["privacy"] = {
+        "updateLevel": {"clipNorm": 0.5, "noiseMultiplier": 1.2, "delta": 1e-4}
+    }
+    job = LocalJob(tmp_path, doc)
+    try:
+        job.start_all()
+        result = job.wait_done()
+    finally:
+        job.stop()
+    privacy = result["privacy"]
+    assert privacy["delta"] == 1e-4
+    assert privacy["epsilon"] == pytest.approx(library_epsilon(1.0, 1.2, 4, 1e-4), rel=0.01)
+    epsilons = [h["epsilon"] for h in result["history"]]
+    assert epsilons == sorted(epsilons) and epsilons[0] > 0, "spent grows round by round"

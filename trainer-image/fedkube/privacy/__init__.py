@@ -1,0 +1,2 @@
+"""Differential privacy: accountants (thin state over a maintained library's maths) and
+update-level DP-FedAvg."""

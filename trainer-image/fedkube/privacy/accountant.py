@@ -1,0 +1,45 @@
+"""The privacy accountant: what has been spent, as epsilon at a delta.
+
+Thin state over dp-accounting's Rényi-DP maths (Google's maintained library): it records
+each round's Gaussian mechanism (noise multiplier, sampling rate) and asks the library for
+epsilon. No privacy maths is written here. The state is a short list of numbers, so it goes
+through checkpoints as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RdpAccountant:
+    """Poisson-sampled Gaussian mechanisms, composed."""
+
+    # (sampling rate, noise multiplier, steps), merged when the same pair repeats.
+    history: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def step(self, noise_multiplier: float, sampling_rate: float, steps: int = 1) -> None:
+        if self.history and self.history[-1][:2] == (sampling_rate, noise_multiplier):
+            q, z, n = self.history[-1]
+            self.history[-1] = (q, z, n + steps)
+        else:
+            self.history.append((sampling_rate, noise_multiplier, steps))
+
+    def epsilon(self, delta: float) -> float:
+        import dp_accounting
+
+        accountant = dp_accounting.rdp.RdpAccountant()
+        for q, z, n in self.history:
+            event = dp_accounting.GaussianDpEvent(z)
+            if q < 1:
+                event = dp_accounting.PoissonSampledDpEvent(q, event)
+            accountant.compose(event, n)
+        return float(accountant.get_epsilon(delta))
+
+    def state(self) -> dict[str, Any]:
+        return {"history": [list(h) for h in self.history]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RdpAccountant:
+        return cls([(float(q), float(z), int(n)) for q, z, n in state.get("history", [])])
