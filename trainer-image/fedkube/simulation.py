@@ -58,7 +58,11 @@ def simulate(
     strategy = build_strategy(spec)
     trainers = {
         s.name: LocalTrainer(
-            spec.task, load_site_data(spec, s.name, manifest), s.name, spec.personalization
+            spec.task,
+            load_site_data(spec, s.name, manifest),
+            s.name,
+            spec.personalization,
+            spec.privacy,
         )
         for s in spec.sites
         if not s.remote

@@ -64,7 +64,7 @@ class SiteState:
             "lastRound": self.last_round,
             "samples": self.samples,
             "evalSamples": self.eval_samples,
-            **{k: v for k, v in self.metrics.items() if k in SCORES},
+            **{k: v for k, v in self.metrics.items() if k in SCORES or k == "epsilon"},
         }
 
 

@@ -61,6 +61,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from fedkube.data.site_data import load_site_data
     from fedkube.spec.load import load_job
     from fedkube.trainer.client import TrainerClient
+    from fedkube.trainer.dp_sgd import PrivacyBudgetExhausted, PrivacyLedger
     from fedkube.trainer.local import LocalTrainer
 
     setup_logging(f"trainer[{args.site}]")
@@ -68,7 +69,15 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     manifest = _manifest(args)
     job = load_job(manifest)
     data = load_site_data(job.spec, args.site, manifest)
-    trainer = LocalTrainer(job.spec.task, data, args.site, job.spec.personalization)
+    ledger = None
+    dp = job.spec.privacy.record_level
+    if dp is not None:
+        caps = [c for c in (dp.epsilon_cap, args.epsilon_cap) if c is not None]
+        ledger_file = Path(args.state_dir) / "privacy-ledger.json" if args.state_dir else None
+        ledger = PrivacyLedger(dp.delta, min(caps) if caps else None, ledger_file)
+    trainer = LocalTrainer(
+        job.spec.task, data, args.site, job.spec.personalization, job.spec.privacy, ledger
+    )
     trainer.warm_up()
     endpoint = (
         args.aggregator or job.spec.aggregator.endpoint or f"localhost:{job.spec.aggregator.port}"
@@ -78,6 +87,9 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     )
     try:
         finished = client.run()
+    except PrivacyBudgetExhausted as e:
+        print(f"site {args.site}: {e}", file=sys.stderr)
+        return 0
     finally:
         client.close()
     if not finished.succeeded:
@@ -172,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--site", required=True)
     tr.add_argument("--aggregator", help="host:port (default: spec.aggregator.endpoint)")
     tr.add_argument("--tls-dir", help="ca.crt, tls.crt (this site's), tls.key")
+    tr.add_argument("--epsilon-cap", type=float, help="this site's own record-level privacy budget")
+    tr.add_argument("--state-dir", help="where this site keeps its privacy ledger")
     tr.set_defaults(fn=cmd_trainer)
 
     certs = sub.add_parser("certs", help="create a consortium CA and site certificates")

@@ -43,3 +43,19 @@ class RdpAccountant:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> RdpAccountant:
         return cls([(float(q), float(z), int(n)) for q, z, n in state.get("history", [])])
+
+
+def noise_for_epsilon(epsilon: float, sampling_rate: float, steps: int, delta: float) -> float:
+    """The smallest noise multiplier that keeps ``steps`` sampled Gaussian steps within
+    ``epsilon`` at ``delta`` (bisection on the accountant)."""
+    low, high = 0.1, 100.0
+    spend = RdpAccountant()
+    spend.step(high, sampling_rate, steps)
+    if spend.epsilon(delta) > epsilon:
+        raise ValueError(f"epsilon {epsilon} is out of reach in {steps} steps")
+    for _ in range(40):
+        mid = (low + high) / 2
+        trial = RdpAccountant()
+        trial.step(mid, sampling_rate, steps)
+        low, high = (mid, high) if trial.epsilon(delta) > epsilon else (low, mid)
+    return high

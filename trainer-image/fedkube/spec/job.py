@@ -303,8 +303,23 @@ class UpdateLevelPrivacySpec(_Model):
     delta: float = Field(default=1e-5, gt=0, lt=1, description="The delta epsilon is reported at.")
 
 
+class RecordLevelPrivacySpec(_Model):
+    """DP-SGD at each site (Opacus): protects each record (patient) in a site's data."""
+
+    noise_multiplier: float = Field(gt=0, le=1000)
+    max_grad_norm: float = Field(gt=0, le=1e6, description="Per-example gradient clip.")
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    epsilon_cap: float | None = Field(
+        default=None,
+        gt=0,
+        description="A site stops before a round would take it past this; a site's own "
+        "`fedkube trainer --epsilon-cap`, if lower, wins.",
+    )
+
+
 class PrivacySpec(_Model):
     update_level: UpdateLevelPrivacySpec | None = None
+    record_level: RecordLevelPrivacySpec | None = None
 
 
 class PersonalizationSpec(_Model):
@@ -420,6 +435,13 @@ class JobSpec(_Model):
             raise ValueError(
                 "privacy.updateLevel clips and noises model updates, not SCAFFOLD's control "
                 "variates, which would leak; choose another strategy"
+            )
+        if self.privacy.record_level and (
+            self.task.train_function or self.strategy.name in ("scaffold", "fedprox")
+        ):
+            raise ValueError(
+                "privacy.recordLevel trains with its own DP-SGD loop, which does not run "
+                "task.trainFunction, FedProx's proximal term or SCAFFOLD's corrections"
             )
         if robust and robust.method == "multi_krum":
             f = robust.byzantine_sites

@@ -16,8 +16,9 @@ from torch import nn
 from fedkube.data.site_data import SiteData
 from fedkube.errors import ModelError
 from fedkube.models.registry import build_model, import_object, load_params, model_params
-from fedkube.spec.job import PersonalizationSpec, TaskSpec
+from fedkube.spec.job import PersonalizationSpec, PrivacySpec, TaskSpec
 from fedkube.strategy.scaffold import CONTROL, CONTROL_DELTA
+from fedkube.trainer.dp_sgd import PrivacyLedger, dp_sgd_train, dp_steps
 from fedkube.wire.tensors import Params
 
 
@@ -139,6 +140,8 @@ class LocalTrainer:
         data: SiteData,
         site: str,
         personalization: PersonalizationSpec | None = None,
+        privacy: PrivacySpec | None = None,
+        ledger: PrivacyLedger | None = None,
     ) -> None:
         self.task = task
         self.personalization = personalization or PersonalizationSpec()
@@ -158,6 +161,10 @@ class LocalTrainer:
         self._site_seed = zlib.crc32(site.encode())
         self.param_names = set(model_params(self.model))
         self.scaffold = ScaffoldSite()
+        self.dp = privacy.record_level if privacy else None
+        if self.dp is not None and ledger is None:
+            ledger = PrivacyLedger(self.dp.delta, self.dp.epsilon_cap)
+        self.ledger = ledger
         # Ditto's personal model: trained here every round, never sent.
         self.personal = (
             copy.deepcopy(self.model) if self.personalization.method == "ditto" else None
@@ -215,7 +222,24 @@ class LocalTrainer:
             grad_correction=correction,
         )
         started = time.perf_counter()
-        metrics: dict[str, Any] = self.train_fn(self.model, self.x_train, self.y_train, config)
+        if self.dp is not None and self.ledger is not None:
+            q, steps = dp_steps(self.num_train, self.task.batch_size, self.task.local_epochs)
+            self.ledger.check(self.dp.noise_multiplier, q, steps)
+            metrics: dict[str, Any] = dp_sgd_train(
+                self.model,
+                self.x_train,
+                self.y_train,
+                learning_rate=self.task.learning_rate,
+                batch_size=self.task.batch_size,
+                epochs=self.task.local_epochs,
+                noise_multiplier=self.dp.noise_multiplier,
+                max_grad_norm=self.dp.max_grad_norm,
+                seed=config.seed,
+            )
+            self.ledger.spend(self.dp.noise_multiplier, q, steps)
+            metrics["epsilon"] = self.ledger.epsilon
+        else:
+            metrics = self.train_fn(self.model, self.x_train, self.y_train, config)
         metrics = {k: float(v) for k, v in (metrics or {}).items()}
         metrics["train_seconds"] = time.perf_counter() - started
         trained = model_params(self.model)
@@ -282,6 +306,8 @@ class LocalTrainer:
             self.train_fn(personal, self.x_train, self.y_train, config)
         if personal is not None:
             metrics.update({f"personal_{k}": v for k, v in self._scores(personal).items()})
+        if self.ledger is not None:
+            metrics["epsilon"] = self.ledger.epsilon
         return metrics
 
     def held_out_size(self) -> int:

@@ -1,0 +1,104 @@
+"""Record-level DP-SGD at a site (Abadi et al. 2016), through Opacus: per-example gradients
+clipped to maxGradNorm, Gaussian noise added to each batch's sum, batches drawn by Poisson
+sampling so that the accountant's sampling-rate analysis holds. This is the guarantee that
+protects each patient; the site's ledger (``PrivacyLedger``) counts what its steps spent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedkube.errors import FedkubeError
+from fedkube.privacy.accountant import RdpAccountant
+from fedkube.storage.atomic import write_json
+
+
+class PrivacyBudgetExhausted(FedkubeError):
+    """Another round would spend more than the site's epsilon cap: the site stops here."""
+
+
+class PrivacyLedger:
+    """What this site's DP-SGD has spent, kept in a file of the site's own (if given) so that a
+    restarted trainer does not forget it."""
+
+    def __init__(self, delta: float, cap: float | None, path: Path | None = None) -> None:
+        self.delta = delta
+        self.cap = cap
+        self.path = path
+        self.accountant = RdpAccountant()
+        if path is not None and path.exists():
+            self.accountant = RdpAccountant.from_state(json.loads(path.read_text()))
+
+    @property
+    def epsilon(self) -> float:
+        return self.accountant.epsilon(self.delta) if self.accountant.history else 0.0
+
+    def check(self, noise_multiplier: float, sampling_rate: float, steps: int) -> None:
+        if self.cap is None:
+            return
+        trial = RdpAccountant(list(self.accountant.history))
+        trial.step(noise_multiplier, sampling_rate, steps)
+        after = trial.epsilon(self.delta)
+        if after > self.cap:
+            raise PrivacyBudgetExhausted(
+                f"another round would bring this site's epsilon to {after:.3f} (delta "
+                f"{self.delta:g}), above its cap {self.cap:g}; the site stops contributing"
+            )
+
+    def spend(self, noise_multiplier: float, sampling_rate: float, steps: int) -> None:
+        self.accountant.step(noise_multiplier, sampling_rate, steps)
+        if self.path is not None:
+            write_json(self.path, self.accountant.state())
+
+
+def dp_steps(num_examples: int, batch_size: int, epochs: int) -> tuple[float, int]:
+    """(sampling rate, steps) for ``epochs`` expected passes in batches of ``batch_size``."""
+    q = min(1.0, batch_size / num_examples)
+    return q, max(1, round(epochs / q))
+
+
+def dp_sgd_train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    learning_rate: float,
+    batch_size: int,
+    epochs: int,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    seed: int,
+) -> dict[str, Any]:
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    q, steps = dp_steps(len(y), batch_size, epochs)
+    wrapped = GradSampleModule(model)
+    optimizer = DPOptimizer(
+        torch.optim.SGD(wrapped.parameters(), lr=learning_rate),
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        expected_batch_size=batch_size,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    loss_fn = nn.CrossEntropyLoss()
+    total, seen = 0.0, 0
+    try:
+        wrapped.train()
+        for _ in range(steps):
+            chosen = torch.rand(len(y), generator=gen) < q
+            if not chosen.any():
+                continue  # an empty Poisson batch: no update, nothing learnt from anyone
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(wrapped(x[chosen]), y[chosen])
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * int(chosen.sum())
+            seen += int(chosen.sum())
+    finally:
+        wrapped._close()  # removes Opacus's hooks from the model
+    return {"train_loss": total / max(seen, 1), "dp_steps": float(steps), "sampling_rate": q}
