@@ -6,6 +6,7 @@ protects each patient; the site's ledger (``PrivacyLedger``) counts what its ste
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -87,18 +88,21 @@ def dp_sgd_train(
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
     total, seen = 0.0, 0
-    try:
-        wrapped.train()
-        for _ in range(steps):
-            chosen = torch.rand(len(y), generator=gen) < q
-            if not chosen.any():
-                continue  # an empty Poisson batch: no update, nothing learnt from anyone
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(wrapped(x[chosen]), y[chosen])
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * int(chosen.sum())
-            seen += int(chosen.sum())
-    finally:
-        wrapped._close()  # removes Opacus's hooks from the model
+    with warnings.catch_warnings():
+        # Opacus's hooks fire with inputs that need no gradient, which torch warns about.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        try:
+            wrapped.train()
+            for _ in range(steps):
+                chosen = torch.rand(len(y), generator=gen) < q
+                if not chosen.any():
+                    continue  # an empty Poisson batch: no update, nothing learnt from anyone
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(wrapped(x[chosen]), y[chosen])
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * int(chosen.sum())
+                seen += int(chosen.sum())
+        finally:
+            wrapped._close()  # removes Opacus's hooks from the model
     return {"train_loss": total / max(seen, 1), "dp_steps": float(steps), "sampling_rate": q}
