@@ -171,16 +171,14 @@ class LocalTrainer:
         )
 
     def warm_up(self) -> None:
-        """One step on a throw-away copy: torch's first call is slow, and it should not be
-        paid inside round one while every site waits."""
+        """One step and one scoring on a throw-away copy: first calls are slow (torch, the
+        AUC's import), and they should not be paid inside round one while every site waits."""
         model = copy.deepcopy(self.model)
         n = min(len(self.y_train), self.task.batch_size)
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
         nn.functional.cross_entropy(model(self.x_train[:n]), self.y_train[:n]).backward()  # type: ignore[no-untyped-call]
         opt.step()
-        with torch.no_grad():
-            model.eval()
-            model(self.x_test)
+        self._scores(model)
 
     @property
     def num_train(self) -> int:
