@@ -10,6 +10,8 @@
     │   ├── RoundClosed               the round named is not the open one
     │   ├── DuplicateUpdate           the site already sent its update for this round
     │   └── InvalidUpdate             wrong tensors, shapes, dtypes or non-finite values
+    ├── TlsError                      a TLS folder is incomplete, or clear text was not asked for
+    ├── PrivacyBudgetExhausted        another round would take a site past its epsilon cap
     └── JobFailed                     the job cannot complete (no quorum, aggregator gave up)
 
 Retry policy: ``UpdateRefused`` is final for that message; ``JobFailed`` is final for the job;
@@ -82,6 +84,14 @@ class DuplicateUpdate(UpdateRefused):
 
 class InvalidUpdate(UpdateRefused):
     status = "INVALID_ARGUMENT"
+
+
+class TlsError(FedkubeError):
+    """A TLS folder is missing a file, or clear text was asked for where it is not allowed."""
+
+
+class PrivacyBudgetExhausted(FedkubeError):
+    """Another round would spend more than the site's epsilon cap: the site stops here."""
 
 
 class JobFailed(FedkubeError):

@@ -9,12 +9,10 @@ from typing import Any
 
 import grpc
 
-from fedkube.errors import FedkubeError
+from fedkube.errors import TlsError
 from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE
 
-
-class TlsError(FedkubeError):
-    """A TLS folder is missing a file, or clear text was asked for where it is not allowed."""
+__all__ = ["TlsError", "channel_credentials", "is_loopback", "peer_site", "server_credentials"]
 
 
 def _read(folder: Path) -> tuple[bytes, bytes, bytes]:

@@ -13,13 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedkube.errors import FedkubeError
+from fedkube.errors import PrivacyBudgetExhausted
 from fedkube.privacy.accountant import RdpAccountant
 from fedkube.storage.atomic import write_json
 
-
-class PrivacyBudgetExhausted(FedkubeError):
-    """Another round would spend more than the site's epsilon cap: the site stops here."""
+__all__ = ["PrivacyBudgetExhausted", "PrivacyLedger", "dp_sgd_train", "dp_steps"]
 
 
 class PrivacyLedger:
