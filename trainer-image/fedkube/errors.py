@@ -11,6 +11,7 @@
     │   ├── DuplicateUpdate           the site already sent its update for this round
     │   └── InvalidUpdate             wrong tensors, shapes, dtypes or non-finite values
     ├── TlsError                      a TLS folder is incomplete, or clear text was not asked for
+    ├── SecureAggregationError        a secure-aggregation message breaks the protocol
     ├── PrivacyBudgetExhausted        another round would take a site past its epsilon cap
     └── JobFailed                     the job cannot complete (no quorum, aggregator gave up)
 
@@ -88,6 +89,12 @@ class InvalidUpdate(UpdateRefused):
 
 class TlsError(FedkubeError):
     """A TLS folder is missing a file, or clear text was asked for where it is not allowed."""
+
+
+class SecureAggregationError(FedkubeError):
+    """A secure-aggregation message breaks the protocol: a roster without this site's own
+    keys, a share that does not decrypt or disagrees with the others, a request to reveal
+    both secrets of one site. The round cannot go on safely; the message is not answered."""
 
 
 class PrivacyBudgetExhausted(FedkubeError):

@@ -9,6 +9,11 @@ open), fold each valid update into the running mean as it completes, and close w
 tasked, connected site has answered and the quorum is met, or at the deadline with a quorum.
 Without a quorum by the deadline the attempt is dropped and the round tried again; three
 failed attempts fail the job. After the last round the sites evaluate the final model.
+
+Under secure aggregation a round has four stages, each a task pushed to the sites still in:
+TRAIN ends with the sites' public keys, SHARE_KEYS with their sealed key shares,
+MASKED_UPDATE with their masked updates (summed mod 2^32), UNMASK with the shares that
+remove the masks from the sum. A stage that loses its quorum fails the attempt.
 """
 
 from __future__ import annotations
@@ -22,17 +27,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedkube.aggregator.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedkube.aggregator.secure_round import (
+    MASKED_CODEC,
+    masked_infos,
+    secagg_params,
+    unmasked_mean,
+)
 from fedkube.aggregator.updates import SpooledUpdate, check_tensors
 from fedkube.errors import (
     DuplicateUpdate,
     InvalidUpdate,
     JobFailed,
     RoundClosed,
+    SecureAggregationError,
     UnknownSite,
     UpdateRefused,
 )
 from fedkube.privacy.accountant import RdpAccountant
 from fedkube.proto import fedkube_pb2 as pb
+from fedkube.secagg.keys import Context
+from fedkube.secagg.server import SecureSum
 from fedkube.spec.job import FederatedJob
 from fedkube.strategy import build_accumulator
 from fedkube.strategy.base import Accumulator, Strategy
@@ -78,9 +92,12 @@ class OpenRound:
     config: dict[str, float]
     evaluate: bool
     accumulator: Accumulator | None
-    tasked: set[str] = field(default_factory=set)
+    attempt: int = 1
+    secure: SecureSum | None = None
+    tasked: set[str] = field(default_factory=set)  # pushed this stage's task
     receiving: dict[str, SpooledUpdate] = field(default_factory=dict)
-    done: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> metrics
+    done: dict[str, dict[str, float]] = field(default_factory=dict)  # answered this stage
+    updates: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> metrics
     samples: dict[str, int] = field(default_factory=dict)
 
 
@@ -107,6 +124,8 @@ class Coordinator:
         self.strategy = strategy
         # An update is the model delta plus what the strategy asks of sites (SCAFFOLD).
         self.update_infos = self.infos + strategy.update_extras(self.infos)
+        self.secagg = secagg_params(self.spec)
+        self.quorum = self.spec.quorum()
         self.checkpoint_dir = checkpoint_dir
         self.clock = clock
         self.sites = {s.name: SiteState(s.name) for s in self.spec.sites}
@@ -184,6 +203,9 @@ class Coordinator:
         log.info("site %s connected", site)
         if self.phase in ("Succeeded", "Failed"):
             state.queue.put_nowait(self._finished_event())
+        elif self.open is not None and self.open.secure and self.open.stage != pb.TRAIN:
+            # A restarted site lost its keys: it sits out the rest of this secure round.
+            self.open.tasked.discard(site)
         elif self.open is not None and site not in self.open.done:
             self._push_task(state)
         self._notify()
@@ -213,8 +235,9 @@ class Coordinator:
         self._known(header.job, header.site)
         site, number = header.site, header.round
         r = self.open
-        if r is None or r.stage != pb.TRAIN or header.round != r.number:
-            now = f"round {r.number} is open" if r and r.stage == pb.TRAIN else "no round is open"
+        takes = pb.MASKED_UPDATE if self.secagg else pb.TRAIN
+        if r is None or r.stage != takes or header.round != r.number:
+            now = f"round {r.number} is open" if r and r.stage == takes else "no round is open"
             raise RoundClosed(
                 f"round {header.round} is not open for updates ({now}); the update is dropped",
                 site=site,
@@ -233,10 +256,21 @@ class Coordinator:
                 site=site,
                 round=number,
             )
-        if header.num_samples <= 0:
-            raise InvalidUpdate("num_samples must be positive", site=site, round=number)
-        check_tensors(header, self.update_infos)
-        update = SpooledUpdate(header, self.update_infos, self.spec.security.update_norm_bound)
+        if r.secure is not None:
+            if site not in r.tasked:
+                raise RoundClosed(
+                    f"site {site!r} is not among round {r.number}'s masked-update senders",
+                    site=site,
+                    round=number,
+                )
+            infos = masked_infos(self.update_infos)
+            check_tensors(header, infos, codec=MASKED_CODEC)
+            update = SpooledUpdate(header, infos)
+        else:
+            if header.num_samples <= 0:
+                raise InvalidUpdate("num_samples must be positive", site=site, round=number)
+            check_tensors(header, self.update_infos)
+            update = SpooledUpdate(header, self.update_infos, self.spec.security.update_norm_bound)
         r.receiving[header.site] = update
         return update
 
@@ -251,15 +285,23 @@ class Coordinator:
                     site=update.site,
                     round=update.round,
                 )
-            assert r.accumulator is not None
             del r.receiving[update.site]
-            r.accumulator.add(update)  # it owns the update from here
-            r.done[update.site] = dict(update.header.metrics)
-            r.samples[update.site] = int(update.header.num_samples)
+            if r.secure is not None:
+                with contextlib.closing(update):
+                    for tensor, start, values in update.pieces():
+                        r.secure.fold(tensor, start, values)
+                r.secure.commit(update.site)
+                samples = int(r.secure.advertised[update.site].num_samples)
+            else:
+                assert r.accumulator is not None
+                r.accumulator.add(update)  # it owns the update from here
+                samples = int(update.header.num_samples)
+            r.done[update.site] = r.updates[update.site] = dict(update.header.metrics)
+            r.samples[update.site] = samples
             site = self.sites[update.site]
             site.last_round = r.number
-            site.samples = int(update.header.num_samples)
-            log.info("round %d: update from %s (%d samples)", r.number, update.site, site.samples)
+            site.samples = samples
+            log.info("round %d: update from %s (%d samples)", r.number, update.site, samples)
             self._notify()
         except BaseException:
             update.close()
@@ -271,6 +313,68 @@ class Coordinator:
             del r.receiving[update.site]
             self._notify()
         update.close()
+
+    def advertise_keys(self, msg: pb.KeyAdvertisement) -> None:
+        r, secure = self._secure_stage(msg.job, msg.site, msg.round, msg.attempt, pb.TRAIN)
+        if msg.model_version != r.model_version:
+            raise InvalidUpdate(
+                f"keys for a model of version {msg.model_version}; round {r.number} trains "
+                f"version {r.model_version}",
+                site=msg.site,
+                round=msg.round,
+            )
+        self._secure_answer(r, msg.site, lambda: secure.advertise(msg))
+
+    def share_keys(self, msg: pb.KeyShares) -> None:
+        r, secure = self._secure_stage(msg.job, msg.site, msg.round, msg.attempt, pb.SHARE_KEYS)
+        self._secure_answer(r, msg.site, lambda: secure.add_shares(msg))
+
+    def reveal_shares(self, msg: pb.Reveal) -> None:
+        r, secure = self._secure_stage(msg.job, msg.site, msg.round, msg.attempt, pb.UNMASK)
+        self._secure_answer(r, msg.site, lambda: secure.add_reveal(msg))
+
+    def _secure_stage(
+        self, job: str, site: str, number: int, attempt: int, stage: pb.Stage
+    ) -> tuple[OpenRound, SecureSum]:
+        self._known(job, site)
+        r = self.open
+        if (
+            r is None
+            or r.secure is None
+            or (r.number, r.attempt, r.stage)
+            != (
+                number,
+                attempt,
+                stage,
+            )
+        ):
+            raise RoundClosed(
+                f"round {number} (attempt {attempt}) is not at secure-aggregation stage "
+                f"{pb.Stage.Name(stage)}; the message is dropped",
+                site=site,
+                round=number,
+            )
+        if site in r.done:
+            raise DuplicateUpdate(
+                f"site {site!r} already answered stage {pb.Stage.Name(stage)} of round {number}",
+                site=site,
+                round=number,
+            )
+        if site not in r.tasked:
+            raise RoundClosed(
+                f"site {site!r} is not a participant of this stage of round {number}",
+                site=site,
+                round=number,
+            )
+        return r, r.secure
+
+    def _secure_answer(self, r: OpenRound, site: str, take: Any) -> None:
+        try:
+            take()
+        except SecureAggregationError as e:
+            raise InvalidUpdate(str(e), site=site, round=r.number) from None
+        r.done[site] = {}
+        self._notify()
 
     def report_evaluation(self, msg: pb.Evaluation) -> None:
         site = self._known(msg.job, msg.site)
@@ -337,28 +441,80 @@ class Coordinator:
 
     async def _run_round(self, number: int) -> None:
         for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
-            r = self._open_round(number, pb.TRAIN, self.rounds_completed)
-            while not self._train_round_complete(r) and self.clock() < r.deadline:
-                await self._wait_change(r.deadline)
-            if len(r.done) >= self.spec.min_sites_per_round:
-                self._close_train_round(r)
+            r = self._open_round(number, pb.TRAIN, self.rounds_completed, attempt)
+            try:
+                mean = await (self._secure_stages(r) if r.secure else self._plain_stage(r))
+            except SecureAggregationError as e:
+                mean = None
+                log.warning("round %d attempt %d: %s", number, attempt, e)
+            if mean is not None:
+                self._close_train_round(r, mean)
                 return
             self._abandon_round(r)
             log.warning(
-                "round %d attempt %d: %d of %d sites needed answered before the deadline",
+                "round %d attempt %d: %d of %d sites needed answered stage %s before the deadline",
                 number,
                 attempt,
                 len(r.done),
-                self.spec.min_sites_per_round,
+                self.quorum,
+                pb.Stage.Name(r.stage),
             )
         connected = sorted(n for n, s in self.sites.items() if s.connected)
+        needed = (
+            f"minSitesPerRound={self.spec.min_sites_per_round}"
+            if self.quorum == self.spec.min_sites_per_round
+            else f"the secure-aggregation threshold of {self.quorum} sites"
+        )
         raise JobFailed(
-            f"round {number} did not reach minSitesPerRound={self.spec.min_sites_per_round} "
-            f"within roundTimeoutSeconds={self.spec.round_timeout_seconds:g} in "
-            f"{MAX_ROUND_ATTEMPTS} attempts; connected sites: {', '.join(connected) or 'none'}"
+            f"round {number} did not reach {needed} within roundTimeoutSeconds="
+            f"{self.spec.round_timeout_seconds:g} in {MAX_ROUND_ATTEMPTS} attempts; connected "
+            f"sites: {', '.join(connected) or 'none'}"
         )
 
-    def _open_round(self, number: int, stage: pb.Stage, version: int) -> OpenRound:
+    async def _stage(self, r: OpenRound, needed: int) -> bool:
+        """Wait until every tasked, connected site answered (with at least ``needed``), or
+        the deadline; whether ``needed`` answered."""
+        while self.clock() < r.deadline and (len(r.done) < needed or self._waiting_on(r)):
+            await self._wait_change(r.deadline)
+        return len(r.done) >= needed
+
+    async def _plain_stage(self, r: OpenRound) -> Params | None:
+        if not await self._stage(r, self.quorum):
+            return None
+        assert r.accumulator is not None
+        for update in list(r.receiving.values()):
+            update.close()  # late uploads are refused when they finish (RoundClosed)
+        return r.accumulator.mean()
+
+    async def _secure_stages(self, r: OpenRound) -> Params | None:
+        secure = r.secure
+        assert secure is not None
+        if not await self._stage(r, self.quorum):  # trained and advertised keys
+            return None
+        secure.close_roster(sorted(r.done))
+        self._next_stage(r, pb.SHARE_KEYS, set(r.done))
+        if not await self._stage(r, self.quorum):
+            return None
+        self._next_stage(r, pb.MASKED_UPDATE, set(r.done))
+        if not await self._stage(r, self.quorum):
+            return None
+        for update in list(r.receiving.values()):
+            update.close()
+        self._next_stage(r, pb.UNMASK, set(r.done))
+        if not await self._stage(r, secure.params.threshold):
+            return None
+        return unmasked_mean(secure, self.update_infos)
+
+    def _next_stage(self, r: OpenRound, stage: pb.Stage, participants: set[str]) -> None:
+        r.stage, r.tasked, r.done = stage, set(), {}
+        for name in sorted(participants):
+            if self.sites[name].connected:
+                self._push_task(self.sites[name])
+        log.info("round %d: %s with %d sites", r.number, pb.Stage.Name(stage), len(r.tasked))
+
+    def _open_round(
+        self, number: int, stage: pb.Stage, version: int, attempt: int = 1
+    ) -> OpenRound:
         every = self.spec.evaluation.every_rounds
         r = OpenRound(
             number=number,
@@ -370,7 +526,17 @@ class Coordinator:
             evaluate=stage == pb.EVALUATE or version % every == 0,
             accumulator=(
                 build_accumulator(self.spec, self.strategy, self.update_infos)
-                if stage == pb.TRAIN
+                if stage == pb.TRAIN and self.secagg is None
+                else None
+            ),
+            attempt=attempt,
+            secure=(
+                SecureSum(
+                    Context(self.job.name, number, attempt),
+                    self.secagg,
+                    [i.size for i in self.update_infos],
+                )
+                if stage == pb.TRAIN and self.secagg is not None
                 else None
             ),
         )
@@ -393,31 +559,33 @@ class Coordinator:
             evaluate=r.evaluate,
             config=r.config,
             deadline_unix_seconds=time.time() + (r.deadline - self.clock()),
+            attempt=r.attempt,
         )
+        if r.secure is not None:
+            task.secure.params.CopyFrom(r.secure.params)
+            task.secure.roster.extend(r.secure.roster)
+            if r.stage == pb.MASKED_UPDATE:
+                task.secure.inbox.extend(r.secure.inbox(site.name))
+            if r.stage == pb.UNMASK:
+                survivors, dropped = r.secure.unmask_request()
+                task.secure.survivors.extend(survivors)
+                task.secure.dropped.extend(dropped)
         site.queue.put_nowait(pb.Event(task=task))
 
     def _waiting_on(self, r: OpenRound) -> set[str]:
         connected = {n for n, s in self.sites.items() if s.connected}
         return ((r.tasked & connected) | set(r.receiving)) - set(r.done)
 
-    def _train_round_complete(self, r: OpenRound) -> bool:
-        return len(r.done) >= self.spec.min_sites_per_round and not self._waiting_on(r)
-
-    def _close_train_round(self, r: OpenRound) -> None:
-        assert r.accumulator is not None
-        for update in list(r.receiving.values()):
-            update.close()  # late uploads are refused when they finish (RoundClosed)
-        self.params = self.strategy.apply(
-            self.params, r.accumulator.mean(), r.number, participants=len(r.done)
-        )
+    def _close_train_round(self, r: OpenRound, mean: Params) -> None:
+        self.params = self.strategy.apply(self.params, mean, r.number, participants=len(r.updates))
         self.rounds_completed = r.number
         closed = time.time()
-        train_seconds = [m.get("train_seconds", 0.0) for m in r.done.values()]
-        pairs = [(r.samples[s], m) for s, m in r.done.items()]
+        train_seconds = [m.get("train_seconds", 0.0) for m in r.updates.values()]
+        pairs = [(r.samples[s], m) for s, m in r.updates.items()]
         self.history.append(
             {
                 "round": r.number,
-                "sites": sorted(r.done),
+                "sites": sorted(r.updates),
                 "samples": sum(r.samples.values()),
                 "trainLoss": weighted(pairs, "train_loss"),
                 "openedAt": r.opened_at,
@@ -426,16 +594,22 @@ class Coordinator:
                 "maxTrainSeconds": max(train_seconds),
             }
         )
+        if r.secure is not None:
+            # Masked updates that arrived from sites that then dropped are in the sum too.
+            self.history[-1]["secureAggregation"] = {
+                "revealedBy": len(r.done),
+                "dropped": r.secure.unmask_request()[1],
+            }
         dp = self.spec.privacy.update_level
         if dp is not None:
             # Site-level: the share of sites in the round stands for the sampling rate.
-            self.accountant.step(dp.noise_multiplier, len(r.done) / len(self.sites))
+            self.accountant.step(dp.noise_multiplier, len(r.updates) / len(self.sites))
             self.history[-1]["epsilon"] = self.accountant.epsilon(dp.delta)
         self.open = None
         self._save()
         for hook in self.round_closed_hooks:
             hook(self.history[-1])
-        log.info("round %d closed with %d sites", r.number, len(r.done))
+        log.info("round %d closed with %d sites", r.number, len(r.updates))
 
     def _abandon_round(self, r: OpenRound) -> None:
         for update in list(r.receiving.values()):
@@ -518,6 +692,7 @@ class Coordinator:
             "round": self.rounds_completed,
             "totalRounds": self.spec.rounds,
             "openRound": self.open.number if self.open else None,
+            "openStage": pb.Stage.Name(self.open.stage) if self.open else None,
             "sitesConnected": sorted(n for n, s in self.sites.items() if s.connected),
             "global": self.latest_global(),
             "sites": {n: s.summary() for n, s in self.sites.items()},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -136,9 +136,33 @@ class AggregatorService(pb_grpc.AggregatorServicer):
     async def ReportEvaluation(
         self, request: pb.Evaluation, context: grpc.aio.ServicerContext
     ) -> pb.EvaluationReceipt:
+        await self._unary(context, request.site, lambda: self.c.report_evaluation(request))
+        return pb.EvaluationReceipt(job=request.job, round=request.round)
+
+    async def AdvertiseKeys(
+        self, request: pb.KeyAdvertisement, context: grpc.aio.ServicerContext
+    ) -> pb.SecAggReceipt:
+        await self._unary(context, request.site, lambda: self.c.advertise_keys(request))
+        return pb.SecAggReceipt(job=request.job, round=request.round)
+
+    async def ShareKeys(
+        self, request: pb.KeyShares, context: grpc.aio.ServicerContext
+    ) -> pb.SecAggReceipt:
+        await self._unary(context, request.site, lambda: self.c.share_keys(request))
+        return pb.SecAggReceipt(job=request.job, round=request.round)
+
+    async def RevealShares(
+        self, request: pb.Reveal, context: grpc.aio.ServicerContext
+    ) -> pb.SecAggReceipt:
+        await self._unary(context, request.site, lambda: self.c.reveal_shares(request))
+        return pb.SecAggReceipt(job=request.job, round=request.round)
+
+    async def _unary(
+        self, context: grpc.aio.ServicerContext, site: str, take: Callable[[], None]
+    ) -> None:
+        """Authorise the caller as ``site``, then hand the message over; refusals abort."""
         try:
-            self._authorise(context, request.site)
-            self.c.report_evaluation(request)
+            self._authorise(context, site)
+            take()
         except UpdateRefused as e:
             await self._refuse(context, e)
-        return pb.EvaluationReceipt(job=request.job, round=request.round)

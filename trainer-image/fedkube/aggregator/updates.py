@@ -20,14 +20,17 @@ from fedkube.wire.tensors import ChunkChecker, TensorInfo, from_spec
 SPOOL_IN_MEMORY_BYTES = 512 << 10
 
 
-def check_tensors(header: pb.UpdateHeader, expected: Sequence[TensorInfo]) -> None:
-    """The update's tensors must be the model's, in order, with the same dtype and shape."""
+def check_tensors(
+    header: pb.UpdateHeader, expected: Sequence[TensorInfo], codec: str = "raw"
+) -> None:
+    """The update's tensors must be the model's, in order, with the same dtype and shape, in
+    the codec this job's aggregator reads ('raw', or 'secagg' under secure aggregation)."""
 
     def refuse(message: str) -> InvalidUpdate:
         return InvalidUpdate(message, site=header.site, round=header.round)
 
-    if header.codec not in ("", "raw"):
-        raise refuse(f"unknown codec {header.codec!r}; this aggregator reads 'raw'")
+    if (header.codec or "raw") != codec:
+        raise refuse(f"codec {header.codec!r}; this job's aggregator reads {codec!r}")
     try:
         got = [from_spec(s) for s in header.tensors]
     except ValueError as e:

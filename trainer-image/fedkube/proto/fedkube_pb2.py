@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rfedkube.proto\x12\nfedkube.v1\"K\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x05\x64type\x18\x02 \x01(\x0e\x32\x11.fedkube.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\";\n\x0bTensorChunk\x12\x0e\n\x06tensor\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"B\n\x0bJoinRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\"\xe9\x01\n\x04Task\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12 \n\x05stage\x18\x03 \x01(\x0e\x32\x11.fedkube.v1.Stage\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12\x10\n\x08\x65valuate\x18\x05 \x01(\x08\x12,\n\x06\x63onfig\x18\x06 \x03(\x0b\x32\x1c.fedkube.v1.Task.ConfigEntry\x12\x1d\n\x15\x64\x65\x61\x64line_unix_seconds\x18\x07 \x01(\x01\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"U\n\x08\x46inished\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x18\n\x10rounds_completed\x18\x02 \x01(\x03\x12\x11\n\tsucceeded\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\"[\n\x05\x45vent\x12 \n\x04task\x18\x01 \x01(\x0b\x32\x10.fedkube.v1.TaskH\x00\x12(\n\x08\x66inished\x18\x02 \x01(\x0b\x32\x14.fedkube.v1.FinishedH\x00\x42\x06\n\x04kind\"8\n\x0cModelRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\"x\n\x0bModelHeader\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\'\n\x07tensors\x18\x04 \x03(\x0b\x32\x16.fedkube.v1.TensorSpec\x12\r\n\x05\x63odec\x18\x05 \x01(\t\"h\n\tModelPart\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.fedkube.v1.ModelHeaderH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.fedkube.v1.TensorChunkH\x00\x42\x06\n\x04part\"\x84\x02\n\x0cUpdateHeader\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12\x13\n\x0bnum_samples\x18\x05 \x01(\x03\x12\x36\n\x07metrics\x18\x06 \x03(\x0b\x32%.fedkube.v1.UpdateHeader.MetricsEntry\x12\'\n\x07tensors\x18\x07 \x03(\x0b\x32\x16.fedkube.v1.TensorSpec\x12\r\n\x05\x63odec\x18\x08 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"j\n\nUpdatePart\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.fedkube.v1.UpdateHeaderH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.fedkube.v1.TensorChunkH\x00\x42\x06\n\x04part\"Q\n\rUpdateReceipt\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x04 \x01(\x03\"\xc8\x01\n\nEvaluation\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12\x13\n\x0bnum_samples\x18\x05 \x01(\x03\x12\x34\n\x07metrics\x18\x06 \x03(\x0b\x32#.fedkube.v1.Evaluation.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"/\n\x11\x45valuationReceipt\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03*f\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT64\x10\x02\x12\x0b\n\x07\x46LOAT16\x10\x03\x12\t\n\x05INT64\x10\x04\x12\t\n\x05INT32\x10\x05\x12\t\n\x05UINT8\x10\x06*7\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x0c\n\x08\x45VALUATE\x10\x02\x32\x96\x02\n\nAggregator\x12\x39\n\tSubscribe\x12\x17.fedkube.v1.JoinRequest\x1a\x11.fedkube.v1.Event0\x01\x12=\n\x08GetModel\x12\x18.fedkube.v1.ModelRequest\x1a\x15.fedkube.v1.ModelPart0\x01\x12\x43\n\x0cSubmitUpdate\x12\x16.fedkube.v1.UpdatePart\x1a\x19.fedkube.v1.UpdateReceipt(\x01\x12I\n\x10ReportEvaluation\x12\x16.fedkube.v1.Evaluation\x1a\x1d.fedkube.v1.EvaluationReceiptb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rfedkube.proto\x12\nfedkube.v1\"K\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x05\x64type\x18\x02 \x01(\x0e\x32\x11.fedkube.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\";\n\x0bTensorChunk\x12\x0e\n\x06tensor\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"B\n\x0bJoinRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\"\xa2\x02\n\x04Task\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12 \n\x05stage\x18\x03 \x01(\x0e\x32\x11.fedkube.v1.Stage\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12\x10\n\x08\x65valuate\x18\x05 \x01(\x08\x12,\n\x06\x63onfig\x18\x06 \x03(\x0b\x32\x1c.fedkube.v1.Task.ConfigEntry\x12\x1d\n\x15\x64\x65\x61\x64line_unix_seconds\x18\x07 \x01(\x01\x12&\n\x06secure\x18\x08 \x01(\x0b\x32\x16.fedkube.v1.SecAggTask\x12\x0f\n\x07\x61ttempt\x18\t \x01(\r\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"u\n\x0cSecAggParams\x12\x11\n\tthreshold\x18\x01 \x01(\r\x12\x12\n\nclip_range\x18\x02 \x01(\x01\x12\x11\n\tclip_norm\x18\x03 \x01(\x01\x12\x14\n\x0cnoise_stddev\x18\x04 \x01(\x01\x12\x15\n\requal_weights\x18\x05 \x01(\x08\"o\n\x08SiteKeys\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x18\n\x10share_public_key\x18\x03 \x01(\x0c\x12\x17\n\x0fmask_public_key\x18\x04 \x01(\x0c\x12\x13\n\x0bnum_samples\x18\x05 \x01(\x03\"V\n\x0e\x45ncryptedShare\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\"\x8e\x01\n\x0bShareBundle\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x0e\n\x06sender\x18\x04 \x01(\t\x12\x11\n\trecipient\x18\x05 \x01(\t\x12\x16\n\x0emask_key_share\x18\x06 \x01(\x0c\x12\x17\n\x0fself_seed_share\x18\x07 \x01(\x0c\"2\n\x0bSecretShare\x12\r\n\x05owner\x18\x01 \x01(\t\x12\t\n\x01x\x18\x02 \x01(\r\x12\t\n\x01y\x18\x03 \x01(\x0c\"\xab\x01\n\nSecAggTask\x12(\n\x06params\x18\x01 \x01(\x0b\x32\x18.fedkube.v1.SecAggParams\x12$\n\x06roster\x18\x02 \x03(\x0b\x32\x14.fedkube.v1.SiteKeys\x12)\n\x05inbox\x18\x03 \x03(\x0b\x32\x1a.fedkube.v1.EncryptedShare\x12\x11\n\tsurvivors\x18\x04 \x03(\t\x12\x0f\n\x07\x64ropped\x18\x05 \x03(\t\"\xac\x01\n\x10KeyAdvertisement\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\x03\x12\x18\n\x10share_public_key\x18\x06 \x01(\x0c\x12\x17\n\x0fmask_public_key\x18\x07 \x01(\x0c\x12\x13\n\x0bnum_samples\x18\x08 \x01(\x03\"r\n\tKeyShares\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x0c\n\x04site\x18\x04 \x01(\t\x12*\n\x06shares\x18\x05 \x03(\x0b\x32\x1a.fedkube.v1.EncryptedShare\"\xa8\x01\n\x06Reveal\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x31\n\x10self_seed_shares\x18\x05 \x03(\x0b\x32\x17.fedkube.v1.SecretShare\x12\x30\n\x0fmask_key_shares\x18\x06 \x03(\x0b\x32\x17.fedkube.v1.SecretShare\"+\n\rSecAggReceipt\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\"U\n\x08\x46inished\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x18\n\x10rounds_completed\x18\x02 \x01(\x03\x12\x11\n\tsucceeded\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\"[\n\x05\x45vent\x12 \n\x04task\x18\x01 \x01(\x0b\x32\x10.fedkube.v1.TaskH\x00\x12(\n\x08\x66inished\x18\x02 \x01(\x0b\x32\x14.fedkube.v1.FinishedH\x00\x42\x06\n\x04kind\"8\n\x0cModelRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\"x\n\x0bModelHeader\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\'\n\x07tensors\x18\x04 \x03(\x0b\x32\x16.fedkube.v1.TensorSpec\x12\r\n\x05\x63odec\x18\x05 \x01(\t\"h\n\tModelPart\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.fedkube.v1.ModelHeaderH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.fedkube.v1.TensorChunkH\x00\x42\x06\n\x04part\"\x84\x02\n\x0cUpdateHeader\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12\x13\n\x0bnum_samples\x18\x05 \x01(\x03\x12\x36\n\x07metrics\x18\x06 \x03(\x0b\x32%.fedkube.v1.UpdateHeader.MetricsEntry\x12\'\n\x07tensors\x18\x07 \x03(\x0b\x32\x16.fedkube.v1.TensorSpec\x12\r\n\x05\x63odec\x18\x08 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"j\n\nUpdatePart\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.fedkube.v1.UpdateHeaderH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.fedkube.v1.TensorChunkH\x00\x42\x06\n\x04part\"Q\n\rUpdateReceipt\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x04 \x01(\x03\"\xc8\x01\n\nEvaluation\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12\x13\n\x0bnum_samples\x18\x05 \x01(\x03\x12\x34\n\x07metrics\x18\x06 \x03(\x0b\x32#.fedkube.v1.Evaluation.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"/\n\x11\x45valuationReceipt\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03*r\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT64\x10\x02\x12\x0b\n\x07\x46LOAT16\x10\x03\x12\t\n\x05INT64\x10\x04\x12\t\n\x05INT32\x10\x05\x12\t\n\x05UINT8\x10\x06\x12\n\n\x06UINT32\x10\x07*f\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x0c\n\x08\x45VALUATE\x10\x02\x12\x0e\n\nSHARE_KEYS\x10\x03\x12\x11\n\rMASKED_UPDATE\x10\x04\x12\n\n\x06UNMASK\x10\x05\x32\xde\x03\n\nAggregator\x12\x39\n\tSubscribe\x12\x17.fedkube.v1.JoinRequest\x1a\x11.fedkube.v1.Event0\x01\x12=\n\x08GetModel\x12\x18.fedkube.v1.ModelRequest\x1a\x15.fedkube.v1.ModelPart0\x01\x12\x43\n\x0cSubmitUpdate\x12\x16.fedkube.v1.UpdatePart\x1a\x19.fedkube.v1.UpdateReceipt(\x01\x12I\n\x10ReportEvaluation\x12\x16.fedkube.v1.Evaluation\x1a\x1d.fedkube.v1.EvaluationReceipt\x12H\n\rAdvertiseKeys\x12\x1c.fedkube.v1.KeyAdvertisement\x1a\x19.fedkube.v1.SecAggReceipt\x12=\n\tShareKeys\x12\x15.fedkube.v1.KeyShares\x1a\x19.fedkube.v1.SecAggReceipt\x12=\n\x0cRevealShares\x12\x12.fedkube.v1.Reveal\x1a\x19.fedkube.v1.SecAggReceiptb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEHEADER_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_EVALUATION_METRICSENTRY']._loaded_options = None
   _globals['_EVALUATION_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_DTYPE']._serialized_start=1643
-  _globals['_DTYPE']._serialized_end=1745
-  _globals['_STAGE']._serialized_start=1747
-  _globals['_STAGE']._serialized_end=1802
+  _globals['_DTYPE']._serialized_start=2898
+  _globals['_DTYPE']._serialized_end=3012
+  _globals['_STAGE']._serialized_start=3014
+  _globals['_STAGE']._serialized_end=3116
   _globals['_TENSORSPEC']._serialized_start=29
   _globals['_TENSORSPEC']._serialized_end=104
   _globals['_TENSORCHUNK']._serialized_start=106
@@ -48,33 +48,53 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOINREQUEST']._serialized_start=167
   _globals['_JOINREQUEST']._serialized_end=233
   _globals['_TASK']._serialized_start=236
-  _globals['_TASK']._serialized_end=469
-  _globals['_TASK_CONFIGENTRY']._serialized_start=424
-  _globals['_TASK_CONFIGENTRY']._serialized_end=469
-  _globals['_FINISHED']._serialized_start=471
-  _globals['_FINISHED']._serialized_end=556
-  _globals['_EVENT']._serialized_start=558
-  _globals['_EVENT']._serialized_end=649
-  _globals['_MODELREQUEST']._serialized_start=651
-  _globals['_MODELREQUEST']._serialized_end=707
-  _globals['_MODELHEADER']._serialized_start=709
-  _globals['_MODELHEADER']._serialized_end=829
-  _globals['_MODELPART']._serialized_start=831
-  _globals['_MODELPART']._serialized_end=935
-  _globals['_UPDATEHEADER']._serialized_start=938
-  _globals['_UPDATEHEADER']._serialized_end=1198
-  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_start=1152
-  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=1198
-  _globals['_UPDATEPART']._serialized_start=1200
-  _globals['_UPDATEPART']._serialized_end=1306
-  _globals['_UPDATERECEIPT']._serialized_start=1308
-  _globals['_UPDATERECEIPT']._serialized_end=1389
-  _globals['_EVALUATION']._serialized_start=1392
-  _globals['_EVALUATION']._serialized_end=1592
-  _globals['_EVALUATION_METRICSENTRY']._serialized_start=1152
-  _globals['_EVALUATION_METRICSENTRY']._serialized_end=1198
-  _globals['_EVALUATIONRECEIPT']._serialized_start=1594
-  _globals['_EVALUATIONRECEIPT']._serialized_end=1641
-  _globals['_AGGREGATOR']._serialized_start=1805
-  _globals['_AGGREGATOR']._serialized_end=2083
+  _globals['_TASK']._serialized_end=526
+  _globals['_TASK_CONFIGENTRY']._serialized_start=481
+  _globals['_TASK_CONFIGENTRY']._serialized_end=526
+  _globals['_SECAGGPARAMS']._serialized_start=528
+  _globals['_SECAGGPARAMS']._serialized_end=645
+  _globals['_SITEKEYS']._serialized_start=647
+  _globals['_SITEKEYS']._serialized_end=758
+  _globals['_ENCRYPTEDSHARE']._serialized_start=760
+  _globals['_ENCRYPTEDSHARE']._serialized_end=846
+  _globals['_SHAREBUNDLE']._serialized_start=849
+  _globals['_SHAREBUNDLE']._serialized_end=991
+  _globals['_SECRETSHARE']._serialized_start=993
+  _globals['_SECRETSHARE']._serialized_end=1043
+  _globals['_SECAGGTASK']._serialized_start=1046
+  _globals['_SECAGGTASK']._serialized_end=1217
+  _globals['_KEYADVERTISEMENT']._serialized_start=1220
+  _globals['_KEYADVERTISEMENT']._serialized_end=1392
+  _globals['_KEYSHARES']._serialized_start=1394
+  _globals['_KEYSHARES']._serialized_end=1508
+  _globals['_REVEAL']._serialized_start=1511
+  _globals['_REVEAL']._serialized_end=1679
+  _globals['_SECAGGRECEIPT']._serialized_start=1681
+  _globals['_SECAGGRECEIPT']._serialized_end=1724
+  _globals['_FINISHED']._serialized_start=1726
+  _globals['_FINISHED']._serialized_end=1811
+  _globals['_EVENT']._serialized_start=1813
+  _globals['_EVENT']._serialized_end=1904
+  _globals['_MODELREQUEST']._serialized_start=1906
+  _globals['_MODELREQUEST']._serialized_end=1962
+  _globals['_MODELHEADER']._serialized_start=1964
+  _globals['_MODELHEADER']._serialized_end=2084
+  _globals['_MODELPART']._serialized_start=2086
+  _globals['_MODELPART']._serialized_end=2190
+  _globals['_UPDATEHEADER']._serialized_start=2193
+  _globals['_UPDATEHEADER']._serialized_end=2453
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_start=2407
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=2453
+  _globals['_UPDATEPART']._serialized_start=2455
+  _globals['_UPDATEPART']._serialized_end=2561
+  _globals['_UPDATERECEIPT']._serialized_start=2563
+  _globals['_UPDATERECEIPT']._serialized_end=2644
+  _globals['_EVALUATION']._serialized_start=2647
+  _globals['_EVALUATION']._serialized_end=2847
+  _globals['_EVALUATION_METRICSENTRY']._serialized_start=2407
+  _globals['_EVALUATION_METRICSENTRY']._serialized_end=2453
+  _globals['_EVALUATIONRECEIPT']._serialized_start=2849
+  _globals['_EVALUATIONRECEIPT']._serialized_end=2896
+  _globals['_AGGREGATOR']._serialized_start=3119
+  _globals['_AGGREGATOR']._serialized_end=3597
 # @@protoc_insertion_point(module_scope)

@@ -16,12 +16,16 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INT64: _ClassVar[DType]
     INT32: _ClassVar[DType]
     UINT8: _ClassVar[DType]
+    UINT32: _ClassVar[DType]
 
 class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STAGE_UNSPECIFIED: _ClassVar[Stage]
     TRAIN: _ClassVar[Stage]
     EVALUATE: _ClassVar[Stage]
+    SHARE_KEYS: _ClassVar[Stage]
+    MASKED_UPDATE: _ClassVar[Stage]
+    UNMASK: _ClassVar[Stage]
 DTYPE_UNSPECIFIED: DType
 FLOAT32: DType
 FLOAT64: DType
@@ -29,9 +33,13 @@ FLOAT16: DType
 INT64: DType
 INT32: DType
 UINT8: DType
+UINT32: DType
 STAGE_UNSPECIFIED: Stage
 TRAIN: Stage
 EVALUATE: Stage
+SHARE_KEYS: Stage
+MASKED_UPDATE: Stage
+UNMASK: Stage
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "dtype", "shape")
@@ -64,7 +72,7 @@ class JoinRequest(_message.Message):
     def __init__(self, job: _Optional[str] = ..., site: _Optional[str] = ..., protocol_version: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("job", "round", "stage", "model_version", "evaluate", "config", "deadline_unix_seconds")
+    __slots__ = ("job", "round", "stage", "model_version", "evaluate", "config", "deadline_unix_seconds", "secure", "attempt")
     class ConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +87,8 @@ class Task(_message.Message):
     EVALUATE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SECURE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     job: str
     round: int
     stage: Stage
@@ -86,7 +96,149 @@ class Task(_message.Message):
     evaluate: bool
     config: _containers.ScalarMap[str, float]
     deadline_unix_seconds: float
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., stage: _Optional[_Union[Stage, str]] = ..., model_version: _Optional[int] = ..., evaluate: _Optional[bool] = ..., config: _Optional[_Mapping[str, float]] = ..., deadline_unix_seconds: _Optional[float] = ...) -> None: ...
+    secure: SecAggTask
+    attempt: int
+    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., stage: _Optional[_Union[Stage, str]] = ..., model_version: _Optional[int] = ..., evaluate: _Optional[bool] = ..., config: _Optional[_Mapping[str, float]] = ..., deadline_unix_seconds: _Optional[float] = ..., secure: _Optional[_Union[SecAggTask, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class SecAggParams(_message.Message):
+    __slots__ = ("threshold", "clip_range", "clip_norm", "noise_stddev", "equal_weights")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CLIP_RANGE_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    NOISE_STDDEV_FIELD_NUMBER: _ClassVar[int]
+    EQUAL_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    threshold: int
+    clip_range: float
+    clip_norm: float
+    noise_stddev: float
+    equal_weights: bool
+    def __init__(self, threshold: _Optional[int] = ..., clip_range: _Optional[float] = ..., clip_norm: _Optional[float] = ..., noise_stddev: _Optional[float] = ..., equal_weights: _Optional[bool] = ...) -> None: ...
+
+class SiteKeys(_message.Message):
+    __slots__ = ("site", "index", "share_public_key", "mask_public_key", "num_samples")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SHARE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    MASK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    index: int
+    share_public_key: bytes
+    mask_public_key: bytes
+    num_samples: int
+    def __init__(self, site: _Optional[str] = ..., index: _Optional[int] = ..., share_public_key: _Optional[bytes] = ..., mask_public_key: _Optional[bytes] = ..., num_samples: _Optional[int] = ...) -> None: ...
+
+class EncryptedShare(_message.Message):
+    __slots__ = ("sender", "recipient", "nonce", "ciphertext")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    recipient: str
+    nonce: bytes
+    ciphertext: bytes
+    def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class ShareBundle(_message.Message):
+    __slots__ = ("job", "round", "attempt", "sender", "recipient", "mask_key_share", "self_seed_share")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    MASK_KEY_SHARE_FIELD_NUMBER: _ClassVar[int]
+    SELF_SEED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    round: int
+    attempt: int
+    sender: str
+    recipient: str
+    mask_key_share: bytes
+    self_seed_share: bytes
+    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., sender: _Optional[str] = ..., recipient: _Optional[str] = ..., mask_key_share: _Optional[bytes] = ..., self_seed_share: _Optional[bytes] = ...) -> None: ...
+
+class SecretShare(_message.Message):
+    __slots__ = ("owner", "x", "y")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    x: int
+    y: bytes
+    def __init__(self, owner: _Optional[str] = ..., x: _Optional[int] = ..., y: _Optional[bytes] = ...) -> None: ...
+
+class SecAggTask(_message.Message):
+    __slots__ = ("params", "roster", "inbox", "survivors", "dropped")
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    ROSTER_FIELD_NUMBER: _ClassVar[int]
+    INBOX_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    params: SecAggParams
+    roster: _containers.RepeatedCompositeFieldContainer[SiteKeys]
+    inbox: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
+    survivors: _containers.RepeatedScalarFieldContainer[str]
+    dropped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, params: _Optional[_Union[SecAggParams, _Mapping]] = ..., roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ..., inbox: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class KeyAdvertisement(_message.Message):
+    __slots__ = ("job", "round", "attempt", "site", "model_version", "share_public_key", "mask_public_key", "num_samples")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHARE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    MASK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    round: int
+    attempt: int
+    site: str
+    model_version: int
+    share_public_key: bytes
+    mask_public_key: bytes
+    num_samples: int
+    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., site: _Optional[str] = ..., model_version: _Optional[int] = ..., share_public_key: _Optional[bytes] = ..., mask_public_key: _Optional[bytes] = ..., num_samples: _Optional[int] = ...) -> None: ...
+
+class KeyShares(_message.Message):
+    __slots__ = ("job", "round", "attempt", "site", "shares")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    round: int
+    attempt: int
+    site: str
+    shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
+    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., site: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
+
+class Reveal(_message.Message):
+    __slots__ = ("job", "round", "attempt", "site", "self_seed_shares", "mask_key_shares")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    SELF_SEED_SHARES_FIELD_NUMBER: _ClassVar[int]
+    MASK_KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    round: int
+    attempt: int
+    site: str
+    self_seed_shares: _containers.RepeatedCompositeFieldContainer[SecretShare]
+    mask_key_shares: _containers.RepeatedCompositeFieldContainer[SecretShare]
+    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., site: _Optional[str] = ..., self_seed_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., mask_key_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ...) -> None: ...
+
+class SecAggReceipt(_message.Message):
+    __slots__ = ("job", "round")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    round: int
+    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
 
 class Finished(_message.Message):
     __slots__ = ("job", "rounds_completed", "succeeded", "message")

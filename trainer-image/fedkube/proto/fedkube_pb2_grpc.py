@@ -54,6 +54,21 @@ class AggregatorStub:
                 request_serializer=fedkube__pb2.Evaluation.SerializeToString,
                 response_deserializer=fedkube__pb2.EvaluationReceipt.FromString,
                 _registered_method=True)
+        self.AdvertiseKeys = channel.unary_unary(
+                '/fedkube.v1.Aggregator/AdvertiseKeys',
+                request_serializer=fedkube__pb2.KeyAdvertisement.SerializeToString,
+                response_deserializer=fedkube__pb2.SecAggReceipt.FromString,
+                _registered_method=True)
+        self.ShareKeys = channel.unary_unary(
+                '/fedkube.v1.Aggregator/ShareKeys',
+                request_serializer=fedkube__pb2.KeyShares.SerializeToString,
+                response_deserializer=fedkube__pb2.SecAggReceipt.FromString,
+                _registered_method=True)
+        self.RevealShares = channel.unary_unary(
+                '/fedkube.v1.Aggregator/RevealShares',
+                request_serializer=fedkube__pb2.Reveal.SerializeToString,
+                response_deserializer=fedkube__pb2.SecAggReceipt.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -84,6 +99,25 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AdvertiseKeys(self, request, context):
+        """Secure aggregation's key stages; the masked update itself goes through SubmitUpdate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShareKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevealShares(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +140,21 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.ReportEvaluation,
                     request_deserializer=fedkube__pb2.Evaluation.FromString,
                     response_serializer=fedkube__pb2.EvaluationReceipt.SerializeToString,
+            ),
+            'AdvertiseKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdvertiseKeys,
+                    request_deserializer=fedkube__pb2.KeyAdvertisement.FromString,
+                    response_serializer=fedkube__pb2.SecAggReceipt.SerializeToString,
+            ),
+            'ShareKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareKeys,
+                    request_deserializer=fedkube__pb2.KeyShares.FromString,
+                    response_serializer=fedkube__pb2.SecAggReceipt.SerializeToString,
+            ),
+            'RevealShares': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevealShares,
+                    request_deserializer=fedkube__pb2.Reveal.FromString,
+                    response_serializer=fedkube__pb2.SecAggReceipt.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +265,87 @@ class Aggregator:
             '/fedkube.v1.Aggregator/ReportEvaluation',
             fedkube__pb2.Evaluation.SerializeToString,
             fedkube__pb2.EvaluationReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdvertiseKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedkube.v1.Aggregator/AdvertiseKeys',
+            fedkube__pb2.KeyAdvertisement.SerializeToString,
+            fedkube__pb2.SecAggReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedkube.v1.Aggregator/ShareKeys',
+            fedkube__pb2.KeyShares.SerializeToString,
+            fedkube__pb2.SecAggReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevealShares(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedkube.v1.Aggregator/RevealShares',
+            fedkube__pb2.Reveal.SerializeToString,
+            fedkube__pb2.SecAggReceipt.FromString,
             options,
             channel_credentials,
             insecure,

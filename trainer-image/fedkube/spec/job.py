@@ -284,7 +284,45 @@ class RobustAggregationSpec(_Model):
     )
 
 
+class SecureAggregationSpec(_Model):
+    """Secure aggregation (Bonawitz et al. 2017): sites mask their updates so that the
+    aggregator can unmask only their sum."""
+
+    threshold: int | None = Field(
+        default=None,
+        ge=2,
+        le=1000,
+        description="Sites whose shares are needed to unmask a round's sum; a round with fewer "
+        "survivors fails. Default: a majority of the sites (at least 2).",
+    )
+    clip_range: float = Field(
+        default=8.0,
+        gt=0,
+        le=1e6,
+        description="Update values are clipped to [-clipRange, clipRange] before fixed-point "
+        "encoding; the resolution is clipRange / 2^30.",
+    )
+
+    def threshold_for(self, sites: int) -> int:
+        return self.threshold if self.threshold is not None else max(2, sites // 2 + 1)
+
+
 class SecuritySpec(_Model):
+    model_config = cel(
+        (
+            "!has(self.secureAggregation) || !has(self.robustAggregation)",
+            "robustAggregation needs every update in the clear, which secureAggregation hides "
+            "from the aggregator; choose one",
+            ".robustAggregation",
+        ),
+        (
+            "!has(self.secureAggregation) || !has(self.updateNormBound)",
+            "updateNormBound checks each update's norm, which the aggregator cannot see under "
+            "secureAggregation; clip at the sites with privacy.updateLevel.clipNorm instead",
+            ".updateNormBound",
+        ),
+    )
+
     update_norm_bound: float | None = Field(
         default=None,
         gt=0,
@@ -292,6 +330,22 @@ class SecuritySpec(_Model):
         description="Refuse an update whose L2 norm is above this (a broken or hostile site).",
     )
     robust_aggregation: RobustAggregationSpec | None = None
+    secure_aggregation: SecureAggregationSpec | None = None
+
+    @model_validator(mode="after")
+    def _secure_aggregation_alone(self) -> SecuritySpec:
+        if self.secure_aggregation and self.robust_aggregation:
+            raise ValueError(
+                f"robustAggregation ({self.robust_aggregation.method}) needs every update in "
+                "the clear, which secureAggregation hides from the aggregator; choose one"
+            )
+        if self.secure_aggregation and self.update_norm_bound is not None:
+            raise ValueError(
+                "updateNormBound checks each update's norm, which the aggregator cannot see "
+                "under secureAggregation; clip at the sites with privacy.updateLevel.clipNorm "
+                "instead"
+            )
+        return self
 
 
 class UpdateLevelPrivacySpec(_Model):
@@ -451,12 +505,24 @@ class JobSpec(_Model):
                     f"updates a round; raise minSitesPerRound (now {self.min_sites_per_round}) "
                     "or lower security.robustAggregation.byzantineSites"
                 )
+        secure = self.security.secure_aggregation
+        if secure and secure.threshold_for(len(self.sites)) > len(self.sites):
+            raise ValueError(
+                f"security.secureAggregation needs at least {secure.threshold_for(len(self.sites))}"
+                f" sites to unmask a sum; the job has {len(self.sites)}"
+            )
         uses_files = any(s.data and s.data.file for s in self.sites)
         if uses_files and (self.task.num_features is None or self.task.num_classes is None):
             raise ValueError(
                 "task.numFeatures and task.numClasses are required when a site reads its own file"
             )
         return self
+
+    def quorum(self) -> int:
+        """Updates a round needs: minSitesPerRound, or secure aggregation's threshold if higher."""
+        secure = self.security.secure_aggregation
+        threshold = secure.threshold_for(len(self.sites)) if secure else 0
+        return max(self.min_sites_per_round, threshold)
 
     def input_shape(self) -> tuple[int, int]:
         """(number of features, number of classes) the model is built for."""

@@ -1,21 +1,26 @@
 """`fedkube trainer`: one site's long-lived process. It dials out to the aggregator, holds one
 Subscribe stream open, and acts on each task the moment it arrives: fetch the model, evaluate
-it, train, send the update. When the aggregator is away it reconnects with backoff."""
+it, train, send the update. When the aggregator is away it reconnects with backoff.
+
+Under secure aggregation the trained update stays here while the round's later stages arrive
+(``fedkube.secagg.site``); only its masked form is ever sent."""
 
 from __future__ import annotations
 
 import logging
 import random
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
-from fedkube.errors import JobFailed
+from fedkube.errors import JobFailed, SecureAggregationError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.secagg.site import SiteSession
 from fedkube.security.tls import channel_credentials
 from fedkube.trainer.local import LocalTrainer
 from fedkube.wire.tensors import Params, assemble, from_spec, iter_chunks, specs_of, to_spec
@@ -46,6 +51,22 @@ class Backoff:
             delay = min(self.most, delay * 2)
 
 
+@dataclass
+class PendingSecureRound:
+    """A trained update waiting for secure aggregation's later stages."""
+
+    session: SiteSession
+    version: int
+    update: Params
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def matches(self, task: pb.Task) -> bool:
+        return (self.session.context.round, self.session.context.attempt) == (
+            task.round,
+            task.attempt,
+        )
+
+
 class TrainerClient:
     def __init__(
         self,
@@ -67,6 +88,7 @@ class TrainerClient:
             else grpc.insecure_channel(endpoint)
         )
         self.stub = pb_grpc.AggregatorStub(self.channel)
+        self.pending: PendingSecureRound | None = None
 
     def run(self) -> pb.Finished:
         """Serve tasks until the aggregator says the job is over. Raises JobFailed when the
@@ -108,6 +130,9 @@ class TrainerClient:
     # -- one task ----------------------------------------------------------------------------
 
     def _handle(self, task: pb.Task) -> None:
+        if task.stage in (pb.SHARE_KEYS, pb.MASKED_UPDATE, pb.UNMASK):
+            self._secure_stage(task)
+            return
         version, tensors = self.fetch_model(task.round)
         params, extras = self.trainer.split(tensors)
         if task.evaluate:
@@ -116,19 +141,75 @@ class TrainerClient:
         if task.stage != pb.TRAIN:
             return
         update, metrics = self.trainer.train(params, task.round, dict(task.config), extras)
-        try:
-            receipt = self.stub.SubmitUpdate(self._update_parts(task, version, update, metrics))
+        if task.HasField("secure"):
+            # Keep the update; advertise this round's keys instead of sending it.
+            session = SiteSession(self.job, self.site, task.round, task.attempt, task.secure.params)
+            self.pending = PendingSecureRound(session, version, update, metrics)
+            self._send(
+                task,
+                "keys",
+                self.stub.AdvertiseKeys,
+                session.advertisement(version, self.trainer.num_train),
+            )
+            return
+        receipt = self._send(
+            task,
+            "update",
+            self.stub.SubmitUpdate,
+            self._update_parts(task, version, update, metrics),
+        )
+        if receipt is not None:
             log.info(
                 "round %d: update sent (%d bytes, loss %.4f)",
                 task.round,
                 receipt.bytes_received,
                 metrics.get("train_loss", float("nan")),
             )
+
+    def _secure_stage(self, task: pb.Task) -> None:
+        pending = self.pending
+        if pending is None or not pending.matches(task):
+            # This process did not advertise keys for the round (it restarted): sit it out.
+            log.info(
+                "round %d: no keys for %s here; waiting for the next round",
+                task.round,
+                pb.Stage.Name(task.stage),
+            )
+            return
+        session, secure = pending.session, task.secure
+        try:
+            if task.stage == pb.SHARE_KEYS:
+                self._send(
+                    task, "key shares", self.stub.ShareKeys, session.share_keys(secure.roster)
+                )
+            elif task.stage == pb.MASKED_UPDATE:
+                session.receive_shares(secure.inbox)
+                masked = session.masked_update(list(pending.update.values()))
+                update = dict(zip(pending.update, masked, strict=True))
+                pending.update = {}
+                metrics = {**pending.metrics, "secagg_clipped_values": session.clipped_values}
+                parts = self._update_parts(task, pending.version, update, metrics, masked=True)
+                if self._send(task, "masked update", self.stub.SubmitUpdate, parts) is not None:
+                    log.info("round %d: masked update sent", task.round)
+            else:
+                reveal = session.reveal(secure.survivors, secure.dropped)
+                self.pending = None
+                self._send(task, "shares", self.stub.RevealShares, reveal)
+        except SecureAggregationError as e:
+            # The relayed messages break the protocol: answering could unmask this site.
+            self.pending = None
+            log.error("round %d: secure aggregation stopped at this site: %s", task.round, e)
+
+    def _send(self, task: pb.Task, what: str, call: Callable[[Any], Any], request: Any) -> Any:
+        """Make one call; a refusal (round closed, duplicate...) is final for this message,
+        not for the site, so it is logged and None returned. Transient errors propagate."""
+        try:
+            return call(request)
         except grpc.RpcError as e:
             if e.code() in _TRANSIENT:
                 raise
-            # A refusal (round closed, duplicate...) is final for this update, not for the site.
-            log.warning("round %d: update refused: %s", task.round, e.details())
+            log.warning("round %d: %s refused: %s", task.round, what, e.details())
+            return None
 
     def fetch_model(self, round: int) -> tuple[int, Params]:
         parts = self.stub.GetModel(pb.ModelRequest(job=self.job, site=self.site, round=round))
@@ -139,24 +220,23 @@ class TrainerClient:
         return header.model_version, params
 
     def _report(self, task: pb.Task, version: int, metrics: dict[str, float]) -> None:
-        try:
-            self.stub.ReportEvaluation(
-                pb.Evaluation(
-                    job=self.job,
-                    round=task.round,
-                    site=self.site,
-                    model_version=version,
-                    num_samples=self.trainer.held_out_size(),
-                    metrics=metrics,
-                )
-            )
-        except grpc.RpcError as e:
-            if e.code() in _TRANSIENT:
-                raise
-            log.warning("round %d: evaluation refused: %s", task.round, e.details())
+        evaluation = pb.Evaluation(
+            job=self.job,
+            round=task.round,
+            site=self.site,
+            model_version=version,
+            num_samples=self.trainer.held_out_size(),
+            metrics=metrics,
+        )
+        self._send(task, "evaluation", self.stub.ReportEvaluation, evaluation)
 
     def _update_parts(
-        self, task: pb.Task, version: int, update: Params, metrics: dict[str, float]
+        self,
+        task: pb.Task,
+        version: int,
+        update: Params,
+        metrics: dict[str, float],
+        masked: bool = False,
     ) -> Iterator[pb.UpdatePart]:
         yield pb.UpdatePart(
             header=pb.UpdateHeader(
@@ -164,10 +244,11 @@ class TrainerClient:
                 round=task.round,
                 site=self.site,
                 model_version=version,
-                num_samples=self.trainer.num_train,
+                # Under secure aggregation the weight is folded into the masked values.
+                num_samples=0 if masked else self.trainer.num_train,
                 metrics=metrics,
                 tensors=[to_spec(i) for i in specs_of(update)],
-                codec="raw",
+                codec="secagg" if masked else "raw",
             )
         )
         for chunk in iter_chunks(list(update.values())):

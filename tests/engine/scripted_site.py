@@ -1,0 +1,96 @@
+"""A site that speaks the real protocol over real gRPC from the test process, and stops where
+the test says: the way to drop a site at an exact step of secure aggregation, which a killed
+process cannot be timed to do."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.secagg.site import SiteSession
+from fedkube.wire.tensors import assemble, from_spec, iter_chunks, specs_of, to_spec
+
+
+class ScriptedSite:
+    """Takes part in secure rounds with a given update until ``drop_after`` (a Stage it
+    answers last), then closes its connection without a word."""
+
+    def __init__(
+        self, endpoint: str, job: str, site: str, samples: int, drop_after: pb.Stage
+    ) -> None:
+        self.job, self.site, self.samples, self.drop_after = job, site, samples, drop_after
+        self.channel = grpc.insecure_channel(endpoint)
+        self.stub = pb_grpc.AggregatorStub(self.channel)
+        self.answered: list[pb.Stage] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ScriptedSite:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        session: SiteSession | None = None
+        update: dict[str, np.ndarray] = {}
+        version = 0
+        events = self.stub.Subscribe(pb.JoinRequest(job=self.job, site=self.site))
+        try:
+            for event in events:
+                if event.HasField("finished"):
+                    return
+                task = event.task
+                if task.stage == pb.TRAIN:
+                    parts = self.stub.GetModel(
+                        pb.ModelRequest(job=self.job, site=self.site, round=task.round)
+                    )
+                    header = next(parts).header
+                    model = assemble(
+                        [from_spec(s) for s in header.tensors], (p.chunk for p in parts)
+                    )
+                    version = header.model_version
+                    # A small, known update: every value 0.01.
+                    update = {k: np.full_like(v, 0.01) for k, v in model.items()}
+                    session = SiteSession(
+                        self.job, self.site, task.round, task.attempt, task.secure.params
+                    )
+                    self.stub.AdvertiseKeys(session.advertisement(version, self.samples))
+                elif session is not None and task.stage == pb.SHARE_KEYS:
+                    self.stub.ShareKeys(session.share_keys(task.secure.roster))
+                elif session is not None and task.stage == pb.MASKED_UPDATE:
+                    session.receive_shares(task.secure.inbox)
+                    masked = dict(
+                        zip(update, session.masked_update(list(update.values())), strict=True)
+                    )
+                    self.stub.SubmitUpdate(self._parts(task, version, masked))
+                elif session is not None and task.stage == pb.UNMASK:
+                    self.stub.RevealShares(
+                        session.reveal(task.secure.survivors, task.secure.dropped)
+                    )
+                self.answered.append(task.stage)
+                if task.stage == self.drop_after:
+                    return
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                self.error = e
+        except BaseException as e:
+            self.error = e
+        finally:
+            self.channel.close()  # the drop: the aggregator sees the stream end
+
+    def _parts(self, task: pb.Task, version: int, masked: dict) -> Iterator[pb.UpdatePart]:
+        yield pb.UpdatePart(
+            header=pb.UpdateHeader(
+                job=self.job,
+                round=task.round,
+                site=self.site,
+                model_version=version,
+                tensors=[to_spec(i) for i in specs_of(masked)],
+                codec="secagg",
+            )
+        )
+        for chunk in iter_chunks(list(masked.values())):
+            yield pb.UpdatePart(chunk=chunk)

@@ -1,0 +1,161 @@
+"""Secure aggregation end to end: real trainer processes, real gRPC, real disconnects."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fedkube.proto import fedkube_pb2 as pb
+from safetensors.numpy import load_file
+
+from tests.engine.jobs import LocalJob, manifest
+from tests.engine.scripted_site import ScriptedSite
+
+
+@pytest.mark.parametrize(
+    "strategy", [{"name": "fedavg"}, {"name": "scaffold"}], ids=["fedavg", "scaffold"]
+)
+def test_secure_rounds_train_the_model_plain_rounds_do(tmp_path: Path, strategy: dict) -> None:
+    """Masking changes nothing but the last bits: the model equals the plain run's (the
+    in-process twin, same seeds), for FedAvg's weights and for SCAFFOLD's control variates."""
+    from fedkube.simulation import simulate
+    from fedkube.spec import parse_job
+
+    plain = manifest(f"secure-{strategy['name']}", sites=4, rounds=4, min_sites=4)
+    plain["spec"]["strategy"] = strategy
+    secure = copy.deepcopy(plain)
+    secure["spec"]["security"] = {"secureAggregation": {"threshold": 3}}
+    job = LocalJob(tmp_path, secure)
+    try:
+        job.start_all()
+        result = job.wait_done()
+    finally:
+        job.stop()
+    assert [h["round"] for h in result["history"]] == [1, 2, 3, 4]
+    for h in result["history"]:
+        assert len(h["sites"]) == 4
+        assert h["secureAggregation"] == {"revealedBy": 4, "dropped": []}
+    assert "masked update sent" in job.log("site-0")
+    got = load_file(result["modelPath"])
+    want = simulate(parse_job(plain)).params
+    for name, value in want.items():
+        # Fixed point rounds each value to 8/2^30; sums arrive in another order.
+        np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5)
+    assert result["global"]["accuracy"] > 0.85
+
+
+def test_sites_that_drop_before_and_after_masking_do_not_stop_the_round(tmp_path: Path) -> None:
+    """Five sites, threshold 3: one drops after sending its key shares (its pairwise masks are
+    rebuilt from the others' shares), one after sending its masked update (its self mask is
+    rebuilt, and its update counts). Three real trainers reveal; the round completes."""
+    doc = manifest("secure-drops", sites=5, rounds=2, min_sites=3)
+    doc["spec"]["security"] = {"secureAggregation": {"threshold": 3}}
+    job = LocalJob(tmp_path, doc)
+    scripted: list[ScriptedSite] = []
+    try:
+        job.start_aggregator()
+        job.wait_for(lambda p: p["phase"] == "Running")
+        endpoint = f"127.0.0.1:{job.port}"
+        scripted = [
+            ScriptedSite(endpoint, "secure-drops", "site-3", 80, drop_after=pb.SHARE_KEYS),
+            ScriptedSite(endpoint, "secure-drops", "site-4", 80, drop_after=pb.MASKED_UPDATE),
+        ]
+        for s in scripted:
+            s.start()
+        for name in ("site-0", "site-1", "site-2"):
+            job.start_trainer(name)
+        result = job.wait_done()
+    finally:
+        job.stop()
+    for s in scripted:
+        s.thread.join(10)
+        assert s.error is None, s.error
+    assert scripted[0].answered == [pb.TRAIN, pb.SHARE_KEYS]
+    assert scripted[1].answered == [pb.TRAIN, pb.SHARE_KEYS, pb.MASKED_UPDATE]
+    first, second = result["history"]
+    assert first["sites"] == ["site-0", "site-1", "site-2", "site-4"]
+    assert first["secureAggregation"] == {"revealedBy": 3, "dropped": ["site-3"]}
+    assert second["sites"] == ["site-0", "site-1", "site-2"]
+    assert result["phase"] == "Succeeded" and result["global"]["accuracy"] > 0.85
+
+
+def test_too_few_sites_for_the_threshold_fail_the_job_with_the_reason(tmp_path: Path) -> None:
+    doc = manifest("secure-few", sites=3, rounds=1, min_sites=1, timeout=2)
+    doc["spec"]["security"] = {"secureAggregation": {"threshold": 3}}
+    doc["spec"]["joinGraceSeconds"] = 1
+    job = LocalJob(tmp_path, doc)
+    try:
+        job.start_aggregator()
+        for name in ("site-0", "site-1"):
+            job.start_trainer(name)
+        assert job.aggregator is not None
+        started = time.monotonic()
+        code = job.aggregator.wait(120)
+    finally:
+        job.stop()
+    assert code != 0 and time.monotonic() - started < 120
+    assert "the secure-aggregation threshold of 3 sites" in job.log("aggregator")
+
+
+def test_messages_out_of_protocol_are_refused_with_the_reason(tmp_path: Path) -> None:
+    """The test plays site-0 over real gRPC against a secure job's aggregator."""
+    import grpc
+    from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+    from fedkube.secagg.site import SiteSession
+
+    from tests.engine.test_refusals import fetch, parts
+
+    doc = manifest("refusals", sites=3, rounds=1, min_sites=2, timeout=60)
+    doc["spec"]["security"] = {"secureAggregation": {"threshold": 2}}
+    doc["spec"]["joinGraceSeconds"] = 0
+    job = LocalJob(tmp_path, doc)
+    try:
+        job.start_aggregator()
+        job.wait_for(lambda p: p["phase"] == "Running")
+        with grpc.insecure_channel(f"127.0.0.1:{job.port}") as channel:
+            stub = pb_grpc.AggregatorStub(channel)
+            events = stub.Subscribe(pb.JoinRequest(job="refusals", site="site-0"))
+            task = next(events).task
+            assert task.stage == pb.TRAIN and task.secure.params.threshold == 2
+            version, model = fetch(stub)
+
+            def refusal(call, request) -> grpc.RpcError:
+                with pytest.raises(grpc.RpcError) as e:
+                    call(request)
+                return e.value
+
+            e = refusal(stub.SubmitUpdate, parts(model, version=version))
+            assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "not open for updates" in e.details()
+
+            session = SiteSession("refusals", "site-0", 1, task.attempt, task.secure.params)
+            ad = session.advertisement(version, 10)
+            bad = pb.KeyAdvertisement()
+            bad.CopyFrom(ad)
+            bad.mask_public_key = b"short"
+            e = refusal(stub.AdvertiseKeys, bad)
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "mask_public_key must be a 32-byte X25519 public key" in e.details()
+
+            stub.AdvertiseKeys(ad)
+            e = refusal(stub.AdvertiseKeys, ad)
+            assert e.code() == grpc.StatusCode.ALREADY_EXISTS
+
+            e = refusal(
+                stub.ShareKeys, pb.KeyShares(job="refusals", round=1, attempt=1, site="site-0")
+            )
+            assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "not at secure-aggregation stage SHARE_KEYS" in e.details()
+
+            other = pb.KeyAdvertisement()
+            other.CopyFrom(ad)
+            other.site = "site-1"  # site-1 never subscribed: it was not tasked
+            e = refusal(stub.AdvertiseKeys, other)
+            assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "not a participant" in e.details()
+            events.cancel()
+    finally:
+        job.stop()

@@ -1,0 +1,251 @@
+"""Secure aggregation's protocol, site sessions against the aggregator's SecureSum.
+
+Every message crosses as serialised protobuf bytes, as it does over gRPC, so what is tested is
+what travels. The sites' updates are real-valued arrays of an awkward size (chunk boundaries
+fall mid-tensor)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from fedkube.errors import SecureAggregationError
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.secagg import keys, shamir
+from fedkube.secagg.encoding import CHUNK_VALUES, FixedPoint
+from fedkube.secagg.server import SecureSum
+from fedkube.secagg.site import SiteSession, site_weights
+from scipy import stats
+
+SIZES = [CHUNK_VALUES + 1001, 37, 5000]
+CONTEXT = keys.Context("hospitals", 3, 1)
+
+
+def relay(msg):  # what crosses the wire: bytes, parsed back by the receiver's type
+    return type(msg).FromString(msg.SerializeToString())
+
+
+@dataclass
+class Round:
+    params: pb.SecAggParams
+    server: SecureSum
+    sessions: dict[str, SiteSession]
+    updates: dict[str, list[np.ndarray]]
+    masked: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+
+def start_round(n: int, threshold: int, seed: int = 0, **params: float) -> Round:
+    p = pb.SecAggParams(threshold=threshold, clip_range=4.0, **params)
+    rng = np.random.default_rng(seed)
+    names = [f"site-{i:02d}" for i in range(n)]
+    sessions = {s: SiteSession(CONTEXT.job, s, CONTEXT.round, CONTEXT.attempt, p) for s in names}
+    updates = {s: [rng.normal(0, 0.3, size).astype(np.float32) for size in SIZES] for s in names}
+    server = SecureSum(CONTEXT, p, SIZES)
+    for i, session in enumerate(sessions.values()):
+        server.advertise(relay(session.advertisement(model_version=2, num_samples=50 + 7 * i)))
+    return Round(p, server, sessions, updates)
+
+
+def run(
+    r: Round,
+    *,
+    silent_after_keys: set[str] = frozenset(),
+    silent_after_masked: set[str] = frozenset(),
+) -> None:
+    roster = [relay(s) for s in r.server.close_roster(sorted(r.sessions))]
+    for session in r.sessions.values():
+        r.server.add_shares(relay(session.share_keys(roster)))
+    for name, session in r.sessions.items():
+        session.receive_shares([relay(m) for m in r.server.inbox(name)])
+        if name in silent_after_keys:
+            continue  # dropped before sending its masked update
+        r.server.may_submit(name)
+        masked = session.masked_update(r.updates[name])
+        r.masked[name] = masked
+        for t, values in enumerate(masked):
+            wire = np.frombuffer(values.tobytes(), dtype="<u4")
+            for at in range(0, wire.size, 100_000):  # arrives in chunks
+                r.server.fold(t, at, wire[at : at + 100_000])
+        r.server.commit(name)
+    survivors, dropped = r.server.unmask_request()
+    for name in survivors:
+        if name not in silent_after_masked:
+            r.server.add_reveal(relay(r.sessions[name].reveal(survivors, dropped)))
+
+
+def plain_fixed_point_sum(r: Round, sites: list[str]) -> list[np.ndarray]:
+    """What the sum must be: the survivors' encoded updates, added with no masks at all."""
+    weights = site_weights(r.server.roster, r.params)
+    fixed = FixedPoint(r.params.clip_range)
+    total = [np.zeros(n, dtype=np.uint32) for n in SIZES]
+    for s in sites:
+        for t, values in enumerate(r.updates[s]):
+            total[t] += fixed.encode(values, weights[s])[0]
+    return total
+
+
+def test_ten_sites_sum_is_bit_exact() -> None:
+    r = start_round(10, threshold=6)
+    run(r)
+    got = r.server.unmasked_sum()
+    want = plain_fixed_point_sum(r, sorted(r.sessions))
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_bit_exact_when_three_sites_drop_after_masking() -> None:
+    r = start_round(10, threshold=6, seed=1)
+    gone = {"site-02", "site-05", "site-09"}
+    run(r, silent_after_masked=gone)
+    assert len(r.server.revealed) == 7 and not gone & set(r.server.revealed)
+    got = r.server.unmasked_sum()
+    # Their masked updates arrived before they dropped, so they are in the sum.
+    want = plain_fixed_point_sum(r, sorted(r.sessions))
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_bit_exact_when_sites_drop_before_and_after_masking() -> None:
+    r = start_round(10, threshold=6, seed=2)
+    before, after = {"site-00", "site-07"}, {"site-03", "site-04"}
+    run(r, silent_after_keys=before, silent_after_masked=after)
+    assert r.server.unmask_request()[1] == sorted(before)
+    got = r.server.unmasked_sum()
+    want = plain_fixed_point_sum(r, sorted(set(r.sessions) - before))
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_unmasked_mean_is_the_weighted_mean() -> None:
+    r = start_round(5, threshold=3, seed=3)
+    run(r, silent_after_keys={"site-01"})
+    mean, weight = r.server.unmask()
+    roster = {s.site: s.num_samples for s in r.server.roster}
+    alive = [s for s in r.sessions if s != "site-01"]
+    assert weight == pytest.approx(sum(roster[s] for s in alive) / sum(roster.values()))
+    total = sum(roster[s] for s in alive)
+    for t in range(len(SIZES)):
+        want = sum(roster[s] * r.updates[s][t].astype(np.float64) for s in alive) / total
+        # Rounding is half a unit of 4/2^30 per site and value.
+        np.testing.assert_allclose(mean[t], want, rtol=0, atol=5 * 4.0 / 2**30)
+
+
+def test_one_masked_update_is_indistinguishable_from_uniform() -> None:
+    r = start_round(4, threshold=3, seed=4)
+    run(r)
+    masked = np.concatenate([m.reshape(-1) for m in r.masked["site-01"]])
+    plain = np.concatenate(
+        [FixedPoint(4.0).encode(u, 0.25)[0] for u in r.updates["site-01"]]
+    )  # the same values unmasked, for contrast
+    for values, uniform in ((masked, True), (plain, False)):
+        # 256 bins of the top byte (chi-square) and the values as fractions of 2^32 (KS).
+        counts = np.bincount(values >> 24, minlength=256)
+        chi = stats.chisquare(counts).pvalue
+        ks = stats.kstest(values / 2.0**32, "uniform").pvalue
+        if uniform:
+            assert chi > 1e-3 and ks > 1e-3, (chi, ks)
+        else:
+            assert chi < 1e-12 and ks < 1e-12  # the test can tell structure from noise
+
+
+def test_distributed_noise_is_added_by_the_sites() -> None:
+    r = start_round(4, threshold=3, seed=5, clip_norm=1.0, noise_stddev=0.05, equal_weights=True)
+    run(r)
+    mean, _ = r.server.unmask()
+    clipped = []
+    for s in r.sessions:
+        flat = np.concatenate([u.astype(np.float64) for u in r.updates[s]])
+        clipped.append(flat * min(1.0, 1.0 / np.linalg.norm(flat)))
+    residual = np.concatenate(mean) - np.mean(clipped, axis=0)
+    # Four sites' noise of sd 0.05, averaged: sd 0.025.
+    assert np.std(residual) == pytest.approx(0.025, rel=0.02)
+    assert abs(np.mean(residual)) < 1e-3
+
+
+# -- what a site refuses ---------------------------------------------------------------------
+
+
+def test_site_refuses_a_roster_without_its_own_keys() -> None:
+    r = start_round(4, threshold=3)
+    roster = r.server.close_roster(sorted(r.sessions))
+    forged = [relay(s) for s in roster]
+    forged[0].mask_public_key = keys.public_bytes(keys.new_private_key())
+    with pytest.raises(SecureAggregationError, match="own keys"):
+        r.sessions["site-00"].share_keys(forged)
+
+
+def test_site_refuses_to_reveal_both_secrets_of_one_site() -> None:
+    r = start_round(4, threshold=2)
+    run(r, silent_after_masked=set(r.sessions))  # nobody has revealed yet
+    names = sorted(r.sessions)
+    with pytest.raises(SecureAggregationError, match="both as survivor and as dropped"):
+        r.sessions["site-00"].reveal(names, ["site-01"])
+    with pytest.raises(SecureAggregationError, match="cannot be repeated"):
+        r.sessions["site-00"].reveal(names, [])  # the refused request used up the step
+
+
+def test_site_refuses_a_tampered_share() -> None:
+    r = start_round(3, threshold=2)
+    roster = r.server.close_roster(sorted(r.sessions))
+    for session in r.sessions.values():
+        r.server.add_shares(session.share_keys(roster))
+    inbox = [relay(m) for m in r.server.inbox("site-00")]
+    inbox[0].ciphertext = bytes([inbox[0].ciphertext[0] ^ 1]) + inbox[0].ciphertext[1:]
+    with pytest.raises(SecureAggregationError, match="does not decrypt"):
+        r.sessions["site-00"].receive_shares(inbox)
+
+
+def test_site_refuses_too_few_survivors() -> None:
+    r = start_round(4, threshold=3)
+    run(r, silent_after_masked=set(r.sessions))
+    with pytest.raises(SecureAggregationError, match="fewer than the threshold"):
+        r.sessions["site-00"].reveal(["site-00", "site-01"], ["site-02", "site-03"])
+
+
+# -- what the aggregator refuses -------------------------------------------------------------
+
+
+def test_aggregator_needs_threshold_reveals() -> None:
+    r = start_round(5, threshold=4)
+    run(r, silent_after_masked={"site-00", "site-01"})
+    with pytest.raises(SecureAggregationError, match="3 sites revealed shares; 4 are needed"):
+        r.server.unmasked_sum()
+
+
+def test_aggregator_refuses_a_masked_update_from_a_site_without_shares() -> None:
+    r = start_round(3, threshold=2)
+    r.server.close_roster(["site-00", "site-01"])
+    with pytest.raises(SecureAggregationError, match="did not share its keys"):
+        r.server.may_submit("site-02")
+
+
+def test_aggregator_names_a_site_whose_share_is_wrong() -> None:
+    r = start_round(5, threshold=3, seed=6)
+    run(r, silent_after_keys={"site-04"})
+    bad = r.server.revealed["site-02"]
+    bad.mask_key_shares[0].y = (12345).to_bytes(shamir.SHARE_BYTES, "big")
+    with pytest.raises(SecureAggregationError, match=r"site .site-04.*disagrees"):
+        r.server.unmasked_sum()
+
+
+def test_aggregator_refuses_shares_not_addressed_to_every_other_site() -> None:
+    r = start_round(3, threshold=2)
+    roster = r.server.close_roster(sorted(r.sessions))
+    msg = r.sessions["site-00"].share_keys(roster)
+    del msg.shares[1]
+    with pytest.raises(SecureAggregationError, match="one share to each other site"):
+        r.server.add_shares(msg)
+
+
+# -- Shamir ----------------------------------------------------------------------------------
+
+
+def test_shamir_any_threshold_shares_rebuild_and_fewer_cannot() -> None:
+    secret = bytes(range(32))
+    shares = shamir.split(secret, [1, 2, 3, 4, 5], threshold=3)
+    for xs in ([1, 2, 3], [2, 4, 5], [1, 3, 5], [1, 2, 3, 4, 5]):
+        assert shamir.combine({x: shares[x] for x in xs}, 3) == secret
+    with pytest.raises(SecureAggregationError, match="2 shares cannot rebuild"):
+        shamir.combine({x: shares[x] for x in (1, 2)}, 3)
+    # Two shares of a threshold-3 sharing fit every secret equally: they rebuild garbage.
+    assert shamir._interpolate(
+        [(1, int.from_bytes(shares[1], "big")), (2, int.from_bytes(shares[2], "big"))], 0
+    ) != int.from_bytes(secret, "big")

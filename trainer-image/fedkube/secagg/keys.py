@@ -1,0 +1,92 @@
+"""The cryptography secure aggregation rests on, all from ``cryptography``:
+
+- X25519 key agreement between two sites' key pairs;
+- HKDF-SHA256 turning an agreed secret into a key bound to one job, round, attempt and use;
+- AES-256-GCM encrypting a ShareBundle for its recipient (the aggregator routes it blind);
+- AES-256-CTR as the pseudo-random generator that expands a 32-byte seed into a mask.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fedkube.errors import SecureAggregationError
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+_BLOCK = 16  # AES block: four 32-bit mask values
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every derived key is bound to, so no key serves two rounds, tries or jobs."""
+
+    job: str
+    round: int
+    attempt: int
+
+    def label(self, use: str) -> bytes:
+        return f"fedkube/secagg/v1/{use}/{self.job}/{self.round}/{self.attempt}".encode()
+
+
+def new_private_key() -> X25519PrivateKey:
+    return X25519PrivateKey.generate()
+
+
+def public_bytes(key: X25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes_raw()
+
+
+def private_bytes(key: X25519PrivateKey) -> bytes:
+    return key.private_bytes_raw()
+
+
+def private_from_bytes(raw: bytes) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def agree(own: X25519PrivateKey, peer_public: bytes, context: Context, use: str) -> bytes:
+    """The 32-byte key both ends of a pair derive, for one use in one context."""
+    try:
+        peer = X25519PublicKey.from_public_bytes(peer_public)
+        shared = own.exchange(peer)
+    except ValueError as e:
+        raise SecureAggregationError(f"not a usable X25519 public key: {e}") from None
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=context.label(use)
+    ).derive(shared)
+
+
+def seal(key: bytes, plaintext: bytes, associated: bytes) -> tuple[bytes, bytes]:
+    """(nonce, ciphertext) of ``plaintext``; ``associated`` is authenticated, not sent."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce, AESGCM(key).encrypt(nonce, plaintext, associated)
+
+
+def open_sealed(key: bytes, nonce: bytes, ciphertext: bytes, associated: bytes) -> bytes:
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, associated)
+    except (InvalidTag, ValueError):
+        raise SecureAggregationError(
+            "a share does not decrypt: it was altered or is for another"
+        ) from None
+
+
+def mask_stream(seed: bytes, start: int, count: int) -> np.ndarray:
+    """Values ``start`` to ``start + count`` of the uint32 stream AES-256-CTR expands ``seed``
+    into. Any range can be produced alone, so masks are made chunk by chunk."""
+    first_block, skip = divmod(start, 4)
+    blocks = -(-(skip + count) // 4)
+    counter = first_block.to_bytes(_BLOCK, "big")
+    encryptor = Cipher(algorithms.AES(seed), modes.CTR(counter)).encryptor()
+    stream = encryptor.update(bytes(blocks * _BLOCK))
+    return np.frombuffer(stream, dtype="<u4")[skip : skip + count]

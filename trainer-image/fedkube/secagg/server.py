@@ -1,0 +1,198 @@
+"""The aggregator's part in one round of secure aggregation: it relays keys and sealed shares,
+sums masked updates mod 2^32, and removes the masks of the sum once enough sites reveal
+their shares. It never holds a site's update in the clear: each masked update carries a
+self mask whose seed is only ever rebuilt for sites whose update is already in the sum.
+
+The sets follow Bonawitz et al. 2017: ``advertised`` (U1) sent keys, ``sharers`` (U2) sent
+shares, ``survivors`` (U3) sent masked updates, and ``revealers`` answered the unmasking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedkube.errors import SecureAggregationError
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.secagg import keys, shamir
+from fedkube.secagg.encoding import CHUNK_VALUES, FixedPoint, offsets
+from fedkube.secagg.site import check_roster, site_weights
+
+PUBLIC_KEY_BYTES = 32
+
+
+class SecureSum:
+    def __init__(self, context: keys.Context, params: pb.SecAggParams, sizes: Sequence[int]):
+        if params.threshold < 2:
+            raise ValueError("secure aggregation needs a threshold of at least 2")
+        self.context = context
+        self.params = params
+        self.sizes = list(sizes)
+        self.advertised: dict[str, pb.KeyAdvertisement] = {}
+        self.roster: list[pb.SiteKeys] = []
+        self.sharers: dict[str, pb.KeyShares] = {}
+        self.survivors: set[str] = set()
+        self.revealed: dict[str, pb.Reveal] = {}
+        self._sums: list[np.ndarray] | None = None
+
+    # -- stage 1: keys -----------------------------------------------------------------------
+
+    def advertise(self, msg: pb.KeyAdvertisement) -> None:
+        if self.roster:
+            raise SecureAggregationError("the roster is closed; keys come too late")
+        if msg.site in self.advertised:
+            raise SecureAggregationError(f"site {msg.site!r} already advertised its keys")
+        for name in ("share_public_key", "mask_public_key"):
+            if len(getattr(msg, name)) != PUBLIC_KEY_BYTES:
+                raise SecureAggregationError(f"{name} must be a 32-byte X25519 public key")
+        if msg.num_samples <= 0 and not self.params.equal_weights:
+            raise SecureAggregationError("num_samples must be positive")
+        self.advertised[msg.site] = msg
+
+    def close_roster(self, sites: Sequence[str]) -> list[pb.SiteKeys]:
+        """Fix who takes part, in name order (the Shamir x-coordinates)."""
+        self.roster = [
+            pb.SiteKeys(
+                site=name,
+                index=i,
+                share_public_key=self.advertised[name].share_public_key,
+                mask_public_key=self.advertised[name].mask_public_key,
+                num_samples=max(self.advertised[name].num_samples, 0),
+            )
+            for i, name in enumerate(sorted(sites), start=1)
+        ]
+        check_roster(self.roster, self.params.threshold)
+        return self.roster
+
+    # -- stage 2: sealed shares --------------------------------------------------------------
+
+    def add_shares(self, msg: pb.KeyShares) -> None:
+        names = {s.site for s in self.roster}
+        if msg.site not in names:
+            raise SecureAggregationError(f"site {msg.site!r} is not in this round's roster")
+        if msg.site in self.sharers:
+            raise SecureAggregationError(f"site {msg.site!r} already sent its shares")
+        recipients = [s.recipient for s in msg.shares]
+        if any(s.sender != msg.site for s in msg.shares) or sorted(recipients) != sorted(
+            names - {msg.site}
+        ):
+            raise SecureAggregationError(
+                f"site {msg.site!r} must send one share to each other site of the roster, "
+                "in its own name"
+            )
+        self.sharers[msg.site] = msg
+
+    def inbox(self, site: str) -> list[pb.EncryptedShare]:
+        return [
+            share
+            for sender, msg in sorted(self.sharers.items())
+            if sender != site
+            for share in msg.shares
+            if share.recipient == site
+        ]
+
+    # -- stage 3: masked updates -------------------------------------------------------------
+
+    def may_submit(self, site: str) -> None:
+        if site not in self.sharers:
+            raise SecureAggregationError(
+                f"site {site!r} did not share its keys this round; its masked update could "
+                "never be unmasked"
+            )
+
+    def fold(self, tensor: int, start: int, values: np.ndarray) -> None:
+        if self._sums is None:
+            self._sums = [np.zeros(n, dtype=np.uint32) for n in self.sizes]
+        target = self._sums[tensor][start : start + values.size]
+        target += values.astype(np.uint32, copy=False)  # wraps mod 2^32, as the masks do
+
+    def commit(self, site: str) -> None:
+        self.survivors.add(site)
+
+    def unmask_request(self) -> tuple[list[str], list[str]]:
+        """(survivors, dropped) as sent to every survivor."""
+        return sorted(self.survivors), sorted(set(self.sharers) - self.survivors)
+
+    # -- stage 4: reveal and unmask ----------------------------------------------------------
+
+    def add_reveal(self, msg: pb.Reveal) -> None:
+        if msg.site not in self.survivors:
+            raise SecureAggregationError(
+                f"site {msg.site!r} sent no masked update; only survivors reveal shares"
+            )
+        if msg.site in self.revealed:
+            raise SecureAggregationError(f"site {msg.site!r} already revealed its shares")
+        survivors, dropped = self.unmask_request()
+        x = next(s.index for s in self.roster if s.site == msg.site)
+        seeds = [s.owner for s in msg.self_seed_shares]
+        masks = [s.owner for s in msg.mask_key_shares]
+        if seeds != survivors or masks != dropped:
+            raise SecureAggregationError(
+                f"site {msg.site!r} revealed shares for other sites than were asked"
+            )
+        if any(s.x != x for s in [*msg.self_seed_shares, *msg.mask_key_shares]):
+            raise SecureAggregationError(f"site {msg.site!r} sent shares at another x than {x}")
+        self.revealed[msg.site] = msg
+
+    def can_unmask(self) -> bool:
+        return len(self.revealed) >= self.params.threshold
+
+    def unmask(self) -> tuple[list[np.ndarray], float]:
+        """The survivors' weighted mean (float64, one flat array a tensor) and the share of
+        the roster's weight behind it."""
+        sums = self.unmasked_sum()
+        weights = site_weights(self.roster, self.params)
+        weight = sum(weights[s] for s in self.survivors)
+        fixed = FixedPoint(self.params.clip_range)
+        return [fixed.decode(s) / weight for s in sums], weight
+
+    def unmasked_sum(self) -> list[np.ndarray]:
+        """The survivors' fixed-point sum with every mask removed (uint32, one flat array a
+        tensor). Raises SecureAggregationError, naming the problem, when the shares are too
+        few or disagree."""
+        if not self.can_unmask():
+            raise SecureAggregationError(
+                f"{len(self.revealed)} sites revealed shares; {self.params.threshold} are needed"
+            )
+        if not self.survivors or self._sums is None:
+            raise SecureAggregationError("no masked update arrived")
+        threshold = self.params.threshold
+        by_name = {s.site: s for s in self.roster}
+        survivors, dropped = self.unmask_request()
+        seeds = [self._rebuild(o, "self_seed_shares", threshold) for o in survivors]
+        # A dropped site's pairwise masks with the survivors did not cancel: rebuild its mask
+        # key and redo each (seed, whether the survivor added it rather than subtracted it).
+        corrections: list[tuple[bytes, bool]] = []
+        for gone in dropped:
+            secret = keys.private_from_bytes(self._rebuild(gone, "mask_key_shares", threshold))
+            for alive in survivors:
+                peer = by_name[alive]
+                seed = keys.agree(secret, peer.mask_public_key, self.context, "mask")
+                corrections.append((seed, peer.index < by_name[gone].index))
+        sums, self._sums = self._sums, None
+        for start, flat in zip(offsets(self.sizes), sums, strict=True):
+            for at in range(0, flat.size, CHUNK_VALUES):
+                piece = flat[at : at + CHUNK_VALUES]
+                first = start + at
+                for seed in seeds:
+                    piece -= keys.mask_stream(seed, first, piece.size)
+                for seed, added in corrections:
+                    stream = keys.mask_stream(seed, first, piece.size)
+                    if added:
+                        piece -= stream
+                    else:
+                        piece += stream
+        return sums
+
+    def _rebuild(self, owner: str, field: str, threshold: int) -> bytes:
+        shares = {
+            s.x: s.y
+            for msg in self.revealed.values()
+            for s in getattr(msg, field)
+            if s.owner == owner
+        }
+        try:
+            return shamir.combine(shares, threshold)
+        except SecureAggregationError as e:
+            raise SecureAggregationError(f"the shares of site {owner!r}'s secret: {e}") from None

@@ -1,0 +1,230 @@
+"""One site's part in one round of secure aggregation, as a state machine over typed messages.
+
+    advertisement() -> share_keys(roster) -> masked_update(inbox, update) -> reveal(...)
+
+The site checks what the aggregator relays at each step and refuses (SecureAggregationError)
+what would let the aggregator unmask it alone: a roster without this site's own keys or below
+the threshold, shares it cannot decrypt, a request to reveal both secrets of one site, or a
+second reveal. Nothing here does I/O; the trainer's client sends the messages.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedkube.errors import SecureAggregationError
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.secagg import keys, shamir
+from fedkube.secagg.encoding import CHUNK_VALUES, FixedPoint, offsets
+
+
+def check_roster(roster: Sequence[pb.SiteKeys], threshold: int) -> dict[str, pb.SiteKeys]:
+    by_name = {s.site: s for s in roster}
+    indices = sorted(s.index for s in roster)
+    if len(by_name) != len(roster) or indices != list(range(1, len(roster) + 1)):
+        raise SecureAggregationError("the roster repeats a site or skips an index")
+    if len(roster) < threshold:
+        raise SecureAggregationError(
+            f"the roster has {len(roster)} sites, fewer than the threshold {threshold}"
+        )
+    return by_name
+
+
+def site_weights(roster: Sequence[pb.SiteKeys], params: pb.SecAggParams) -> dict[str, float]:
+    """Each site's weight, folded into its values before masking; they sum to 1 over the
+    roster, so any subset's fixed-point sum stays in range."""
+    if params.equal_weights:
+        return {s.site: 1.0 / len(roster) for s in roster}
+    total = sum(s.num_samples for s in roster)
+    return {s.site: s.num_samples / total for s in roster}
+
+
+def bundle_associated_data(context: keys.Context, sender: str, recipient: str) -> bytes:
+    return context.label("share") + f"/{sender}->{recipient}".encode()
+
+
+class SiteSession:
+    def __init__(
+        self, job: str, site: str, round: int, attempt: int, params: pb.SecAggParams
+    ) -> None:
+        self.site = site
+        self.params = params
+        self.context = keys.Context(job, round, attempt)
+        self._share_key = keys.new_private_key()
+        self._mask_key = keys.new_private_key()
+        self._self_seed = os.urandom(keys.KEY_BYTES)
+        self._roster: dict[str, pb.SiteKeys] = {}
+        self._held: dict[str, pb.ShareBundle] = {}  # owner -> the shares this site holds
+        self._participants: list[str] = []
+        self.stage = "new"
+        self.clipped_values = 0
+
+    def advertisement(self, model_version: int, num_samples: int) -> pb.KeyAdvertisement:
+        self._expect("new", "advertised")
+        return pb.KeyAdvertisement(
+            job=self.context.job,
+            round=self.context.round,
+            attempt=self.context.attempt,
+            site=self.site,
+            model_version=model_version,
+            share_public_key=keys.public_bytes(self._share_key),
+            mask_public_key=keys.public_bytes(self._mask_key),
+            num_samples=num_samples,
+        )
+
+    def share_keys(self, roster: Sequence[pb.SiteKeys]) -> pb.KeyShares:
+        self._expect("advertised", "shared")
+        by_name = check_roster(roster, self.params.threshold)
+        me = by_name.get(self.site)
+        if (
+            me is None
+            or me.share_public_key != keys.public_bytes(self._share_key)
+            or me.mask_public_key != keys.public_bytes(self._mask_key)
+        ):
+            raise SecureAggregationError(
+                f"the roster does not hold site {self.site!r}'s own keys; it is not answered"
+            )
+        self._roster = by_name
+        xs = {s.site: s.index for s in roster}
+        threshold = self.params.threshold
+        mask_shares = shamir.split(keys.private_bytes(self._mask_key), list(xs.values()), threshold)
+        seed_shares = shamir.split(self._self_seed, list(xs.values()), threshold)
+        out = pb.KeyShares(
+            job=self.context.job,
+            round=self.context.round,
+            attempt=self.context.attempt,
+            site=self.site,
+        )
+        for peer in roster:
+            bundle = pb.ShareBundle(
+                job=self.context.job,
+                round=self.context.round,
+                attempt=self.context.attempt,
+                sender=self.site,
+                recipient=peer.site,
+                mask_key_share=mask_shares[peer.index],
+                self_seed_share=seed_shares[peer.index],
+            )
+            if peer.site == self.site:
+                self._held[self.site] = bundle
+                continue
+            key = keys.agree(self._share_key, peer.share_public_key, self.context, "share")
+            nonce, sealed = keys.seal(
+                key,
+                bundle.SerializeToString(),
+                bundle_associated_data(self.context, self.site, peer.site),
+            )
+            out.shares.append(
+                pb.EncryptedShare(
+                    sender=self.site, recipient=peer.site, nonce=nonce, ciphertext=sealed
+                )
+            )
+        return out
+
+    def receive_shares(self, inbox: Sequence[pb.EncryptedShare]) -> list[str]:
+        """Open the shares other sites sent this one; the senders, with this site, are the
+        participants whose masks this site's update carries."""
+        self._expect("shared", "received")
+        for item in inbox:
+            sender = self._roster.get(item.sender)
+            if sender is None or item.recipient != self.site or item.sender in self._held:
+                raise SecureAggregationError(
+                    f"site {self.site!r} was relayed a share from {item.sender!r} to "
+                    f"{item.recipient!r}, which the roster does not allow"
+                )
+            key = keys.agree(self._share_key, sender.share_public_key, self.context, "share")
+            plain = keys.open_sealed(
+                key,
+                item.nonce,
+                item.ciphertext,
+                bundle_associated_data(self.context, item.sender, self.site),
+            )
+            bundle = pb.ShareBundle.FromString(plain)
+            if (bundle.sender, bundle.recipient) != (item.sender, self.site):
+                raise SecureAggregationError("a share's sealed names differ from its envelope")
+            self._held[item.sender] = bundle
+        self._participants = sorted(self._held)
+        if len(self._participants) < self.params.threshold:
+            raise SecureAggregationError(
+                f"only {len(self._participants)} sites shared keys, fewer than the threshold "
+                f"{self.params.threshold}"
+            )
+        return self._participants
+
+    def masked_update(self, update: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The update (model delta and extras, in order) weighted, encoded and masked."""
+        self._expect("received", "masked")
+        flat = [np.asarray(a, dtype=np.float64).reshape(-1) for a in update]
+        if self.params.clip_norm > 0:
+            norm = math.sqrt(sum(float(np.dot(v, v)) for v in flat))
+            factor = min(1.0, self.params.clip_norm / norm) if norm > 0 else 1.0
+            flat = [v * factor for v in flat]
+        if self.params.noise_stddev > 0:
+            rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
+            flat = [v + rng.normal(0.0, self.params.noise_stddev, size=v.size) for v in flat]
+        weight = site_weights(list(self._roster.values()), self.params)[self.site]
+        fixed = FixedPoint(self.params.clip_range)
+        me = self._roster[self.site]
+        pairs = []
+        for peer in self._participants:
+            if peer != self.site:
+                other = self._roster[peer]
+                seed = keys.agree(self._mask_key, other.mask_public_key, self.context, "mask")
+                pairs.append((seed, me.index < other.index))
+        out = []
+        for start, values in zip(offsets([v.size for v in flat]), flat, strict=True):
+            encoded, outside = fixed.encode(values, weight)
+            self.clipped_values += outside
+            for at in range(0, encoded.size, CHUNK_VALUES):
+                piece = encoded[at : at + CHUNK_VALUES]
+                first = start + at
+                piece += keys.mask_stream(self._self_seed, first, piece.size)
+                for seed, add in pairs:
+                    stream = keys.mask_stream(seed, first, piece.size)
+                    if add:
+                        piece += stream
+                    else:
+                        piece -= stream
+            out.append(encoded)
+        return [o.reshape(np.shape(a)) for o, a in zip(out, update, strict=True)]
+
+    def reveal(self, survivors: Sequence[str], dropped: Sequence[str]) -> pb.Reveal:
+        """Shares of the survivors' self-mask seeds and of the dropped sites' mask keys: never
+        both for one site, which would unmask that site's update."""
+        self._expect("masked", "revealed")
+        alive, gone = set(survivors), set(dropped)
+        if alive & gone or alive | gone != set(self._participants):
+            raise SecureAggregationError(
+                "the aggregator asked to reveal shares for sites that are not exactly this "
+                "round's participants, or for a site both as survivor and as dropped"
+            )
+        if self.site not in alive or len(alive) < self.params.threshold:
+            raise SecureAggregationError(
+                f"{len(alive)} survivors are fewer than the threshold {self.params.threshold}"
+            )
+        x = self._roster[self.site].index
+        return pb.Reveal(
+            job=self.context.job,
+            round=self.context.round,
+            attempt=self.context.attempt,
+            site=self.site,
+            self_seed_shares=[
+                pb.SecretShare(owner=o, x=x, y=self._held[o].self_seed_share) for o in sorted(alive)
+            ],
+            mask_key_shares=[
+                pb.SecretShare(owner=o, x=x, y=self._held[o].mask_key_share) for o in sorted(gone)
+            ],
+        )
+
+    def _expect(self, now: str, then: str) -> None:
+        if self.stage != now:
+            raise SecureAggregationError(
+                f"site {self.site!r}: asked for step {then!r} of round {self.context.round} "
+                f"while at step {self.stage!r}; steps cannot be repeated or skipped"
+            )
+        self.stage = then
