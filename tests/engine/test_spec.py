@@ -116,3 +116,61 @@ def test_validate_command_on_broken_yaml_and_missing_file(tmp_path: Path) -> Non
         )
         assert run.returncode == 2 and needle in run.stderr, run.stderr
         assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("security", "privacy", "says"),
+    [
+        (
+            {"secureAggregation": {}, "robustAggregation": {"method": "median"}},
+            {},
+            "spec.security: robustAggregation (median) needs every update in the clear, which "
+            "secureAggregation hides from the aggregator; choose one",
+        ),
+        (
+            {"secureAggregation": {}, "updateNormBound": 5},
+            {},
+            "spec.security: updateNormBound checks each update's norm, which the aggregator "
+            "cannot see under secureAggregation",
+        ),
+        (
+            {"secureAggregation": {"threshold": 4}},
+            {},
+            "spec: security.secureAggregation needs at least 4 sites to unmask a sum; the job "
+            "has 3",
+        ),
+        (
+            {"secureAggregation": {"threshold": 1}},
+            {},
+            "spec.security.secureAggregation.threshold: Input should be greater than or equal to 2",
+        ),
+        (
+            {"secureAggregation": {}},
+            {"updateLevel": {"clipNorm": 1, "noiseMultiplier": 1, "adaptiveClipping": {}}},
+            "spec: privacy.updateLevel.adaptiveClipping needs each site's clipping outcome, "
+            "which secure aggregation hides",
+        ),
+    ],
+    ids=["median", "norm-bound", "threshold-above-sites", "threshold-one", "adaptive-clipping"],
+)
+def test_combinations_secure_aggregation_cannot_serve(
+    security: dict, privacy: dict, says: str
+) -> None:
+    doc = manifest(sites=3, security=security, privacy=privacy)
+    (p,) = problems(doc)
+    assert p.startswith(says), p
+
+
+def test_secure_aggregation_defaults_to_a_majority_and_raises_the_quorum() -> None:
+    job = parse_job(manifest(sites=5, min_sites=1, security={"secureAggregation": {}}))
+    secure = job.spec.security.secure_aggregation
+    assert secure is not None and secure.threshold_for(5) == 3
+    assert job.spec.quorum() == 3
+    with_dp = parse_job(
+        manifest(
+            sites=5,
+            security={"secureAggregation": {}},
+            privacy={"updateLevel": {"clipNorm": 1.0, "noiseMultiplier": 1.1}},
+        )
+    )
+    assert with_dp.spec.privacy.update_level is not None

@@ -108,6 +108,14 @@ BAD = [
         lambda d: d["spec"].update(strategy={"name": "fedmagic"}),
         'spec.strategy.name: Unsupported value: "fedmagic"',
     ),
+    (
+        "median under secure aggregation",
+        lambda d: d["spec"].update(
+            security={"secureAggregation": {}, "robustAggregation": {"method": "median"}}
+        ),
+        'spec.security.robustAggregation: Invalid value: "object": robustAggregation needs '
+        "every update in the clear",
+    ),
 ]
 
 

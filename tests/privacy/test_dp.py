@@ -91,3 +91,94 @@ def test_a_private_job_reports_the_epsilon_it_spent(tmp_path: Path) -> None:
     assert privacy["epsilon"] == pytest.approx(library_epsilon(1.0, 1.2, 4, 1e-4), rel=0.01)
     epsilons = [h["epsilon"] for h in result["history"]]
     assert epsilons == sorted(epsilons) and epsilons[0] > 0, "spent grows round by round"
+
+
+def test_adaptive_clip_follows_the_target_quantile_of_the_norms() -> None:
+    """Twenty updates a round with norms spread over two orders of magnitude; from a clip
+    100x too small, the clip settles near the norms' median (no noise, to see the rule)."""
+    from fedkube.privacy.adaptive_clip import AdaptiveClip
+
+    rng = np.random.default_rng(0)
+    infos = specs_of({"w": np.zeros(8, np.float32)})
+    clip = AdaptiveClip(
+        0.01, noise_multiplier=0.0, target_quantile=0.5, learning_rate=0.2, count_stddev=0.0
+    )
+    seen = []
+    for _ in range(150):
+        acc = DpFedAvgAccumulator(infos, clip.clip_norm, 0.0)
+        norms = rng.lognormal(mean=0.0, sigma=1.0, size=20)  # median 1.0
+        for n in norms:
+            direction = rng.normal(size=8)
+            w = (direction / np.linalg.norm(direction) * n).astype(np.float32)
+            acc.add(ArrayUpdate(infos, {"w": w}, 1.0))
+        acc.mean()
+        clip.observe(acc.count - acc.clipped, acc.count)
+        seen.append(clip.clip_norm)
+    settled = float(np.median(seen[-50:]))
+    assert 0.8 < settled < 1.25, settled
+    assert seen[10] < seen[40], "it climbs from a clip far too small"
+
+
+def test_adaptive_clipping_costs_no_extra_epsilon() -> None:
+    """The count's noise and the updates' raised noise compose to the configured z."""
+    from fedkube.privacy.adaptive_clip import default_count_stddev, update_noise_multiplier
+
+    for z in (0.5, 1.0, 3.0):
+        sb = default_count_stddev(z)
+        zu = update_noise_multiplier(z, sb)
+        assert zu**-2 + (2 * sb) ** -2 == pytest.approx(z**-2)
+        assert zu == pytest.approx(z / 0.9**0.5)  # a tenth of the privacy on the count
+    with pytest.raises(ValueError, match=r"countStddev 0\.4 is too small"):
+        update_noise_multiplier(1.0, 0.4)
+    doc = manifest()
+    doc["spec"]["privacy"] = {
+        "updateLevel": {
+            "clipNorm": 1.0,
+            "noiseMultiplier": 1.0,
+            "adaptiveClipping": {"countStddev": 0.4},
+        }
+    }
+    with pytest.raises(SpecError, match=r"spec\.privacy\.updateLevel: .*raise it above 0\.5"):
+        parse_job(doc)
+
+
+def test_an_adaptive_job_moves_its_clip_and_reports_it(tmp_path: Path) -> None:
+    doc = manifest("adaptive", sites=3, rounds=6, min_sites=3)
+    doc["spec"]["privacy"] = {
+        "updateLevel": {
+            "clipNorm": 100.0,  # far above every update: the clip must come down
+            "noiseMultiplier": 0.0,
+            "adaptiveClipping": {"targetQuantile": 0.5, "learningRate": 0.5},
+        }
+    }
+    job = LocalJob(tmp_path, doc)
+    try:
+        job.start_all()
+        result = job.wait_done()
+    finally:
+        job.stop()
+    clips = [h["clipNorm"] for h in result["history"]]
+    assert clips[0] == 100.0
+    assert all(b < a for a, b in itertools.pairwise(clips)), clips
+    assert [h["unclippedShare"] for h in result["history"]] == [1.0] * 6
+    assert result["privacy"]["clipNorm"] == pytest.approx(100.0 * np.exp(-0.5 * 0.5) ** 6)
+
+
+def test_dp_noise_is_shared_among_the_sites_under_secure_aggregation(tmp_path: Path) -> None:
+    """With secure aggregation the aggregator cannot clip or noise one update: the sites do,
+    each adding its share of the noise; the epsilon is the central mechanism's."""
+    doc = manifest("private-secure", sites=4, rounds=3, min_sites=4)
+    doc["spec"]["privacy"] = {
+        "updateLevel": {"clipNorm": 0.5, "noiseMultiplier": 0.8, "delta": 1e-4}
+    }
+    doc["spec"]["security"] = {"secureAggregation": {"threshold": 3}}
+    job = LocalJob(tmp_path, doc)
+    try:
+        job.start_all()
+        result = job.wait_done()
+    finally:
+        job.stop()
+    assert all(h["secureAggregation"]["revealedBy"] == 4 for h in result["history"])
+    assert result["privacy"]["epsilon"] == pytest.approx(
+        library_epsilon(1.0, 0.8, 3, 1e-4), rel=0.01
+    )

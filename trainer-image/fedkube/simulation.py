@@ -15,8 +15,9 @@ from typing import Any
 
 from fedkube.data.site_data import load_site_data
 from fedkube.models.registry import initial_params
+from fedkube.privacy.adaptive_clip import AdaptiveClip
 from fedkube.spec.job import FederatedJob
-from fedkube.strategy import ArrayUpdate, build_accumulator, build_strategy
+from fedkube.strategy import ArrayUpdate, DpFedAvgAccumulator, build_accumulator, build_strategy
 from fedkube.trainer.local import LocalTrainer
 from fedkube.wire.tensors import Params, specs_of
 
@@ -71,9 +72,10 @@ def simulate(
     update_infos = infos + strategy.update_extras(infos)
     every = evaluate_every or spec.evaluation.every_rounds
     result = SimulationResult(params)
+    clip = AdaptiveClip.for_job(spec)
     for r in range(1, spec.rounds + 1):
         sent = {**params, **strategy.broadcast_arrays()}
-        accumulator = build_accumulator(spec, strategy, update_infos)
+        accumulator = build_accumulator(spec, strategy, update_infos, clip)
         received = 0
         for name, trainer in trainers.items():
             model, extras = trainer.split(sent)
@@ -87,6 +89,9 @@ def simulate(
             "round": r,
             "bytes": received + sum(a.nbytes for a in sent.values()) * len(trainers),
         }
+        if clip is not None and isinstance(accumulator, DpFedAvgAccumulator):
+            record["clipNorm"] = clip.clip_norm
+            clip.observe(accumulator.count - accumulator.clipped, accumulator.count)
         if r % every == 0 or r == spec.rounds:
             _, overall = weighted_eval(trainers, params)
             record.update(overall)

@@ -44,11 +44,12 @@ from fedkube.errors import (
     UpdateRefused,
 )
 from fedkube.privacy.accountant import RdpAccountant
+from fedkube.privacy.adaptive_clip import AdaptiveClip
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.keys import Context
 from fedkube.secagg.server import SecureSum
 from fedkube.spec.job import FederatedJob
-from fedkube.strategy import build_accumulator
+from fedkube.strategy import DpFedAvgAccumulator, build_accumulator
 from fedkube.strategy.base import Accumulator, Strategy
 from fedkube.wire.tensors import Params, iter_chunks, specs_of, to_spec
 
@@ -133,6 +134,7 @@ class Coordinator:
         self.history: list[dict[str, Any]] = []
         # Privacy spent by update-level DP, one Gaussian mechanism per round.
         self.accountant = RdpAccountant()
+        self.adaptive_clip = AdaptiveClip.for_job(self.spec)
         self.evaluations: dict[int, dict[str, tuple[int, dict[str, float]]]] = {}
         self.initial_evaluation: dict[str, Any] = {}
         self.open: OpenRound | None = None
@@ -160,6 +162,8 @@ class Coordinator:
         self.params = {i.name: cp.params[i.name] for i in self.infos}
         self.strategy.load_state(cp.strategy_arrays, cp.strategy_meta)
         self.accountant = RdpAccountant.from_state(cp.privacy)
+        if self.adaptive_clip is not None:
+            self.adaptive_clip.load_state(cp.privacy)
         self.rounds_completed = cp.rounds_completed
         self.history = cp.history
         for name, s in cp.sites.items():
@@ -181,7 +185,10 @@ class Coordinator:
                 strategy_meta=self.strategy.state_meta(),
                 history=self.history,
                 sites={n: s.summary() for n, s in self.sites.items()},
-                privacy=self.accountant.state(),
+                privacy={
+                    **self.accountant.state(),
+                    **(self.adaptive_clip.state() if self.adaptive_clip else {}),
+                },
             ),
         )
 
@@ -525,7 +532,7 @@ class Coordinator:
             config=self.strategy.client_config(number) if stage == pb.TRAIN else {},
             evaluate=stage == pb.EVALUATE or version % every == 0,
             accumulator=(
-                build_accumulator(self.spec, self.strategy, self.update_infos)
+                build_accumulator(self.spec, self.strategy, self.update_infos, self.adaptive_clip)
                 if stage == pb.TRAIN and self.secagg is None
                 else None
             ),
@@ -605,6 +612,11 @@ class Coordinator:
             # Site-level: the share of sites in the round stands for the sampling rate.
             self.accountant.step(dp.noise_multiplier, len(r.updates) / len(self.sites))
             self.history[-1]["epsilon"] = self.accountant.epsilon(dp.delta)
+            if self.adaptive_clip is not None and isinstance(r.accumulator, DpFedAvgAccumulator):
+                self.history[-1]["clipNorm"] = self.adaptive_clip.clip_norm
+                self.history[-1]["unclippedShare"] = self.adaptive_clip.observe(
+                    r.accumulator.count - r.accumulator.clipped, r.accumulator.count
+                )
         self.open = None
         self._save()
         for hook in self.round_closed_hooks:
@@ -681,7 +693,7 @@ class Coordinator:
             "epsilon": spent,
             "delta": dp.delta,
             "noiseMultiplier": dp.noise_multiplier,
-            "clipNorm": dp.clip_norm,
+            "clipNorm": self.adaptive_clip.clip_norm if self.adaptive_clip else dp.clip_norm,
         }
 
     def progress(self) -> dict[str, Any]:

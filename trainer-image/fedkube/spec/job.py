@@ -348,13 +348,49 @@ class SecuritySpec(_Model):
         return self
 
 
+class AdaptiveClippingSpec(_Model):
+    """The clip norm follows a quantile of the updates' norms (Andrew et al. 2021)."""
+
+    target_quantile: float = Field(
+        default=0.5, gt=0, lt=1, description="Share of updates the clip should leave whole."
+    )
+    learning_rate: float = Field(
+        default=0.2, gt=0, le=10, description="Geometric step of the clip norm per round."
+    )
+    count_stddev: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e6,
+        description="Noise on the count of unclipped updates; default spends a tenth of "
+        "the privacy on it.",
+    )
+
+
 class UpdateLevelPrivacySpec(_Model):
     """DP-FedAvg: each update clipped to clipNorm, Gaussian noise (noiseMultiplier x clipNorm)
     added to their sum. Protects each site's whole contribution (site-level DP)."""
 
-    clip_norm: float = Field(gt=0, le=1e6)
+    clip_norm: float = Field(
+        gt=0, le=1e6, description="The clip norm, or its first value with adaptiveClipping."
+    )
     noise_multiplier: float = Field(ge=0, le=1000)
     delta: float = Field(default=1e-5, gt=0, lt=1, description="The delta epsilon is reported at.")
+    adaptive_clipping: AdaptiveClippingSpec | None = None
+
+    @model_validator(mode="after")
+    def _count_noise_fits(self) -> UpdateLevelPrivacySpec:
+        given = self.adaptive_clipping.count_stddev if self.adaptive_clipping else None
+        if (
+            given is not None
+            and self.noise_multiplier > 0
+            and 2 * given * self.noise_multiplier <= 1
+        ):
+            raise ValueError(
+                f"adaptiveClipping.countStddev {given:g} leaves no privacy for the updates at "
+                f"noiseMultiplier {self.noise_multiplier:g}; raise it above "
+                f"{1 / (2 * self.noise_multiplier):g} or leave it out"
+            )
+        return self
 
 
 class RecordLevelPrivacySpec(_Model):
@@ -506,6 +542,11 @@ class JobSpec(_Model):
                     "or lower security.robustAggregation.byzantineSites"
                 )
         secure = self.security.secure_aggregation
+        if secure and self.privacy.update_level and self.privacy.update_level.adaptive_clipping:
+            raise ValueError(
+                "privacy.updateLevel.adaptiveClipping needs each site's clipping outcome, which "
+                "secure aggregation hides; give a fixed clipNorm"
+            )
         if secure and secure.threshold_for(len(self.sites)) > len(self.sites):
             raise ValueError(
                 f"security.secureAggregation needs at least {secure.threshold_for(len(self.sites))}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fedkube.privacy.adaptive_clip import AdaptiveClip
 from fedkube.spec.job import (
     FedAvgMSpec,
     FedAvgSpec,
@@ -38,11 +39,19 @@ def build_strategy(spec: JobSpec) -> Strategy:
     raise AssertionError(f"no strategy for {s!r}")  # the schema admits no other
 
 
-def build_accumulator(spec: JobSpec, strategy: Strategy, infos: list[TensorInfo]) -> Accumulator:
+def build_accumulator(
+    spec: JobSpec,
+    strategy: Strategy,
+    infos: list[TensorInfo],
+    clip: AdaptiveClip | None = None,
+) -> Accumulator:
     """How a round's updates become one: the strategy's mean, or a robust combination that
-    replaces the mean under any strategy (security.robustAggregation)."""
+    replaces the mean under any strategy (security.robustAggregation). ``clip`` is the
+    current adaptive clip when privacy.updateLevel.adaptiveClipping is on."""
     dp = spec.privacy.update_level
     if dp is not None:
+        if clip is not None:
+            return DpFedAvgAccumulator(infos, clip.clip_norm, clip.update_noise_multiplier)
         return DpFedAvgAccumulator(infos, dp.clip_norm, dp.noise_multiplier)
     robust = spec.security.robust_aggregation
     if robust is None:
