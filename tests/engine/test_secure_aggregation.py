@@ -37,7 +37,11 @@ def test_secure_rounds_train_the_model_plain_rounds_do(tmp_path: Path, strategy:
     assert [h["round"] for h in result["history"]] == [1, 2, 3, 4]
     for h in result["history"]:
         assert len(h["sites"]) == 4
-        assert h["secureAggregation"] == {"revealedBy": 4, "dropped": []}
+        assert h["secureAggregation"]["revealedBy"] == 4
+        assert h["secureAggregation"]["dropped"] == []
+        stages = h["secureAggregation"]["stageSeconds"]
+        assert set(stages) == {"TRAIN", "SHARE_KEYS", "MASKED_UPDATE", "UNMASK"}
+        assert sum(stages.values()) == pytest.approx(h["durationSeconds"], abs=0.01)
     assert "masked update sent" in job.log("site-0")
     got = load_file(result["modelPath"])
     want = simulate(parse_job(plain)).params
@@ -77,7 +81,8 @@ def test_sites_that_drop_before_and_after_masking_do_not_stop_the_round(tmp_path
     assert scripted[1].answered == [pb.TRAIN, pb.SHARE_KEYS, pb.MASKED_UPDATE]
     first, second = result["history"]
     assert first["sites"] == ["site-0", "site-1", "site-2", "site-4"]
-    assert first["secureAggregation"] == {"revealedBy": 3, "dropped": ["site-3"]}
+    assert first["secureAggregation"]["revealedBy"] == 3
+    assert first["secureAggregation"]["dropped"] == ["site-3"]
     assert second["sites"] == ["site-0", "site-1", "site-2"]
     assert result["phase"] == "Succeeded" and result["global"]["accuracy"] > 0.85
 

@@ -54,8 +54,10 @@ def run(
     silent_after_masked: set[str] = frozenset(),
 ) -> None:
     roster = [relay(s) for s in r.server.close_roster(sorted(r.sessions))]
-    for session in r.sessions.values():
+    for i, session in enumerate(r.sessions.values()):
         r.server.add_shares(relay(session.share_keys(roster)))
+        if i % 2 == 0:  # half the sites make their mask ahead, as trainers do
+            session.prepare_mask(SIZES)
     for name, session in r.sessions.items():
         session.receive_shares([relay(m) for m in r.server.inbox(name)])
         if name in silent_after_keys:

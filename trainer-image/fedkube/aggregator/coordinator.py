@@ -100,6 +100,7 @@ class OpenRound:
     done: dict[str, dict[str, float]] = field(default_factory=dict)  # answered this stage
     updates: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> metrics
     samples: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # secure rounds' stages
 
 
 def weighted(values: list[tuple[int, dict[str, float]]], key: str) -> float | None:
@@ -513,6 +514,8 @@ class Coordinator:
         return unmasked_mean(secure, self.update_infos)
 
     def _next_stage(self, r: OpenRound, stage: pb.Stage, participants: set[str]) -> None:
+        now = time.time()
+        r.stage_seconds[pb.Stage.Name(r.stage)] = now - r.opened_at - sum(r.stage_seconds.values())
         r.stage, r.tasked, r.done = stage, set(), {}
         for name in sorted(participants):
             if self.sites[name].connected:
@@ -603,9 +606,11 @@ class Coordinator:
         )
         if r.secure is not None:
             # Masked updates that arrived from sites that then dropped are in the sum too.
+            r.stage_seconds["UNMASK"] = closed - r.opened_at - sum(r.stage_seconds.values())
             self.history[-1]["secureAggregation"] = {
                 "revealedBy": len(r.done),
                 "dropped": r.secure.unmask_request()[1],
+                "stageSeconds": r.stage_seconds,
             }
         dp = self.spec.privacy.update_level
         if dp is not None:

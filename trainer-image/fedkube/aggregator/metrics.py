@@ -61,6 +61,14 @@ class AggregatorMetrics:
         self.bytes_sent = Counter(
             "fedkube_bytes_sent", "Tensor bytes sent to sites.", registry=self.registry
         )
+        # Every protocol message's serialised size, by call: what secure aggregation adds
+        # (keys, shares, reveals, bigger tasks) shows beside the tensors.
+        self.message_bytes = Counter(
+            "fedkube_message_bytes",
+            "Serialised bytes of protocol messages, by direction and call.",
+            ["direction", "call"],
+            registry=self.registry,
+        )
         self.refused = Counter(
             "fedkube_messages_refused",
             "Messages refused, by reason.",

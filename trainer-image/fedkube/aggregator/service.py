@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
@@ -48,6 +49,12 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                 site=site,
             )
 
+    def _received(self, call: str, message: Any) -> None:
+        self.metrics.message_bytes.labels("received", call).inc(message.ByteSize())
+
+    def _sent(self, call: str, message: Any) -> None:
+        self.metrics.message_bytes.labels("sent", call).inc(message.ByteSize())
+
     async def _refuse(self, context: grpc.aio.ServicerContext, e: UpdateRefused) -> None:
         self.metrics.refused.labels(type(e).__name__).inc()
         log.warning("refused site=%s round=%s: %s", e.site or "?", e.round, e)
@@ -56,6 +63,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
     async def Subscribe(
         self, request: pb.JoinRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
+        self._received("Subscribe", request)
         try:
             self._authorise(context, request.site)
             queue = self.c.connect(request.job, request.site)
@@ -67,6 +75,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                 event = await queue.get()
                 if event is None:  # replaced by a newer connection of the same site
                     return
+                self._sent("Subscribe", event)
                 yield event
                 if event.HasField("finished"):
                     return
@@ -76,6 +85,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
     async def GetModel(
         self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelPart]:
+        self._received("GetModel", request)
         try:
             self._authorise(context, request.site)
             header, chunks = self.c.model_for(request.job, request.site)
@@ -83,10 +93,14 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             await self._refuse(context, e)
             return
         async with self._downloads:
-            yield pb.ModelPart(header=header)
+            first = pb.ModelPart(header=header)
+            self._sent("GetModel", first)
+            yield first
             for chunk in chunks:
                 self.metrics.bytes_sent.inc(len(chunk.data))
-                yield pb.ModelPart(chunk=chunk)
+                part = pb.ModelPart(chunk=chunk)
+                self._sent("GetModel", part)
+                yield part
 
     async def SubmitUpdate(
         self, request_iterator: AsyncIterator[pb.UpdatePart], context: grpc.aio.ServicerContext
@@ -100,6 +114,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         update = None
         try:
             async for part in request_iterator:
+                self._received("SubmitUpdate", part)
                 if update is None:
                     if not part.HasField("header"):
                         raise InvalidUpdate("the first message of an update must be its header")
@@ -136,33 +151,40 @@ class AggregatorService(pb_grpc.AggregatorServicer):
     async def ReportEvaluation(
         self, request: pb.Evaluation, context: grpc.aio.ServicerContext
     ) -> pb.EvaluationReceipt:
-        await self._unary(context, request.site, lambda: self.c.report_evaluation(request))
+        await self._unary(
+            context, "ReportEvaluation", request, lambda: self.c.report_evaluation(request)
+        )
         return pb.EvaluationReceipt(job=request.job, round=request.round)
 
     async def AdvertiseKeys(
         self, request: pb.KeyAdvertisement, context: grpc.aio.ServicerContext
     ) -> pb.SecAggReceipt:
-        await self._unary(context, request.site, lambda: self.c.advertise_keys(request))
+        await self._unary(context, "AdvertiseKeys", request, lambda: self.c.advertise_keys(request))
         return pb.SecAggReceipt(job=request.job, round=request.round)
 
     async def ShareKeys(
         self, request: pb.KeyShares, context: grpc.aio.ServicerContext
     ) -> pb.SecAggReceipt:
-        await self._unary(context, request.site, lambda: self.c.share_keys(request))
+        await self._unary(context, "ShareKeys", request, lambda: self.c.share_keys(request))
         return pb.SecAggReceipt(job=request.job, round=request.round)
 
     async def RevealShares(
         self, request: pb.Reveal, context: grpc.aio.ServicerContext
     ) -> pb.SecAggReceipt:
-        await self._unary(context, request.site, lambda: self.c.reveal_shares(request))
+        await self._unary(context, "RevealShares", request, lambda: self.c.reveal_shares(request))
         return pb.SecAggReceipt(job=request.job, round=request.round)
 
     async def _unary(
-        self, context: grpc.aio.ServicerContext, site: str, take: Callable[[], None]
+        self,
+        context: grpc.aio.ServicerContext,
+        call: str,
+        request: Any,
+        take: Callable[[], None],
     ) -> None:
-        """Authorise the caller as ``site``, then hand the message over; refusals abort."""
+        """Authorise the caller as the request's site, then hand it over; refusals abort."""
+        self._received(call, request)
         try:
-            self._authorise(context, site)
+            self._authorise(context, request.site)
             take()
         except UpdateRefused as e:
             await self._refuse(context, e)

@@ -61,6 +61,9 @@ class SiteSession:
         self._roster: dict[str, pb.SiteKeys] = {}
         self._held: dict[str, pb.ShareBundle] = {}  # owner -> the shares this site holds
         self._participants: list[str] = []
+        # The mask does not depend on the update: made ahead (while the site trains) for the
+        # case where every roster site shares its keys, and checked against that at use.
+        self._prepared: tuple[list[str], list[int], list[np.ndarray]] | None = None
         self.stage = "new"
         self.clipped_values = 0
 
@@ -156,6 +159,14 @@ class SiteSession:
             )
         return self._participants
 
+    def prepare_mask(self, sizes: Sequence[int]) -> None:
+        """Make the mask for updates of these tensor sizes now, assuming every site of the
+        roster shares its keys; ``masked_update`` uses it when that holds."""
+        if self.stage not in ("shared", "received"):
+            raise SecureAggregationError("the mask can be prepared only once keys are shared")
+        everyone = sorted(self._roster)
+        self._prepared = (everyone, list(sizes), self._mask(everyone, sizes))
+
     def masked_update(self, update: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The update (model delta and extras, in order) weighted, encoded and masked."""
         self._expect("received", "masked")
@@ -169,29 +180,45 @@ class SiteSession:
             flat = [v + rng.normal(0.0, self.params.noise_stddev, size=v.size) for v in flat]
         weight = site_weights(list(self._roster.values()), self.params)[self.site]
         fixed = FixedPoint(self.params.clip_range)
+        sizes = [v.size for v in flat]
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[:2] == (self._participants, sizes):
+            masks = prepared[2]
+        else:
+            masks = self._mask(self._participants, sizes)
+        out = []
+        for values, mask, original in zip(flat, masks, update, strict=True):
+            encoded, outside = fixed.encode(values, weight)
+            self.clipped_values += outside
+            encoded += mask  # mod 2^32
+            out.append(encoded.reshape(np.shape(original)))
+        return out
+
+    def _mask(self, participants: Sequence[str], sizes: Sequence[int]) -> list[np.ndarray]:
+        """This site's self mask plus one pairwise mask per other participant: added when this
+        site comes first in the roster, subtracted when the peer does, so pairs cancel."""
         me = self._roster[self.site]
         pairs = []
-        for peer in self._participants:
+        for peer in participants:
             if peer != self.site:
                 other = self._roster[peer]
                 seed = keys.agree(self._mask_key, other.mask_public_key, self.context, "mask")
                 pairs.append((seed, me.index < other.index))
-        out = []
-        for start, values in zip(offsets([v.size for v in flat]), flat, strict=True):
-            encoded, outside = fixed.encode(values, weight)
-            self.clipped_values += outside
-            for at in range(0, encoded.size, CHUNK_VALUES):
-                piece = encoded[at : at + CHUNK_VALUES]
+        masks = []
+        for start, size in zip(offsets(sizes), sizes, strict=True):
+            mask = np.empty(size, dtype=np.uint32)
+            for at in range(0, size, CHUNK_VALUES):
+                piece = mask[at : at + CHUNK_VALUES]
                 first = start + at
-                piece += keys.mask_stream(self._self_seed, first, piece.size)
+                piece[:] = keys.mask_stream(self._self_seed, first, piece.size)
                 for seed, add in pairs:
                     stream = keys.mask_stream(seed, first, piece.size)
                     if add:
                         piece += stream
                     else:
                         piece -= stream
-            out.append(encoded)
-        return [o.reshape(np.shape(a)) for o, a in zip(out, update, strict=True)]
+            masks.append(mask)
+        return masks
 
     def reveal(self, survivors: Sequence[str], dropped: Sequence[str]) -> pb.Reveal:
         """Shares of the survivors' self-mask seeds and of the dropped sites' mask keys: never

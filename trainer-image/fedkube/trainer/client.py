@@ -182,6 +182,8 @@ class TrainerClient:
                 self._send(
                     task, "key shares", self.stub.ShareKeys, session.share_keys(secure.roster)
                 )
+                # The mask does not depend on the update: make it while the other sites share.
+                session.prepare_mask([v.size for v in pending.update.values()])
             elif task.stage == pb.MASKED_UPDATE:
                 session.receive_shares(secure.inbox)
                 masked = session.masked_update(list(pending.update.values()))

@@ -1,0 +1,157 @@
+"""What secure aggregation costs: 10 sites on a 100k-parameter model, the same job with and
+without it, side by side.
+
+    python bench/secure_aggregation.py [--sites 10] [--rounds 40] [--local-epochs 1 5]
+
+Real `fedkube aggregator` and `fedkube trainer` processes over gRPC on loopback. Round time is
+the aggregator's own (a round's opening to its close, training included), median over the
+rounds after the first; the protocol's cost per round is about fixed, so it is shown at two
+amounts of local work. Bytes are every protocol message's serialised size as the aggregator
+counted it (fedkube_message_bytes), per round: what the sites sent, and what they were sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.engine.jobs import LocalJob, manifest
+
+HIDDEN = [1333]  # digits: 64 -> 1333 -> 10, 99,985 parameters
+
+
+def n_params() -> int:
+    return 64 * HIDDEN[0] + HIDDEN[0] + HIDDEN[0] * 10 + 10
+
+
+def message_bytes(job: LocalJob) -> dict[tuple[str, str], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{job.http_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    pattern = r'fedkube_message_bytes_total\{call="(\w+)",direction="(\w+)"\} ([0-9.e+]+)'
+    for call, direction, value in re.findall(pattern, text):
+        out[(direction, call)] = float(value)
+    return out
+
+
+def run(doc: dict, folder: Path) -> dict:
+    folder.mkdir()
+    job = LocalJob(folder, doc)
+    # Linger after the last round so the metrics can be read before the aggregator exits.
+    job.aggregator_args = ["--linger-seconds", "30"]
+    try:
+        job.start_all()
+        p = job.wait_for(lambda p: p["phase"] in ("Succeeded", "Failed"), timeout=900)
+        counted = message_bytes(job)
+    finally:
+        job.stop()
+    assert p["phase"] == "Succeeded", p["message"]
+    history = p["history"]
+    durations = [h["durationSeconds"] for h in history[1:]]  # round 1 pays first calls
+    rounds = len(history)
+    received = sum(v for (d, _), v in counted.items() if d == "received") / rounds
+    sent = sum(v for (d, _), v in counted.items() if d == "sent") / rounds
+    return {
+        "round": float(np.median(durations)),
+        "q1": float(np.percentile(durations, 25)),
+        "q3": float(np.percentile(durations, 75)),
+        "train": float(np.median([h["maxTrainSeconds"] for h in history[1:]])),
+        "up": received,
+        "down": sent,
+        "calls": counted,
+        "rounds": rounds,
+        "accuracy": p["global"].get("accuracy"),
+        "stages": {
+            stage: float(
+                np.median([h["secureAggregation"]["stageSeconds"][stage] for h in history[1:]])
+            )
+            for stage in history[-1].get("secureAggregation", {}).get("stageSeconds", {})
+        },
+    }
+
+
+def job_pair(sites: int, rounds: int, epochs: int) -> tuple[dict, dict]:
+    plain = manifest(
+        f"plain-{epochs}",
+        sites=sites,
+        rounds=rounds,
+        dataset="digits",
+        min_sites=sites,
+        model={"name": "mlp", "hiddenSizes": HIDDEN},
+        local_epochs=epochs,
+        timeout=300,
+        joinGraceSeconds=300,
+    )
+    plain["spec"]["task"].update(batchSize=32, learningRate=0.05)
+    secure = copy.deepcopy(plain)
+    secure["metadata"]["name"] = f"secure-{epochs}"
+    secure["spec"]["security"] = {"secureAggregation": {}}
+    return plain, secure
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sites", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--local-epochs", type=int, nargs="+", default=[1, 5])
+    args = ap.parse_args()
+    print(
+        f"{args.sites} sites, MLP 64-{HIDDEN[0]}-10 ({n_params():,} parameters, "
+        f"{n_params() * 4 / 1e6:.2f} MB as float32), {args.rounds} rounds, digits "
+        f"(about {1797 * 0.8 / args.sites:.0f} training examples a site)\n"
+    )
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for epochs in args.local_epochs:
+            pair = job_pair(args.sites, args.rounds, epochs)
+            for name, doc in zip(("plain", "secure"), pair, strict=True):
+                started = time.monotonic()
+                results[(epochs, name)] = run(doc, Path(tmp) / f"{name}-{epochs}")
+                print(
+                    f"  {epochs} epochs, {name}: {time.monotonic() - started:.0f} s",
+                    file=sys.stderr,
+                )
+    print(
+        "| local epochs | run | median round (s) | middle half (s) | slowest site's training (s) "
+        "| vs plain | sites -> aggregator (MB/round) | vs plain | aggregator -> sites "
+        "(MB/round) | vs plain | accuracy |"
+    )
+    print("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (epochs, name), r in results.items():
+        base = results[(epochs, "plain")]
+        print(
+            f"| {epochs} | {name} | {r['round']:.3f} | {r['q1']:.3f} to {r['q3']:.3f} "
+            f"| {r['train']:.3f} | {r['round'] / base['round']:.2f}x | {r['up'] / 1e6:.3f} "
+            f"| {r['up'] / base['up']:.3f}x | {r['down'] / 1e6:.3f} "
+            f"| {r['down'] / base['down']:.3f}x | {r['accuracy']:.4f} |"
+        )
+    print("\nSecure aggregation's stages, median seconds per round:\n")
+    stages = list(results[(args.local_epochs[0], "secure")]["stages"])
+    print("| local epochs | " + " | ".join(stages) + " |")
+    print("|---:|" + "---:|" * len(stages))
+    for epochs in args.local_epochs:
+        s = results[(epochs, "secure")]["stages"]
+        print(f"| {epochs} | " + " | ".join(f"{s[k]:.3f}" for k in stages) + " |")
+    first = args.local_epochs[0]
+    print(f"\nBytes per round by call, sites -> aggregator ({first} local epoch(s)):\n")
+    print("| call | plain (kB) | secure aggregation (kB) |")
+    print("|---|---:|---:|")
+    pair = [results[(first, "plain")], results[(first, "secure")]]
+    calls = sorted({c for r in pair for d, c in r["calls"] if d == "received"})
+    for call in calls:
+        row = [r["calls"].get(("received", call), 0.0) / r["rounds"] / 1e3 for r in pair]
+        print(f"| {call} | {row[0]:.1f} | {row[1]:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
