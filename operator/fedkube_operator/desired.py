@@ -15,6 +15,7 @@ from fedkube.spec.job import API_GROUP, API_VERSION, KIND, FederatedJob, SiteSpe
 
 MANIFEST_DIR = "/etc/fedkube"
 MANIFEST_FILE = "job.yaml"
+TLS_DIR = "/etc/fedkube-tls"
 STATE_DIR = "/var/lib/fedkube"
 LABEL_JOB = "fedkube.io/job"
 LABEL_ROLE = "fedkube.io/role"
@@ -134,12 +135,27 @@ _COMMON_MOUNTS = [
 ]
 
 
+def _tls(secret: str | None) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(arguments, volumes, mounts) for a pod's TLS Secret; none means clear text."""
+    if secret is None:
+        return [], [], []
+    volume = {
+        "name": "tls",
+        # Readable by the pod's group (fsGroup) only: the key never leaves the pod's user.
+        "secret": {"secretName": secret, "defaultMode": 0o440},
+    }
+    mount = {"name": "tls", "mountPath": TLS_DIR, "readOnly": True}
+    return ["--tls-dir", TLS_DIR], [volume], [mount]
+
+
 def aggregator_pod(
     resource: dict[str, Any], job: FederatedJob, settings: OperatorSettings
 ) -> dict[str, Any]:
     spec = job.spec
     claim = spec.checkpoint.claim_name
     state = {"persistentVolumeClaim": {"claimName": claim}} if claim else {"emptyDir": {}}
+    tls = spec.security.mutual_tls
+    tls_args, tls_volumes, tls_mounts = _tls(tls.aggregator_secret(job.name) if tls else None)
     container = {
         "name": "aggregator",
         "image": settings.image,
@@ -158,17 +174,21 @@ def aggregator_pod(
             f"{STATE_DIR}/output",
             "--linger-seconds",
             str(AGGREGATOR_LINGER_SECONDS),
-            # In-cluster traffic is clear text until the operator mounts TLS Secrets.
-            "--allow-plaintext",
+            # Without security.mutualTls the job asked for clear text inside the cluster.
+            *(tls_args or ["--allow-plaintext"]),
         ],
         "ports": [
             {"name": "grpc", "containerPort": spec.aggregator.port},
             {"name": "http", "containerPort": spec.aggregator.http_port},
         ],
-        "volumeMounts": [*_COMMON_MOUNTS, {"name": "state", "mountPath": STATE_DIR}],
+        "volumeMounts": [
+            *_COMMON_MOUNTS,
+            {"name": "state", "mountPath": STATE_DIR},
+            *tls_mounts,
+        ],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
     }
-    volumes = [*_common_volumes(job.name), {"name": "state", **state}]
+    volumes = [*_common_volumes(job.name), {"name": "state", **state}, *tls_volumes]
     return _pod(_meta(resource, aggregator_name(job.name), "aggregator"), container, volumes)
 
 
@@ -179,6 +199,8 @@ def trainer_pod(
     namespace: str,
     settings: OperatorSettings,
 ) -> dict[str, Any]:
+    tls = job.spec.security.mutual_tls
+    tls_args, tls_volumes, tls_mounts = _tls(tls.site_secret(job.name, site.name) if tls else None)
     container = {
         "name": "trainer",
         "image": settings.image,
@@ -191,14 +213,15 @@ def trainer_pod(
             site.name,
             "--aggregator",
             aggregator_endpoint(job, namespace, settings),
+            *tls_args,
         ],
         "env": [{"name": "FEDKUBE_TORCH_THREADS", "value": "1"}],
-        "volumeMounts": list(_COMMON_MOUNTS),
+        "volumeMounts": [*_COMMON_MOUNTS, *tls_mounts],
     }
     return _pod(
         _meta(resource, trainer_name(job.name, site.name), "trainer", site.name),
         container,
-        _common_volumes(job.name),
+        [*_common_volumes(job.name), *tls_volumes],
     )
 
 

@@ -4,6 +4,7 @@ operator logged in as the chart's ServiceAccount."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,8 +114,8 @@ BAD = [
         lambda d: d["spec"].update(
             security={"secureAggregation": {}, "robustAggregation": {"method": "median"}}
         ),
-        'spec.security.robustAggregation: Invalid value: "object": robustAggregation needs '
-        "every update in the clear",
+        "spec.security.robustAggregation: Invalid value: robustAggregation needs every update "
+        "in the clear, which secureAggregation hides from the aggregator; choose one",
     ),
 ]
 
@@ -343,3 +344,54 @@ def test_a_model_that_cannot_be_imported_fails_the_job_with_the_reason(
         in failed["message"]
     )
     assert status["aggregatorRestarts"] == 0, "bad input is not retried"
+
+
+def test_mutual_tls_from_secrets_and_secure_aggregation(
+    control_plane: ControlPlane,
+    node_agent: NodeAgent,
+    operator: OperatorProcess,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The consortium's certificates from `fedkube certs` become Secrets; the operator mounts
+    them and runs the job over mutual TLS (no clear text), with secure aggregation on."""
+    from fedkube.security.certs import create_consortium
+
+    doc = with_free_ports(
+        example(
+            "tls",
+            rounds=5,
+            security={
+                "mutualTls": {"siteSecretNames": {"hospital-a": "hospital-a-tls"}},
+                "secureAggregation": {"threshold": 3},
+            },
+        )
+    )
+    sites = [s["name"] for s in doc["spec"]["sites"]]
+    # Trainers here reach the aggregator on the host's loopback (the test node agent).
+    create_consortium(tmp_path, "hospitals", sites, ["127.0.0.1", "localhost"])
+    secrets = {"tls-aggregator-tls": tmp_path / "aggregator"}
+    secrets.update({f"tls-{s}-tls": tmp_path / "sites" / s for s in sites[1:]})
+    secrets["hospital-a-tls"] = tmp_path / "sites" / "hospital-a"
+    for name, folder in secrets.items():
+        control_plane.kubectl(
+            "create", "secret", "generic", name, "-n", namespace, f"--from-file={folder}"
+        )
+    apply(control_plane, namespace, doc)
+    job = wait_job(
+        control_plane,
+        namespace,
+        "tls",
+        lambda s: s.get("phase") in ("Succeeded", "Failed"),
+        log=operator.log,
+    )
+    assert job["status"]["phase"] == "Succeeded", job["status"]
+    assert job["status"]["round"] == 5
+    for name, pod in pods(control_plane, namespace, "tls").items():
+        command = pod["spec"]["containers"][0]["command"]
+        assert "--tls-dir" in command and "--allow-plaintext" not in command, name
+        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "tls"]
+        want = "hospital-a-tls" if name.endswith("hospital-a") else None
+        assert volume["secret"]["secretName"] == (want or name.replace("-trainer-", "-") + "-tls")
+    result = result_file(node_agent.root, namespace, "tls")
+    assert all(h["secureAggregation"]["revealedBy"] == 5 for h in result["history"])

@@ -23,6 +23,7 @@ KIND = "FederatedJob"
 
 # A DNS-1123 label: site names become parts of pod names and certificate identities.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 
 
@@ -307,6 +308,31 @@ class SecureAggregationSpec(_Model):
         return self.threshold if self.threshold is not None else max(2, sites // 2 + 1)
 
 
+class MutualTlsSpec(_Model):
+    """On Kubernetes: mutual TLS between the trainers and the aggregator, each pod mounting a
+    Secret with ca.crt, tls.crt and tls.key (as `fedkube certs` writes them). Without it the
+    operator runs the in-cluster traffic in clear text."""
+
+    aggregator_secret_name: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+        description="The aggregator's Secret; default <job>-aggregator-tls.",
+    )
+    site_secret_names: dict[str, Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]] = (
+        Field(
+            default_factory=dict,
+            description="Site name to its Secret; a site not listed uses <job>-<site>-tls.",
+        )
+    )
+
+    def aggregator_secret(self, job: str) -> str:
+        return self.aggregator_secret_name or f"{job}-aggregator-tls"
+
+    def site_secret(self, job: str, site: str) -> str:
+        return self.site_secret_names.get(site, f"{job}-{site}-tls")
+
+
 class SecuritySpec(_Model):
     model_config = cel(
         (
@@ -331,6 +357,7 @@ class SecuritySpec(_Model):
     )
     robust_aggregation: RobustAggregationSpec | None = None
     secure_aggregation: SecureAggregationSpec | None = None
+    mutual_tls: MutualTlsSpec | None = None
 
     @model_validator(mode="after")
     def _secure_aggregation_alone(self) -> SecuritySpec:
@@ -541,6 +568,13 @@ class JobSpec(_Model):
                     f"updates a round; raise minSitesPerRound (now {self.min_sites_per_round}) "
                     "or lower security.robustAggregation.byzantineSites"
                 )
+        tls = self.security.mutual_tls
+        unknown = sorted(set(tls.site_secret_names) - set(names)) if tls else []
+        if unknown:
+            raise ValueError(
+                f"security.mutualTls.siteSecretNames names {', '.join(unknown)}, which are not "
+                "sites of this job"
+            )
         secure = self.security.secure_aggregation
         if secure and self.privacy.update_level and self.privacy.update_level.adaptive_clipping:
             raise ValueError(
