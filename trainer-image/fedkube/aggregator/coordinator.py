@@ -13,7 +13,9 @@ failed attempts fail the job. After the last round the sites evaluate the final 
 Under secure aggregation a round has four stages, each a task pushed to the sites still in:
 TRAIN ends with the sites' public keys, SHARE_KEYS with their sealed key shares,
 MASKED_UPDATE with their masked updates (summed mod 2^32), UNMASK with the shares that
-remove the masks from the sum. A stage that loses its quorum fails the attempt.
+remove the masks from the sum. A stage that loses its quorum fails the attempt. Sites send
+the next round's keys with their reveals; when every connected site did, the next round opens
+at SHARE_KEYS and the sites share before they train, so the exchange hides behind training.
 """
 
 from __future__ import annotations
@@ -128,6 +130,8 @@ class Coordinator:
         self.update_infos = self.infos + strategy.update_extras(self.infos)
         self.secagg = secagg_params(self.spec)
         self.quorum = self.spec.quorum()
+        # Keys for the next round (attempt 1) that came with this round's reveals.
+        self.next_keys: dict[str, pb.KeyAdvertisement] = {}
         self.checkpoint_dir = checkpoint_dir
         self.clock = clock
         self.sites = {s.name: SiteState(s.name) for s in self.spec.sites}
@@ -340,6 +344,18 @@ class Coordinator:
     def reveal_shares(self, msg: pb.Reveal) -> None:
         r, secure = self._secure_stage(msg.job, msg.site, msg.round, msg.attempt, pb.UNMASK)
         self._secure_answer(r, msg.site, lambda: secure.add_reveal(msg))
+        if msg.HasField("next_round_keys"):
+            keys = msg.next_round_keys
+            expected = (msg.job, msg.site, r.number + 1, 1, r.number)
+            if (keys.job, keys.site, keys.round, keys.attempt, keys.model_version) != expected:
+                log.warning("site %s: next round's keys name another round; ignored", msg.site)
+                return
+            try:
+                SecureSum.check_keys(keys, secure.params)
+            except SecureAggregationError as e:
+                log.warning("site %s: next round's keys ignored: %s", msg.site, e)
+                return
+            self.next_keys[msg.site] = keys
 
     def _secure_stage(
         self, job: str, site: str, number: int, attempt: int, stage: pb.Stage
@@ -497,10 +513,11 @@ class Coordinator:
     async def _secure_stages(self, r: OpenRound) -> Params | None:
         secure = r.secure
         assert secure is not None
-        if not await self._stage(r, self.quorum):  # trained and advertised keys
-            return None
-        secure.close_roster(sorted(r.done))
-        self._next_stage(r, pb.SHARE_KEYS, set(r.done))
+        if r.stage == pb.TRAIN:  # not opened with keys from the last round
+            if not await self._stage(r, self.quorum):  # trained and advertised keys
+                return None
+            secure.close_roster(sorted(r.done))
+            self._next_stage(r, pb.SHARE_KEYS, set(r.done))
         if not await self._stage(r, self.quorum):
             return None
         self._next_stage(r, pb.MASKED_UPDATE, set(r.done))
@@ -551,11 +568,36 @@ class Coordinator:
             ),
         )
         self.open = r
+        if r.secure is not None and self._open_with_next_keys(r):
+            log.info("round %d open (SHARE_KEYS, keys sent with the last reveals)", number)
+            return r
         for s in self.sites.values():
             if s.connected:
                 self._push_task(s)
         log.info("round %d open (%s)", number, pb.Stage.Name(stage))
         return r
+
+    def _open_with_next_keys(self, r: OpenRound) -> bool:
+        """Close the roster at once when every connected site sent keys for this round with
+        its last reveal; any site without them (new, restarted, dropped) means the full
+        exchange, so no connected site is left out of a round."""
+        keys, self.next_keys = self.next_keys, {}
+        assert r.secure is not None
+        connected = sorted(n for n, s in self.sites.items() if s.connected)
+        usable = {
+            n: k
+            for n, k in keys.items()
+            if (k.round, k.attempt, k.model_version) == (r.number, r.attempt, r.model_version)
+        }
+        if len(connected) < self.quorum or not set(connected) <= set(usable):
+            return False
+        for name in connected:
+            r.secure.advertise(usable[name])
+        r.secure.close_roster(connected)
+        r.stage = pb.SHARE_KEYS
+        for name in connected:
+            self._push_task(self.sites[name])
+        return True
 
     def _push_task(self, site: SiteState) -> None:
         r = self.open

@@ -217,20 +217,22 @@ class KeyShares(_message.Message):
     def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., site: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
 
 class Reveal(_message.Message):
-    __slots__ = ("job", "round", "attempt", "site", "self_seed_shares", "mask_key_shares")
+    __slots__ = ("job", "round", "attempt", "site", "self_seed_shares", "mask_key_shares", "next_round_keys")
     JOB_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     SELF_SEED_SHARES_FIELD_NUMBER: _ClassVar[int]
     MASK_KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ROUND_KEYS_FIELD_NUMBER: _ClassVar[int]
     job: str
     round: int
     attempt: int
     site: str
     self_seed_shares: _containers.RepeatedCompositeFieldContainer[SecretShare]
     mask_key_shares: _containers.RepeatedCompositeFieldContainer[SecretShare]
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., site: _Optional[str] = ..., self_seed_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., mask_key_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ...) -> None: ...
+    next_round_keys: KeyAdvertisement
+    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., site: _Optional[str] = ..., self_seed_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., mask_key_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., next_round_keys: _Optional[_Union[KeyAdvertisement, _Mapping]] = ...) -> None: ...
 
 class SecAggReceipt(_message.Message):
     __slots__ = ("job", "round")

@@ -38,16 +38,20 @@ class SecureSum:
 
     # -- stage 1: keys -----------------------------------------------------------------------
 
+    @staticmethod
+    def check_keys(msg: pb.KeyAdvertisement, params: pb.SecAggParams) -> None:
+        for name in ("share_public_key", "mask_public_key"):
+            if len(getattr(msg, name)) != PUBLIC_KEY_BYTES:
+                raise SecureAggregationError(f"{name} must be a 32-byte X25519 public key")
+        if msg.num_samples <= 0 and not params.equal_weights:
+            raise SecureAggregationError("num_samples must be positive")
+
     def advertise(self, msg: pb.KeyAdvertisement) -> None:
         if self.roster:
             raise SecureAggregationError("the roster is closed; keys come too late")
         if msg.site in self.advertised:
             raise SecureAggregationError(f"site {msg.site!r} already advertised its keys")
-        for name in ("share_public_key", "mask_public_key"):
-            if len(getattr(msg, name)) != PUBLIC_KEY_BYTES:
-                raise SecureAggregationError(f"{name} must be a 32-byte X25519 public key")
-        if msg.num_samples <= 0 and not self.params.equal_weights:
-            raise SecureAggregationError("num_samples must be positive")
+        self.check_keys(msg, self.params)
         self.advertised[msg.site] = msg
 
     def close_roster(self, sites: Sequence[str]) -> list[pb.SiteKeys]:

@@ -61,6 +61,7 @@ class SiteSession:
         self._roster: dict[str, pb.SiteKeys] = {}
         self._held: dict[str, pb.ShareBundle] = {}  # owner -> the shares this site holds
         self._participants: list[str] = []
+        self._channel_keys: dict[str, bytes] = {}  # peer -> the key its shares are sealed with
         # The mask does not depend on the update: made ahead (while the site trains) for the
         # case where every roster site shares its keys, and checked against that at use.
         self._prepared: tuple[list[str], list[int], list[np.ndarray]] | None = None
@@ -117,6 +118,7 @@ class SiteSession:
                 self._held[self.site] = bundle
                 continue
             key = keys.agree(self._share_key, peer.share_public_key, self.context, "share")
+            self._channel_keys[peer.site] = key  # the same key opens what the peer sends
             nonce, sealed = keys.seal(
                 key,
                 bundle.SerializeToString(),
@@ -140,7 +142,7 @@ class SiteSession:
                     f"site {self.site!r} was relayed a share from {item.sender!r} to "
                     f"{item.recipient!r}, which the roster does not allow"
                 )
-            key = keys.agree(self._share_key, sender.share_public_key, self.context, "share")
+            key = self._channel_keys[item.sender]
             plain = keys.open_sealed(
                 key,
                 item.nonce,

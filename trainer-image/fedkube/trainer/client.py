@@ -53,11 +53,12 @@ class Backoff:
 
 @dataclass
 class PendingSecureRound:
-    """A trained update waiting for secure aggregation's later stages."""
+    """A round's keys, and once trained its update, waiting for secure aggregation's later
+    stages (the update is empty until this site has trained for the round)."""
 
     session: SiteSession
-    version: int
-    update: Params
+    version: int = 0
+    update: Params = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
 
     def matches(self, task: pb.Task) -> bool:
@@ -133,14 +134,10 @@ class TrainerClient:
         if task.stage in (pb.SHARE_KEYS, pb.MASKED_UPDATE, pb.UNMASK):
             self._secure_stage(task)
             return
-        version, tensors = self.fetch_model(task.round)
-        params, extras = self.trainer.split(tensors)
-        if task.evaluate:
-            metrics = self.trainer.evaluate(params, final=task.stage == pb.EVALUATE)
-            self._report(task, version, metrics)
-        if task.stage != pb.TRAIN:
+        trained = self._train(task)
+        if trained is None:
             return
-        update, metrics = self.trainer.train(params, task.round, dict(task.config), extras)
+        version, update, metrics = trained
         if task.HasField("secure"):
             # Keep the update; advertise this round's keys instead of sending it.
             session = SiteSession(self.job, self.site, task.round, task.attempt, task.secure.params)
@@ -166,6 +163,18 @@ class TrainerClient:
                 metrics.get("train_loss", float("nan")),
             )
 
+    def _train(self, task: pb.Task) -> tuple[int, Params, dict[str, float]] | None:
+        """Fetch the model, evaluate it if asked, and train it if the task trains."""
+        version, tensors = self.fetch_model(task.round)
+        params, extras = self.trainer.split(tensors)
+        if task.evaluate:
+            metrics = self.trainer.evaluate(params, final=task.stage == pb.EVALUATE)
+            self._report(task, version, metrics)
+        if task.stage not in (pb.TRAIN, pb.SHARE_KEYS):
+            return None
+        update, metrics = self.trainer.train(params, task.round, dict(task.config), extras)
+        return version, update, metrics
+
     def _secure_stage(self, task: pb.Task) -> None:
         pending = self.pending
         if pending is None or not pending.matches(task):
@@ -179,12 +188,21 @@ class TrainerClient:
         session, secure = pending.session, task.secure
         try:
             if task.stage == pb.SHARE_KEYS:
-                self._send(
-                    task, "key shares", self.stub.ShareKeys, session.share_keys(secure.roster)
-                )
-                # The mask does not depend on the update: make it while the other sites share.
+                shares = session.share_keys(secure.roster)
+                self._send(task, "key shares", self.stub.ShareKeys, shares)
+                if not pending.update:
+                    # The round opened with the keys sent at the last reveal: the shares are
+                    # out, and the exchange among the others runs while this site trains.
+                    trained = self._train(task)
+                    if trained is None:
+                        return
+                    pending.version, pending.update, pending.metrics = trained
+                # The mask does not depend on the update: make it while the others work.
                 session.prepare_mask([v.size for v in pending.update.values()])
             elif task.stage == pb.MASKED_UPDATE:
+                if not pending.update:
+                    log.warning("round %d: no trained update to mask; sitting out", task.round)
+                    return
                 session.receive_shares(secure.inbox)
                 masked = session.masked_update(list(pending.update.values()))
                 update = dict(zip(pending.update, masked, strict=True))
@@ -195,7 +213,13 @@ class TrainerClient:
                     log.info("round %d: masked update sent", task.round)
             else:
                 reveal = session.reveal(secure.survivors, secure.dropped)
-                self.pending = None
+                # Fresh keys for the next round travel with the reveal, so it can open with
+                # its roster closed. They are only ever used for that round's first attempt.
+                upcoming = SiteSession(self.job, self.site, task.round + 1, 1, secure.params)
+                reveal.next_round_keys.CopyFrom(
+                    upcoming.advertisement(task.round, self.trainer.num_train)
+                )
+                self.pending = PendingSecureRound(upcoming)
                 self._send(task, "shares", self.stub.RevealShares, reveal)
         except SecureAggregationError as e:
             # The relayed messages break the protocol: answering could unmask this site.
