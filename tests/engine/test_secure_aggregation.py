@@ -170,3 +170,36 @@ def test_messages_out_of_protocol_are_refused_with_the_reason(tmp_path: Path) ->
             events.cancel()
     finally:
         job.stop()
+
+
+def test_a_killed_and_restarted_site_neither_stalls_a_round_nor_stays_out(
+    tmp_path: Path,
+) -> None:
+    """The restarted process has none of its predecessor's keys: the aggregator must not put
+    it in a roster on the strength of them (a round would wait for it until its deadline)."""
+    import signal
+
+    rounds = 300
+    doc = manifest("secure-restart", sites=4, rounds=rounds, min_sites=3, local_epochs=5)
+    doc["spec"]["security"] = {"secureAggregation": {"threshold": 3}}
+    job = LocalJob(tmp_path, doc)
+    try:
+        job.start_all()
+        p = job.wait_for(lambda p: p["round"] >= 3 and p["openRound"] is not None)
+        job.trainers["site-3"].send_signal(signal.SIGKILL)
+        job.trainers["site-3"].wait()
+        killed_in = p["openRound"]
+        job.wait_for(lambda p: p["round"] >= killed_in + 2)
+        job.start_trainer("site-3")
+        result = job.wait_done(timeout=600)
+    finally:
+        job.stop()
+    history = result["history"]
+    assert [h["round"] for h in history] == list(range(1, rounds + 1))
+    timeout = doc["spec"]["roundTimeoutSeconds"]
+    slowest = max(history, key=lambda h: h["durationSeconds"])
+    assert slowest["durationSeconds"] < timeout / 2, f"a round waited for a dead site: {slowest}"
+    assert "site-3" not in history[killed_in]["sites"]  # the round after the kill
+    back = [h["round"] for h in history if h["round"] > killed_in + 1 and "site-3" in h["sites"]]
+    assert back, "site-3 never rejoined"
+    assert history[-1]["sites"] == ["site-0", "site-1", "site-2", "site-3"]

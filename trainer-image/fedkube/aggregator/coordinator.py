@@ -213,12 +213,19 @@ class Coordinator:
             state.queue.put_nowait(None)
         state.queue = asyncio.Queue()
         log.info("site %s connected", site)
+        # Secure aggregation's keys live in the site's process: whatever it advertised before
+        # this connection may be gone with a restart, and must not put it in a roster.
+        self.next_keys.pop(site, None)
+        r = self.open
+        if r is not None and r.secure is not None and r.stage == pb.TRAIN and site in r.done:
+            r.secure.withdraw(site)
+            del r.done[site]
         if self.phase in ("Succeeded", "Failed"):
             state.queue.put_nowait(self._finished_event())
-        elif self.open is not None and self.open.secure and self.open.stage != pb.TRAIN:
-            # A restarted site lost its keys: it sits out the rest of this secure round.
-            self.open.tasked.discard(site)
-        elif self.open is not None and site not in self.open.done:
+        elif r is not None and r.secure is not None and r.stage != pb.TRAIN:
+            # The roster is closed: the site sits out the rest of this secure round.
+            r.tasked.discard(site)
+        elif r is not None and site not in r.done:
             self._push_task(state)
         self._notify()
         return state.queue
@@ -362,16 +369,8 @@ class Coordinator:
     ) -> tuple[OpenRound, SecureSum]:
         self._known(job, site)
         r = self.open
-        if (
-            r is None
-            or r.secure is None
-            or (r.number, r.attempt, r.stage)
-            != (
-                number,
-                attempt,
-                stage,
-            )
-        ):
+        at = (number, attempt, stage)
+        if r is None or r.secure is None or (r.number, r.attempt, r.stage) != at:
             raise RoundClosed(
                 f"round {number} (attempt {attempt}) is not at secure-aggregation stage "
                 f"{pb.Stage.Name(stage)}; the message is dropped",

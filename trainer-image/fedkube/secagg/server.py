@@ -54,6 +54,12 @@ class SecureSum:
         self.check_keys(msg, self.params)
         self.advertised[msg.site] = msg
 
+    def withdraw(self, site: str) -> None:
+        """Forget a site's keys before the roster closes (its process restarted)."""
+        if self.roster:
+            raise SecureAggregationError("the roster is closed; keys cannot be withdrawn")
+        self.advertised.pop(site, None)
+
     def close_roster(self, sites: Sequence[str]) -> list[pb.SiteKeys]:
         """Fix who takes part, in name order (the Shamir x-coordinates)."""
         self.roster = [
