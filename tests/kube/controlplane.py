@@ -314,6 +314,18 @@ current-context: {self.name}
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{out.stderr}")
         return out
 
+    def wait_crd_established(self, name: str, timeout: float = 60) -> None:
+        """Until the API server serves the CRD. Polled, because `kubectl wait` fails at once
+        when it reads the CRD before the server has written any status condition."""
+        jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            out = self.kubectl("get", "crd", name, "-o", f"jsonpath={jsonpath}", check=False)
+            if out.returncode == 0 and out.stdout.strip() == "True":
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"CRD {name} not Established after {timeout:g} s")
+
     def log(self, component: str, tail: int = 3000) -> str:
         path = self.folder / f"{component}.log"
         return path.read_text(errors="replace")[-tail:] if path.exists() else ""

@@ -19,9 +19,7 @@ SERVICE_ACCOUNT = "fedkube-operator"
 
 def install_crd_and_rbac(cp: ControlPlane) -> None:
     cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "federatedjobs.yaml"))
-    cp.kubectl(
-        "wait", "--for=condition=Established", "crd/federatedjobs.fedkube.io", "--timeout=60s"
-    )
+    cp.wait_crd_established("federatedjobs.fedkube.io")
     if cp.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0:
         cp.kubectl("create", "namespace", NAMESPACE)
     rendered = subprocess.run(

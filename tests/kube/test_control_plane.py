@@ -66,9 +66,7 @@ def widget(name: str, replicas: int, min_ready: int) -> str:
 
 def test_crd_schema_and_cel_rule_are_enforced(control_plane: ControlPlane, namespace: str) -> None:
     control_plane.kubectl("apply", "-f", "-", input=CRD)
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/widgets.example.fedkube.io", "--timeout=60s"
-    )
+    control_plane.wait_crd_established("widgets.example.fedkube.io")
     ok = control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=widget("good", 3, 2))
     assert "created" in ok.stdout
     bad = control_plane.kubectl(
