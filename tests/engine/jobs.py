@@ -180,6 +180,14 @@ class LocalJob:
         result: dict[str, Any] = json.loads((self.out / "result.json").read_text())
         return result
 
+    def run(self, timeout: float = 180) -> dict[str, Any]:
+        """Start every process, wait for the job's result, and stop whatever is left."""
+        try:
+            self.start_all()
+            return self.wait_done(timeout)
+        finally:
+            self.stop()
+
     def log(self, name: str) -> str:
         p = self.logs / f"{name}.log"
         return p.read_text(errors="replace")[-4000:] if p.exists() else ""

@@ -29,11 +29,7 @@ def test_secure_rounds_train_the_model_plain_rounds_do(tmp_path: Path, strategy:
     secure = copy.deepcopy(plain)
     secure["spec"]["security"] = {"secureAggregation": {"threshold": 3}}
     job = LocalJob(tmp_path, secure)
-    try:
-        job.start_all()
-        result = job.wait_done()
-    finally:
-        job.stop()
+    result = job.run()
     assert [h["round"] for h in result["history"]] == [1, 2, 3, 4]
     for h in result["history"]:
         assert len(h["sites"]) == 4

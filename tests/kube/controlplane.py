@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from fedkube.security.certs import CA_KEY_USAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "tests" / "tools" / "build-binaries.sh"
@@ -76,20 +77,7 @@ def _cert(
     if usage:
         b = b.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
     if ca:
-        b = b.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        b = b.add_extension(CA_KEY_USAGE, critical=True)
     return b.sign(issuer_key, hashes.SHA256())
 
 

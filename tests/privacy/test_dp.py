@@ -81,11 +81,7 @@ def test_a_private_job_reports_the_epsilon_it_spent(tmp_path: Path) -> None:
         "updateLevel": {"clipNorm": 0.5, "noiseMultiplier": 1.2, "delta": 1e-4}
     }
     job = LocalJob(tmp_path, doc)
-    try:
-        job.start_all()
-        result = job.wait_done()
-    finally:
-        job.stop()
+    result = job.run()
     privacy = result["privacy"]
     assert privacy["delta"] == 1e-4
     assert privacy["epsilon"] == pytest.approx(library_epsilon(1.0, 1.2, 4, 1e-4), rel=0.01)
@@ -152,11 +148,7 @@ def test_an_adaptive_job_moves_its_clip_and_reports_it(tmp_path: Path) -> None:
         }
     }
     job = LocalJob(tmp_path, doc)
-    try:
-        job.start_all()
-        result = job.wait_done()
-    finally:
-        job.stop()
+    result = job.run()
     clips = [h["clipNorm"] for h in result["history"]]
     assert clips[0] == 100.0
     assert all(b < a for a, b in itertools.pairwise(clips)), clips
@@ -173,11 +165,7 @@ def test_dp_noise_is_shared_among_the_sites_under_secure_aggregation(tmp_path: P
     }
     doc["spec"]["security"] = {"secureAggregation": {"threshold": 3}}
     job = LocalJob(tmp_path, doc)
-    try:
-        job.start_all()
-        result = job.wait_done()
-    finally:
-        job.stop()
+    result = job.run()
     assert all(h["secureAggregation"]["revealedBy"] == 4 for h in result["history"])
     assert result["privacy"]["epsilon"] == pytest.approx(
         library_epsilon(1.0, 0.8, 3, 1e-4), rel=0.01

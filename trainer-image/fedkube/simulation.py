@@ -91,7 +91,7 @@ def simulate(
         }
         if clip is not None and isinstance(accumulator, DpFedAvgAccumulator):
             record["clipNorm"] = clip.clip_norm
-            clip.observe(accumulator.count - accumulator.clipped, accumulator.count)
+            clip.observe(accumulator.unclipped, accumulator.count)
         if r % every == 0 or r == spec.rounds:
             _, overall = weighted_eval(trainers, params)
             record.update(overall)

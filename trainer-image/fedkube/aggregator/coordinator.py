@@ -661,7 +661,7 @@ class Coordinator:
             if self.adaptive_clip is not None and isinstance(r.accumulator, DpFedAvgAccumulator):
                 self.history[-1]["clipNorm"] = self.adaptive_clip.clip_norm
                 self.history[-1]["unclippedShare"] = self.adaptive_clip.observe(
-                    r.accumulator.count - r.accumulator.clipped, r.accumulator.count
+                    r.accumulator.unclipped, r.accumulator.count
                 )
         self.open = None
         self._save()

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedkube.errors import SecureAggregationError
+from fedkube.secagg.encoding import CHUNK_VALUES
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -90,3 +92,17 @@ def mask_stream(seed: bytes, start: int, count: int) -> np.ndarray:
     encryptor = Cipher(algorithms.AES(seed), modes.CTR(counter)).encryptor()
     stream = encryptor.update(bytes(blocks * _BLOCK))
     return np.frombuffer(stream, dtype="<u4")[skip : skip + count]
+
+
+def apply_masks(values: np.ndarray, first: int, masks: Sequence[tuple[bytes, bool]]) -> None:
+    """Add (True) or subtract (False) each seed's stream to uint32 ``values`` in place, mod
+    2^32; ``values`` are the flat vector's elements from ``first`` on. Chunk by chunk, so a
+    stream never takes more than a chunk of memory."""
+    for at in range(0, values.size, CHUNK_VALUES):
+        piece = values[at : at + CHUNK_VALUES]
+        for seed, add in masks:
+            stream = mask_stream(seed, first + at, piece.size)
+            if add:
+                piece += stream
+            else:
+                piece -= stream

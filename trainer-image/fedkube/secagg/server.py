@@ -16,7 +16,7 @@ import numpy as np
 from fedkube.errors import SecureAggregationError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg import keys, shamir
-from fedkube.secagg.encoding import CHUNK_VALUES, FixedPoint, offsets
+from fedkube.secagg.encoding import FixedPoint, offsets
 from fedkube.secagg.site import check_roster, site_weights
 
 PUBLIC_KEY_BYTES = 32
@@ -180,19 +180,11 @@ class SecureSum:
                 peer = by_name[alive]
                 seed = keys.agree(secret, peer.mask_public_key, self.context, "mask")
                 corrections.append((seed, peer.index < by_name[gone].index))
+        # What the survivors added comes off: their self masks, and the dropped sites' pairs.
+        removals = [(seed, False) for seed in seeds] + [(s, not added) for s, added in corrections]
         sums, self._sums = self._sums, None
         for start, flat in zip(offsets(self.sizes), sums, strict=True):
-            for at in range(0, flat.size, CHUNK_VALUES):
-                piece = flat[at : at + CHUNK_VALUES]
-                first = start + at
-                for seed in seeds:
-                    piece -= keys.mask_stream(seed, first, piece.size)
-                for seed, added in corrections:
-                    stream = keys.mask_stream(seed, first, piece.size)
-                    if added:
-                        piece -= stream
-                    else:
-                        piece += stream
+            keys.apply_masks(flat, start, removals)
         return sums
 
     def _rebuild(self, owner: str, field: str, threshold: int) -> bytes:

@@ -20,7 +20,7 @@ import numpy as np
 from fedkube.errors import SecureAggregationError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg import keys, shamir
-from fedkube.secagg.encoding import CHUNK_VALUES, FixedPoint, offsets
+from fedkube.secagg.encoding import FixedPoint, offsets
 
 
 def check_roster(roster: Sequence[pb.SiteKeys], threshold: int) -> dict[str, pb.SiteKeys]:
@@ -136,8 +136,11 @@ class SiteSession:
         participants whose masks this site's update carries."""
         self._expect("shared", "received")
         for item in inbox:
-            sender = self._roster.get(item.sender)
-            if sender is None or item.recipient != self.site or item.sender in self._held:
+            if (
+                item.sender not in self._roster
+                or item.recipient != self.site
+                or item.sender in self._held
+            ):
                 raise SecureAggregationError(
                     f"site {self.site!r} was relayed a share from {item.sender!r} to "
                     f"{item.recipient!r}, which the roster does not allow"
@@ -208,17 +211,8 @@ class SiteSession:
                 pairs.append((seed, me.index < other.index))
         masks = []
         for start, size in zip(offsets(sizes), sizes, strict=True):
-            mask = np.empty(size, dtype=np.uint32)
-            for at in range(0, size, CHUNK_VALUES):
-                piece = mask[at : at + CHUNK_VALUES]
-                first = start + at
-                piece[:] = keys.mask_stream(self._self_seed, first, piece.size)
-                for seed, add in pairs:
-                    stream = keys.mask_stream(seed, first, piece.size)
-                    if add:
-                        piece += stream
-                    else:
-                        piece -= stream
+            mask = np.zeros(size, dtype=np.uint32)
+            keys.apply_masks(mask, start, [(self._self_seed, True), *pairs])
             masks.append(mask)
         return masks
 

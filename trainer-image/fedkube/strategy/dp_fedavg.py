@@ -49,6 +49,11 @@ class DpFedAvgAccumulator(Accumulator):
         finally:
             update.close()
 
+    @property
+    def unclipped(self) -> int:
+        """Updates that fit under the clip (adaptive clipping counts them)."""
+        return self.count - self.clipped
+
     def mean(self) -> Params:
         total = self.sum.mean()  # the clipped sum divided by the count
         rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
