@@ -6,10 +6,12 @@ fall mid-tensor)."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from fedkube.errors import SecureAggregationError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg import keys, shamir
@@ -238,6 +240,25 @@ def test_aggregator_refuses_shares_not_addressed_to_every_other_site() -> None:
 
 
 # -- Shamir ----------------------------------------------------------------------------------
+
+
+def test_a_mask_made_in_pieces_at_any_offsets_equals_the_mask_made_whole() -> None:
+    seed = bytes(range(32))
+    n = 2 * CHUNK_VALUES + 7
+    whole = np.zeros(n, np.uint32)
+    keys.apply_masks(whole, 0, [(seed, True)])
+    # It is AES-256-CTR's key stream from counter 0, read as little-endian uint32.
+    reference = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor().update(bytes(64))
+    assert whole[:16].tobytes() == reference
+    cuts = [0, 1, 6, 4099, CHUNK_VALUES + 3, n]  # mid-block starts and a chunk boundary
+    pieces = []
+    for start, end in itertools.pairwise(cuts):
+        piece = np.zeros(end - start, np.uint32)
+        keys.apply_masks(piece, start, [(seed, True)])
+        pieces.append(piece)
+    assert np.array_equal(np.concatenate(pieces), whole)
+    keys.apply_masks(whole, 0, [(seed, False)])
+    assert not whole.any()
 
 
 def test_shamir_any_threshold_shares_rebuild_and_fewer_cannot() -> None:

@@ -29,12 +29,15 @@ class FixedPoint:
         return float(1 << SCALE_BITS) / self.clip_range
 
     def encode(self, values: np.ndarray, weight: float) -> tuple[np.ndarray, int]:
-        """(uint32 values, how many were clipped)."""
-        x = values.astype(np.float64, copy=False)
-        clipped = np.clip(x, -self.clip_range, self.clip_range)
-        outside = int(np.count_nonzero(clipped != x))
-        q = np.rint(clipped * (weight * self.scale)).astype(np.int64)
-        return q.astype(np.uint32), outside  # two's complement: negative values wrap
+        """(uint32 values, how many were clipped). ``weight`` is at most 1, so every value
+        fits a signed 32-bit integer before it wraps into the ring."""
+        x = np.array(values, dtype=np.float64)  # a copy, worked on in place
+        bound = self.clip_range
+        outside = int(np.count_nonzero(x > bound)) + int(np.count_nonzero(x < -bound))
+        np.clip(x, -bound, bound, out=x)
+        x *= weight * self.scale
+        np.rint(x, out=x)
+        return x.astype(np.int32).view(np.uint32), outside  # negative values wrap
 
     def decode(self, sums: np.ndarray) -> np.ndarray:
         """The float64 sum behind a uint32 fixed-point sum."""

@@ -83,25 +83,38 @@ def open_sealed(key: bytes, nonce: bytes, ciphertext: bytes, associated: bytes) 
         ) from None
 
 
-def mask_stream(seed: bytes, start: int, count: int) -> np.ndarray:
-    """Values ``start`` to ``start + count`` of the uint32 stream AES-256-CTR expands ``seed``
-    into. Any range can be produced alone, so masks are made chunk by chunk."""
+# AES-CTR encrypting zeros gives the key stream itself. Both buffers are reused rather than
+# allocated per stream: fresh megabyte buffers cost more in page faults than the AES does.
+_ZEROS = memoryview(bytes(CHUNK_VALUES * 4 + _BLOCK))
+
+
+def _stream_into(seed: bytes, start: int, count: int, out: bytearray) -> np.ndarray:
+    """Values ``start`` to ``start + count`` of the uint32 stream AES-256-CTR expands
+    ``seed`` into, written into ``out`` (from ``_scratch``; ``count`` at most CHUNK_VALUES).
+    Any range can be produced alone, so masks are made chunk by chunk."""
     first_block, skip = divmod(start, 4)
-    blocks = -(-(skip + count) // 4)
+    size = -(-(skip + count) // 4) * _BLOCK
     counter = first_block.to_bytes(_BLOCK, "big")
     encryptor = Cipher(algorithms.AES(seed), modes.CTR(counter)).encryptor()
-    stream = encryptor.update(bytes(blocks * _BLOCK))
-    return np.frombuffer(stream, dtype="<u4")[skip : skip + count]
+    encryptor.update_into(_ZEROS[:size], out)
+    return np.frombuffer(out, dtype="<u4", count=skip + count)[skip:]
+
+
+def _scratch(count: int) -> bytearray:
+    # The stream starts up to 3 values into its first block, and OpenSSL asks for a block
+    # of room beyond what it writes.
+    return bytearray(count * 4 + 3 * _BLOCK)
 
 
 def apply_masks(values: np.ndarray, first: int, masks: Sequence[tuple[bytes, bool]]) -> None:
     """Add (True) or subtract (False) each seed's stream to uint32 ``values`` in place, mod
     2^32; ``values`` are the flat vector's elements from ``first`` on. Chunk by chunk, so a
     stream never takes more than a chunk of memory."""
+    scratch = _scratch(min(values.size, CHUNK_VALUES))
     for at in range(0, values.size, CHUNK_VALUES):
         piece = values[at : at + CHUNK_VALUES]
         for seed, add in masks:
-            stream = mask_stream(seed, first + at, piece.size)
+            stream = _stream_into(seed, first + at, piece.size, scratch)
             if add:
                 piece += stream
             else:

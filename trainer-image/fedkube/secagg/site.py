@@ -175,7 +175,9 @@ class SiteSession:
     def masked_update(self, update: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The update (model delta and extras, in order) weighted, encoded and masked."""
         self._expect("received", "masked")
-        flat = [np.asarray(a, dtype=np.float64).reshape(-1) for a in update]
+        flat = [np.asarray(a).reshape(-1) for a in update]  # encoding copies to float64
+        if self.params.clip_norm > 0 or self.params.noise_stddev > 0:
+            flat = [v.astype(np.float64) for v in flat]
         if self.params.clip_norm > 0:
             norm = math.sqrt(sum(float(np.dot(v, v)) for v in flat))
             factor = min(1.0, self.params.clip_norm / norm) if norm > 0 else 1.0
