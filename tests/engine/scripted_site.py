@@ -35,33 +35,24 @@ class ScriptedSite:
 
     def _run(self) -> None:
         session: SiteSession | None = None
-        update: dict[str, np.ndarray] = {}
-        version = 0
         events = self.stub.Subscribe(pb.JoinRequest(job=self.job, site=self.site))
         try:
             for event in events:
                 if event.HasField("finished"):
                     return
                 task = event.task
-                if task.stage == pb.TRAIN:
-                    parts = self.stub.GetModel(
-                        pb.ModelRequest(job=self.job, site=self.site, round=task.round)
-                    )
-                    header = next(parts).header
-                    model = assemble(
-                        [from_spec(s) for s in header.tensors], (p.chunk for p in parts)
-                    )
-                    version = header.model_version
-                    # A small, known update: every value 0.01.
-                    update = {k: np.full_like(v, 0.01) for k, v in model.items()}
+                if task.stage == pb.ADVERTISE_KEYS:
                     session = SiteSession(
                         self.job, self.site, task.round, task.attempt, task.secure.params
                     )
-                    self.stub.AdvertiseKeys(session.advertisement(version, self.samples))
+                    self.stub.AdvertiseKeys(session.advertisement(task.model_version, self.samples))
                 elif session is not None and task.stage == pb.SHARE_KEYS:
                     self.stub.ShareKeys(session.share_keys(task.secure.roster))
                 elif session is not None and task.stage == pb.MASKED_UPDATE:
                     session.receive_shares(task.secure.inbox)
+                    version, model = self._model(task)
+                    # A small, known update: every value 0.01.
+                    update = {k: np.full_like(v, 0.01) for k, v in model.items()}
                     masked = dict(
                         zip(update, session.masked_update(list(update.values())), strict=True)
                     )
@@ -80,6 +71,12 @@ class ScriptedSite:
             self.error = e
         finally:
             self.channel.close()  # the drop: the aggregator sees the stream end
+
+    def _model(self, task: pb.Task) -> tuple[int, dict[str, np.ndarray]]:
+        parts = self.stub.GetModel(pb.ModelRequest(job=self.job, site=self.site, round=task.round))
+        header = next(parts).header
+        model = assemble([from_spec(s) for s in header.tensors], (p.chunk for p in parts))
+        return header.model_version, model
 
     def _parts(self, task: pb.Task, version: int, masked: dict) -> Iterator[pb.UpdatePart]:
         yield pb.UpdatePart(

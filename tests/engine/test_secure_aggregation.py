@@ -36,10 +36,10 @@ def test_secure_rounds_train_the_model_plain_rounds_do(tmp_path: Path, strategy:
         assert h["secureAggregation"]["revealedBy"] == 4
         assert h["secureAggregation"]["dropped"] == []
         stages = h["secureAggregation"]["stageSeconds"]
-        # Round 1 exchanges keys after training; later rounds open with the keys the sites
-        # sent with their reveals, sharing before they train.
-        first = ["TRAIN"] if h["round"] == 1 else []
-        assert set(stages) == {*first, "SHARE_KEYS", "MASKED_UPDATE", "UNMASK"}
+        # Round 1 exchanges keys first; later rounds open with the exchange the sites made
+        # on the last round's masked updates and reveals: two exchanges, as plain has one.
+        first = ["ADVERTISE_KEYS", "SHARE_KEYS"] if h["round"] == 1 else []
+        assert set(stages) == {*first, "MASKED_UPDATE", "UNMASK"}
         assert sum(stages.values()) == pytest.approx(h["durationSeconds"], abs=0.01)
     assert "masked update sent" in job.log("site-0")
     got = load_file(result["modelPath"])
@@ -76,16 +76,17 @@ def test_sites_that_drop_before_and_after_masking_do_not_stop_the_round(tmp_path
     for s in scripted:
         s.thread.join(10)
         assert s.error is None, s.error
-    assert scripted[0].answered == [pb.TRAIN, pb.SHARE_KEYS]
-    assert scripted[1].answered == [pb.TRAIN, pb.SHARE_KEYS, pb.MASKED_UPDATE]
+    assert scripted[0].answered == [pb.ADVERTISE_KEYS, pb.SHARE_KEYS]
+    assert scripted[1].answered == [pb.ADVERTISE_KEYS, pb.SHARE_KEYS, pb.MASKED_UPDATE]
     first, second = result["history"]
     assert first["sites"] == ["site-0", "site-1", "site-2", "site-4"]
     assert first["secureAggregation"]["revealedBy"] == 3
     assert first["secureAggregation"]["dropped"] == ["site-3"]
     assert second["sites"] == ["site-0", "site-1", "site-2"]
-    # The three that revealed sent round 2's keys with their shares: it opened at SHARE_KEYS.
-    assert "TRAIN" not in second["secureAggregation"]["stageSeconds"]
-    assert "TRAIN" in first["secureAggregation"]["stageSeconds"]
+    # The three that revealed shared round 2's keys with their reveals (site-4 sent none with
+    # its masked update): round 2 opened at MASKED_UPDATE among them.
+    assert set(second["secureAggregation"]["stageSeconds"]) == {"MASKED_UPDATE", "UNMASK"}
+    assert "ADVERTISE_KEYS" in first["secureAggregation"]["stageSeconds"]
     assert result["phase"] == "Succeeded" and result["global"]["accuracy"] > 0.85
 
 
@@ -126,7 +127,7 @@ def test_messages_out_of_protocol_are_refused_with_the_reason(tmp_path: Path) ->
             stub = pb_grpc.AggregatorStub(channel)
             events = stub.Subscribe(pb.JoinRequest(job="refusals", site="site-0"))
             task = next(events).task
-            assert task.stage == pb.TRAIN and task.secure.params.threshold == 2
+            assert task.stage == pb.ADVERTISE_KEYS and task.secure.params.threshold == 2
             version, model = fetch(stub)
 
             def refusal(call, request) -> grpc.RpcError:

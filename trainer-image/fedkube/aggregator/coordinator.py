@@ -11,11 +11,13 @@ Without a quorum by the deadline the attempt is dropped and the round tried agai
 failed attempts fail the job. After the last round the sites evaluate the final model.
 
 Under secure aggregation a round has four stages, each a task pushed to the sites still in:
-TRAIN ends with the sites' public keys, SHARE_KEYS with their sealed key shares,
-MASKED_UPDATE with their masked updates (summed mod 2^32), UNMASK with the shares that
-remove the masks from the sum. A stage that loses its quorum fails the attempt. Sites send
-the next round's keys with their reveals; when every connected site did, the next round opens
-at SHARE_KEYS and the sites share before they train, so the exchange hides behind training.
+ADVERTISE_KEYS ends with the sites' public keys, SHARE_KEYS with their sealed key shares,
+MASKED_UPDATE with their masked updates (trained once the shares are in; summed mod 2^32),
+UNMASK with the shares that remove the masks from the sum. A stage that loses its quorum
+fails the attempt. The key stages of the next round ride on this one's messages: keys on
+the masked updates, the roster on the UNMASK task, shares on the reveals. When every
+connected site shared that way, the next round opens at MASKED_UPDATE, so a round in steady
+state is two exchanges, as a plain round is one.
 """
 
 from __future__ import annotations
@@ -130,8 +132,10 @@ class Coordinator:
         self.update_infos = self.infos + strategy.update_extras(self.infos)
         self.secagg = secagg_params(self.spec)
         self.quorum = self.spec.quorum()
-        # Keys for the next round (attempt 1) that came with this round's reveals.
+        # Keys for the next round (attempt 1) that came with this round's masked updates,
+        # and that round's exchange once its roster is sent with the UNMASK tasks.
         self.next_keys: dict[str, pb.KeyAdvertisement] = {}
+        self.upcoming: SecureSum | None = None
         self.checkpoint_dir = checkpoint_dir
         self.clock = clock
         self.sites = {s.name: SiteState(s.name) for s in self.spec.sites}
@@ -216,13 +220,16 @@ class Coordinator:
         # Secure aggregation's keys live in the site's process: whatever it advertised before
         # this connection may be gone with a restart, and must not put it in a roster.
         self.next_keys.pop(site, None)
+        if self.upcoming is not None and site in self.upcoming.advertised:
+            self.upcoming = None  # the next round makes the full exchange
         r = self.open
-        if r is not None and r.secure is not None and r.stage == pb.TRAIN and site in r.done:
+        advertising = r is not None and r.stage == pb.ADVERTISE_KEYS
+        if r is not None and r.secure is not None and advertising and site in r.done:
             r.secure.withdraw(site)
             del r.done[site]
         if self.phase in ("Succeeded", "Failed"):
             state.queue.put_nowait(self._finished_event())
-        elif r is not None and r.secure is not None and r.stage != pb.TRAIN:
+        elif r is not None and r.secure is not None and not advertising:
             # The roster is closed: the site sits out the rest of this secure round.
             r.tasked.discard(site)
         elif r is not None and site not in r.done:
@@ -311,6 +318,7 @@ class Coordinator:
                         r.secure.fold(tensor, start, values)
                 r.secure.commit(update.site)
                 samples = int(r.secure.advertised[update.site].num_samples)
+                self._take_next_keys(r.number, r.secure.params, update.header)
             else:
                 assert r.accumulator is not None
                 r.accumulator.add(update)  # it owns the update from here
@@ -334,7 +342,7 @@ class Coordinator:
         update.close()
 
     def advertise_keys(self, msg: pb.KeyAdvertisement) -> None:
-        r, secure = self._secure_stage(msg.job, msg.site, msg.round, msg.attempt, pb.TRAIN)
+        r, secure = self._secure_stage(msg.job, msg.site, msg.round, msg.attempt, pb.ADVERTISE_KEYS)
         if msg.model_version != r.model_version:
             raise InvalidUpdate(
                 f"keys for a model of version {msg.model_version}; round {r.number} trains "
@@ -351,18 +359,36 @@ class Coordinator:
     def reveal_shares(self, msg: pb.Reveal) -> None:
         r, secure = self._secure_stage(msg.job, msg.site, msg.round, msg.attempt, pb.UNMASK)
         self._secure_answer(r, msg.site, lambda: secure.add_reveal(msg))
-        if msg.HasField("next_round_keys"):
-            keys = msg.next_round_keys
-            expected = (msg.job, msg.site, r.number + 1, 1, r.number)
-            if (keys.job, keys.site, keys.round, keys.attempt, keys.model_version) != expected:
-                log.warning("site %s: next round's keys name another round; ignored", msg.site)
-                return
-            try:
-                SecureSum.check_keys(keys, secure.params)
-            except SecureAggregationError as e:
-                log.warning("site %s: next round's keys ignored: %s", msg.site, e)
-                return
-            self.next_keys[msg.site] = keys
+        if not msg.HasField("next_round_shares"):
+            return
+        shares, upcoming = msg.next_round_shares, self.upcoming
+        expected = (msg.job, msg.site, r.number + 1, 1)
+        if upcoming is None or (shares.job, shares.site, shares.round, shares.attempt) != expected:
+            log.warning("site %s: shares for a next round that is not set up; ignored", msg.site)
+            return
+        try:
+            upcoming.add_shares(shares)
+        except SecureAggregationError as e:
+            log.warning("site %s: next round's shares ignored: %s", msg.site, e)
+
+    def _take_next_keys(
+        self, number: int, params: pb.SecAggParams, header: pb.UpdateHeader
+    ) -> None:
+        """Keep the next round's keys a masked update carried, if they are for it."""
+        if not header.HasField("next_round_keys"):
+            return
+        keys = header.next_round_keys
+        # The next round trains the model this round makes.
+        expected = (header.job, header.site, number + 1, 1, header.model_version + 1)
+        if (keys.job, keys.site, keys.round, keys.attempt, keys.model_version) != expected:
+            log.warning("site %s: next round's keys name another round; ignored", header.site)
+            return
+        try:
+            SecureSum.check_keys(keys, params)
+        except SecureAggregationError as e:
+            log.warning("site %s: next round's keys ignored: %s", header.site, e)
+            return
+        self.next_keys[header.site] = keys
 
     def _secure_stage(
         self, job: str, site: str, number: int, attempt: int, stage: pb.Stage
@@ -512,18 +538,19 @@ class Coordinator:
     async def _secure_stages(self, r: OpenRound) -> Params | None:
         secure = r.secure
         assert secure is not None
-        if r.stage == pb.TRAIN:  # not opened with keys from the last round
-            if not await self._stage(r, self.quorum):  # trained and advertised keys
+        if r.stage == pb.ADVERTISE_KEYS:  # not opened with the last round's exchange
+            if not await self._stage(r, self.quorum):
                 return None
             secure.close_roster(sorted(r.done))
             self._next_stage(r, pb.SHARE_KEYS, set(r.done))
-        if not await self._stage(r, self.quorum):
-            return None
-        self._next_stage(r, pb.MASKED_UPDATE, set(r.done))
+            if not await self._stage(r, self.quorum):
+                return None
+            self._next_stage(r, pb.MASKED_UPDATE, set(r.done))
         if not await self._stage(r, self.quorum):
             return None
         for update in list(r.receiving.values()):
             update.close()
+        self.upcoming = self._next_round_roster(r)
         self._next_stage(r, pb.UNMASK, set(r.done))
         if not await self._stage(r, secure.params.threshold):
             return None
@@ -567,34 +594,51 @@ class Coordinator:
             ),
         )
         self.open = r
-        if r.secure is not None and self._open_with_next_keys(r):
-            log.info("round %d open (SHARE_KEYS, keys sent with the last reveals)", number)
+        if r.secure is not None and self._open_with_upcoming(r):
+            log.info("round %d open (MASKED_UPDATE, keys shared in the last round)", number)
             return r
+        if r.secure is not None:
+            r.stage = pb.ADVERTISE_KEYS
         for s in self.sites.values():
             if s.connected:
                 self._push_task(s)
-        log.info("round %d open (%s)", number, pb.Stage.Name(stage))
+        log.info("round %d open (%s)", number, pb.Stage.Name(r.stage))
         return r
 
-    def _open_with_next_keys(self, r: OpenRound) -> bool:
-        """Close the roster at once when every connected site sent keys for this round with
+    def _next_round_roster(self, r: OpenRound) -> SecureSum | None:
+        """The next round's exchange, its roster closed from the keys that came with this
+        round's masked updates; None when too few sites sent keys (or this is the last)."""
+        keys, self.next_keys = self.next_keys, {}
+        assert r.secure is not None and self.secagg is not None
+        usable = {
+            n: k for n, k in keys.items() if n in r.secure.survivors and self.sites[n].connected
+        }
+        if r.number >= self.spec.rounds or len(usable) < self.quorum:
+            return None
+        upcoming = SecureSum(
+            Context(self.job.name, r.number + 1, 1),
+            self.secagg,
+            [i.size for i in self.update_infos],
+        )
+        for name in sorted(usable):
+            upcoming.advertise(usable[name])
+        upcoming.close_roster(sorted(usable))
+        return upcoming
+
+    def _open_with_upcoming(self, r: OpenRound) -> bool:
+        """Open at MASKED_UPDATE when every connected site shared keys for this round with
         its last reveal; any site without them (new, restarted, dropped) means the full
         exchange, so no connected site is left out of a round."""
-        keys, self.next_keys = self.next_keys, {}
+        upcoming, self.upcoming = self.upcoming, None
         assert r.secure is not None
-        connected = sorted(n for n, s in self.sites.items() if s.connected)
-        usable = {
-            n: k
-            for n, k in keys.items()
-            if (k.round, k.attempt, k.model_version) == (r.number, r.attempt, r.model_version)
-        }
-        if len(connected) < self.quorum or not set(connected) <= set(usable):
+        if upcoming is None or upcoming.context != r.secure.context:
             return False
-        for name in connected:
-            r.secure.advertise(usable[name])
-        r.secure.close_roster(connected)
-        r.stage = pb.SHARE_KEYS
-        for name in connected:
+        connected = {n for n, s in self.sites.items() if s.connected}
+        if len(upcoming.sharers) < self.quorum or not connected <= set(upcoming.sharers):
+            return False
+        r.secure = upcoming
+        r.stage = pb.MASKED_UPDATE
+        for name in sorted(connected):
             self._push_task(self.sites[name])
         return True
 
@@ -621,6 +665,9 @@ class Coordinator:
                 survivors, dropped = r.secure.unmask_request()
                 task.secure.survivors.extend(survivors)
                 task.secure.dropped.extend(dropped)
+                upcoming = self.upcoming
+                if upcoming is not None and site.name in upcoming.advertised:
+                    task.secure.next_roster.extend(upcoming.roster)
         site.queue.put_nowait(pb.Event(task=task))
 
     def _waiting_on(self, r: OpenRound) -> set[str]:
@@ -670,6 +717,7 @@ class Coordinator:
         log.info("round %d closed with %d sites", r.number, len(r.updates))
 
     def _abandon_round(self, r: OpenRound) -> None:
+        self.next_keys, self.upcoming = {}, None
         for update in list(r.receiving.values()):
             update.close()
         if r.accumulator is not None:

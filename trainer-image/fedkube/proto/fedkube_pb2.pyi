@@ -26,6 +26,7 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SHARE_KEYS: _ClassVar[Stage]
     MASKED_UPDATE: _ClassVar[Stage]
     UNMASK: _ClassVar[Stage]
+    ADVERTISE_KEYS: _ClassVar[Stage]
 DTYPE_UNSPECIFIED: DType
 FLOAT32: DType
 FLOAT64: DType
@@ -40,6 +41,7 @@ EVALUATE: Stage
 SHARE_KEYS: Stage
 MASKED_UPDATE: Stage
 UNMASK: Stage
+ADVERTISE_KEYS: Stage
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "dtype", "shape")
@@ -169,18 +171,20 @@ class SecretShare(_message.Message):
     def __init__(self, owner: _Optional[str] = ..., x: _Optional[int] = ..., y: _Optional[bytes] = ...) -> None: ...
 
 class SecAggTask(_message.Message):
-    __slots__ = ("params", "roster", "inbox", "survivors", "dropped")
+    __slots__ = ("params", "roster", "inbox", "survivors", "dropped", "next_roster")
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     ROSTER_FIELD_NUMBER: _ClassVar[int]
     INBOX_FIELD_NUMBER: _ClassVar[int]
     SURVIVORS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ROSTER_FIELD_NUMBER: _ClassVar[int]
     params: SecAggParams
     roster: _containers.RepeatedCompositeFieldContainer[SiteKeys]
     inbox: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
     survivors: _containers.RepeatedScalarFieldContainer[str]
     dropped: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, params: _Optional[_Union[SecAggParams, _Mapping]] = ..., roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ..., inbox: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ...) -> None: ...
+    next_roster: _containers.RepeatedCompositeFieldContainer[SiteKeys]
+    def __init__(self, params: _Optional[_Union[SecAggParams, _Mapping]] = ..., roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ..., inbox: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., next_roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ...) -> None: ...
 
 class KeyAdvertisement(_message.Message):
     __slots__ = ("job", "round", "attempt", "site", "model_version", "share_public_key", "mask_public_key", "num_samples")
@@ -217,22 +221,22 @@ class KeyShares(_message.Message):
     def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., site: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
 
 class Reveal(_message.Message):
-    __slots__ = ("job", "round", "attempt", "site", "self_seed_shares", "mask_key_shares", "next_round_keys")
+    __slots__ = ("job", "round", "attempt", "site", "self_seed_shares", "mask_key_shares", "next_round_shares")
     JOB_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     SELF_SEED_SHARES_FIELD_NUMBER: _ClassVar[int]
     MASK_KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
-    NEXT_ROUND_KEYS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ROUND_SHARES_FIELD_NUMBER: _ClassVar[int]
     job: str
     round: int
     attempt: int
     site: str
     self_seed_shares: _containers.RepeatedCompositeFieldContainer[SecretShare]
     mask_key_shares: _containers.RepeatedCompositeFieldContainer[SecretShare]
-    next_round_keys: KeyAdvertisement
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., site: _Optional[str] = ..., self_seed_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., mask_key_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., next_round_keys: _Optional[_Union[KeyAdvertisement, _Mapping]] = ...) -> None: ...
+    next_round_shares: KeyShares
+    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., site: _Optional[str] = ..., self_seed_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., mask_key_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., next_round_shares: _Optional[_Union[KeyShares, _Mapping]] = ...) -> None: ...
 
 class SecAggReceipt(_message.Message):
     __slots__ = ("job", "round")
@@ -295,7 +299,7 @@ class ModelPart(_message.Message):
     def __init__(self, header: _Optional[_Union[ModelHeader, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("job", "round", "site", "model_version", "num_samples", "metrics", "tensors", "codec")
+    __slots__ = ("job", "round", "site", "model_version", "num_samples", "metrics", "tensors", "codec", "next_round_keys")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -311,6 +315,7 @@ class UpdateHeader(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ROUND_KEYS_FIELD_NUMBER: _ClassVar[int]
     job: str
     round: int
     site: str
@@ -319,7 +324,8 @@ class UpdateHeader(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     codec: str
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., site: _Optional[str] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[str] = ...) -> None: ...
+    next_round_keys: KeyAdvertisement
+    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., site: _Optional[str] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[str] = ..., next_round_keys: _Optional[_Union[KeyAdvertisement, _Mapping]] = ...) -> None: ...
 
 class UpdatePart(_message.Message):
     __slots__ = ("header", "chunk")

@@ -2,8 +2,10 @@
 Subscribe stream open, and acts on each task the moment it arrives: fetch the model, evaluate
 it, train, send the update. When the aggregator is away it reconnects with backoff.
 
-Under secure aggregation the trained update stays here while the round's later stages arrive
-(``fedkube.secagg.site``); only its masked form is ever sent."""
+Under secure aggregation (``fedkube.secagg.site``) a site trains once the round's key shares
+are in, and only the masked update leaves it. Each masked update carries the site's keys for
+the next round, and each reveal its shares for that round, so in steady state a secure round
+is two exchanges: the masked update and the reveal."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,21 +53,8 @@ class Backoff:
             delay = min(self.most, delay * 2)
 
 
-@dataclass
-class PendingSecureRound:
-    """A round's keys, and once trained its update, waiting for secure aggregation's later
-    stages (the update is empty until this site has trained for the round)."""
-
-    session: SiteSession
-    version: int = 0
-    update: Params = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def matches(self, task: pb.Task) -> bool:
-        return (self.session.context.round, self.session.context.attempt) == (
-            task.round,
-            task.attempt,
-        )
+def session_matches(session: SiteSession, task: pb.Task) -> bool:
+    return (session.context.round, session.context.attempt) == (task.round, task.attempt)
 
 
 class TrainerClient:
@@ -89,7 +78,12 @@ class TrainerClient:
             else grpc.insecure_channel(endpoint)
         )
         self.stub = pb_grpc.AggregatorStub(self.channel)
-        self.pending: PendingSecureRound | None = None
+        # Secure aggregation: the session of the round this site has keys in, the next
+        # round's (advertised with the masked update), and the update's tensor sizes, known
+        # after the first training, so a mask can be made before the update exists.
+        self.session: SiteSession | None = None
+        self.upcoming: SiteSession | None = None
+        self.update_sizes: list[int] = []
 
     def run(self) -> pb.Finished:
         """Serve tasks until the aggregator says the job is over. Raises JobFailed when the
@@ -131,24 +125,13 @@ class TrainerClient:
     # -- one task ----------------------------------------------------------------------------
 
     def _handle(self, task: pb.Task) -> None:
-        if task.stage in (pb.SHARE_KEYS, pb.MASKED_UPDATE, pb.UNMASK):
+        if task.HasField("secure"):
             self._secure_stage(task)
             return
         trained = self._train(task)
         if trained is None:
             return
         version, update, metrics = trained
-        if task.HasField("secure"):
-            # Keep the update; advertise this round's keys instead of sending it.
-            session = SiteSession(self.job, self.site, task.round, task.attempt, task.secure.params)
-            self.pending = PendingSecureRound(session, version, update, metrics)
-            self._send(
-                task,
-                "keys",
-                self.stub.AdvertiseKeys,
-                session.advertisement(version, self.trainer.num_train),
-            )
-            return
         receipt = self._send(
             task,
             "update",
@@ -170,61 +153,79 @@ class TrainerClient:
         if task.evaluate:
             metrics = self.trainer.evaluate(params, final=task.stage == pb.EVALUATE)
             self._report(task, version, metrics)
-        if task.stage not in (pb.TRAIN, pb.SHARE_KEYS):
+        if task.stage not in (pb.TRAIN, pb.MASKED_UPDATE):
             return None
         update, metrics = self.trainer.train(params, task.round, dict(task.config), extras)
         return version, update, metrics
 
     def _secure_stage(self, task: pb.Task) -> None:
-        pending = self.pending
-        if pending is None or not pending.matches(task):
-            # This process did not advertise keys for the round (it restarted): sit it out.
+        if task.stage == pb.ADVERTISE_KEYS:
+            self.session, self.upcoming = self._new_session(task, task.round, task.attempt), None
+            advertisement = self.session.advertisement(task.model_version, self.trainer.num_train)
+            self._send(task, "keys", self.stub.AdvertiseKeys, advertisement)
+            return
+        session = self.session
+        if session is None or not session_matches(session, task):
+            # This process has no keys in the round (it restarted, or refused a roster).
             log.info(
                 "round %d: no keys for %s here; waiting for the next round",
                 task.round,
                 pb.Stage.Name(task.stage),
             )
             return
-        session, secure = pending.session, task.secure
         try:
             if task.stage == pb.SHARE_KEYS:
-                shares = session.share_keys(secure.roster)
+                shares = session.share_keys(task.secure.roster)
                 self._send(task, "key shares", self.stub.ShareKeys, shares)
-                if not pending.update:
-                    # The round opened with the keys sent at the last reveal: the shares are
-                    # out, and the exchange among the others runs while this site trains.
-                    trained = self._train(task)
-                    if trained is None:
-                        return
-                    pending.version, pending.update, pending.metrics = trained
-                # The mask does not depend on the update: make it while the others work.
-                session.prepare_mask([v.size for v in pending.update.values()])
+                self._prepare_mask(session)
             elif task.stage == pb.MASKED_UPDATE:
-                if not pending.update:
-                    log.warning("round %d: no trained update to mask; sitting out", task.round)
-                    return
-                session.receive_shares(secure.inbox)
-                masked = session.masked_update(list(pending.update.values()))
-                update = dict(zip(pending.update, masked, strict=True))
-                pending.update = {}
-                metrics = {**pending.metrics, "secagg_clipped_values": session.clipped_values}
-                parts = self._update_parts(task, pending.version, update, metrics, masked=True)
-                if self._send(task, "masked update", self.stub.SubmitUpdate, parts) is not None:
-                    log.info("round %d: masked update sent", task.round)
-            else:
-                reveal = session.reveal(secure.survivors, secure.dropped)
-                # Fresh keys for the next round travel with the reveal, so it can open with
-                # its roster closed. They are only ever used for that round's first attempt.
-                upcoming = SiteSession(self.job, self.site, task.round + 1, 1, secure.params)
-                reveal.next_round_keys.CopyFrom(
-                    upcoming.advertisement(task.round, self.trainer.num_train)
-                )
-                self.pending = PendingSecureRound(upcoming)
-                self._send(task, "shares", self.stub.RevealShares, reveal)
+                self._send_masked_update(task, session)
+            elif task.stage == pb.UNMASK:
+                self._reveal(task, session)
         except SecureAggregationError as e:
             # The relayed messages break the protocol: answering could unmask this site.
-            self.pending = None
+            self.session = self.upcoming = None
             log.error("round %d: secure aggregation stopped at this site: %s", task.round, e)
+
+    def _new_session(self, task: pb.Task, round: int, attempt: int) -> SiteSession:
+        return SiteSession(self.job, self.site, round, attempt, task.secure.params)
+
+    def _prepare_mask(self, session: SiteSession) -> None:
+        # The mask does not depend on the update: made while the other sites work.
+        if self.update_sizes:
+            session.prepare_mask(self.update_sizes)
+
+    def _send_masked_update(self, task: pb.Task, session: SiteSession) -> None:
+        session.receive_shares(task.secure.inbox)  # a bad share stops the site before it trains
+        trained = self._train(task)
+        assert trained is not None  # MASKED_UPDATE trains
+        version, update, metrics = trained
+        self.update_sizes = [v.size for v in update.values()]
+        masked = dict(zip(update, session.masked_update(list(update.values())), strict=True))
+        metrics = {**metrics, "secagg_clipped_values": session.clipped_values}
+        # The next round's keys ride along, so its roster is known before this round ends.
+        upcoming = self._new_session(task, task.round + 1, 1)
+        keys = upcoming.advertisement(task.model_version + 1, self.trainer.num_train)
+        parts = self._update_parts(task, version, masked, metrics, next_round_keys=keys)
+        if self._send(task, "masked update", self.stub.SubmitUpdate, parts) is not None:
+            self.upcoming = upcoming
+            log.info("round %d: masked update sent", task.round)
+
+    def _reveal(self, task: pb.Task, session: SiteSession) -> None:
+        secure = task.secure
+        reveal = session.reveal(secure.survivors, secure.dropped)
+        self.session = None
+        upcoming, self.upcoming = self.upcoming, None
+        if upcoming is not None and secure.next_roster:
+            try:
+                reveal.next_round_shares.CopyFrom(upcoming.share_keys(secure.next_roster))
+                self.session = upcoming
+            except SecureAggregationError as e:
+                # Only the next round's exchange is refused; this round's reveal still goes.
+                log.error("round %d: next round's roster refused: %s", task.round + 1, e)
+        self._send(task, "shares", self.stub.RevealShares, reveal)
+        if self.session is not None:
+            self._prepare_mask(self.session)
 
     def _send(self, task: pb.Task, what: str, call: Callable[[Any], Any], request: Any) -> Any:
         """Make one call; a refusal (round closed, duplicate...) is final for this message,
@@ -262,8 +263,9 @@ class TrainerClient:
         version: int,
         update: Params,
         metrics: dict[str, float],
-        masked: bool = False,
+        next_round_keys: pb.KeyAdvertisement | None = None,
     ) -> Iterator[pb.UpdatePart]:
+        masked = task.HasField("secure")
         yield pb.UpdatePart(
             header=pb.UpdateHeader(
                 job=self.job,
@@ -275,6 +277,7 @@ class TrainerClient:
                 metrics=metrics,
                 tensors=[to_spec(i) for i in specs_of(update)],
                 codec="secagg" if masked else "raw",
+                next_round_keys=next_round_keys,
             )
         )
         for chunk in iter_chunks(list(update.values())):
