@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 
 import dp_accounting
@@ -38,6 +39,21 @@ def test_reported_epsilon_matches_the_library(q: float, z: float, steps: int) ->
         ours.step(z, q)
     expected = library_epsilon(q, z, steps, 1e-5)
     assert ours.epsilon(1e-5) == pytest.approx(expected, rel=0.01)
+
+
+def test_the_library_s_notices_about_orders_it_leaves_out_are_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """At these settings dp-accounting cannot use orders 1.1 and 1.2 and says so at every
+    call; the epsilon is still its own figure."""
+    spend = RdpAccountant()
+    spend.step(1.419162, 0.111111, 300)
+    with caplog.at_level(logging.WARNING):
+        epsilon = spend.epsilon(1e-5)
+    assert not [r for r in caplog.records if "failed to converge" in r.getMessage()]
+    library = dp_accounting.rdp.RdpAccountant()
+    event = dp_accounting.PoissonSampledDpEvent(0.111111, dp_accounting.GaussianDpEvent(1.419162))
+    assert epsilon == library.compose(event, 300).get_epsilon(1e-5)
 
 
 def test_clipping_bounds_each_update_and_weights_them_equally() -> None:

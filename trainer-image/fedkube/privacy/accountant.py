@@ -8,8 +8,22 @@ through checkpoints as JSON.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+
+class _FractionalOrderNotice(logging.Filter):
+    """dp-accounting warns, once per order and per call, when its series for a fractional
+    Rényi order near 1 does not converge, then leaves that order out, as it should: the
+    epsilon comes from the other orders. In a round loop that is hundreds of lines a job
+    that tell a user nothing; they are dropped here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("_compute_log_a_frac failed to converge")
+
+
+logging.getLogger("absl").addFilter(_FractionalOrderNotice())
 
 
 @dataclass
