@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 import numpy as np
+from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.secagg.site import SiteSession
@@ -35,7 +36,9 @@ class ScriptedSite:
 
     def _run(self) -> None:
         session: SiteSession | None = None
-        events = self.stub.Subscribe(pb.JoinRequest(job=self.job, site=self.site))
+        events = self.stub.Subscribe(
+            pb.JoinRequest(job=self.job, site=self.site, protocol_version=PROTOCOL_VERSION)
+        )
         try:
             for event in events:
                 if event.HasField("finished"):

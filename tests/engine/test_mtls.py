@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.security.certs import create_consortium
@@ -62,7 +63,14 @@ def subscribe(
     with channel:
         stub = pb_grpc.AggregatorStub(channel)
         try:
-            return next(iter(stub.Subscribe(pb.JoinRequest(job="mtls", site=site), timeout=10)))
+            return next(
+                iter(
+                    stub.Subscribe(
+                        pb.JoinRequest(job="mtls", site=site, protocol_version=PROTOCOL_VERSION),
+                        timeout=10,
+                    )
+                )
+            )
         except grpc.RpcError as e:
             return e
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 import pytest
+from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.wire.tensors import Params, assemble, from_spec, iter_chunks, specs_of, to_spec
@@ -24,7 +25,9 @@ class FakeSiteStream:
 
     def __init__(self, stub: pb_grpc.AggregatorStub, site: str) -> None:
         self.events: queue.Queue[pb.Event] = queue.Queue()
-        self.call = stub.Subscribe(pb.JoinRequest(job="refusals", site=site))
+        self.call = stub.Subscribe(
+            pb.JoinRequest(job="refusals", site=site, protocol_version=PROTOCOL_VERSION)
+        )
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -166,3 +169,18 @@ def aggregator_metrics(job: LocalJob) -> str:
 
     with urllib.request.urlopen(f"http://127.0.0.1:{job.http_port}/metrics", timeout=5) as r:
         return r.read().decode()
+
+
+def test_a_trainer_of_another_protocol_version_is_refused_at_subscribe(
+    aggregator: LocalJob,
+) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{aggregator.port}") as channel:
+        stub = pb_grpc.AggregatorStub(channel)
+        old = pb.JoinRequest(job="refusals", site="site-1", protocol_version=PROTOCOL_VERSION - 1)
+        with pytest.raises(grpc.RpcError) as e:
+            next(iter(stub.Subscribe(old, timeout=10)))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (
+        f"site 'site-1' speaks fedkube protocol {PROTOCOL_VERSION - 1}, this aggregator speaks "
+        f"{PROTOCOL_VERSION}: run the same fedkube release at every site" in e.value.details()
+    )

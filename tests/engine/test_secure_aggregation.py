@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from safetensors.numpy import load_file
 
@@ -125,7 +126,9 @@ def test_messages_out_of_protocol_are_refused_with_the_reason(tmp_path: Path) ->
         job.wait_for(lambda p: p["phase"] == "Running")
         with grpc.insecure_channel(f"127.0.0.1:{job.port}") as channel:
             stub = pb_grpc.AggregatorStub(channel)
-            events = stub.Subscribe(pb.JoinRequest(job="refusals", site="site-0"))
+            events = stub.Subscribe(
+                pb.JoinRequest(job="refusals", site="site-0", protocol_version=PROTOCOL_VERSION)
+            )
             task = next(events).task
             assert task.stage == pb.ADVERTISE_KEYS and task.secure.params.threshold == 2
             version, model = fetch(stub)

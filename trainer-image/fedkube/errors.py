@@ -7,6 +7,7 @@
     ├── CheckpointError               a checkpoint is unreadable or belongs to another job
     ├── UpdateRefused                 the aggregator refused a message; ``status`` names the reason
     │   ├── UnknownSite               the sender is not a site of this job
+    │   ├── ProtocolMismatch          the trainer speaks another protocol version
     │   ├── RoundClosed               the round named is not the open one
     │   ├── DuplicateUpdate           the site already sent its update for this round
     │   └── InvalidUpdate             wrong tensors, shapes, dtypes or non-finite values
@@ -73,6 +74,10 @@ class UpdateRefused(FedkubeError):
 
 class UnknownSite(UpdateRefused):
     status = "PERMISSION_DENIED"
+
+
+class ProtocolMismatch(UpdateRefused):
+    status = "FAILED_PRECONDITION"
 
 
 class RoundClosed(UpdateRefused):

@@ -11,7 +11,8 @@ import grpc
 
 from fedkube.aggregator.coordinator import Coordinator
 from fedkube.aggregator.metrics import AggregatorMetrics
-from fedkube.errors import InvalidUpdate, UnknownSite, UpdateRefused
+from fedkube.errors import InvalidUpdate, ProtocolMismatch, UnknownSite, UpdateRefused
+from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.security.tls import peer_site
@@ -66,6 +67,13 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         self._received("Subscribe", request)
         try:
             self._authorise(context, request.site)
+            if request.protocol_version != PROTOCOL_VERSION:
+                raise ProtocolMismatch(
+                    f"site {request.site!r} speaks fedkube protocol "
+                    f"{request.protocol_version}, this aggregator speaks {PROTOCOL_VERSION}: "
+                    "run the same fedkube release at every site and at the aggregator",
+                    site=request.site,
+                )
             queue = self.c.connect(request.job, request.site)
         except UpdateRefused as e:
             await self._refuse(context, e)

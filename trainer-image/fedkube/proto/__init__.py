@@ -1,0 +1,6 @@
+"""The wire protocol: messages and service generated from ``fedkube.proto``."""
+
+# Raised whenever a message or a stage changes meaning, so a trainer and an aggregator of
+# different releases refuse each other at Subscribe instead of misreading a round.
+# 2: the next round's key exchange rides on the masked update and the reveal.
+PROTOCOL_VERSION = 2

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from fedkube.errors import JobFailed, SecureAggregationError
+from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.secagg.site import SiteSession
@@ -29,7 +30,6 @@ from fedkube.wire.tensors import Params, assemble, from_spec, iter_chunks, specs
 
 log = logging.getLogger("fedkube.trainer")
 
-PROTOCOL_VERSION = 1
 # Statuses that mean "the aggregator is not there right now": reconnect.
 _TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE,
