@@ -41,6 +41,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix="fedkube.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    # The reconcile timer runs in a thread and cannot be cut short. When a job is deleted
+    # mid-reconcile, kopf re-checks whether the timer stopped only this often; its default
+    # of 60 s held the deletion (and `kubectl delete`) for a minute.
+    settings.background.cancellation_polling = 0.5
     memo.setdefault("settings", OperatorSettings())
     memo.setdefault("metrics", OperatorMetrics())
     memo.kube = Kube()
@@ -66,7 +70,13 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
                 memo.kube.create(obj)
             for pod in result.delete_pods:
                 memo.kube.delete_pod(ns, pod)
-            for key, value in result.status.model_dump(by_alias=True, mode="json").items():
+            status = result.status.model_dump(by_alias=True, mode="json")
+            # A null inside a list item is dropped by the API server rather than stored, so
+            # it is left out: kopf then finds the status exactly as it was patched.
+            status["sites"] = [
+                {k: v for k, v in site.items() if v is not None} for site in status["sites"]
+            ]
+            for key, value in status.items():
                 patch.status[key] = value
             for e in result.events:
                 kopf.event(body, type=e.type, reason=e.reason, message=e.message)

@@ -361,6 +361,9 @@ def test_mutual_tls_from_secrets_and_secure_aggregation(
         example(
             "tls",
             rounds=5,
+            # Every site in every round (asserted below): under load a trainer pod can take
+            # more than the default 30 s to start; the wait ends once all have joined.
+            joinGraceSeconds=300,
             security={
                 "mutualTls": {"siteSecretNames": {"hospital-a": "hospital-a-tls"}},
                 "secureAggregation": {"threshold": 3},
