@@ -105,6 +105,8 @@ class OpenRound:
     updates: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> metrics
     samples: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # secure rounds' stages
+    # Secure rounds: keys for the next round (attempt 1) that came with the masked updates.
+    next_keys: dict[str, pb.KeyAdvertisement] = field(default_factory=dict)
 
 
 def weighted(values: list[tuple[int, dict[str, float]]], key: str) -> float | None:
@@ -132,9 +134,7 @@ class Coordinator:
         self.update_infos = self.infos + strategy.update_extras(self.infos)
         self.secagg = secagg_params(self.spec)
         self.quorum = self.spec.quorum()
-        # Keys for the next round (attempt 1) that came with this round's masked updates,
-        # and that round's exchange once its roster is sent with the UNMASK tasks.
-        self.next_keys: dict[str, pb.KeyAdvertisement] = {}
+        # The next round's key exchange, set up when this round's UNMASK stage opens.
         self.upcoming: SecureSum | None = None
         self.checkpoint_dir = checkpoint_dir
         self.clock = clock
@@ -219,17 +219,19 @@ class Coordinator:
         log.info("site %s connected", site)
         # Secure aggregation's keys live in the site's process: whatever it advertised before
         # this connection may be gone with a restart, and must not put it in a roster.
-        self.next_keys.pop(site, None)
         if self.upcoming is not None and site in self.upcoming.advertised:
             self.upcoming = None  # the next round makes the full exchange
         r = self.open
-        advertising = r is not None and r.stage == pb.ADVERTISE_KEYS
-        if r is not None and r.secure is not None and advertising and site in r.done:
-            r.secure.withdraw(site)
-            del r.done[site]
+        roster_closed = False
+        if r is not None and r.secure is not None:
+            r.next_keys.pop(site, None)
+            if r.stage == pb.ADVERTISE_KEYS and site in r.done:
+                r.secure.withdraw(site)
+                del r.done[site]
+            roster_closed = r.stage != pb.ADVERTISE_KEYS
         if self.phase in ("Succeeded", "Failed"):
             state.queue.put_nowait(self._finished_event())
-        elif r is not None and r.secure is not None and not advertising:
+        elif r is not None and roster_closed:
             # The roster is closed: the site sits out the rest of this secure round.
             r.tasked.discard(site)
         elif r is not None and site not in r.done:
@@ -318,7 +320,7 @@ class Coordinator:
                         r.secure.fold(tensor, start, values)
                 r.secure.commit(update.site)
                 samples = int(r.secure.advertised[update.site].num_samples)
-                self._take_next_keys(r.number, r.secure.params, update.header)
+                self._take_next_keys(r, update.header)
             else:
                 assert r.accumulator is not None
                 r.accumulator.add(update)  # it owns the update from here
@@ -371,24 +373,23 @@ class Coordinator:
         except SecureAggregationError as e:
             log.warning("site %s: next round's shares ignored: %s", msg.site, e)
 
-    def _take_next_keys(
-        self, number: int, params: pb.SecAggParams, header: pb.UpdateHeader
-    ) -> None:
+    def _take_next_keys(self, r: OpenRound, header: pb.UpdateHeader) -> None:
         """Keep the next round's keys a masked update carried, if they are for it."""
+        assert r.secure is not None
         if not header.HasField("next_round_keys"):
             return
         keys = header.next_round_keys
         # The next round trains the model this round makes.
-        expected = (header.job, header.site, number + 1, 1, header.model_version + 1)
+        expected = (header.job, header.site, r.number + 1, 1, header.model_version + 1)
         if (keys.job, keys.site, keys.round, keys.attempt, keys.model_version) != expected:
             log.warning("site %s: next round's keys name another round; ignored", header.site)
             return
         try:
-            SecureSum.check_keys(keys, params)
+            SecureSum.check_keys(keys, r.secure.params)
         except SecureAggregationError as e:
             log.warning("site %s: next round's keys ignored: %s", header.site, e)
             return
-        self.next_keys[header.site] = keys
+        r.next_keys[header.site] = keys
 
     def _secure_stage(
         self, job: str, site: str, number: int, attempt: int, stage: pb.Stage
@@ -608,10 +609,11 @@ class Coordinator:
     def _next_round_roster(self, r: OpenRound) -> SecureSum | None:
         """The next round's exchange, its roster closed from the keys that came with this
         round's masked updates; None when too few sites sent keys (or this is the last)."""
-        keys, self.next_keys = self.next_keys, {}
         assert r.secure is not None and self.secagg is not None
         usable = {
-            n: k for n, k in keys.items() if n in r.secure.survivors and self.sites[n].connected
+            n: k
+            for n, k in r.next_keys.items()
+            if n in r.secure.survivors and self.sites[n].connected
         }
         if r.number >= self.spec.rounds or len(usable) < self.quorum:
             return None
@@ -717,7 +719,7 @@ class Coordinator:
         log.info("round %d closed with %d sites", r.number, len(r.updates))
 
     def _abandon_round(self, r: OpenRound) -> None:
-        self.next_keys, self.upcoming = {}, None
+        self.upcoming = None
         for update in list(r.receiving.values()):
             update.close()
         if r.accumulator is not None:

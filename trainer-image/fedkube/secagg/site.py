@@ -62,8 +62,9 @@ class SiteSession:
         self._held: dict[str, pb.ShareBundle] = {}  # owner -> the shares this site holds
         self._participants: list[str] = []
         self._channel_keys: dict[str, bytes] = {}  # peer -> the key its shares are sealed with
-        # The mask does not depend on the update: made ahead (while the other sites share) for
-        # the case where every roster site shares its keys, and checked against that at use.
+        # The mask does not depend on the update: made ahead (while the others share, or the
+        # aggregator unmasks the last round) for the case where every roster site shares its
+        # keys, and checked against that at use.
         self._prepared: tuple[list[str], list[int], list[np.ndarray]] | None = None
         self.stage = "new"
         self.clipped_values = 0
