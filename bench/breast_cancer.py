@@ -21,47 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from fedkube.data import load_site_data
-from fedkube.models import build_model
+from _common import ROOT, centralised
 from fedkube.spec import load_job
-from fedkube.trainer.local import TrainConfig, default_train
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def centralised(manifest: Path) -> tuple[float, float, float]:
-    job = load_job(manifest)
-    spec = job.spec
-    sites = [load_site_data(spec, s.name, manifest) for s in spec.sites]
-    x = torch.from_numpy(np.concatenate([d.x_train for d in sites]))
-    y = torch.from_numpy(np.concatenate([d.y_train for d in sites]))
-    xt = torch.from_numpy(np.concatenate([d.x_test for d in sites]))
-    yt = torch.from_numpy(np.concatenate([d.y_test for d in sites]))
-    model = build_model(spec.task, sites[0].num_features, sites[0].num_classes)
-    t = spec.task
-    started = time.perf_counter()
-    default_train(
-        model,
-        x,
-        y,
-        TrainConfig(
-            round=0,
-            local_epochs=spec.rounds * t.local_epochs,
-            batch_size=t.batch_size,
-            learning_rate=t.learning_rate,
-            optimizer=t.optimizer,
-            momentum=t.momentum,
-            seed=t.seed,
-        ),
-    )
-    wall = time.perf_counter() - started
-    with torch.no_grad():
-        logits = model(xt)
-        loss = float(torch.nn.functional.cross_entropy(logits, yt))
-        acc = float((logits.argmax(1) == yt).float().mean())
-    return acc, loss, wall
 
 
 def main() -> None:
@@ -91,7 +53,8 @@ def main() -> None:
         if run.returncode != 0:
             sys.exit(f"fedkube run failed:\n{run.stdout}\n{run.stderr}")
         result = json.loads((Path(tmp) / "result.json").read_text())
-    c_acc, c_loss, c_wall = centralised(manifest)
+    c = centralised(manifest)
+    c_acc, c_loss, c_wall = c.accuracy, c.loss, c.wall_seconds
     g = result["global"]
     job = load_job(manifest)
     print(

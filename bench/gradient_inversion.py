@@ -20,13 +20,9 @@ The same attack is run on what the aggregator holds in each setting:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from fedkube.data.site_data import SiteData
 from fedkube.models.registry import initial_params
 from fedkube.proto import fedkube_pb2 as pb

@@ -11,17 +11,14 @@ that point) is read until it exits. Trainers are real `fedkube trainer` processe
 from __future__ import annotations
 
 import argparse
-import sys
+import itertools
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import itertools
-
-from tests.engine.jobs import LocalJob, manifest
+from _common import status_kib
+from fedkube.testing import LocalJob, manifest
 
 HIDDEN = [3160, 3160]  # digits: 64 -> 3160 -> 3160 -> 10, about 10.2 M parameters
 
@@ -29,13 +26,6 @@ HIDDEN = [3160, 3160]  # digits: 64 -> 3160 -> 3160 -> 10, about 10.2 M paramete
 def n_params() -> int:
     sizes = [64, *HIDDEN, 10]
     return sum(a * b + b for a, b in itertools.pairwise(sizes))
-
-
-def status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
 
 
 def run(sites: int, rounds: int, tmp: Path) -> dict:

@@ -9,13 +9,9 @@ bad sites train honestly and then send -10 x their update.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETTINGS: dict[str, tuple[dict[str, Any] | None, bool]] = {
     "FedAvg, no attack": (None, False),
@@ -30,8 +26,7 @@ BAD = {"site-3", "site-7"}
 def run(robust: dict[str, Any] | None, attack: bool, seed: int, rounds: int) -> float:
     from fedkube.simulation import simulate
     from fedkube.spec import parse_job
-
-    from tests.engine.jobs import manifest
+    from fedkube.testing import manifest
 
     doc = manifest("poison", sites=10, rounds=rounds, dataset="digits", model={"name": "mlp"})
     doc["spec"]["task"].update(learningRate=0.1, seed=seed)
@@ -44,7 +39,7 @@ def run(robust: dict[str, Any] | None, attack: bool, seed: int, rounds: int) -> 
     def flip(site: str, update: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {k: -10 * v for k, v in update.items()} if attack and site in BAD else update
 
-    return float(simulate(parse_job(doc), tamper=flip).history[-1]["accuracy"])
+    return float(simulate(parse_job(doc), tamper=flip).history[-1].accuracy)
 
 
 def main() -> None:

@@ -11,12 +11,8 @@ in-process twin of `fedkube run`.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
@@ -25,9 +21,8 @@ def main() -> None:
     from fedkube.privacy.accountant import noise_for_epsilon
     from fedkube.simulation import simulate
     from fedkube.spec import parse_job
+    from fedkube.testing import manifest
     from fedkube.trainer.dp_sgd import dp_steps
-
-    from tests.engine.jobs import manifest
 
     torch.set_num_threads(1)
     ap = argparse.ArgumentParser()
@@ -62,7 +57,7 @@ def main() -> None:
                     "recordLevel": {"noiseMultiplier": z, "maxGradNorm": 1.0, "delta": delta}
                 }
             result = simulate(parse_job(doc))
-            accs.append(result.history[-1]["accuracy"])
+            accs.append(result.history[-1].accuracy)
             spent.append(max(m.get("epsilon", 0.0) for m in result.sites.values()))
         label = "no DP" if target is None else f"{target:g}"
         zs = "-" if z is None else f"{z:.3f}"

@@ -29,10 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.engine.jobs import LocalJob, manifest
+from fedkube.testing import LocalJob, manifest
 
 HIDDEN = [1333]  # digits: 64 -> 1333 -> 10, 99,985 parameters
 

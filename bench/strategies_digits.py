@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import centralised
 
 STRATEGIES: dict[str, dict[str, Any]] = {
     "FedAvg": {"name": "fedavg"},
@@ -38,7 +36,7 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 
 
 def job_doc(alpha: float, seed: int, rounds: int, strategy: dict[str, Any]) -> dict[str, Any]:
-    from tests.engine.jobs import manifest
+    from fedkube.testing import manifest
 
     doc = manifest(
         "digits-bench",
@@ -62,45 +60,17 @@ def run_federated(args: tuple[float, int, int, str]) -> tuple[float, int, str, l
     torch.set_num_threads(1)
     alpha, seed, rounds, label = args
     result = simulate(parse_job(job_doc(alpha, seed, rounds, STRATEGIES[label])), evaluate_every=1)
-    accuracy = [h["accuracy"] for h in result.history]
-    bytes_per_round = statistics.mean(h["bytes"] for h in result.history)
+    accuracy = [h.accuracy for h in result.history]
+    bytes_per_round = statistics.mean(h.bytes_received + h.bytes_sent for h in result.history)
     return alpha, seed, label, accuracy, bytes_per_round
 
 
 def run_centralised(args: tuple[float, int, int]) -> tuple[float, int, float]:
     import torch
-    from fedkube.data import load_site_data
-    from fedkube.models import build_model
-    from fedkube.spec import parse_job
-    from fedkube.trainer.local import TrainConfig, default_train
 
     torch.set_num_threads(1)
     alpha, seed, rounds = args
-    spec = parse_job(job_doc(alpha, seed, rounds, {"name": "fedavg"})).spec
-    sites = [load_site_data(spec, s.name) for s in spec.sites]
-    x = torch.from_numpy(np.concatenate([d.x_train for d in sites]))
-    y = torch.from_numpy(np.concatenate([d.y_train for d in sites]))
-    xt = torch.from_numpy(np.concatenate([d.x_test for d in sites]))
-    yt = torch.from_numpy(np.concatenate([d.y_test for d in sites]))
-    model = build_model(spec.task, 64, 10)
-    t = spec.task
-    default_train(
-        model,
-        x,
-        y,
-        TrainConfig(
-            round=0,
-            local_epochs=rounds * t.local_epochs,
-            batch_size=t.batch_size,
-            learning_rate=t.learning_rate,
-            optimizer=t.optimizer,
-            momentum=t.momentum,
-            seed=seed,
-        ),
-    )
-    with torch.no_grad():
-        acc = float((model(xt).argmax(1) == yt).float().mean())
-    return alpha, seed, acc
+    return alpha, seed, centralised(job_doc(alpha, seed, rounds, {"name": "fedavg"}), seed).accuracy
 
 
 def main() -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedkube import exit_codes
 from fedkube.errors import SpecError
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.load import parse_job
+from fedkube.spec.progress import Progress, SiteSummary
 
 from fedkube_operator.desired import (
     OperatorSettings,
@@ -22,16 +24,13 @@ from fedkube_operator.desired import (
 )
 from fedkube_operator.status_model import Condition, JobStatus, SiteStatus
 
-# A container that exits 2 refused its input (manifest, data, model): retrying cannot help.
-EXIT_BAD_INPUT = 2
-
 
 @dataclass
 class Observed:
     pods: dict[str, dict[str, Any]]
     has_service: bool
     has_config_map: bool
-    progress: dict[str, Any] | None
+    progress: Progress | None
     now: str
 
 
@@ -130,39 +129,43 @@ def _finish(
         _cleanup(plan, job, observed)
 
 
-def _apply_progress(status: JobStatus, progress: dict[str, Any]) -> None:
-    status.round = int(progress.get("round", status.round))
-    g = progress.get("global") or {}
-    if g.get("accuracy") is not None:
-        status.accuracy = round(float(g["accuracy"]), 6)
-        status.loss = round(float(g["loss"]), 6) if g.get("loss") is not None else None
-    history = progress.get("history") or []
-    if history:
-        status.sites_in_last_round = len(history[-1].get("sites", []))
-    if progress.get("modelPath"):
-        status.model_path = progress["modelPath"]
+def _apply_progress(status: JobStatus, progress: Progress) -> None:
+    status.round = progress.round
+    g = progress.global_
+    if g is not None and g.accuracy is not None:
+        status.accuracy = round(g.accuracy, 6)
+        status.loss = round(g.loss, 6) if g.loss is not None else None
+    if progress.history:
+        status.sites_in_last_round = len(progress.history[-1].sites)
+    if progress.model_path:
+        status.model_path = progress.model_path
 
 
 def _site_statuses(job: FederatedJob, observed: Observed, prior: JobStatus) -> list[SiteStatus]:
     before = {s.name: s for s in prior.sites}
-    reported = (observed.progress or {}).get("sites", {})
+    reported = observed.progress.sites if observed.progress else {}
     out = []
     for site in job.spec.sites:
         old = before.get(site.name, SiteStatus(name=site.name, phase="Pending"))
         pod = observed.pods.get(trainer_name(job.name, site.name))
-        r = reported.get(site.name, {})
+        r = reported.get(site.name)
         out.append(
             SiteStatus(
                 name=site.name,
                 phase="Remote" if site.remote else _pod_phase(pod),
                 restarts=old.restarts,
-                last_round=int(r.get("lastRound", old.last_round)),
-                samples=int(r.get("samples", old.samples)),
-                loss=r.get("loss", old.loss),
-                accuracy=r.get("accuracy", old.accuracy),
+                last_round=r.last_round if r else old.last_round,
+                samples=r.samples if r else old.samples,
+                loss=_or(r, "loss", old.loss),
+                accuracy=_or(r, "accuracy", old.accuracy),
             )
         )
     return out
+
+
+def _or(summary: SiteSummary | None, key: str, before: float | None) -> float | None:
+    value: float | None = getattr(summary, key) if summary is not None else None
+    return before if value is None else value
 
 
 def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSettings) -> Plan:
@@ -217,7 +220,8 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
             if name == aggregator_name(job.name)
             else f"site {pod['metadata']['labels'].get('fedkube.io/site')}"
         )
-        if code == EXIT_BAD_INPUT:
+        # It refused its input (manifest, data, model): retrying cannot help.
+        if code == exit_codes.BAD_INPUT:
             _finish(
                 result,
                 job,
@@ -245,10 +249,11 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
             Event("Warning", "PodFailed", f"{role} failed with exit code {code}; recreating it")
         )
 
-    progress = observed.progress or {}
+    progress = observed.progress
     local = job.spec.aggregator.endpoint is None
     agg_phase = _pod_phase(observed.pods.get(aggregator_name(job.name))) if local else None
-    if progress.get("phase") == "Succeeded" or (local and agg_phase == "Succeeded"):
+    phase = progress.phase if progress else None
+    if phase == "Succeeded" or (local and agg_phase == "Succeeded"):
         _finish(
             result,
             job,
@@ -257,8 +262,8 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
             "Completed",
             f"completed {status.round} of {job.spec.rounds} rounds",
         )
-    elif progress.get("phase") == "Failed":
-        _finish(result, job, observed, False, "AggregatorFailed", progress.get("message", ""))
+    elif progress is not None and phase == "Failed":
+        _finish(result, job, observed, False, "AggregatorFailed", progress.message)
     elif (
         not local
         and observed.pods

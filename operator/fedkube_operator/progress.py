@@ -1,12 +1,11 @@
-"""Reading the aggregator's /progress (the JSON it serves beside /metrics)."""
+"""Where the operator reads a job's aggregator /progress (``fetch_progress`` reads it)."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from typing import Any
 
 from fedkube.spec.job import FederatedJob
+from fedkube.transport.progress_client import fetch_progress
 
 from fedkube_operator.desired import OperatorSettings, aggregator_name
 
@@ -25,13 +24,4 @@ def progress_url(
     return f"http://{ip}:{port}/progress" if ip else None
 
 
-def fetch_progress(url: str | None, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The aggregator's progress, or None when it is not answering (yet)."""
-    if url is None:
-        return None
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            data: dict[str, Any] = json.loads(r.read())
-            return data
-    except (OSError, ValueError):
-        return None
+__all__ = ["fetch_progress", "progress_url"]

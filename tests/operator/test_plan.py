@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 from fedkube.spec import parse_job
+from fedkube.spec.progress import Progress
 from fedkube_operator.desired import OperatorSettings, aggregator_name, desired, trainer_name
 from fedkube_operator.plan import Observed, plan
 
@@ -99,14 +100,21 @@ def test_bad_input_fails_at_once() -> None:
 
 
 def test_progress_becomes_status_and_success_is_final() -> None:
-    progress = {
-        "phase": "Succeeded",
-        "round": 20,
-        "global": {"loss": 0.12, "accuracy": 0.9649},
-        "history": [{"sites": ["a", "b", "c"]}],
-        "sites": {"hospital-a": {"lastRound": 20, "samples": 13, "accuracy": 1.0, "loss": 0.01}},
-        "modelPath": "/var/lib/fedkube/output/model.safetensors",
-    }
+    round_20 = {"round": 20, "sites": ["a", "b", "c"], "samples": 455, "openedAt": 1.0}
+    progress = Progress.model_validate(
+        {
+            "job": "breast-cancer",
+            "phase": "Succeeded",
+            "round": 20,
+            "totalRounds": 20,
+            "global": {"round": 20, "loss": 0.12, "accuracy": 0.9649},
+            "history": [{**round_20, "closedAt": 1.5, "durationSeconds": 0.5}],
+            "sites": {
+                "hospital-a": {"lastRound": 20, "samples": 13, "accuracy": 1.0, "loss": 0.01}
+            },
+            "modelPath": "/var/lib/fedkube/output/model.safetensors",
+        }
+    )
     p = plan(resource(), observed(all_pods(), progress, svc=True, cm=True), SETTINGS)
     s = p.status
     assert (s.phase, s.round, s.accuracy, s.sites_in_last_round) == ("Succeeded", 20, 0.9649, 3)

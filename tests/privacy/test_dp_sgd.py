@@ -49,7 +49,7 @@ def test_dp_sgd_sites_still_learn_and_report_their_epsilon() -> None:
     doc["spec"]["task"].update(learningRate=0.2)
     doc["spec"]["privacy"] = {"recordLevel": {"noiseMultiplier": 1.0, "maxGradNorm": 1.0}}
     result = simulate(parse_job(doc))
-    assert result.history[-1]["accuracy"] > 0.6
+    assert result.history[-1].accuracy > 0.6
     assert all(m["epsilon"] > 0 for m in result.sites.values())
 
 

@@ -32,22 +32,22 @@ def coordinator(tmp_path: Path) -> Coordinator:
 
 
 def session(c: Coordinator, site: str, round: int) -> SiteSession:
-    assert c.secagg is not None
-    return SiteSession("keys", site, round, 1, c.secagg)
+    assert c.secure is not None
+    return SiteSession("keys", site, round, 1, c.secure.params)
 
 
 def exchanged_ahead(c: Coordinator, sharing: list[str]) -> dict[str, SiteSession]:
     """Round 1's exchange as the coordinator sets it up in round 0's UNMASK stage: every
     site's keys in the roster, shares from ``sharing`` only."""
-    assert c.secagg is not None
+    assert c.secure is not None
     sessions = {s: session(c, s, 1) for s in SITES}
-    upcoming = SecureSum(Context("keys", 1, 1), c.secagg, [4])
+    upcoming = SecureSum(Context("keys", 1, 1), c.secure.params, [4])
     for s in sessions.values():
         upcoming.advertise(s.advertisement(0, 10))
     roster = upcoming.close_roster(SITES)
     for name in sharing:
         upcoming.add_shares(sessions[name].share_keys(roster))
-    c.upcoming = upcoming
+    c.secure.upcoming = upcoming
     return sessions
 
 
@@ -74,7 +74,7 @@ def test_a_site_that_reconnects_voids_the_exchange_made_ahead(tmp_path: Path) ->
     c = coordinator(tmp_path)
     exchanged_ahead(c, SITES)
     c.connect("keys", "site-2")  # a restarted trainer: its keys died with the old process
-    assert c.upcoming is None
+    assert c.secure.upcoming is None
     r = c._open_round(1, pb.TRAIN, 0)
     assert r.stage == pb.ADVERTISE_KEYS, "the full exchange, not a roster with keys nobody holds"
 

@@ -77,12 +77,12 @@ def poisoned_run(robust: dict | None) -> float:
     def flip(site: str, update: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {k: -10 * v for k, v in update.items()} if site in ("site-3", "site-7") else update
 
-    return simulate(parse_job(doc), tamper=flip).history[-1]["accuracy"]
+    return simulate(parse_job(doc), tamper=flip).history[-1].accuracy
 
 
 def test_median_withstands_poisoned_sites_where_fedavg_collapses() -> None:
     doc = manifest("clean", sites=10, rounds=12, dataset="digits", model={"name": "mlp"})
     doc["spec"]["task"].update(learningRate=0.1)
-    clean = simulate(parse_job(doc)).history[-1]["accuracy"]
+    clean = simulate(parse_job(doc)).history[-1].accuracy
     assert poisoned_run(None) < 0.5, "FedAvg collapses"
     assert poisoned_run({"method": "median"}) > clean - 0.02

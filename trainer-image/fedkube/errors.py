@@ -11,6 +11,7 @@
     │   ├── RoundClosed               the round named is not the open one
     │   ├── DuplicateUpdate           the site already sent its update for this round
     │   └── InvalidUpdate             wrong tensors, shapes, dtypes or non-finite values
+    ├── AggregatorUnavailable         the aggregator cannot be reached right now (reconnect)
     ├── TlsError                      a TLS folder is incomplete, or clear text was not asked for
     ├── SecureAggregationError        a secure-aggregation message breaks the protocol
     ├── PrivacyBudgetExhausted        another round would take a site past its epsilon cap
@@ -90,6 +91,10 @@ class DuplicateUpdate(UpdateRefused):
 
 class InvalidUpdate(UpdateRefused):
     status = "INVALID_ARGUMENT"
+
+
+class AggregatorUnavailable(FedkubeError):
+    """The aggregator could not be reached, or went away mid-call: try again later."""
 
 
 class TlsError(FedkubeError):

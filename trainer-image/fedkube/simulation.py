@@ -1,45 +1,67 @@
-"""Every site in one process, without gRPC: the in-memory twin of `fedkube run`.
+"""Every site in one process: the round engine over in-process links.
 
-The same strategies (``fedkube.strategy``) and the same site training (``LocalTrainer``) as
-the real processes, driven in a loop; for benchmarks that rerun a setting many times, and for
-tests of what a strategy converges to. It is not a privacy boundary: all data is in one
-process, which is why `fedkube run` and the operator never use it.
+The same ``Coordinator`` as the aggregator (quorum, secure aggregation, DP accounting,
+strategies, robust aggregation) and the same ``TrainerClient`` and ``LocalTrainer`` as the
+trainer processes; only the transport differs (``InProcessLink``: no sockets, no
+serialisation). The coordinator runs on an event loop in one thread and each site in a
+thread of its own. For benchmarks that rerun a setting many times and tests of what a
+strategy converges to. It is no privacy boundary: all data is in one process, which is why
+`fedkube run` and the operator never use it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from fedkube.aggregator.coordinator import Coordinator
 from fedkube.data.site_data import load_site_data
+from fedkube.errors import JobFailed
 from fedkube.models.registry import initial_params
-from fedkube.privacy.adaptive_clip import AdaptiveClip
 from fedkube.spec.job import FederatedJob
-from fedkube.strategy import ArrayUpdate, DpFedAvgAccumulator, build_accumulator, build_strategy
+from fedkube.spec.progress import RoundRecord
+from fedkube.strategy import build_strategy
+from fedkube.trainer.client import TrainerClient
 from fedkube.trainer.local import LocalTrainer
-from fedkube.wire.tensors import Params, specs_of
+from fedkube.transport.inprocess import InProcessLink
+from fedkube.wire.tensors import Params
+
+# A site's update on its way out: (site, update) -> what is sent instead.
+Tamper = Callable[[str, Params], Params]
 
 
 @dataclass
 class SimulationResult:
     params: Params
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[RoundRecord] = field(default_factory=list)
+    # Each site's scores of the final model (and its personal one), as it reported them.
     sites: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def weighted_eval(
-    trainers: dict[str, LocalTrainer], params: Params
-) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    per_site = {name: t.evaluate(params) for name, t in trainers.items()}
-    sizes = {name: t.held_out_size() for name, t in trainers.items()}
-    total = sum(sizes.values())
-    overall = {
-        key: sum(sizes[n] * m[key] for n, m in per_site.items()) / total
-        for key in ("loss", "accuracy")
-    }
-    return per_site, overall
+class TamperedTrainer(LocalTrainer):
+    """A broken or hostile site: trains honestly, then sends what ``tamper`` makes of it."""
+
+    tamper: Tamper
+
+    def train(
+        self,
+        global_params: Params,
+        round: int,
+        strategy: dict[str, float],
+        extras: Params | None = None,
+    ) -> tuple[Params, dict[str, float]]:
+        update, metrics = super().train(global_params, round, strategy, extras)
+        return self.tamper(self.site, update), metrics
+
+
+def with_evaluation_every(job: FederatedJob, rounds: int) -> FederatedJob:
+    evaluation = job.spec.evaluation.model_copy(update={"every_rounds": rounds})
+    spec = job.spec.model_copy(update={"evaluation": evaluation})
+    return job.model_copy(update={"spec": spec})
 
 
 def simulate(
@@ -47,57 +69,93 @@ def simulate(
     manifest: Path | None = None,
     *,
     evaluate_every: int | None = None,
-    on_round: Callable[[dict[str, Any]], bool | None] | None = None,
-    tamper: Callable[[str, Params], Params] | None = None,
+    tamper: Tamper | None = None,
 ) -> SimulationResult:
-    """Run the job's rounds in this process. ``on_round`` sees each round's record and may
-    return True to stop early; ``tamper(site, update)`` stands for a broken or hostile site
-    (benchmarks of robust aggregation)."""
+    """Run the job's rounds in this process; ``tamper(site, update)`` stands for a broken or
+    hostile site (benchmarks of robust aggregation). Raises JobFailed as the aggregator would."""
+    if evaluate_every is not None:
+        job = with_evaluation_every(job, evaluate_every)
     spec = job.spec
+    trainers = {s.name: _trainer(job, s.name, manifest, tamper) for s in spec.sites if not s.remote}
     features, classes = spec.input_shape()
-    params = initial_params(spec.task, features, classes)
-    strategy = build_strategy(spec)
-    trainers = {
-        s.name: LocalTrainer(
-            spec.task,
-            load_site_data(spec, s.name, manifest),
-            s.name,
-            spec.personalization,
-            spec.privacy,
-        )
-        for s in spec.sites
-        if not s.remote
-    }
-    infos = specs_of(params)
-    update_infos = infos + strategy.update_extras(infos)
-    every = evaluate_every or spec.evaluation.every_rounds
-    result = SimulationResult(params)
-    clip = AdaptiveClip.for_job(spec)
-    for r in range(1, spec.rounds + 1):
-        sent = {**params, **strategy.broadcast_arrays()}
-        accumulator = build_accumulator(spec, strategy, update_infos, clip)
-        received = 0
-        for name, trainer in trainers.items():
-            model, extras = trainer.split(sent)
-            update, _ = trainer.train(model, r, strategy.client_config(r), extras)
-            if tamper is not None:
-                update = tamper(name, update)
-            received += sum(a.nbytes for a in update.values())
-            accumulator.add(ArrayUpdate(update_infos, update, trainer.num_train))
-        params = strategy.apply(params, accumulator.mean(), r, participants=len(trainers))
-        record: dict[str, Any] = {
-            "round": r,
-            "bytes": received + sum(a.nbytes for a in sent.values()) * len(trainers),
-        }
-        if clip is not None and isinstance(accumulator, DpFedAvgAccumulator):
-            record["clipNorm"] = clip.clip_norm
-            clip.observe(accumulator.unclipped, accumulator.count)
-        if r % every == 0 or r == spec.rounds:
-            _, overall = weighted_eval(trainers, params)
-            record.update(overall)
-        result.history.append(record)
-        if on_round is not None and on_round(record):
-            break
-    result.params = params
-    result.sites, _ = weighted_eval(trainers, params)
-    return result
+    coordinator = Coordinator(
+        job, initial_params(spec.task, features, classes), build_strategy(spec), None
+    )
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, name="coordinator", daemon=True)
+    loop_thread.start()
+    errors: list[BaseException] = []
+    stopped = threading.Event()
+    try:
+        running = asyncio.run_coroutine_threadsafe(coordinator.run(), loop)
+        sites = [
+            threading.Thread(
+                target=_serve_site,
+                args=(job.name, name, trainer, InProcessLink(coordinator, loop, stopped)),
+                kwargs={"errors": errors, "running": running},
+                name=f"site {name}",
+                daemon=True,
+            )
+            for name, trainer in trainers.items()
+        ]
+        for t in sites:
+            t.start()
+        try:
+            running.result()
+        except CancelledError:
+            if not errors:
+                raise
+        finally:
+            stopped.set()
+            asyncio.run_coroutine_threadsafe(_release_sites(coordinator), loop).result()
+            for t in sites:
+                t.join()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join()
+        loop.close()
+    if errors:
+        raise errors[0]
+    return SimulationResult(
+        params=coordinator.params,
+        history=coordinator.history,
+        sites={n: dict(s.metrics) for n, s in coordinator.sites.items()},
+    )
+
+
+def _trainer(
+    job: FederatedJob, site: str, manifest: Path | None, tamper: Tamper | None
+) -> LocalTrainer:
+    spec = job.spec
+    data = load_site_data(spec, site, manifest)
+    if tamper is None:
+        return LocalTrainer(spec.task, data, site, spec.personalization, spec.privacy)
+    trainer = TamperedTrainer(spec.task, data, site, spec.personalization, spec.privacy)
+    trainer.tamper = tamper
+    return trainer
+
+
+async def _release_sites(coordinator: Coordinator) -> None:
+    """End every site's stream, so no site thread waits on a job that is over."""
+    for s in coordinator.sites.values():
+        if s.queue is not None:
+            s.queue.put_nowait(None)
+
+
+def _serve_site(
+    job: str,
+    site: str,
+    trainer: LocalTrainer,
+    link: InProcessLink,
+    *,
+    errors: list[BaseException],
+    running: Future[None],
+) -> None:
+    """One site's thread: serve tasks until the job ends; an error stops the whole job."""
+    try:
+        TrainerClient(job, site, link, trainer).run()
+    except JobFailed:
+        pass  # the job ended (the coordinator's own failure is raised from running.result())
+    except BaseException as e:
+        errors.append(e)
+        running.cancel()

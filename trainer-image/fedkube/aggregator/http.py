@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,9 +11,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 
 def serve_http(
-    host: str, port: int, metrics: Callable[[], bytes], progress: Callable[[], dict[str, Any]]
+    host: str, port: int, metrics: Callable[[], bytes], progress: Callable[[], bytes]
 ) -> ThreadingHTTPServer:
-    """Start the server on a daemon thread; both callables must be safe to call from it."""
+    """Start the server on a daemon thread; both callables must be safe to call from it and
+    return the body (``progress``: the JSON of ``fedkube.spec.progress.Progress``)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -22,7 +22,7 @@ def serve_http(
             if path == "/metrics":
                 body, ctype = metrics(), CONTENT_TYPE_LATEST
             elif path == "/progress":
-                body, ctype = json.dumps(progress()).encode(), "application/json"
+                body, ctype = progress(), "application/json"
             elif path == "/healthz":
                 body, ctype = b"ok\n", "text/plain"
             else:

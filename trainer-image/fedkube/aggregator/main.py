@@ -15,10 +15,13 @@ from typing import TypeVar
 import grpc
 from prometheus_client import generate_latest
 
+from fedkube import exit_codes
 from fedkube.aggregator.coordinator import Coordinator
 from fedkube.aggregator.http import serve_http
 from fedkube.aggregator.metrics import AggregatorMetrics
 from fedkube.aggregator.outputs import write_outputs
+from fedkube.aggregator.persistence import resume
+from fedkube.aggregator.report import progress
 from fedkube.aggregator.service import SERVER_OPTIONS, AggregatorService
 from fedkube.errors import JobFailed
 from fedkube.models.registry import initial_params
@@ -81,7 +84,7 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
         build_strategy(job.spec),
         opts.checkpoint_dir,
     )
-    coordinator.resume()
+    resume(coordinator)
     coordinator.on_succeeded = lambda c: write_outputs(c, opts.output_dir)
     if opts.tls_dir is None and not (opts.allow_plaintext or is_loopback(opts.host)):
         raise TlsError(
@@ -105,7 +108,12 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
         opts.host,
         opts.http_port,
         on_loop(loop, lambda: generate_latest(metrics.registry)),
-        on_loop(loop, coordinator.progress),
+        on_loop(
+            loop,
+            lambda: (
+                progress(coordinator).model_dump_json(by_alias=True, exclude_none=True).encode()
+            ),
+        ),
     )
     log.info(
         "aggregator for job %s on %s:%d (http %d), %d rounds left",
@@ -124,17 +132,18 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-    code = 0
+    code = exit_codes.OK
     try:
         await runner
-        log.info("job %s succeeded; model at %s", job.name, coordinator.result["modelPath"])
+        model = coordinator.result.model_path if coordinator.result else "?"
+        log.info("job %s succeeded; model at %s", job.name, model)
     except JobFailed as e:
         log.error("job %s failed: %s", job.name, e)
-        code = 1
+        code = exit_codes.FAILED
     except asyncio.CancelledError:
         log.warning("stopped by signal after round %d", coordinator.rounds_completed)
-        code = 143
-    if code != 143:
+        code = exit_codes.TERMINATED
+    if code != exit_codes.TERMINATED:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), opts.linger_seconds)
     await server.stop(grace=0.5)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fedkube.aggregator.coordinator import Coordinator
+from fedkube.spec.progress import RoundRecord
 
 
 class _StateCollector(Collector):
@@ -23,29 +23,30 @@ class _StateCollector(Collector):
         job = c.job.name
         yield GaugeMetricFamily("fedkube_round", "Rounds completed.", value=c.rounds_completed)
         yield GaugeMetricFamily("fedkube_rounds_total", "Rounds asked for.", value=c.spec.rounds)
-        g = c.latest_global()
+        g = c.log.latest_global()
         for key in ("loss", "accuracy"):
             fam = GaugeMetricFamily(
                 f"fedkube_global_{key}",
                 f"Global model {key} on the sites' held-out data.",
                 labels=["job"],
             )
-            if g.get(key) is not None:
-                fam.add_metric([job], g[key])
+            value = getattr(g, key) if g is not None else None
+            if value is not None:
+                fam.add_metric([job], value)
             yield fam
         yield GaugeMetricFamily(
             "fedkube_sites_connected",
             "Sites holding a connection.",
             value=sum(s.connected for s in c.sites.values()),
         )
-        epsilon = c.privacy().get("epsilon")
-        if epsilon is not None:
+        report = c.privacy.report(c.history)
+        if report is not None:
             yield GaugeMetricFamily(
                 "fedkube_privacy_epsilon",
                 "Epsilon spent (update-level DP, at its delta).",
-                value=epsilon,
+                value=report.epsilon,
             )
-        last = c.history[-1]["sites"] if c.history else []
+        last = c.history[-1].sites if c.history else []
         yield GaugeMetricFamily(
             "fedkube_sites_in_round", "Sites whose update made the last round.", value=len(last)
         )
@@ -83,5 +84,5 @@ class AggregatorMetrics:
         )
         coordinator.round_closed_hooks.append(self._round_closed)
 
-    def _round_closed(self, entry: dict[str, Any]) -> None:
-        self.round_duration.observe(entry["durationSeconds"])
+    def _round_closed(self, entry: RoundRecord) -> None:
+        self.round_duration.observe(entry.duration_seconds)

@@ -6,10 +6,10 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 from fedkube.aggregator.coordinator import Coordinator
 from fedkube.spec.job import spec_summary
+from fedkube.spec.progress import JobResult, SiteResult
 from fedkube.storage.atomic import write_json
 from fedkube.storage.safetensors_file import write_safetensors
 
@@ -26,40 +26,39 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_outputs(c: Coordinator, folder: Path) -> dict[str, Any]:
+def write_outputs(c: Coordinator, folder: Path) -> JobResult:
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / MODEL_FILE
     summary = spec_summary(c.job)
     write_safetensors(model_path, c.params, {"fedkube": json.dumps(summary, sort_keys=True)})
     digest = file_sha256(model_path)
-    g = c.latest_global()
-    sites = [
-        {"name": n, **{k: v for k, v in s.summary().items() if k != "connected"}}
-        for n, s in c.sites.items()
-    ]
+    g = c.log.latest_global()
     card = {
         **summary,
         "roundsCompleted": c.rounds_completed,
-        "globalMetrics": g,
-        "sitesContributed": sorted({s for h in c.history for s in h["sites"]}),
+        "globalMetrics": g.to_json_dict() if g else {},
+        "sitesContributed": c.log.sites_ever(),
         "tensors": {i.name: {"dtype": str(i.dtype), "shape": list(i.shape)} for i in c.infos},
         "modelSha256": digest,
         "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(folder / CARD_FILE, card)
-    result = {
-        "job": c.job.name,
-        "phase": c.phase,
-        "roundsCompleted": c.rounds_completed,
-        "totalRounds": c.spec.rounds,
-        "global": g,
-        "initialEvaluation": c.initial_evaluation,
-        "sites": sites,
-        "history": c.history,
-        "privacy": c.privacy(),
-        "modelPath": str(model_path.resolve()),
-        "modelCard": str((folder / CARD_FILE).resolve()),
-        "wallSeconds": time.time() - c.started_wall,
-    }
-    write_json(folder / RESULT_FILE, result)
+    result = JobResult(
+        job=c.job.name,
+        phase=c.phase,
+        rounds_completed=c.rounds_completed,
+        total_rounds=c.spec.rounds,
+        global_=g,
+        initial_evaluation=c.log.initial_evaluation,
+        sites=[
+            SiteResult(name=n, **s.summary().model_dump(exclude={"connected"}))
+            for n, s in c.sites.items()
+        ],
+        history=c.history,
+        privacy=c.privacy.report(c.history),
+        model_path=str(model_path.resolve()),
+        model_card=str((folder / CARD_FILE).resolve()),
+        wall_seconds=time.time() - c.started_wall,
+    )
+    write_json(folder / RESULT_FILE, result.to_json_dict())
     return result

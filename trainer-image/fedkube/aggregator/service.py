@@ -11,7 +11,7 @@ import grpc
 
 from fedkube.aggregator.coordinator import Coordinator
 from fedkube.aggregator.metrics import AggregatorMetrics
-from fedkube.errors import InvalidUpdate, ProtocolMismatch, UnknownSite, UpdateRefused
+from fedkube.errors import ProtocolMismatch, UnknownSite, UpdateRefused
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
@@ -119,42 +119,26 @@ class AggregatorService(pb_grpc.AggregatorServicer):
     async def _receive_update(
         self, request_iterator: AsyncIterator[pb.UpdatePart], context: grpc.aio.ServicerContext
     ) -> pb.UpdateReceipt:
-        update = None
+        reception = self.c.reception(lambda site: self._authorise(context, site))
         try:
             async for part in request_iterator:
                 self._received("SubmitUpdate", part)
-                if update is None:
-                    if not part.HasField("header"):
-                        raise InvalidUpdate("the first message of an update must be its header")
-                    self._authorise(context, part.header.site)
-                    update = self.c.begin_update(part.header)
-                elif part.HasField("chunk"):
+                if part.HasField("chunk"):
                     self.metrics.bytes_received.inc(len(part.chunk.data))
-                    update.add(part.chunk)
-                else:
-                    raise InvalidUpdate(
-                        "an update has one header; a second arrived",
-                        site=update.site,
-                        round=update.round,
-                    )
-            if update is None:
-                raise InvalidUpdate("empty update stream")
-            self.c.finish_update(update)
-            return pb.UpdateReceipt(
-                job=self.c.job.name,
-                round=update.round,
-                site=update.site,
-                bytes_received=update.bytes_received,
-            )
+                reception.feed(part)
+            received = reception.finish()
         except UpdateRefused as e:
-            if update is not None:
-                self.c.abandon_update(update)
+            reception.abandon()
             await self._refuse(context, e)
             raise  # abort() raises; this line is never reached
         except BaseException:
-            if update is not None:
-                self.c.abandon_update(update)
+            reception.abandon()
             raise
+        update = reception.update
+        assert update is not None
+        return pb.UpdateReceipt(
+            job=self.c.job.name, round=update.round, site=update.site, bytes_received=received
+        )
 
     async def ReportEvaluation(
         self, request: pb.Evaluation, context: grpc.aio.ServicerContext

@@ -8,25 +8,24 @@ every child. Relative checkpoint paths are kept inside the output folder.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
+from fedkube import exit_codes
 from fedkube.aggregator.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from fedkube.aggregator.outputs import RESULT_FILE
-from fedkube.cli.main import EXIT_BAD_INPUT, EXIT_FAILED
+from fedkube.cli.launch import free_port, spawn_fedkube
+from fedkube.cli.report import indent, result_table, round_line
 from fedkube.errors import SpecError
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.load import load_job
+from fedkube.spec.progress import JobResult, Progress, RoundRecord
+from fedkube.transport.progress_client import fetch_progress
 
 POLL_SECONDS = 0.1
 
@@ -38,18 +37,6 @@ class LocalRunOptions:
     fresh: bool = False
     quiet: bool = False
     out: TextIO = sys.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    # Children get SIGTERM if `fedkube run` itself dies, so no trainer outlives its run.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -83,18 +70,7 @@ class LocalRun:
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         log_path = self.output / "logs" / f"{name}.log"
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "fedkube", *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches us alone; we stop children in order
-                preexec_fn=_die_with_parent,
-            )
-        child = Child(name, proc, log_path)
+        child = Child(name, spawn_fedkube(args, log_path), log_path)
         self.children.append(child)
         return child
 
@@ -143,33 +119,19 @@ class LocalRun:
             )
         return aggregator
 
-    def progress(self) -> dict[str, Any] | None:
-        url = f"http://127.0.0.1:{self.http_port}/progress"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                data: dict[str, Any] = json.loads(r.read())
-                return data
-        except (OSError, ValueError):
-            return None
+    def progress(self) -> Progress | None:
+        return fetch_progress(f"http://127.0.0.1:{self.http_port}/progress")
 
-    def print_rounds(self, progress: dict[str, Any], final: bool = False) -> None:
+    def print_rounds(self, history: list[RoundRecord], total: int, final: bool = False) -> None:
         if self.opts.quiet:
             return
-        history = progress.get("history", [])
-        total = progress.get("totalRounds", len(history))
         n_sites = len(self.job.spec.sites)
         while self.printed_rounds < len(history):
             h = history[self.printed_rounds]
             # Wait for the evaluation of this round's model unless later rounds have closed.
-            if h.get("accuracy") is None and not final and self.printed_rounds == len(history) - 1:
+            if h.accuracy is None and not final and self.printed_rounds == len(history) - 1:
                 return
-            acc = h.get("accuracy")
-            self.say(
-                f"round {h['round']:>4}/{total}  sites {len(h['sites'])}/{n_sites}  "
-                f"train_loss {_fmt(h.get('trainLoss'))}  loss {_fmt(h.get('loss'))}  "
-                f"accuracy {'   -  ' if acc is None else f'{100 * acc:6.2f}%'}  "
-                f"{h['durationSeconds']:.2f}s"
-            )
+            self.say(round_line(h, total, n_sites))
             self.printed_rounds += 1
 
     def watch(self, aggregator: Child) -> int:
@@ -178,22 +140,22 @@ class LocalRun:
             code = aggregator.proc.poll()
             progress = self.progress()
             if progress:
-                self.print_rounds(progress)
+                self.print_rounds(progress.history, progress.total_rounds)
             if code is not None:
                 return code
             for c in self.children[1:]:
                 rc = c.proc.poll()
                 if rc not in (None, 0) and c.name not in failed_sites:
                     failed_sites.add(c.name)
-                    self.say(f"site {c.name} stopped with exit code {rc}:\n{_indent(c.tail())}")
+                    self.say(f"site {c.name} stopped with exit code {rc}:\n{indent(c.tail())}")
             alive = sum(c.proc.poll() is None for c in self.children[1:])
-            finished = progress is not None and progress.get("phase") in ("Succeeded", "Failed")
+            finished = progress is not None and progress.finished
             if not finished and alive < self.job.spec.min_sites_per_round and failed_sites:
                 self.say(
                     f"only {alive} site process(es) left, fewer than minSitesPerRound="
                     f"{self.job.spec.min_sites_per_round}; stopping"
                 )
-                return EXIT_FAILED
+                return exit_codes.FAILED
             time.sleep(POLL_SECONDS)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -214,59 +176,15 @@ class LocalRun:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 c.proc.wait(max(0.1, deadline - time.monotonic()))
 
-    def report(self) -> dict[str, Any] | None:
+    def report(self) -> JobResult | None:
         path = self.output / RESULT_FILE
         if not path.exists():
             return None
-        result: dict[str, Any] = json.loads(path.read_text())
-        self.print_rounds(result, final=True)
-        sites = result["sites"]
-        g = result.get("global", {})
-        extra = [
-            (key, title)
-            for key, title in (("auc", "auc"), ("personal_accuracy", "personal"))
-            if any(key in site for site in sites)
-        ]
-        self.say("")
-        self.say(
-            f"{'site':<20} {'samples':>8} {'held-out':>8} {'loss':>8} {'accuracy':>9}"
-            + "".join(f" {title:>9}" for _, title in extra)
-        )
-        rows = [(s["name"], s["samples"], s["evalSamples"], s) for s in sites]
-        rows.append(
-            ("global", sum(s["samples"] for s in sites), sum(s["evalSamples"] for s in sites), g)
-        )
-        for name, samples, held_out, scores in rows:
-            self.say(
-                f"{name:<20} {samples:>8} {held_out:>8} {_fmt(scores.get('loss')):>8} "
-                f"{_pct(scores.get('accuracy')):>9}"
-                + "".join(
-                    f" {_fmt(scores.get(key)) if key == 'auc' else _pct(scores.get(key)):>9}"
-                    for key, _ in extra
-                )
-            )
-        if g.get("accuracySpread") is not None:
-            self.say(
-                f"spread of site accuracy (best - worst): {100 * g['accuracySpread']:.2f} points"
-            )
-        self.say("")
-        self.say(
-            f"{result['roundsCompleted']} rounds in {result['wallSeconds']:.1f}s; model saved "
-            f"to {result['modelPath']}; result in {path}"
-        )
+        result = JobResult.model_validate_json(path.read_bytes())
+        self.print_rounds(result.history, result.total_rounds, final=True)
+        for line in result_table(result, path):
+            self.say(line)
         return result
-
-
-def _fmt(v: float | None) -> str:
-    return "   -  " if v is None else f"{v:.4f}"
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
-
-
-def _indent(text: str) -> str:
-    return "\n".join(f"    {line}" for line in text.splitlines())
 
 
 def run_local(opts: LocalRunOptions) -> int:
@@ -297,16 +215,16 @@ def run_local(opts: LocalRunOptions) -> int:
             run.wait_trainers(timeout=10)
     except KeyboardInterrupt:
         interrupted = True
-        code = 130
+        code = exit_codes.INTERRUPTED
         run.say("interrupted; stopping every process")
     finally:
         run.stop()
         signal.signal(signal.SIGTERM, previous)
     if interrupted:
-        return 130
+        return exit_codes.INTERRUPTED
     if code != 0:
         run.say(
-            f"the aggregator stopped with exit code {code}:\n{_indent(run.children[0].tail(15))}"
+            f"the aggregator stopped with exit code {code}:\n{indent(run.children[0].tail(15))}"
         )
-        return EXIT_BAD_INPUT if code == EXIT_BAD_INPUT else EXIT_FAILED
-    return 0 if run.report() is not None else EXIT_FAILED
+        return exit_codes.BAD_INPUT if code == exit_codes.BAD_INPUT else exit_codes.FAILED
+    return exit_codes.OK if run.report() is not None else exit_codes.FAILED

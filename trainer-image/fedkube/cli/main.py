@@ -11,10 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from fedkube import exit_codes
 from fedkube.errors import DataError, FedkubeError, ModelError, SpecError
-
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 
 
 def _manifest(args: argparse.Namespace) -> Path:
@@ -63,6 +61,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from fedkube.trainer.client import TrainerClient
     from fedkube.trainer.dp_sgd import PrivacyBudgetExhausted, PrivacyLedger
     from fedkube.trainer.local import LocalTrainer
+    from fedkube.transport.grpc_link import GrpcLink
 
     setup_logging(f"trainer[{args.site}]")
     _limit_threads()
@@ -82,9 +81,8 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     endpoint = (
         args.aggregator or job.spec.aggregator.endpoint or f"localhost:{job.spec.aggregator.port}"
     )
-    client = TrainerClient(
-        job.name, args.site, endpoint, trainer, tls_dir=Path(args.tls_dir) if args.tls_dir else None
-    )
+    link = GrpcLink(endpoint, tls_dir=Path(args.tls_dir) if args.tls_dir else None)
+    client = TrainerClient(job.name, args.site, link, trainer)
     try:
         finished = client.run()
     except PrivacyBudgetExhausted as e:
@@ -96,7 +94,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         print(
             f"site {args.site}: the job ended without success: {finished.message}", file=sys.stderr
         )
-        return EXIT_FAILED
+        return exit_codes.FAILED
     return 0
 
 
@@ -110,7 +108,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
         sites += [s.name for s in load_job(Path(args.manifest)).spec.sites if s.name not in sites]
     if not sites:
         print("error: name the sites with --sites a,b,c or --manifest", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exit_codes.BAD_INPUT
     out = Path(args.out)
     hosts = [h for h in args.aggregator_host.split(",") if h]
     create_consortium(out, args.consortium, sites, hosts, args.days)
@@ -209,12 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.fn(args)
     except (SpecError, DataError, ModelError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exit_codes.BAD_INPUT
     except FedkubeError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_codes.FAILED
     except KeyboardInterrupt:
-        return 130
+        return exit_codes.INTERRUPTED
     return code
 
 

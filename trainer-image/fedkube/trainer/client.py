@@ -14,30 +14,19 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-import grpc
-
-from fedkube.errors import JobFailed, SecureAggregationError
+from fedkube.errors import AggregatorUnavailable, JobFailed, SecureAggregationError, UpdateRefused
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
-from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.secagg.site import SiteSession
-from fedkube.security.tls import channel_credentials
 from fedkube.trainer.local import LocalTrainer
+from fedkube.transport.link import SiteLink
 from fedkube.wire.tensors import Params, assemble, from_spec, iter_chunks, specs_of, to_spec
 
 log = logging.getLogger("fedkube.trainer")
-
-# Statuses that mean "the aggregator is not there right now": reconnect.
-_TRANSIENT = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN,
-}
+M = TypeVar("M")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -62,22 +51,16 @@ class TrainerClient:
         self,
         job: str,
         site: str,
-        endpoint: str,
+        link: SiteLink,
         trainer: LocalTrainer,
         backoff: Backoff = Backoff(),
-        tls_dir: Path | None = None,
     ) -> None:
         self.job = job
         self.site = site
-        self.endpoint = endpoint
+        self.link = link
+        self.endpoint = link.endpoint
         self.trainer = trainer
         self.backoff = backoff
-        self.channel = (
-            grpc.secure_channel(endpoint, channel_credentials(tls_dir))
-            if tls_dir is not None
-            else grpc.insecure_channel(endpoint)
-        )
-        self.stub = pb_grpc.AggregatorStub(self.channel)
         # Secure aggregation: the session of the round this site has keys in, the next
         # round's (advertised with the masked update), and the update's tensor sizes, known
         # after the first training, so a mask can be made before the update exists.
@@ -92,7 +75,7 @@ class TrainerClient:
         away_since: float | None = None
         while True:
             try:
-                events = self.stub.Subscribe(
+                events = self.link.subscribe(
                     pb.JoinRequest(job=self.job, site=self.site, protocol_version=PROTOCOL_VERSION)
                 )
                 for event in events:
@@ -102,14 +85,12 @@ class TrainerClient:
                         return finished
                     self._handle(event.task)
                 # The stream ended without a final word: the aggregator went away.
-            except grpc.RpcError as e:
-                code = e.code()
-                if code not in _TRANSIENT:
-                    raise JobFailed(
-                        f"site {self.site}: the aggregator at {self.endpoint} refused this site: "
-                        f"{e.details()}"
-                    ) from None
-                log.info("aggregator unavailable (%s); reconnecting", code.name)
+            except UpdateRefused as e:
+                raise JobFailed(
+                    f"site {self.site}: the aggregator at {self.endpoint} refused this site: {e}"
+                ) from None
+            except AggregatorUnavailable as e:
+                log.info("aggregator unavailable (%s); reconnecting", e)
             now = time.monotonic()
             away_since = away_since or now
             if now - away_since > self.backoff.give_up_after:
@@ -120,7 +101,7 @@ class TrainerClient:
             time.sleep(next(delays))
 
     def close(self) -> None:
-        self.channel.close()
+        self.link.close()
 
     # -- one task ----------------------------------------------------------------------------
 
@@ -132,17 +113,17 @@ class TrainerClient:
         if trained is None:
             return
         version, update, metrics = trained
-        receipt = self._send(
+        received = self._send(
             task,
             "update",
-            self.stub.SubmitUpdate,
+            self.link.submit_update,
             self._update_parts(task, version, update, metrics),
         )
-        if receipt is not None:
+        if received is not None:
             log.info(
                 "round %d: update sent (%d bytes, loss %.4f)",
                 task.round,
-                receipt.bytes_received,
+                received,
                 metrics.get("train_loss", float("nan")),
             )
 
@@ -162,7 +143,7 @@ class TrainerClient:
         if task.stage == pb.ADVERTISE_KEYS:
             self.session, self.upcoming = self._new_session(task, task.round, task.attempt), None
             advertisement = self.session.advertisement(task.model_version, self.trainer.num_train)
-            self._send(task, "keys", self.stub.AdvertiseKeys, advertisement)
+            self._send(task, "keys", self.link.advertise_keys, advertisement)
             return
         session = self.session
         if session is None or not session_matches(session, task):
@@ -176,7 +157,7 @@ class TrainerClient:
         try:
             if task.stage == pb.SHARE_KEYS:
                 shares = session.share_keys(task.secure.roster)
-                self._send(task, "key shares", self.stub.ShareKeys, shares)
+                self._send(task, "key shares", self.link.share_keys, shares)
                 self._prepare_mask(session)
             elif task.stage == pb.MASKED_UPDATE:
                 self._send_masked_update(task, session)
@@ -207,7 +188,7 @@ class TrainerClient:
         upcoming = self._new_session(task, task.round + 1, 1)
         keys = upcoming.advertisement(task.model_version + 1, self.trainer.num_train)
         parts = self._update_parts(task, version, masked, metrics, next_round_keys=keys)
-        if self._send(task, "masked update", self.stub.SubmitUpdate, parts) is not None:
+        if self._send(task, "masked update", self.link.submit_update, parts) is not None:
             self.upcoming = upcoming
             log.info("round %d: masked update sent", task.round)
 
@@ -223,23 +204,21 @@ class TrainerClient:
             except SecureAggregationError as e:
                 # Only the next round's exchange is refused; this round's reveal still goes.
                 log.error("round %d: next round's roster refused: %s", task.round + 1, e)
-        self._send(task, "shares", self.stub.RevealShares, reveal)
+        self._send(task, "shares", self.link.reveal_shares, reveal)
         if self.session is not None:
             self._prepare_mask(self.session)
 
-    def _send(self, task: pb.Task, what: str, call: Callable[[Any], Any], request: Any) -> Any:
+    def _send(self, task: pb.Task, what: str, call: Callable[[M], R], request: M) -> R | None:
         """Make one call; a refusal (round closed, duplicate...) is final for this message,
         not for the site, so it is logged and None returned. Transient errors propagate."""
         try:
             return call(request)
-        except grpc.RpcError as e:
-            if e.code() in _TRANSIENT:
-                raise
-            log.warning("round %d: %s refused: %s", task.round, what, e.details())
+        except UpdateRefused as e:
+            log.warning("round %d: %s refused: %s", task.round, what, e)
             return None
 
     def fetch_model(self, round: int) -> tuple[int, Params]:
-        parts = self.stub.GetModel(pb.ModelRequest(job=self.job, site=self.site, round=round))
+        parts = self.link.get_model(pb.ModelRequest(job=self.job, site=self.site, round=round))
         first = next(parts)
         header = first.header
         infos = [from_spec(s) for s in header.tensors]
@@ -255,7 +234,7 @@ class TrainerClient:
             num_samples=self.trainer.held_out_size(),
             metrics=metrics,
         )
-        self._send(task, "evaluation", self.stub.ReportEvaluation, evaluation)
+        self._send(task, "evaluation", self.link.report_evaluation, evaluation)
 
     def _update_parts(
         self,

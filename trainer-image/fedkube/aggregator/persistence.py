@@ -1,0 +1,61 @@
+"""The coordinator's state through checkpoints: written after each round, read at start, so
+a restarted aggregator resumes where the last one stopped."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from fedkube.aggregator.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedkube.errors import JobFailed
+from fedkube.spec.progress import RoundRecord, SiteSummary
+from fedkube.wire.tensors import specs_of
+
+if TYPE_CHECKING:
+    from fedkube.aggregator.coordinator import Coordinator
+
+log = logging.getLogger("fedkube.aggregator")
+
+
+def resume(c: Coordinator) -> bool:
+    """Load the job's checkpoint into ``c``; whether there was one."""
+    if c.checkpoint_dir is None:
+        return False
+    cp = load_checkpoint(c.checkpoint_dir, c.job.name, c.spec.training_fingerprint())
+    if cp is None:
+        return False
+    # safetensors lists tensors by name; the wire order is the model's own.
+    stored = {i.name: i for i in specs_of(cp.params)}
+    if stored != {i.name: i for i in c.infos}:
+        raise JobFailed(f"the checkpoint in {c.checkpoint_dir} holds a model of another shape")
+    c.params = {i.name: cp.params[i.name] for i in c.infos}
+    c.strategy.load_state(cp.strategy_arrays, cp.strategy_meta)
+    c.privacy.load(cp.privacy)
+    c.rounds_completed = cp.rounds_completed
+    c.log.history = [RoundRecord.model_validate(h) for h in cp.history]
+    for name, s in cp.sites.items():
+        if name in c.sites:
+            summary = SiteSummary.model_validate(s)
+            c.sites[name].last_round = summary.last_round
+            c.sites[name].samples = summary.samples
+    log.info("resumed from checkpoint after round %d", c.rounds_completed)
+    return True
+
+
+def save(c: Coordinator) -> None:
+    if c.checkpoint_dir is None:
+        return  # the simulation keeps none
+    save_checkpoint(
+        c.checkpoint_dir,
+        Checkpoint(
+            job=c.job.name,
+            fingerprint=c.spec.training_fingerprint(),
+            rounds_completed=c.rounds_completed,
+            params=c.params,
+            strategy_arrays=c.strategy.state_arrays(),
+            strategy_meta=c.strategy.state_meta(),
+            history=[h.to_json_dict() for h in c.history],
+            sites={n: s.summary().to_json_dict() for n, s in c.sites.items()},
+            privacy=c.privacy.state(),
+        ),
+    )

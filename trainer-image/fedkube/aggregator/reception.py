@@ -1,0 +1,131 @@
+"""One update stream as the coordinator receives it, whatever carried it: the header
+(checked and admitted into the open round), then its chunks (checked one by one), then its
+end (checked whole, folded). The gRPC service and the in-process transport both feed one of
+these; a refused or broken update never touches the model."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from fedkube.aggregator.updates import SpooledUpdate, check_tensors
+from fedkube.errors import DuplicateUpdate, InvalidUpdate, RoundClosed
+from fedkube.proto import fedkube_pb2 as pb
+
+if TYPE_CHECKING:
+    from fedkube.aggregator.coordinator import Coordinator
+
+log = logging.getLogger("fedkube.aggregator")
+
+
+class UpdateReception:
+    def __init__(
+        self, coordinator: Coordinator, authorise: Callable[[str], None] | None = None
+    ) -> None:
+        self.c = coordinator
+        self.authorise = authorise
+        self.update: SpooledUpdate | None = None
+
+    def feed(self, part: pb.UpdatePart) -> None:
+        """Take one message of the stream. Raises UpdateRefused."""
+        if self.update is None:
+            if not part.HasField("header"):
+                raise InvalidUpdate("the first message of an update must be its header")
+            if self.authorise is not None:
+                self.authorise(part.header.site)
+            self.update = self._admit(part.header)
+        elif part.HasField("chunk"):
+            self.update.add(part.chunk)
+        else:
+            raise InvalidUpdate(
+                "an update has one header; a second arrived",
+                site=self.update.site,
+                round=self.update.round,
+            )
+
+    def finish(self) -> int:
+        """The stream ended: fold the update. Returns the tensor bytes received."""
+        if self.update is None:
+            raise InvalidUpdate("empty update stream")
+        update = self.update
+        try:
+            self._fold(update)
+        except BaseException:
+            update.close()
+            raise
+        return update.bytes_received
+
+    def abandon(self) -> None:
+        """The stream broke or was refused: let go of what arrived."""
+        update, r = self.update, self.c.open
+        if update is None:
+            return
+        if r is not None and r.receiving.get(update.site) is update:
+            del r.receiving[update.site]
+            self.c.notify()
+        update.close()
+
+    def _admit(self, header: pb.UpdateHeader) -> SpooledUpdate:
+        c = self.c
+        c.known(header.job, header.site)
+        site, number = header.site, header.round
+        r = c.open
+        takes = pb.MASKED_UPDATE if c.secure else pb.TRAIN
+        if r is None or r.stage != takes or header.round != r.number:
+            now = f"round {r.number} is open" if r and r.stage == takes else "no round is open"
+            raise RoundClosed(
+                f"round {header.round} is not open for updates ({now}); the update is dropped",
+                site=site,
+                round=number,
+            )
+        if site in r.done or site in r.receiving:
+            raise DuplicateUpdate(
+                f"site {site!r} already sent its update for round {r.number}",
+                site=site,
+                round=number,
+            )
+        if header.model_version != r.model_version:
+            raise InvalidUpdate(
+                f"the update was trained from model version {header.model_version}, but round "
+                f"{r.number} distributes version {r.model_version}",
+                site=site,
+                round=number,
+            )
+        if c.secure is not None:
+            update = c.secure.begin_update(r, header)
+        else:
+            if header.num_samples <= 0:
+                raise InvalidUpdate("num_samples must be positive", site=site, round=number)
+            check_tensors(header, c.update_infos)
+            update = SpooledUpdate(header, c.update_infos, c.spec.security.update_norm_bound)
+        r.receiving[site] = update
+        return update
+
+    def _fold(self, update: SpooledUpdate) -> None:
+        """Fold a whole, checked update into the round. Refuses if the round closed meanwhile."""
+        c, r = self.c, self.c.open
+        update.finish()
+        if r is None or r.number != update.round or r.receiving.get(update.site) is not update:
+            raise RoundClosed(
+                f"round {update.round} closed while the update was arriving; it is dropped",
+                site=update.site,
+                round=update.round,
+            )
+        del r.receiving[update.site]
+        r.bytes_received += update.bytes_received
+        if c.secure is not None:
+            with contextlib.closing(update):
+                samples = c.secure.fold(r, update)
+        else:
+            assert r.accumulator is not None
+            r.accumulator.add(update)  # it owns the update from here
+            samples = int(update.header.num_samples)
+        r.done[update.site] = r.updates[update.site] = dict(update.header.metrics)
+        r.samples[update.site] = samples
+        site = c.sites[update.site]
+        site.last_round = r.number
+        site.samples = samples
+        log.info("round %d: update from %s (%d samples)", r.number, update.site, samples)
+        c.notify()

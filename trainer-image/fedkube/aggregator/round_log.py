@@ -1,0 +1,71 @@
+"""The job's record: one entry per closed round, and the sites' evaluations folded into it."""
+
+from __future__ import annotations
+
+import time
+
+from fedkube.aggregator.rounds import OpenRound, weighted
+from fedkube.spec.progress import (
+    SCORE_KEYS,
+    Evaluation,
+    GlobalScores,
+    RoundRecord,
+    SecureRoundRecord,
+)
+
+
+class RoundLog:
+    def __init__(self) -> None:
+        self.history: list[RoundRecord] = []
+        self.initial_evaluation: Evaluation | None = None
+        # model version -> site -> (held-out samples, metrics)
+        self._evaluations: dict[int, dict[str, tuple[int, dict[str, float]]]] = {}
+
+    def close_round(self, r: OpenRound, secure: SecureRoundRecord | None = None) -> RoundRecord:
+        closed = time.time()
+        pairs = [(r.samples[s], m) for s, m in r.updates.items()]
+        record = RoundRecord(
+            round=r.number,
+            sites=sorted(r.updates),
+            samples=sum(r.samples.values()),
+            train_loss=weighted(pairs, "train_loss"),
+            opened_at=r.opened_at,
+            closed_at=closed,
+            duration_seconds=closed - r.opened_at,
+            max_train_seconds=max(m.get("train_seconds", 0.0) for m in r.updates.values()),
+            bytes_received=r.bytes_received,
+            bytes_sent=r.bytes_sent,
+            secure_aggregation=secure,
+        )
+        self.history.append(record)
+        return record
+
+    def record_evaluation(
+        self, version: int, site: str, samples: int, metrics: dict[str, float]
+    ) -> None:
+        """A site's scores of the model after ``version`` rounds (0: the initial model)."""
+        self._evaluations.setdefault(version, {})[site] = (samples, metrics)
+        reports = list(self._evaluations[version].values())
+        accuracies = [m["accuracy"] for _, m in reports if "accuracy" in m]
+        summary = Evaluation(
+            eval_sites=len(reports),
+            eval_samples=sum(n for n, _ in reports),
+            accuracy_spread=max(accuracies) - min(accuracies) if accuracies else None,
+            **{key: weighted(reports, key) for key in SCORE_KEYS},
+        )
+        if version == 0:
+            self.initial_evaluation = summary
+        elif version <= len(self.history):
+            record = self.history[version - 1]
+            for name in Evaluation.model_fields:
+                setattr(record, name, getattr(summary, name))
+
+    def latest_global(self) -> GlobalScores | None:
+        for h in reversed(self.history):
+            if h.accuracy is not None:
+                fields = {name: getattr(h, name) for name in Evaluation.model_fields}
+                return GlobalScores(round=h.round, **fields)
+        return None
+
+    def sites_ever(self) -> list[str]:
+        return sorted({s for h in self.history for s in h.sites})

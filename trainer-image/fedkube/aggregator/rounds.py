@@ -1,0 +1,68 @@
+"""The coordinator's state: each site as the aggregator sees it, and the round that is open."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from fedkube.aggregator.updates import SpooledUpdate
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.secagg.server import SecureSum
+from fedkube.spec.progress import SCORE_KEYS, SiteSummary
+from fedkube.strategy.base import Accumulator
+
+EventQueue = asyncio.Queue[pb.Event | None]
+
+
+@dataclass
+class SiteState:
+    name: str
+    queue: EventQueue | None = None
+    last_round: int = 0
+    samples: int = 0
+    eval_samples: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def connected(self) -> bool:
+        return self.queue is not None
+
+    def summary(self) -> SiteSummary:
+        return SiteSummary(
+            connected=self.connected,
+            last_round=self.last_round,
+            samples=self.samples,
+            eval_samples=self.eval_samples,
+            **{k: v for k, v in self.metrics.items() if k in SCORE_KEYS or k == "epsilon"},
+        )
+
+
+@dataclass
+class OpenRound:
+    number: int
+    stage: pb.Stage
+    model_version: int
+    opened_at: float
+    deadline: float
+    config: dict[str, float]
+    evaluate: bool
+    accumulator: Accumulator | None
+    attempt: int = 1
+    secure: SecureSum | None = None
+    tasked: set[str] = field(default_factory=set)  # pushed this stage's task
+    receiving: dict[str, SpooledUpdate] = field(default_factory=dict)
+    done: dict[str, dict[str, float]] = field(default_factory=dict)  # answered this stage
+    updates: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> metrics
+    samples: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # secure rounds' stages
+    # Secure rounds: keys for the next round (attempt 1) that came with the masked updates.
+    next_keys: dict[str, pb.KeyAdvertisement] = field(default_factory=dict)
+    bytes_received: int = 0
+    bytes_sent: int = 0
+
+
+def weighted(values: list[tuple[int, dict[str, float]]], key: str) -> float | None:
+    """The ``n``-weighted mean of ``key`` over the (n, metrics) pairs that have it."""
+    pairs = [(n, m[key]) for n, m in values if key in m and n > 0]
+    total = sum(n for n, _ in pairs)
+    return sum(n * v for n, v in pairs) / total if total else None

@@ -1,0 +1,287 @@
+"""Secure aggregation's stages, as the coordinator drives them (after Bonawitz et al. 2017).
+
+A secure round has four stages, each a task pushed to the sites still in: ADVERTISE_KEYS
+ends with the sites' public keys, SHARE_KEYS with their sealed key shares, MASKED_UPDATE with
+their masked updates (trained once the shares are in; summed mod 2^32), UNMASK with the
+shares that remove the masks from the sum. A stage that loses its quorum fails the attempt.
+
+The key stages of the next round ride on this one's messages: keys on the masked updates,
+the roster on the UNMASK task, shares on the reveals. When every connected site shared that
+way, the next round opens at MASKED_UPDATE, so a round in steady state is two exchanges, as a
+plain round is one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedkube.aggregator.rounds import OpenRound
+from fedkube.aggregator.updates import SpooledUpdate, check_tensors
+from fedkube.errors import DuplicateUpdate, InvalidUpdate, RoundClosed, SecureAggregationError
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.secagg.keys import Context
+from fedkube.secagg.server import SecureSum
+from fedkube.spec.job import JobSpec
+from fedkube.spec.progress import SecureRoundRecord
+from fedkube.wire.tensors import Params, TensorInfo
+
+if TYPE_CHECKING:
+    from fedkube.aggregator.coordinator import Coordinator
+
+log = logging.getLogger("fedkube.aggregator")
+
+MASKED_CODEC = "secagg"
+
+
+def secagg_params(spec: JobSpec) -> pb.SecAggParams | None:
+    secure = spec.security.secure_aggregation
+    if secure is None:
+        return None
+    threshold = secure.threshold_for(len(spec.sites))
+    params = pb.SecAggParams(threshold=threshold, clip_range=secure.clip_range)
+    dp = spec.privacy.update_level
+    if dp is not None:
+        # DP-FedAvg with the noise shared among the sites: each clips its update and adds
+        # 1/threshold of the noise variance, so any quorum's sum carries at least the full
+        # noise of the aggregator-side mechanism (z * C), whoever drops.
+        params.clip_norm = dp.clip_norm
+        params.noise_stddev = dp.noise_multiplier * dp.clip_norm / math.sqrt(threshold)
+        params.equal_weights = True
+    return params
+
+
+def masked_infos(infos: Sequence[TensorInfo]) -> list[TensorInfo]:
+    """Masked updates carry one uint32 per value, in the update's own tensor layout."""
+    return [TensorInfo(i.name, np.dtype("<u4"), i.shape) for i in infos]
+
+
+def unmasked_mean(secure: SecureSum, infos: Sequence[TensorInfo]) -> Params:
+    flat, _ = secure.unmask()
+    return {
+        i.name: values.astype(i.dtype).reshape(i.shape)
+        for i, values in zip(infos, flat, strict=True)
+    }
+
+
+class SecureRounds:
+    """The stage driver: owns the rounds' key exchanges and the one made ahead."""
+
+    def __init__(self, coordinator: Coordinator, params: pb.SecAggParams) -> None:
+        self.c = coordinator
+        self.params = params
+        # The next round's key exchange, set up when this round's UNMASK stage opens.
+        self.upcoming: SecureSum | None = None
+
+    def new_sum(self, number: int, attempt: int) -> SecureSum:
+        sizes = [i.size for i in self.c.update_infos]
+        return SecureSum(Context(self.c.job.name, number, attempt), self.params, sizes)
+
+    # -- sites coming and going ---------------------------------------------------------------
+
+    def on_connect(self, r: OpenRound | None, site: str) -> bool:
+        """A site (re)connected; whether this round's roster is closed to it. Keys live in
+        the site's process: what it advertised before may be gone with a restart."""
+        if self.upcoming is not None and site in self.upcoming.advertised:
+            self.upcoming = None  # the next round makes the full exchange
+        if r is None or r.secure is None:
+            return False
+        r.next_keys.pop(site, None)
+        if r.stage == pb.ADVERTISE_KEYS and site in r.done:
+            r.secure.withdraw(site)
+            del r.done[site]
+        return r.stage != pb.ADVERTISE_KEYS
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def begin_update(self, r: OpenRound, header: pb.UpdateHeader) -> SpooledUpdate:
+        if header.site not in r.tasked:
+            raise RoundClosed(
+                f"site {header.site!r} is not among round {r.number}'s masked-update senders",
+                site=header.site,
+                round=header.round,
+            )
+        infos = masked_infos(self.c.update_infos)
+        check_tensors(header, infos, codec=MASKED_CODEC)
+        return SpooledUpdate(header, infos)
+
+    def fold(self, r: OpenRound, update: SpooledUpdate) -> int:
+        """Add a whole masked update to the sum; the samples its site advertised."""
+        assert r.secure is not None
+        for tensor, start, values in update.pieces():
+            r.secure.fold(tensor, start, values)
+        r.secure.commit(update.site)
+        self._take_next_keys(r, update.header)
+        return int(r.secure.advertised[update.site].num_samples)
+
+    def advertise_keys(self, msg: pb.KeyAdvertisement) -> None:
+        r, secure = self._stage_of(msg.job, msg.site, msg.round, msg.attempt, pb.ADVERTISE_KEYS)
+        if msg.model_version != r.model_version:
+            raise InvalidUpdate(
+                f"keys for a model of version {msg.model_version}; round {r.number} trains "
+                f"version {r.model_version}",
+                site=msg.site,
+                round=msg.round,
+            )
+        self._answer(r, msg.site, lambda: secure.advertise(msg))
+
+    def share_keys(self, msg: pb.KeyShares) -> None:
+        r, secure = self._stage_of(msg.job, msg.site, msg.round, msg.attempt, pb.SHARE_KEYS)
+        self._answer(r, msg.site, lambda: secure.add_shares(msg))
+
+    def reveal_shares(self, msg: pb.Reveal) -> None:
+        r, secure = self._stage_of(msg.job, msg.site, msg.round, msg.attempt, pb.UNMASK)
+        self._answer(r, msg.site, lambda: secure.add_reveal(msg))
+        if not msg.HasField("next_round_shares"):
+            return
+        shares, upcoming = msg.next_round_shares, self.upcoming
+        expected = (msg.job, msg.site, r.number + 1, 1)
+        if upcoming is None or (shares.job, shares.site, shares.round, shares.attempt) != expected:
+            log.warning("site %s: shares for a next round that is not set up; ignored", msg.site)
+            return
+        try:
+            upcoming.add_shares(shares)
+        except SecureAggregationError as e:
+            log.warning("site %s: next round's shares ignored: %s", msg.site, e)
+
+    def _take_next_keys(self, r: OpenRound, header: pb.UpdateHeader) -> None:
+        """Keep the next round's keys a masked update carried, if they are for it."""
+        assert r.secure is not None
+        if not header.HasField("next_round_keys"):
+            return
+        keys = header.next_round_keys
+        # The next round trains the model this round makes.
+        expected = (header.job, header.site, r.number + 1, 1, header.model_version + 1)
+        if (keys.job, keys.site, keys.round, keys.attempt, keys.model_version) != expected:
+            log.warning("site %s: next round's keys name another round; ignored", header.site)
+            return
+        try:
+            SecureSum.check_keys(keys, r.secure.params)
+        except SecureAggregationError as e:
+            log.warning("site %s: next round's keys ignored: %s", header.site, e)
+            return
+        r.next_keys[header.site] = keys
+
+    def _stage_of(
+        self, job: str, site: str, number: int, attempt: int, stage: pb.Stage
+    ) -> tuple[OpenRound, SecureSum]:
+        self.c.known(job, site)
+        r = self.c.open
+        at = (number, attempt, stage)
+        if r is None or r.secure is None or (r.number, r.attempt, r.stage) != at:
+            raise RoundClosed(
+                f"round {number} (attempt {attempt}) is not at secure-aggregation stage "
+                f"{pb.Stage.Name(stage)}; the message is dropped",
+                site=site,
+                round=number,
+            )
+        if site in r.done:
+            raise DuplicateUpdate(
+                f"site {site!r} already answered stage {pb.Stage.Name(stage)} of round {number}",
+                site=site,
+                round=number,
+            )
+        if site not in r.tasked:
+            raise RoundClosed(
+                f"site {site!r} is not a participant of this stage of round {number}",
+                site=site,
+                round=number,
+            )
+        return r, r.secure
+
+    def _answer(self, r: OpenRound, site: str, take: Callable[[], None]) -> None:
+        try:
+            take()
+        except SecureAggregationError as e:
+            raise InvalidUpdate(str(e), site=site, round=r.number) from None
+        r.done[site] = {}
+        self.c.notify()
+
+    # -- the stages ---------------------------------------------------------------------------
+
+    async def run_stages(self, r: OpenRound) -> Params | None:
+        """Drive the round's stages; the unmasked mean, or None without a quorum."""
+        secure, quorum = r.secure, self.c.quorum
+        assert secure is not None
+        if r.stage == pb.ADVERTISE_KEYS:  # not opened with the last round's exchange
+            if not await self.c.stage_answered(r, quorum):
+                return None
+            secure.close_roster(sorted(r.done))
+            self.c.next_stage(r, pb.SHARE_KEYS, set(r.done))
+            if not await self.c.stage_answered(r, quorum):
+                return None
+            self.c.next_stage(r, pb.MASKED_UPDATE, set(r.done))
+        if not await self.c.stage_answered(r, quorum):
+            return None
+        for update in list(r.receiving.values()):
+            update.close()
+        self.upcoming = self._next_round_roster(r)
+        self.c.next_stage(r, pb.UNMASK, set(r.done))
+        if not await self.c.stage_answered(r, secure.params.threshold):
+            return None
+        return unmasked_mean(secure, self.c.update_infos)
+
+    def open(self, r: OpenRound, connected: set[str]) -> bool:
+        """Open at MASKED_UPDATE when every connected site shared keys for this round with
+        its last reveal; any site without them (new, restarted, dropped) means the full
+        exchange, so no connected site is left out of a round."""
+        upcoming, self.upcoming = self.upcoming, None
+        assert r.secure is not None
+        if upcoming is None or upcoming.context != r.secure.context:
+            r.stage = pb.ADVERTISE_KEYS
+            return False
+        if len(upcoming.sharers) < self.c.quorum or not connected <= set(upcoming.sharers):
+            r.stage = pb.ADVERTISE_KEYS
+            return False
+        r.secure = upcoming
+        r.stage = pb.MASKED_UPDATE
+        return True
+
+    def _next_round_roster(self, r: OpenRound) -> SecureSum | None:
+        """The next round's exchange, its roster closed from the keys that came with this
+        round's masked updates; None when too few sites sent keys (or this is the last)."""
+        assert r.secure is not None
+        usable = {
+            n: k
+            for n, k in r.next_keys.items()
+            if n in r.secure.survivors and self.c.sites[n].connected
+        }
+        if r.number >= self.c.spec.rounds or len(usable) < self.c.quorum:
+            return None
+        upcoming = self.new_sum(r.number + 1, 1)
+        for name in sorted(usable):
+            upcoming.advertise(usable[name])
+        upcoming.close_roster(sorted(usable))
+        return upcoming
+
+    def fill_task(self, task: pb.Task, r: OpenRound, site: str) -> None:
+        assert r.secure is not None
+        task.secure.params.CopyFrom(r.secure.params)
+        task.secure.roster.extend(r.secure.roster)
+        if r.stage == pb.MASKED_UPDATE:
+            task.secure.inbox.extend(r.secure.inbox(site))
+        if r.stage == pb.UNMASK:
+            survivors, dropped = r.secure.unmask_request()
+            task.secure.survivors.extend(survivors)
+            task.secure.dropped.extend(dropped)
+            upcoming = self.upcoming
+            if upcoming is not None and site in upcoming.advertised:
+                task.secure.next_roster.extend(upcoming.roster)
+
+    def record(self, r: OpenRound, closed_after: float) -> SecureRoundRecord:
+        """What the round's history says of its stages. Masked updates from sites that then
+        dropped are in the sum too."""
+        assert r.secure is not None
+        r.stage_seconds["UNMASK"] = closed_after - sum(r.stage_seconds.values())
+        return SecureRoundRecord(
+            revealed_by=len(r.done),
+            dropped=r.secure.unmask_request()[1],
+            stage_seconds=dict(r.stage_seconds),
+        )
+
+    def abandon(self) -> None:
+        self.upcoming = None

@@ -1,0 +1,85 @@
+"""The product's transport: the wire protocol over one gRPC channel, mutual TLS when asked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from fedkube.errors import AggregatorUnavailable, UpdateRefused
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.security.tls import channel_credentials
+from fedkube.transport.link import SiteLink
+
+T = TypeVar("T")
+
+# Statuses that mean "the aggregator is not there right now": reconnect.
+TRANSIENT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+}
+
+
+def _translated(e: grpc.RpcError) -> Exception:
+    code: grpc.StatusCode = e.code()
+    if code in TRANSIENT:
+        return AggregatorUnavailable(f"{code.name}: {e.details()}")
+    refused = UpdateRefused(str(e.details()))
+    refused.status = code.name
+    return refused
+
+
+def _call(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except grpc.RpcError as e:
+        raise _translated(e) from None
+
+
+def _stream(parts: Iterator[T]) -> Iterator[T]:
+    try:
+        yield from parts
+    except grpc.RpcError as e:
+        raise _translated(e) from None
+
+
+class GrpcLink(SiteLink):
+    def __init__(self, endpoint: str, tls_dir: Path | None = None) -> None:
+        self.endpoint = endpoint
+        self.channel = (
+            grpc.secure_channel(endpoint, channel_credentials(tls_dir))
+            if tls_dir is not None
+            else grpc.insecure_channel(endpoint)
+        )
+        self.stub = pb_grpc.AggregatorStub(self.channel)
+
+    def subscribe(self, request: pb.JoinRequest) -> Iterator[pb.Event]:
+        return _stream(self.stub.Subscribe(request))
+
+    def get_model(self, request: pb.ModelRequest) -> Iterator[pb.ModelPart]:
+        return _stream(self.stub.GetModel(request))
+
+    def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:
+        receipt = _call(lambda: self.stub.SubmitUpdate(iter(parts)))
+        return int(receipt.bytes_received)
+
+    def report_evaluation(self, message: pb.Evaluation) -> None:
+        _call(lambda: self.stub.ReportEvaluation(message))
+
+    def advertise_keys(self, message: pb.KeyAdvertisement) -> None:
+        _call(lambda: self.stub.AdvertiseKeys(message))
+
+    def share_keys(self, message: pb.KeyShares) -> None:
+        _call(lambda: self.stub.ShareKeys(message))
+
+    def reveal_shares(self, message: pb.Reveal) -> None:
+        _call(lambda: self.stub.RevealShares(message))
+
+    def close(self) -> None:
+        self.channel.close()

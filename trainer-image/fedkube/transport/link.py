@@ -1,0 +1,47 @@
+"""The site's side of the wire protocol, as one interface a transport implements.
+
+Each method is one call of the ``Aggregator`` service (``fedkube.proto``), with the same
+messages. A transport raises ``UpdateRefused`` when the aggregator refused the message (final
+for that message) and ``AggregatorUnavailable`` when it could not be reached (reconnect).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+
+from fedkube.proto import fedkube_pb2 as pb
+
+
+class SiteLink(ABC):
+    """One site's connection to the aggregator of one job."""
+
+    #: Where the aggregator is, for messages ("127.0.0.1:7070", "in-process").
+    endpoint: str
+
+    @abstractmethod
+    def subscribe(self, request: pb.JoinRequest) -> Iterator[pb.Event]:
+        """The stream of tasks and the final word, held open for the whole job."""
+
+    @abstractmethod
+    def get_model(self, request: pb.ModelRequest) -> Iterator[pb.ModelPart]:
+        """The global model: a header, then its chunks."""
+
+    @abstractmethod
+    def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:
+        """One update: a header, then its chunks. Returns the bytes the aggregator took."""
+
+    @abstractmethod
+    def report_evaluation(self, message: pb.Evaluation) -> None: ...
+
+    @abstractmethod
+    def advertise_keys(self, message: pb.KeyAdvertisement) -> None: ...
+
+    @abstractmethod
+    def share_keys(self, message: pb.KeyShares) -> None: ...
+
+    @abstractmethod
+    def reveal_shares(self, message: pb.Reveal) -> None: ...
+
+    def close(self) -> None:
+        """Let go of the connection."""
