@@ -10,8 +10,7 @@ from fedkube.data import load_site_data
 from fedkube.data.partition import partition
 from fedkube.errors import DataError
 from fedkube.spec import parse_job
-
-from tests.engine.jobs import manifest
+from fedkube.testing import manifest
 
 
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet", "quantity"])
@@ -104,7 +103,7 @@ def test_trainer_with_missing_data_exits_2_without_traceback(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    from tests.engine.jobs import write_manifest
+    from fedkube.testing import write_manifest
 
     doc = manifest(sites=1)
     doc["spec"]["task"].update(numFeatures=2, numClasses=2)

@@ -6,8 +6,7 @@ import signal
 from pathlib import Path
 
 import pytest
-
-from tests.engine.jobs import LocalJob, manifest
+from fedkube.testing import LocalJob, manifest
 
 
 def slow_job(name: str, sites: int, rounds: int, min_sites: int) -> dict:
@@ -19,7 +18,7 @@ def test_aggregator_killed_mid_run_resumes_from_checkpoint(tmp_path: Path) -> No
     job = LocalJob(tmp_path, slow_job("resume", sites=3, rounds=14, min_sites=3))
     try:
         job.start_all()
-        job.wait_for(lambda p: p["round"] >= 4 and p["openRound"] is not None)
+        job.wait_for(lambda p: p.round >= 4 and p.open_round is not None)
         assert job.aggregator is not None
         job.aggregator.send_signal(signal.SIGKILL)
         job.aggregator.wait()
@@ -33,11 +32,11 @@ def test_aggregator_killed_mid_run_resumes_from_checkpoint(tmp_path: Path) -> No
     assert resumed, job.log("aggregator")
     after = int(resumed[0].rsplit(" ", 1)[1])
     assert 4 <= after < 14
-    rounds = [h["round"] for h in result["history"]]
+    rounds = [h.round for h in result.history]
     assert rounds == list(range(1, 15)), "every round once, none twice"
-    assert result["roundsCompleted"] == 14 and result["phase"] == "Succeeded"
-    assert all(len(h["sites"]) == 3 for h in result["history"])
-    assert result["global"]["accuracy"] > 0.85
+    assert result.rounds_completed == 14 and result.phase == "Succeeded"
+    assert all(len(h.sites) == 3 for h in result.history)
+    assert result.global_.accuracy > 0.85
 
 
 def test_trainer_killed_mid_round_quorum_completes_and_site_rejoins(tmp_path: Path) -> None:
@@ -46,17 +45,17 @@ def test_trainer_killed_mid_round_quorum_completes_and_site_rejoins(tmp_path: Pa
     job = LocalJob(tmp_path, slow_job("rejoin", sites=5, rounds=rounds, min_sites=3))
     try:
         job.start_all()
-        p = job.wait_for(lambda p: p["round"] >= 3 and p["openRound"] is not None)
-        killed_in = p["openRound"]
+        p = job.wait_for(lambda p: p.round >= 3 and p.open_round is not None)
+        killed_in = p.open_round
         job.trainers["site-4"].send_signal(signal.SIGKILL)
         job.trainers["site-4"].wait()
         # Two more rounds without it, then it comes back.
-        job.wait_for(lambda p: p["round"] >= killed_in + 2)
+        job.wait_for(lambda p: p.round >= killed_in + 2)
         job.start_trainer("site-4")
         result = job.wait_done()
     finally:
         job.stop()
-    history = {h["round"]: h["sites"] for h in result["history"]}
+    history = {h.round: h.sites for h in result.history}
     assert sorted(history) == list(range(1, rounds + 1))
     assert "site-4" not in history[killed_in + 1], "the quorum went on without the dead site"
     assert len(history[killed_in + 1]) == 4
@@ -83,7 +82,7 @@ def test_strategy_state_survives_an_aggregator_restart(tmp_path: Path, strategy:
     job = LocalJob(tmp_path, doc)
     try:
         job.start_all()
-        job.wait_for(lambda p: p["round"] >= 5 and p["openRound"] is not None)
+        job.wait_for(lambda p: p.round >= 5 and p.open_round is not None)
         assert job.aggregator is not None
         job.aggregator.send_signal(signal.SIGKILL)
         job.aggregator.wait()
@@ -91,9 +90,9 @@ def test_strategy_state_survives_an_aggregator_restart(tmp_path: Path, strategy:
         result = job.wait_done()
     finally:
         job.stop()
-    assert [h["round"] for h in result["history"]] == list(range(1, 17))
+    assert [h.round for h in result.history] == list(range(1, 17))
     assert "resumed from checkpoint" in job.log("aggregator")
-    interrupted = load_file(result["modelPath"])
+    interrupted = load_file(result.model_path)
     reference = simulate(parse_job(doc)).params
     for name, value in reference.items():
         # Sums arrive in another order over gRPC than in the loop: float rounding only.

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import psutil
 import yaml
-
-from tests.engine.jobs import manifest, write_manifest
+from fedkube.testing import manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 

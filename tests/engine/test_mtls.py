@@ -14,8 +14,7 @@ from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.security.certs import create_consortium
 from fedkube.security.tls import channel_credentials
-
-from tests.engine.jobs import LocalJob, manifest
+from fedkube.testing import LocalJob, manifest
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,7 @@ def secured(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loc
     job = LocalJob(tmp, manifest("mtls", sites=2, rounds=2, min_sites=2, joinGraceSeconds=60))
     job.aggregator_args = ["--tls-dir", str(pki / "ours" / "aggregator")]
     job.start_aggregator()
-    job.wait_for(lambda p: p["phase"] == "Running", timeout=60)
+    job.wait_for(lambda p: p.phase == "Running", timeout=60)
     yield job
     job.stop()
 
@@ -116,8 +115,8 @@ def test_the_sites_own_certificates_train_the_job(secured: LocalJob, pki: Path) 
         secured.trainer_args[site] = ["--tls-dir", str(pki / "ours" / "sites" / site)]
         secured.start_trainer(site)
     result = secured.wait_done(timeout=120)
-    assert result["roundsCompleted"] == 2
-    assert all(h["sites"] == ["site-0", "site-1"] for h in result["history"])
+    assert result.rounds_completed == 2
+    assert all(h.sites == ["site-0", "site-1"] for h in result.history)
 
 
 def test_clear_text_away_from_loopback_must_be_asked_for(tmp_path: Path) -> None:

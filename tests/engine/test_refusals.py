@@ -15,9 +15,10 @@ import pytest
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
-from fedkube.wire.tensors import Params, assemble, from_spec, iter_chunks, specs_of, to_spec
+from fedkube.testing import LocalJob, manifest
+from fedkube.wire.tensors import specs_of, to_spec
 
-from tests.engine.jobs import LocalJob, manifest
+from tests.support.wire import fetch, parts
 
 
 class FakeSiteStream:
@@ -41,38 +42,6 @@ class FakeSiteStream:
         return self.events.get(timeout=60).task
 
 
-def fetch(stub: pb_grpc.AggregatorStub, site: str = "site-0") -> tuple[int, Params]:
-    parts = stub.GetModel(pb.ModelRequest(job="refusals", site=site, round=1))
-    header = next(parts).header
-    return header.model_version, assemble(
-        [from_spec(s) for s in header.tensors], (p.chunk for p in parts)
-    )
-
-
-def parts(
-    update: Params,
-    *,
-    site: str = "site-0",
-    round: int = 1,
-    version: int = 0,
-    job: str = "refusals",
-    specs: list[pb.TensorSpec] | None = None,
-) -> Iterator[pb.UpdatePart]:
-    yield pb.UpdatePart(
-        header=pb.UpdateHeader(
-            job=job,
-            round=round,
-            site=site,
-            model_version=version,
-            num_samples=10,
-            tensors=specs or [to_spec(i) for i in specs_of(update)],
-            codec="raw",
-        )
-    )
-    for c in iter_chunks(list(update.values())):
-        yield pb.UpdatePart(chunk=c)
-
-
 def refused(stub: pb_grpc.AggregatorStub, it: Iterator[pb.UpdatePart]) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as e:
         stub.SubmitUpdate(it)
@@ -85,7 +54,7 @@ def aggregator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalJob]:
     doc = manifest("refusals", sites=2, rounds=3, min_sites=1, joinGraceSeconds=0.5)
     job = LocalJob(tmp, doc)
     job.start_aggregator()
-    job.wait_for(lambda p: p["phase"] == "Running", timeout=60)
+    job.wait_for(lambda p: p.phase == "Running", timeout=60)
     yield job
     job.stop()
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
+from fedkube.testing import LocalJob, manifest
 from safetensors.numpy import load_file
 
-from tests.engine.jobs import LocalJob, manifest
-from tests.engine.scripted_site import ScriptedSite
+from tests.support.scripted_site import ScriptedSite
 
 
 @pytest.mark.parametrize(
@@ -31,24 +31,24 @@ def test_secure_rounds_train_the_model_plain_rounds_do(tmp_path: Path, strategy:
     secure["spec"]["security"] = {"secureAggregation": {"threshold": 3}}
     job = LocalJob(tmp_path, secure)
     result = job.run()
-    assert [h["round"] for h in result["history"]] == [1, 2, 3, 4]
-    for h in result["history"]:
-        assert len(h["sites"]) == 4
-        assert h["secureAggregation"]["revealedBy"] == 4
-        assert h["secureAggregation"]["dropped"] == []
-        stages = h["secureAggregation"]["stageSeconds"]
+    assert [h.round for h in result.history] == [1, 2, 3, 4]
+    for h in result.history:
+        assert len(h.sites) == 4
+        assert h.secure_aggregation.revealed_by == 4
+        assert h.secure_aggregation.dropped == []
+        stages = h.secure_aggregation.stage_seconds
         # Round 1 exchanges keys first; later rounds open with the exchange the sites made
         # on the last round's masked updates and reveals: two exchanges, as plain has one.
-        first = ["ADVERTISE_KEYS", "SHARE_KEYS"] if h["round"] == 1 else []
+        first = ["ADVERTISE_KEYS", "SHARE_KEYS"] if h.round == 1 else []
         assert set(stages) == {*first, "MASKED_UPDATE", "UNMASK"}
-        assert sum(stages.values()) == pytest.approx(h["durationSeconds"], abs=0.01)
+        assert sum(stages.values()) == pytest.approx(h.duration_seconds, abs=0.01)
     assert "masked update sent" in job.log("site-0")
-    got = load_file(result["modelPath"])
+    got = load_file(result.model_path)
     want = simulate(parse_job(plain)).params
     for name, value in want.items():
         # Fixed point rounds each value to 8/2^30; sums arrive in another order.
         np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5)
-    assert result["global"]["accuracy"] > 0.85
+    assert result.global_.accuracy > 0.85
 
 
 def test_sites_that_drop_before_and_after_masking_do_not_stop_the_round(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_sites_that_drop_before_and_after_masking_do_not_stop_the_round(tmp_path
     scripted: list[ScriptedSite] = []
     try:
         job.start_aggregator()
-        job.wait_for(lambda p: p["phase"] == "Running")
+        job.wait_for(lambda p: p.phase == "Running")
         endpoint = f"127.0.0.1:{job.port}"
         scripted = [
             ScriptedSite(endpoint, "secure-drops", "site-3", 80, drop_after=pb.SHARE_KEYS),
@@ -79,16 +79,16 @@ def test_sites_that_drop_before_and_after_masking_do_not_stop_the_round(tmp_path
         assert s.error is None, s.error
     assert scripted[0].answered == [pb.ADVERTISE_KEYS, pb.SHARE_KEYS]
     assert scripted[1].answered == [pb.ADVERTISE_KEYS, pb.SHARE_KEYS, pb.MASKED_UPDATE]
-    first, second = result["history"]
-    assert first["sites"] == ["site-0", "site-1", "site-2", "site-4"]
-    assert first["secureAggregation"]["revealedBy"] == 3
-    assert first["secureAggregation"]["dropped"] == ["site-3"]
-    assert second["sites"] == ["site-0", "site-1", "site-2"]
+    first, second = result.history
+    assert first.sites == ["site-0", "site-1", "site-2", "site-4"]
+    assert first.secure_aggregation.revealed_by == 3
+    assert first.secure_aggregation.dropped == ["site-3"]
+    assert second.sites == ["site-0", "site-1", "site-2"]
     # The three that revealed shared round 2's keys with their reveals (site-4 sent none with
     # its masked update): round 2 opened at MASKED_UPDATE among them.
-    assert set(second["secureAggregation"]["stageSeconds"]) == {"MASKED_UPDATE", "UNMASK"}
-    assert "ADVERTISE_KEYS" in first["secureAggregation"]["stageSeconds"]
-    assert result["phase"] == "Succeeded" and result["global"]["accuracy"] > 0.85
+    assert set(second.secure_aggregation.stage_seconds) == {"MASKED_UPDATE", "UNMASK"}
+    assert "ADVERTISE_KEYS" in first.secure_aggregation.stage_seconds
+    assert result.phase == "Succeeded" and result.global_.accuracy > 0.85
 
 
 def test_too_few_sites_for_the_threshold_fail_the_job_with_the_reason(tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_messages_out_of_protocol_are_refused_with_the_reason(tmp_path: Path) ->
     from fedkube.proto import fedkube_pb2_grpc as pb_grpc
     from fedkube.secagg.site import SiteSession
 
-    from tests.engine.test_refusals import fetch, parts
+    from tests.support.wire import fetch, parts
 
     doc = manifest("refusals", sites=3, rounds=1, min_sites=2, timeout=60)
     doc["spec"]["security"] = {"secureAggregation": {"threshold": 2}}
@@ -123,7 +123,7 @@ def test_messages_out_of_protocol_are_refused_with_the_reason(tmp_path: Path) ->
     job = LocalJob(tmp_path, doc)
     try:
         job.start_aggregator()
-        job.wait_for(lambda p: p["phase"] == "Running")
+        job.wait_for(lambda p: p.phase == "Running")
         with grpc.insecure_channel(f"127.0.0.1:{job.port}") as channel:
             stub = pb_grpc.AggregatorStub(channel)
             events = stub.Subscribe(
@@ -185,21 +185,21 @@ def test_a_killed_and_restarted_site_neither_stalls_a_round_nor_stays_out(
     job = LocalJob(tmp_path, doc)
     try:
         job.start_all()
-        p = job.wait_for(lambda p: p["round"] >= 3 and p["openRound"] is not None)
+        p = job.wait_for(lambda p: p.round >= 3 and p.open_round is not None)
         job.trainers["site-3"].send_signal(signal.SIGKILL)
         job.trainers["site-3"].wait()
-        killed_in = p["openRound"]
-        job.wait_for(lambda p: p["round"] >= killed_in + 2)
+        killed_in = p.open_round
+        job.wait_for(lambda p: p.round >= killed_in + 2)
         job.start_trainer("site-3")
         result = job.wait_done(timeout=600)
     finally:
         job.stop()
-    history = result["history"]
-    assert [h["round"] for h in history] == list(range(1, rounds + 1))
+    history = result.history
+    assert [h.round for h in history] == list(range(1, rounds + 1))
     timeout = doc["spec"]["roundTimeoutSeconds"]
-    slowest = max(history, key=lambda h: h["durationSeconds"])
-    assert slowest["durationSeconds"] < timeout / 2, f"a round waited for a dead site: {slowest}"
-    assert "site-3" not in history[killed_in]["sites"]  # the round after the kill
-    back = [h["round"] for h in history if h["round"] > killed_in + 1 and "site-3" in h["sites"]]
+    slowest = max(history, key=lambda h: h.duration_seconds)
+    assert slowest.duration_seconds < timeout / 2, f"a round waited for a dead site: {slowest}"
+    assert "site-3" not in history[killed_in].sites  # the round after the kill
+    back = [h.round for h in history if h.round > killed_in + 1 and "site-3" in h.sites]
     assert back, "site-3 never rejoined"
-    assert history[-1]["sites"] == ["site-0", "site-1", "site-2", "site-3"]
+    assert history[-1].sites == ["site-0", "site-1", "site-2", "site-3"]

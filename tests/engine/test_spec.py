@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from fedkube.errors import SpecError
 from fedkube.spec import load_job, parse_job
-
-from tests.engine.jobs import manifest, write_manifest
+from fedkube.testing import manifest, write_manifest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube.controlplane import ControlPlane, binaries
-from tests.kube.node_agent import NodeAgent
-from tests.kube.operator_env import OperatorProcess
+from tests.kube_harness.controlplane import ControlPlane, binaries
+from tests.kube_harness.node_agent import NodeAgent
+from tests.kube_harness.operator_env import OperatorProcess
 
 ARTIFACTS = Path(os.environ.get("FEDKUBE_TEST_ARTIFACTS", "/tmp/fedkube-test-artifacts"))
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube.controlplane import ControlPlane
-from tests.kube.node_agent import NodeAgent
+from tests.kube_harness.controlplane import ControlPlane
+from tests.kube_harness.node_agent import NodeAgent
 
 CRD = """
 apiVersion: apiextensions.k8s.io/v1

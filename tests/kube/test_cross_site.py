@@ -6,10 +6,10 @@ from __future__ import annotations
 import copy
 import uuid
 
-from tests.kube.controlplane import ControlPlane
-from tests.kube.jobs import apply, example, result_file, wait_job, with_free_ports
-from tests.kube.node_agent import NodeAgent
-from tests.kube.operator_env import OperatorProcess
+from tests.kube_harness.controlplane import ControlPlane
+from tests.kube_harness.jobs import apply, example, result_file, wait_job, with_free_ports
+from tests.kube_harness.node_agent import NodeAgent
+from tests.kube_harness.operator_env import OperatorProcess
 
 
 def test_a_site_in_a_second_cluster_joins_every_round(

@@ -9,10 +9,18 @@ from typing import Any
 
 import pytest
 
-from tests.kube.controlplane import ControlPlane
-from tests.kube.jobs import apply, example, get_job, pods, result_file, wait_job, with_free_ports
-from tests.kube.node_agent import NodeAgent
-from tests.kube.operator_env import OperatorProcess
+from tests.kube_harness.controlplane import ControlPlane
+from tests.kube_harness.jobs import (
+    apply,
+    example,
+    get_job,
+    pods,
+    result_file,
+    wait_job,
+    with_free_ports,
+)
+from tests.kube_harness.node_agent import NodeAgent
+from tests.kube_harness.operator_env import OperatorProcess
 
 
 def test_breast_cancer_example_succeeds(

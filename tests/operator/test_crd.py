@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from fedkube_operator import crd
 
-from tests.kube.controlplane import ROOT, binaries
+from tests.kube_harness.controlplane import ROOT, binaries
 
 
 def test_checked_in_crds_match_the_models() -> None:

@@ -11,7 +11,7 @@ from fedkube.spec.progress import Progress
 from fedkube_operator.desired import OperatorSettings, aggregator_name, desired, trainer_name
 from fedkube_operator.plan import Observed, plan
 
-from tests.kube.controlplane import ROOT
+from tests.kube_harness.controlplane import ROOT
 
 SETTINGS = OperatorSettings(image="fedkube/trainer:test")
 NOW = "2026-11-28T00:00:00Z"

@@ -13,20 +13,12 @@ from fedkube.errors import SpecError
 from fedkube.privacy.accountant import RdpAccountant
 from fedkube.spec import parse_job
 from fedkube.strategy import ArrayUpdate, DpFedAvgAccumulator
+from fedkube.testing import LocalJob, manifest
 from fedkube.wire.tensors import specs_of
 
-from tests.engine.jobs import LocalJob, manifest
+from tests.support.privacy import library_epsilon
 
 GRID = list(itertools.product([0.01, 0.1, 1.0], [0.8, 1.1, 2.0], [10, 100, 1000]))
-
-
-def library_epsilon(q: float, z: float, steps: int, delta: float) -> float:
-    accountant = dp_accounting.rdp.RdpAccountant()
-    event = dp_accounting.GaussianDpEvent(z)
-    if q < 1:
-        event = dp_accounting.PoissonSampledDpEvent(q, event)
-    accountant.compose(event, steps)
-    return float(accountant.get_epsilon(delta))
 
 
 @pytest.mark.parametrize(("q", "z", "steps"), GRID)
@@ -98,10 +90,10 @@ def test_a_private_job_reports_the_epsilon_it_spent(tmp_path: Path) -> None:
     }
     job = LocalJob(tmp_path, doc)
     result = job.run()
-    privacy = result["privacy"]
-    assert privacy["delta"] == 1e-4
-    assert privacy["epsilon"] == pytest.approx(library_epsilon(1.0, 1.2, 4, 1e-4), rel=0.01)
-    epsilons = [h["epsilon"] for h in result["history"]]
+    privacy = result.privacy
+    assert privacy.delta == 1e-4
+    assert privacy.epsilon == pytest.approx(library_epsilon(1.0, 1.2, 4, 1e-4), rel=0.01)
+    epsilons = [h.epsilon for h in result.history]
     assert epsilons == sorted(epsilons) and epsilons[0] > 0, "spent grows round by round"
 
 
@@ -165,11 +157,11 @@ def test_an_adaptive_job_moves_its_clip_and_reports_it(tmp_path: Path) -> None:
     }
     job = LocalJob(tmp_path, doc)
     result = job.run()
-    clips = [h["clipNorm"] for h in result["history"]]
+    clips = [h.clip_norm for h in result.history]
     assert clips[0] == 100.0
     assert all(b < a for a, b in itertools.pairwise(clips)), clips
-    assert [h["unclippedShare"] for h in result["history"]] == [1.0] * 6
-    assert result["privacy"]["clipNorm"] == pytest.approx(100.0 * np.exp(-0.5 * 0.5) ** 6)
+    assert [h.unclipped_share for h in result.history] == [1.0] * 6
+    assert result.privacy.clip_norm == pytest.approx(100.0 * np.exp(-0.5 * 0.5) ** 6)
 
 
 def test_dp_noise_is_shared_among_the_sites_under_secure_aggregation(tmp_path: Path) -> None:
@@ -182,7 +174,5 @@ def test_dp_noise_is_shared_among_the_sites_under_secure_aggregation(tmp_path: P
     doc["spec"]["security"] = {"secureAggregation": {"threshold": 3}}
     job = LocalJob(tmp_path, doc)
     result = job.run()
-    assert all(h["secureAggregation"]["revealedBy"] == 4 for h in result["history"])
-    assert result["privacy"]["epsilon"] == pytest.approx(
-        library_epsilon(1.0, 0.8, 3, 1e-4), rel=0.01
-    )
+    assert all(h.secure_aggregation.revealed_by == 4 for h in result.history)
+    assert result.privacy.epsilon == pytest.approx(library_epsilon(1.0, 0.8, 3, 1e-4), rel=0.01)

@@ -9,10 +9,10 @@ import pytest
 from fedkube.privacy.accountant import RdpAccountant, noise_for_epsilon
 from fedkube.simulation import simulate
 from fedkube.spec import parse_job
+from fedkube.testing import LocalJob, manifest
 from fedkube.trainer.dp_sgd import PrivacyBudgetExhausted, PrivacyLedger
 
-from tests.engine.jobs import LocalJob, manifest
-from tests.privacy.test_dp import library_epsilon
+from tests.support.privacy import library_epsilon
 
 
 def test_ledger_spends_as_the_library_counts_and_remembers_it(tmp_path: Path) -> None:
@@ -69,8 +69,8 @@ def test_a_site_stops_at_its_own_cap_and_the_job_goes_on(tmp_path: Path) -> None
         job.stop()
     assert code == 0
     assert "above its cap 3" in job.log("site-0")
-    rounds_in = [h["round"] for h in result["history"] if "site-0" in h["sites"]]
+    rounds_in = [h.round for h in result.history if "site-0" in h.sites]
     assert rounds_in and rounds_in == list(range(1, len(rounds_in) + 1)) and len(rounds_in) < 8
-    assert [h["round"] for h in result["history"]] == list(range(1, 9))
+    assert [h.round for h in result.history] == list(range(1, 9))
     ledger = json.loads((state / "privacy-ledger.json").read_text())
     assert RdpAccountant.from_state(ledger).epsilon(1e-5) <= 3.0

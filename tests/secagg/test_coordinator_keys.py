@@ -16,8 +16,7 @@ from fedkube.secagg.server import SecureSum
 from fedkube.secagg.site import SiteSession
 from fedkube.spec import parse_job
 from fedkube.strategy import FedAvg
-
-from tests.engine.jobs import manifest
+from fedkube.testing import manifest
 
 SITES = ["site-0", "site-1", "site-2"]
 

@@ -10,9 +10,8 @@ from fedkube.proto import fedkube_pb2 as pb
 from fedkube.simulation import simulate
 from fedkube.spec import parse_job
 from fedkube.strategy import ArrayUpdate, CoordinateMedian, MultiKrum, TrimmedMean
+from fedkube.testing import manifest
 from fedkube.wire.tensors import iter_chunks, specs_of, to_spec
-
-from tests.engine.jobs import manifest
 
 
 def spooled(arrays: dict[str, np.ndarray], bound: float | None = None) -> SpooledUpdate:

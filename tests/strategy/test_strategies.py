@@ -11,9 +11,8 @@ import yaml
 from fedkube.simulation import simulate
 from fedkube.spec import load_job, parse_job
 from fedkube.strategy import FedAvgM, FedOpt, Scaffold
+from fedkube.testing import manifest
 from fedkube.wire.tensors import specs_of
-
-from tests.engine.jobs import manifest
 
 
 def test_one_fedadam_step_equals_a_hand_computed_adam_step() -> None:

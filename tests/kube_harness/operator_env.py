@@ -11,7 +11,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.kube.controlplane import ROOT, ControlPlane, free_port
+from fedkube.cli.launch import free_port
+
+from tests.kube_harness.controlplane import ROOT, ControlPlane
 
 NAMESPACE = "fedkube-system"
 SERVICE_ACCOUNT = "fedkube-operator"

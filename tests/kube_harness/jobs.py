@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from fedkube.cli.launch import free_port
 
-from tests.kube.controlplane import ROOT, ControlPlane, free_port
+from tests.kube_harness.controlplane import ROOT, ControlPlane
 
 EXAMPLE = ROOT / "examples" / "breast-cancer.yaml"
 

@@ -32,6 +32,12 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.config import new_client_from_config
 
+# Host folders every container needs as they are: the checkout (an editable install points
+# into it) and the Python installation running the tests.
+KEEP_VISIBLE = [str(Path(__file__).resolve().parents[2]), sys.prefix, sys.base_prefix]
+# Where those are bound aside while volumes are mounted (private to each container's mounts).
+AGENT_STASH = "/run/fedkube-node-agent"
+
 log = logging.getLogger("node-agent")
 
 
@@ -311,12 +317,27 @@ class NodeAgent:
         sources = [str(m[0]) for m in mounts]  # (a list reads as empty while it sorts)
         mounts.sort(key=lambda m: any(src.startswith(m[1].rstrip("/") + "/") for src in sources))
         steps = []
+        # The host's own code (this checkout, the Python it runs) must stay visible in the
+        # container, even when a volume covers the folder it lies in (a clone under /tmp and
+        # the pod's /tmp emptyDir): bind it aside first, and back in place after the mounts.
+        hidden = [
+            keep
+            for keep in dict.fromkeys(KEEP_VISIBLE)
+            if any(keep.startswith(m[1].rstrip("/") + "/") for m in mounts)
+        ]
+        aside = [f"{AGENT_STASH}/{i}" for i in range(len(hidden))]
+        for keep, stash in zip(hidden, aside, strict=True):
+            steps.append(f"mkdir -p {stash} && mount --bind {shlex.quote(keep)} {stash}")
         for source, target, read_only in mounts:
             make = "touch" if source.is_file() else "mkdir -p"
             steps.append(f"{make} {shlex.quote(target)}")
             steps.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}")
             if read_only:
                 steps.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
+        for keep, stash in zip(hidden, aside, strict=True):
+            steps.append(
+                f"mkdir -p {shlex.quote(keep)} && mount --bind {stash} {shlex.quote(keep)}"
+            )
         script = " && ".join(steps) + ' && exec "$@"'
         return [
             "unshare",

@@ -12,7 +12,6 @@ import datetime
 import ipaddress
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -24,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from fedkube.cli.launch import free_port
 from fedkube.security.certs import CA_KEY_USAGE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,12 +37,6 @@ def binaries() -> Path:
     if out.returncode != 0:
         raise RuntimeError(f"building the control-plane binaries failed:\n{out.stderr[-4000:]}")
     return Path(out.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
