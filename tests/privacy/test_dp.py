@@ -9,10 +9,10 @@ from pathlib import Path
 import dp_accounting
 import numpy as np
 import pytest
+from fedkube.accumulate import ArrayUpdate, DpFedAvgAccumulator
 from fedkube.errors import SpecError
 from fedkube.privacy.accountant import RdpAccountant
 from fedkube.spec import parse_job
-from fedkube.strategy import ArrayUpdate, DpFedAvgAccumulator
 from fedkube.testing import LocalJob, manifest
 from fedkube.wire.tensors import specs_of
 

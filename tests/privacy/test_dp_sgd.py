@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from fedkube.errors import PrivacyBudgetExhausted
 from fedkube.privacy.accountant import RdpAccountant, noise_for_epsilon
+from fedkube.privacy.ledger import PrivacyLedger
 from fedkube.simulation import simulate
 from fedkube.spec import parse_job
 from fedkube.testing import LocalJob, manifest
-from fedkube.trainer.dp_sgd import PrivacyBudgetExhausted, PrivacyLedger
 
 from tests.support.privacy import library_epsilon
 

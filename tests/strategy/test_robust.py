@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fedkube.accumulate import ArrayUpdate, CoordinateMedian, MultiKrum, TrimmedMean
 from fedkube.aggregator.updates import SpooledUpdate
 from fedkube.errors import InvalidUpdate
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.simulation import simulate
 from fedkube.spec import parse_job
-from fedkube.strategy import ArrayUpdate, CoordinateMedian, MultiKrum, TrimmedMean
 from fedkube.testing import manifest
 from fedkube.wire.tensors import iter_chunks, specs_of, to_spec
 

@@ -128,10 +128,11 @@ def _trainer(
 ) -> LocalTrainer:
     spec = job.spec
     data = load_site_data(spec, site, manifest)
-    if tamper is None:
-        return LocalTrainer(spec.task, data, site, spec.personalization, spec.privacy)
-    trainer = TamperedTrainer(spec.task, data, site, spec.personalization, spec.privacy)
-    trainer.tamper = tamper
+    strategy = build_strategy(spec).site_half()
+    kind = LocalTrainer if tamper is None else TamperedTrainer
+    trainer = kind(spec.task, data, site, spec.personalization, spec.privacy, None, strategy)
+    if isinstance(trainer, TamperedTrainer) and tamper is not None:
+        trainer.tamper = tamper
     return trainer
 
 

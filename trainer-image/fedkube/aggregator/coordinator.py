@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from fedkube.accumulate import build_accumulator
 from fedkube.aggregator.persistence import save
 from fedkube.aggregator.privacy_hook import PrivacyHook
 from fedkube.aggregator.reception import UpdateReception
@@ -40,7 +41,6 @@ from fedkube.errors import (
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.progress import JobResult, Phase, RoundRecord
-from fedkube.strategy import build_accumulator
 from fedkube.strategy.base import Strategy
 from fedkube.wire.tensors import Params, iter_chunks, specs_of, to_spec
 
@@ -290,9 +290,7 @@ class Coordinator:
             config=self.strategy.client_config(number) if trains else {},
             evaluate=not trains or version % self.spec.evaluation.every_rounds == 0,
             accumulator=(
-                build_accumulator(
-                    self.spec, self.strategy, self.update_infos, self.privacy.adaptive_clip
-                )
+                build_accumulator(self.spec, self.update_infos, self.privacy.adaptive_clip)
                 if trains and self.secure is None
                 else None
             ),

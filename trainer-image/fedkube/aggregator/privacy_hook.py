@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedkube.accumulate import DpFedAvgAccumulator
+from fedkube.accumulate.base import Accumulator
 from fedkube.privacy.accountant import RdpAccountant
 from fedkube.privacy.adaptive_clip import AdaptiveClip
 from fedkube.spec.job import JobSpec
 from fedkube.spec.progress import PrivacyReport, RoundRecord
-from fedkube.strategy import DpFedAvgAccumulator
-from fedkube.strategy.base import Accumulator
 
 
 class PrivacyHook:

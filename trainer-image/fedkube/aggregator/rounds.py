@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from fedkube.accumulate.base import Accumulator
 from fedkube.aggregator.updates import SpooledUpdate
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.server import SecureSum
 from fedkube.spec.progress import SCORE_KEYS, SiteSummary
-from fedkube.strategy.base import Accumulator
 
 EventQueue = asyncio.Queue[pb.Event | None]
 

@@ -57,9 +57,11 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
 def cmd_trainer(args: argparse.Namespace) -> int:
     from fedkube.cli.logs import setup_logging
     from fedkube.data.site_data import load_site_data
+    from fedkube.errors import PrivacyBudgetExhausted
+    from fedkube.privacy.ledger import PrivacyLedger
     from fedkube.spec.load import load_job
+    from fedkube.strategy import build_strategy
     from fedkube.trainer.client import TrainerClient
-    from fedkube.trainer.dp_sgd import PrivacyBudgetExhausted, PrivacyLedger
     from fedkube.trainer.local import LocalTrainer
     from fedkube.transport.grpc_link import GrpcLink
 
@@ -74,8 +76,10 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         caps = [c for c in (dp.epsilon_cap, args.epsilon_cap) if c is not None]
         ledger_file = Path(args.state_dir) / "privacy-ledger.json" if args.state_dir else None
         ledger = PrivacyLedger(dp.delta, min(caps) if caps else None, ledger_file)
+    spec = job.spec
+    strategy = build_strategy(spec).site_half()
     trainer = LocalTrainer(
-        job.spec.task, data, args.site, job.spec.personalization, job.spec.privacy, ledger
+        spec.task, data, args.site, spec.personalization, spec.privacy, ledger, strategy
     )
     trainer.warm_up()
     endpoint = (

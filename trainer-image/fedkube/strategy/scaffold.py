@@ -4,7 +4,8 @@ drifting toward their own optima.
 
 The server sends c with the model; each update carries the model delta and the site's
 control-variate delta. Then x <- x + eta_g mean(delta_y) and c <- c + |S|/N mean(delta_c).
-Means are sample-weighted, as for every strategy here. The site half is in trainer/local.py.
+Means are sample-weighted, as for every strategy here. The site half (``ScaffoldSite``)
+keeps c_i.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fedkube.strategy.base import Strategy
+from fedkube.strategy.base import LocalAdjustments, SiteHalf, Strategy
 from fedkube.wire.tensors import Params, TensorInfo
 
 CONTROL = "scaffold.c/"  # the server control variate, sent with the model
@@ -31,6 +32,9 @@ class Scaffold(Strategy):
 
     def client_config(self, round: int) -> dict[str, float]:
         return {"scaffold": 1.0}
+
+    def site_half(self) -> SiteHalf:
+        return ScaffoldSite()
 
     def _ensure(self, model: Sequence[TensorInfo]) -> None:
         for info in model:
@@ -63,3 +67,44 @@ class Scaffold(Strategy):
 
     def load_state(self, arrays: Params, meta: dict[str, Any]) -> None:
         self.control = {k.removeprefix("control/"): v.copy() for k, v in arrays.items()}
+
+
+class ScaffoldSite(SiteHalf):
+    """The site's half: its control variate c_i (option II of the paper).
+
+    After K steps of size eta, c_i+ = c_i - c + (x - y) / (K eta), sent as delta c = c_i+ - c_i.
+    The new c_i is only kept once a later round shows the update was taken: a round that is
+    tried again (the aggregator restarted) trains from the same c_i, so it gives the same
+    update as the first time.
+    """
+
+    def __init__(self) -> None:
+        self.c_i: Params = {}
+        self._pending: tuple[int, Params] | None = None
+
+    def adjustments(self, round: int, sent: Params) -> LocalAdjustments:
+        if self._pending is not None:
+            trained_in, c_new = self._pending
+            if trained_in < round:
+                self.c_i = c_new
+            self._pending = None
+        correction: Params = {}
+        for key, c in sent.items():
+            if key.startswith(CONTROL):
+                name = key.removeprefix(CONTROL)
+                c_i = self.c_i.get(name)
+                correction[name] = c - c_i if c_i is not None else c.copy()
+        return LocalAdjustments(grad_correction=correction)
+
+    def update_extras(self, round: int, update: Params, step_size: float, sent: Params) -> Params:
+        out: Params = {}
+        c_new: Params = {}
+        for name, dy in update.items():
+            c = sent.get(CONTROL + name, np.zeros_like(dy))
+            c_i = self.c_i.get(name, np.zeros_like(dy))
+            # (x - y) / (K eta) with y - x = dy.
+            c_next = c_i - c - dy / np.float32(max(step_size, 1e-12))
+            c_new[name] = c_next
+            out[CONTROL_DELTA + name] = c_next - c_i
+        self._pending = (round, c_new)
+        return out

@@ -9,16 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from fedkube.data.site_data import SiteData
 from fedkube.errors import ModelError
 from fedkube.models.registry import build_model, import_object, load_params, model_params
+from fedkube.privacy.ledger import PrivacyLedger
 from fedkube.spec.job import PersonalizationSpec, PrivacySpec, TaskSpec
-from fedkube.strategy.scaffold import CONTROL, CONTROL_DELTA
-from fedkube.trainer.dp_sgd import PrivacyLedger, dp_sgd_train, dp_steps
+from fedkube.strategy.base import SiteHalf
+from fedkube.trainer.dp_sgd import dp_sgd_train, dp_steps
 from fedkube.wire.tensors import Params
 
 
@@ -90,47 +90,6 @@ def default_train(
     }
 
 
-class ScaffoldSite:
-    """The site's half of SCAFFOLD: its control variate c_i (option II of the paper).
-
-    After K steps of size eta, c_i+ = c_i - c + (x - y) / (K eta), sent as delta c = c_i+ - c_i.
-    The new c_i is only kept once a later round shows the update was taken: a round that is
-    tried again (the aggregator restarted) trains from the same c_i, so it gives the same
-    update as the first time.
-    """
-
-    def __init__(self) -> None:
-        self.c_i: dict[str, np.ndarray] = {}
-        self._pending: tuple[int, dict[str, np.ndarray]] | None = None
-
-    def correction(self, round: int, extras: Params) -> dict[str, torch.Tensor]:
-        if self._pending is not None:
-            trained_in, c_new = self._pending
-            if trained_in < round:
-                self.c_i = c_new
-            self._pending = None
-        out = {}
-        for key, c in extras.items():
-            if key.startswith(CONTROL):
-                name = key.removeprefix(CONTROL)
-                c_i = self.c_i.get(name)
-                out[name] = torch.from_numpy(c - c_i if c_i is not None else c.copy())
-        return out
-
-    def delta(self, round: int, update: Params, step_size: float, extras: Params) -> Params:
-        out: Params = {}
-        c_new: dict[str, np.ndarray] = {}
-        for name, dy in update.items():
-            c = extras.get(CONTROL + name, np.zeros_like(dy))
-            c_i = self.c_i.get(name, np.zeros_like(dy))
-            # (x - y) / (K eta) with y - x = dy.
-            c_next = c_i - c - dy / np.float32(max(step_size, 1e-12))
-            c_new[name] = c_next
-            out[CONTROL_DELTA + name] = c_next - c_i
-        self._pending = (round, c_new)
-        return out
-
-
 class LocalTrainer:
     """Holds the site's model and data; turns a global model into an update."""
 
@@ -142,6 +101,7 @@ class LocalTrainer:
         personalization: PersonalizationSpec | None = None,
         privacy: PrivacySpec | None = None,
         ledger: PrivacyLedger | None = None,
+        strategy: SiteHalf | None = None,
     ) -> None:
         self.task = task
         self.personalization = personalization or PersonalizationSpec()
@@ -160,7 +120,8 @@ class LocalTrainer:
             self.train_fn = fn
         self._site_seed = zlib.crc32(site.encode())
         self.param_names = set(model_params(self.model))
-        self.scaffold = ScaffoldSite()
+        # The strategy's site half, built from this site's own copy of the job.
+        self.strategy = strategy or SiteHalf()
         self.dp = privacy.record_level if privacy else None
         if self.dp is not None and ledger is None:
             ledger = PrivacyLedger(self.dp.delta, self.dp.epsilon_cap)
@@ -200,10 +161,11 @@ class LocalTrainer:
         extras: Params | None = None,
     ) -> tuple[Params, dict[str, float]]:
         """Train from ``global_params``; returns (update, metrics). The update is the trained
-        model minus the global one, plus what the strategy asks for (SCAFFOLD's delta c)."""
+        model minus the global one, plus what the strategy asks for (SCAFFOLD's delta c).
+        ``strategy`` is the task's strategy settings, passed on to a custom trainFunction."""
         self.set_global(global_params)
-        use_scaffold = strategy.get("scaffold", 0.0) > 0
-        correction = self.scaffold.correction(round, extras or {}) if use_scaffold else {}
+        sent = extras or {}
+        adjust = self.strategy.adjustments(round, sent)
         config = TrainConfig(
             round=round,
             local_epochs=self.task.local_epochs,
@@ -213,11 +175,11 @@ class LocalTrainer:
             momentum=self.task.momentum,
             seed=(self.task.seed * 1_000_003 + self._site_seed + round) % 2**63,
             strategy=dict(strategy),
-            proximal_mu=strategy.get("proximal_mu", 0.0),
+            proximal_mu=adjust.proximal_mu,
             global_params={k: torch.from_numpy(v.copy()) for k, v in global_params.items()}
-            if strategy.get("proximal_mu", 0.0)
+            if adjust.proximal_mu
             else {},
-            grad_correction=correction,
+            grad_correction={k: torch.from_numpy(v) for k, v in adjust.grad_correction.items()},
         )
         started = time.perf_counter()
         if self.dp is not None and self.ledger is not None:
@@ -244,11 +206,8 @@ class LocalTrainer:
         update = {name: trained[name] - global_params[name] for name in global_params}
         if self.personal is not None:
             self._train_personal(global_params, config)
-        if use_scaffold:
-            steps = metrics.get("local_steps", 0.0)
-            update.update(
-                self.scaffold.delta(round, update, steps * self.task.learning_rate, extras or {})
-            )
+        step_size = metrics.get("local_steps", 0.0) * self.task.learning_rate
+        update.update(self.strategy.update_extras(round, update, step_size, sent))
         return update, metrics
 
     def _train_personal(self, global_params: Params, config: TrainConfig) -> None:

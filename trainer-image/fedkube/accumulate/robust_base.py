@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from fedkube.strategy.base import Accumulator, UpdateSource
+from fedkube.accumulate.base import Accumulator, UpdateSource
 from fedkube.wire.tensors import Params, TensorInfo
 
 BLOCK_ELEMENTS = 1 << 18

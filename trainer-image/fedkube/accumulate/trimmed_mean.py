@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedkube.strategy.robust_base import RobustAccumulator
+from fedkube.accumulate.robust_base import RobustAccumulator
 from fedkube.wire.tensors import TensorInfo
 
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedkube.strategy.base import Accumulator, UpdateSource, WeightedMean
+from fedkube.accumulate.base import Accumulator, UpdateSource
+from fedkube.accumulate.weighted_mean import WeightedMean
 from fedkube.wire.tensors import Params, TensorInfo
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedkube.strategy.robust_base import RobustAccumulator
+from fedkube.accumulate.robust_base import RobustAccumulator
 
 
 class CoordinateMedian(RobustAccumulator):
