@@ -30,7 +30,7 @@ from fedkube.secagg.encoding import FixedPoint
 from fedkube.secagg.keys import Context
 from fedkube.secagg.server import SecureSum
 from fedkube.secagg.site import SiteSession
-from fedkube.spec.job import TaskSpec
+from fedkube.spec.task import TaskSpec
 from fedkube.trainer.local import LocalTrainer
 from fedkube.wire.tensors import Params
 

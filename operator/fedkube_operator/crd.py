@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from fedkube.spec.job import API_GROUP, API_VERSION, KIND, JobSpec
+from fedkube.spec.base import API_GROUP, API_VERSION, KIND
+from fedkube.spec.job import JobSpec
 
 from fedkube_operator.status_model import JobStatus
 

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from fedkube.spec.job import API_GROUP, API_VERSION, KIND, FederatedJob, SiteSpec
+from fedkube.spec.base import API_GROUP, API_VERSION, KIND
+from fedkube.spec.job import FederatedJob
+from fedkube.spec.sites import SiteSpec
 
 MANIFEST_DIR = "/etc/fedkube"
 MANIFEST_FILE = "job.yaml"

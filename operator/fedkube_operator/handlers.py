@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 from fedkube.errors import SpecError
-from fedkube.spec.job import API_GROUP, API_VERSION
+from fedkube.spec.base import API_GROUP, API_VERSION
 from fedkube.spec.load import parse_job
 
 from fedkube_operator.crd import PLURAL

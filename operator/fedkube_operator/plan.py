@@ -189,25 +189,40 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
     if status.phase in ("Succeeded", "Failed"):
         _cleanup(result, job, observed)
         return result
-
-    if job.spec.suspend:
-        result.delete_pods = sorted(observed.pods)
-        _enter(result, "Suspended", now, "Suspended", "spec.suspend is true; pods removed")
-        set_condition(status, "Suspended", True, "Suspended", "spec.suspend is true", now)
-        set_condition(status, "Running", False, "Suspended", "suspended", now)
+    if _suspended(result, job, observed):
         return result
-    if status.phase == "Suspended":
-        set_condition(status, "Suspended", False, "Resumed", "spec.suspend is false", now)
-        result.events.append(Event("Normal", "Resumed", "resuming from the last checkpoint"))
-        status.phase = "Pending"
-
     want = desired(resource, job, settings)
     if not observed.has_config_map:
         result.create.append(want.config_map)
     if want.service is not None and not observed.has_service:
         result.create.append(want.service)
+    if _pods(result, job, observed, want.pods):
+        _outcome(result, job, observed)
+    return result
 
-    for name, pod in want.pods.items():
+
+def _suspended(result: Plan, job: FederatedJob, observed: Observed) -> bool:
+    """spec.suspend removes the pods; clearing it resumes from the checkpoint."""
+    status, now = result.status, observed.now
+    if job.spec.suspend:
+        result.delete_pods = sorted(observed.pods)
+        _enter(result, "Suspended", now, "Suspended", "spec.suspend is true; pods removed")
+        set_condition(status, "Suspended", True, "Suspended", "spec.suspend is true", now)
+        set_condition(status, "Running", False, "Suspended", "suspended", now)
+        return True
+    if status.phase == "Suspended":
+        set_condition(status, "Suspended", False, "Resumed", "spec.suspend is false", now)
+        result.events.append(Event("Normal", "Resumed", "resuming from the last checkpoint"))
+        status.phase = "Pending"
+    return False
+
+
+def _pods(
+    result: Plan, job: FederatedJob, observed: Observed, want: dict[str, dict[str, Any]]
+) -> bool:
+    """Create missing pods and recreate failed ones; False when a failure ends the job."""
+    status = result.status
+    for name, pod in want.items():
         seen = observed.pods.get(name)
         if seen is None:
             result.create.append(pod)
@@ -222,15 +237,9 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
         )
         # It refused its input (manifest, data, model): retrying cannot help.
         if code == exit_codes.BAD_INPUT:
-            _finish(
-                result,
-                job,
-                observed,
-                False,
-                "InvalidInput",
-                f"{role} refused its input: {message or 'exit code 2'}",
-            )
-            return result
+            refused = f"{role} refused its input: {message or 'exit code 2'}"
+            _finish(result, job, observed, False, "InvalidInput", refused)
+            return False
         restarts = _restarts(status, job, name)
         if restarts >= job.spec.backoff_limit:
             _finish(
@@ -242,36 +251,31 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
                 f"{role} failed {restarts + 1} times (backoffLimit {job.spec.backoff_limit}); "
                 f"last exit code {code}: {message[-500:]}",
             )
-            return result
+            return False
         _count_restart(status, job, name)
         result.delete_pods.append(name)
         result.events.append(
             Event("Warning", "PodFailed", f"{role} failed with exit code {code}; recreating it")
         )
+    return True
 
-    progress = observed.progress
+
+def _outcome(result: Plan, job: FederatedJob, observed: Observed) -> None:
+    """Succeeded, Failed or Running, from the aggregator's word and the pods' phases."""
+    status, now, progress = result.status, observed.now, observed.progress
     local = job.spec.aggregator.endpoint is None
     agg_phase = _pod_phase(observed.pods.get(aggregator_name(job.name))) if local else None
     phase = progress.phase if progress else None
+    local_sites = [trainer_name(job.name, s.name) for s in job.spec.sites if not s.remote]
     if phase == "Succeeded" or (local and agg_phase == "Succeeded"):
-        _finish(
-            result,
-            job,
-            observed,
-            True,
-            "Completed",
-            f"completed {status.round} of {job.spec.rounds} rounds",
-        )
+        done = f"completed {status.round} of {job.spec.rounds} rounds"
+        _finish(result, job, observed, True, "Completed", done)
     elif progress is not None and phase == "Failed":
         _finish(result, job, observed, False, "AggregatorFailed", progress.message)
     elif (
         not local
         and observed.pods
-        and all(
-            _pod_phase(observed.pods.get(trainer_name(job.name, s.name))) == "Succeeded"
-            for s in job.spec.sites
-            if not s.remote
-        )
+        and all(_pod_phase(observed.pods.get(n)) == "Succeeded" for n in local_sites)
     ):
         _finish(result, job, observed, True, "Completed", "every local site finished")
     elif any(_pod_phase(p) == "Running" for p in observed.pods.values()):
@@ -279,7 +283,6 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
         set_condition(
             status, "Running", True, "Training", f"round {status.round} of {job.spec.rounds}", now
         )
-    return result
 
 
 def _restarts(status: JobStatus, job: FederatedJob, pod: str) -> int:

@@ -75,8 +75,7 @@ def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> Callable[[]
     return lambda: asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=10)
 
 
-async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
-    return_large_buffers_to_os()
+def _coordinator(job: FederatedJob, opts: AggregatorOptions) -> Coordinator:
     features, classes = job.spec.input_shape()
     coordinator = Coordinator(
         job,
@@ -86,14 +85,18 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
     )
     resume(coordinator)
     coordinator.on_succeeded = lambda c: write_outputs(c, opts.output_dir)
+    return coordinator
+
+
+def _grpc_server(
+    service: AggregatorService, opts: AggregatorOptions
+) -> tuple[grpc.aio.Server, int]:
     if opts.tls_dir is None and not (opts.allow_plaintext or is_loopback(opts.host)):
         raise TlsError(
             f"the aggregator would listen on {opts.host} in clear text: give --tls-dir (mutual "
             "TLS), listen on loopback, or pass --allow-plaintext to accept it"
         )
-    metrics = AggregatorMetrics(coordinator)
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    service = AggregatorService(coordinator, metrics, tls=opts.tls_dir is not None)
     pb_grpc.add_AggregatorServicer_to_server(service, server)
     address = f"{opts.host}:{opts.port}"
     if opts.tls_dir is not None:
@@ -102,27 +105,12 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
         bound = server.add_insecure_port(address)
     if bound == 0:
         raise JobFailed(f"cannot listen on {opts.host}:{opts.port}; is the port taken?")
-    await server.start()
+    return server, bound
+
+
+async def _run_until_done(coordinator: Coordinator, linger_seconds: float) -> int:
+    """Run the job; stop early on SIGTERM or SIGINT. The exit code says how it ended."""
     loop = asyncio.get_running_loop()
-    http = serve_http(
-        opts.host,
-        opts.http_port,
-        on_loop(loop, lambda: generate_latest(metrics.registry)),
-        on_loop(
-            loop,
-            lambda: (
-                progress(coordinator).model_dump_json(by_alias=True, exclude_none=True).encode()
-            ),
-        ),
-    )
-    log.info(
-        "aggregator for job %s on %s:%d (http %d), %d rounds left",
-        job.name,
-        opts.host,
-        bound,
-        opts.http_port,
-        job.spec.rounds - coordinator.rounds_completed,
-    )
     runner = asyncio.ensure_future(coordinator.run())
     stopping = asyncio.Event()
 
@@ -132,20 +120,46 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-    code = exit_codes.OK
+    name = coordinator.job.name
     try:
         await runner
         model = coordinator.result.model_path if coordinator.result else "?"
-        log.info("job %s succeeded; model at %s", job.name, model)
+        log.info("job %s succeeded; model at %s", name, model)
+        code = exit_codes.OK
     except JobFailed as e:
-        log.error("job %s failed: %s", job.name, e)
+        log.error("job %s failed: %s", name, e)
         code = exit_codes.FAILED
     except asyncio.CancelledError:
         log.warning("stopped by signal after round %d", coordinator.rounds_completed)
-        code = exit_codes.TERMINATED
-    if code != exit_codes.TERMINATED:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), opts.linger_seconds)
+        return exit_codes.TERMINATED
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), linger_seconds)
+    return code
+
+
+async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
+    return_large_buffers_to_os()
+    coordinator = _coordinator(job, opts)
+    metrics = AggregatorMetrics(coordinator)
+    service = AggregatorService(coordinator, metrics, tls=opts.tls_dir is not None)
+    server, bound = _grpc_server(service, opts)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    http = serve_http(
+        opts.host,
+        opts.http_port,
+        on_loop(loop, lambda: generate_latest(metrics.registry)),
+        on_loop(loop, lambda: progress(coordinator).to_json_bytes()),
+    )
+    log.info(
+        "aggregator for job %s on %s:%d (http %d), %d rounds left",
+        job.name,
+        opts.host,
+        bound,
+        opts.http_port,
+        job.spec.rounds - coordinator.rounds_completed,
+    )
+    code = await _run_until_done(coordinator, opts.linger_seconds)
     await server.stop(grace=0.5)
     http.shutdown()
     return code

@@ -12,7 +12,7 @@ import numpy as np
 
 from fedkube.data.partition import partition
 from fedkube.errors import DataError
-from fedkube.spec.job import FileSource, SklearnSource
+from fedkube.spec.sites import FileSource, SklearnSource
 
 _LOADERS = {
     "breast_cancer": "load_breast_cancer",

@@ -12,7 +12,7 @@ from torch import nn
 
 from fedkube.errors import ModelError
 from fedkube.models.builtin import SmallCNN, logistic_regression, mlp
-from fedkube.spec.job import TaskSpec
+from fedkube.spec.task import TaskSpec
 from fedkube.wire.tensors import Params
 
 

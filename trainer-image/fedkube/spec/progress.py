@@ -11,6 +11,7 @@ when it drifts.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,9 @@ class Record(BaseModel):
     def to_json_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         return out
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
 class Scores(Record):
@@ -164,3 +168,11 @@ __all__ = [
     "SiteSummary",
     "json_schemas",
 ]
+
+
+SCHEMA_FILE = Path(__file__).with_name("progress.schema.json")
+
+
+if __name__ == "__main__":  # python -m fedkube.spec.progress: rewrite the checked-in schema
+    SCHEMA_FILE.write_text(json_schemas())
+    print(f"wrote {SCHEMA_FILE}")

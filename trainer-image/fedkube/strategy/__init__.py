@@ -3,14 +3,8 @@ side. No torch, grpc or kopf."""
 
 from __future__ import annotations
 
-from fedkube.spec.job import (
-    FedAvgMSpec,
-    FedAvgSpec,
-    FedOptSpec,
-    FedProxSpec,
-    JobSpec,
-    ScaffoldSpec,
-)
+from fedkube.spec.job import JobSpec
+from fedkube.spec.task import FedAvgMSpec, FedAvgSpec, FedOptSpec, FedProxSpec, ScaffoldSpec
 from fedkube.strategy.base import LocalAdjustments, SiteHalf, Strategy
 from fedkube.strategy.fedavg import FedAvg
 from fedkube.strategy.fedavgm import FedAvgM

@@ -16,7 +16,9 @@ from fedkube.data.site_data import SiteData
 from fedkube.errors import ModelError
 from fedkube.models.registry import build_model, import_object, load_params, model_params
 from fedkube.privacy.ledger import PrivacyLedger
-from fedkube.spec.job import PersonalizationSpec, PrivacySpec, TaskSpec
+from fedkube.spec.job import PersonalizationSpec
+from fedkube.spec.security import PrivacySpec
+from fedkube.spec.task import TaskSpec
 from fedkube.strategy.base import SiteHalf
 from fedkube.trainer.dp_sgd import dp_sgd_train, dp_steps
 from fedkube.wire.tensors import Params

@@ -1,0 +1,110 @@
+"""The learning the job author chooses: the model, local training, and the strategy."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from fedkube.spec.base import IMPORT_PATH, _Model, cel
+
+
+class ModelSpec(_Model):
+    """Which model to train: a built-in one by name, or the user's own by import path."""
+
+    model_config = cel(
+        (
+            "has(self.name) != has(self.importPath)",
+            "give exactly one of name (a built-in model) or importPath",
+            None,
+        )
+    )
+
+    name: Literal["logistic_regression", "mlp", "cnn"] | None = Field(
+        default=None, description="A built-in model."
+    )
+    import_path: Annotated[str, Field(pattern=IMPORT_PATH, max_length=256)] | None = Field(
+        default=None,
+        description="`package.module:factory` returning a torch.nn.Module; called as "
+        "factory(num_features=..., num_classes=..., **params).",
+    )
+    hidden_sizes: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [32], max_length=16, description="Hidden layer widths (mlp)."
+    )
+    params: dict[str, int | float | str | bool] = Field(
+        default_factory=dict, max_length=64, description="Keyword arguments for importPath."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.name is None) == (self.import_path is None):
+            raise ValueError("give exactly one of `name` (a built-in model) or `importPath`")
+        return self
+
+
+class TaskSpec(_Model):
+    """What each site does with the global model in one round."""
+
+    model: ModelSpec
+    local_epochs: int = Field(default=1, ge=1, le=1000)
+    batch_size: int = Field(default=32, ge=1, le=65536)
+    learning_rate: float = Field(default=0.01, gt=0, le=10)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(default=0.0, ge=0, lt=1, description="SGD momentum.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    num_features: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Input width; required with file data."
+    )
+    num_classes: int | None = Field(
+        default=None, ge=2, le=100_000, description="Label count; required with file data."
+    )
+    train_function: Annotated[str, Field(pattern=IMPORT_PATH, max_length=256)] | None = Field(
+        default=None,
+        description="`package.module:train` replacing the built-in loop; called as "
+        "train(model, features, labels, config) and returns a dict of metrics.",
+    )
+
+
+class FedAvgSpec(_Model):
+    """FedAvg: the sample-weighted mean of the sites' models."""
+
+    name: Literal["fedavg"] = "fedavg"
+
+
+class FedProxSpec(_Model):
+    """FedProx: FedAvg plus a proximal term mu/2 ||w - w_global||^2 in each site's loss."""
+
+    name: Literal["fedprox"]
+    mu: float = Field(default=0.01, ge=0, le=100)
+
+
+class FedAvgMSpec(_Model):
+    """FedAvgM: server momentum on the mean update."""
+
+    name: Literal["fedavgm"]
+    server_learning_rate: float = Field(default=1.0, gt=0, le=100)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+
+
+class FedOptSpec(_Model):
+    """FedAdam, FedYogi, FedAdagrad (Reddi et al. 2021): an adaptive server optimiser that
+    treats the mean update as a pseudo-gradient."""
+
+    name: Literal["fedadam", "fedyogi", "fedadagrad"]
+    server_learning_rate: float = Field(default=0.01, gt=0, le=100)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.99, ge=0, lt=1)
+    tau: float = Field(default=1e-3, gt=0, le=10, description="Adaptivity: added to sqrt(v).")
+
+
+class ScaffoldSpec(_Model):
+    """SCAFFOLD (Karimireddy et al. 2020): control variates correct each site's drift."""
+
+    name: Literal["scaffold"]
+    server_learning_rate: float = Field(default=1.0, gt=0, le=100)
+
+
+StrategySpec = Annotated[
+    FedAvgSpec | FedProxSpec | FedAvgMSpec | FedOptSpec | ScaffoldSpec,
+    Field(discriminator="name"),
+]
