@@ -100,13 +100,17 @@ def test_no_site_can_act_in_another_sites_name(secured: LocalJob, pki: Path) -> 
     with grpc.secure_channel(f"127.0.0.1:{secured.port}", creds) as channel:
         stub = pb_grpc.AggregatorStub(channel)
         header = pb.UpdatePart(
-            header=pb.UpdateHeader(job="mtls", round=1, site="site-1", num_samples=1)
+            header=pb.UpdateHeader(
+                ref=pb.RoundRef(job="mtls", round=1, site="site-1"), num_samples=1
+            )
         )
         with pytest.raises(grpc.RpcError) as err:
             stub.SubmitUpdate(iter([header]))
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         with pytest.raises(grpc.RpcError) as err:
-            stub.ReportEvaluation(pb.Evaluation(job="mtls", site="site-1", num_samples=1))
+            stub.ReportEvaluation(
+                pb.Evaluation(ref=pb.RoundRef(job="mtls", site="site-1"), num_samples=1)
+            )
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 

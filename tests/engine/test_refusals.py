@@ -65,8 +65,8 @@ def test_each_bad_update_is_refused_and_the_model_is_untouched(aggregator: Local
     site0 = FakeSiteStream(stub, "site-0")
     site1 = FakeSiteStream(stub, "site-1")
     task = site0.next_task()
-    assert task.round == 1 and task.stage == pb.TRAIN
-    assert site1.next_task().round == 1
+    assert task.ref.round == 1 and task.stage == pb.TRAIN
+    assert site1.next_task().ref.round == 1
     version, initial = fetch(stub)
     assert version == 0
     rng = np.random.default_rng(0)
@@ -106,7 +106,7 @@ def test_each_bad_update_is_refused_and_the_model_is_untouched(aggregator: Local
     assert "model version 5" in e.details()
 
     receipt = stub.SubmitUpdate(parts(good))
-    assert receipt.round == 1 and receipt.bytes_received == sum(v.nbytes for v in good.values())
+    assert receipt.ref.round == 1 and receipt.bytes_received == sum(v.nbytes for v in good.values())
 
     e = refused(stub, parts(good))
     assert e.code() == grpc.StatusCode.ALREADY_EXISTS
@@ -117,7 +117,7 @@ def test_each_bad_update_is_refused_and_the_model_is_untouched(aggregator: Local
 
     # Round 1 closed with two good updates of equal weight: the model moved by their mean
     # and by nothing that was refused.
-    assert site0.next_task().round == 2
+    assert site0.next_task().ref.round == 2
     version, after = fetch(stub)
     assert version == 1
     for k in initial:

@@ -142,7 +142,7 @@ def test_messages_out_of_protocol_are_refused_with_the_reason(tmp_path: Path) ->
             assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert "not open for updates" in e.details()
 
-            session = SiteSession("refusals", "site-0", 1, task.attempt, task.secure.params)
+            session = SiteSession("refusals", "site-0", 1, task.ref.attempt, task.secure.params)
             ad = session.advertisement(version, 10)
             bad = pb.KeyAdvertisement()
             bad.CopyFrom(ad)
@@ -156,14 +156,15 @@ def test_messages_out_of_protocol_are_refused_with_the_reason(tmp_path: Path) ->
             assert e.code() == grpc.StatusCode.ALREADY_EXISTS
 
             e = refusal(
-                stub.ShareKeys, pb.KeyShares(job="refusals", round=1, attempt=1, site="site-0")
+                stub.ShareKeys,
+                pb.KeyShares(ref=pb.RoundRef(job="refusals", round=1, attempt=1, site="site-0")),
             )
             assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert "not at secure-aggregation stage SHARE_KEYS" in e.details()
 
             other = pb.KeyAdvertisement()
             other.CopyFrom(ad)
-            other.site = "site-1"  # site-1 never subscribed: it was not tasked
+            other.ref.site = "site-1"  # site-1 never subscribed: it was not tasked
             e = refusal(stub.AdvertiseKeys, other)
             assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert "not a participant" in e.details()

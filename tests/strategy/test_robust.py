@@ -16,7 +16,9 @@ from fedkube.wire.tensors import iter_chunks, specs_of, to_spec
 
 def spooled(arrays: dict[str, np.ndarray], bound: float | None = None) -> SpooledUpdate:
     infos = specs_of(arrays)
-    header = pb.UpdateHeader(site="s", round=1, num_samples=1, tensors=[to_spec(i) for i in infos])
+    header = pb.UpdateHeader(
+        ref=pb.RoundRef(site="s", round=1), num_samples=1, tensors=[to_spec(i) for i in infos]
+    )
     u = SpooledUpdate(header, infos, bound)
     for chunk in iter_chunks(list(arrays.values()), chunk_bytes=4096):
         u.add(chunk)

@@ -46,7 +46,7 @@ class ScriptedSite:
                 task = event.task
                 if task.stage == pb.ADVERTISE_KEYS:
                     session = SiteSession(
-                        self.job, self.site, task.round, task.attempt, task.secure.params
+                        self.job, self.site, task.ref.round, task.ref.attempt, task.secure.params
                     )
                     self.stub.AdvertiseKeys(session.advertisement(task.model_version, self.samples))
                 elif session is not None and task.stage == pb.SHARE_KEYS:
@@ -76,7 +76,9 @@ class ScriptedSite:
             self.channel.close()  # the drop: the aggregator sees the stream end
 
     def _model(self, task: pb.Task) -> tuple[int, dict[str, np.ndarray]]:
-        parts = self.stub.GetModel(pb.ModelRequest(job=self.job, site=self.site, round=task.round))
+        parts = self.stub.GetModel(
+            pb.ModelRequest(ref=pb.RoundRef(job=self.job, round=task.ref.round, site=self.site))
+        )
         header = next(parts).header
         model = assemble([from_spec(s) for s in header.tensors], (p.chunk for p in parts))
         return header.model_version, model
@@ -84,12 +86,15 @@ class ScriptedSite:
     def _parts(self, task: pb.Task, version: int, masked: dict) -> Iterator[pb.UpdatePart]:
         yield pb.UpdatePart(
             header=pb.UpdateHeader(
-                job=self.job,
-                round=task.round,
-                site=self.site,
+                ref=pb.RoundRef(
+                    job=self.job,
+                    round=task.ref.round,
+                    attempt=task.ref.attempt,
+                    site=self.site,
+                ),
                 model_version=version,
                 tensors=[to_spec(i) for i in specs_of(masked)],
-                codec="secagg",
+                codec=pb.MASKED_FIXED_POINT,
             )
         )
         for chunk in iter_chunks(list(masked.values())):

@@ -10,7 +10,7 @@ from fedkube.wire.tensors import Params, assemble, from_spec, iter_chunks, specs
 
 
 def fetch(stub: pb_grpc.AggregatorStub, site: str = "site-0") -> tuple[int, Params]:
-    parts = stub.GetModel(pb.ModelRequest(job="refusals", site=site, round=1))
+    parts = stub.GetModel(pb.ModelRequest(ref=pb.RoundRef(job="refusals", round=1, site=site)))
     header = next(parts).header
     return header.model_version, assemble(
         [from_spec(s) for s in header.tensors], (p.chunk for p in parts)
@@ -28,13 +28,11 @@ def parts(
 ) -> Iterator[pb.UpdatePart]:
     yield pb.UpdatePart(
         header=pb.UpdateHeader(
-            job=job,
-            round=round,
-            site=site,
+            ref=pb.RoundRef(job=job, round=round, attempt=1, site=site),
             model_version=version,
             num_samples=10,
             tensors=specs or [to_spec(i) for i in specs_of(update)],
-            codec="raw",
+            codec=pb.RAW,
         )
     )
     for c in iter_chunks(list(update.values())):

@@ -137,10 +137,13 @@ def _trainer(
 
 
 async def _release_sites(coordinator: Coordinator) -> None:
-    """End every site's stream, so no site thread waits on a job that is over."""
+    """End every site's stream, so no site thread waits on a job that is over, and let a
+    cancelled round loop finish unwinding before the loop stops."""
     for s in coordinator.sites.values():
         if s.queue is not None:
             s.queue.put_nowait(None)
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 def _serve_site(

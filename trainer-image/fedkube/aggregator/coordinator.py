@@ -130,12 +130,17 @@ class Coordinator:
         tensors = {**self.params, **self.strategy.broadcast_arrays()}
         if self.open is not None:
             self.open.bytes_sent += sum(a.nbytes for a in tensors.values())
+        r = self.open
         header = pb.ModelHeader(
-            job=self.job.name,
-            round=self.open.number if self.open else self.rounds_completed,
+            ref=pb.RoundRef(
+                job=self.job.name,
+                round=r.number if r else self.rounds_completed,
+                attempt=r.attempt if r else 0,
+                site=site,
+            ),
             model_version=self.rounds_completed,
             tensors=[to_spec(i) for i in specs_of(tensors)],
-            codec="raw",
+            codec=pb.RAW,
         )
         return header, iter_chunks(list(tensors.values()))
 
@@ -144,45 +149,47 @@ class Coordinator:
         return UpdateReception(self, authorise)
 
     def advertise_keys(self, msg: pb.KeyAdvertisement) -> None:
-        self._secure_rounds(msg.site, msg.round).advertise_keys(msg)
+        self._secure_rounds(msg.ref).advertise_keys(msg)
 
     def share_keys(self, msg: pb.KeyShares) -> None:
-        self._secure_rounds(msg.site, msg.round).share_keys(msg)
+        self._secure_rounds(msg.ref).share_keys(msg)
 
     def reveal_shares(self, msg: pb.Reveal) -> None:
-        self._secure_rounds(msg.site, msg.round).reveal_shares(msg)
+        self._secure_rounds(msg.ref).reveal_shares(msg)
 
-    def _secure_rounds(self, site: str, number: int) -> SecureRounds:
+    def _secure_rounds(self, ref: pb.RoundRef) -> SecureRounds:
         if self.secure is None:
             raise RoundClosed(
-                f"job {self.job.name!r} does not use secure aggregation", site=site, round=number
+                f"job {self.job.name!r} does not use secure aggregation",
+                site=ref.site,
+                round=ref.round,
             )
         return self.secure
 
     def report_evaluation(self, msg: pb.Evaluation) -> None:
-        site = self.known(msg.job, msg.site)
+        site = self.known(msg.ref.job, msg.ref.site)
         if msg.model_version > self.rounds_completed or msg.model_version < 0:
             raise InvalidUpdate(
                 f"evaluation names model version {msg.model_version}, which does not exist",
-                site=msg.site,
-                round=msg.round,
+                site=msg.ref.site,
+                round=msg.ref.round,
             )
         metrics = dict(msg.metrics)
         bad = [k for k, v in metrics.items() if v != v or v in (float("inf"), float("-inf"))]
         if bad or msg.num_samples <= 0:
             raise InvalidUpdate(
                 f"evaluation has non-finite metrics {bad} or no samples",
-                site=msg.site,
-                round=msg.round,
+                site=msg.ref.site,
+                round=msg.ref.round,
             )
-        self.log.record_evaluation(msg.model_version, msg.site, msg.num_samples, metrics)
+        self.log.record_evaluation(msg.model_version, msg.ref.site, msg.num_samples, metrics)
         if msg.model_version == self.rounds_completed:
             site.metrics = metrics
             site.eval_samples = msg.num_samples
         r = self.open
         if r is not None and r.stage == pb.EVALUATE and msg.model_version == r.model_version:
-            r.done[msg.site] = metrics
-            r.samples[msg.site] = msg.num_samples
+            r.done[msg.ref.site] = metrics
+            r.samples[msg.ref.site] = msg.num_samples
         self.notify()
 
     # -- the round loop ----------------------------------------------------------------------
@@ -311,14 +318,12 @@ class Coordinator:
         assert r is not None and site.queue is not None
         r.tasked.add(site.name)
         task = pb.Task(
-            job=self.job.name,
-            round=r.number,
+            ref=pb.RoundRef(job=self.job.name, round=r.number, attempt=r.attempt, site=site.name),
             stage=r.stage,
             model_version=r.model_version,
             evaluate=r.evaluate,
             config=r.config,
             deadline_unix_seconds=time.time() + (r.deadline - self.clock()),
-            attempt=r.attempt,
         )
         if r.secure is not None and self.secure is not None:
             self.secure.fill_task(task, r, site.name)

@@ -34,7 +34,7 @@ class UpdateReception:
             if not part.HasField("header"):
                 raise InvalidUpdate("the first message of an update must be its header")
             if self.authorise is not None:
-                self.authorise(part.header.site)
+                self.authorise(part.header.ref.site)
             self.update = self._admit(part.header)
         elif part.HasField("chunk"):
             self.update.add(part.chunk)
@@ -69,14 +69,14 @@ class UpdateReception:
 
     def _admit(self, header: pb.UpdateHeader) -> SpooledUpdate:
         c = self.c
-        c.known(header.job, header.site)
-        site, number = header.site, header.round
+        c.known(header.ref.job, header.ref.site)
+        site, number = header.ref.site, header.ref.round
         r = c.open
         takes = pb.MASKED_UPDATE if c.secure else pb.TRAIN
-        if r is None or r.stage != takes or header.round != r.number:
+        if r is None or r.stage != takes or number != r.number:
             now = f"round {r.number} is open" if r and r.stage == takes else "no round is open"
             raise RoundClosed(
-                f"round {header.round} is not open for updates ({now}); the update is dropped",
+                f"round {number} is not open for updates ({now}); the update is dropped",
                 site=site,
                 round=number,
             )

@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fedkube.aggregator")
 
-MASKED_CODEC = "secagg"
-
 
 def secagg_params(spec: JobSpec) -> pb.SecAggParams | None:
     secure = spec.security.secure_aggregation
@@ -99,14 +97,14 @@ class SecureRounds:
     # -- messages -----------------------------------------------------------------------------
 
     def begin_update(self, r: OpenRound, header: pb.UpdateHeader) -> SpooledUpdate:
-        if header.site not in r.tasked:
+        if header.ref.site not in r.tasked:
             raise RoundClosed(
-                f"site {header.site!r} is not among round {r.number}'s masked-update senders",
-                site=header.site,
-                round=header.round,
+                f"site {header.ref.site!r} is not among round {r.number}'s masked-update senders",
+                site=header.ref.site,
+                round=header.ref.round,
             )
         infos = masked_infos(self.c.update_infos)
-        check_tensors(header, infos, codec=MASKED_CODEC)
+        check_tensors(header, infos, codec=pb.MASKED_FIXED_POINT)
         return SpooledUpdate(header, infos)
 
     def fold(self, r: OpenRound, update: SpooledUpdate) -> int:
@@ -119,34 +117,36 @@ class SecureRounds:
         return int(r.secure.advertised[update.site].num_samples)
 
     def advertise_keys(self, msg: pb.KeyAdvertisement) -> None:
-        r, secure = self._stage_of(msg.job, msg.site, msg.round, msg.attempt, pb.ADVERTISE_KEYS)
+        r, secure = self._stage_of(msg.ref, pb.ADVERTISE_KEYS)
         if msg.model_version != r.model_version:
             raise InvalidUpdate(
                 f"keys for a model of version {msg.model_version}; round {r.number} trains "
                 f"version {r.model_version}",
-                site=msg.site,
-                round=msg.round,
+                site=msg.ref.site,
+                round=msg.ref.round,
             )
-        self._answer(r, msg.site, lambda: secure.advertise(msg))
+        self._answer(r, msg.ref.site, lambda: secure.advertise(msg))
 
     def share_keys(self, msg: pb.KeyShares) -> None:
-        r, secure = self._stage_of(msg.job, msg.site, msg.round, msg.attempt, pb.SHARE_KEYS)
-        self._answer(r, msg.site, lambda: secure.add_shares(msg))
+        r, secure = self._stage_of(msg.ref, pb.SHARE_KEYS)
+        self._answer(r, msg.ref.site, lambda: secure.add_shares(msg))
 
     def reveal_shares(self, msg: pb.Reveal) -> None:
-        r, secure = self._stage_of(msg.job, msg.site, msg.round, msg.attempt, pb.UNMASK)
-        self._answer(r, msg.site, lambda: secure.add_reveal(msg))
+        r, secure = self._stage_of(msg.ref, pb.UNMASK)
+        self._answer(r, msg.ref.site, lambda: secure.add_reveal(msg))
         if not msg.HasField("next_round_shares"):
             return
         shares, upcoming = msg.next_round_shares, self.upcoming
-        expected = (msg.job, msg.site, r.number + 1, 1)
-        if upcoming is None or (shares.job, shares.site, shares.round, shares.attempt) != expected:
-            log.warning("site %s: shares for a next round that is not set up; ignored", msg.site)
+        expected = pb.RoundRef(job=msg.ref.job, round=r.number + 1, attempt=1, site=msg.ref.site)
+        if upcoming is None or shares.ref != expected:
+            log.warning(
+                "site %s: shares for a next round that is not set up; ignored", msg.ref.site
+            )
             return
         try:
             upcoming.add_shares(shares)
         except SecureAggregationError as e:
-            log.warning("site %s: next round's shares ignored: %s", msg.site, e)
+            log.warning("site %s: next round's shares ignored: %s", msg.ref.site, e)
 
     def _take_next_keys(self, r: OpenRound, header: pb.UpdateHeader) -> None:
         """Keep the next round's keys a masked update carried, if they are for it."""
@@ -155,21 +155,22 @@ class SecureRounds:
             return
         keys = header.next_round_keys
         # The next round trains the model this round makes.
-        expected = (header.job, header.site, r.number + 1, 1, header.model_version + 1)
-        if (keys.job, keys.site, keys.round, keys.attempt, keys.model_version) != expected:
-            log.warning("site %s: next round's keys name another round; ignored", header.site)
+        expected = pb.RoundRef(
+            job=header.ref.job, round=r.number + 1, attempt=1, site=header.ref.site
+        )
+        if keys.ref != expected or keys.model_version != header.model_version + 1:
+            log.warning("site %s: next round's keys name another round; ignored", header.ref.site)
             return
         try:
             SecureSum.check_keys(keys, r.secure.params)
         except SecureAggregationError as e:
-            log.warning("site %s: next round's keys ignored: %s", header.site, e)
+            log.warning("site %s: next round's keys ignored: %s", header.ref.site, e)
             return
-        r.next_keys[header.site] = keys
+        r.next_keys[header.ref.site] = keys
 
-    def _stage_of(
-        self, job: str, site: str, number: int, attempt: int, stage: pb.Stage
-    ) -> tuple[OpenRound, SecureSum]:
-        self.c.known(job, site)
+    def _stage_of(self, ref: pb.RoundRef, stage: pb.Stage) -> tuple[OpenRound, SecureSum]:
+        site, number, attempt = ref.site, ref.round, ref.attempt
+        self.c.known(ref.job, site)
         r = self.c.open
         at = (number, attempt, stage)
         if r is None or r.secure is None or (r.number, r.attempt, r.stage) != at:

@@ -95,8 +95,8 @@ class AggregatorService(pb_grpc.AggregatorServicer):
     ) -> AsyncIterator[pb.ModelPart]:
         self._received("GetModel", request)
         try:
-            self._authorise(context, request.site)
-            header, chunks = self.c.model_for(request.job, request.site)
+            self._authorise(context, request.ref.site)
+            header, chunks = self.c.model_for(request.ref.job, request.ref.site)
         except UpdateRefused as e:
             await self._refuse(context, e)
             return
@@ -112,13 +112,13 @@ class AggregatorService(pb_grpc.AggregatorServicer):
 
     async def SubmitUpdate(
         self, request_iterator: AsyncIterator[pb.UpdatePart], context: grpc.aio.ServicerContext
-    ) -> pb.UpdateReceipt:
+    ) -> pb.Receipt:
         async with self._uploads:
             return await self._receive_update(request_iterator, context)
 
     async def _receive_update(
         self, request_iterator: AsyncIterator[pb.UpdatePart], context: grpc.aio.ServicerContext
-    ) -> pb.UpdateReceipt:
+    ) -> pb.Receipt:
         reception = self.c.reception(lambda site: self._authorise(context, site))
         try:
             async for part in request_iterator:
@@ -134,37 +134,34 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         except BaseException:
             reception.abandon()
             raise
-        update = reception.update
-        assert update is not None
-        return pb.UpdateReceipt(
-            job=self.c.job.name, round=update.round, site=update.site, bytes_received=received
-        )
+        assert reception.update is not None
+        return pb.Receipt(ref=reception.update.header.ref, bytes_received=received)
 
     async def ReportEvaluation(
         self, request: pb.Evaluation, context: grpc.aio.ServicerContext
-    ) -> pb.EvaluationReceipt:
+    ) -> pb.Receipt:
         await self._unary(
             context, "ReportEvaluation", request, lambda: self.c.report_evaluation(request)
         )
-        return pb.EvaluationReceipt(job=request.job, round=request.round)
+        return pb.Receipt(ref=request.ref)
 
     async def AdvertiseKeys(
         self, request: pb.KeyAdvertisement, context: grpc.aio.ServicerContext
-    ) -> pb.SecAggReceipt:
+    ) -> pb.Receipt:
         await self._unary(context, "AdvertiseKeys", request, lambda: self.c.advertise_keys(request))
-        return pb.SecAggReceipt(job=request.job, round=request.round)
+        return pb.Receipt(ref=request.ref)
 
     async def ShareKeys(
         self, request: pb.KeyShares, context: grpc.aio.ServicerContext
-    ) -> pb.SecAggReceipt:
+    ) -> pb.Receipt:
         await self._unary(context, "ShareKeys", request, lambda: self.c.share_keys(request))
-        return pb.SecAggReceipt(job=request.job, round=request.round)
+        return pb.Receipt(ref=request.ref)
 
     async def RevealShares(
         self, request: pb.Reveal, context: grpc.aio.ServicerContext
-    ) -> pb.SecAggReceipt:
+    ) -> pb.Receipt:
         await self._unary(context, "RevealShares", request, lambda: self.c.reveal_shares(request))
-        return pb.SecAggReceipt(job=request.job, round=request.round)
+        return pb.Receipt(ref=request.ref)
 
     async def _unary(
         self,
@@ -176,7 +173,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         """Authorise the caller as the request's site, then hand it over; refusals abort."""
         self._received(call, request)
         try:
-            self._authorise(context, request.site)
+            self._authorise(context, request.ref.site)
             take()
         except UpdateRefused as e:
             await self._refuse(context, e)

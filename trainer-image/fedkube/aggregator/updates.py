@@ -21,16 +21,18 @@ SPOOL_IN_MEMORY_BYTES = 512 << 10
 
 
 def check_tensors(
-    header: pb.UpdateHeader, expected: Sequence[TensorInfo], codec: str = "raw"
+    header: pb.UpdateHeader, expected: Sequence[TensorInfo], codec: pb.Codec = pb.RAW
 ) -> None:
     """The update's tensors must be the model's, in order, with the same dtype and shape, in
-    the codec this job's aggregator reads ('raw', or 'secagg' under secure aggregation)."""
+    the codec this job's aggregator reads (RAW, or MASKED_FIXED_POINT under secure
+    aggregation)."""
 
     def refuse(message: str) -> InvalidUpdate:
-        return InvalidUpdate(message, site=header.site, round=header.round)
+        return InvalidUpdate(message, site=header.ref.site, round=header.ref.round)
 
-    if (header.codec or "raw") != codec:
-        raise refuse(f"codec {header.codec!r}; this job's aggregator reads {codec!r}")
+    if header.codec != codec:
+        got = pb.Codec.Name(header.codec) if header.codec in pb.Codec.values() else header.codec
+        raise refuse(f"codec {got}; this job's aggregator reads {pb.Codec.Name(codec)}")
     try:
         got = [from_spec(s) for s in header.tensors]
     except ValueError as e:
@@ -54,8 +56,8 @@ class SpooledUpdate:
         self.header = header
         self.norm_bound = norm_bound
         self._sum_squares = 0.0
-        self.site = header.site
-        self.round = header.round
+        self.site = header.ref.site
+        self.round = header.ref.round
         self.weight = float(header.num_samples)
         self.infos = list(infos)
         self._checker = ChunkChecker(infos)

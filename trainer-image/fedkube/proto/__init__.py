@@ -3,4 +3,5 @@
 # Raised whenever a message or a stage changes meaning, so a trainer and an aggregator of
 # different releases refuse each other at Subscribe instead of misreading a round.
 # 2: the next round's key exchange rides on the masked update and the reveal.
-PROTOCOL_VERSION = 2
+# 3: RoundRef in every message about a round, a Codec enum, one Receipt, stages in order.
+PROTOCOL_VERSION = 3

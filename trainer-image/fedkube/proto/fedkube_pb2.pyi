@@ -18,15 +18,21 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UINT8: _ClassVar[DType]
     UINT32: _ClassVar[DType]
 
+class Codec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CODEC_UNSPECIFIED: _ClassVar[Codec]
+    RAW: _ClassVar[Codec]
+    MASKED_FIXED_POINT: _ClassVar[Codec]
+
 class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STAGE_UNSPECIFIED: _ClassVar[Stage]
     TRAIN: _ClassVar[Stage]
-    EVALUATE: _ClassVar[Stage]
+    ADVERTISE_KEYS: _ClassVar[Stage]
     SHARE_KEYS: _ClassVar[Stage]
     MASKED_UPDATE: _ClassVar[Stage]
     UNMASK: _ClassVar[Stage]
-    ADVERTISE_KEYS: _ClassVar[Stage]
+    EVALUATE: _ClassVar[Stage]
 DTYPE_UNSPECIFIED: DType
 FLOAT32: DType
 FLOAT64: DType
@@ -35,13 +41,16 @@ INT64: DType
 INT32: DType
 UINT8: DType
 UINT32: DType
+CODEC_UNSPECIFIED: Codec
+RAW: Codec
+MASKED_FIXED_POINT: Codec
 STAGE_UNSPECIFIED: Stage
 TRAIN: Stage
-EVALUATE: Stage
+ADVERTISE_KEYS: Stage
 SHARE_KEYS: Stage
 MASKED_UPDATE: Stage
 UNMASK: Stage
-ADVERTISE_KEYS: Stage
+EVALUATE: Stage
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "dtype", "shape")
@@ -63,6 +72,18 @@ class TensorChunk(_message.Message):
     data: bytes
     def __init__(self, tensor: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class RoundRef(_message.Message):
+    __slots__ = ("job", "round", "attempt", "site")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    round: int
+    attempt: int
+    site: str
+    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., site: _Optional[str] = ...) -> None: ...
+
 class JoinRequest(_message.Message):
     __slots__ = ("job", "site", "protocol_version")
     JOB_FIELD_NUMBER: _ClassVar[int]
@@ -74,7 +95,7 @@ class JoinRequest(_message.Message):
     def __init__(self, job: _Optional[str] = ..., site: _Optional[str] = ..., protocol_version: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("job", "round", "stage", "model_version", "evaluate", "config", "deadline_unix_seconds", "secure", "attempt")
+    __slots__ = ("ref", "stage", "model_version", "evaluate", "config", "deadline_unix_seconds", "secure")
     class ConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -82,25 +103,21 @@ class Task(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     EVALUATE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SECURE_FIELD_NUMBER: _ClassVar[int]
-    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
-    job: str
-    round: int
+    ref: RoundRef
     stage: Stage
     model_version: int
     evaluate: bool
     config: _containers.ScalarMap[str, float]
     deadline_unix_seconds: float
     secure: SecAggTask
-    attempt: int
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., stage: _Optional[_Union[Stage, str]] = ..., model_version: _Optional[int] = ..., evaluate: _Optional[bool] = ..., config: _Optional[_Mapping[str, float]] = ..., deadline_unix_seconds: _Optional[float] = ..., secure: _Optional[_Union[SecAggTask, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., stage: _Optional[_Union[Stage, str]] = ..., model_version: _Optional[int] = ..., evaluate: _Optional[bool] = ..., config: _Optional[_Mapping[str, float]] = ..., deadline_unix_seconds: _Optional[float] = ..., secure: _Optional[_Union[SecAggTask, _Mapping]] = ...) -> None: ...
 
 class SecAggParams(_message.Message):
     __slots__ = ("threshold", "clip_range", "clip_norm", "noise_stddev", "equal_weights")
@@ -143,22 +160,16 @@ class EncryptedShare(_message.Message):
     def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
 
 class ShareBundle(_message.Message):
-    __slots__ = ("job", "round", "attempt", "sender", "recipient", "mask_key_share", "self_seed_share")
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
-    SENDER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("ref", "recipient", "mask_key_share", "self_seed_share")
+    REF_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     MASK_KEY_SHARE_FIELD_NUMBER: _ClassVar[int]
     SELF_SEED_SHARE_FIELD_NUMBER: _ClassVar[int]
-    job: str
-    round: int
-    attempt: int
-    sender: str
+    ref: RoundRef
     recipient: str
     mask_key_share: bytes
     self_seed_share: bytes
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., sender: _Optional[str] = ..., recipient: _Optional[str] = ..., mask_key_share: _Optional[bytes] = ..., self_seed_share: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., recipient: _Optional[str] = ..., mask_key_share: _Optional[bytes] = ..., self_seed_share: _Optional[bytes] = ...) -> None: ...
 
 class SecretShare(_message.Message):
     __slots__ = ("owner", "x", "y")
@@ -187,64 +198,38 @@ class SecAggTask(_message.Message):
     def __init__(self, params: _Optional[_Union[SecAggParams, _Mapping]] = ..., roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ..., inbox: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., next_roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ...) -> None: ...
 
 class KeyAdvertisement(_message.Message):
-    __slots__ = ("job", "round", "attempt", "site", "model_version", "share_public_key", "mask_public_key", "num_samples")
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
-    SITE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("ref", "model_version", "share_public_key", "mask_public_key", "num_samples")
+    REF_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHARE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     MASK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
-    job: str
-    round: int
-    attempt: int
-    site: str
+    ref: RoundRef
     model_version: int
     share_public_key: bytes
     mask_public_key: bytes
     num_samples: int
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., site: _Optional[str] = ..., model_version: _Optional[int] = ..., share_public_key: _Optional[bytes] = ..., mask_public_key: _Optional[bytes] = ..., num_samples: _Optional[int] = ...) -> None: ...
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., share_public_key: _Optional[bytes] = ..., mask_public_key: _Optional[bytes] = ..., num_samples: _Optional[int] = ...) -> None: ...
 
 class KeyShares(_message.Message):
-    __slots__ = ("job", "round", "attempt", "site", "shares")
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
-    SITE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("ref", "shares")
+    REF_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
-    job: str
-    round: int
-    attempt: int
-    site: str
+    ref: RoundRef
     shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., site: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
 
 class Reveal(_message.Message):
-    __slots__ = ("job", "round", "attempt", "site", "self_seed_shares", "mask_key_shares", "next_round_shares")
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
-    SITE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("ref", "self_seed_shares", "mask_key_shares", "next_round_shares")
+    REF_FIELD_NUMBER: _ClassVar[int]
     SELF_SEED_SHARES_FIELD_NUMBER: _ClassVar[int]
     MASK_KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
     NEXT_ROUND_SHARES_FIELD_NUMBER: _ClassVar[int]
-    job: str
-    round: int
-    attempt: int
-    site: str
+    ref: RoundRef
     self_seed_shares: _containers.RepeatedCompositeFieldContainer[SecretShare]
     mask_key_shares: _containers.RepeatedCompositeFieldContainer[SecretShare]
     next_round_shares: KeyShares
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., site: _Optional[str] = ..., self_seed_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., mask_key_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., next_round_shares: _Optional[_Union[KeyShares, _Mapping]] = ...) -> None: ...
-
-class SecAggReceipt(_message.Message):
-    __slots__ = ("job", "round")
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    job: str
-    round: int
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., self_seed_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., mask_key_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., next_round_shares: _Optional[_Union[KeyShares, _Mapping]] = ...) -> None: ...
 
 class Finished(_message.Message):
     __slots__ = ("job", "rounds_completed", "succeeded", "message")
@@ -267,28 +252,22 @@ class Event(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ...) -> None: ...
 
 class ModelRequest(_message.Message):
-    __slots__ = ("job", "site", "round")
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    SITE_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    job: str
-    site: str
-    round: int
-    def __init__(self, job: _Optional[str] = ..., site: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: RoundRef
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ...) -> None: ...
 
 class ModelHeader(_message.Message):
-    __slots__ = ("job", "round", "model_version", "tensors", "codec")
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("ref", "model_version", "tensors", "codec")
+    REF_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
-    job: str
-    round: int
+    ref: RoundRef
     model_version: int
     tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
-    codec: str
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[str] = ...) -> None: ...
+    codec: Codec
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[_Union[Codec, str]] = ...) -> None: ...
 
 class ModelPart(_message.Message):
     __slots__ = ("header", "chunk")
@@ -299,7 +278,7 @@ class ModelPart(_message.Message):
     def __init__(self, header: _Optional[_Union[ModelHeader, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("job", "round", "site", "model_version", "num_samples", "metrics", "tensors", "codec", "next_round_keys")
+    __slots__ = ("ref", "model_version", "num_samples", "metrics", "tensors", "codec", "next_round_keys")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -307,25 +286,21 @@ class UpdateHeader(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    SITE_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     NEXT_ROUND_KEYS_FIELD_NUMBER: _ClassVar[int]
-    job: str
-    round: int
-    site: str
+    ref: RoundRef
     model_version: int
     num_samples: int
     metrics: _containers.ScalarMap[str, float]
     tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
-    codec: str
+    codec: Codec
     next_round_keys: KeyAdvertisement
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., site: _Optional[str] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[str] = ..., next_round_keys: _Optional[_Union[KeyAdvertisement, _Mapping]] = ...) -> None: ...
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[_Union[Codec, str]] = ..., next_round_keys: _Optional[_Union[KeyAdvertisement, _Mapping]] = ...) -> None: ...
 
 class UpdatePart(_message.Message):
     __slots__ = ("header", "chunk")
@@ -335,20 +310,16 @@ class UpdatePart(_message.Message):
     chunk: TensorChunk
     def __init__(self, header: _Optional[_Union[UpdateHeader, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ...) -> None: ...
 
-class UpdateReceipt(_message.Message):
-    __slots__ = ("job", "round", "site", "bytes_received")
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    SITE_FIELD_NUMBER: _ClassVar[int]
+class Receipt(_message.Message):
+    __slots__ = ("ref", "bytes_received")
+    REF_FIELD_NUMBER: _ClassVar[int]
     BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
-    job: str
-    round: int
-    site: str
+    ref: RoundRef
     bytes_received: int
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., site: _Optional[str] = ..., bytes_received: _Optional[int] = ...) -> None: ...
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., bytes_received: _Optional[int] = ...) -> None: ...
 
 class Evaluation(_message.Message):
-    __slots__ = ("job", "round", "site", "model_version", "num_samples", "metrics")
+    __slots__ = ("ref", "model_version", "num_samples", "metrics")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -356,24 +327,12 @@ class Evaluation(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    SITE_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
-    job: str
-    round: int
-    site: str
+    ref: RoundRef
     model_version: int
     num_samples: int
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., site: _Optional[str] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
-
-class EvaluationReceipt(_message.Message):
-    __slots__ = ("job", "round")
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    job: str
-    round: int
-    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...

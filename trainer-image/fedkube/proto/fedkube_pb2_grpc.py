@@ -47,27 +47,27 @@ class AggregatorStub:
         self.SubmitUpdate = channel.stream_unary(
                 '/fedkube.v1.Aggregator/SubmitUpdate',
                 request_serializer=fedkube__pb2.UpdatePart.SerializeToString,
-                response_deserializer=fedkube__pb2.UpdateReceipt.FromString,
+                response_deserializer=fedkube__pb2.Receipt.FromString,
                 _registered_method=True)
         self.ReportEvaluation = channel.unary_unary(
                 '/fedkube.v1.Aggregator/ReportEvaluation',
                 request_serializer=fedkube__pb2.Evaluation.SerializeToString,
-                response_deserializer=fedkube__pb2.EvaluationReceipt.FromString,
+                response_deserializer=fedkube__pb2.Receipt.FromString,
                 _registered_method=True)
         self.AdvertiseKeys = channel.unary_unary(
                 '/fedkube.v1.Aggregator/AdvertiseKeys',
                 request_serializer=fedkube__pb2.KeyAdvertisement.SerializeToString,
-                response_deserializer=fedkube__pb2.SecAggReceipt.FromString,
+                response_deserializer=fedkube__pb2.Receipt.FromString,
                 _registered_method=True)
         self.ShareKeys = channel.unary_unary(
                 '/fedkube.v1.Aggregator/ShareKeys',
                 request_serializer=fedkube__pb2.KeyShares.SerializeToString,
-                response_deserializer=fedkube__pb2.SecAggReceipt.FromString,
+                response_deserializer=fedkube__pb2.Receipt.FromString,
                 _registered_method=True)
         self.RevealShares = channel.unary_unary(
                 '/fedkube.v1.Aggregator/RevealShares',
                 request_serializer=fedkube__pb2.Reveal.SerializeToString,
-                response_deserializer=fedkube__pb2.SecAggReceipt.FromString,
+                response_deserializer=fedkube__pb2.Receipt.FromString,
                 _registered_method=True)
 
 
@@ -134,27 +134,27 @@ def add_AggregatorServicer_to_server(servicer, server):
             'SubmitUpdate': grpc.stream_unary_rpc_method_handler(
                     servicer.SubmitUpdate,
                     request_deserializer=fedkube__pb2.UpdatePart.FromString,
-                    response_serializer=fedkube__pb2.UpdateReceipt.SerializeToString,
+                    response_serializer=fedkube__pb2.Receipt.SerializeToString,
             ),
             'ReportEvaluation': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportEvaluation,
                     request_deserializer=fedkube__pb2.Evaluation.FromString,
-                    response_serializer=fedkube__pb2.EvaluationReceipt.SerializeToString,
+                    response_serializer=fedkube__pb2.Receipt.SerializeToString,
             ),
             'AdvertiseKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.AdvertiseKeys,
                     request_deserializer=fedkube__pb2.KeyAdvertisement.FromString,
-                    response_serializer=fedkube__pb2.SecAggReceipt.SerializeToString,
+                    response_serializer=fedkube__pb2.Receipt.SerializeToString,
             ),
             'ShareKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ShareKeys,
                     request_deserializer=fedkube__pb2.KeyShares.FromString,
-                    response_serializer=fedkube__pb2.SecAggReceipt.SerializeToString,
+                    response_serializer=fedkube__pb2.Receipt.SerializeToString,
             ),
             'RevealShares': grpc.unary_unary_rpc_method_handler(
                     servicer.RevealShares,
                     request_deserializer=fedkube__pb2.Reveal.FromString,
-                    response_serializer=fedkube__pb2.SecAggReceipt.SerializeToString,
+                    response_serializer=fedkube__pb2.Receipt.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -237,7 +237,7 @@ class Aggregator:
             target,
             '/fedkube.v1.Aggregator/SubmitUpdate',
             fedkube__pb2.UpdatePart.SerializeToString,
-            fedkube__pb2.UpdateReceipt.FromString,
+            fedkube__pb2.Receipt.FromString,
             options,
             channel_credentials,
             insecure,
@@ -264,7 +264,7 @@ class Aggregator:
             target,
             '/fedkube.v1.Aggregator/ReportEvaluation',
             fedkube__pb2.Evaluation.SerializeToString,
-            fedkube__pb2.EvaluationReceipt.FromString,
+            fedkube__pb2.Receipt.FromString,
             options,
             channel_credentials,
             insecure,
@@ -291,7 +291,7 @@ class Aggregator:
             target,
             '/fedkube.v1.Aggregator/AdvertiseKeys',
             fedkube__pb2.KeyAdvertisement.SerializeToString,
-            fedkube__pb2.SecAggReceipt.FromString,
+            fedkube__pb2.Receipt.FromString,
             options,
             channel_credentials,
             insecure,
@@ -318,7 +318,7 @@ class Aggregator:
             target,
             '/fedkube.v1.Aggregator/ShareKeys',
             fedkube__pb2.KeyShares.SerializeToString,
-            fedkube__pb2.SecAggReceipt.FromString,
+            fedkube__pb2.Receipt.FromString,
             options,
             channel_credentials,
             insecure,
@@ -345,7 +345,7 @@ class Aggregator:
             target,
             '/fedkube.v1.Aggregator/RevealShares',
             fedkube__pb2.Reveal.SerializeToString,
-            fedkube__pb2.SecAggReceipt.FromString,
+            fedkube__pb2.Receipt.FromString,
             options,
             channel_credentials,
             insecure,

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedkube.errors import SecureAggregationError
+from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.encoding import CHUNK_VALUES
 
 KEY_BYTES = 32
@@ -35,6 +36,10 @@ class Context:
     job: str
     round: int
     attempt: int
+
+    def ref(self, site: str) -> pb.RoundRef:
+        """How a message of ``site`` in this round and try names it."""
+        return pb.RoundRef(job=self.job, round=self.round, attempt=self.attempt, site=site)
 
     def label(self, use: str) -> bytes:
         return f"fedkube/secagg/v1/{use}/{self.job}/{self.round}/{self.attempt}".encode()

@@ -49,10 +49,10 @@ class SecureSum:
     def advertise(self, msg: pb.KeyAdvertisement) -> None:
         if self.roster:
             raise SecureAggregationError("the roster is closed; keys come too late")
-        if msg.site in self.advertised:
-            raise SecureAggregationError(f"site {msg.site!r} already advertised its keys")
+        if msg.ref.site in self.advertised:
+            raise SecureAggregationError(f"site {msg.ref.site!r} already advertised its keys")
         self.check_keys(msg, self.params)
-        self.advertised[msg.site] = msg
+        self.advertised[msg.ref.site] = msg
 
     def withdraw(self, site: str) -> None:
         """Forget a site's keys before the roster closes (its process restarted)."""
@@ -79,19 +79,19 @@ class SecureSum:
 
     def add_shares(self, msg: pb.KeyShares) -> None:
         names = {s.site for s in self.roster}
-        if msg.site not in names:
-            raise SecureAggregationError(f"site {msg.site!r} is not in this round's roster")
-        if msg.site in self.sharers:
-            raise SecureAggregationError(f"site {msg.site!r} already sent its shares")
+        if msg.ref.site not in names:
+            raise SecureAggregationError(f"site {msg.ref.site!r} is not in this round's roster")
+        if msg.ref.site in self.sharers:
+            raise SecureAggregationError(f"site {msg.ref.site!r} already sent its shares")
         recipients = [s.recipient for s in msg.shares]
-        if any(s.sender != msg.site for s in msg.shares) or sorted(recipients) != sorted(
-            names - {msg.site}
+        if any(s.sender != msg.ref.site for s in msg.shares) or sorted(recipients) != sorted(
+            names - {msg.ref.site}
         ):
             raise SecureAggregationError(
-                f"site {msg.site!r} must send one share to each other site of the roster, "
+                f"site {msg.ref.site!r} must send one share to each other site of the roster, "
                 "in its own name"
             )
-        self.sharers[msg.site] = msg
+        self.sharers[msg.ref.site] = msg
 
     def inbox(self, site: str) -> list[pb.EncryptedShare]:
         return [
@@ -127,23 +127,23 @@ class SecureSum:
     # -- stage 4: reveal and unmask ----------------------------------------------------------
 
     def add_reveal(self, msg: pb.Reveal) -> None:
-        if msg.site not in self.survivors:
+        if msg.ref.site not in self.survivors:
             raise SecureAggregationError(
-                f"site {msg.site!r} sent no masked update; only survivors reveal shares"
+                f"site {msg.ref.site!r} sent no masked update; only survivors reveal shares"
             )
-        if msg.site in self.revealed:
-            raise SecureAggregationError(f"site {msg.site!r} already revealed its shares")
+        if msg.ref.site in self.revealed:
+            raise SecureAggregationError(f"site {msg.ref.site!r} already revealed its shares")
         survivors, dropped = self.unmask_request()
-        x = next(s.index for s in self.roster if s.site == msg.site)
+        x = next(s.index for s in self.roster if s.site == msg.ref.site)
         seeds = [s.owner for s in msg.self_seed_shares]
         masks = [s.owner for s in msg.mask_key_shares]
         if seeds != survivors or masks != dropped:
             raise SecureAggregationError(
-                f"site {msg.site!r} revealed shares for other sites than were asked"
+                f"site {msg.ref.site!r} revealed shares for other sites than were asked"
             )
         if any(s.x != x for s in [*msg.self_seed_shares, *msg.mask_key_shares]):
-            raise SecureAggregationError(f"site {msg.site!r} sent shares at another x than {x}")
-        self.revealed[msg.site] = msg
+            raise SecureAggregationError(f"site {msg.ref.site!r} sent shares at another x than {x}")
+        self.revealed[msg.ref.site] = msg
 
     def can_unmask(self) -> bool:
         return len(self.revealed) >= self.params.threshold

@@ -72,10 +72,7 @@ class SiteSession:
     def advertisement(self, model_version: int, num_samples: int) -> pb.KeyAdvertisement:
         self._expect("new", "advertised")
         return pb.KeyAdvertisement(
-            job=self.context.job,
-            round=self.context.round,
-            attempt=self.context.attempt,
-            site=self.site,
+            ref=self.context.ref(self.site),
             model_version=model_version,
             share_public_key=keys.public_bytes(self._share_key),
             mask_public_key=keys.public_bytes(self._mask_key),
@@ -99,18 +96,10 @@ class SiteSession:
         threshold = self.params.threshold
         mask_shares = shamir.split(keys.private_bytes(self._mask_key), list(xs.values()), threshold)
         seed_shares = shamir.split(self._self_seed, list(xs.values()), threshold)
-        out = pb.KeyShares(
-            job=self.context.job,
-            round=self.context.round,
-            attempt=self.context.attempt,
-            site=self.site,
-        )
+        out = pb.KeyShares(ref=self.context.ref(self.site))
         for peer in roster:
             bundle = pb.ShareBundle(
-                job=self.context.job,
-                round=self.context.round,
-                attempt=self.context.attempt,
-                sender=self.site,
+                ref=self.context.ref(self.site),
                 recipient=peer.site,
                 mask_key_share=mask_shares[peer.index],
                 self_seed_share=seed_shares[peer.index],
@@ -154,8 +143,10 @@ class SiteSession:
                 bundle_associated_data(self.context, item.sender, self.site),
             )
             bundle = pb.ShareBundle.FromString(plain)
-            if (bundle.sender, bundle.recipient) != (item.sender, self.site):
-                raise SecureAggregationError("a share's sealed names differ from its envelope")
+            if bundle.ref != self.context.ref(item.sender) or bundle.recipient != self.site:
+                raise SecureAggregationError(
+                    "a share's sealed round or names differ from its envelope"
+                )
             self._held[item.sender] = bundle
         self._participants = sorted(self._held)
         if len(self._participants) < self.params.threshold:
@@ -235,10 +226,7 @@ class SiteSession:
             )
         x = self._roster[self.site].index
         return pb.Reveal(
-            job=self.context.job,
-            round=self.context.round,
-            attempt=self.context.attempt,
-            site=self.site,
+            ref=self.context.ref(self.site),
             self_seed_shares=[
                 pb.SecretShare(owner=o, x=x, y=self._held[o].self_seed_share) for o in sorted(alive)
             ],

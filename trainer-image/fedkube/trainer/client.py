@@ -43,7 +43,7 @@ class Backoff:
 
 
 def session_matches(session: SiteSession, task: pb.Task) -> bool:
-    return (session.context.round, session.context.attempt) == (task.round, task.attempt)
+    return (session.context.round, session.context.attempt) == (task.ref.round, task.ref.attempt)
 
 
 class TrainerClient:
@@ -122,26 +122,29 @@ class TrainerClient:
         if received is not None:
             log.info(
                 "round %d: update sent (%d bytes, loss %.4f)",
-                task.round,
+                task.ref.round,
                 received,
                 metrics.get("train_loss", float("nan")),
             )
 
     def _train(self, task: pb.Task) -> tuple[int, Params, dict[str, float]] | None:
         """Fetch the model, evaluate it if asked, and train it if the task trains."""
-        version, tensors = self.fetch_model(task.round)
+        version, tensors = self.fetch_model(task.ref.round)
         params, extras = self.trainer.split(tensors)
         if task.evaluate:
             metrics = self.trainer.evaluate(params, final=task.stage == pb.EVALUATE)
             self._report(task, version, metrics)
         if task.stage not in (pb.TRAIN, pb.MASKED_UPDATE):
             return None
-        update, metrics = self.trainer.train(params, task.round, dict(task.config), extras)
+        update, metrics = self.trainer.train(params, task.ref.round, dict(task.config), extras)
         return version, update, metrics
 
     def _secure_stage(self, task: pb.Task) -> None:
         if task.stage == pb.ADVERTISE_KEYS:
-            self.session, self.upcoming = self._new_session(task, task.round, task.attempt), None
+            self.session, self.upcoming = (
+                self._new_session(task, task.ref.round, task.ref.attempt),
+                None,
+            )
             advertisement = self.session.advertisement(task.model_version, self.trainer.num_train)
             self._send(task, "keys", self.link.advertise_keys, advertisement)
             return
@@ -150,7 +153,7 @@ class TrainerClient:
             # This process has no keys in the round (it restarted, or refused a roster).
             log.info(
                 "round %d: no keys for %s here; waiting for the next round",
-                task.round,
+                task.ref.round,
                 pb.Stage.Name(task.stage),
             )
             return
@@ -166,7 +169,7 @@ class TrainerClient:
         except SecureAggregationError as e:
             # The relayed messages break the protocol: answering could unmask this site.
             self.session = self.upcoming = None
-            log.error("round %d: secure aggregation stopped at this site: %s", task.round, e)
+            log.error("round %d: secure aggregation stopped at this site: %s", task.ref.round, e)
 
     def _new_session(self, task: pb.Task, round: int, attempt: int) -> SiteSession:
         return SiteSession(self.job, self.site, round, attempt, task.secure.params)
@@ -185,12 +188,12 @@ class TrainerClient:
         masked = dict(zip(update, session.masked_update(list(update.values())), strict=True))
         metrics = {**metrics, "secagg_clipped_values": session.clipped_values}
         # The next round's keys ride along, so its roster is known before this round ends.
-        upcoming = self._new_session(task, task.round + 1, 1)
+        upcoming = self._new_session(task, task.ref.round + 1, 1)
         keys = upcoming.advertisement(task.model_version + 1, self.trainer.num_train)
         parts = self._update_parts(task, version, masked, metrics, next_round_keys=keys)
         if self._send(task, "masked update", self.link.submit_update, parts) is not None:
             self.upcoming = upcoming
-            log.info("round %d: masked update sent", task.round)
+            log.info("round %d: masked update sent", task.ref.round)
 
     def _reveal(self, task: pb.Task, session: SiteSession) -> None:
         secure = task.secure
@@ -203,7 +206,7 @@ class TrainerClient:
                 self.session = upcoming
             except SecureAggregationError as e:
                 # Only the next round's exchange is refused; this round's reveal still goes.
-                log.error("round %d: next round's roster refused: %s", task.round + 1, e)
+                log.error("round %d: next round's roster refused: %s", task.ref.round + 1, e)
         self._send(task, "shares", self.link.reveal_shares, reveal)
         if self.session is not None:
             self._prepare_mask(self.session)
@@ -214,22 +217,29 @@ class TrainerClient:
         try:
             return call(request)
         except UpdateRefused as e:
-            log.warning("round %d: %s refused: %s", task.round, what, e)
+            log.warning("round %d: %s refused: %s", task.ref.round, what, e)
             return None
 
     def fetch_model(self, round: int) -> tuple[int, Params]:
-        parts = self.link.get_model(pb.ModelRequest(job=self.job, site=self.site, round=round))
-        first = next(parts)
-        header = first.header
+        ref = pb.RoundRef(job=self.job, round=round, site=self.site)
+        parts = self.link.get_model(pb.ModelRequest(ref=ref))
+        header = next(parts).header
+        if header.codec != pb.RAW:
+            raise JobFailed(
+                f"site {self.site}: the aggregator sent a model in codec {header.codec}"
+            )
         infos = [from_spec(s) for s in header.tensors]
         params = assemble(infos, (p.chunk for p in parts))
         return header.model_version, params
 
+    def _ref(self, task: pb.Task) -> pb.RoundRef:
+        """How this site's answer to ``task`` names its round."""
+        r = task.ref
+        return pb.RoundRef(job=self.job, round=r.round, attempt=r.attempt, site=self.site)
+
     def _report(self, task: pb.Task, version: int, metrics: dict[str, float]) -> None:
         evaluation = pb.Evaluation(
-            job=self.job,
-            round=task.round,
-            site=self.site,
+            ref=self._ref(task),
             model_version=version,
             num_samples=self.trainer.held_out_size(),
             metrics=metrics,
@@ -247,15 +257,13 @@ class TrainerClient:
         masked = task.HasField("secure")
         yield pb.UpdatePart(
             header=pb.UpdateHeader(
-                job=self.job,
-                round=task.round,
-                site=self.site,
+                ref=self._ref(task),
                 model_version=version,
                 # Under secure aggregation the weight is folded into the masked values.
                 num_samples=0 if masked else self.trainer.num_train,
                 metrics=metrics,
                 tensors=[to_spec(i) for i in specs_of(update)],
-                codec="secagg" if masked else "raw",
+                codec=pb.MASKED_FIXED_POINT if masked else pb.RAW,
                 next_round_keys=next_round_keys,
             )
         )

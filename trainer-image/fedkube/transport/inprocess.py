@@ -88,7 +88,9 @@ class InProcessLink(SiteLink):
                 self._on_loop(lambda: self.hub.disconnect(request.site, queue))
 
     def get_model(self, request: pb.ModelRequest) -> Iterator[pb.ModelPart]:
-        header, chunks = self._on_loop(lambda: self.hub.model_for(request.job, request.site))
+        header, chunks = self._on_loop(
+            lambda: self.hub.model_for(request.ref.job, request.ref.site)
+        )
         yield pb.ModelPart(header=header)
         # The chunks are cut from a snapshot the coordinator never changes: safe here.
         for chunk in chunks:
