@@ -8,7 +8,6 @@ own folder, ports, CA and etcd.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import os
 import shutil
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from fedkube.cli.launch import free_port
-from fedkube.security.certs import CA_KEY_USAGE
+from fedkube.security.certs import CA_KEY_USAGE, certificate_builder
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "tests" / "tools" / "build-binaries.sh"
@@ -55,16 +54,8 @@ def _cert(
     sans: list[x509.GeneralName] | None = None,
     usage: list[x509.ObjectIdentifier] | None = None,
 ) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    b = certificate_builder(subject, issuer, key, days=2).add_extension(
+        x509.BasicConstraints(ca=ca, path_length=None), critical=True
     )
     if sans:
         b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fedkube.aggregator.coordinator import Coordinator
 from fedkube.data.site_data import load_site_data
@@ -47,14 +48,8 @@ class TamperedTrainer(LocalTrainer):
 
     tamper: Tamper
 
-    def train(
-        self,
-        global_params: Params,
-        round: int,
-        strategy: dict[str, float],
-        extras: Params | None = None,
-    ) -> tuple[Params, dict[str, float]]:
-        update, metrics = super().train(global_params, round, strategy, extras)
+    def train(self, *args: Any, **kwargs: Any) -> tuple[Params, dict[str, float]]:
+        update, metrics = super().train(*args, **kwargs)
         return self.tamper(self.site, update), metrics
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -18,6 +18,8 @@ from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.security.tls import peer_site
 
 log = logging.getLogger("fedkube.aggregator")
+# A unary message about a round: it names its round and sender in ``ref``.
+RefMessage = TypeVar("RefMessage", pb.Evaluation, pb.KeyAdvertisement, pb.KeyShares, pb.Reveal)
 
 # Transfers served at once, each way. Every transfer in flight holds about two chunks in
 # buffers; bounding them keeps the aggregator's memory flat in the number of sites (the
@@ -140,40 +142,35 @@ class AggregatorService(pb_grpc.AggregatorServicer):
     async def ReportEvaluation(
         self, request: pb.Evaluation, context: grpc.aio.ServicerContext
     ) -> pb.Receipt:
-        await self._unary(
-            context, "ReportEvaluation", request, lambda: self.c.report_evaluation(request)
-        )
-        return pb.Receipt(ref=request.ref)
+        return await self._unary(context, "ReportEvaluation", request, self.c.report_evaluation)
 
     async def AdvertiseKeys(
         self, request: pb.KeyAdvertisement, context: grpc.aio.ServicerContext
     ) -> pb.Receipt:
-        await self._unary(context, "AdvertiseKeys", request, lambda: self.c.advertise_keys(request))
-        return pb.Receipt(ref=request.ref)
+        return await self._unary(context, "AdvertiseKeys", request, self.c.advertise_keys)
 
     async def ShareKeys(
         self, request: pb.KeyShares, context: grpc.aio.ServicerContext
     ) -> pb.Receipt:
-        await self._unary(context, "ShareKeys", request, lambda: self.c.share_keys(request))
-        return pb.Receipt(ref=request.ref)
+        return await self._unary(context, "ShareKeys", request, self.c.share_keys)
 
     async def RevealShares(
         self, request: pb.Reveal, context: grpc.aio.ServicerContext
     ) -> pb.Receipt:
-        await self._unary(context, "RevealShares", request, lambda: self.c.reveal_shares(request))
-        return pb.Receipt(ref=request.ref)
+        return await self._unary(context, "RevealShares", request, self.c.reveal_shares)
 
     async def _unary(
         self,
         context: grpc.aio.ServicerContext,
         call: str,
-        request: Any,
-        take: Callable[[], None],
-    ) -> None:
+        request: RefMessage,
+        take: Callable[[RefMessage], None],
+    ) -> pb.Receipt:
         """Authorise the caller as the request's site, then hand it over; refusals abort."""
         self._received(call, request)
         try:
             self._authorise(context, request.ref.site)
-            take()
+            take(request)
         except UpdateRefused as e:
             await self._refuse(context, e)
+        return pb.Receipt(ref=request.ref)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SITE_ORGANISATION = "fedkube site"
@@ -52,9 +52,13 @@ def _name(common_name: str, organisation: str) -> x509.Name:
     )
 
 
-def _builder(
-    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, days: int
+def certificate_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    days: int,
 ) -> x509.CertificateBuilder:
+    """A certificate for ``key``, valid from five minutes ago (clocks differ) for ``days``."""
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -71,7 +75,7 @@ def new_authority(consortium: str, days: int = 3650) -> Authority:
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name(f"{consortium} fedkube CA", "fedkube consortium")
     cert = (
-        _builder(name, name, key, days)
+        certificate_builder(name, name, key, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(CA_KEY_USAGE, critical=True)
         .sign(key, hashes.SHA256())
@@ -89,7 +93,7 @@ def _leaf(
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
-        _builder(_name(common_name, organisation), ca.cert.subject, key, days)
+        certificate_builder(_name(common_name, organisation), ca.cert.subject, key, days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
