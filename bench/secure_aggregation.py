@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import re
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from fedkube.testing import LocalJob, manifest
+from prometheus_client.parser import text_string_to_metric_families
 
 HIDDEN = [1333]  # digits: 64 -> 1333 -> 10, 99,985 parameters
 
@@ -42,9 +42,10 @@ def message_bytes(job: LocalJob) -> dict[tuple[str, str], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{job.http_port}/metrics", timeout=5) as r:
         text = r.read().decode()
     out = {}
-    pattern = r'fedkube_message_bytes_total\{call="(\w+)",direction="(\w+)"\} ([0-9.e+]+)'
-    for call, direction, value in re.findall(pattern, text):
-        out[(direction, call)] = float(value)
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "fedkube_message_bytes_total":
+                out[(s.labels["direction"], s.labels["call"])] = s.value
     return out
 
 

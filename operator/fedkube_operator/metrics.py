@@ -1,5 +1,7 @@
-"""The operator's Prometheus metrics. Per-job series are removed when the job goes away, so
-label sets stay bounded by the jobs that exist."""
+"""The operator's Prometheus metrics. Per-job series carry ``fedjob`` and
+``fedjob_namespace`` (never ``job``/``namespace``, which Prometheus sets from the target) and
+use the aggregator's names for the same quantities, so a dashboard reads either source. They
+are removed when the job goes away, so label sets stay bounded by the jobs that exist."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from fedkube_operator.status_model import JobStatus
 
 PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
+JOB_LABELS = ["fedjob_namespace", "fedjob"]
 
 
 class OperatorMetrics:
@@ -17,22 +20,29 @@ class OperatorMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs = Gauge("fedkube_jobs", "FederatedJobs by phase.", ["phase"], registry=r)
-        self.round = Gauge(
-            "fedkube_job_round", "Rounds completed.", ["namespace", "job"], registry=r
+        self.phase = Gauge(
+            "fedkube_job_phase",
+            "1 for the job's phase, 0 for the others.",
+            [*JOB_LABELS, "phase"],
+            registry=r,
+        )
+        self.round = Gauge("fedkube_rounds_completed", "Rounds completed.", JOB_LABELS, registry=r)
+        self.planned = Gauge(
+            "fedkube_rounds_planned", "Rounds the job asks for.", JOB_LABELS, registry=r
         )
         self.loss = Gauge(
-            "fedkube_job_global_loss", "Global held-out loss.", ["namespace", "job"], registry=r
+            "fedkube_global_loss", "The latest final global held-out loss.", JOB_LABELS, registry=r
         )
         self.accuracy = Gauge(
-            "fedkube_job_global_accuracy",
-            "Global held-out accuracy.",
-            ["namespace", "job"],
+            "fedkube_global_accuracy",
+            "The latest final global held-out accuracy.",
+            JOB_LABELS,
             registry=r,
         )
         self.sites = Gauge(
-            "fedkube_job_sites_participating",
-            "Sites in the last round.",
-            ["namespace", "job"],
+            "fedkube_round_sites",
+            "Sites whose update made the last closed round.",
+            JOB_LABELS,
             registry=r,
         )
         self.errors = Counter("fedkube_reconcile_errors", "Reconciles that raised.", registry=r)
@@ -49,7 +59,10 @@ class OperatorMetrics:
     def observe(self, namespace: str, job: str, status: JobStatus) -> None:
         key = (namespace, job)
         self._phases[key] = status.phase
+        for phase in PHASES:
+            self.phase.labels(namespace, job, phase).set(float(status.phase == phase))
         self.round.labels(namespace, job).set(status.round)
+        self.planned.labels(namespace, job).set(status.total_rounds)
         self.sites.labels(namespace, job).set(status.sites_in_last_round)
         if status.accuracy is not None:
             self.accuracy.labels(namespace, job).set(status.accuracy)
@@ -59,9 +72,12 @@ class OperatorMetrics:
 
     def forget(self, namespace: str, job: str) -> None:
         self._phases.pop((namespace, job), None)
-        for g in (self.round, self.loss, self.accuracy, self.sites):
+        for g in (self.round, self.planned, self.loss, self.accuracy, self.sites):
             with contextlib.suppress(KeyError):  # never observed with a value
                 g.remove(namespace, job)
+        for phase in PHASES:
+            with contextlib.suppress(KeyError):
+                self.phase.remove(namespace, job, phase)
         self._count_phases()
 
     def _count_phases(self) -> None:

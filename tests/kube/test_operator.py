@@ -83,14 +83,20 @@ def test_operator_metrics_carry_round_and_accuracy(
         log=operator.log,
     )["status"]
     samples = {
-        (s.name, s.labels.get("namespace"), s.labels.get("job"), s.labels.get("phase")): s.value
+        (
+            s.name,
+            s.labels.get("fedjob_namespace"),
+            s.labels.get("fedjob"),
+            s.labels.get("phase"),
+        ): s.value
         for fam in text_string_to_metric_families(operator.metrics())
         for s in fam.samples
     }
-    assert samples[("fedkube_job_round", namespace, "metered", None)] == 5
-    assert samples[("fedkube_job_global_accuracy", namespace, "metered", None)] == pytest.approx(
+    assert samples[("fedkube_rounds_completed", namespace, "metered", None)] == 5
+    assert samples[("fedkube_global_accuracy", namespace, "metered", None)] == pytest.approx(
         status["accuracy"]
     )
+    assert samples[("fedkube_job_phase", namespace, "metered", "Succeeded")] == 1
     assert samples[("fedkube_jobs", None, None, "Succeeded")] >= 1
     assert samples[("fedkube_reconcile_duration_seconds_count", None, None, None)] > 0
 

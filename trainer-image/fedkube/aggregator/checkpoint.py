@@ -28,6 +28,7 @@ class Checkpoint:
     history: list[dict[str, Any]] = field(default_factory=list)
     sites: dict[str, dict[str, Any]] = field(default_factory=dict)
     privacy: dict[str, Any] = field(default_factory=dict)
+    restarts: int = 0  # how often an aggregator resumed this job from a checkpoint
 
 
 def save_checkpoint(folder: Path, cp: Checkpoint) -> Path:
@@ -41,6 +42,7 @@ def save_checkpoint(folder: Path, cp: Checkpoint) -> Path:
         "history": cp.history,
         "sites": cp.sites,
         "privacy": cp.privacy,
+        "restarts": cp.restarts,
     }
     path = folder / FILE_NAME
     write_safetensors(path, arrays, {"fedkube": json.dumps(state, sort_keys=True)})
@@ -77,4 +79,5 @@ def load_checkpoint(folder: Path, job: str, fingerprint: str) -> Checkpoint | No
         history=state.get("history", []),
         sites=state.get("sites", {}),
         privacy=state.get("privacy", {}),
+        restarts=int(state.get("restarts", 0)),
     )

@@ -73,6 +73,7 @@ class Coordinator:
         self.clock = clock
         self.sites = {s.name: SiteState(s.name) for s in self.spec.sites}
         self.rounds_completed = 0
+        self.restarts = 0  # resumes from a checkpoint, over the job's life
         self.log = RoundLog()
         self.privacy = PrivacyHook(self.spec)
         self.open: OpenRound | None = None
@@ -317,6 +318,8 @@ class Coordinator:
         r = self.open
         assert r is not None and site.queue is not None
         r.tasked.add(site.name)
+        if r.evaluate:
+            self.log.expect(r.model_version, site.name)
         task = pb.Task(
             ref=pb.RoundRef(job=self.job.name, round=r.number, attempt=r.attempt, site=site.name),
             stage=r.stage,
@@ -340,6 +343,9 @@ class Coordinator:
         if r.secure is not None and self.secure is not None:
             secure = self.secure.record(r, time.time() - r.opened_at)
         record = self.log.close_round(r, secure)
+        if r.evaluate:
+            # Every site that trained reported its evaluation first: the figure is whole.
+            self.log.finalize(r.model_version)
         self.privacy.after_round(record, len(r.updates), r.accumulator)
         self.open = None
         save(self)
@@ -360,6 +366,7 @@ class Coordinator:
         r = self._open_round(self.rounds_completed, pb.EVALUATE, self.rounds_completed)
         while self._waiting_on(r) and self.clock() < r.deadline:
             await self._wait_change(r.deadline)
+        self.log.finalize(self.rounds_completed)
         self.open = None
 
     # -- plumbing ----------------------------------------------------------------------------

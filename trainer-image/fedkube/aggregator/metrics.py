@@ -1,88 +1,245 @@
-"""The aggregator's Prometheus metrics. One aggregator serves one job, so labels stay few."""
+"""The aggregator's Prometheus metrics, named after Prometheus's conventions: units as
+suffixes, ``_total`` only on counters, and ``fedjob``/``site`` labels that never clash with
+the target labels Prometheus adds (``job``, ``namespace``, ``pod``). Label values come from
+the job (its name, its sites), never from a message, so the series stay bounded.
+
+Per-site evaluation figures are published only when the job has neither secure aggregation
+nor differential privacy: under those, per-site figures must not leave the aggregator.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fedkube.aggregator.coordinator import Coordinator
+from fedkube.errors import UpdateRefused
 from fedkube.spec.progress import RoundRecord
 
+PHASES = ("Pending", "Running", "Evaluating", "Succeeded", "Failed")
+REFUSAL_REASONS = (
+    "UnknownSite",
+    "ProtocolMismatch",
+    "RoundClosed",
+    "DuplicateUpdate",
+    "InvalidUpdate",
+)
 
-class _StateCollector(Collector):
+
+def _gauge(name: str, doc: str, value: float | None, job: str) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=["fedjob"])
+    if value is not None:
+        family.add_metric([job], value)
+    return family
+
+
+class _JobCollector(Collector):
     """Gauges read from the coordinator at scrape time, so they cannot go stale."""
 
     def __init__(self, coordinator: Coordinator) -> None:
         self.c = coordinator
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        c = self.c
-        job = c.job.name
-        yield GaugeMetricFamily("fedkube_round", "Rounds completed.", value=c.rounds_completed)
-        yield GaugeMetricFamily("fedkube_rounds_total", "Rounds asked for.", value=c.spec.rounds)
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        c, job = self.c, self.c.job.name
+        yield _gauge("fedkube_rounds_completed", "Rounds completed.", c.rounds_completed, job)
+        yield _gauge("fedkube_rounds_planned", "Rounds the job asks for.", c.spec.rounds, job)
+        yield _gauge(
+            "fedkube_round_timeout_seconds",
+            "How long a round may take (spec.roundTimeoutSeconds).",
+            c.spec.round_timeout_seconds,
+            job,
+        )
+        last = c.history[-1].closed_at if c.history else c.started_wall
+        yield _gauge(
+            "fedkube_last_progress_timestamp_seconds",
+            "When the last round closed (or the aggregator started), Unix time.",
+            last,
+            job,
+        )
+        phase = GaugeMetricFamily(
+            "fedkube_job_phase",
+            "1 for the job's phase, 0 for the others.",
+            labels=["fedjob", "phase"],
+        )
+        for p in PHASES:
+            phase.add_metric([job, p], float(c.phase == p))
+        yield phase
+        yield from self._global(c, job)
+        yield from self._sites(c, job)
+        restarts = CounterMetricFamily(
+            "fedkube_aggregator_restarts",
+            "Times an aggregator resumed this job from its checkpoint.",
+            labels=["fedjob"],
+        )
+        restarts.add_metric([job], c.restarts)
+        yield restarts
+
+    @staticmethod
+    def _global(c: Coordinator, job: str) -> Iterator[GaugeMetricFamily]:
         g = c.log.latest_global()
-        for key in ("loss", "accuracy"):
-            fam = GaugeMetricFamily(
-                f"fedkube_global_{key}",
-                f"Global model {key} on the sites' held-out data.",
-                labels=["job"],
-            )
-            value = getattr(g, key) if g is not None else None
-            if value is not None:
-                fam.add_metric([job], value)
-            yield fam
-        yield GaugeMetricFamily(
-            "fedkube_sites_connected",
-            "Sites holding a connection.",
-            value=sum(s.connected for s in c.sites.values()),
+        yield _gauge(
+            "fedkube_global_loss",
+            "The latest final global evaluation: held-out loss over the sites that scored it.",
+            g.loss if g else None,
+            job,
+        )
+        yield _gauge(
+            "fedkube_global_accuracy",
+            "The latest final global evaluation: held-out accuracy.",
+            g.accuracy if g else None,
+            job,
+        )
+        yield _gauge(
+            "fedkube_global_accuracy_spread",
+            "Best site's accuracy minus the worst's, for the latest final evaluation.",
+            g.accuracy_spread if g else None,
+            job,
+        )
+        yield _gauge(
+            "fedkube_global_evaluated_round",
+            "The round whose model the global figures score.",
+            g.round if g else None,
+            job,
+        )
+        yield _gauge(
+            "fedkube_global_evaluation_sites",
+            "Sites whose scores the latest global figures cover.",
+            g.eval_sites if g else None,
+            job,
+        )
+        yield _gauge(
+            "fedkube_round_sites",
+            "Sites whose update made the last closed round.",
+            len(c.history[-1].sites) if c.history else 0,
+            job,
         )
         report = c.privacy.report(c.history)
-        if report is not None:
-            yield GaugeMetricFamily(
-                "fedkube_privacy_epsilon",
-                "Epsilon spent (update-level DP, at its delta).",
-                value=report.epsilon,
-            )
-        last = c.history[-1].sites if c.history else []
-        yield GaugeMetricFamily(
-            "fedkube_sites_in_round", "Sites whose update made the last round.", value=len(last)
+        yield _gauge(
+            "fedkube_privacy_epsilon",
+            "Update-level DP: epsilon spent, at the job's delta.",
+            report.epsilon if report else None,
+            job,
         )
+        record = c.spec.privacy.record_level
+        yield _gauge(
+            "fedkube_privacy_epsilon_cap",
+            "Record-level DP: the epsilon each site stops at (privacy.recordLevel.epsilonCap).",
+            record.epsilon_cap if record else None,
+            job,
+        )
+
+    @staticmethod
+    def _sites(c: Coordinator, job: str) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        def family(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=["fedjob", "site"])
+
+        connected = family("fedkube_site_connected", "1 while the site holds its stream open.")
+        in_round = family(
+            "fedkube_site_in_last_round", "1 if the site's update made the last round."
+        )
+        missed = family(
+            "fedkube_site_rounds_missed", "Closed rounds in a row without the site's update."
+        )
+        late = family(
+            "fedkube_site_lateness_seconds",
+            "How long after the round's first update the site's last update arrived.",
+        )
+        epsilon = family(
+            "fedkube_site_privacy_epsilon", "Record-level DP: epsilon the site reports it spent."
+        )
+        loss = family("fedkube_site_eval_loss", "The global model's held-out loss at the site.")
+        accuracy = family(
+            "fedkube_site_eval_accuracy", "The global model's held-out accuracy at the site."
+        )
+        private = c.secure is not None or c.spec.privacy.update_level or c.spec.privacy.record_level
+        for name, s in c.sites.items():
+            labels = [job, name]
+            connected.add_metric(labels, float(s.connected))
+            last = c.history[-1].sites if c.history else []
+            in_round.add_metric(labels, float(name in last))
+            missed.add_metric(labels, _missed(c.history, name))
+            late.add_metric(labels, s.lateness_seconds)
+            if "epsilon" in s.metrics:
+                epsilon.add_metric(labels, s.metrics["epsilon"])
+            if not private and "loss" in s.metrics:
+                loss.add_metric(labels, s.metrics["loss"])
+                accuracy.add_metric(labels, s.metrics.get("accuracy", float("nan")))
+        update_bytes = CounterMetricFamily(
+            "fedkube_site_update_bytes",
+            "Tensor bytes of the site's updates taken by this aggregator process.",
+            labels=["fedjob", "site"],
+        )
+        for name, s in c.sites.items():
+            update_bytes.add_metric([job, name], s.update_bytes)
+        yield from (connected, in_round, missed, late, epsilon, loss, accuracy, update_bytes)
+
+
+def _missed(history: list[RoundRecord], site: str) -> int:
+    count = 0
+    for h in reversed(history):
+        if site in h.sites:
+            break
+        count += 1
+    return count
 
 
 class AggregatorMetrics:
     def __init__(self, coordinator: Coordinator) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_StateCollector(coordinator))
-        self.bytes_received = Counter(
-            "fedkube_bytes_received", "Tensor bytes received from sites.", registry=self.registry
-        )
-        self.bytes_sent = Counter(
-            "fedkube_bytes_sent", "Tensor bytes sent to sites.", registry=self.registry
+        self.registry.register(_JobCollector(coordinator))
+        self.job = coordinator.job.name
+        self.sites = set(coordinator.sites)
+        r = self.registry
+        self.transfer_bytes = Counter(
+            "fedkube_transfer_bytes",
+            "Tensor bytes moved, by direction (received: updates; sent: models).",
+            ["fedjob", "direction"],
+            registry=r,
         )
         # Every protocol message's serialised size, by call: what secure aggregation adds
         # (keys, shares, reveals, bigger tasks) shows beside the tensors.
         self.message_bytes = Counter(
             "fedkube_message_bytes",
             "Serialised bytes of protocol messages, by direction and call.",
-            ["direction", "call"],
-            registry=self.registry,
+            ["fedjob", "direction", "call"],
+            registry=r,
         )
-        self.refused = Counter(
-            "fedkube_messages_refused",
-            "Messages refused, by reason.",
-            ["reason"],
-            registry=self.registry,
+        self.refusals = Counter(
+            "fedkube_refusals", "Messages refused, by reason.", ["fedjob", "reason"], registry=r
+        )
+        self.site_refusals = Counter(
+            "fedkube_site_refusals",
+            "Messages refused, by the site they named (unknown: not a site of the job).",
+            ["fedjob", "site", "reason"],
+            registry=r,
         )
         self.round_duration = Histogram(
             "fedkube_round_duration_seconds",
             "Wall time from a round's opening to its close.",
+            ["fedjob"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
-            registry=self.registry,
+            registry=r,
         )
+        for direction in ("received", "sent"):
+            self.transfer_bytes.labels(self.job, direction)
+        for reason in REFUSAL_REASONS:
+            self.refusals.labels(self.job, reason)
+        self.round_duration.labels(self.job)
         coordinator.round_closed_hooks.append(self._round_closed)
 
+    def refused(self, e: UpdateRefused) -> None:
+        site = e.site if e.site in self.sites else "unknown"
+        self.refusals.labels(self.job, type(e).__name__).inc()
+        self.site_refusals.labels(self.job, site, type(e).__name__).inc()
+
+    def bytes_moved(self, direction: str, n: int) -> None:
+        self.transfer_bytes.labels(self.job, direction).inc(n)
+
+    def message(self, direction: str, call: str, size: int) -> None:
+        self.message_bytes.labels(self.job, direction, call).inc(size)
+
     def _round_closed(self, entry: RoundRecord) -> None:
-        self.round_duration.observe(entry.duration_seconds)
+        self.round_duration.labels(self.job).observe(entry.duration_seconds)

@@ -32,6 +32,7 @@ def resume(c: Coordinator) -> bool:
     c.strategy.load_state(cp.strategy_arrays, cp.strategy_meta)
     c.privacy.load(cp.privacy)
     c.rounds_completed = cp.rounds_completed
+    c.restarts = cp.restarts + 1
     c.log.history = [RoundRecord.model_validate(h) for h in cp.history]
     for name, s in cp.sites.items():
         if name in c.sites:
@@ -57,5 +58,6 @@ def save(c: Coordinator) -> None:
             history=[h.to_json_dict() for h in c.history],
             sites={n: s.summary().to_json_dict() for n, s in c.sites.items()},
             privacy=c.privacy.state(),
+            restarts=c.restarts,
         ),
     )

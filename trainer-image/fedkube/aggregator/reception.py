@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -127,5 +128,9 @@ class UpdateReception:
         site = c.sites[update.site]
         site.last_round = r.number
         site.samples = samples
+        site.update_bytes += update.bytes_received
+        now = time.monotonic()
+        r.first_update_at = r.first_update_at or now
+        site.lateness_seconds = now - r.first_update_at
         log.info("round %d: update from %s (%d samples)", r.number, update.site, samples)
         c.notify()

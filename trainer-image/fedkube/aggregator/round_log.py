@@ -1,4 +1,9 @@
-"""The job's record: one entry per closed round, and the sites' evaluations folded into it."""
+"""The job's record: one entry per closed round, and the sites' evaluations folded into it.
+
+A round's global evaluation is final when published: it is written into the record only when
+every site asked to evaluate that model has reported, or the round that asked has ended
+(closed or abandoned, so no more reports are coming in time). Until then readers see no
+figure for that round, never one computed from the first few sites."""
 
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ class RoundLog:
         self.initial_evaluation: Evaluation | None = None
         # model version -> site -> (held-out samples, metrics)
         self._evaluations: dict[int, dict[str, tuple[int, dict[str, float]]]] = {}
+        self._expected: dict[int, set[str]] = {}  # model version -> sites asked to evaluate it
+        self._final: set[int] = set()
 
     def close_round(self, r: OpenRound, secure: SecureRoundRecord | None = None) -> RoundRecord:
         closed = time.time()
@@ -40,12 +47,30 @@ class RoundLog:
         self.history.append(record)
         return record
 
+    def expect(self, version: int, site: str) -> None:
+        """``site`` was asked to evaluate the model after ``version`` rounds."""
+        if version not in self._final:
+            self._expected.setdefault(version, set()).add(site)
+
     def record_evaluation(
         self, version: int, site: str, samples: int, metrics: dict[str, float]
     ) -> None:
         """A site's scores of the model after ``version`` rounds (0: the initial model)."""
+        if version in self._final:
+            return  # too late: the published figure does not change
         self._evaluations.setdefault(version, {})[site] = (samples, metrics)
-        reports = list(self._evaluations[version].values())
+        if self._expected.get(version, set()) <= set(self._evaluations[version]):
+            self.finalize(version)
+
+    def finalize(self, version: int) -> None:
+        """Publish the global evaluation of ``version`` from the reports in so far."""
+        if version in self._final or version > len(self.history):
+            return
+        reports = list(self._evaluations.pop(version, {}).values())
+        self._expected.pop(version, None)
+        if not reports:
+            return  # nobody evaluated it: nothing to publish, and later reports may
+        self._final.add(version)
         accuracies = [m["accuracy"] for _, m in reports if "accuracy" in m]
         summary = Evaluation(
             eval_sites=len(reports),
@@ -55,10 +80,10 @@ class RoundLog:
         )
         if version == 0:
             self.initial_evaluation = summary
-        elif version <= len(self.history):
-            record = self.history[version - 1]
-            for name in Evaluation.model_fields:
-                setattr(record, name, getattr(summary, name))
+            return
+        record = self.history[version - 1]
+        for name in Evaluation.model_fields:
+            setattr(record, name, getattr(summary, name))
 
     def latest_global(self) -> GlobalScores | None:
         for h in reversed(self.history):

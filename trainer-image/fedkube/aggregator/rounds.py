@@ -22,6 +22,10 @@ class SiteState:
     samples: int = 0
     eval_samples: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    # For monitoring: tensor bytes of the updates this process took from the site, and how
+    # long after the round's first update its last update came (kept here, never in reports).
+    update_bytes: int = 0
+    lateness_seconds: float = 0.0
 
     @property
     def connected(self) -> bool:
@@ -59,6 +63,7 @@ class OpenRound:
     next_keys: dict[str, pb.KeyAdvertisement] = field(default_factory=dict)
     bytes_received: int = 0
     bytes_sent: int = 0
+    first_update_at: float | None = None
 
 
 def weighted(values: list[tuple[int, dict[str, float]]], key: str) -> float | None:

@@ -53,13 +53,13 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             )
 
     def _received(self, call: str, message: Any) -> None:
-        self.metrics.message_bytes.labels("received", call).inc(message.ByteSize())
+        self.metrics.message("received", call, message.ByteSize())
 
     def _sent(self, call: str, message: Any) -> None:
-        self.metrics.message_bytes.labels("sent", call).inc(message.ByteSize())
+        self.metrics.message("sent", call, message.ByteSize())
 
     async def _refuse(self, context: grpc.aio.ServicerContext, e: UpdateRefused) -> None:
-        self.metrics.refused.labels(type(e).__name__).inc()
+        self.metrics.refused(e)
         log.warning("refused site=%s round=%s: %s", e.site or "?", e.round, e)
         await context.abort(getattr(grpc.StatusCode, e.status), str(e))
 
@@ -107,7 +107,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             self._sent("GetModel", first)
             yield first
             for chunk in chunks:
-                self.metrics.bytes_sent.inc(len(chunk.data))
+                self.metrics.bytes_moved("sent", len(chunk.data))
                 part = pb.ModelPart(chunk=chunk)
                 self._sent("GetModel", part)
                 yield part
@@ -126,7 +126,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             async for part in request_iterator:
                 self._received("SubmitUpdate", part)
                 if part.HasField("chunk"):
-                    self.metrics.bytes_received.inc(len(part.chunk.data))
+                    self.metrics.bytes_moved("received", len(part.chunk.data))
                 reception.feed(part)
             received = reception.finish()
         except UpdateRefused as e:
