@@ -14,6 +14,12 @@ step() { printf '\n== %s\n' "$*"; }
 step "installing fedkube with its test extras"
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
+step "installing Prometheus and promtool (Debian's package) if missing"
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 step "building (or reusing) the control-plane binaries"
 bash tests/tools/build-binaries.sh
 

@@ -191,7 +191,15 @@ def aggregator_pod(
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
     }
     volumes = [*_common_volumes(job.name), {"name": "state", **state}, *tls_volumes]
-    return _pod(_meta(resource, aggregator_name(job.name), "aggregator"), container, volumes)
+    meta = _meta(resource, aggregator_name(job.name), "aggregator")
+    # A plain Prometheus with Kubernetes service discovery scrapes pods annotated so; the
+    # chart's PodMonitor selects the same pods by their role label and the "http" port.
+    meta["annotations"] = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(spec.aggregator.http_port),
+        "prometheus.io/path": "/metrics",
+    }
+    return _pod(meta, container, volumes)
 
 
 def trainer_pod(
