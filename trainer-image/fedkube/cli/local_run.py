@@ -20,6 +20,7 @@ from fedkube import exit_codes
 from fedkube.aggregator.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from fedkube.aggregator.outputs import RESULT_FILE
 from fedkube.cli.launch import free_port, spawn_fedkube
+from fedkube.cli.progress_plot import plot_progress
 from fedkube.cli.report import indent, result_table, round_line
 from fedkube.errors import SpecError
 from fedkube.spec.job import FederatedJob
@@ -184,6 +185,7 @@ class LocalRun:
         self.print_rounds(result.history, result.total_rounds, final=True)
         for line in result_table(result, path):
             self.say(line)
+        self.say(f"progress plot: {plot_progress(result, self.output)}")
         return result
 
 
@@ -202,6 +204,7 @@ def run_local(opts: LocalRunOptions) -> int:
         f"job {job.name}: {len(job.spec.sites)} sites, {job.spec.rounds} rounds, strategy "
         f"{job.spec.strategy.name}; logs in {run.output / 'logs'}"
     )
+    run.say(f"metrics for Prometheus at http://127.0.0.1:{run.http_port}/metrics")
     interrupted = False
 
     def on_signal(signum: int, frame: object) -> None:
