@@ -1,0 +1,132 @@
+"""A real Prometheus scrapes a real job end to end (the operator, a Kubernetes job's
+aggregator, and a `fedkube` job run as local processes), then every query of the shipped
+dashboard and alert rules runs through its HTTP API."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fedkube.testing import LocalJob, manifest
+from fedkube_operator.dashboard import OUT as DASHBOARD
+from fedkube_operator.dashboard import expressions
+
+from tests.kube_harness.controlplane import ControlPlane
+from tests.kube_harness.jobs import apply, example, wait_job, with_free_ports
+from tests.kube_harness.node_agent import NodeAgent
+from tests.kube_harness.operator_env import OperatorProcess
+from tests.monitoring.chart import write_rules
+from tests.monitoring.prometheus import Prometheus
+
+# Grafana's variables, as a user picking "All" would have them.
+VARIABLES = {"$namespace": ".*", "$fedjob": ".*", "$__rate_interval": "1m"}
+
+
+@pytest.fixture()
+def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
+    # Alerts fire at once here; the chart's default waits 5 minutes.
+    rules = write_rules(tmp_path, "monitoring.alerts.for=0s")
+    server = Prometheus(tmp_path, rules).start()
+    yield server
+    server.stop()
+
+
+def _until(what: Callable[[], object], timeout: float, why: str) -> object:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = what()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {why}")
+
+
+def _firing(prometheus: Prometheus, alert: str, **labels: str) -> list[dict[str, object]]:
+    return [
+        a
+        for a in prometheus.firing()
+        if a["labels"]["alertname"] == alert
+        and all(a["labels"].get(k) == v for k, v in labels.items())
+    ]
+
+
+@pytest.mark.slow
+def test_prometheus_scrapes_a_real_job_and_every_dashboard_query_and_alert_works(
+    control_plane: ControlPlane,
+    operator: OperatorProcess,
+    namespace: str,
+    node_agent: NodeAgent,
+    prometheus: Prometheus,
+    tmp_path: Path,
+) -> None:
+    started = time.time()
+    prometheus.scrape(f"127.0.0.1:{operator.metrics_port}", namespace="fedkube-system")
+
+    # On Kubernetes: a job that trains to the end, and one that fails at once.
+    doc = with_free_ports(example("watched", rounds=12))
+    prometheus.scrape(f"127.0.0.1:{doc['spec']['aggregator']['httpPort']}", namespace=namespace)
+    apply(control_plane, namespace, doc)
+    broken = with_free_ports(example("broken-model"))
+    broken["spec"]["task"]["model"] = {"importPath": "hospital_models_missing:make_model"}
+    apply(control_plane, namespace, broken)
+
+    # As local processes: record-level DP under each site's cap, and a site that never comes.
+    local = manifest("dp-local", sites=4, rounds=6, min_sites=3, timeout=20)
+    local["spec"]["joinGraceSeconds"] = 1
+    local["spec"]["privacy"] = {
+        "recordLevel": {"noiseMultiplier": 1.0, "maxGradNorm": 1.0, "epsilonCap": 50.0}
+    }
+    (tmp_path / "local").mkdir()
+    job = LocalJob(tmp_path / "local", local)
+    job.aggregator_args = ["--linger-seconds", "60"]
+    prometheus.scrape(f"127.0.0.1:{job.http_port}", namespace="local")
+    try:
+        job.start_aggregator()
+        for site in ("site-0", "site-1", "site-2"):  # site-3 never connects
+            job.start_trainer(site)
+        wait_job(
+            control_plane,
+            namespace,
+            "watched",
+            lambda s: s.get("phase") == "Succeeded",
+            log=operator.log,
+        )
+        wait_job(control_plane, namespace, "broken-model", lambda s: s.get("phase") == "Failed")
+        job.wait_for(lambda p: p.phase == "Succeeded", timeout=240)
+
+        failed = _until(
+            lambda: _firing(prometheus, "FedkubeJobFailed", fedjob="broken-model"),
+            60,
+            "FedkubeJobFailed",
+        )
+        assert failed
+        missing = _until(
+            lambda: _firing(prometheus, "FedkubeSiteMissing", fedjob="dp-local", site="site-3"),
+            60,
+            "FedkubeSiteMissing for site-3",
+        )
+        assert missing
+        assert not _firing(prometheus, "FedkubeJobFailed", fedjob="watched")
+        assert not _firing(prometheus, "FedkubeSiteMissing", fedjob="watched")
+
+        time.sleep(3)  # a few more scrapes of the lingering aggregator
+        end = time.time()
+        dashboard = json.loads(DASHBOARD.read_text())
+        empty = []
+        for title, expr in expressions(dashboard):
+            query = expr
+            for name, value in VARIABLES.items():
+                query = query.replace(name, value)
+            if not prometheus.query_range(query, started, end):
+                empty.append(f"{title}: {query}")
+        assert not empty, "panels without data:\n" + "\n".join(empty) + prometheus.log()
+
+        # Every alert rule's expression is valid PromQL that Prometheus evaluates.
+        groups = prometheus.api("rules")["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        assert len(rules) == 6 and all(r["health"] == "ok" for r in rules), rules
+    finally:
+        job.stop()
