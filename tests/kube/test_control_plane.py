@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ import yaml
 
 from tests.kube_harness.controlplane import ControlPlane
 from tests.kube_harness.node_agent import NodeAgent
+from tests.support.waiting import eventually
 
 CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -41,16 +41,6 @@ spec:
             - rule: self.minReady <= self.replicas
               message: minReady must not exceed replicas
 """
-
-
-def eventually(check: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 def widget(name: str, replicas: int, min_ready: int) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,11 +15,12 @@ from fedkube_operator.dashboard import OUT as DASHBOARD
 from fedkube_operator.dashboard import expressions
 
 from tests.kube_harness.controlplane import ControlPlane
-from tests.kube_harness.jobs import apply, example, wait_job, with_free_ports
+from tests.kube_harness.jobs import apply, example, result_file, wait_job, with_free_ports
 from tests.kube_harness.node_agent import NodeAgent
 from tests.kube_harness.operator_env import OperatorProcess
 from tests.monitoring.chart import write_rules
 from tests.monitoring.prometheus import Prometheus
+from tests.support.waiting import eventually
 
 # Grafana's variables, as a user picking "All" would have them.
 VARIABLES = {"$namespace": ".*", "$fedjob": ".*", "$__rate_interval": "1m"}
@@ -32,16 +33,6 @@ def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
     server = Prometheus(tmp_path, rules).start()
     yield server
     server.stop()
-
-
-def _until(what: Callable[[], object], timeout: float, why: str) -> object:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        found = what()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {why}")
 
 
 def _firing(prometheus: Prometheus, alert: str, **labels: str) -> list[dict[str, object]]:
@@ -87,23 +78,29 @@ def test_prometheus_scrapes_a_real_job_and_every_dashboard_query_and_alert_works
         job.start_aggregator()
         for site in ("site-0", "site-1", "site-2"):  # site-3 never connects
             job.start_trainer(site)
-        wait_job(
-            control_plane,
-            namespace,
-            "watched",
-            lambda s: s.get("phase") == "Succeeded",
-            log=operator.log,
-        )
+        statuses: list[float] = []
+
+        def succeeded(status: dict[str, object]) -> bool:
+            if isinstance(status.get("accuracy"), float):
+                statuses.append(status["accuracy"])  # type: ignore[arg-type]
+            return status.get("phase") == "Succeeded"
+
+        wait_job(control_plane, namespace, "watched", succeeded, log=operator.log)
+        # The status only ever showed final figures: each is some round's, as in result.json.
+        result = result_file(node_agent.root, namespace, "watched")
+        final = {round(h["accuracy"], 6) for h in result["history"] if "accuracy" in h}
+        assert statuses and set(statuses) <= final, (statuses, final)
+        assert statuses[-1] == round(result["global"]["accuracy"], 6)
         wait_job(control_plane, namespace, "broken-model", lambda s: s.get("phase") == "Failed")
         job.wait_for(lambda p: p.phase == "Succeeded", timeout=240)
 
-        failed = _until(
+        failed = eventually(
             lambda: _firing(prometheus, "FedkubeJobFailed", fedjob="broken-model"),
             60,
             "FedkubeJobFailed",
         )
         assert failed
-        missing = _until(
+        missing = eventually(
             lambda: _firing(prometheus, "FedkubeSiteMissing", fedjob="dp-local", site="site-3"),
             60,
             "FedkubeSiteMissing for site-3",

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from fedkube.cli.launch import free_port
 
+from tests.support.waiting import terminate
+
 
 class Prometheus:
     def __init__(self, folder: Path, rules: Path) -> None:
@@ -104,10 +106,4 @@ class Prometheus:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)

@@ -9,7 +9,7 @@ nor differential privacy: under those, per-site figures must not leave the aggre
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from fedkube.aggregator.coordinator import Coordinator
 from fedkube.errors import UpdateRefused
-from fedkube.spec.progress import RoundRecord
+from fedkube.spec.progress import GlobalScores, RoundRecord
 
 PHASES = ("Pending", "Running", "Evaluating", "Succeeded", "Failed")
 REFUSAL_REASONS = (
@@ -27,6 +27,24 @@ REFUSAL_REASONS = (
     "DuplicateUpdate",
     "InvalidUpdate",
 )
+
+
+# The latest final global evaluation: (metric, help, what of it).
+GLOBAL: list[tuple[str, str, Callable[[GlobalScores], float | None]]] = [
+    (
+        "fedkube_global_loss",
+        "Held-out loss over the sites that scored the model.",
+        lambda g: g.loss,
+    ),
+    ("fedkube_global_accuracy", "Held-out accuracy over those sites.", lambda g: g.accuracy),
+    (
+        "fedkube_global_accuracy_spread",
+        "Best site's accuracy minus the worst's.",
+        lambda g: g.accuracy_spread,
+    ),
+    ("fedkube_global_evaluated_round", "The round whose model it scores.", lambda g: g.round),
+    ("fedkube_global_evaluation_sites", "Sites whose scores it covers.", lambda g: g.eval_sites),
+]
 
 
 def _gauge(name: str, doc: str, value: float | None, job: str) -> GaugeMetricFamily:
@@ -80,36 +98,8 @@ class _JobCollector(Collector):
     @staticmethod
     def _global(c: Coordinator, job: str) -> Iterator[GaugeMetricFamily]:
         g = c.log.latest_global()
-        yield _gauge(
-            "fedkube_global_loss",
-            "The latest final global evaluation: held-out loss over the sites that scored it.",
-            g.loss if g else None,
-            job,
-        )
-        yield _gauge(
-            "fedkube_global_accuracy",
-            "The latest final global evaluation: held-out accuracy.",
-            g.accuracy if g else None,
-            job,
-        )
-        yield _gauge(
-            "fedkube_global_accuracy_spread",
-            "Best site's accuracy minus the worst's, for the latest final evaluation.",
-            g.accuracy_spread if g else None,
-            job,
-        )
-        yield _gauge(
-            "fedkube_global_evaluated_round",
-            "The round whose model the global figures score.",
-            g.round if g else None,
-            job,
-        )
-        yield _gauge(
-            "fedkube_global_evaluation_sites",
-            "Sites whose scores the latest global figures cover.",
-            g.eval_sites if g else None,
-            job,
-        )
+        for name, doc, value in GLOBAL:
+            yield _gauge(name, doc, value(g) if g is not None else None, job)
         yield _gauge(
             "fedkube_round_sites",
             "Sites whose update made the last closed round.",
