@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fedkube.errors import PrivacyBudgetExhausted
 from fedkube.privacy.accountant import RdpAccountant, noise_for_epsilon
@@ -75,3 +76,31 @@ def test_a_site_stops_at_its_own_cap_and_the_job_goes_on(tmp_path: Path) -> None
     assert [h.round for h in result.history] == list(range(1, 9))
     ledger = json.loads((state / "privacy-ledger.json").read_text())
     assert RdpAccountant.from_state(ledger).epsilon(1e-5) <= 3.0
+
+
+def _update_twice(doc: dict) -> tuple[dict, dict]:
+    from fedkube.data import load_site_data
+    from fedkube.models import initial_params
+    from fedkube.spec import parse_job
+    from fedkube.trainer.local import LocalTrainer
+
+    spec = parse_job(doc).spec
+    data = load_site_data(spec, "site-0")
+    params = initial_params(spec.task, data.num_features, data.num_classes)
+    updates = []
+    for _ in range(2):  # two sites' processes, or one restarted: the same manifest each time
+        trainer = LocalTrainer(spec.task, data, "site-0", None, spec.privacy)
+        updates.append(trainer.train(params, 1, {})[0])
+    return updates[0], updates[1]
+
+
+def test_dp_sgd_noise_and_batches_cannot_be_replayed_from_the_manifest() -> None:
+    """The manifest (seed included) is public, the aggregator's too: two trainings from it on
+    the same data must not draw the same noise or the same batches, or the noise could be
+    subtracted. Without DP, training stays reproducible."""
+    doc = manifest("replay", sites=2, rounds=1)
+    plain_a, plain_b = _update_twice(doc)
+    assert all(np.array_equal(plain_a[k], plain_b[k]) for k in plain_a)
+    doc["spec"]["privacy"] = {"recordLevel": {"noiseMultiplier": 1.0, "maxGradNorm": 1.0}}
+    dp_a, dp_b = _update_twice(doc)
+    assert not any(np.array_equal(dp_a[k], dp_b[k]) for k in dp_a)

@@ -1,10 +1,16 @@
 """Record-level DP-SGD at a site (Abadi et al. 2016), through Opacus: per-example gradients
 clipped to maxGradNorm, Gaussian noise added to each batch's sum, batches drawn by Poisson
 sampling so that the accountant's sampling-rate analysis holds. This is the guarantee that
-protects each patient; the site's ledger (``PrivacyLedger``) counts what its steps spent."""
+protects each patient; the site's ledger (``PrivacyLedger``) counts what its steps spent.
+
+The noise and the batches must be unpredictable to everyone else, the aggregator included:
+both come from generators seeded from the operating system's entropy at every call, never
+from the manifest (whose seed is public), and the noise is drawn in Opacus's secure mode
+(each value the sum of several Gaussians, against floating-point attacks)."""
 
 from __future__ import annotations
 
+import secrets
 import warnings
 from typing import Any
 
@@ -12,6 +18,10 @@ import torch
 from torch import nn
 
 __all__ = ["dp_sgd_train", "dp_steps"]
+
+
+def _secret_generator() -> torch.Generator:
+    return torch.Generator().manual_seed(secrets.randbits(63))
 
 
 def dp_steps(num_examples: int, batch_size: int, epochs: int) -> tuple[float, int]:
@@ -30,7 +40,6 @@ def dp_sgd_train(
     epochs: int,
     noise_multiplier: float,
     max_grad_norm: float,
-    seed: int,
 ) -> dict[str, Any]:
     from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
@@ -42,8 +51,10 @@ def dp_sgd_train(
         noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
         expected_batch_size=batch_size,
+        generator=_secret_generator(),
+        secure_mode=True,
     )
-    gen = torch.Generator().manual_seed(seed)
+    gen = _secret_generator()  # Poisson sampling: who is in each batch stays secret too
     loss_fn = nn.CrossEntropyLoss()
     total, seen = 0.0, 0
     with warnings.catch_warnings():

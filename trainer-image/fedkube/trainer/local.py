@@ -196,7 +196,6 @@ class LocalTrainer:
                 epochs=self.task.local_epochs,
                 noise_multiplier=self.dp.noise_multiplier,
                 max_grad_norm=self.dp.max_grad_norm,
-                seed=config.seed,
             )
             self.ledger.spend(self.dp.noise_multiplier, q, steps)
             metrics["epsilon"] = self.ledger.epsilon
