@@ -50,7 +50,7 @@ def test_the_library_s_notices_about_orders_it_leaves_out_are_not_logged(
 
 def test_clipping_bounds_each_update_and_weights_them_equally() -> None:
     infos = specs_of({"w": np.zeros(4, np.float32)})
-    acc = DpFedAvgAccumulator(infos, clip_norm=1.0, noise_multiplier=0.0)
+    acc = DpFedAvgAccumulator(infos, clip_norm=1.0, noise_multiplier=0.0, denominator=2)
     big = np.array([10.0, 0, 0, 0], np.float32)
     small = np.array([0, 0.5, 0, 0], np.float32)
     acc.add(ArrayUpdate(infos, {"w": big}, weight=1000.0))  # many samples: no extra weight
@@ -59,12 +59,22 @@ def test_clipping_bounds_each_update_and_weights_them_equally() -> None:
     np.testing.assert_allclose(acc.mean()["w"], [0.5, 0.25, 0, 0], rtol=1e-6)
 
 
+def test_the_mean_divides_by_the_jobs_sites_whoever_answered() -> None:
+    """A public denominator: with 2 of 4 sites in, the sum is divided by 4, not 2, so a
+    site's influence (and the noise's scale against it) does not depend on who answered."""
+    infos = specs_of({"w": np.zeros(2, np.float32)})
+    acc = DpFedAvgAccumulator(infos, clip_norm=1.0, noise_multiplier=0.0, denominator=4)
+    acc.add(ArrayUpdate(infos, {"w": np.array([1.0, 0], np.float32)}, 1.0))
+    acc.add(ArrayUpdate(infos, {"w": np.array([0, 1.0], np.float32)}, 1.0))
+    np.testing.assert_allclose(acc.mean()["w"], [0.25, 0.25], rtol=1e-6)
+
+
 def test_noise_has_the_promised_scale() -> None:
     infos = specs_of({"w": np.zeros(200_000, np.float32)})
-    acc = DpFedAvgAccumulator(infos, clip_norm=2.0, noise_multiplier=1.5)
+    acc = DpFedAvgAccumulator(infos, clip_norm=2.0, noise_multiplier=1.5, denominator=1)
     acc.add(ArrayUpdate(infos, {"w": np.zeros(200_000, np.float32)}, 1.0))
     noise = acc.mean()["w"]
-    assert float(noise.std()) == pytest.approx(3.0, rel=0.02)  # z * C for one update
+    assert float(noise.std()) == pytest.approx(3.0, rel=0.02)  # z * C for one site
     assert abs(float(noise.mean())) < 0.03
 
 
@@ -97,6 +107,30 @@ def test_a_private_job_reports_the_epsilon_it_spent(tmp_path: Path) -> None:
     assert epsilons == sorted(epsilons) and epsilons[0] > 0, "spent grows round by round"
 
 
+def test_sites_that_do_not_answer_do_not_lower_the_epsilon_reported(tmp_path: Path) -> None:
+    """Who answers a round is neither random nor secret (the aggregator sees it, and a site
+    may be down for reasons tied to its data), so dropped sites give no amplification: the
+    epsilon is the library's at sampling rate 1, as if every site had answered."""
+    doc = manifest("dropped", sites=4, rounds=4, min_sites=2, timeout=20)
+    doc["spec"]["joinGraceSeconds"] = 1
+    doc["spec"]["privacy"] = {
+        "updateLevel": {"clipNorm": 0.5, "noiseMultiplier": 1.2, "delta": 1e-4}
+    }
+    job = LocalJob(tmp_path, doc)
+    try:
+        job.start_aggregator()
+        for site in ("site-0", "site-1"):  # half the sites never come
+            job.start_trainer(site)
+        result = job.wait_done()
+    finally:
+        job.stop()
+    assert all(h.sites == ["site-0", "site-1"] for h in result.history)
+    assert result.privacy is not None
+    assert result.privacy.epsilon == pytest.approx(library_epsilon(1.0, 1.2, 4, 1e-4), rel=0.01)
+    # What the old accounting (the share of sites as the sampling rate) would have reported.
+    assert result.privacy.epsilon > 1.5 * library_epsilon(0.5, 1.2, 4, 1e-4)
+
+
 def test_adaptive_clip_follows_the_target_quantile_of_the_norms() -> None:
     """Twenty updates a round with norms spread over two orders of magnitude; from a clip
     100x too small, the clip settles near the norms' median (no noise, to see the rule)."""
@@ -109,7 +143,7 @@ def test_adaptive_clip_follows_the_target_quantile_of_the_norms() -> None:
     )
     seen = []
     for _ in range(150):
-        acc = DpFedAvgAccumulator(infos, clip.clip_norm, 0.0)
+        acc = DpFedAvgAccumulator(infos, clip.clip_norm, 0.0, denominator=20)
         norms = rng.lognormal(mean=0.0, sigma=1.0, size=20)  # median 1.0
         for n in norms:
             direction = rng.normal(size=8)

@@ -23,6 +23,7 @@ from fedkube.aggregator.coordinator import Coordinator
 from fedkube.data.site_data import load_site_data
 from fedkube.errors import JobFailed
 from fedkube.models.registry import initial_params
+from fedkube.secagg.params import secagg_params
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.progress import RoundRecord
 from fedkube.strategy import build_strategy
@@ -86,7 +87,7 @@ def simulate(
         sites = [
             threading.Thread(
                 target=_serve_site,
-                args=(job.name, name, trainer, InProcessLink(coordinator, loop, stopped)),
+                args=(job, name, trainer, InProcessLink(coordinator, loop, stopped)),
                 kwargs={"errors": errors, "running": running},
                 name=f"site {name}",
                 daemon=True,
@@ -142,7 +143,7 @@ async def _release_sites(coordinator: Coordinator) -> None:
 
 
 def _serve_site(
-    job: str,
+    job: FederatedJob,
     site: str,
     trainer: LocalTrainer,
     link: InProcessLink,
@@ -152,7 +153,7 @@ def _serve_site(
 ) -> None:
     """One site's thread: serve tasks until the job ends; an error stops the whole job."""
     try:
-        TrainerClient(job, site, link, trainer).run()
+        TrainerClient(job.name, site, link, trainer, secure=secagg_params(job.spec)).run()
     except JobFailed:
         pass  # the job ended (the coordinator's own failure is raised from running.result())
     except BaseException as e:

@@ -22,9 +22,10 @@ def build_accumulator(
     clip when privacy.updateLevel.adaptiveClipping is on."""
     dp = spec.privacy.update_level
     if dp is not None:
+        sites = len(spec.sites)
         if clip is not None:
-            return DpFedAvgAccumulator(infos, clip.clip_norm, clip.update_noise_multiplier)
-        return DpFedAvgAccumulator(infos, dp.clip_norm, dp.noise_multiplier)
+            return DpFedAvgAccumulator(infos, clip.clip_norm, clip.update_noise_multiplier, sites)
+        return DpFedAvgAccumulator(infos, dp.clip_norm, dp.noise_multiplier, sites)
     robust = spec.security.robust_aggregation
     if robust is None:
         return WeightedMean(infos)

@@ -1,7 +1,9 @@
 """Update-level DP-FedAvg (McMahan et al. 2018): each update is clipped to L2 norm C, the
 clipped updates are summed with equal weight, and Gaussian noise of standard deviation z*C is
-added to the sum before it is divided by the number of updates. It wraps any strategy's
-server step (the mean it produces goes to the strategy's ``apply``).
+added to the sum before it is divided by a fixed, public denominator: the job's number of
+sites, not the number that answered (which the aggregator knows and could exploit: dividing
+by it would make one site's sensitivity up to 2C/(n+1) instead of the C/n the noise assumes).
+It wraps any strategy's server step (the mean it produces goes to the strategy's ``apply``).
 
 The aggregator clips, so the guarantee does not rest on the sites' honesty; equal weights
 bound each site's influence (sample-weighted means would not). The noise comes from a
@@ -22,8 +24,13 @@ from fedkube.wire.tensors import Params, TensorInfo
 
 class DpFedAvgAccumulator(Accumulator):
     def __init__(
-        self, infos: Sequence[TensorInfo], clip_norm: float, noise_multiplier: float
+        self,
+        infos: Sequence[TensorInfo],
+        clip_norm: float,
+        noise_multiplier: float,
+        denominator: int,
     ) -> None:
+        self.denominator = denominator
         self.clip_norm = clip_norm
         self.noise_multiplier = noise_multiplier
         self.sum = WeightedMean(infos)
@@ -56,9 +63,11 @@ class DpFedAvgAccumulator(Accumulator):
         return self.count - self.clipped
 
     def mean(self) -> Params:
-        total = self.sum.mean()  # the clipped sum divided by the count
+        total = self.sum.mean()  # the clipped sum divided by the count...
+        rescale = np.float32(self.count / self.denominator)  # ...then by the fixed denominator
         rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
-        sd = self.noise_multiplier * self.clip_norm / max(self.count, 1)
+        sd = self.noise_multiplier * self.clip_norm / self.denominator
         for value in total.values():
+            value *= rescale
             value += rng.normal(0.0, sd, size=value.shape).astype(value.dtype)
         return total

@@ -29,7 +29,7 @@ from fedkube.aggregator.privacy_hook import PrivacyHook
 from fedkube.aggregator.reception import UpdateReception
 from fedkube.aggregator.round_log import RoundLog
 from fedkube.aggregator.rounds import EventQueue, OpenRound, SiteState
-from fedkube.aggregator.secure_rounds import SecureRounds, secagg_params
+from fedkube.aggregator.secure_rounds import SecureRounds
 from fedkube.errors import (
     InvalidUpdate,
     JobFailed,
@@ -39,6 +39,7 @@ from fedkube.errors import (
     UpdateRefused,
 )
 from fedkube.proto import fedkube_pb2 as pb
+from fedkube.secagg.params import secagg_params
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.progress import JobResult, Phase, RoundRecord
 from fedkube.strategy.base import Strategy

@@ -26,8 +26,8 @@ class PrivacyHook:
     ) -> None:
         if self.dp is None:
             return
-        # Site-level: the share of sites in the round stands for the sampling rate.
-        self.accountant.step(self.dp.noise_multiplier, participants / self.total_sites)
+        # Who answers a round is neither random nor secret: no amplification by sampling.
+        self.accountant.step(self.dp.noise_multiplier, 1.0)
         record.epsilon = self.accountant.epsilon(self.dp.delta)
         if self.adaptive_clip is not None and isinstance(accumulator, DpFedAvgAccumulator):
             record.clip_norm = self.adaptive_clip.clip_norm

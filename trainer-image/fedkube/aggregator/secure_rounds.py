@@ -14,7 +14,6 @@ plain round is one.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -26,7 +25,6 @@ from fedkube.errors import DuplicateUpdate, InvalidUpdate, RoundClosed, SecureAg
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.keys import Context
 from fedkube.secagg.server import SecureSum
-from fedkube.spec.job import JobSpec
 from fedkube.spec.progress import SecureRoundRecord
 from fedkube.wire.tensors import Params, TensorInfo
 
@@ -34,23 +32,6 @@ if TYPE_CHECKING:
     from fedkube.aggregator.coordinator import Coordinator
 
 log = logging.getLogger("fedkube.aggregator")
-
-
-def secagg_params(spec: JobSpec) -> pb.SecAggParams | None:
-    secure = spec.security.secure_aggregation
-    if secure is None:
-        return None
-    threshold = secure.threshold_for(len(spec.sites))
-    params = pb.SecAggParams(threshold=threshold, clip_range=secure.clip_range)
-    dp = spec.privacy.update_level
-    if dp is not None:
-        # DP-FedAvg with the noise shared among the sites: each clips its update and adds
-        # 1/threshold of the noise variance, so any quorum's sum carries at least the full
-        # noise of the aggregator-side mechanism (z * C), whoever drops.
-        params.clip_norm = dp.clip_norm
-        params.noise_stddev = dp.noise_multiplier * dp.clip_norm / math.sqrt(threshold)
-        params.equal_weights = True
-    return params
 
 
 def masked_infos(infos: Sequence[TensorInfo]) -> list[TensorInfo]:

@@ -20,10 +20,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    # Children get SIGTERM if their parent dies, so no trainer outlives its run.
-    with contextlib.suppress(OSError):
+# Set for a child that must not outlive its parent; the child arms it itself at start
+# (die_with_parent_if_asked), since running Python between fork and exec (preexec_fn) can
+# deadlock a parent that has other threads, such as gRPC's.
+PARENT_ENV = "FEDKUBE_PARENT_PID"
+
+
+def die_with_parent_if_asked() -> None:
+    """In a child started by ``spawn_fedkube``: get SIGTERM when the parent dies, so no
+    trainer outlives its run; exit at once if the parent is already gone."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if not parent:
+        return
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(parent):
+        os._exit(143)
 
 
 def spawn_fedkube(
@@ -38,6 +50,7 @@ def spawn_fedkube(
     of its own (Ctrl-C reaches the parent alone, which stops children in order)."""
     full_env = dict(os.environ if env is None else env)
     full_env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    full_env[PARENT_ENV] = str(os.getpid())
     with open(log, "ab" if append else "wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "fedkube", *args],
@@ -46,5 +59,4 @@ def spawn_fedkube(
             stdin=subprocess.DEVNULL,
             env=full_env,
             start_new_session=new_session,
-            preexec_fn=_die_with_parent,
         )

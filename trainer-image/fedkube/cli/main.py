@@ -59,6 +59,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from fedkube.data.site_data import load_site_data
     from fedkube.errors import PrivacyBudgetExhausted
     from fedkube.privacy.ledger import PrivacyLedger
+    from fedkube.secagg.params import secagg_params
     from fedkube.spec.load import load_job
     from fedkube.strategy import build_strategy
     from fedkube.trainer.client import TrainerClient
@@ -86,7 +87,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         args.aggregator or job.spec.aggregator.endpoint or f"localhost:{job.spec.aggregator.port}"
     )
     link = GrpcLink(endpoint, tls_dir=Path(args.tls_dir) if args.tls_dir else None)
-    client = TrainerClient(job.name, args.site, link, trainer)
+    client = TrainerClient(job.name, args.site, link, trainer, secure=secagg_params(spec))
     try:
         finished = client.run()
     except PrivacyBudgetExhausted as e:
@@ -206,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fedkube.cli.launch import die_with_parent_if_asked
+
+    die_with_parent_if_asked()
     args = build_parser().parse_args(argv)
     try:
         code: int = args.fn(args)

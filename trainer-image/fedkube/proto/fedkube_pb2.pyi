@@ -120,18 +120,20 @@ class Task(_message.Message):
     def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., stage: _Optional[_Union[Stage, str]] = ..., model_version: _Optional[int] = ..., evaluate: _Optional[bool] = ..., config: _Optional[_Mapping[str, float]] = ..., deadline_unix_seconds: _Optional[float] = ..., secure: _Optional[_Union[SecAggTask, _Mapping]] = ...) -> None: ...
 
 class SecAggParams(_message.Message):
-    __slots__ = ("threshold", "clip_range", "clip_norm", "noise_stddev", "equal_weights")
+    __slots__ = ("threshold", "clip_range", "clip_norm", "noise_stddev", "equal_weights", "num_sites")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     CLIP_RANGE_FIELD_NUMBER: _ClassVar[int]
     CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
     NOISE_STDDEV_FIELD_NUMBER: _ClassVar[int]
     EQUAL_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    NUM_SITES_FIELD_NUMBER: _ClassVar[int]
     threshold: int
     clip_range: float
     clip_norm: float
     noise_stddev: float
     equal_weights: bool
-    def __init__(self, threshold: _Optional[int] = ..., clip_range: _Optional[float] = ..., clip_norm: _Optional[float] = ..., noise_stddev: _Optional[float] = ..., equal_weights: _Optional[bool] = ...) -> None: ...
+    num_sites: int
+    def __init__(self, threshold: _Optional[int] = ..., clip_range: _Optional[float] = ..., clip_norm: _Optional[float] = ..., noise_stddev: _Optional[float] = ..., equal_weights: _Optional[bool] = ..., num_sites: _Optional[int] = ...) -> None: ...
 
 class SiteKeys(_message.Message):
     __slots__ = ("site", "index", "share_public_key", "mask_public_key", "num_samples")

@@ -49,6 +49,15 @@ def new_private_key() -> X25519PrivateKey:
     return X25519PrivateKey.generate()
 
 
+def usable_public_key(raw: bytes) -> bool:
+    """Whether ``raw`` is an X25519 public key that agrees a non-zero secret."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError:
+        return False
+    return True
+
+
 def public_bytes(key: X25519PrivateKey) -> bytes:
     return key.public_key().public_bytes_raw()
 

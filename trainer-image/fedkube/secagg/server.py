@@ -41,8 +41,13 @@ class SecureSum:
     @staticmethod
     def check_keys(msg: pb.KeyAdvertisement, params: pb.SecAggParams) -> None:
         for name in ("share_public_key", "mask_public_key"):
-            if len(getattr(msg, name)) != PUBLIC_KEY_BYTES:
+            key = getattr(msg, name)
+            if len(key) != PUBLIC_KEY_BYTES:
                 raise SecureAggregationError(f"{name} must be a 32-byte X25519 public key")
+            # A low-order point agrees an all-zero secret with anyone: in the roster it would
+            # make every other site's exchange fail. Refused here, it costs only its sender.
+            if not keys.usable_public_key(key):
+                raise SecureAggregationError(f"{name} is not a usable X25519 public key")
         if msg.num_samples <= 0 and not params.equal_weights:
             raise SecureAggregationError("num_samples must be positive")
 

@@ -39,7 +39,9 @@ def site_weights(roster: Sequence[pb.SiteKeys], params: pb.SecAggParams) -> dict
     """Each site's weight, folded into its values before masking; they sum to 1 over the
     roster, so any subset's fixed-point sum stays in range."""
     if params.equal_weights:
-        return {s.site: 1.0 / len(roster) for s in roster}
+        # DP's fixed denominator (the job's sites), never the roster the aggregator chose.
+        share = 1.0 / max(params.num_sites, len(roster))
+        return {s.site: share for s in roster}
     total = sum(s.num_samples for s in roster)
     return {s.site: s.num_samples / total for s in roster}
 
@@ -168,6 +170,11 @@ class SiteSession:
         """The update (model delta and extras, in order) weighted, encoded and masked."""
         self._expect("received", "masked")
         flat = [np.asarray(a).reshape(-1) for a in update]  # encoding copies to float64
+        if not all(np.isfinite(v).all() for v in flat):
+            # Fixed-point encoding would turn NaN into a valid-looking value in the sum.
+            raise SecureAggregationError(
+                "the update holds NaN or Inf; it is neither masked nor sent"
+            )
         if self.params.clip_norm > 0 or self.params.noise_stddev > 0:
             flat = [v.astype(np.float64) for v in flat]
         if self.params.clip_norm > 0:

@@ -54,6 +54,7 @@ class TrainerClient:
         link: SiteLink,
         trainer: LocalTrainer,
         backoff: Backoff = Backoff(),
+        secure: pb.SecAggParams | None = None,
     ) -> None:
         self.job = job
         self.site = site
@@ -61,6 +62,12 @@ class TrainerClient:
         self.endpoint = link.endpoint
         self.trainer = trainer
         self.backoff = backoff
+        # What this site's own copy of the manifest says secure aggregation must be (None:
+        # the job has none). A task that says otherwise is refused, never answered.
+        self.secure = secure
+        # Rounds this site revealed shares for: it never contributes to one again, or the
+        # aggregator could unmask two sums of the same round over different survivors.
+        self.revealed: set[int] = set()
         # Secure aggregation: the session of the round this site has keys in, the next
         # round's (advertised with the masked update), and the update's tensor sizes, known
         # after the first training, so a mask can be made before the update exists.
@@ -106,6 +113,10 @@ class TrainerClient:
     # -- one task ----------------------------------------------------------------------------
 
     def _handle(self, task: pb.Task) -> None:
+        refusal = self._refusal(task)
+        if refusal is not None:
+            log.error("round %d: task refused: %s", task.ref.round, refusal)
+            return
         if task.HasField("secure"):
             self._secure_stage(task)
             return
@@ -171,6 +182,35 @@ class TrainerClient:
             self.session = self.upcoming = None
             log.error("round %d: secure aggregation stopped at this site: %s", task.ref.round, e)
 
+    def _refusal(self, task: pb.Task) -> str | None:
+        """Why this task must not be answered, judged from this site's own manifest."""
+        if task.stage == pb.EVALUATE:
+            return None
+        if self.secure is None:
+            return (
+                "a secure-aggregation task for a job without it"
+                if task.HasField("secure")
+                else None
+            )
+        if not task.HasField("secure"):
+            return (
+                "a plain task for a job with secure aggregation: the update would go in the clear"
+            )
+        if task.secure.params != self.secure:
+            got, want = task.secure.params, self.secure
+            differ = [
+                f.name
+                for f in want.DESCRIPTOR.fields
+                if getattr(got, f.name) != getattr(want, f.name)
+            ]
+            return (
+                f"the task's secure-aggregation parameters differ from this site's manifest in "
+                f"{', '.join(differ)}; the site answers only what its own manifest agreed"
+            )
+        if task.ref.round in self.revealed and task.stage in (pb.ADVERTISE_KEYS, pb.MASKED_UPDATE):
+            return f"this site already revealed its shares for round {task.ref.round}"
+        return None
+
     def _new_session(self, task: pb.Task, round: int, attempt: int) -> SiteSession:
         return SiteSession(self.job, self.site, round, attempt, task.secure.params)
 
@@ -198,6 +238,7 @@ class TrainerClient:
     def _reveal(self, task: pb.Task, session: SiteSession) -> None:
         secure = task.secure
         reveal = session.reveal(secure.survivors, secure.dropped)
+        self.revealed.add(task.ref.round)
         self.session = None
         upcoming, self.upcoming = self.upcoming, None
         if upcoming is not None and secure.next_roster:
