@@ -173,3 +173,12 @@ def test_secure_aggregation_defaults_to_a_majority_and_raises_the_quorum() -> No
         )
     )
     assert with_dp.spec.privacy.update_level is not None
+
+
+def test_a_secure_aggregation_threshold_must_be_a_majority() -> None:
+    doc = manifest(sites=4)
+    doc["spec"]["security"] = {"secureAggregation": {"threshold": 2}}
+    with pytest.raises(SpecError, match="threshold 2 is not above half the 4 sites"):
+        parse_job(doc)
+    doc["spec"]["security"] = {"secureAggregation": {"threshold": 3}}
+    assert parse_job(doc).spec.quorum() == 3

@@ -89,6 +89,13 @@ class JobSpec(_Model):
             "minSitesPerRound must not exceed the number of sites",
             ".minSitesPerRound",
         ),
+        (
+            "!has(self.security) || !has(self.security.secureAggregation) || "
+            "!has(self.security.secureAggregation.threshold) || "
+            "2 * self.security.secureAggregation.threshold > size(self.sites)",
+            "security.secureAggregation.threshold must be above half the number of sites",
+            ".security.secureAggregation.threshold",
+        ),
     )
 
     task: TaskSpec
@@ -194,6 +201,13 @@ class JobSpec(_Model):
             raise ValueError(
                 "privacy.updateLevel.adaptiveClipping needs each site's clipping outcome, which "
                 "secure aggregation hides; give a fixed clipNorm"
+            )
+        if secure and 2 * secure.threshold_for(len(self.sites)) <= len(self.sites):
+            raise ValueError(
+                f"security.secureAggregation.threshold {secure.threshold} is not above half the "
+                f"{len(self.sites)} sites: two disjoint groups could each unmask a sum, and an "
+                "aggregator that shows them different survivors could subtract one from the "
+                "other; use a majority"
             )
         if secure and secure.threshold_for(len(self.sites)) > len(self.sites):
             raise ValueError(
