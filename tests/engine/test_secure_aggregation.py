@@ -57,6 +57,9 @@ def test_sites_that_drop_before_and_after_masking_do_not_stop_the_round(tmp_path
     rebuilt, and its update counts). Three real trainers reveal; the round completes."""
     doc = manifest("secure-drops", sites=5, rounds=2, min_sites=3)
     doc["spec"]["security"] = {"secureAggregation": {"threshold": 3}}
+    # Round 1 must open with all five: the wait ends as soon as they have joined, however
+    # long a loaded machine takes to start the three trainers.
+    doc["spec"]["joinGraceSeconds"] = 300
     job = LocalJob(tmp_path, doc)
     scripted: list[ScriptedSite] = []
     try:
