@@ -223,7 +223,9 @@ def trainer_pod(
             site.name,
             "--aggregator",
             aggregator_endpoint(job, namespace, settings),
-            *tls_args,
+            # Without mutual TLS the job stays in this cluster (validation requires it across
+            # organisations): clear text to the in-cluster Service, asked for explicitly.
+            *(tls_args or ["--allow-plaintext"]),
         ],
         "env": [{"name": "FEDKUBE_TORCH_THREADS", "value": "1"}],
         "volumeMounts": [*_COMMON_MOUNTS, *tls_mounts],

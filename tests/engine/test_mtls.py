@@ -153,3 +153,32 @@ def test_clear_text_away_from_loopback_must_be_asked_for(tmp_path: Path) -> None
     )
     assert out.returncode == 1
     assert "would listen on 0.0.0.0 in clear text" in out.stderr
+
+
+def test_a_trainer_refuses_clear_text_toward_a_non_loopback_aggregator(tmp_path: Path) -> None:
+    """Refused before any connection is tried (the name does not even resolve)."""
+    import yaml
+
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(manifest("open")))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedkube",
+            "trainer",
+            "--manifest",
+            str(path),
+            "--site",
+            "site-0",
+            "--aggregator",
+            "aggregator.hospitals.invalid:7070",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1, out.stderr
+    assert "would send its updates to aggregator.hospitals.invalid:7070 in clear text" in (
+        out.stderr
+    )

@@ -175,6 +175,25 @@ def test_secure_aggregation_defaults_to_a_majority_and_raises_the_quorum() -> No
     assert with_dp.spec.privacy.update_level is not None
 
 
+@pytest.mark.parametrize("across", ["remote", "endpoint"])
+def test_a_job_across_organisations_needs_mutual_tls(tmp_path: Path, across: str) -> None:
+    doc = manifest(sites=3)
+    if across == "remote":
+        doc["spec"]["sites"][2] = {"name": "site-2", "remote": True}
+    else:
+        doc["spec"]["aggregator"] = {"endpoint": "aggregator.hospitals.example:7070"}
+    path = write_manifest(tmp_path / "job.yaml", doc)
+    out = subprocess.run(
+        [sys.executable, "-m", "fedkube", "validate", str(path)], capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert "security.mutualTls is required when a site is remote or aggregator.endpoint" in (
+        out.stderr
+    )
+    doc["spec"]["security"] = {"mutualTls": {}}
+    parse_job(doc)
+
+
 def test_a_secure_aggregation_threshold_must_be_a_majority() -> None:
     doc = manifest(sites=4)
     doc["spec"]["security"] = {"secureAggregation": {"threshold": 2}}

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import copy
 import uuid
+from pathlib import Path
+
+from fedkube.security.certs import create_consortium
 
 from tests.kube_harness.controlplane import ControlPlane
 from tests.kube_harness.jobs import apply, example, result_file, wait_job, with_free_ports
@@ -13,6 +16,7 @@ from tests.kube_harness.operator_env import OperatorProcess
 
 
 def test_a_site_in_a_second_cluster_joins_every_round(
+    tmp_path: Path,
     control_plane: ControlPlane,
     node_agent: NodeAgent,
     operator: OperatorProcess,
@@ -37,6 +41,23 @@ def test_a_site_in_a_second_cluster_joins_every_round(
     second["spec"]["aggregator"] = {**agg, "endpoint": f"127.0.0.1:{agg['port']}"}
     second["spec"]["sites"] = [remote_site]
     second["spec"]["minSitesPerRound"] = 1
+    # Across organisations mutual TLS is required: each cluster holds only its own Secrets.
+    for doc in (coordinator, second):
+        doc["spec"]["security"] = {"mutualTls": {}}
+    names = [s["name"] for s in sites[:2]] + [remote_site["name"]]
+    create_consortium(tmp_path, "consortium", names, ["127.0.0.1", "localhost"])
+    secrets = {
+        control_plane: {"consortium-aggregator-tls": tmp_path / "aggregator"},
+        second_control_plane: {},
+    }
+    for name in names:
+        cluster = second_control_plane if name == remote_site["name"] else control_plane
+        secrets[cluster][f"consortium-{name}-tls"] = tmp_path / "sites" / name
+    for cluster, held in secrets.items():
+        for secret, folder in held.items():
+            cluster.kubectl(
+                "create", "secret", "generic", secret, "-n", ns, f"--from-file={folder}"
+            )
 
     apply(control_plane, ns, coordinator)
     apply(second_control_plane, ns, second)

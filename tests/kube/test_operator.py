@@ -131,6 +131,17 @@ BAD = [
         "spec.security.robustAggregation: Invalid value: robustAggregation needs every update "
         "in the clear, which secureAggregation hides from the aggregator; choose one",
     ),
+    (
+        "remote site without mutual TLS",
+        lambda d: d["spec"]["sites"].__setitem__(1, {"name": "hospital-b", "remote": True}),
+        "spec.security: Invalid value: security.mutualTls is required when a site is remote",
+    ),
+    (
+        "secure aggregation threshold below a majority",
+        lambda d: d["spec"].update(security={"secureAggregation": {"threshold": 2}}),
+        "spec.security.secureAggregation.threshold: Invalid value: security.secureAggregation."
+        "threshold must be above half the number of sites",
+    ),
 ]
 
 

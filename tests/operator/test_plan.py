@@ -68,7 +68,11 @@ def test_pods_are_hardened_and_the_trainer_dials_the_service() -> None:
     trainer = want.pods[trainer_name("breast-cancer", "hospital-a")]["spec"]
     c = trainer["containers"][0]
     assert c["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"]
-    assert c["command"][-1] == "breast-cancer-aggregator.hospitals.svc:7070"
+    command = c["command"]
+    assert (
+        command[command.index("--aggregator") + 1] == "breast-cancer-aggregator.hospitals.svc:7070"
+    )
+    assert command[-1] == "--allow-plaintext", "in-cluster clear text is asked for, not implied"
     assert trainer["restartPolicy"] == "Never"
 
 
@@ -138,12 +142,13 @@ def test_suspend_deletes_pods_and_resume_recreates_them() -> None:
 
 def test_external_aggregator_runs_only_local_trainers() -> None:
     res = resource(aggregator={"endpoint": "aggregator.consortium.example:7070"})
+    res["spec"]["security"] = {"mutualTls": {}}  # required across organisations
     res["spec"]["sites"][1]["remote"] = True
     res["spec"]["sites"][1].pop("data")
     p = plan(res, observed(), SETTINGS)
     pods = [o for o in p.create if o["kind"] == "Pod"]
     assert len(pods) == 4 and not [o for o in p.create if o["kind"] == "Service"]
-    assert all(
-        o["spec"]["containers"][0]["command"][-1] == "aggregator.consortium.example:7070"
-        for o in pods
-    )
+    for o in pods:
+        command = o["spec"]["containers"][0]["command"]
+        assert command[command.index("--aggregator") + 1] == "aggregator.consortium.example:7070"
+        assert "--allow-plaintext" not in command and "--tls-dir" in command

@@ -60,6 +60,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from fedkube.errors import PrivacyBudgetExhausted
     from fedkube.privacy.ledger import PrivacyLedger
     from fedkube.secagg.params import secagg_params
+    from fedkube.security.tls import TlsError, is_loopback
     from fedkube.spec.load import load_job
     from fedkube.strategy import build_strategy
     from fedkube.trainer.client import TrainerClient
@@ -86,6 +87,13 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     endpoint = (
         args.aggregator or job.spec.aggregator.endpoint or f"localhost:{job.spec.aggregator.port}"
     )
+    host = endpoint.rsplit(":", 1)[0]
+    if args.tls_dir is None and not (args.allow_plaintext or is_loopback(host)):
+        raise TlsError(
+            f"site {args.site}: the trainer would send its updates to {endpoint} in clear text: "
+            "give --tls-dir (mutual TLS), or pass --allow-plaintext if the path is private "
+            "(an in-cluster Service, a mesh that encrypts)"
+        )
     link = GrpcLink(endpoint, tls_dir=Path(args.tls_dir) if args.tls_dir else None)
     client = TrainerClient(job.name, args.site, link, trainer, secure=secagg_params(spec))
     try:
@@ -187,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--site", required=True)
     tr.add_argument("--aggregator", help="host:port (default: spec.aggregator.endpoint)")
     tr.add_argument("--tls-dir", help="ca.crt, tls.crt (this site's), tls.key")
+    tr.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        help="send updates in clear text to a non-loopback aggregator (a private path only)",
+    )
     tr.add_argument("--epsilon-cap", type=float, help="this site's own record-level privacy budget")
     tr.add_argument("--state-dir", help="where this site keeps its privacy ledger")
     tr.set_defaults(fn=cmd_trainer)

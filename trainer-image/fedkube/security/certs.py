@@ -109,6 +109,18 @@ def _san(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
+def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    """The key in PEM, in a file that is the owner's alone from its first byte (never
+    written first and narrowed after, when another user could have opened it)."""
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
 def write_bundle(
     folder: Path, ca: Authority, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
 ) -> None:
@@ -116,11 +128,7 @@ def write_bundle(
     pem = serialization.Encoding.PEM
     (folder / CA_FILE).write_bytes(ca.cert.public_bytes(pem))
     (folder / CERT_FILE).write_bytes(cert.public_bytes(pem))
-    key_path = folder / KEY_FILE
-    key_path.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    os.chmod(key_path, 0o600)
+    write_private_key(folder / KEY_FILE, key)
 
 
 def issue_site(ca: Authority, folder: Path, site: str, days: int = 365) -> None:
@@ -153,10 +161,7 @@ def create_consortium(
     ca_dir.mkdir(parents=True, exist_ok=True)
     pem = serialization.Encoding.PEM
     (ca_dir / CA_FILE).write_bytes(ca.cert.public_bytes(pem))
-    (ca_dir / "ca.key").write_bytes(
-        ca.key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    os.chmod(ca_dir / "ca.key", 0o600)
+    write_private_key(ca_dir / "ca.key", ca.key)
     issue_aggregator(ca, out / "aggregator", aggregator_hosts, days)
     for site in sites:
         issue_site(ca, out / "sites" / site, site, days)

@@ -90,6 +90,14 @@ class JobSpec(_Model):
             ".minSitesPerRound",
         ),
         (
+            "(has(self.security) && has(self.security.mutualTls)) || "
+            "(!self.sites.exists(s, has(s.remote) && s.remote) && "
+            "!(has(self.aggregator) && has(self.aggregator.endpoint)))",
+            "security.mutualTls is required when a site is remote or aggregator.endpoint is "
+            "set: updates cross networks between organisations",
+            ".security",
+        ),
+        (
             "!has(self.security) || !has(self.security.secureAggregation) || "
             "!has(self.security.secureAggregation.threshold) || "
             "2 * self.security.secureAggregation.threshold > size(self.sites)",
@@ -156,6 +164,20 @@ class JobSpec(_Model):
         if uses_files and (self.task.num_features is None or self.task.num_classes is None):
             raise ValueError(
                 "task.numFeatures and task.numClasses are required when a site reads its own file"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _mutual_tls_across_organisations(self) -> JobSpec:
+        remote = [s.name for s in self.sites if s.remote]
+        if (remote or self.aggregator.endpoint) and self.security.mutual_tls is None:
+            across = (
+                f"sites {', '.join(remote)} are remote" if remote else "aggregator.endpoint is set"
+            )
+            raise ValueError(
+                f"security.mutualTls is required when a site is remote or aggregator.endpoint is "
+                f"set ({across}): updates cross networks between organisations, and without "
+                "mutual TLS anyone on the path could read them or claim a site's name"
             )
         return self
 
