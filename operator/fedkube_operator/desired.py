@@ -35,6 +35,11 @@ class OperatorSettings:
     aggregator_host: str = "{service}.{namespace}.svc"
     # Host the operator polls for progress; empty: the aggregator pod's IP.
     progress_host: str = ""
+    # Import paths this site lets jobs run in its pods (Helm: site.allowedImports).
+    allowed_imports: tuple[str, ...] = ()
+
+    def plugin_args(self) -> list[str]:
+        return [arg for pattern in self.allowed_imports for arg in ("--allow-import", pattern)]
 
 
 @dataclass
@@ -178,6 +183,7 @@ def aggregator_pod(
             str(AGGREGATOR_LINGER_SECONDS),
             # Without security.mutualTls the job asked for clear text inside the cluster.
             *(tls_args or ["--allow-plaintext"]),
+            *settings.plugin_args(),
         ],
         "ports": [
             {"name": "grpc", "containerPort": spec.aggregator.port},
@@ -226,6 +232,7 @@ def trainer_pod(
             # Without mutual TLS the job stays in this cluster (validation requires it across
             # organisations): clear text to the in-cluster Service, asked for explicitly.
             *(tls_args or ["--allow-plaintext"]),
+            *settings.plugin_args(),
         ],
         "env": [{"name": "FEDKUBE_TORCH_THREADS", "value": "1"}],
         "volumeMounts": [*_COMMON_MOUNTS, *tls_mounts],

@@ -26,6 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--image", default=os.environ.get("FEDKUBE_IMAGE", OperatorSettings.image))
     ap.add_argument(
+        "--allow-import",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="an import path (module:attribute, shell-style pattern) this site lets a job's "
+        "model or training function come from; passed to the job's pods; none by default",
+    )
+    ap.add_argument(
         "--aggregator-host",
         default=os.environ.get("FEDKUBE_AGGREGATOR_HOST", OperatorSettings.aggregator_host),
         help="host trainers dial for an in-cluster aggregator ({service}, {namespace} filled in)",
@@ -44,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics = OperatorMetrics()
     start_http_server(args.metrics_port, registry=metrics.registry)
     memo = kopf.Memo(
-        settings=OperatorSettings(args.image, args.aggregator_host, args.progress_host),
+        settings=OperatorSettings(
+            args.image, args.aggregator_host, args.progress_host, tuple(args.allow_import)
+        ),
         metrics=metrics,
     )
     kopf.run(

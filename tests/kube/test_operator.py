@@ -371,6 +371,38 @@ def test_a_model_that_cannot_be_imported_fails_the_job_with_the_reason(
     assert status["aggregatorRestarts"] == 0, "bad input is not retried"
 
 
+@pytest.mark.parametrize(
+    ("path", "refusal"),
+    [
+        ("torch.hub:load", "torch.hub:load is refused: module 'torch.hub' loads code"),
+        ("other_lab.models:net", "import path other_lab.models:net is not among this site's"),
+    ],
+    ids=["torch-hub", "not-allowed"],
+)
+def test_an_import_path_the_site_did_not_allow_fails_the_job(
+    control_plane: ControlPlane,
+    node_agent: NodeAgent,
+    operator: OperatorProcess,
+    namespace: str,
+    path: str,
+    refusal: str,
+) -> None:
+    """The site allows hospital_models_* (its operator's --allow-import): a job cannot run
+    other code in its pods, torch.hub's loader least of all."""
+    name = "hub" if "hub" in path else "foreign"
+    doc = with_free_ports(example(name))
+    doc["spec"]["task"]["model"] = {
+        "importPath": path,
+        "params": {"repo_or_dir": "someone/models", "model": "net", "trust_repo": True},
+    }
+    apply(control_plane, namespace, doc)
+    status = wait_job(
+        control_plane, namespace, name, lambda s: s.get("phase") == "Failed", log=operator.log
+    )["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "InvalidInput" and refusal in failed["message"], failed
+
+
 def test_mutual_tls_from_secrets_and_secure_aggregation(
     control_plane: ControlPlane,
     node_agent: NodeAgent,

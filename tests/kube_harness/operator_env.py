@@ -98,6 +98,9 @@ class OperatorProcess:
                     "127.0.0.1",
                     "--progress-host",
                     "127.0.0.1",
+                    # What this test site's admin lets jobs import (see the plug-in tests).
+                    "--allow-import",
+                    "hospital_models_*",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

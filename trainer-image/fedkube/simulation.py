@@ -22,6 +22,7 @@ from typing import Any
 from fedkube.aggregator.coordinator import Coordinator
 from fedkube.data.site_data import load_site_data
 from fedkube.errors import JobFailed
+from fedkube.models.plugins import PluginPolicy
 from fedkube.models.registry import initial_params
 from fedkube.secagg.params import secagg_params
 from fedkube.spec.job import FederatedJob
@@ -75,7 +76,10 @@ def simulate(
     trainers = {s.name: _trainer(job, s.name, manifest, tamper) for s in spec.sites if not s.remote}
     features, classes = spec.input_shape()
     coordinator = Coordinator(
-        job, initial_params(spec.task, features, classes), build_strategy(spec), None
+        job,
+        initial_params(spec.task, features, classes, PluginPolicy.for_local(spec.task)),
+        build_strategy(spec),
+        None,
     )
     loop = asyncio.new_event_loop()
     loop_thread = threading.Thread(target=loop.run_forever, name="coordinator", daemon=True)

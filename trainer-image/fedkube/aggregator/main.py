@@ -24,6 +24,7 @@ from fedkube.aggregator.persistence import resume
 from fedkube.aggregator.report import progress
 from fedkube.aggregator.service import SERVER_OPTIONS, AggregatorService
 from fedkube.errors import JobFailed
+from fedkube.models.plugins import PluginPolicy
 from fedkube.models.registry import initial_params
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.security.tls import TlsError, is_loopback, server_credentials
@@ -50,6 +51,8 @@ class AggregatorOptions:
     tls_dir: Path | None = None
     # Clear text away from loopback must be asked for (a mesh that encrypts, say).
     allow_plaintext: bool = False
+    # Import paths the job's model may come from (the site's --allow-import).
+    allowed_imports: tuple[str, ...] = ()
 
 
 M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
@@ -79,7 +82,7 @@ def _coordinator(job: FederatedJob, opts: AggregatorOptions) -> Coordinator:
     features, classes = job.spec.input_shape()
     coordinator = Coordinator(
         job,
-        initial_params(job.spec.task, features, classes),
+        initial_params(job.spec.task, features, classes, PluginPolicy(opts.allowed_imports)),
         build_strategy(job.spec),
         opts.checkpoint_dir,
     )

@@ -23,6 +23,7 @@ from fedkube.cli.launch import free_port, spawn_fedkube
 from fedkube.cli.progress_plot import plot_progress
 from fedkube.cli.report import indent, result_table, round_line
 from fedkube.errors import SpecError
+from fedkube.models.plugins import PluginPolicy
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.load import load_job
 from fedkube.spec.progress import JobResult, Progress, RoundRecord
@@ -75,6 +76,11 @@ class LocalRun:
         self.children.append(child)
         return child
 
+    def _plugins(self) -> list[str]:
+        """The user runs every site: the manifest's own import paths are allowed."""
+        allowed = PluginPolicy.for_local(self.job.spec.task).allowed
+        return [arg for path in allowed for arg in ("--allow-import", path)]
+
     def start(self) -> Child:
         (self.output / "logs").mkdir(parents=True, exist_ok=True)
         checkpoint = self.checkpoints / CHECKPOINT_FILE
@@ -103,6 +109,7 @@ class LocalRun:
                 str(self.checkpoints),
                 "--output-dir",
                 str(self.output),
+                *self._plugins(),
             ],
         )
         for site in self.job.spec.sites:
@@ -116,6 +123,7 @@ class LocalRun:
                     site.name,
                     "--aggregator",
                     f"127.0.0.1:{self.port}",
+                    *self._plugins(),
                 ],
             )
         return aggregator

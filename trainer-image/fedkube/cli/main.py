@@ -50,6 +50,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
         linger_seconds=args.linger_seconds,
         tls_dir=Path(args.tls_dir) if args.tls_dir else None,
         allow_plaintext=args.allow_plaintext,
+        allowed_imports=tuple(args.allow_import),
     )
     return asyncio.run(serve(job, opts))
 
@@ -58,6 +59,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from fedkube.cli.logs import setup_logging
     from fedkube.data.site_data import load_site_data
     from fedkube.errors import PrivacyBudgetExhausted
+    from fedkube.models.plugins import PluginPolicy
     from fedkube.privacy.ledger import PrivacyLedger
     from fedkube.secagg.params import secagg_params
     from fedkube.security.tls import TlsError, is_loopback
@@ -81,7 +83,14 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     spec = job.spec
     strategy = build_strategy(spec).site_half()
     trainer = LocalTrainer(
-        spec.task, data, args.site, spec.personalization, spec.privacy, ledger, strategy
+        spec.task,
+        data,
+        args.site,
+        spec.personalization,
+        spec.privacy,
+        ledger,
+        strategy,
+        plugins=PluginPolicy(tuple(args.allow_import)),
     )
     trainer.warm_up()
     endpoint = (
@@ -154,6 +163,17 @@ def _limit_threads() -> None:
         torch.set_num_threads(threads)
 
 
+def _allow_import(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-import",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="an import path (module:attribute, shell-style pattern) this site lets a job's "
+        "task.model.importPath or task.trainFunction run; repeat for more; none by default",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedkube", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -188,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept clear text on a non-loopback address (a mesh encrypts, say)",
     )
+    _allow_import(agg)
     agg.set_defaults(fn=cmd_aggregator)
 
     tr = sub.add_parser("trainer", help="train one site (a trainer pod)")
@@ -202,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--epsilon-cap", type=float, help="this site's own record-level privacy budget")
     tr.add_argument("--state-dir", help="where this site keeps its privacy ledger")
+    _allow_import(tr)
     tr.set_defaults(fn=cmd_trainer)
 
     certs = sub.add_parser("certs", help="create a consortium CA and site certificates")

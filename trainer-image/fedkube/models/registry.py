@@ -12,12 +12,15 @@ from torch import nn
 
 from fedkube.errors import ModelError
 from fedkube.models.builtin import SmallCNN, logistic_regression, mlp
+from fedkube.models.plugins import NO_PLUGINS, PluginPolicy
 from fedkube.spec.task import TaskSpec
 from fedkube.wire.tensors import Params
 
 
-def import_object(path: str, field: str) -> Any:
-    """Import ``package.module:name``; ModelError naming the manifest field on failure."""
+def import_object(path: str, field: str, plugins: PluginPolicy) -> Any:
+    """Import ``package.module:name`` if the site allows it; ModelError naming the manifest
+    field on failure."""
+    plugins.check(path, field)
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -32,7 +35,9 @@ def import_object(path: str, field: str) -> Any:
         raise ModelError(f"{field}: module {module_name!r} has no attribute {attr!r}") from None
 
 
-def build_model(task: TaskSpec, num_features: int, num_classes: int) -> nn.Module:
+def build_model(
+    task: TaskSpec, num_features: int, num_classes: int, plugins: PluginPolicy = NO_PLUGINS
+) -> nn.Module:
     """The same seed gives the same initial weights in the aggregator and every trainer."""
     torch.manual_seed(task.seed)
     spec = task.model
@@ -43,7 +48,9 @@ def build_model(task: TaskSpec, num_features: int, num_classes: int) -> nn.Modul
     if spec.name == "cnn":
         return SmallCNN(num_features, num_classes)
     assert spec.import_path is not None
-    factory: Callable[..., Any] = import_object(spec.import_path, "spec.task.model.importPath")
+    factory: Callable[..., Any] = import_object(
+        spec.import_path, "spec.task.model.importPath", plugins
+    )
     try:
         model = factory(num_features=num_features, num_classes=num_classes, **spec.params)
     except Exception as e:
@@ -77,6 +84,8 @@ def load_params(model: nn.Module, params: Params) -> None:
             state[name].copy_(torch.from_numpy(np.ascontiguousarray(value)))
 
 
-def initial_params(task: TaskSpec, num_features: int, num_classes: int) -> Params:
+def initial_params(
+    task: TaskSpec, num_features: int, num_classes: int, plugins: PluginPolicy = NO_PLUGINS
+) -> Params:
     # The arrays share the model's storage and keep it alive: no second copy is made.
-    return model_params(build_model(task, num_features, num_classes))
+    return model_params(build_model(task, num_features, num_classes, plugins))

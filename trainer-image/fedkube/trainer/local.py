@@ -14,6 +14,7 @@ from torch import nn
 
 from fedkube.data.site_data import SiteData
 from fedkube.errors import ModelError
+from fedkube.models.plugins import PluginPolicy
 from fedkube.models.registry import build_model, import_object, load_params, model_params
 from fedkube.privacy.ledger import PrivacyLedger
 from fedkube.spec.job import PersonalizationSpec
@@ -104,19 +105,23 @@ class LocalTrainer:
         privacy: PrivacySpec | None = None,
         ledger: PrivacyLedger | None = None,
         strategy: SiteHalf | None = None,
+        *,
+        plugins: PluginPolicy | None = None,
     ) -> None:
+        # The import paths this site allows; by default the manifest's own (a local run).
+        plugins = plugins or PluginPolicy.for_local(task)
         self.task = task
         self.personalization = personalization or PersonalizationSpec()
         self.site = site
         self.data = data
-        self.model = build_model(task, data.num_features, data.num_classes)
+        self.model = build_model(task, data.num_features, data.num_classes, plugins)
         self.x_train = torch.from_numpy(data.x_train)
         self.y_train = torch.from_numpy(data.y_train)
         self.x_test = torch.from_numpy(data.x_test)
         self.y_test = torch.from_numpy(data.y_test)
         self.train_fn: TrainFunction = default_train
         if task.train_function:
-            fn = import_object(task.train_function, "spec.task.trainFunction")
+            fn = import_object(task.train_function, "spec.task.trainFunction", plugins)
             if not callable(fn):
                 raise ModelError(f"spec.task.trainFunction: {task.train_function} is not callable")
             self.train_fn = fn
