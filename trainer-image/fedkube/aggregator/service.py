@@ -11,7 +11,14 @@ import grpc
 
 from fedkube.aggregator.coordinator import Coordinator
 from fedkube.aggregator.metrics import AggregatorMetrics
-from fedkube.errors import ProtocolMismatch, UnknownSite, UpdateRefused
+from fedkube.aggregator.reception import UpdateReception
+from fedkube.errors import (
+    DuplicateUpdate,
+    InvalidUpdate,
+    ProtocolMismatch,
+    UnknownSite,
+    UpdateRefused,
+)
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
@@ -26,9 +33,21 @@ RefMessage = TypeVar("RefMessage", pb.Evaluation, pb.KeyAdvertisement, pb.KeySha
 # others wait, holding only their flow-control window).
 MAX_CONCURRENT_TRANSFERS = 4
 
-# gRPC grows a stream's flow-control window by bandwidth probing, to several MB per stream
-# on loopback; with it off, a stream that waits buffers at most the base 64 KiB window.
-SERVER_OPTIONS = [("grpc.http2.bdp_probe", 0)]
+# A peer that stops sending (or reading) mid-transfer is dropped after this long, so that it
+# cannot keep a transfer slot from the others.
+TRANSFER_IDLE_SECONDS = 30.0
+
+SERVER_OPTIONS = [
+    # gRPC grows a stream's flow-control window by bandwidth probing, to several MB per stream
+    # on loopback; with it off, a stream that waits buffers at most the base 64 KiB window.
+    ("grpc.http2.bdp_probe", 0),
+    # Find dead connections (a site's host gone, a NAT that forgot the flow) within a minute:
+    # the aggregator pings, and lets the trainers ping it as often as every 10 s.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+]
 
 
 class AggregatorService(pb_grpc.AggregatorServicer):
@@ -40,6 +59,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         self.tls = tls
         self._downloads = asyncio.Semaphore(MAX_CONCURRENT_TRANSFERS)
         self._uploads = asyncio.Semaphore(MAX_CONCURRENT_TRANSFERS)
+        self._downloading: set[str] = set()  # one download per site at a time
 
     def _authorise(self, context: grpc.aio.ServicerContext, site: str) -> None:
         """With mutual TLS a connection acts only for the site its certificate names."""
@@ -92,52 +112,82 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         finally:
             self.c.disconnect(request.site, queue)
 
-    async def GetModel(
-        self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ModelPart]:
+    async def GetModel(self, request: pb.ModelRequest, context: grpc.aio.ServicerContext) -> None:
         self._received("GetModel", request)
+        site = request.ref.site
         try:
-            self._authorise(context, request.ref.site)
-            header, chunks = self.c.model_for(request.ref.job, request.ref.site)
+            self._authorise(context, site)  # before any slot is taken
+            header, chunks = self.c.model_for(request.ref.job, site)
+            if site in self._downloading:
+                raise DuplicateUpdate(f"site {site!r} is already downloading the model", site=site)
         except UpdateRefused as e:
             await self._refuse(context, e)
             return
-        async with self._downloads:
-            first = pb.ModelPart(header=header)
-            self._sent("GetModel", first)
-            yield first
-            for chunk in chunks:
-                self.metrics.bytes_moved("sent", len(chunk.data))
-                part = pb.ModelPart(chunk=chunk)
-                self._sent("GetModel", part)
-                yield part
+        self._downloading.add(site)
+        try:
+            async with self._downloads:
+                await self._write(context, pb.ModelPart(header=header))
+                for chunk in chunks:
+                    self.metrics.bytes_moved("sent", len(chunk.data))
+                    await self._write(context, pb.ModelPart(chunk=chunk))
+        finally:
+            self._downloading.discard(site)
+
+    async def _write(self, context: grpc.aio.ServicerContext, part: pb.ModelPart) -> None:
+        self._sent("GetModel", part)
+        try:
+            await asyncio.wait_for(context.write(part), TRANSFER_IDLE_SECONDS)
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the site read nothing for {TRANSFER_IDLE_SECONDS:g} s; the download is dropped",
+            )
 
     async def SubmitUpdate(
         self, request_iterator: AsyncIterator[pb.UpdatePart], context: grpc.aio.ServicerContext
     ) -> pb.Receipt:
-        async with self._uploads:
-            return await self._receive_update(request_iterator, context)
-
-    async def _receive_update(
-        self, request_iterator: AsyncIterator[pb.UpdatePart], context: grpc.aio.ServicerContext
-    ) -> pb.Receipt:
         reception = self.c.reception(lambda site: self._authorise(context, site))
+        parts = request_iterator.__aiter__()
         try:
-            async for part in request_iterator:
-                self._received("SubmitUpdate", part)
-                if part.HasField("chunk"):
-                    self.metrics.bytes_moved("received", len(part.chunk.data))
-                reception.feed(part)
+            # The header first, checked and admitted (one update per site and round), and
+            # only then a transfer slot: an unknown or idle peer holds none.
+            first = await self._next_part(parts, reception)
+            if first is None:
+                raise InvalidUpdate("empty update stream")
+            async with self._uploads:
+                while await self._next_part(parts, reception) is not None:
+                    pass
             received = reception.finish()
         except UpdateRefused as e:
             reception.abandon()
             await self._refuse(context, e)
             raise  # abort() raises; this line is never reached
+        except TimeoutError:
+            reception.abandon()
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no data for {TRANSFER_IDLE_SECONDS:g} s; the update is dropped",
+            )
+            raise
         except BaseException:
             reception.abandon()
             raise
         assert reception.update is not None
         return pb.Receipt(ref=reception.update.header.ref, bytes_received=received)
+
+    async def _next_part(
+        self, parts: AsyncIterator[pb.UpdatePart], reception: UpdateReception
+    ) -> pb.UpdatePart | None:
+        """The stream's next message, fed to the reception; None at its end."""
+        try:
+            part = await asyncio.wait_for(anext(parts), TRANSFER_IDLE_SECONDS)
+        except StopAsyncIteration:
+            return None
+        self._received("SubmitUpdate", part)
+        if part.HasField("chunk"):
+            self.metrics.bytes_moved("received", len(part.chunk.data))
+        reception.feed(part)
+        return part
 
     async def ReportEvaluation(
         self, request: pb.Evaluation, context: grpc.aio.ServicerContext

@@ -26,6 +26,15 @@ TRANSIENT = {
 }
 
 
+# A trainer notices a dead aggregator (or path) within a minute and reconnects; it pings
+# no more often than the aggregator permits (every 10 s).
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
 def _translated(e: grpc.RpcError) -> Exception:
     code: grpc.StatusCode = e.code()
     if code in TRANSIENT:
@@ -53,9 +62,9 @@ class GrpcLink(SiteLink):
     def __init__(self, endpoint: str, tls_dir: Path | None = None) -> None:
         self.endpoint = endpoint
         self.channel = (
-            grpc.secure_channel(endpoint, channel_credentials(tls_dir))
+            grpc.secure_channel(endpoint, channel_credentials(tls_dir), options=CHANNEL_OPTIONS)
             if tls_dir is not None
-            else grpc.insecure_channel(endpoint)
+            else grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
         )
         self.stub = pb_grpc.AggregatorStub(self.channel)
 

@@ -1,0 +1,55 @@
+"""A peer that opens transfers and then goes quiet cannot stall the other sites."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.testing import LocalJob, manifest
+
+from tests.support.wire import fetch, parts
+
+
+def _stalled(first: list[pb.UpdatePart], release: threading.Event) -> Iterator[pb.UpdatePart]:
+    """Sends ``first`` (nothing, or a header), then nothing more until released."""
+    yield from first
+    release.wait(120)
+
+
+def test_an_idle_peer_holds_no_transfer_slot_the_others_need(tmp_path: Path) -> None:
+    doc = manifest("refusals", sites=3, rounds=1, min_sites=2, timeout=60)
+    doc["spec"]["joinGraceSeconds"] = 0
+    job = LocalJob(tmp_path, doc)
+    release = threading.Event()
+    try:
+        job.start_aggregator()
+        job.wait_for(lambda p: p.phase == "Running", timeout=60)
+        with grpc.insecure_channel(f"127.0.0.1:{job.port}") as channel:
+            stub = pb_grpc.AggregatorStub(channel)
+            for site in ("site-0", "site-1"):
+                stub.Subscribe(pb.JoinRequest(job="refusals", site=site, protocol_version=3))
+            job.wait_for(lambda p: p.open_round == 1, timeout=60)
+            _, model = fetch(stub)
+            header = next(parts(model, site="site-1"))
+            # Far more streams than the aggregator has transfer slots: silent ones, and ones
+            # that send site-1's header and stop.
+            idle = [stub.SubmitUpdate.future(_stalled([], release)) for _ in range(6)]
+            idle += [stub.SubmitUpdate.future(_stalled([header], release)) for _ in range(6)]
+            # site-0's update still goes through, at once.
+            receipt = stub.SubmitUpdate(parts(model, site="site-0"), timeout=20)
+            assert receipt.ref.site == "site-0" and receipt.bytes_received > 0
+            # Only one of site-1's stalled streams was admitted; the others were refused.
+            refused = [
+                f for f in idle[6:] if f.done() and f.code() == grpc.StatusCode.ALREADY_EXISTS
+            ]
+            assert len(refused) == 5
+            release.set()
+            for f in idle:
+                f.cancel()
+    finally:
+        release.set()
+        job.stop()
