@@ -138,7 +138,9 @@ def test_a_round_already_revealed_gets_no_second_contribution(honest: Honest) ->
     masked.secure.roster.extend(roster)
     masked.secure.inbox.extend(total.inbox(SITE))
     agg.push(masked)
-    agg.wait_for("update")
+    (update,) = agg.wait_for("update")
+    # No training figure (loss, timing, clipped values) of the site travels beside it.
+    assert update[0].header.metrics == {}
 
     unmask = honest.task(pb.UNMASK)
     unmask.secure.roster.extend(roster)

@@ -157,7 +157,10 @@ def _serve_site(
 ) -> None:
     """One site's thread: serve tasks until the job ends; an error stops the whole job."""
     try:
-        TrainerClient(job.name, site, link, trainer, secure=secagg_params(job.spec)).run()
+        spec = job.spec
+        private = spec.privacy.update_level is not None or spec.privacy.record_level is not None
+        secure = secagg_params(spec)
+        TrainerClient(job.name, site, link, trainer, secure=secure, private=private).run()
     except JobFailed:
         pass  # the job ended (the coordinator's own failure is raised from running.result())
     except BaseException as e:

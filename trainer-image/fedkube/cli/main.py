@@ -104,7 +104,10 @@ def cmd_trainer(args: argparse.Namespace) -> int:
             "(an in-cluster Service, a mesh that encrypts)"
         )
     link = GrpcLink(endpoint, tls_dir=Path(args.tls_dir) if args.tls_dir else None)
-    client = TrainerClient(job.name, args.site, link, trainer, secure=secagg_params(spec))
+    private = spec.privacy.update_level is not None or spec.privacy.record_level is not None
+    client = TrainerClient(
+        job.name, args.site, link, trainer, secure=secagg_params(spec), private=private
+    )
     try:
         finished = client.run()
     except PrivacyBudgetExhausted as e:

@@ -55,6 +55,7 @@ class TrainerClient:
         trainer: LocalTrainer,
         backoff: Backoff = Backoff(),
         secure: pb.SecAggParams | None = None,
+        private: bool = False,
     ) -> None:
         self.job = job
         self.site = site
@@ -68,6 +69,9 @@ class TrainerClient:
         # Rounds this site revealed shares for: it never contributes to one again, or the
         # aggregator could unmask two sums of the same round over different survivors.
         self.revealed: set[int] = set()
+        # Under secure aggregation or differential privacy no training figure of this site
+        # (loss, timing, clip counts) leaves it: they are computed without the noise.
+        self.private = private or secure is not None
         # Secure aggregation: the session of the round this site has keys in, the next
         # round's (advertised with the masked update), and the update's tensor sizes, known
         # after the first training, so a mask can be made before the update exists.
@@ -226,7 +230,6 @@ class TrainerClient:
         version, update, metrics = trained
         self.update_sizes = [v.size for v in update.values()]
         masked = dict(zip(update, session.masked_update(list(update.values())), strict=True))
-        metrics = {**metrics, "secagg_clipped_values": session.clipped_values}
         # The next round's keys ride along, so its roster is known before this round ends.
         upcoming = self._new_session(task, task.ref.round + 1, 1)
         keys = upcoming.advertisement(task.model_version + 1, self.trainer.num_train)
@@ -302,7 +305,7 @@ class TrainerClient:
                 model_version=version,
                 # Under secure aggregation the weight is folded into the masked values.
                 num_samples=0 if masked else self.trainer.num_train,
-                metrics=metrics,
+                metrics={} if self.private else metrics,
                 tensors=[to_spec(i) for i in specs_of(update)],
                 codec=pb.MASKED_FIXED_POINT if masked else pb.RAW,
                 next_round_keys=next_round_keys,
