@@ -59,183 +59,182 @@ def _timeline(title: str, targets: list[Target], description: str) -> statetimel
     return panel
 
 
-def panels() -> list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel]]:
-    """(width, height, panel), laid out left to right, top to bottom."""
-    by_job = "max by (fedjob)"
-    return [
-        (
-            6,
-            5,
-            _stat(
-                "Rounds done / asked",
-                [
-                    (f"{by_job} (fedkube_rounds_completed{{{JOB}}})", "{{fedjob}} done"),
-                    (f"{by_job} (fedkube_rounds_planned{{{JOB}}})", "{{fedjob}} asked"),
-                ],
-                "Rounds completed and rounds the job asks for.",
-            ),
+BY_JOB = "max by (fedjob)"
+# (width, height, panel), laid out left to right, top to bottom.
+PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel]] = [
+    (
+        6,
+        5,
+        _stat(
+            "Rounds done / asked",
+            [
+                (f"{BY_JOB} (fedkube_rounds_completed{{{JOB}}})", "{{fedjob}} done"),
+                (f"{BY_JOB} (fedkube_rounds_planned{{{JOB}}})", "{{fedjob}} asked"),
+            ],
+            "Rounds completed and rounds the job asks for.",
         ),
-        (
-            6,
-            5,
-            _stat(
-                "Sites connected",
-                [(f"sum by (fedjob) (fedkube_site_connected{{{JOB}}})", "{{fedjob}}")],
-                "Sites holding their stream open to the aggregator.",
-            ),
+    ),
+    (
+        6,
+        5,
+        _stat(
+            "Sites connected",
+            [(f"sum by (fedjob) (fedkube_site_connected{{{JOB}}})", "{{fedjob}}")],
+            "Sites holding their stream open to the aggregator.",
         ),
-        (
-            6,
-            5,
-            _stat(
-                "Aggregator restarts",
-                [(f"{by_job} (fedkube_aggregator_restarts_total{{{JOB}}})", "{{fedjob}}")],
-                "Times an aggregator resumed the job from its checkpoint.",
-            ),
+    ),
+    (
+        6,
+        5,
+        _stat(
+            "Aggregator restarts",
+            [(f"{BY_JOB} (fedkube_aggregator_restarts_total{{{JOB}}})", "{{fedjob}}")],
+            "Times an aggregator resumed the job from its checkpoint.",
         ),
-        (
-            6,
-            5,
-            _stat(
-                "Jobs by phase (operator)",
-                [("sum by (phase) (fedkube_jobs)", "{{phase}}")],
-                "FederatedJobs the operator watches, by phase.",
-            ),
+    ),
+    (
+        6,
+        5,
+        _stat(
+            "Jobs by phase (operator)",
+            [("sum by (phase) (fedkube_jobs)", "{{phase}}")],
+            "FederatedJobs the operator watches, by phase.",
         ),
-        (
-            12,
-            8,
-            _series(
-                "Global accuracy and loss",
-                "percentunit",
-                [
-                    (f"{by_job} (fedkube_global_accuracy{{{JOB}}})", "{{fedjob}} accuracy"),
-                    (f"{by_job} (fedkube_global_loss{{{JOB}}})", "{{fedjob}} loss"),
-                ],
-                "The latest final evaluation of the global model on the sites' held-out data.",
-            ),
+    ),
+    (
+        12,
+        8,
+        _series(
+            "Global accuracy and loss",
+            "percentunit",
+            [
+                (f"{BY_JOB} (fedkube_global_accuracy{{{JOB}}})", "{{fedjob}} accuracy"),
+                (f"{BY_JOB} (fedkube_global_loss{{{JOB}}})", "{{fedjob}} loss"),
+            ],
+            "The latest final evaluation of the global model on the sites' held-out data.",
         ),
-        (
-            12,
-            8,
-            _series(
-                "Round duration",
-                "s",
-                [
-                    (
-                        "histogram_quantile(0.5, sum by (fedjob, le) (rate("
-                        f"fedkube_round_duration_seconds_bucket{{{JOB}}}[$__rate_interval])))",
-                        "{{fedjob}} median",
-                    ),
-                    (
-                        f"sum by (fedjob) (rate(fedkube_round_duration_seconds_sum{{{JOB}}}"
-                        "[$__rate_interval])) / sum by (fedjob) (rate("
-                        f"fedkube_round_duration_seconds_count{{{JOB}}}[$__rate_interval]))",
-                        "{{fedjob}} mean",
-                    ),
-                ],
-                "Wall time from a round's opening to its close.",
-            ),
+    ),
+    (
+        12,
+        8,
+        _series(
+            "Round duration",
+            "s",
+            [
+                (
+                    "histogram_quantile(0.5, sum by (fedjob, le) (rate("
+                    f"fedkube_round_duration_seconds_bucket{{{JOB}}}[$__rate_interval])))",
+                    "{{fedjob}} median",
+                ),
+                (
+                    f"sum by (fedjob) (rate(fedkube_round_duration_seconds_sum{{{JOB}}}"
+                    "[$__rate_interval])) / sum by (fedjob) (rate("
+                    f"fedkube_round_duration_seconds_count{{{JOB}}}[$__rate_interval]))",
+                    "{{fedjob}} mean",
+                ),
+            ],
+            "Wall time from a round's opening to its close.",
         ),
-        (
-            24,
-            8,
-            _timeline(
-                "Sites in each round",
-                [(f"max by (fedjob, site) (fedkube_site_in_last_round{{{JOB}}})", "{{site}}")],
-                "1 while the site's update made the last closed round: gaps are rounds it missed.",
-            ),
+    ),
+    (
+        24,
+        8,
+        _timeline(
+            "Sites in each round",
+            [(f"max by (fedjob, site) (fedkube_site_in_last_round{{{JOB}}})", "{{site}}")],
+            "1 while the site's update made the last closed round: gaps are rounds it missed.",
         ),
-        (
-            12,
-            8,
-            _series(
-                "Spread of site accuracy",
-                "percentunit",
-                [(f"{by_job} (fedkube_global_accuracy_spread{{{JOB}}})", "{{fedjob}}")],
-                "Best site's accuracy minus the worst's: how unevenly the model serves the sites.",
-            ),
+    ),
+    (
+        12,
+        8,
+        _series(
+            "Spread of site accuracy",
+            "percentunit",
+            [(f"{BY_JOB} (fedkube_global_accuracy_spread{{{JOB}}})", "{{fedjob}}")],
+            "Best site's accuracy minus the worst's: how unevenly the model serves the sites.",
         ),
-        (
-            12,
-            8,
-            _series(
-                "Rounds missed in a row, by site",
-                "short",
-                [(f"max by (fedjob, site) (fedkube_site_rounds_missed{{{JOB}}})", "{{site}}")],
-                "Closed rounds in a row without the site's update.",
-            ),
+    ),
+    (
+        12,
+        8,
+        _series(
+            "Rounds missed in a row, by site",
+            "short",
+            [(f"max by (fedjob, site) (fedkube_site_rounds_missed{{{JOB}}})", "{{site}}")],
+            "Closed rounds in a row without the site's update.",
         ),
-        (
-            12,
-            8,
-            _series(
-                "Tensor bytes per second",
-                "Bps",
-                [
-                    (
-                        "sum by (fedjob, direction) (rate("
-                        f"fedkube_transfer_bytes_total{{{JOB}}}[$__rate_interval]))",
-                        "{{fedjob}} {{direction}}",
-                    )
-                ],
-                "Model bytes sent to the sites and update bytes received from them.",
-            ),
+    ),
+    (
+        12,
+        8,
+        _series(
+            "Tensor bytes per second",
+            "Bps",
+            [
+                (
+                    "sum by (fedjob, direction) (rate("
+                    f"fedkube_transfer_bytes_total{{{JOB}}}[$__rate_interval]))",
+                    "{{fedjob}} {{direction}}",
+                )
+            ],
+            "Model bytes sent to the sites and update bytes received from them.",
         ),
-        (
-            12,
-            8,
-            _series(
-                "Refusals",
-                "short",
-                [
-                    (
-                        "sum by (fedjob, reason) (increase("
-                        f"fedkube_refusals_total{{{JOB}}}[$__rate_interval]))",
-                        "{{fedjob}} {{reason}}",
-                    )
-                ],
-                "Messages the aggregator refused, by reason.",
-            ),
+    ),
+    (
+        12,
+        8,
+        _series(
+            "Refusals",
+            "short",
+            [
+                (
+                    "sum by (fedjob, reason) (increase("
+                    f"fedkube_refusals_total{{{JOB}}}[$__rate_interval]))",
+                    "{{fedjob}} {{reason}}",
+                )
+            ],
+            "Messages the aggregator refused, by reason.",
         ),
-        (
-            12,
-            8,
-            _series(
-                "Privacy spent against the cap",
-                "short",
-                [
-                    (
-                        f"{by_job} (fedkube_privacy_epsilon{{{JOB}}}) or "
-                        f"{by_job} (fedkube_site_privacy_epsilon{{{JOB}}})",
-                        "{{fedjob}} epsilon",
-                    ),
-                    (f"{by_job} (fedkube_privacy_epsilon_cap{{{JOB}}})", "{{fedjob}} cap"),
-                ],
-                "Epsilon spent: update-level DP's, else the highest a site reports (record-level).",
-            ),
+    ),
+    (
+        12,
+        8,
+        _series(
+            "Privacy spent against the cap",
+            "short",
+            [
+                (
+                    f"{BY_JOB} (fedkube_privacy_epsilon{{{JOB}}}) or "
+                    f"{BY_JOB} (fedkube_site_privacy_epsilon{{{JOB}}})",
+                    "{{fedjob}} epsilon",
+                ),
+                (f"{BY_JOB} (fedkube_privacy_epsilon_cap{{{JOB}}})", "{{fedjob}} cap"),
+            ],
+            "Epsilon spent: update-level DP's, else the highest a site reports (record-level).",
         ),
-        (
-            12,
-            8,
-            _series(
-                "Site lateness",
-                "s",
-                [(f"max by (fedjob, site) (fedkube_site_lateness_seconds{{{JOB}}})", "{{site}}")],
-                "How long after a round's first update each site's update arrived.",
-            ),
+    ),
+    (
+        12,
+        8,
+        _series(
+            "Site lateness",
+            "s",
+            [(f"max by (fedjob, site) (fedkube_site_lateness_seconds{{{JOB}}})", "{{site}}")],
+            "How long after a round's first update each site's update arrived.",
         ),
-        (
-            24,
-            6,
-            _series(
-                "Operator reconcile errors",
-                "short",
-                [("sum(increase(fedkube_reconcile_errors_total[$__rate_interval]))", "errors")],
-                "Reconciles of the operator that raised.",
-            ),
+    ),
+    (
+        24,
+        6,
+        _series(
+            "Operator reconcile errors",
+            "short",
+            [("sum(increase(fedkube_reconcile_errors_total[$__rate_interval]))", "errors")],
+            "Reconciles of the operator that raised.",
         ),
-    ]
+    ),
+]
 
 
 def build() -> dashboard.Dashboard:
@@ -256,7 +255,7 @@ def build() -> dashboard.Dashboard:
         )
     )
     x = y = row_height = 0
-    for width, height, panel in panels():
+    for width, height, panel in PANELS:
         if x + width > WIDTH:
             x, y, row_height = 0, y + row_height, 0
         d.with_panel(panel.grid_pos(GridPos(h=height, w=width, x=x, y=y)))

@@ -12,6 +12,8 @@ from fedkube.errors import DataError
 from fedkube.spec import parse_job
 from fedkube.testing import manifest
 
+from tests.support.cli import fedkube_cli
+
 
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet", "quantity"])
 def test_partitions_cover_the_rows_once_and_repeat_with_the_seed(scheme: str) -> None:
@@ -100,8 +102,6 @@ def test_bad_files_name_site_file_and_column(
 
 
 def test_trainer_with_missing_data_exits_2_without_traceback(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     from fedkube.testing import write_manifest
 
@@ -109,21 +109,8 @@ def test_trainer_with_missing_data_exits_2_without_traceback(tmp_path: Path) -> 
     doc["spec"]["task"].update(numFeatures=2, numClasses=2)
     doc["spec"]["sites"][0]["data"] = {"file": {"path": "gone.csv", "labelColumn": "y"}}
     path = write_manifest(tmp_path / "job.yaml", doc)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedkube",
-            "trainer",
-            "--manifest",
-            str(path),
-            "--site",
-            "site-0",
-            "--aggregator",
-            "127.0.0.1:1",
-        ],
-        capture_output=True,
-        text=True,
+    run = fedkube_cli(
+        ["trainer", "--manifest", str(path), "--site", "site-0", "--aggregator", "127.0.0.1:1"],
         timeout=120,
     )
     assert run.returncode == 2

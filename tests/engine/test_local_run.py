@@ -14,18 +14,12 @@ import psutil
 import yaml
 from fedkube.testing import manifest, write_manifest
 
+from tests.support.cli import fedkube_cli
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fedkube", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        **kw,
-    )
+run = fedkube_cli
 
 
 def test_breast_cancer_example_runs_and_writes_its_result(tmp_path: Path) -> None:

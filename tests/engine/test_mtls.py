@@ -16,6 +16,8 @@ from fedkube.security.certs import create_consortium
 from fedkube.security.tls import channel_credentials
 from fedkube.testing import LocalJob, manifest
 
+from tests.support.cli import fedkube_cli
+
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -128,27 +130,12 @@ def test_clear_text_away_from_loopback_must_be_asked_for(tmp_path: Path) -> None
     import yaml
 
     path.write_text(yaml.safe_dump(manifest("open")))
-    out = subprocess.run(
+    out = fedkube_cli(
         [
-            sys.executable,
-            "-m",
-            "fedkube",
-            "aggregator",
-            "--manifest",
-            str(path),
-            "--host",
-            "0.0.0.0",
-            "--port",
-            "0",
-            "--http-port",
-            "0",
-            "--output-dir",
-            str(tmp_path / "o"),
-            "--checkpoint-dir",
-            str(tmp_path / "c"),
+            *("aggregator", "--manifest", str(path), "--host", "0.0.0.0", "--port", "0"),
+            *("--http-port", "0", "--output-dir", str(tmp_path / "o")),
+            *("--checkpoint-dir", str(tmp_path / "c")),
         ],
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert out.returncode == 1
@@ -161,21 +148,11 @@ def test_a_trainer_refuses_clear_text_toward_a_non_loopback_aggregator(tmp_path:
 
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(manifest("open")))
-    out = subprocess.run(
+    out = fedkube_cli(
         [
-            sys.executable,
-            "-m",
-            "fedkube",
-            "trainer",
-            "--manifest",
-            str(path),
-            "--site",
-            "site-0",
-            "--aggregator",
-            "aggregator.hospitals.invalid:7070",
+            *("trainer", "--manifest", str(path), "--site", "site-0"),
+            *("--aggregator", "aggregator.hospitals.invalid:7070"),
         ],
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert out.returncode == 1, out.stderr

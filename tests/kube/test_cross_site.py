@@ -46,18 +46,12 @@ def test_a_site_in_a_second_cluster_joins_every_round(
         doc["spec"]["security"] = {"mutualTls": {}}
     names = [s["name"] for s in sites[:2]] + [remote_site["name"]]
     create_consortium(tmp_path, "consortium", names, ["127.0.0.1", "localhost"])
-    secrets = {
-        control_plane: {"consortium-aggregator-tls": tmp_path / "aggregator"},
-        second_control_plane: {},
-    }
+    secrets = [(control_plane, "consortium-aggregator-tls", tmp_path / "aggregator")]
     for name in names:
         cluster = second_control_plane if name == remote_site["name"] else control_plane
-        secrets[cluster][f"consortium-{name}-tls"] = tmp_path / "sites" / name
-    for cluster, held in secrets.items():
-        for secret, folder in held.items():
-            cluster.kubectl(
-                "create", "secret", "generic", secret, "-n", ns, f"--from-file={folder}"
-            )
+        secrets.append((cluster, f"consortium-{name}-tls", tmp_path / "sites" / name))
+    for cluster, secret, folder in secrets:
+        cluster.kubectl("create", "secret", "generic", secret, "-n", ns, f"--from-file={folder}")
 
     apply(control_plane, ns, coordinator)
     apply(second_control_plane, ns, second)

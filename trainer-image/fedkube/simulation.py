@@ -24,12 +24,11 @@ from fedkube.data.site_data import load_site_data
 from fedkube.errors import JobFailed
 from fedkube.models.plugins import PluginPolicy
 from fedkube.models.registry import initial_params
-from fedkube.secagg.params import secagg_params
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.progress import RoundRecord
 from fedkube.strategy import build_strategy
-from fedkube.trainer.client import TrainerClient
 from fedkube.trainer.local import LocalTrainer
+from fedkube.trainer.site import site_client, site_trainer
 from fedkube.transport.inprocess import InProcessLink
 from fedkube.wire.tensors import Params
 
@@ -126,11 +125,10 @@ def simulate(
 def _trainer(
     job: FederatedJob, site: str, manifest: Path | None, tamper: Tamper | None
 ) -> LocalTrainer:
-    spec = job.spec
-    data = load_site_data(spec, site, manifest)
-    strategy = build_strategy(spec).site_half()
-    kind = LocalTrainer if tamper is None else TamperedTrainer
-    trainer = kind(spec.task, data, site, spec.personalization, spec.privacy, None, strategy)
+    data = load_site_data(job.spec, site, manifest)
+    trainer = site_trainer(
+        job, site, data, kind=LocalTrainer if tamper is None else TamperedTrainer
+    )
     if isinstance(trainer, TamperedTrainer) and tamper is not None:
         trainer.tamper = tamper
     return trainer
@@ -157,10 +155,7 @@ def _serve_site(
 ) -> None:
     """One site's thread: serve tasks until the job ends; an error stops the whole job."""
     try:
-        spec = job.spec
-        private = spec.privacy.update_level is not None or spec.privacy.record_level is not None
-        secure = secagg_params(spec)
-        TrainerClient(job.name, site, link, trainer, secure=secure, private=private).run()
+        site_client(job, site, link, trainer).run()
     except JobFailed:
         pass  # the job ended (the coordinator's own failure is raised from running.result())
     except BaseException as e:

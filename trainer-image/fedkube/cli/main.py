@@ -60,54 +60,26 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from fedkube.data.site_data import load_site_data
     from fedkube.errors import PrivacyBudgetExhausted
     from fedkube.models.plugins import PluginPolicy
-    from fedkube.privacy.ledger import PrivacyLedger
-    from fedkube.secagg.params import secagg_params
-    from fedkube.security.tls import TlsError, is_loopback
     from fedkube.spec.load import load_job
-    from fedkube.strategy import build_strategy
-    from fedkube.trainer.client import TrainerClient
-    from fedkube.trainer.local import LocalTrainer
+    from fedkube.trainer.site import site_client, site_trainer
     from fedkube.transport.grpc_link import GrpcLink
 
     setup_logging(f"trainer[{args.site}]")
     _limit_threads()
     manifest = _manifest(args)
     job = load_job(manifest)
-    data = load_site_data(job.spec, args.site, manifest)
-    ledger = None
-    dp = job.spec.privacy.record_level
-    if dp is not None:
-        caps = [c for c in (dp.epsilon_cap, args.epsilon_cap) if c is not None]
-        ledger_file = Path(args.state_dir) / "privacy-ledger.json" if args.state_dir else None
-        ledger = PrivacyLedger(dp.delta, min(caps) if caps else None, ledger_file)
-    spec = job.spec
-    strategy = build_strategy(spec).site_half()
-    trainer = LocalTrainer(
-        spec.task,
-        data,
+    endpoint = _trainer_endpoint(args, job.spec.aggregator.endpoint, job.spec.aggregator.port)
+    trainer = site_trainer(
+        job,
         args.site,
-        spec.personalization,
-        spec.privacy,
-        ledger,
-        strategy,
+        load_site_data(job.spec, args.site, manifest),
         plugins=PluginPolicy(tuple(args.allow_import)),
+        epsilon_cap=args.epsilon_cap,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
     )
     trainer.warm_up()
-    endpoint = (
-        args.aggregator or job.spec.aggregator.endpoint or f"localhost:{job.spec.aggregator.port}"
-    )
-    host = endpoint.rsplit(":", 1)[0]
-    if args.tls_dir is None and not (args.allow_plaintext or is_loopback(host)):
-        raise TlsError(
-            f"site {args.site}: the trainer would send its updates to {endpoint} in clear text: "
-            "give --tls-dir (mutual TLS), or pass --allow-plaintext if the path is private "
-            "(an in-cluster Service, a mesh that encrypts)"
-        )
     link = GrpcLink(endpoint, tls_dir=Path(args.tls_dir) if args.tls_dir else None)
-    private = spec.privacy.update_level is not None or spec.privacy.record_level is not None
-    client = TrainerClient(
-        job.name, args.site, link, trainer, secure=secagg_params(spec), private=private
-    )
+    client = site_client(job, args.site, link, trainer)
     try:
         finished = client.run()
     except PrivacyBudgetExhausted as e:
@@ -121,6 +93,21 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         )
         return exit_codes.FAILED
     return 0
+
+
+def _trainer_endpoint(args: argparse.Namespace, endpoint: str | None, port: int) -> str:
+    """Where the trainer dials; clear text only to loopback, or when asked for."""
+    from fedkube.security.tls import TlsError, is_loopback
+
+    target: str = args.aggregator or endpoint or f"localhost:{port}"
+    host = target.rsplit(":", 1)[0]
+    if args.tls_dir is None and not (args.allow_plaintext or is_loopback(host)):
+        raise TlsError(
+            f"site {args.site}: the trainer would send its updates to {target} in clear text: "
+            "give --tls-dir (mutual TLS), or pass --allow-plaintext if the path is private "
+            "(an in-cluster Service, a mesh that encrypts)"
+        )
+    return target
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -180,7 +167,12 @@ def _allow_import(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedkube", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_run_parser, _validate_parser, _aggregator_parser, _trainer_parser, _certs_parser):
+        add(sub)
+    return p
 
+
+def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="run a job as local processes (aggregator + one per site)")
     run.add_argument("manifest", help="FederatedJob YAML file")
     run.add_argument("--output", help="output folder (default: spec.output.path)")
@@ -188,10 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only the final table")
     run.set_defaults(fn=cmd_run)
 
+
+def _validate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     val = sub.add_parser("validate", help="check a manifest and report every problem")
     val.add_argument("manifest")
     val.set_defaults(fn=cmd_validate)
 
+
+def _aggregator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     agg = sub.add_parser("aggregator", help="serve a job's rounds (the aggregator pod)")
     agg.add_argument("--manifest", required=True)
     agg.add_argument("--host", default="0.0.0.0")
@@ -214,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     _allow_import(agg)
     agg.set_defaults(fn=cmd_aggregator)
 
+
+def _trainer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tr = sub.add_parser("trainer", help="train one site (a trainer pod)")
     tr.add_argument("--manifest", required=True)
     tr.add_argument("--site", required=True)
@@ -229,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     _allow_import(tr)
     tr.set_defaults(fn=cmd_trainer)
 
+
+def _certs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     certs = sub.add_parser("certs", help="create a consortium CA and site certificates")
     certs.add_argument("--out", required=True, help="folder to write (ca/, aggregator/, sites/)")
     certs.add_argument("--sites", help="comma-separated site names")
@@ -241,7 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     certs.add_argument("--days", type=int, default=365)
     certs.set_defaults(fn=cmd_certs)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
