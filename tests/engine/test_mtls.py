@@ -159,3 +159,12 @@ def test_a_trainer_refuses_clear_text_toward_a_non_loopback_aggregator(tmp_path:
     assert "would send its updates to aggregator.hospitals.invalid:7070 in clear text" in (
         out.stderr
     )
+
+
+def test_private_keys_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    create_consortium(tmp_path, "hospitals", ["site-0"], ["localhost"])
+    for key in [tmp_path / "ca" / "ca.key", *tmp_path.glob("**/tls.key")]:
+        assert stat.S_IMODE(os.stat(key).st_mode) == 0o600, key

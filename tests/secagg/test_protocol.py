@@ -272,3 +272,35 @@ def test_shamir_any_threshold_shares_rebuild_and_fewer_cannot() -> None:
     assert shamir._interpolate(
         [(1, int.from_bytes(shares[1], "big")), (2, int.from_bytes(shares[2], "big"))], 0
     ) != int.from_bytes(secret, "big")
+
+
+def test_a_low_order_key_is_refused_at_advertisement_and_costs_only_its_sender() -> None:
+    """An all-zero X25519 key agrees an all-zero secret with anyone: in the roster it would
+    break every other site's key exchange. It is refused when advertised; the round goes on
+    with the others."""
+    params = pb.SecAggParams(threshold=2, clip_range=4.0)
+    server = SecureSum(CONTEXT, params, SIZES)
+    honest = [SiteSession(CONTEXT.job, f"site-{i}", 3, 1, params) for i in range(3)]
+    bad = relay(honest[2].advertisement(model_version=2, num_samples=10))
+    bad.mask_public_key = bytes(32)
+    with pytest.raises(SecureAggregationError, match="mask_public_key is not a usable X25519"):
+        server.advertise(bad)
+    for session in honest[:2]:
+        server.advertise(relay(session.advertisement(model_version=2, num_samples=10)))
+    roster = [relay(s) for s in server.close_roster(["site-0", "site-1"])]
+    for session in honest[:2]:
+        server.add_shares(relay(session.share_keys(roster)))  # their exchanges still work
+
+
+def test_a_site_refuses_to_mask_non_finite_values() -> None:
+    """Fixed-point encoding would turn NaN into an ordinary-looking number in the sum."""
+    r = start_round(3, 2)
+    roster = [relay(s) for s in r.server.close_roster(sorted(r.sessions))]
+    for session in r.sessions.values():
+        r.server.add_shares(relay(session.share_keys(roster)))
+    name, session = next(iter(r.sessions.items()))
+    session.receive_shares([relay(m) for m in r.server.inbox(name)])
+    update = [u.copy() for u in r.updates[name]]
+    update[0][3] = np.nan
+    with pytest.raises(SecureAggregationError, match="NaN or Inf"):
+        session.masked_update(update)

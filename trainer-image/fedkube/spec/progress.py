@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 Phase = Literal["Pending", "Running", "Evaluating", "Succeeded", "Failed"]
@@ -25,8 +25,8 @@ SCORE_KEYS = ("loss", "accuracy", "auc", "personal_loss", "personal_accuracy", "
 class Record(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    def to_json_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+    def to_json_dict(self) -> dict[str, JsonValue]:
+        out: dict[str, JsonValue] = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         return out
 
     def to_json_bytes(self) -> bytes:
