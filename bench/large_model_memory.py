@@ -59,7 +59,7 @@ def run(sites: int, rounds: int, tmp: Path) -> dict:
             except (OSError, KeyError):
                 break
             time.sleep(0.02)
-        result = job.wait_done(timeout=600)
+        result = job.wait_done(timeout=600).to_json_dict()  # result.json's own keys
     finally:
         job.stop()
     durations = [h["durationSeconds"] for h in result["history"]]

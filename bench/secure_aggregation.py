@@ -56,7 +56,8 @@ def run(doc: dict, folder: Path) -> dict:
     job.aggregator_args = ["--linger-seconds", "30"]
     try:
         job.start_all()
-        p = job.wait_for(lambda p: p["phase"] in ("Succeeded", "Failed"), timeout=900)
+        # The report as JSON (camelCase keys), as /progress serves it.
+        p = job.wait_for(lambda p: p.finished, timeout=900).to_json_dict()
         counted = message_bytes(job)
     finally:
         job.stop()
@@ -72,12 +73,13 @@ def run(doc: dict, folder: Path) -> dict:
         "per_round": (history[-1]["closedAt"] - history[0]["closedAt"]) / (rounds - 1),
         "q1": float(np.percentile(durations, 25)),
         "q3": float(np.percentile(durations, 75)),
-        "train": float(np.median([h["maxTrainSeconds"] for h in history[1:]])),
+        # Under secure aggregation sites send no timings (they would leave in the clear).
+        "train": float(np.median([h.get("maxTrainSeconds", 0.0) for h in history[1:]])),
         "up": received,
         "down": sent,
         "calls": counted,
         "rounds": rounds,
-        "accuracy": p["global"].get("accuracy"),
+        "accuracy": p.get("global", {}).get("accuracy"),
         "stages": stage_medians(history),
         # Rounds that opened with their key exchange made on the last round's messages.
         "ahead": sum(
@@ -103,6 +105,10 @@ def stage_medians(history: list[dict]) -> dict[str, tuple[float, int]]:
         if seconds:
             out[stage] = (float(np.median(seconds)), len(seconds))
     return out
+
+
+def _train(r: dict) -> str:
+    return f"{r['train']:.3f}" if r["train"] > 0 else "not sent"
 
 
 def job_pair(sites: int, rounds: int, epochs: int) -> tuple[dict, dict]:
@@ -165,7 +171,7 @@ def main() -> None:
             f"| {epochs} | {repeat + 1} | {name} | {r['per_round']:.3f} "
             f"| {r['per_round'] / base['per_round']:.2f}x "
             f"| {r['round']:.3f} | {r['q1']:.3f} to {r['q3']:.3f} "
-            f"| {r['round'] / base['round']:.2f}x | {r['train']:.3f} | {r['up'] / 1e6:.3f} "
+            f"| {r['round'] / base['round']:.2f}x | {_train(r)} | {r['up'] / 1e6:.3f} "
             f"| {r['up'] / base['up']:.3f}x | {r['down'] / 1e6:.3f} "
             f"| {r['down'] / base['down']:.3f}x | {r['accuracy']:.4f} |"
         )
