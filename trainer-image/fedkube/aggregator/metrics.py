@@ -145,35 +145,40 @@ class _JobCollector(Collector):
             "fedkube_site_eval_accuracy", "The global model's held-out accuracy at the site."
         )
         private = c.secure is not None or c.spec.privacy.update_level or c.spec.privacy.record_level
+        update_bytes = CounterMetricFamily(
+            "fedkube_site_update_bytes",
+            "Tensor bytes of the site's updates taken by this aggregator process.",
+            labels=["fedjob", "site"],
+        )
+        # Once per scrape, not once per site: a scrape stays linear in sites and rounds.
+        last = set(c.history[-1].sites) if c.history else set()
+        rounds_missed = _rounds_missed(c.history, list(c.sites))
         for name, s in c.sites.items():
             labels = [job, name]
             connected.add_metric(labels, float(s.connected))
-            last = c.history[-1].sites if c.history else []
             in_round.add_metric(labels, float(name in last))
-            missed.add_metric(labels, _missed(c.history, name))
+            missed.add_metric(labels, rounds_missed[name])
+            update_bytes.add_metric(labels, s.update_bytes)
             late.add_metric(labels, s.lateness_seconds)
             if "epsilon" in s.metrics:
                 epsilon.add_metric(labels, s.metrics["epsilon"])
             if not private and "loss" in s.metrics:
                 loss.add_metric(labels, s.metrics["loss"])
                 accuracy.add_metric(labels, s.metrics.get("accuracy", float("nan")))
-        update_bytes = CounterMetricFamily(
-            "fedkube_site_update_bytes",
-            "Tensor bytes of the site's updates taken by this aggregator process.",
-            labels=["fedjob", "site"],
-        )
-        for name, s in c.sites.items():
-            update_bytes.add_metric([job, name], s.update_bytes)
         yield from (connected, in_round, missed, late, epsilon, loss, accuracy, update_bytes)
 
 
-def _missed(history: list[RoundRecord], site: str) -> int:
-    count = 0
-    for h in reversed(history):
-        if site in h.sites:
+def _rounds_missed(history: list[RoundRecord], sites: list[str]) -> dict[str, int]:
+    """Closed rounds in a row, up to the last, without each site's update."""
+    missed = dict.fromkeys(sites, len(history))
+    unseen = set(sites)
+    for back, h in enumerate(reversed(history)):
+        for site in unseen.intersection(h.sites):
+            missed[site] = back
+        unseen.difference_update(h.sites)
+        if not unseen:
             break
-        count += 1
-    return count
+    return missed
 
 
 class AggregatorMetrics:
