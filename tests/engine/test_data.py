@@ -82,7 +82,7 @@ def test_parquet_source_loads(tmp_path: Path) -> None:
         (
             "a,b,y\n1,2,0\n1,3,7\n",
             {},
-            "must hold class numbers 0..1 (task.numClasses); data row 2 has 7",
+            "column 'y' has label '7' at data row 2, which is not one of the job's labels",
         ),
         ("a,b,y\n1,2,0\n", {}, "1 rows cannot give both a training and a held-out split"),
         ("a,b,c,y\n1,2,3,0\n", {}, "the data has 3 feature columns but the model expects 2"),

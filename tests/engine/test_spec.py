@@ -80,7 +80,7 @@ def test_file_sites_need_shapes() -> None:
     doc = manifest(sites=1)
     doc["spec"]["sites"][0]["data"] = {"file": {"path": "a.csv", "labelColumn": "y"}}
     (p,) = problems(doc)
-    assert "task.numFeatures and task.numClasses are required" in p
+    assert "task.numFeatures (or task.features) and task.numClasses (or task.labels) are" in p
 
 
 def test_fingerprint_ignores_rounds_but_not_task() -> None:

@@ -53,7 +53,7 @@ def exchanged_ahead(c: Coordinator, sharing: list[str]) -> dict[str, SiteSession
 def test_a_round_exchanged_ahead_opens_at_masked_update(tmp_path: Path) -> None:
     c = coordinator(tmp_path)
     sessions = exchanged_ahead(c, SITES)
-    r = c._open_round(1, pb.TRAIN, 0)
+    r = c.open_round(1, pb.TRAIN, 0)
     assert r.stage == pb.MASKED_UPDATE and [k.site for k in r.secure.roster] == SITES
     task = c.sites["site-0"].queue.get_nowait().task
     assert task.stage == pb.MASKED_UPDATE and len(task.secure.roster) == 3
@@ -64,7 +64,7 @@ def test_a_round_exchanged_ahead_opens_at_masked_update(tmp_path: Path) -> None:
 def test_a_connected_site_without_shares_means_the_full_exchange(tmp_path: Path) -> None:
     c = coordinator(tmp_path)
     exchanged_ahead(c, ["site-0", "site-1"])  # site-2's reveal (and shares) did not arrive
-    r = c._open_round(1, pb.TRAIN, 0)
+    r = c.open_round(1, pb.TRAIN, 0)
     assert r.stage == pb.ADVERTISE_KEYS, "no connected site is left out of a round"
     assert {c.sites[s].queue.get_nowait().task.stage for s in SITES} == {pb.ADVERTISE_KEYS}
 
@@ -74,13 +74,13 @@ def test_a_site_that_reconnects_voids_the_exchange_made_ahead(tmp_path: Path) ->
     exchanged_ahead(c, SITES)
     c.connect("keys", "site-2")  # a restarted trainer: its keys died with the old process
     assert c.secure.upcoming is None
-    r = c._open_round(1, pb.TRAIN, 0)
+    r = c.open_round(1, pb.TRAIN, 0)
     assert r.stage == pb.ADVERTISE_KEYS, "the full exchange, not a roster with keys nobody holds"
 
 
 def test_a_site_that_reconnects_before_the_roster_closes_is_asked_again(tmp_path: Path) -> None:
     c = coordinator(tmp_path)
-    r = c._open_round(1, pb.TRAIN, 0)
+    r = c.open_round(1, pb.TRAIN, 0)
     assert r.stage == pb.ADVERTISE_KEYS
     c.advertise_keys(session(c, "site-1", 1).advertisement(0, 10))
     assert "site-1" in r.done and "site-1" in r.secure.advertised

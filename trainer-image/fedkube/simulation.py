@@ -20,15 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from fedkube.aggregator.coordinator import Coordinator
-from fedkube.data.site_data import load_site_data
+from fedkube.data.site_data import SiteData
 from fedkube.errors import JobFailed
 from fedkube.models.plugins import PluginPolicy
 from fedkube.models.registry import initial_params
 from fedkube.spec.job import FederatedJob
+from fedkube.spec.preprocessing import Preprocessing
 from fedkube.spec.progress import RoundRecord
+from fedkube.spec.statistics import StatisticsReport
 from fedkube.strategy import build_strategy
 from fedkube.trainer.local import LocalTrainer
-from fedkube.trainer.site import site_client, site_trainer
+from fedkube.trainer.site import PendingSite, prepare_site, site_client, site_trainer
 from fedkube.transport.inprocess import InProcessLink
 from fedkube.wire.tensors import Params
 
@@ -42,6 +44,9 @@ class SimulationResult:
     history: list[RoundRecord] = field(default_factory=list)
     # Each site's scores of the final model (and its personal one), as it reported them.
     sites: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Round 0's outcome, when the job ran it.
+    statistics: StatisticsReport | None = None
+    preprocessing: Preprocessing | None = None
 
 
 class TamperedTrainer(LocalTrainer):
@@ -66,6 +71,7 @@ def simulate(
     *,
     evaluate_every: int | None = None,
     tamper: Tamper | None = None,
+    statistics_only: bool = False,
 ) -> SimulationResult:
     """Run the job's rounds in this process; ``tamper(site, update)`` stands for a broken or
     hostile site (benchmarks of robust aggregation). Raises JobFailed as the aggregator would."""
@@ -79,6 +85,7 @@ def simulate(
         initial_params(spec.task, features, classes, PluginPolicy.for_local(spec.task)),
         build_strategy(spec),
         None,
+        statistics_only=statistics_only,
     )
     loop = asyncio.new_event_loop()
     loop_thread = threading.Thread(target=loop.run_forever, name="coordinator", daemon=True)
@@ -119,19 +126,23 @@ def simulate(
         params=coordinator.params,
         history=coordinator.history,
         sites={n: dict(s.metrics) for n, s in coordinator.sites.items()},
+        statistics=coordinator.statistics,
+        preprocessing=coordinator.preprocessing,
     )
 
 
 def _trainer(
     job: FederatedJob, site: str, manifest: Path | None, tamper: Tamper | None
-) -> LocalTrainer:
-    data = load_site_data(job.spec, site, manifest)
-    trainer = site_trainer(
-        job, site, data, kind=LocalTrainer if tamper is None else TamperedTrainer
-    )
-    if isinstance(trainer, TamperedTrainer) and tamper is not None:
-        trainer.tamper = tamper
-    return trainer
+) -> LocalTrainer | PendingSite:
+    def make(data: SiteData) -> LocalTrainer:
+        trainer = site_trainer(
+            job, site, data, kind=LocalTrainer if tamper is None else TamperedTrainer
+        )
+        if isinstance(trainer, TamperedTrainer) and tamper is not None:
+            trainer.tamper = tamper
+        return trainer
+
+    return prepare_site(job, site, manifest, make)
 
 
 async def _release_sites(coordinator: Coordinator) -> None:
@@ -147,7 +158,7 @@ async def _release_sites(coordinator: Coordinator) -> None:
 def _serve_site(
     job: FederatedJob,
     site: str,
-    trainer: LocalTrainer,
+    trainer: LocalTrainer | PendingSite,
     link: InProcessLink,
     *,
     errors: list[BaseException],

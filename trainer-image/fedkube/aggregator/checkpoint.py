@@ -29,6 +29,9 @@ class Checkpoint:
     sites: dict[str, dict[str, Any]] = field(default_factory=dict)
     privacy: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0  # how often an aggregator resumed this job from a checkpoint
+    # Round 0's outcome: the agreed preprocessing and the statistics report (JSON), if run.
+    preprocessing: dict[str, Any] | None = None
+    statistics: dict[str, Any] | None = None
 
 
 def save_checkpoint(folder: Path, cp: Checkpoint) -> Path:
@@ -43,6 +46,8 @@ def save_checkpoint(folder: Path, cp: Checkpoint) -> Path:
         "sites": cp.sites,
         "privacy": cp.privacy,
         "restarts": cp.restarts,
+        "preprocessing": cp.preprocessing,
+        "statistics": cp.statistics,
     }
     path = folder / FILE_NAME
     write_safetensors(path, arrays, {"fedkube": json.dumps(state, sort_keys=True)})
@@ -80,4 +85,6 @@ def load_checkpoint(folder: Path, job: str, fingerprint: str) -> Checkpoint | No
         sites=state.get("sites", {}),
         privacy=state.get("privacy", {}),
         restarts=int(state.get("restarts", 0)),
+        preprocessing=state.get("preprocessing"),
+        statistics=state.get("statistics"),
     )

@@ -30,6 +30,7 @@ from fedkube.aggregator.reception import UpdateReception
 from fedkube.aggregator.round_log import RoundLog
 from fedkube.aggregator.rounds import EventQueue, OpenRound, SiteState
 from fedkube.aggregator.secure_rounds import SecureRounds
+from fedkube.aggregator.statistics_round import STATISTICS_ROUND, StatisticsRound
 from fedkube.errors import (
     InvalidUpdate,
     JobFailed,
@@ -41,9 +42,11 @@ from fedkube.errors import (
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.params import secagg_params
 from fedkube.spec.job import FederatedJob
+from fedkube.spec.preprocessing import Preprocessing
 from fedkube.spec.progress import JobResult, Phase, RoundRecord
+from fedkube.spec.statistics import StatisticsReport
 from fedkube.strategy.base import Strategy
-from fedkube.wire.tensors import Params, iter_chunks, specs_of, to_spec
+from fedkube.wire.tensors import Params, TensorInfo, iter_chunks, specs_of, to_spec
 
 log = logging.getLogger("fedkube.aggregator")
 
@@ -59,6 +62,7 @@ class Coordinator:
         checkpoint_dir: Path | None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        statistics_only: bool = False,
     ) -> None:
         self.job = job
         self.spec = job.spec
@@ -78,6 +82,11 @@ class Coordinator:
         self.log = RoundLog()
         self.privacy = PrivacyHook(self.spec)
         self.open: OpenRound | None = None
+        # Round 0: the federated statistics and the preprocessing the sites agree from them.
+        self.round0 = StatisticsRound(self)
+        self.statistics_only = statistics_only
+        self.preprocessing: Preprocessing | None = None
+        self.statistics: StatisticsReport | None = None
         self.round_closed_hooks: list[Callable[[RoundRecord], None]] = []
         # Writes the outputs when the job succeeds, before anyone can see it succeeded.
         self.on_succeeded: Callable[[Coordinator], JobResult] | None = None
@@ -201,6 +210,16 @@ class Coordinator:
         try:
             self.phase = "Running"
             await self._wait_for_sites()
+            if self.statistics_only or (
+                self.spec.needs_statistics() and self.preprocessing is None
+            ):
+                await self.round0.run()
+            if self.statistics_only:
+                self.phase = "Succeeded"
+                self.message = f"statistics of {len(self.round0.schemas)} sites"
+                if self.on_succeeded is not None:
+                    self.result = self.on_succeeded(self)
+                return
             while self.rounds_completed < self.spec.rounds:
                 await self._run_round(self.rounds_completed + 1)
             self.phase = "Evaluating"
@@ -232,7 +251,7 @@ class Coordinator:
 
     async def _run_round(self, number: int) -> None:
         for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
-            r = self._open_round(number, pb.TRAIN, self.rounds_completed, attempt)
+            r = self.open_round(number, pb.TRAIN, self.rounds_completed, attempt)
             try:
                 mean = await (self.secure.run_stages(r) if self.secure else self._plain_stage(r))
             except SecureAggregationError as e:
@@ -241,7 +260,7 @@ class Coordinator:
             if mean is not None:
                 self._close_train_round(r, mean)
                 return
-            self._abandon_round(r)
+            self.abandon_round()
             log.warning(
                 "round %d attempt %d: %d of %d sites needed answered stage %s before the deadline",
                 number,
@@ -286,9 +305,11 @@ class Coordinator:
                 self._push_task(self.sites[name])
         log.info("round %d: %s with %d sites", r.number, pb.Stage.Name(stage), len(r.tasked))
 
-    def _open_round(
-        self, number: int, stage: pb.Stage, version: int, attempt: int = 1
-    ) -> OpenRound:
+    def infos_for(self, r: OpenRound) -> list[TensorInfo]:
+        """The tensors an update of this round carries (before masking)."""
+        return self.round0.layout.infos() if r.number == STATISTICS_ROUND else self.update_infos
+
+    def open_round(self, number: int, stage: pb.Stage, version: int, attempt: int = 1) -> OpenRound:
         trains = stage == pb.TRAIN
         r = OpenRound(
             number=number,
@@ -297,7 +318,8 @@ class Coordinator:
             opened_at=time.time(),
             deadline=self.clock() + self.spec.round_timeout_seconds,
             config=self.strategy.client_config(number) if trains else {},
-            evaluate=not trains or version % self.spec.evaluation.every_rounds == 0,
+            evaluate=stage == pb.EVALUATE
+            or (trains and version % self.spec.evaluation.every_rounds == 0),
             accumulator=(
                 build_accumulator(self.spec, self.update_infos, self.privacy.adaptive_clip)
                 if trains and self.secure is None
@@ -331,6 +353,8 @@ class Coordinator:
         )
         if r.secure is not None and self.secure is not None:
             self.secure.fill_task(task, r, site.name)
+        if self.preprocessing is not None:
+            task.preprocessing = self.preprocessing.to_json()
         site.queue.put_nowait(pb.Event(task=task))
 
     def _waiting_on(self, r: OpenRound) -> set[str]:
@@ -354,7 +378,14 @@ class Coordinator:
             hook(record)
         log.info("round %d closed with %d sites", r.number, len(r.updates))
 
-    def _abandon_round(self, r: OpenRound) -> None:
+    def close_statistics_round(self, r: OpenRound) -> None:
+        self.open = None
+        save(self)
+
+    def abandon_round(self) -> None:
+        r = self.open
+        if r is None:
+            return
         if self.secure is not None:
             self.secure.abandon()
         for update in list(r.receiving.values()):
@@ -364,7 +395,7 @@ class Coordinator:
         self.open = None
 
     async def _final_evaluation(self) -> None:
-        r = self._open_round(self.rounds_completed, pb.EVALUATE, self.rounds_completed)
+        r = self.open_round(self.rounds_completed, pb.EVALUATE, self.rounds_completed)
         while self._waiting_on(r) and self.clock() < r.deadline:
             await self._wait_change(r.deadline)
         self.log.finalize(self.rounds_completed)

@@ -53,6 +53,8 @@ class AggregatorOptions:
     allow_plaintext: bool = False
     # Import paths the job's model may come from (the site's --allow-import).
     allowed_imports: tuple[str, ...] = ()
+    # Round 0 only: the federated statistics, no training (`fedkube stats`).
+    statistics_only: bool = False
 
 
 M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
@@ -84,7 +86,8 @@ def _coordinator(job: FederatedJob, opts: AggregatorOptions) -> Coordinator:
         job,
         initial_params(job.spec.task, features, classes, PluginPolicy(opts.allowed_imports)),
         build_strategy(job.spec),
-        opts.checkpoint_dir,
+        None if opts.statistics_only else opts.checkpoint_dir,
+        statistics_only=opts.statistics_only,
     )
     resume(coordinator)
     coordinator.on_succeeded = lambda c: write_outputs(c, opts.output_dir)

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 from fedkube.aggregator.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedkube.errors import JobFailed
+from fedkube.spec.preprocessing import Preprocessing
 from fedkube.spec.progress import RoundRecord, SiteSummary
+from fedkube.spec.statistics import StatisticsReport
 from fedkube.wire.tensors import specs_of
 
 if TYPE_CHECKING:
@@ -33,6 +35,10 @@ def resume(c: Coordinator) -> bool:
     c.privacy.load(cp.privacy)
     c.rounds_completed = cp.rounds_completed
     c.restarts = cp.restarts + 1
+    if cp.preprocessing is not None:
+        c.preprocessing = Preprocessing.model_validate(cp.preprocessing)
+    if cp.statistics is not None:
+        c.statistics = StatisticsReport.model_validate(cp.statistics)
     c.log.history = [RoundRecord.model_validate(h) for h in cp.history]
     for name, s in cp.sites.items():
         if name in c.sites:
@@ -59,5 +65,9 @@ def save(c: Coordinator) -> None:
             sites={n: s.summary().to_json_dict() for n, s in c.sites.items()},
             privacy=c.privacy.state(),
             restarts=c.restarts,
+            preprocessing=(
+                c.preprocessing.model_dump(mode="json", by_alias=True) if c.preprocessing else None
+            ),
+            statistics=c.statistics.to_json_dict() if c.statistics else None,
         ),
     )

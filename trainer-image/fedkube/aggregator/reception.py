@@ -73,9 +73,9 @@ class UpdateReception:
         c.known(header.ref.job, header.ref.site)
         site, number = header.ref.site, header.ref.round
         r = c.open
-        takes = pb.MASKED_UPDATE if c.secure else pb.TRAIN
-        if r is None or r.stage != takes or number != r.number:
-            now = f"round {r.number} is open" if r and r.stage == takes else "no round is open"
+        takes = {pb.MASKED_UPDATE if c.secure else pb.TRAIN, pb.SCHEMA, pb.STATISTICS}
+        if r is None or r.stage not in takes or number != r.number:
+            now = f"round {r.number} is open" if r and r.stage in takes else "no round is open"
             raise RoundClosed(
                 f"round {number} is not open for updates ({now}); the update is dropped",
                 site=site,
@@ -94,7 +94,17 @@ class UpdateReception:
                 site=site,
                 round=number,
             )
-        if c.secure is not None:
+        if r.stage in (pb.SCHEMA, pb.STATISTICS):
+            if site not in r.tasked:
+                raise RoundClosed(
+                    f"site {site!r} was not asked for stage {pb.Stage.Name(r.stage)} of round 0",
+                    site=site,
+                    round=number,
+                )
+            infos = c.round0.infos(r)
+            check_tensors(header, infos)
+            update = SpooledUpdate(header, infos)
+        elif c.secure is not None:
             update = c.secure.begin_update(r, header)
         else:
             if header.num_samples <= 0:
@@ -116,6 +126,12 @@ class UpdateReception:
             )
         del r.receiving[update.site]
         r.bytes_received += update.bytes_received
+        if r.stage in (pb.SCHEMA, pb.STATISTICS):
+            with contextlib.closing(update):
+                self._take_statistics(update, r.stage)
+            r.done[update.site] = {}
+            c.notify()
+            return
         if c.secure is not None:
             with contextlib.closing(update):
                 samples = c.secure.fold(r, update)
@@ -134,3 +150,14 @@ class UpdateReception:
         site.lateness_seconds = now - r.first_update_at
         log.info("round %d: update from %s (%d samples)", r.number, update.site, samples)
         c.notify()
+
+    def _take_statistics(self, update: SpooledUpdate, stage: pb.Stage) -> None:
+        round0 = self.c.round0
+        if stage == pb.SCHEMA:
+            round0.take_schema(update.site, update.header.schema)
+            return
+        tensors = {
+            info.name: update.read(k, 0, info.size).reshape(info.shape)
+            for k, info in enumerate(update.infos)
+        }
+        round0.take_tensors(update.site, tensors)

@@ -56,8 +56,11 @@ class SecureRounds:
         # The next round's key exchange, set up when this round's UNMASK stage opens.
         self.upcoming: SecureSum | None = None
 
-    def new_sum(self, number: int, attempt: int) -> SecureSum:
-        sizes = [i.size for i in self.c.update_infos]
+    def new_sum(
+        self, number: int, attempt: int, infos: Sequence[TensorInfo] | None = None
+    ) -> SecureSum:
+        """A round's sum, of the model update's tensors unless ``infos`` says otherwise."""
+        sizes = [i.size for i in (self.c.update_infos if infos is None else infos)]
         return SecureSum(Context(self.c.job.name, number, attempt), self.params, sizes)
 
     # -- sites coming and going ---------------------------------------------------------------
@@ -84,7 +87,7 @@ class SecureRounds:
                 site=header.ref.site,
                 round=header.ref.round,
             )
-        infos = masked_infos(self.c.update_infos)
+        infos = masked_infos(self.c.infos_for(r))
         check_tensors(header, infos, codec=pb.MASKED_FIXED_POINT)
         return SpooledUpdate(header, infos)
 
@@ -135,11 +138,11 @@ class SecureRounds:
         if not header.HasField("next_round_keys"):
             return
         keys = header.next_round_keys
-        # The next round trains the model this round makes.
+        # The next round trains the model this round makes (round 0 makes none).
         expected = pb.RoundRef(
             job=header.ref.job, round=r.number + 1, attempt=1, site=header.ref.site
         )
-        if keys.ref != expected or keys.model_version != header.model_version + 1:
+        if keys.ref != expected or keys.model_version != header.model_version + min(r.number, 1):
             log.warning("site %s: next round's keys name another round; ignored", header.ref.site)
             return
         try:
@@ -185,8 +188,9 @@ class SecureRounds:
 
     # -- the stages ---------------------------------------------------------------------------
 
-    async def run_stages(self, r: OpenRound) -> Params | None:
-        """Drive the round's stages; the unmasked mean, or None without a quorum."""
+    async def run_stages(self, r: OpenRound, raw_sum: bool = False) -> Params | None:
+        """Drive the round's stages; the unmasked mean (or, with ``raw_sum``, the uint32
+        sum), or None without a quorum."""
         secure, quorum = r.secure, self.c.quorum
         assert secure is not None
         if r.stage == pb.ADVERTISE_KEYS:  # not opened with the last round's exchange
@@ -205,7 +209,13 @@ class SecureRounds:
         self.c.next_stage(r, pb.UNMASK, set(r.done))
         if not await self.c.stage_answered(r, secure.params.threshold):
             return None
-        return unmasked_mean(secure, self.c.update_infos)
+        infos = self.c.infos_for(r)
+        if raw_sum:
+            return {
+                i.name: flat.reshape(i.shape)
+                for i, flat in zip(infos, secure.unmasked_sum(), strict=True)
+            }
+        return unmasked_mean(secure, infos)
 
     def open(self, r: OpenRound, connected: set[str]) -> bool:
         """Open at MASKED_UPDATE when every connected site shared keys for this round with

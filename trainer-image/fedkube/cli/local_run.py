@@ -22,11 +22,13 @@ from fedkube.aggregator.outputs import RESULT_FILE
 from fedkube.cli.launch import free_port, spawn_fedkube
 from fedkube.cli.progress_plot import plot_progress
 from fedkube.cli.report import indent, result_table, round_line
+from fedkube.cli.statistics_report import plot_statistics, statistics_lines
 from fedkube.errors import SpecError
 from fedkube.models.plugins import PluginPolicy
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.load import load_job
 from fedkube.spec.progress import JobResult, Progress, RoundRecord
+from fedkube.spec.statistics import StatisticsReport
 from fedkube.transport.progress_client import fetch_progress
 
 POLL_SECONDS = 0.1
@@ -39,6 +41,8 @@ class LocalRunOptions:
     fresh: bool = False
     quiet: bool = False
     out: TextIO = sys.stdout
+    # `fedkube stats`: round 0 alone, the federated statistics; no training.
+    statistics_only: bool = False
 
 
 @dataclass
@@ -59,7 +63,9 @@ class LocalRun:
         self.job = job
         self.opts = opts
         self.out = opts.out
-        self.output = (opts.output or Path(job.spec.output.path)).resolve()
+        # Statistics go beside a job's outputs, never over its result.json.
+        default = Path(job.spec.output.path) / ("statistics" if opts.statistics_only else "")
+        self.output = (opts.output or default).resolve()
         ck = Path(job.spec.checkpoint.path)
         self.checkpoints = ck if ck.is_absolute() else self.output / ck
         self.port = free_port()
@@ -84,7 +90,7 @@ class LocalRun:
     def start(self) -> Child:
         (self.output / "logs").mkdir(parents=True, exist_ok=True)
         checkpoint = self.checkpoints / CHECKPOINT_FILE
-        if checkpoint.exists():
+        if checkpoint.exists() and not self.opts.statistics_only:
             if self.opts.fresh:
                 checkpoint.unlink()
             else:
@@ -109,6 +115,7 @@ class LocalRun:
                 str(self.checkpoints),
                 "--output-dir",
                 str(self.output),
+                *(["--statistics-only"] if self.opts.statistics_only else []),
                 *self._plugins(),
             ],
         )
@@ -190,11 +197,24 @@ class LocalRun:
         if not path.exists():
             return None
         result = JobResult.model_validate_json(path.read_bytes())
+        if self.opts.statistics_only:
+            self.report_statistics(result)
+            return result
         self.print_rounds(result.history, result.total_rounds, final=True)
         for line in result_table(result, path):
             self.say(line)
         self.say(f"progress plot: {plot_progress(result, self.output)}")
         return result
+
+    def report_statistics(self, result: JobResult) -> None:
+        if result.statistics_path is None:
+            self.say("the job wrote no statistics")
+            return
+        path = Path(result.statistics_path)
+        report = StatisticsReport.model_validate_json(path.read_bytes())
+        for line in statistics_lines(report, path):
+            self.say(line)
+        self.say(f"distributions: {plot_statistics(report, self.output)}")
 
 
 def run_local(opts: LocalRunOptions) -> int:
@@ -208,10 +228,12 @@ def run_local(opts: LocalRunOptions) -> int:
             ],
         )
     run = LocalRun(job, opts)
-    run.say(
-        f"job {job.name}: {len(job.spec.sites)} sites, {job.spec.rounds} rounds, strategy "
-        f"{job.spec.strategy.name}; logs in {run.output / 'logs'}"
+    doing = (
+        "federated statistics only"
+        if opts.statistics_only
+        else f"{job.spec.rounds} rounds, strategy {job.spec.strategy.name}"
     )
+    run.say(f"job {job.name}: {len(job.spec.sites)} sites, {doing}; logs in {run.output / 'logs'}")
     run.say(f"metrics for Prometheus at http://127.0.0.1:{run.http_port}/metrics")
     interrupted = False
 

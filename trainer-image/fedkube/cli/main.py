@@ -51,17 +51,17 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
         tls_dir=Path(args.tls_dir) if args.tls_dir else None,
         allow_plaintext=args.allow_plaintext,
         allowed_imports=tuple(args.allow_import),
+        statistics_only=args.statistics_only,
     )
     return asyncio.run(serve(job, opts))
 
 
 def cmd_trainer(args: argparse.Namespace) -> int:
     from fedkube.cli.logs import setup_logging
-    from fedkube.data.site_data import load_site_data
     from fedkube.errors import PrivacyBudgetExhausted
     from fedkube.models.plugins import PluginPolicy
     from fedkube.spec.load import load_job
-    from fedkube.trainer.site import site_client, site_trainer
+    from fedkube.trainer.site import prepare_site, site_client, site_trainer
     from fedkube.transport.grpc_link import GrpcLink
 
     setup_logging(f"trainer[{args.site}]")
@@ -69,15 +69,19 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     manifest = _manifest(args)
     job = load_job(manifest)
     endpoint = _trainer_endpoint(args, job.spec.aggregator.endpoint, job.spec.aggregator.port)
-    trainer = site_trainer(
+    trainer = prepare_site(
         job,
         args.site,
-        load_site_data(job.spec, args.site, manifest),
-        plugins=PluginPolicy(tuple(args.allow_import)),
-        epsilon_cap=args.epsilon_cap,
-        state_dir=Path(args.state_dir) if args.state_dir else None,
+        manifest,
+        lambda data: site_trainer(
+            job,
+            args.site,
+            data,
+            plugins=PluginPolicy(tuple(args.allow_import)),
+            epsilon_cap=args.epsilon_cap,
+            state_dir=Path(args.state_dir) if args.state_dir else None,
+        ),
     )
-    trainer.warm_up()
     link = GrpcLink(endpoint, tls_dir=Path(args.tls_dir) if args.tls_dir else None)
     client = site_client(job, args.site, link, trainer)
     try:
@@ -144,6 +148,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from fedkube.cli.local_run import LocalRunOptions, run_local
+
+    return run_local(
+        LocalRunOptions(
+            manifest=_manifest(args),
+            output=Path(args.output) if args.output else None,
+            quiet=True,
+            statistics_only=True,
+        )
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fedkube.cli.model_use import load_trained, predict
+
+    _limit_threads()
+    data = Path(args.data)
+    out = Path(args.out) if args.out else data.with_name(data.stem + ".predictions.csv")
+    rows = predict(load_trained(Path(args.model)), data, out)
+    print(f"{rows} rows predicted: {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from fedkube.cli.model_use import evaluate, load_trained
+
+    _limit_threads()
+    scores = evaluate(load_trained(Path(args.model)), Path(args.data), args.label_column)
+    if args.json:
+        print(json.dumps(scores, sort_keys=True))
+    else:
+        print(
+            f"{int(scores['rows'])} rows: accuracy {scores['accuracy']:.2%}, loss "
+            f"{scores['loss']:.4f}"
+        )
+    return 0
+
+
 def _limit_threads() -> None:
     """One torch thread per process by default: several sites share a few cores."""
     threads = int(os.environ.get("FEDKUBE_TORCH_THREADS", "1"))
@@ -167,7 +212,15 @@ def _allow_import(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedkube", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_run_parser, _validate_parser, _aggregator_parser, _trainer_parser, _certs_parser):
+    for add in (
+        _run_parser,
+        _stats_parser,
+        _model_use_parsers,
+        _validate_parser,
+        _aggregator_parser,
+        _trainer_parser,
+        _certs_parser,
+    ):
         add(sub)
     return p
 
@@ -179,6 +232,29 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--fresh", action="store_true", help="ignore an earlier checkpoint")
     run.add_argument("--quiet", action="store_true", help="print only the final table")
     run.set_defaults(fn=cmd_run)
+
+
+def _stats_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    stats = sub.add_parser(
+        "stats", help="federated statistics of the sites' data (round 0 alone, no training)"
+    )
+    stats.add_argument("manifest", help="FederatedJob YAML file")
+    stats.add_argument("--output", help="folder (default: spec.output.path/statistics)")
+    stats.set_defaults(fn=cmd_stats)
+
+
+def _model_use_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    pred = sub.add_parser("predict", help="apply a trained model to new CSV or Parquet rows")
+    pred.add_argument("--model", required=True, help="the job's output folder")
+    pred.add_argument("--data", required=True, help="CSV or Parquet file")
+    pred.add_argument("--out", help="CSV to write (default: DATA.predictions.csv)")
+    pred.set_defaults(fn=cmd_predict)
+    ev = sub.add_parser("evaluate", help="score a trained model on a labelled file")
+    ev.add_argument("--model", required=True, help="the job's output folder")
+    ev.add_argument("--data", required=True, help="CSV or Parquet file with labels")
+    ev.add_argument("--label-column", help="default: the training files' label column")
+    ev.add_argument("--json", action="store_true", help="print the scores as JSON")
+    ev.set_defaults(fn=cmd_evaluate)
 
 
 def _validate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -206,6 +282,11 @@ def _aggregator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--allow-plaintext",
         action="store_true",
         help="accept clear text on a non-loopback address (a mesh encrypts, say)",
+    )
+    agg.add_argument(
+        "--statistics-only",
+        action="store_true",
+        help="run round 0 (the federated statistics) and stop: no training",
     )
     _allow_import(agg)
     agg.set_defaults(fn=cmd_aggregator)

@@ -1,4 +1,5 @@
-"""One site's data, ready to train: its rows, split into training and held-out parts."""
+"""One site's data, ready to train: its rows through the agreed preprocessing, split into
+training and held-out parts."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fedkube.data.sources import file_rows, sklearn_rows
+from fedkube.data.preprocess import local_preprocessing, prepare
+from fedkube.data.table import SiteTable, read_site_table
 from fedkube.errors import DataError
 from fedkube.spec.job import JobSpec
-from fedkube.spec.load import resolve_path
+from fedkube.spec.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -40,29 +42,42 @@ def split_held_out(
     return x[train], y[train], x[test], y[test]
 
 
-def load_site_data(spec: JobSpec, site: str, manifest: Path | None = None) -> SiteData:
-    """Load, check and split the named site's data. Raises DataError."""
-    try:
-        data = spec.site(site).data
-    except KeyError:
-        raise DataError(site, "this site is not listed in spec.sites") from None
-    if data is None:
-        raise DataError(site, "the site is marked remote in this manifest and has no data here")
+def held_out_rows(spec: JobSpec, table: SiteTable) -> SiteTable:
+    """The site's held-out rows, raw, as training left them aside (rows with empty labels
+    are dropped first, as training drops or refuses them)."""
+    data = spec.site(table.site).data
+    assert data is not None
+    labelled = table.raw[[t != "" for t in table.labels()]].reset_index(drop=True)
+    if data.missing == "drop_rows":
+        labelled = labelled[~labelled[table.feature_names].isna().any(axis=1)]
+        labelled = labelled.reset_index(drop=True)
+    order = np.arange(len(labelled))
+    _, _, test, _ = split_held_out(table.site, order, order, data.held_out_fraction, spec.task.seed)
+    return SiteTable(
+        table.site,
+        table.source,
+        table.columns,
+        table.feature_names,
+        table.label_column,
+        labelled.iloc[np.sort(test)].reset_index(drop=True),
+    )
+
+
+def site_data(spec: JobSpec, table: SiteTable, pre: Preprocessing) -> SiteData:
+    """Prepare, check and split a site's rows."""
+    data = spec.site(table.site).data
+    assert data is not None
     num_features, num_classes = spec.input_shape()
-    if data.sklearn is not None:
-        x, y = sklearn_rows(site, data.sklearn, dataset_scaling=data.standardize == "dataset")
-    else:
-        assert data.file is not None
-        path = resolve_path(manifest, data.file.path)
-        x, y = file_rows(site, data.file, path, num_classes)
-    if x.shape[1] != num_features:
+    x, y = prepare(table, pre)
+    if len(table.feature_names) != num_features:
         raise DataError(
-            site,
-            f"the data has {x.shape[1]} feature columns but the model expects {num_features} "
-            "(task.numFeatures)",
+            table.site,
+            f"the data has {len(table.feature_names)} feature columns but the model expects "
+            f"{num_features} (task.numFeatures)",
+            path=table.source,
         )
     x_train, y_train, x_test, y_test = split_held_out(
-        site, x, y, data.held_out_fraction, spec.task.seed
+        table.site, x, y, data.held_out_fraction, spec.task.seed
     )
     if data.standardize == "site":
         # Each site scales with its own training statistics: no statistic leaves the site.
@@ -79,3 +94,15 @@ def load_site_data(spec: JobSpec, site: str, manifest: Path | None = None) -> Si
         num_features,
         num_classes,
     )
+
+
+def load_site_data(
+    spec: JobSpec,
+    site: str,
+    manifest: Path | None = None,
+    preprocessing: Preprocessing | None = None,
+) -> SiteData:
+    """Load, check and split the named site's data. Raises DataError."""
+    table = read_site_table(spec, site, manifest)
+    pre = preprocessing or local_preprocessing(spec, table.feature_names)
+    return site_data(spec, table, pre)

@@ -4,4 +4,5 @@
 # different releases refuse each other at Subscribe instead of misreading a round.
 # 2: the next round's key exchange rides on the masked update and the reveal.
 # 3: RoundRef in every message about a round, a Codec enum, one Receipt, stages in order.
-PROTOCOL_VERSION = 3
+# 4: round 0, the federated statistics: SCHEMA and STATISTICS stages, the agreed preprocessing.
+PROTOCOL_VERSION = 4

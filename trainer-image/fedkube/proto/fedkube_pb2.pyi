@@ -33,6 +33,8 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MASKED_UPDATE: _ClassVar[Stage]
     UNMASK: _ClassVar[Stage]
     EVALUATE: _ClassVar[Stage]
+    SCHEMA: _ClassVar[Stage]
+    STATISTICS: _ClassVar[Stage]
 DTYPE_UNSPECIFIED: DType
 FLOAT32: DType
 FLOAT64: DType
@@ -51,6 +53,8 @@ SHARE_KEYS: Stage
 MASKED_UPDATE: Stage
 UNMASK: Stage
 EVALUATE: Stage
+SCHEMA: Stage
+STATISTICS: Stage
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "dtype", "shape")
@@ -95,7 +99,7 @@ class JoinRequest(_message.Message):
     def __init__(self, job: _Optional[str] = ..., site: _Optional[str] = ..., protocol_version: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("ref", "stage", "model_version", "evaluate", "config", "deadline_unix_seconds", "secure")
+    __slots__ = ("ref", "stage", "model_version", "evaluate", "config", "deadline_unix_seconds", "secure", "preprocessing")
     class ConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +114,7 @@ class Task(_message.Message):
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SECURE_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
     ref: RoundRef
     stage: Stage
     model_version: int
@@ -117,7 +122,8 @@ class Task(_message.Message):
     config: _containers.ScalarMap[str, float]
     deadline_unix_seconds: float
     secure: SecAggTask
-    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., stage: _Optional[_Union[Stage, str]] = ..., model_version: _Optional[int] = ..., evaluate: _Optional[bool] = ..., config: _Optional[_Mapping[str, float]] = ..., deadline_unix_seconds: _Optional[float] = ..., secure: _Optional[_Union[SecAggTask, _Mapping]] = ...) -> None: ...
+    preprocessing: str
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., stage: _Optional[_Union[Stage, str]] = ..., model_version: _Optional[int] = ..., evaluate: _Optional[bool] = ..., config: _Optional[_Mapping[str, float]] = ..., deadline_unix_seconds: _Optional[float] = ..., secure: _Optional[_Union[SecAggTask, _Mapping]] = ..., preprocessing: _Optional[str] = ...) -> None: ...
 
 class SecAggParams(_message.Message):
     __slots__ = ("threshold", "clip_range", "clip_norm", "noise_stddev", "equal_weights", "num_sites")
@@ -279,8 +285,24 @@ class ModelPart(_message.Message):
     chunk: TensorChunk
     def __init__(self, header: _Optional[_Union[ModelHeader, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ...) -> None: ...
 
+class Column(_message.Message):
+    __slots__ = ("name", "type")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
+
+class SiteSchema(_message.Message):
+    __slots__ = ("columns", "labels")
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedCompositeFieldContainer[Column]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class UpdateHeader(_message.Message):
-    __slots__ = ("ref", "model_version", "num_samples", "metrics", "tensors", "codec", "next_round_keys")
+    __slots__ = ("ref", "model_version", "num_samples", "metrics", "tensors", "codec", "next_round_keys", "schema")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -295,6 +317,7 @@ class UpdateHeader(_message.Message):
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     NEXT_ROUND_KEYS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
     ref: RoundRef
     model_version: int
     num_samples: int
@@ -302,7 +325,8 @@ class UpdateHeader(_message.Message):
     tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     codec: Codec
     next_round_keys: KeyAdvertisement
-    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[_Union[Codec, str]] = ..., next_round_keys: _Optional[_Union[KeyAdvertisement, _Mapping]] = ...) -> None: ...
+    schema: SiteSchema
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[_Union[Codec, str]] = ..., next_round_keys: _Optional[_Union[KeyAdvertisement, _Mapping]] = ..., schema: _Optional[_Union[SiteSchema, _Mapping]] = ...) -> None: ...
 
 class UpdatePart(_message.Message):
     __slots__ = ("header", "chunk")

@@ -24,9 +24,8 @@ from fedkube.spec.security import (
     PrivacySpec,
     SecuritySpec,
 )
-from fedkube.spec.sites import (
-    SiteSpec,
-)
+from fedkube.spec.sites import DataSpec, SiteSpec
+from fedkube.spec.statistics import StatisticsSpec
 from fedkube.spec.task import (
     FedAvgSpec,
     StrategySpec,
@@ -131,6 +130,7 @@ class JobSpec(_Model):
     backoff_limit: int = Field(
         default=3, ge=0, le=100, description="On Kubernetes: recreations of a failed pod."
     )
+    statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
     pod_cleanup: Literal["none", "succeeded", "all"] = Field(
         default="succeeded",
         description="On Kubernetes, when the job ends: delete its pods if it succeeded "
@@ -161,10 +161,25 @@ class JobSpec(_Model):
                 "sites of this job"
             )
         uses_files = any(s.data and s.data.file for s in self.sites)
-        if uses_files and (self.task.num_features is None or self.task.num_classes is None):
+        if uses_files and (self.task.input_width() is None or self.task.class_count() is None):
             raise ValueError(
-                "task.numFeatures and task.numClasses are required when a site reads its own file"
+                "task.numFeatures (or task.features) and task.numClasses (or task.labels) are "
+                "required when a site reads its own file"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _one_preprocessing(self) -> JobSpec:
+        """Scaling and missing values are part of the model: every site prepares its rows the
+        same way, or the global model would see differently scaled inputs."""
+        for setting in ("standardize", "missing"):
+            chosen = [(i, getattr(s.data, setting)) for i, s in enumerate(self.sites) if s.data]
+            if len({v for _, v in chosen}) > 1:
+                first, (i, other) = chosen[0], next(c for c in chosen if c[1] != chosen[0][1])
+                raise ValueError(
+                    f"sites[{i}].data.{setting} is {other!r} but sites[{first[0]}].data.{setting}"
+                    f" is {first[1]!r}; every site must prepare its rows the same way"
+                )
         return self
 
     @model_validator(mode="after")
@@ -250,10 +265,29 @@ class JobSpec(_Model):
             (s.data.sklearn.dataset for s in self.sites if s.data and s.data.sklearn), None
         )
         known = DATASET_SHAPES[dataset] if dataset else (None, None)
-        features = self.task.num_features or known[0]
-        classes = self.task.num_classes or known[1]
+        features = self.task.input_width() or known[0]
+        classes = self.task.class_count() or known[1]
         assert features is not None and classes is not None  # guaranteed by _cross_field
         return features, classes
+
+    def data_settings(self) -> DataSpec | None:
+        """The preprocessing settings the sites share (one site's data; all agree)."""
+        return next((s.data for s in self.sites if s.data is not None), None)
+
+    def label_column(self) -> str:
+        """The label's column name at the first site with data ("target" for sklearn)."""
+        data = self.data_settings()
+        return data.file.label_column if data is not None and data.file is not None else "target"
+
+    def needs_statistics(self) -> bool:
+        """Whether the job starts with the federated statistics round: sites read their own
+        files (their columns are checked), or the preprocessing needs federated figures."""
+        data = self.data_settings()
+        files = any(s.data and s.data.file for s in self.sites)
+        federated = data is not None and (
+            data.standardize == "federated" or data.missing in ("impute_mean", "impute_median")
+        )
+        return files or federated
 
     def site(self, name: str) -> SiteSpec:
         for s in self.sites:

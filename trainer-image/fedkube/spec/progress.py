@@ -139,8 +139,10 @@ class JobResult(Record):
     sites: list[SiteResult]
     history: list[RoundRecord]
     privacy: PrivacyReport | None = None
-    model_path: str
+    model_path: str = Field(description="Empty when the job only computed statistics.")
     model_card: str
+    preprocessing_path: str | None = None
+    statistics_path: str | None = None
     wall_seconds: float
 
 

@@ -79,11 +79,19 @@ class DataSpec(_Model):
     held_out_fraction: float = Field(
         default=0.2, gt=0, lt=1, description="Share of the site's rows kept for evaluation."
     )
-    standardize: Literal["site", "dataset", "none"] = Field(
+    standardize: Literal["site", "federated", "dataset", "none"] = Field(
         default="site",
         description="Feature scaling: `site` uses the site's own training statistics (nothing "
-        "shared); `dataset` (sklearn sources) the whole dataset's, standing for a normalisation "
-        "the consortium agreed on beforehand; `none` leaves features as they are.",
+        "shared); `federated` the mean and standard deviation of all sites' rows, from the "
+        "federated statistics before round one (stored with the model); `dataset` (sklearn "
+        "sources) the whole dataset's; `none` leaves features as they are. The same for every "
+        "site.",
+    )
+    missing: Literal["refuse", "impute_mean", "impute_median", "drop_rows"] = Field(
+        default="refuse",
+        description="Empty feature values: refuse the file (naming column and row), fill "
+        "with the federated mean or median, or drop the row. A row without a label is "
+        "refused, or dropped by anything but refuse. The same for every site.",
     )
 
     @model_validator(mode="after")

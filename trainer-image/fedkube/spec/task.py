@@ -42,6 +42,16 @@ class ModelSpec(_Model):
         return self
 
 
+class FeatureSpec(_Model):
+    """One input column as the consortium agreed it: every site's file must have it."""
+
+    name: str = Field(min_length=1, max_length=256)
+    type: Literal["number", "integer"] = Field(
+        default="number",
+        description="number: any numeric value; integer: whole numbers only.",
+    )
+
+
 class TaskSpec(_Model):
     """What each site does with the global model in one round."""
 
@@ -58,6 +68,50 @@ class TaskSpec(_Model):
     num_classes: int | None = Field(
         default=None, ge=2, le=100_000, description="Label count; required with file data."
     )
+    features: list[FeatureSpec] | None = Field(
+        default=None,
+        max_length=100_000,
+        description="The input columns, in order, with their types. Each site's file is "
+        "checked against them before round one; without them the sites are checked against "
+        "each other.",
+    )
+    labels: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None,
+        max_length=100_000,
+        description="The label values, class 0 first. Without it the labels are the class "
+        "numbers 0..numClasses-1, or (without secure aggregation) the sorted values the "
+        "sites report.",
+    )
+
+    @model_validator(mode="after")
+    def _columns_agree(self) -> TaskSpec:
+        names = [f.name for f in self.features or []]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"task.features repeats {', '.join(repeated)}")
+        if self.features is not None and self.num_features not in (None, len(self.features)):
+            raise ValueError(
+                f"task.numFeatures is {self.num_features} but task.features lists "
+                f"{len(self.features)} columns; give one or make them agree"
+            )
+        labels = self.labels or []
+        if len(set(labels)) != len(labels):
+            raise ValueError("task.labels must not repeat a value")
+        if self.labels is not None and self.num_classes not in (None, len(self.labels)):
+            raise ValueError(
+                f"task.numClasses is {self.num_classes} but task.labels lists "
+                f"{len(self.labels)} values; give one or make them agree"
+            )
+        if self.labels is not None and len(self.labels) < 2:
+            raise ValueError("task.labels needs at least two values")
+        return self
+
+    def input_width(self) -> int | None:
+        return self.num_features or (len(self.features) if self.features else None)
+
+    def class_count(self) -> int | None:
+        return self.num_classes or (len(self.labels) if self.labels else None)
+
     train_function: Annotated[str, Field(pattern=IMPORT_PATH, max_length=256)] | None = Field(
         default=None,
         description="`package.module:train` replacing the built-in loop; called as "

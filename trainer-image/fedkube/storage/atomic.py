@@ -25,6 +25,7 @@ def atomic_write(path: Path) -> Iterator[IO[bytes]]:
         raise
 
 
-def write_json(path: Path, document: Any) -> None:
+def write_json(path: Path, document: Any) -> Path:
     with atomic_write(path) as f:
         f.write(json.dumps(document, indent=2, sort_keys=True).encode() + b"\n")
+    return path

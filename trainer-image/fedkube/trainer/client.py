@@ -14,12 +14,13 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from fedkube.errors import AggregatorUnavailable, JobFailed, SecureAggregationError, UpdateRefused
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.site import SiteSession
+from fedkube.spec.preprocessing import Preprocessing
 from fedkube.trainer.local import LocalTrainer
 from fedkube.transport.link import SiteLink
 from fedkube.wire.tensors import Params, assemble, from_spec, iter_chunks, specs_of, to_spec
@@ -42,6 +43,23 @@ class Backoff:
             delay = min(self.most, delay * 2)
 
 
+STATISTICS_ROUND = 0
+
+
+class SiteSource(Protocol):
+    """A site's rows before the agreed preprocessing: they answer round 0, then make the
+    trainer once the preprocessing is known (``fedkube.trainer.site.PendingSite``)."""
+
+    @property
+    def rows(self) -> int: ...
+
+    def schema(self, secure: bool) -> pb.SiteSchema: ...
+
+    def statistics(self, secure: bool) -> Params: ...
+
+    def trainer(self, preprocessing: Preprocessing | None) -> LocalTrainer: ...
+
+
 def session_matches(session: SiteSession, task: pb.Task) -> bool:
     return (session.context.round, session.context.attempt) == (task.ref.round, task.ref.attempt)
 
@@ -52,7 +70,7 @@ class TrainerClient:
         job: str,
         site: str,
         link: SiteLink,
-        trainer: LocalTrainer,
+        trainer: LocalTrainer | SiteSource,
         backoff: Backoff = Backoff(),
         secure: pb.SecAggParams | None = None,
         private: bool = False,
@@ -61,7 +79,9 @@ class TrainerClient:
         self.site = site
         self.link = link
         self.endpoint = link.endpoint
-        self.trainer = trainer
+        # The trainer exists once the preprocessing is known; until then the source answers.
+        self._trainer: LocalTrainer | None = trainer if isinstance(trainer, LocalTrainer) else None
+        self.source: SiteSource | None = None if isinstance(trainer, LocalTrainer) else trainer
         self.backoff = backoff
         # What this site's own copy of the manifest says secure aggregation must be (None:
         # the job has none). A task that says otherwise is refused, never answered.
@@ -114,12 +134,40 @@ class TrainerClient:
     def close(self) -> None:
         self.link.close()
 
+    @property
+    def trainer(self) -> LocalTrainer:
+        assert self._trainer is not None, "the trainer is made before the first training task"
+        return self._trainer
+
+    def _prepare(self, task: pb.Task) -> None:
+        """Make the trainer with the preprocessing the task carries (round 0's agreement), or
+        the manifest's own when the job has no round 0."""
+        if self._trainer is not None or self.source is None:
+            return
+        agreed = (
+            Preprocessing.model_validate_json(task.preprocessing) if task.preprocessing else None
+        )
+        self._trainer = self.source.trainer(agreed)
+        log.info("data prepared: %d training rows", self._trainer.num_train)
+
+    def _rows(self) -> int:
+        """The rows behind this site's answers, before the trainer exists too."""
+        if self._trainer is not None:
+            return self._trainer.num_train
+        assert self.source is not None
+        return int(self.source.rows)
+
     # -- one task ----------------------------------------------------------------------------
 
     def _handle(self, task: pb.Task) -> None:
         refusal = self._refusal(task)
         if refusal is not None:
             log.error("round %d: task refused: %s", task.ref.round, refusal)
+            return
+        if task.ref.round != STATISTICS_ROUND:
+            self._prepare(task)
+        if task.stage in (pb.SCHEMA, pb.STATISTICS):
+            self._statistics_stage(task)
             return
         if task.HasField("secure"):
             self._secure_stage(task)
@@ -160,7 +208,7 @@ class TrainerClient:
                 self._new_session(task, task.ref.round, task.ref.attempt),
                 None,
             )
-            advertisement = self.session.advertisement(task.model_version, self.trainer.num_train)
+            advertisement = self.session.advertisement(task.model_version, self._rows())
             self._send(task, "keys", self.link.advertise_keys, advertisement)
             return
         session = self.session
@@ -186,10 +234,38 @@ class TrainerClient:
             self.session = self.upcoming = None
             log.error("round %d: secure aggregation stopped at this site: %s", task.ref.round, e)
 
+    def _statistics_stage(self, task: pb.Task) -> None:
+        """Round 0 in the clear: the schema (always: names and types, no values), or, in a
+        job without secure aggregation, the counts and sums."""
+        if self.source is None:
+            log.warning("round 0: this site was started with its data prepared; no answer")
+            return
+        secure = self.secure is not None
+        header = pb.UpdateHeader(
+            ref=self._ref(task),
+            model_version=task.model_version,
+            num_samples=self.source.rows,
+            codec=pb.RAW,
+        )
+        tensors: Params = {}
+        if task.stage == pb.SCHEMA:
+            header.schema.CopyFrom(self.source.schema(secure))
+        else:
+            tensors = self.source.statistics(secure)
+            header.tensors.extend(to_spec(i) for i in specs_of(tensors))
+        parts = [
+            pb.UpdatePart(header=header),
+            *(pb.UpdatePart(chunk=c) for c in iter_chunks(list(tensors.values()))),
+        ]
+        if self._send(
+            task, pb.Stage.Name(task.stage).lower(), self.link.submit_update, iter(parts)
+        ):
+            log.info("round 0: %s sent", pb.Stage.Name(task.stage).lower())
+
     def _refusal(self, task: pb.Task) -> str | None:
         """Why this task must not be answered, judged from this site's own manifest."""
-        if task.stage == pb.EVALUATE:
-            return None
+        if task.stage in (pb.EVALUATE, pb.SCHEMA):
+            return None  # no update: a score, or column names and types
         if self.secure is None:
             return (
                 "a secure-aggregation task for a job without it"
@@ -225,14 +301,22 @@ class TrainerClient:
 
     def _send_masked_update(self, task: pb.Task, session: SiteSession) -> None:
         session.receive_shares(task.secure.inbox)  # a bad share stops the site before it trains
-        trained = self._train(task)
-        assert trained is not None  # MASKED_UPDATE trains
-        version, update, metrics = trained
-        self.update_sizes = [v.size for v in update.values()]
-        masked = dict(zip(update, session.masked_update(list(update.values())), strict=True))
-        # The next round's keys ride along, so its roster is known before this round ends.
+        if task.ref.round == STATISTICS_ROUND:
+            assert self.source is not None
+            version, metrics = task.model_version, dict[str, float]()
+            counts = self.source.statistics(secure=True)
+            masked = dict(zip(counts, session.masked_counts(list(counts.values())), strict=True))
+        else:
+            trained = self._train(task)
+            assert trained is not None  # MASKED_UPDATE trains
+            version, update, metrics = trained
+            self.update_sizes = [v.size for v in update.values()]
+            masked = dict(zip(update, session.masked_update(list(update.values())), strict=True))
+        # The next round's keys ride along, so its roster is known before this round ends
+        # (round 0 makes no model: round 1 trains the same version).
         upcoming = self._new_session(task, task.ref.round + 1, 1)
-        keys = upcoming.advertisement(task.model_version + 1, self.trainer.num_train)
+        next_version = task.model_version + min(task.ref.round, 1)
+        keys = upcoming.advertisement(next_version, self._rows())
         parts = self._update_parts(task, version, masked, metrics, next_round_keys=keys)
         if self._send(task, "masked update", self.link.submit_update, parts) is not None:
             self.upcoming = upcoming

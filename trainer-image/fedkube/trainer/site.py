@@ -3,17 +3,25 @@ trainer pod, `fedkube run`'s processes and the in-process simulation."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from fedkube.data.site_data import SiteData
+from fedkube.data.preprocess import local_preprocessing
+from fedkube.data.site_data import SiteData, load_site_data, site_data
+from fedkube.data.site_statistics import site_schema, site_statistics
+from fedkube.data.table import SiteTable, read_site_table
 from fedkube.models.plugins import PluginPolicy
 from fedkube.privacy.ledger import PrivacyLedger
+from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.params import secagg_params
 from fedkube.spec.job import FederatedJob
+from fedkube.spec.preprocessing import Preprocessing
 from fedkube.strategy import build_strategy
 from fedkube.trainer.client import TrainerClient
 from fedkube.trainer.local import LocalTrainer
 from fedkube.transport.link import SiteLink
+from fedkube.wire.tensors import Params
 
 LEDGER_FILE = "privacy-ledger.json"
 
@@ -49,8 +57,53 @@ def site_trainer(
     )
 
 
+@dataclass
+class PendingSite:
+    """A site whose job starts with round 0: its raw rows answer the schema and statistics
+    stages, and its trainer is made from them once the preprocessing is agreed."""
+
+    job: FederatedJob
+    table: SiteTable
+    make: Callable[[SiteData], LocalTrainer]
+
+    @property
+    def rows(self) -> int:
+        return self.table.rows
+
+    def schema(self, secure: bool) -> pb.SiteSchema:
+        report = site_schema(self.table, secure)
+        return pb.SiteSchema(
+            columns=[pb.Column(name=c.name, type=c.type) for c in report.columns],
+            labels=report.labels,
+        )
+
+    def statistics(self, secure: bool) -> Params:
+        return site_statistics(self.job.spec, self.table, secure)
+
+    def trainer(self, preprocessing: Preprocessing | None) -> LocalTrainer:
+        spec = self.job.spec
+        pre = preprocessing or local_preprocessing(spec, self.table.feature_names)
+        trainer = self.make(site_data(spec, self.table, pre))
+        trainer.warm_up()
+        return trainer
+
+
+def prepare_site(
+    job: FederatedJob,
+    site: str,
+    manifest: Path | None,
+    make: Callable[[SiteData], LocalTrainer],
+) -> LocalTrainer | PendingSite:
+    """The site's trainer now, or, when the job starts with round 0, its rows until then."""
+    if job.spec.needs_statistics():
+        return PendingSite(job, read_site_table(job.spec, site, manifest), make)
+    trainer = make(load_site_data(job.spec, site, manifest))
+    trainer.warm_up()
+    return trainer
+
+
 def site_client(
-    job: FederatedJob, site: str, link: SiteLink, trainer: LocalTrainer
+    job: FederatedJob, site: str, link: SiteLink, trainer: LocalTrainer | PendingSite
 ) -> TrainerClient:
     """The client that serves the aggregator's tasks, checking them against this job."""
     spec = job.spec

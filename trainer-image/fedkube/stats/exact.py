@@ -1,0 +1,50 @@
+"""Exact sums across sites in a ring of 32-bit integers.
+
+Secure aggregation adds uint32 values mod 2^32. A feature's sum of values and sum of squares
+need far more bits than that, so each is a big integer (values in fixed point with 32
+fractional bits) cut into 16-bit limbs, one limb per uint32 slot: up to 65,536 sites' limbs
+add without wrapping, and the totals rebuild the exact sums. Means and standard deviations
+then come out as exact as the sites' own float64 values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+FRACTION_BITS = 32
+LIMB_BITS = 16
+SUM_LIMBS = 8  # signed 128 bits: |x| < 2^40 in fixed point, times up to 2^40 rows
+SQUARE_LIMBS = 12  # unsigned 192 bits: squares < 2^144, times up to 2^40 rows
+MAX_SITES = 1 << (32 - LIMB_BITS)
+
+
+def fixed_point(values: np.ndarray) -> list[int]:
+    """float64 values as Python integers scaled by 2^32 (exact: a power-of-two scaling of a
+    float64 is exact, and the rounding only drops bits below 2^-32)."""
+    return [int(v) for v in np.rint(np.asarray(values, dtype=np.float64) * 2.0**FRACTION_BITS)]
+
+
+def to_limbs(numbers: Sequence[int], limbs: int) -> np.ndarray:
+    """Each integer mod 2^(16 limbs), as `limbs` 16-bit pieces (uint32, least significant
+    first): shape [len(numbers), limbs]."""
+    modulus, mask = 1 << (LIMB_BITS * limbs), (1 << LIMB_BITS) - 1
+    out = np.zeros((len(numbers), limbs), dtype=np.uint32)
+    for i, n in enumerate(numbers):
+        n %= modulus
+        for j in range(limbs):
+            out[i, j] = (n >> (LIMB_BITS * j)) & mask
+    return out
+
+
+def from_limbs(sums: np.ndarray, signed: bool) -> list[int]:
+    """The integers behind summed limbs (uint32 [n, limbs], each a sum of 16-bit pieces)."""
+    limbs = sums.shape[1]
+    modulus = 1 << (LIMB_BITS * limbs)
+    out = []
+    for row in sums:
+        n = sum(int(v) << (LIMB_BITS * j) for j, v in enumerate(row)) % modulus
+        if signed and n >= modulus // 2:
+            n -= modulus
+        out.append(n)
+    return out

@@ -1,0 +1,125 @@
+"""The schema check before round one: every site's columns against the manifest's
+task.features, or against each other, and the label vocabulary from what the sites report.
+Only column names, types and label values are compared, never a value of a row."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from fedkube.spec.job import JobSpec
+
+
+@dataclass(frozen=True)
+class ReportedSchema:
+    columns: dict[str, str]  # name -> type, in the file's order
+    labels: list[str]  # empty under secure aggregation
+
+
+def _numbers_first(values: set[str]) -> list[str]:
+    try:
+        return sorted(values, key=float)
+    except ValueError:
+        return sorted(values)
+
+
+def _features_of(spec: JobSpec, site: str, schema: ReportedSchema) -> list[str]:
+    if spec.task.features:
+        return [f.name for f in spec.task.features]
+    data = spec.site(site).data
+    if data is not None and data.file is not None:
+        if data.file.feature_columns:
+            return list(data.file.feature_columns)
+        return [c for c in schema.columns if c != data.file.label_column]
+    return list(schema.columns)[:-1]  # sklearn sources: the target comes last
+
+
+def schema_problems(spec: JobSpec, schemas: Mapping[str, ReportedSchema]) -> list[str]:
+    """Each problem names the site and the column; empty when the sites agree."""
+    problems: list[str] = []
+    wanted = {s: _features_of(spec, s, schema) for s, schema in schemas.items()}
+    types = {f.name: f.type for f in spec.task.features or []}
+    width, _ = spec.input_shape()
+    for site in sorted(schemas):
+        columns, features = schemas[site].columns, wanted[site]
+        data = spec.site(site).data
+        label = data.file.label_column if data is not None and data.file is not None else None
+        if label is not None and label not in columns:
+            problems.append(f"site {site}: the label column {label!r} is not in its file")
+        for name in features:
+            kind = columns.get(name)
+            if kind is None:
+                others = sorted(o for o in schemas if o != site and name in schemas[o].columns)
+                where = (
+                    "task.features lists it"
+                    if types
+                    else f"sites {', '.join(others)} have it"
+                    if others
+                    else "it is a feature column"
+                )
+                problems.append(f"site {site}: column {name!r} is missing from its file ({where})")
+            elif kind in ("string", "boolean"):
+                problems.append(
+                    f"site {site}: column {name!r} holds {'text' if kind == 'string' else kind}"
+                    " where numbers belong"
+                )
+            elif types.get(name) == "integer" and kind != "integer":
+                problems.append(
+                    f"site {site}: column {name!r} holds {kind}s where task.features says integer"
+                )
+        if not types and len(features) != width:
+            problems.append(
+                f"site {site}: its file has {len(features)} feature columns, task.numFeatures "
+                f"is {width}"
+            )
+    if not types:
+        problems += _order_problems(wanted)
+    return problems
+
+
+def _order_problems(wanted: Mapping[str, Sequence[str]]) -> list[str]:
+    """Without task.features the columns are read in each file's order: it must agree."""
+    sites = sorted(wanted)
+    if not sites:
+        return []
+    first = sites[0]
+    out = []
+    for site in sites[1:]:
+        shared = [c for c in wanted[site] if c in wanted[first]]
+        mine = [c for c in wanted[first] if c in wanted[site]]
+        if shared != mine:
+            at = next(i for i, (a, b) in enumerate(zip(shared, mine, strict=True)) if a != b)
+            out.append(
+                f"site {site}: column {shared[at]!r} comes where site {first} has {mine[at]!r}; "
+                "give the columns' order in task.features"
+            )
+        extra = [c for c in wanted[site] if all(c not in wanted[o] for o in sites if o != site)]
+        if extra and len(sites) > 1:
+            out.append(f"site {site}: column {extra[0]!r} is in no other site's file")
+    return out
+
+
+def label_vocabulary(
+    spec: JobSpec, schemas: Mapping[str, ReportedSchema]
+) -> tuple[list[str], list[str]]:
+    """(the labels, class 0 first; problems naming the site and the label)."""
+    _, classes = spec.input_shape()
+    numbers = [str(i) for i in range(classes)]
+    if spec.task.labels:
+        agreed = list(spec.task.labels)
+        problems = [
+            f"site {site}: label {label!r} is not in task.labels"
+            for site in sorted(schemas)
+            for label in schemas[site].labels
+            if label not in agreed
+        ]
+        return agreed, problems
+    seen = {label for s in schemas.values() for label in s.labels}
+    if seen <= set(numbers):
+        return numbers, []
+    if len(seen) == classes:
+        return _numbers_first(seen), []
+    return numbers, [
+        f"the sites' labels are {len(seen)} values ({', '.join(_numbers_first(seen)[:10])}) but "
+        f"task.numClasses is {classes}; list the labels in task.labels"
+    ]
