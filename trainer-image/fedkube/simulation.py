@@ -133,7 +133,7 @@ def simulate(
 
 def _trainer(
     job: FederatedJob, site: str, manifest: Path | None, tamper: Tamper | None
-) -> LocalTrainer | PendingSite:
+) -> PendingSite:
     def make(data: SiteData) -> LocalTrainer:
         trainer = site_trainer(
             job, site, data, kind=LocalTrainer if tamper is None else TamperedTrainer

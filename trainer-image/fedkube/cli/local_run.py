@@ -72,6 +72,7 @@ class LocalRun:
         self.http_port = free_port()
         self.children: list[Child] = []
         self.printed_rounds = 0
+        self.last_progress: Progress | None = None
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -136,7 +137,14 @@ class LocalRun:
         return aggregator
 
     def progress(self) -> Progress | None:
-        return fetch_progress(f"http://127.0.0.1:{self.http_port}/progress")
+        progress = fetch_progress(f"http://127.0.0.1:{self.http_port}/progress")
+        self.last_progress = progress or self.last_progress
+        return progress
+
+    def failure(self) -> str | None:
+        """Why the job failed, as the aggregator said it last."""
+        last = self.last_progress
+        return last.message if last is not None and last.phase == "Failed" else None
 
     def print_rounds(self, history: list[RoundRecord], total: int, final: bool = False) -> None:
         if self.opts.quiet:
@@ -256,6 +264,9 @@ def run_local(opts: LocalRunOptions) -> int:
     if interrupted:
         return exit_codes.INTERRUPTED
     if code != 0:
+        why = run.failure()
+        if why:
+            run.say(f"job {job.name} failed: {why}")
         run.say(
             f"the aggregator stopped with exit code {code}:\n{indent(run.children[0].tail(15))}"
         )

@@ -5,8 +5,8 @@ tensors add up in the clear or under secure aggregation's masks.
   present  [F]            rows with a value, per feature
   labels   [L]            rows per label (in the order the round agreed)
   bins     [F, B]         rows per agreed bin (``sketch.LogBins``), per feature
-  sums     [F, 8]         sum of values, fixed point, in 16-bit limbs (``exact.py``)
-  squares  [F, 12]        sum of squared values, likewise
+  sums     [F, 11]        sum of values, fixed point, in 16-bit limbs (``exact.py``)
+  squares  [F, 18]        sum of squared values, likewise
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class Totals:
     present: np.ndarray  # int64 [F]
     labels: np.ndarray  # int64 [L]
     bins: np.ndarray  # int64 [F, B]
-    sums: list[int]  # per feature, scaled by 2^32
-    squares: list[int]  # per feature, scaled by 2^64
+    sums: list[int]  # per feature, scaled by 2^FRACTION_BITS
+    squares: list[int]  # per feature, scaled by 2^(2 FRACTION_BITS)
 
     def mean(self, feature: int) -> float | None:
         n = int(self.present[feature])

@@ -46,17 +46,12 @@ def schema_problems(spec: JobSpec, schemas: Mapping[str, ReportedSchema]) -> lis
         label = data.file.label_column if data is not None and data.file is not None else None
         if label is not None and label not in columns:
             problems.append(f"site {site}: the label column {label!r} is not in its file")
-        for name in features:
+        expected = features if types else _expected_here(site, wanted)
+        for name in expected:
             kind = columns.get(name)
             if kind is None:
                 others = sorted(o for o in schemas if o != site and name in schemas[o].columns)
-                where = (
-                    "task.features lists it"
-                    if types
-                    else f"sites {', '.join(others)} have it"
-                    if others
-                    else "it is a feature column"
-                )
+                where = "task.features lists it" if types else f"sites {', '.join(others)} have it"
                 problems.append(f"site {site}: column {name!r} is missing from its file ({where})")
             elif kind in ("string", "boolean"):
                 problems.append(
@@ -67,14 +62,22 @@ def schema_problems(spec: JobSpec, schemas: Mapping[str, ReportedSchema]) -> lis
                 problems.append(
                     f"site {site}: column {name!r} holds {kind}s where task.features says integer"
                 )
-        if not types and len(features) != width:
-            problems.append(
-                f"site {site}: its file has {len(features)} feature columns, task.numFeatures "
-                f"is {width}"
-            )
     if not types:
         problems += _order_problems(wanted)
+        if not problems:
+            problems += [
+                f"site {site}: its file has {len(f)} feature columns, task.numFeatures is {width}"
+                for site, f in sorted(wanted.items())
+                if len(f) != width
+            ]
     return problems
+
+
+def _expected_here(site: str, wanted: Mapping[str, Sequence[str]]) -> list[str]:
+    """Without task.features: this site's columns, and those every other site has."""
+    others = [set(f) for s, f in wanted.items() if s != site]
+    shared = set.intersection(*others) if others else set()
+    return [*wanted[site], *sorted(shared - set(wanted[site]))]
 
 
 def _order_problems(wanted: Mapping[str, Sequence[str]]) -> list[str]:

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedkube.data.preprocess import local_preprocessing
-from fedkube.data.site_data import SiteData, load_site_data, site_data
+from fedkube.data.site_data import SiteData, site_data
 from fedkube.data.site_statistics import site_schema, site_statistics
 from fedkube.data.table import SiteTable, read_site_table
+from fedkube.errors import DataError
 from fedkube.models.plugins import PluginPolicy
 from fedkube.privacy.ledger import PrivacyLedger
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.params import secagg_params
-from fedkube.spec.job import FederatedJob
+from fedkube.spec.job import FederatedJob, JobSpec
 from fedkube.spec.preprocessing import Preprocessing
 from fedkube.strategy import build_strategy
 from fedkube.trainer.client import TrainerClient
@@ -65,6 +66,8 @@ class PendingSite:
     job: FederatedJob
     table: SiteTable
     make: Callable[[SiteData], LocalTrainer]
+    # Made at start when the job needs no round 0 (it can still answer one: `fedkube stats`).
+    ready: LocalTrainer | None = None
 
     @property
     def rows(self) -> int:
@@ -81,11 +84,37 @@ class PendingSite:
         return site_statistics(self.job.spec, self.table, secure)
 
     def trainer(self, preprocessing: Preprocessing | None) -> LocalTrainer:
+        if self.ready is not None:
+            return self.ready
         spec = self.job.spec
         pre = preprocessing or local_preprocessing(spec, self.table.feature_names)
+        check_agreement(spec, self.table, pre)
         trainer = self.make(site_data(spec, self.table, pre))
         trainer.warm_up()
         return trainer
+
+
+def check_agreement(spec: JobSpec, table: SiteTable, pre: Preprocessing) -> None:
+    """The aggregator relays round 0's agreement; what this site's own manifest fixes (the
+    settings, the columns, the labels it lists) must be as the manifest says."""
+    data = spec.site(table.site).data
+    assert data is not None
+    differ = [
+        name
+        for name, mine, theirs in (
+            ("standardize", data.standardize, pre.standardize),
+            ("missing", data.missing, pre.missing),
+            ("features", table.feature_names, pre.features),
+            ("labels", spec.task.labels or pre.labels, pre.labels),
+        )
+        if mine != theirs
+    ]
+    if differ:
+        raise DataError(
+            table.site,
+            f"the preprocessing the aggregator sent differs from this site's manifest in "
+            f"{', '.join(differ)}; the site trains only what its own manifest agreed",
+        )
 
 
 def prepare_site(
@@ -93,13 +122,13 @@ def prepare_site(
     site: str,
     manifest: Path | None,
     make: Callable[[SiteData], LocalTrainer],
-) -> LocalTrainer | PendingSite:
-    """The site's trainer now, or, when the job starts with round 0, its rows until then."""
-    if job.spec.needs_statistics():
-        return PendingSite(job, read_site_table(job.spec, site, manifest), make)
-    trainer = make(load_site_data(job.spec, site, manifest))
-    trainer.warm_up()
-    return trainer
+) -> PendingSite:
+    """The site's rows, and its trainer made now unless the job starts with round 0 (whose
+    agreed preprocessing it needs)."""
+    pending = PendingSite(job, read_site_table(job.spec, site, manifest), make)
+    if not job.spec.needs_statistics():
+        pending.ready = pending.trainer(None)
+    return pending
 
 
 def site_client(
