@@ -117,6 +117,7 @@ def test_ctrl_c_stops_every_child(tmp_path: Path) -> None:
 def test_a_site_with_bad_data_is_reported_and_the_run_fails(tmp_path: Path) -> None:
     doc = manifest(sites=2, rounds=3, min_sites=2)
     doc["spec"]["task"].update(numFeatures=30, numClasses=2)
+    doc["spec"]["sites"][0]["data"]["standardize"] = "site"  # as the file site: one way
     doc["spec"]["sites"][1]["data"] = {"file": {"path": "missing.csv", "labelColumn": "y"}}
     path = write_manifest(tmp_path / "job.yaml", doc)
     out = run(["run", str(path), "--output", str(tmp_path / "out")], cwd=tmp_path)

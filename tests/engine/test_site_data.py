@@ -231,6 +231,11 @@ def test_empty_values_are_refused_filled_or_dropped_as_agreed(tmp_path: Path) ->
     assert filled.statistics is not None
     assert filled.statistics.overall.features[0].missing == int(pooled.iloc[:, 0].isna().sum())
     assert filled.history[-1].accuracy is not None and filled.history[-1].accuracy > 0.9
+    median = simulate(job_of(file_job(paths, rounds=2, missing="impute_median")))
+    assert median.preprocessing is not None and median.preprocessing.fill is not None
+    # The pooled median, read from the agreed bins: within their relative accuracy.
+    true_median = pooled.median(axis=0, skipna=True).to_numpy()
+    assert np.allclose(median.preprocessing.fill, true_median, rtol=0.03)
     dropped = simulate(job_of(file_job(paths, rounds=5, missing="drop_rows")))
     # Most rows have a hole in one of 30 columns: few are left, but the job trains on them.
     assert dropped.history[-1].samples < filled.history[-1].samples
