@@ -31,6 +31,8 @@ from fedkube.aggregator.round_log import RoundLog
 from fedkube.aggregator.rounds import EventQueue, OpenRound, SiteState
 from fedkube.aggregator.secure_rounds import SecureRounds
 from fedkube.aggregator.statistics_round import STATISTICS_ROUND, StatisticsRound
+from fedkube.codec import build_codec
+from fedkube.codec.downlink import Downlink
 from fedkube.errors import (
     InvalidUpdate,
     JobFailed,
@@ -71,6 +73,10 @@ class Coordinator:
         self.strategy = strategy
         # An update is the model delta plus what the strategy asks of sites (SCAFFOLD).
         self.update_infos = self.infos + strategy.update_extras(self.infos)
+        # The codec sites' updates travel in (None: float32 as trained), and the model's.
+        self.uplink = build_codec(self.spec.communication.uplink)
+        down = build_codec(self.spec.communication.downlink)
+        self.downlink = Downlink(down) if down is not None else None
         params_secure = secagg_params(self.spec)
         self.secure = SecureRounds(self, params_secure) if params_secure is not None else None
         self.quorum = self.spec.quorum()
@@ -135,10 +141,21 @@ class Coordinator:
             log.info("site %s disconnected", site)
             self.notify()
 
-    def model_for(self, job: str, site: str) -> tuple[pb.ModelHeader, Iterator[pb.TensorChunk]]:
+    def model_for(
+        self, request: pb.ModelRequest
+    ) -> tuple[pb.ModelHeader, Iterator[pb.TensorChunk]]:
+        job, site = request.ref.job, request.ref.site
         self.known(job, site)
         # A snapshot: the next model is built in new buffers, so this one stays whole.
-        tensors = {**self.params, **self.strategy.broadcast_arrays()}
+        model, codec, base = self.params, pb.RAW, 0
+        down = self.downlink
+        if down is not None:
+            if down.version != self.rounds_completed:
+                down.publish(self.params, self.rounds_completed, whole=True)
+            change, model = down.serve(request.has_model, request.have_version)
+            if change:
+                codec, base = down.codec.wire, self.rounds_completed - 1
+        tensors = {**model, **self.strategy.broadcast_arrays()}
         if self.open is not None:
             self.open.bytes_sent += sum(a.nbytes for a in tensors.values())
         r = self.open
@@ -151,7 +168,8 @@ class Coordinator:
             ),
             model_version=self.rounds_completed,
             tensors=[to_spec(i) for i in specs_of(tensors)],
-            codec=pb.RAW,
+            codec=codec,
+            base_version=base,
         )
         return header, iter_chunks(list(tensors.values()))
 
@@ -364,6 +382,9 @@ class Coordinator:
     def _close_train_round(self, r: OpenRound, mean: Params) -> None:
         self.params = self.strategy.apply(self.params, mean, r.number, participants=len(r.updates))
         self.rounds_completed = r.number
+        if self.downlink is not None:
+            # The last model goes out whole: the final evaluation scores the saved model.
+            self.downlink.publish(self.params, r.number, whole=r.number >= self.spec.rounds)
         secure = None
         if r.secure is not None and self.secure is not None:
             secure = self.secure.record(r, time.time() - r.opened_at)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fedkube.aggregator.updates import SpooledUpdate, check_tensors
+from fedkube.codec.decoded import DecodedUpdate
 from fedkube.errors import DuplicateUpdate, InvalidUpdate, RoundClosed
 from fedkube.proto import fedkube_pb2 as pb
 
@@ -109,8 +110,10 @@ class UpdateReception:
         else:
             if header.num_samples <= 0:
                 raise InvalidUpdate("num_samples must be positive", site=site, round=number)
-            check_tensors(header, c.update_infos)
-            update = SpooledUpdate(header, c.update_infos, c.spec.security.update_norm_bound)
+            codec = c.uplink
+            infos = codec.wire_infos(c.update_infos) if codec else c.update_infos
+            check_tensors(header, infos, codec=codec.wire if codec else pb.RAW)
+            update = SpooledUpdate(header, infos, c.spec.security.update_norm_bound)
         r.receiving[site] = update
         return update
 
@@ -124,6 +127,8 @@ class UpdateReception:
                 site=update.site,
                 round=update.round,
             )
+        plain = c.secure is None and r.stage not in (pb.SCHEMA, pb.STATISTICS)
+        decoded = self._decoded(update) if plain else None  # refused here, before any fold
         del r.receiving[update.site]
         r.bytes_received += update.bytes_received
         if r.stage in (pb.SCHEMA, pb.STATISTICS):
@@ -136,8 +141,8 @@ class UpdateReception:
             with contextlib.closing(update):
                 samples = c.secure.fold(r, update)
         else:
-            assert r.accumulator is not None
-            r.accumulator.add(update)  # it owns the update from here
+            assert r.accumulator is not None and decoded is not None
+            r.accumulator.add(decoded)  # it owns the update from here
             samples = int(update.header.num_samples)
         r.done[update.site] = r.updates[update.site] = dict(update.header.metrics)
         r.samples[update.site] = samples
@@ -150,6 +155,18 @@ class UpdateReception:
         site.lateness_seconds = now - r.first_update_at
         log.info("round %d: update from %s (%d samples)", r.number, update.site, samples)
         c.notify()
+
+    def _decoded(self, update: SpooledUpdate) -> SpooledUpdate | DecodedUpdate:
+        """The update in the model's layout; a coded one is checked whole before any of it
+        is folded."""
+        codec = self.c.uplink
+        if codec is None:
+            return update
+        decoded = DecodedUpdate(update, codec, self.c.update_infos)
+        problem = decoded.problem()
+        if problem is not None:
+            raise InvalidUpdate(problem, site=update.site, round=update.round)
+        return decoded
 
     def _take_statistics(self, update: SpooledUpdate, stage: pb.Stage) -> None:
         round0 = self.c.round0

@@ -117,7 +117,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         site = request.ref.site
         try:
             self._authorise(context, site)  # before any slot is taken
-            header, chunks = self.c.model_for(request.ref.job, site)
+            header, chunks = self.c.model_for(request)
             if site in self._downloading:
                 raise DuplicateUpdate(f"site {site!r} is already downloading the model", site=site)
         except UpdateRefused as e:

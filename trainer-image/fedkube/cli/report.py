@@ -13,8 +13,13 @@ def round_line(h: RoundRecord, total: int, n_sites: int) -> str:
         f"round {h.round:>4}/{total}  sites {len(h.sites)}/{n_sites}  "
         f"train_loss {fmt(h.train_loss)}  loss {fmt(h.loss)}  "
         f"accuracy {'   -  ' if acc is None else f'{100 * acc:6.2f}%'}  "
-        f"{h.duration_seconds:.2f}s"
+        f"{h.duration_seconds:.2f}s  up {kilobytes(h.bytes_received)} "
+        f"down {kilobytes(h.bytes_sent)}"
     )
+
+
+def kilobytes(n: int) -> str:
+    return f"{n / 1e3:.1f} kB" if n < 10**7 else f"{n / 1e6:.1f} MB"
 
 
 def result_table(result: JobResult, path: Path) -> list[str]:

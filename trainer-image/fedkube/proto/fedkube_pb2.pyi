@@ -17,12 +17,16 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INT32: _ClassVar[DType]
     UINT8: _ClassVar[DType]
     UINT32: _ClassVar[DType]
+    INT8: _ClassVar[DType]
 
 class Codec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CODEC_UNSPECIFIED: _ClassVar[Codec]
     RAW: _ClassVar[Codec]
     MASKED_FIXED_POINT: _ClassVar[Codec]
+    QUANTISED_INT8: _ClassVar[Codec]
+    TOP_K: _ClassVar[Codec]
+    TOP_K_INT8: _ClassVar[Codec]
 
 class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -43,9 +47,13 @@ INT64: DType
 INT32: DType
 UINT8: DType
 UINT32: DType
+INT8: DType
 CODEC_UNSPECIFIED: Codec
 RAW: Codec
 MASKED_FIXED_POINT: Codec
+QUANTISED_INT8: Codec
+TOP_K: Codec
+TOP_K_INT8: Codec
 STAGE_UNSPECIFIED: Stage
 TRAIN: Stage
 ADVERTISE_KEYS: Stage
@@ -260,22 +268,28 @@ class Event(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ...) -> None: ...
 
 class ModelRequest(_message.Message):
-    __slots__ = ("ref",)
+    __slots__ = ("ref", "has_model", "have_version")
     REF_FIELD_NUMBER: _ClassVar[int]
+    HAS_MODEL_FIELD_NUMBER: _ClassVar[int]
+    HAVE_VERSION_FIELD_NUMBER: _ClassVar[int]
     ref: RoundRef
-    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ...) -> None: ...
+    has_model: bool
+    have_version: int
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., has_model: _Optional[bool] = ..., have_version: _Optional[int] = ...) -> None: ...
 
 class ModelHeader(_message.Message):
-    __slots__ = ("ref", "model_version", "tensors", "codec")
+    __slots__ = ("ref", "model_version", "tensors", "codec", "base_version")
     REF_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     ref: RoundRef
     model_version: int
     tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     codec: Codec
-    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[_Union[Codec, str]] = ...) -> None: ...
+    base_version: int
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[_Union[Codec, str]] = ..., base_version: _Optional[int] = ...) -> None: ...
 
 class ModelPart(_message.Message):
     __slots__ = ("header", "chunk")

@@ -19,6 +19,7 @@ from fedkube.spec.base import (
     _Model,
     cel,
 )
+from fedkube.spec.communication import CommunicationSpec
 from fedkube.spec.datasets import DATASET_SHAPES
 from fedkube.spec.security import (
     PrivacySpec,
@@ -103,6 +104,15 @@ class JobSpec(_Model):
             "security.secureAggregation.threshold must be above half the number of sites",
             ".security.secureAggregation.threshold",
         ),
+        (
+            "!has(self.communication) || !has(self.communication.uplink) || "
+            "!has(self.communication.uplink.codec) || self.communication.uplink.codec == 'none' "
+            "|| !has(self.security) || (!has(self.security.secureAggregation) && "
+            "!has(self.security.robustAggregation) && !has(self.security.updateNormBound))",
+            "communication.uplink.codec must be none with security.secureAggregation, "
+            "robustAggregation or updateNormBound",
+            ".communication.uplink.codec",
+        ),
     )
 
     task: TaskSpec
@@ -131,6 +141,7 @@ class JobSpec(_Model):
         default=3, ge=0, le=100, description="On Kubernetes: recreations of a failed pod."
     )
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
+    communication: CommunicationSpec = Field(default_factory=CommunicationSpec)
     pod_cleanup: Literal["none", "succeeded", "all"] = Field(
         default="succeeded",
         description="On Kubernetes, when the job ends: delete its pods if it succeeded "
@@ -229,6 +240,27 @@ class JobSpec(_Model):
                     f"updates a round; raise minSitesPerRound (now {self.min_sites_per_round}) "
                     "or lower security.robustAggregation.byzantineSites"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _codec_fits(self) -> JobSpec:
+        codec = self.communication.uplink.codec
+        if codec == "none":
+            return self
+        clash = (
+            "security.secureAggregation (masks cancel only in the full fixed-point field)"
+            if self.security.secure_aggregation
+            else f"security.robustAggregation ({self.security.robust_aggregation.method}: it "
+            "compares whole updates, which a lossy codec alters)"
+            if self.security.robust_aggregation
+            else "security.updateNormBound (it bounds the update as trained, not as coded)"
+            if self.security.update_norm_bound is not None
+            else "privacy.updateLevel (its clip and noise are calibrated to the update as trained)"
+            if self.privacy.update_level
+            else None
+        )
+        if clash:
+            raise ValueError(f"communication.uplink.codec {codec} cannot be used with {clash}")
         return self
 
     @model_validator(mode="after")

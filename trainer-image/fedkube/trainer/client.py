@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from fedkube.codec.base import Codec
+from fedkube.codec.downlink import apply_change
+from fedkube.codec.error_feedback import UplinkEncoder
 from fedkube.errors import AggregatorUnavailable, JobFailed, SecureAggregationError, UpdateRefused
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
@@ -74,6 +77,8 @@ class TrainerClient:
         backoff: Backoff = Backoff(),
         secure: pb.SecAggParams | None = None,
         private: bool = False,
+        uplink: UplinkEncoder | None = None,
+        downlink: Codec | None = None,
     ) -> None:
         self.job = job
         self.site = site
@@ -83,6 +88,12 @@ class TrainerClient:
         self._trainer: LocalTrainer | None = trainer if isinstance(trainer, LocalTrainer) else None
         self.source: SiteSource | None = None if isinstance(trainer, LocalTrainer) else trainer
         self.backoff = backoff
+        # The codec updates travel in, with what it left out so far (None: float32).
+        self.uplink = uplink
+        # The downlink codec, and the model this site holds (version, tensors) to add the
+        # next change to.
+        self.downlink = downlink
+        self.held: tuple[int, Params] | None = None
         # What this site's own copy of the manifest says secure aggregation must be (None:
         # the job has none). A task that says otherwise is refused, never answered.
         self.secure = secure
@@ -176,12 +187,15 @@ class TrainerClient:
         if trained is None:
             return
         version, update, metrics = trained
+        wire = self.uplink.encode(update) if self.uplink else update
         received = self._send(
             task,
             "update",
             self.link.submit_update,
-            self._update_parts(task, version, update, metrics),
+            self._update_parts(task, version, wire, metrics),
         )
+        if received is not None and self.uplink is not None:
+            self.uplink.sent(task.ref.round)
         if received is not None:
             log.info(
                 "round %d: update sent (%d bytes, loss %.4f)",
@@ -349,16 +363,38 @@ class TrainerClient:
             return None
 
     def fetch_model(self, round: int) -> tuple[int, Params]:
+        """The global model and the strategy's tensors. Under a downlink codec the site
+        asks for the change since the model it holds and adds it (``aggregator.downlink``)."""
         ref = pb.RoundRef(job=self.job, round=round, site=self.site)
-        parts = self.link.get_model(pb.ModelRequest(ref=ref))
+        held = self.held
+        request = pb.ModelRequest(
+            ref=ref, has_model=held is not None, have_version=held[0] if held else 0
+        )
+        parts = self.link.get_model(request)
         header = next(parts).header
-        if header.codec != pb.RAW:
-            raise JobFailed(
-                f"site {self.site}: the aggregator sent a model in codec {header.codec}"
-            )
         infos = [from_spec(s) for s in header.tensors]
-        params = assemble(infos, (p.chunk for p in parts))
-        return header.model_version, params
+        tensors = assemble(infos, (p.chunk for p in parts))
+        if header.codec == pb.RAW:
+            if self.downlink is not None:
+                self.held = (header.model_version, self.trainer.split(tensors)[0])
+            return header.model_version, tensors
+        down = self.downlink
+        if down is None or header.codec != down.wire or held is None:
+            raise JobFailed(
+                f"site {self.site}: the aggregator sent a model in codec "
+                f"{pb.Codec.Name(header.codec)}, which this site's manifest does not use"
+            )
+        if header.base_version != held[0]:
+            self.held = None  # the next request asks for the whole model
+            raise AggregatorUnavailable(
+                f"a change from model {header.base_version}, but this site holds {held[0]}"
+            )
+        wire_count = len(down.wire_infos(specs_of(held[1])))
+        names = list(tensors)
+        wire = {n: tensors[n] for n in names[:wire_count]}
+        model = apply_change(down, held[1], wire)
+        self.held = (header.model_version, model)
+        return header.model_version, {**model, **{n: tensors[n] for n in names[wire_count:]}}
 
     def _ref(self, task: pb.Task) -> pb.RoundRef:
         """How this site's answer to ``task`` names its round."""
@@ -391,7 +427,11 @@ class TrainerClient:
                 num_samples=0 if masked else self.trainer.num_train,
                 metrics={} if self.private else metrics,
                 tensors=[to_spec(i) for i in specs_of(update)],
-                codec=pb.MASKED_FIXED_POINT if masked else pb.RAW,
+                codec=pb.MASKED_FIXED_POINT
+                if masked
+                else self.uplink.codec.wire
+                if self.uplink
+                else pb.RAW,
                 next_round_keys=next_round_keys,
             )
         )

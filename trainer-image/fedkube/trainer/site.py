@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedkube.codec import build_codec
+from fedkube.codec.error_feedback import UplinkEncoder
 from fedkube.data.preprocess import local_preprocessing
 from fedkube.data.site_data import SiteData, site_data
 from fedkube.data.site_statistics import site_schema, site_statistics
@@ -132,9 +134,24 @@ def prepare_site(
 
 
 def site_client(
-    job: FederatedJob, site: str, link: SiteLink, trainer: LocalTrainer | PendingSite
+    job: FederatedJob,
+    site: str,
+    link: SiteLink,
+    trainer: LocalTrainer | PendingSite,
+    state_dir: Path | None = None,
 ) -> TrainerClient:
     """The client that serves the aggregator's tasks, checking them against this job."""
     spec = job.spec
     private = spec.privacy.update_level is not None or spec.privacy.record_level is not None
-    return TrainerClient(job.name, site, link, trainer, secure=secagg_params(spec), private=private)
+    codec = build_codec(spec.communication.uplink)
+    uplink = UplinkEncoder(codec, state_dir, spec.training_fingerprint()) if codec else None
+    return TrainerClient(
+        job.name,
+        site,
+        link,
+        trainer,
+        secure=secagg_params(spec),
+        private=private,
+        uplink=uplink,
+        downlink=build_codec(spec.communication.downlink),
+    )

@@ -39,7 +39,9 @@ class Hub(Protocol):
 
     def disconnect(self, site: str, queue: EventQueue) -> None: ...
 
-    def model_for(self, job: str, site: str) -> tuple[pb.ModelHeader, Iterator[pb.TensorChunk]]: ...
+    def model_for(
+        self, request: pb.ModelRequest
+    ) -> tuple[pb.ModelHeader, Iterator[pb.TensorChunk]]: ...
 
     def reception(self, authorise: Callable[[str], None] | None = None) -> UpdateIntake: ...
 
@@ -88,9 +90,7 @@ class InProcessLink(SiteLink):
                 self._on_loop(lambda: self.hub.disconnect(request.site, queue))
 
     def get_model(self, request: pb.ModelRequest) -> Iterator[pb.ModelPart]:
-        header, chunks = self._on_loop(
-            lambda: self.hub.model_for(request.ref.job, request.ref.site)
-        )
+        header, chunks = self._on_loop(lambda: self.hub.model_for(request))
         yield pb.ModelPart(header=header)
         # The chunks are cut from a snapshot the coordinator never changes: safe here.
         for chunk in chunks:

@@ -27,6 +27,7 @@ _TO_WIRE: dict[np.dtype[np.generic], pb.DType] = {
     np.dtype("<i8"): pb.INT64,
     np.dtype("<i4"): pb.INT32,
     np.dtype("u1"): pb.UINT8,
+    np.dtype("i1"): pb.INT8,
     np.dtype("<u4"): pb.UINT32,
 }
 _FROM_WIRE = {v: k for k, v in _TO_WIRE.items()}

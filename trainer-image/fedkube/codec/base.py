@@ -1,0 +1,72 @@
+"""The codec seam. A codec turns an update (the model's tensors, dense float32) into the
+tensors that travel ("wire tensors", whose names and shapes follow from the model's alone, so
+the aggregator checks them before a byte arrives), and reads them back as dense pieces in
+the model's own layout, one chunk-sized array at a time: folding never makes a model-sized
+copy per site.
+
+Lossy codecs are unbiased (stochastic rounding) or keep what they leave out at the site
+(error feedback, ``error_feedback.py``)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.spec.communication import CodecSpec
+from fedkube.wire.tensors import Params, TensorInfo
+
+# Dense pieces handed to the accumulator are at most this many values.
+PIECE_VALUES = 1 << 18
+
+
+class WireReader(Protocol):
+    """What a codec reads wire tensors from (a spooled update, or arrays)."""
+
+    def read(self, tensor: int, start: int, count: int) -> np.ndarray: ...
+
+
+class Codec(ABC):
+    wire: pb.Codec
+    # Whether what the codec leaves out is kept at the site for later rounds (top-k); an
+    # unbiased codec (int8) needs no such memory.
+    feedback: bool = False
+
+    @abstractmethod
+    def wire_infos(self, infos: Sequence[TensorInfo]) -> list[TensorInfo]:
+        """The wire tensors of an update of these tensors, in order."""
+
+    @abstractmethod
+    def encode(self, update: Params) -> tuple[Params, Params]:
+        """(wire tensors, what each tensor's decoding will give back: the dense update the
+        aggregator sees). The difference is what error feedback keeps."""
+
+    @abstractmethod
+    def pieces(
+        self, reader: WireReader, infos: Sequence[TensorInfo]
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(model tensor, first element, dense float32 values) covering every tensor."""
+
+    def check(self, reader: WireReader, infos: Sequence[TensorInfo]) -> str | None:
+        """What makes a whole update unreadable (an index out of range...), before any of it
+        is folded; None when it is sound."""
+        return None
+
+
+def stochastic_round(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """floor(x + u), u uniform in [0, 1): integers whose mean is x."""
+    return np.floor(x + rng.random(x.shape, dtype=np.float64))
+
+
+def build_codec(spec: CodecSpec) -> Codec | None:
+    if spec.codec == "none":
+        return None
+    from fedkube.codec.int8 import Int8
+    from fedkube.codec.topk import TopK
+
+    if spec.codec == "int8":
+        return Int8(spec.block_size)
+    return TopK(spec.fraction, quantise=spec.codec == "topk_int8")
