@@ -2,7 +2,11 @@
 
     python bench/breast_cancer.py [--manifest examples/breast-cancer.yaml]
 
-Runs the example with `fedkube run` (real processes, gRPC on loopback), then trains the
+Start-up first: runs the example with `fedkube run` three times with its children forked
+from it (the default: torch and the engine imported once, shared) and three times as fresh
+interpreters (FEDKUBE_EXEC=1), and prints the time from the command's start to round 1's
+opening, the whole command's time and the peak proportional set size (PSS) summed over its
+processes. Then runs the example once more (real processes, gRPC on loopback), trains the
 same model centrally on the union of the sites' training splits with the same budget
 (rounds x local epochs passes, same batch size, optimiser and learning rate) and evaluates
 both on the union of the sites' held-out splits. Then prints, per round, the wall time
@@ -13,7 +17,9 @@ difference: fedkube's own overhead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -21,17 +27,64 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import torch
 from _common import ROOT, centralised
 from fedkube.spec import load_job
 
 
+def tree_pss(root: psutil.Process) -> int:
+    """Bytes of proportional set size of ``root`` and its descendants."""
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_full_info().pss
+    return total
+
+
+def timed_run(manifest: Path, exec_children: bool) -> tuple[float, float, int]:
+    """(seconds to round 1's opening, seconds for the command, peak summed PSS bytes)."""
+    env = dict(os.environ, FEDKUBE_EXEC="1" if exec_children else "0")
+    with tempfile.TemporaryDirectory() as tmp:
+        launched = time.time()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fedkube", "run", str(manifest), "--output", tmp, "--quiet"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        root, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            peak = max(peak, tree_pss(root))
+            time.sleep(0.2)
+        command = time.time() - launched
+        if proc.returncode != 0:
+            sys.exit(f"fedkube run failed with exit code {proc.returncode}")
+        history = json.loads((Path(tmp) / "result.json").read_text())["history"]
+    return history[0]["openedAt"] - launched, command, peak
+
+
+def start_up(manifest: Path, runs: int = 3) -> None:
+    print("| children | to round 1 (s) | whole command (s) | peak PSS, all processes (MB) |")
+    print("|---|---:|---:|---:|")
+    modes = ((False, "forked from `fedkube run`"), (True, "fresh interpreters"))
+    for exec_children, label in modes:
+        got = [timed_run(manifest, exec_children) for _ in range(runs)]
+        first = statistics.median(g[0] for g in got)
+        whole = statistics.median(g[1] for g in got)
+        pss = statistics.median(g[2] for g in got) / 1e6
+        print(f"| {label} | {first:.2f} | {whole:.2f} | {pss:.0f} |")
+    print(f"\n(median of {runs} runs each)\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--manifest", default=str(ROOT / "examples" / "breast-cancer.yaml"))
+    ap.add_argument("--start-up-runs", type=int, default=3)
     args = ap.parse_args()
     manifest = Path(args.manifest)
     torch.set_num_threads(1)
+    start_up(manifest, args.start_up_runs)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         run = subprocess.run(

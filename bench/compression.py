@@ -29,6 +29,9 @@ CODECS: dict[str, dict[str, Any]] = {
     "none": {"codec": "none"},
     "int8": {"codec": "int8", "blockSize": 4096},
     "topk 10%": {"codec": "topk", "fraction": 0.1},
+    "topk 5%": {"codec": "topk", "fraction": 0.05},
+    "topk_int8 5%": {"codec": "topk_int8", "fraction": 0.05},
+    "topk_int8 2%": {"codec": "topk_int8", "fraction": 0.02},
     "topk 1%": {"codec": "topk", "fraction": 0.01},
     "topk_int8 1%": {"codec": "topk_int8", "fraction": 0.01},
 }

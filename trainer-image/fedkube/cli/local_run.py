@@ -8,6 +8,7 @@ every child. Relative checkpoint paths are kept inside the output folder.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from fedkube.cli.launch import free_port, spawn_fedkube
 from fedkube.cli.progress_plot import plot_progress
 from fedkube.cli.report import indent, result_table, round_line
 from fedkube.cli.statistics_report import plot_statistics, statistics_lines
+from fedkube.cli.zygote import ForkedChild, fork_fedkube, preload
 from fedkube.errors import SpecError
 from fedkube.models.plugins import PluginPolicy
 from fedkube.spec.job import FederatedJob
@@ -48,7 +50,7 @@ class LocalRunOptions:
 @dataclass
 class Child:
     name: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | ForkedChild
     log: Path
 
     def tail(self, lines: int = 8) -> str:
@@ -79,7 +81,11 @@ class LocalRun:
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         log_path = self.output / "logs" / f"{name}.log"
-        child = Child(name, spawn_fedkube(args, log_path), log_path)
+        # Forks of this process share its imports (torch...): see zygote.py. FEDKUBE_EXEC=1
+        # starts each child as a fresh interpreter instead.
+        exec_children = os.environ.get("FEDKUBE_EXEC") == "1" or not hasattr(os, "fork")
+        proc = spawn_fedkube(args, log_path) if exec_children else fork_fedkube(args, log_path)
+        child = Child(name, proc, log_path)
         self.children.append(child)
         return child
 
@@ -116,10 +122,15 @@ class LocalRun:
                 str(self.checkpoints),
                 "--output-dir",
                 str(self.output),
+                # Only this process reads the last /progress, polling 10 times a second.
+                "--linger-seconds",
+                "0.3",
                 *(["--statistics-only"] if self.opts.statistics_only else []),
                 *self._plugins(),
             ],
         )
+        # While the aggregator starts, the sites' imports load here once, for every site.
+        preload()
         for site in self.job.spec.sites:
             self._spawn(
                 site.name,
