@@ -10,6 +10,8 @@ open), fold each valid update into the running mean as it completes, and close w
 tasked, connected site has answered and the quorum is met, or at the deadline with a quorum.
 Without a quorum by the deadline the attempt is dropped and the round tried again; three
 failed attempts fail the job. After the last round the sites evaluate the final model.
+Before round one, a job over sites' own files runs round 0, the federated statistics
+(``StatisticsRound``). Updates and models may travel through codecs (``fedkube.codec``).
 Secure aggregation's stages are driven by ``SecureRounds``; the record of rounds is kept by
 ``RoundLog``; update-level privacy's accounting by ``PrivacyHook``.
 """

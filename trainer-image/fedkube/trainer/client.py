@@ -271,10 +271,9 @@ class TrainerClient:
             pb.UpdatePart(header=header),
             *(pb.UpdatePart(chunk=c) for c in iter_chunks(list(tensors.values()))),
         ]
-        if self._send(
-            task, pb.Stage.Name(task.stage).lower(), self.link.submit_update, iter(parts)
-        ):
-            log.info("round 0: %s sent", pb.Stage.Name(task.stage).lower())
+        what = pb.Stage.Name(task.stage).lower()
+        if self._send(task, what, self.link.submit_update, iter(parts)) is not None:
+            log.info("round 0: %s sent", what)
 
     def _refusal(self, task: pb.Task) -> str | None:
         """Why this task must not be answered, judged from this site's own manifest."""
@@ -364,7 +363,7 @@ class TrainerClient:
 
     def fetch_model(self, round: int) -> tuple[int, Params]:
         """The global model and the strategy's tensors. Under a downlink codec the site
-        asks for the change since the model it holds and adds it (``aggregator.downlink``)."""
+        asks for the change since the model it holds and adds it (``codec.downlink``)."""
         ref = pb.RoundRef(job=self.job, round=round, site=self.site)
         held = self.held
         request = pb.ModelRequest(
