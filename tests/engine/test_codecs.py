@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fedkube.codec.base import PIECE_VALUES
 from fedkube.codec.decoded import DecodedUpdate
-from fedkube.codec.downlink import Downlink, apply_change
+from fedkube.codec.downlink import Downlink, WireArrays, apply_change
 from fedkube.codec.error_feedback import RESIDUAL_FILE, UplinkEncoder
 from fedkube.codec.int8 import Int8
 from fedkube.codec.topk import TopK
@@ -25,24 +25,10 @@ from fedkube.wire.tensors import Params, info_of
 DRAWS = 4000
 
 
-class Arrays:
-    """Wire tensors held as arrays, read as the aggregator reads a spooled update."""
-
-    def __init__(self, wire: Params) -> None:
-        self.flat = [np.asarray(v).reshape(-1) for v in wire.values()]
-        self.weight = 1.0
-
-    def read(self, tensor: int, start: int, count: int) -> np.ndarray:
-        return self.flat[tensor][start : start + count]
-
-    def close(self) -> None:
-        pass
-
-
 def decode(codec: Int8 | TopK, wire: Params, shapes: Params) -> dict[str, np.ndarray]:
     infos = [info_of(n, v) for n, v in shapes.items()]
     out = {n: np.zeros(v.size, dtype=np.float64) for n, v in shapes.items()}
-    for t, start, values in DecodedUpdate(Arrays(wire), codec, infos).pieces():
+    for t, start, values in DecodedUpdate(WireArrays(wire), codec, infos).pieces():
         out[infos[t].name][start : start + values.size] += values
     return out
 
@@ -93,7 +79,7 @@ def test_decoding_hands_over_pieces_not_a_dense_copy() -> None:
     for codec in (Int8(4096), TopK(0.01), TopK(0.01, quantise=True)):
         wire, seen = codec.encode(update)
         infos = [info_of("big", update["big"])]
-        pieces = list(DecodedUpdate(Arrays(wire), codec, infos).pieces())
+        pieces = list(DecodedUpdate(WireArrays(wire), codec, infos).pieces())
         assert max(v.size for _, _, v in pieces) <= PIECE_VALUES
         joined = np.concatenate([v for _, _, v in pieces])
         assert np.allclose(joined, seen["big"].reshape(-1), atol=1e-6)
@@ -104,10 +90,10 @@ def test_an_update_with_impossible_positions_is_refused_whole() -> None:
     update = {"w": np.arange(10, dtype=np.float32)}
     wire, _ = codec.encode(update)
     infos = [info_of("w", update["w"])]
-    assert DecodedUpdate(Arrays(wire), codec, infos).problem() is None
+    assert DecodedUpdate(WireArrays(wire), codec, infos).problem() is None
     for bad in ([5, 6, 7, 8, 10], [5, 5, 7, 8, 9]):
         wire["w.index"] = np.array(bad, dtype=np.uint32)
-        problem = DecodedUpdate(Arrays(wire), codec, infos).problem()
+        problem = DecodedUpdate(WireArrays(wire), codec, infos).problem()
         assert problem is not None and "distinct, ascending and below 10" in problem
 
 
