@@ -10,7 +10,7 @@ def setup_logging(role: str) -> None:
     level = os.environ.get("FEDKUBE_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
         level=level,
-        format=f"%(asctime)s.%(msecs)03d {role} %(levelname)s %(message)s",
+        format=f"%(asctime)s {role} %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
     logging.getLogger("grpc").setLevel(logging.WARNING)
