@@ -1,7 +1,7 @@
 """Three hospitals' own files, made from scikit-learn's breast-cancer data as a consortium
 would bring them: label skew (one site mostly malignant, one mostly benign), features on
 scales three orders and more apart (areas in the thousands, smoothness below 0.2), text
-labels, one site in Parquet. Used by the site-data tests and ``bench/site_data.py``."""
+labels, one site in Parquet. Used by the site-data tests."""
 
 from __future__ import annotations
 
