@@ -149,7 +149,9 @@ class StatisticsRound:
         totals = self.layout.decode(summed)
         r = c.open
         assert r is not None
-        sites = sorted(r.done)
+        # Under secure aggregation the sum holds the survivors' masked tensors (the sites
+        # that answered the last stage only revealed shares).
+        sites = sorted(r.secure.survivors) if r.secure is not None else sorted(r.done)
         pre = agree_preprocessing(spec, totals, self.features, self.vocabulary, self.layout.bins)
         data = spec.data_settings()
         if data is not None and data.standardize == "dataset" and data.sklearn is not None:
