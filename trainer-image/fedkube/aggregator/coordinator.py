@@ -150,13 +150,10 @@ class Coordinator:
         self.known(job, site)
         # A snapshot: the next model is built in new buffers, so this one stays whole.
         model, codec, base = self.params, pb.RAW, 0
-        down = self.downlink
-        if down is not None:
-            if down.version != self.rounds_completed:
-                down.publish(self.params, self.rounds_completed, whole=True)
-            change, model = down.serve(request.has_model, request.have_version)
-            if change:
-                codec, base = down.codec.wire, self.rounds_completed - 1
+        if self.downlink is not None:
+            codec, base, model = self.downlink.model_for(
+                self.params, self.rounds_completed, request
+            )
         tensors = {**model, **self.strategy.broadcast_arrays()}
         if self.open is not None:
             self.open.bytes_sent += sum(a.nbytes for a in tensors.values())

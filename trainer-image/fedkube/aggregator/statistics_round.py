@@ -25,7 +25,12 @@ from fedkube.spec.preprocessing import Preprocessing
 from fedkube.spec.statistics import StatisticsReport
 from fedkube.stats.agree import agree_preprocessing
 from fedkube.stats.layout import Totals, add
-from fedkube.stats.schema import ReportedSchema, label_vocabulary, schema_problems
+from fedkube.stats.schema import (
+    ReportedSchema,
+    feature_columns,
+    label_vocabulary,
+    schema_problems,
+)
 from fedkube.stats.summary import block
 from fedkube.wire.tensors import Params, TensorInfo
 
@@ -126,23 +131,9 @@ class StatisticsRound:
             raise JobFailed(
                 "the sites' data do not match; nothing was trained:\n  " + "\n  ".join(problems)
             )
-        spec = self.c.spec
-        first = sorted(self.schemas)[0]
-        self.features = (
-            [f.name for f in spec.task.features]
-            if spec.task.features
-            else self._feature_names(first)
-        )
+        first = sorted(self.schemas)[0]  # the sites agree: any one's columns will do
+        self.features = feature_columns(self.c.spec, first, self.schemas[first])
         log.info("round 0: the schemas of %d sites agree", len(self.schemas))
-
-    def _feature_names(self, site: str) -> list[str]:
-        data = self.c.spec.site(site).data
-        columns = list(self.schemas[site].columns)
-        if data is not None and data.file is not None:
-            return list(data.file.feature_columns or []) or [
-                n for n in columns if n != data.file.label_column
-            ]
-        return columns[:-1]
 
     def _conclude(self, summed: Params) -> None:
         c, spec = self.c, self.c.spec

@@ -11,16 +11,9 @@ from fedkube.data.table import Column, SiteTable
 from fedkube.errors import DataError
 from fedkube.spec.job import JobSpec
 from fedkube.stats.layout import StatsLayout
+from fedkube.stats.schema import label_order
 from fedkube.stats.sketch import LogBins
 from fedkube.wire.tensors import Params
-
-
-def label_order(values: set[str]) -> list[str]:
-    """Label values in their natural order: numerically when every one is a number."""
-    try:
-        return sorted(values, key=float)
-    except ValueError:
-        return sorted(values)
 
 
 def agreed_labels(spec: JobSpec) -> list[str]:

@@ -16,14 +16,16 @@ class ReportedSchema:
     labels: list[str]  # empty under secure aggregation
 
 
-def _numbers_first(values: set[str]) -> list[str]:
+def label_order(values: set[str]) -> list[str]:
+    """Label values in their natural order: numerically when every one is a number."""
     try:
         return sorted(values, key=float)
     except ValueError:
         return sorted(values)
 
 
-def _features_of(spec: JobSpec, site: str, schema: ReportedSchema) -> list[str]:
+def feature_columns(spec: JobSpec, site: str, schema: ReportedSchema) -> list[str]:
+    """The columns a site reads as features, in order."""
     if spec.task.features:
         return [f.name for f in spec.task.features]
     data = spec.site(site).data
@@ -37,7 +39,7 @@ def _features_of(spec: JobSpec, site: str, schema: ReportedSchema) -> list[str]:
 def schema_problems(spec: JobSpec, schemas: Mapping[str, ReportedSchema]) -> list[str]:
     """Each problem names the site and the column; empty when the sites agree."""
     problems: list[str] = []
-    wanted = {s: _features_of(spec, s, schema) for s, schema in schemas.items()}
+    wanted = {s: feature_columns(spec, s, schema) for s, schema in schemas.items()}
     types = {f.name: f.type for f in spec.task.features or []}
     width, _ = spec.input_shape()
     for site in sorted(schemas):
@@ -121,8 +123,8 @@ def label_vocabulary(
     if seen <= set(numbers):
         return numbers, []
     if len(seen) == classes:
-        return _numbers_first(seen), []
+        return label_order(seen), []
     return numbers, [
-        f"the sites' labels are {len(seen)} values ({', '.join(_numbers_first(seen)[:10])}) but "
+        f"the sites' labels are {len(seen)} values ({', '.join(label_order(seen)[:10])}) but "
         f"task.numClasses is {classes}; list the labels in task.labels"
     ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from fedkube.codec.base import Codec
-from fedkube.codec.downlink import apply_change
+from fedkube.codec.downlink import HeldModel
 from fedkube.codec.error_feedback import UplinkEncoder
 from fedkube.errors import AggregatorUnavailable, JobFailed, SecureAggregationError, UpdateRefused
 from fedkube.proto import PROTOCOL_VERSION
@@ -90,10 +90,8 @@ class TrainerClient:
         self.backoff = backoff
         # The codec updates travel in, with what it left out so far (None: float32).
         self.uplink = uplink
-        # The downlink codec, and the model this site holds (version, tensors) to add the
-        # next change to.
-        self.downlink = downlink
-        self.held: tuple[int, Params] | None = None
+        # Under a downlink codec: the model this site holds, to add the next change to.
+        self.downlink = HeldModel(downlink) if downlink is not None else None
         # What this site's own copy of the manifest says secure aggregation must be (None:
         # the job has none). A task that says otherwise is refused, never answered.
         self.secure = secure
@@ -365,35 +363,21 @@ class TrainerClient:
         """The global model and the strategy's tensors. Under a downlink codec the site
         asks for the change since the model it holds and adds it (``codec.downlink``)."""
         ref = pb.RoundRef(job=self.job, round=round, site=self.site)
-        held = self.held
-        request = pb.ModelRequest(
-            ref=ref, has_model=held is not None, have_version=held[0] if held else 0
-        )
-        parts = self.link.get_model(request)
+        down = self.downlink
+        parts = self.link.get_model(down.request(ref) if down else pb.ModelRequest(ref=ref))
         header = next(parts).header
         infos = [from_spec(s) for s in header.tensors]
         tensors = assemble(infos, (p.chunk for p in parts))
         if header.codec == pb.RAW:
-            if self.downlink is not None:
-                self.held = (header.model_version, self.trainer.split(tensors)[0])
+            if down is not None:
+                down.keep(header.model_version, self.trainer.split(tensors)[0])
             return header.model_version, tensors
-        down = self.downlink
-        if down is None or header.codec != down.wire or held is None:
+        if down is None:
             raise JobFailed(
                 f"site {self.site}: the aggregator sent a model in codec "
                 f"{pb.Codec.Name(header.codec)}, which this site's manifest does not use"
             )
-        if header.base_version != held[0]:
-            self.held = None  # the next request asks for the whole model
-            raise AggregatorUnavailable(
-                f"a change from model {header.base_version}, but this site holds {held[0]}"
-            )
-        wire_count = len(down.wire_infos(specs_of(held[1])))
-        names = list(tensors)
-        wire = {n: tensors[n] for n in names[:wire_count]}
-        model = apply_change(down, held[1], wire)
-        self.held = (header.model_version, model)
-        return header.model_version, {**model, **{n: tensors[n] for n in names[wire_count:]}}
+        return header.model_version, down.apply(header, tensors)
 
     def _ref(self, task: pb.Task) -> pb.RoundRef:
         """How this site's answer to ``task`` names its round."""
