@@ -109,6 +109,11 @@ BAD = [
         "spec.minSitesPerRound: Invalid value: minSitesPerRound must not exceed the number of",
     ),
     (
+        "sample below quorum",
+        lambda d: d["spec"].update(minSitesPerRound=3, sitesPerRound=2),
+        "spec.sitesPerRound: Invalid value: sitesPerRound must lie between minSitesPerRound and",
+    ),
+    (
         "duplicate site",
         lambda d: d["spec"]["sites"].append(dict(d["spec"]["sites"][0])),
         "spec.sites[5]: Duplicate value",

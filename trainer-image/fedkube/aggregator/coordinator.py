@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -131,7 +132,7 @@ class Coordinator:
         elif r is not None and roster_closed:
             # The roster is closed: the site sits out the rest of this secure round.
             r.tasked.discard(site)
-        elif r is not None and site not in r.done:
+        elif r is not None and site not in r.done and self._in_sample(r, site):
             self._push_task(state)
         self.notify()
         return state.queue
@@ -346,13 +347,35 @@ class Coordinator:
             secure=self.secure.new_sum(number, attempt) if trains and self.secure else None,
         )
         self.open = r
-        connected = {n for n, s in self.sites.items() if s.connected}
-        ahead = r.secure is not None and self.secure is not None and self.secure.open(r, connected)
-        for name in sorted(connected):
+        asked = {n for n, s in self.sites.items() if s.connected}
+        if trains and self.spec.sites_per_round is not None:
+            r.sample = asked = self._sample(r, asked, self.spec.sites_per_round)
+        ahead = r.secure is not None and self.secure is not None and self.secure.open(r, asked)
+        for name in sorted(asked):
             self._push_task(self.sites[name])
         ahead_note = ", keys shared in the last round" if ahead else ""
         log.info("round %d open (%s%s)", number, pb.Stage.Name(r.stage), ahead_note)
         return r
+
+    def _sample(self, r: OpenRound, connected: set[str], size: int) -> set[str]:
+        """``size`` of the connected sites, drawn at random for this round and attempt.
+
+        The draw is seeded from the job's seed so a simulation repeats; it is the
+        aggregator's choice, so update-level privacy claims no amplification from it."""
+        rng = random.Random(f"{self.spec.task.seed}/{r.number}/{r.attempt}")
+        pool = sorted(connected)
+        return set(rng.sample(pool, min(size, len(pool))))
+
+    def _in_sample(self, r: OpenRound, site: str) -> bool:
+        """Whether a site that connects while ``r`` is open is asked: when the round samples,
+        only a site of the sample, or one that fills a place the sample could not."""
+        if r.sample is None or site in r.sample:
+            return True
+        assert self.spec.sites_per_round is not None
+        if len(r.sample) < self.spec.sites_per_round:
+            r.sample.add(site)
+            return True
+        return False
 
     def _push_task(self, site: SiteState) -> None:
         r = self.open

@@ -95,6 +95,13 @@ class UpdateReception:
                 site=site,
                 round=number,
             )
+        if r.sample is not None and site not in r.sample:
+            raise RoundClosed(
+                f"site {site!r} is not in round {r.number}'s sample of sitesPerRound="
+                f"{len(r.sample)} sites; the update is dropped",
+                site=site,
+                round=number,
+            )
         if r.stage in (pb.SCHEMA, pb.STATISTICS):
             if site not in r.tasked:
                 raise RoundClosed(

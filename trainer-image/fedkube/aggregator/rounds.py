@@ -54,6 +54,8 @@ class OpenRound:
     attempt: int = 1
     secure: SecureSum | None = None
     tasked: set[str] = field(default_factory=set)  # pushed this stage's task
+    # sitesPerRound: the sites this round asks (None: every connected site).
+    sample: set[str] | None = None
     receiving: dict[str, SpooledUpdate] = field(default_factory=dict)
     done: dict[str, dict[str, float]] = field(default_factory=dict)  # answered this stage
     updates: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> metrics

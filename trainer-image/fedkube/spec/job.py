@@ -90,6 +90,12 @@ class JobSpec(_Model):
             ".minSitesPerRound",
         ),
         (
+            "!has(self.sitesPerRound) || (self.sitesPerRound <= size(self.sites) && "
+            "(!has(self.minSitesPerRound) || self.minSitesPerRound <= self.sitesPerRound))",
+            "sitesPerRound must lie between minSitesPerRound and the number of sites",
+            ".sitesPerRound",
+        ),
+        (
             "(has(self.security) && has(self.security.mutualTls)) || "
             "(!self.sites.exists(s, has(s.remote) && s.remote) && "
             "!(has(self.aggregator) && has(self.aggregator.endpoint)))",
@@ -118,6 +124,14 @@ class JobSpec(_Model):
     task: TaskSpec
     rounds: int = Field(ge=1, le=100000)
     min_sites_per_round: int = Field(default=1, ge=1, le=1000)
+    sites_per_round: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="For large consortia: each training round asks a random sample of this "
+        "many connected sites (none: every connected site). Round 0 and the final "
+        "evaluation ask every site.",
+    )
     round_timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
     join_grace_seconds: float = Field(
         default=30.0,
@@ -158,6 +172,18 @@ class JobSpec(_Model):
             raise ValueError(
                 f"minSitesPerRound ({self.min_sites_per_round}) is above the number of sites "
                 f"({len(self.sites)})"
+            )
+        if self.sites_per_round is not None and not (
+            self.quorum() <= self.sites_per_round <= len(self.sites)
+        ):
+            needed = (
+                f"minSitesPerRound ({self.min_sites_per_round})"
+                if self.quorum() == self.min_sites_per_round
+                else f"the secure-aggregation threshold ({self.quorum()})"
+            )
+            raise ValueError(
+                f"sitesPerRound ({self.sites_per_round}) must be at least {needed}, or no round "
+                f"could close, and at most the number of sites ({len(self.sites)})"
             )
         datasets = sorted({s.data.sklearn.dataset for s in self.sites if s.data and s.data.sklearn})
         if len(datasets) > 1:
