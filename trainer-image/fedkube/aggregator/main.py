@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import resource
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +70,24 @@ def return_large_buffers_to_os() -> None:
     """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+
+
+def allow_a_connection_per_site(sites: int) -> None:
+    """Each site holds a connection, and each connection a file descriptor: raise the soft
+    limit (often 1,024) to the hard one, so that a thousand sites do not exhaust it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    if soft != resource.RLIM_INFINITY and soft < 2 * sites + 64:
+        log.warning(
+            "the open-file limit is %d, and %d sites need about %d; raise it (ulimit -n)",
+            soft,
+            sites,
+            2 * sites + 64,
+        )
 
 
 def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> Callable[[], T]:
@@ -145,6 +164,7 @@ async def _run_until_done(coordinator: Coordinator, linger_seconds: float) -> in
 
 async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
     return_large_buffers_to_os()
+    allow_a_connection_per_site(len(job.spec.sites))
     coordinator = _coordinator(job, opts)
     metrics = AggregatorMetrics(coordinator)
     service = AggregatorService(coordinator, metrics, tls=opts.tls_dir is not None)

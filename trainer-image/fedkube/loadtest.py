@@ -1,0 +1,454 @@
+"""Light synthetic sites for load tests: many real gRPC clients of the real protocol in one
+process, on one asyncio loop, with no torch and no data.
+
+Each site holds its own channel (its own TCP connection, as a real site would), subscribes,
+fetches the model when tasked, reports a score when asked to evaluate, and sends an update
+of the model's shape whose every value is the site's constant (``site_value``), weighted by
+``site_samples``: the aggregate a round must produce is known in closed form, so a load test
+checks the sums, not only that rounds close. Sites join late, drop (before answering, or
+halfway through their upload) and rejoin, at rates the caller sets.
+
+    python -m fedkube.loadtest --endpoint 127.0.0.1:7070 --job big --first 0 --count 250
+
+prints one JSON line of counters when every site has heard the job finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from fedkube.proto import PROTOCOL_VERSION
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.spec.progress import JobResult
+from fedkube.testing import LocalJob, manifest
+from fedkube.wire.tensors import CHUNK_BYTES
+
+# The aggregator refuses what it cannot take now (a closed round, a duplicate): final for
+# that message. Anything else means it is away: reconnect.
+REFUSALS = {
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED,
+}
+
+CHANNEL_OPTIONS = [
+    # One connection per site, as separate sites would have; gRPC otherwise shares one
+    # connection between a process's channels to the same address.
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+def site_index(name: str) -> int:
+    return int(name.rsplit("-", 1)[1])
+
+
+def site_value(index: int) -> float:
+    """Every value of site ``index``'s update: eleven levels, mean zero over a full cycle."""
+    return 1e-3 * ((index % 11) - 5)
+
+
+def site_samples(index: int) -> int:
+    return 10 + index % 7
+
+
+def round_mean(sites: list[str]) -> float:
+    """The FedAvg mean of these sites' updates: the value every parameter moves by."""
+    idx = [site_index(s) for s in sites]
+    weights = np.array([site_samples(i) for i in idx], dtype=np.float64)
+    values = np.array([site_value(i) for i in idx], dtype=np.float64)
+    return float(weights @ values / weights.sum())
+
+
+@dataclass(frozen=True)
+class Churn:
+    """How sites come and go: each training task is dropped with ``drop`` probability
+    (half before answering, half halfway through the upload), the site back after
+    ``rejoin_seconds``; ``late`` of the sites join ``late_seconds`` after the start."""
+
+    drop: float = 0.0
+    rejoin_seconds: tuple[float, float] = (0.5, 3.0)
+    late: float = 0.0
+    late_seconds: tuple[float, float] = (0.0, 5.0)
+
+
+@dataclass
+class Counters:
+    sites: int = 0
+    finished: int = 0
+    succeeded: int = 0
+    connects: int = 0
+    updates: int = 0
+    evaluations: int = 0
+    drops_before_answer: int = 0
+    drops_mid_upload: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)
+    bytes_down: int = 0
+    bytes_up: int = 0
+    # The sum of every parameter of each model version, as the sites fetched it; every
+    # site must see the same, so disagreements are counted.
+    model_sums: dict[int, float] = field(default_factory=dict)
+    model_sum_disagreements: int = 0
+    away: int = 0  # sites still away (dropped, not back) when told to stop
+
+    def refused(self, e: grpc.aio.AioRpcError) -> None:
+        key = e.code().name
+        self.refusals[key] = self.refusals.get(key, 0) + 1
+
+
+class Dropped(Exception):
+    """The site leaves on purpose (churn)."""
+
+
+class SyntheticSite:
+    def __init__(
+        self, endpoint: str, job: str, name: str, churn: Churn, counters: Counters, seed: int
+    ) -> None:
+        self.endpoint, self.job, self.name = endpoint, job, name
+        self.index = site_index(name)
+        self.value = np.float32(site_value(self.index))
+        self.samples = site_samples(self.index)
+        self.churn = churn
+        self.counters = counters
+        self.rng = random.Random(f"{seed}/{name}")
+
+    async def run(self, give_up_seconds: float = 300.0) -> None:
+        if self.rng.random() < self.churn.late:
+            await asyncio.sleep(self.rng.uniform(*self.churn.late_seconds))
+        away_since: float | None = None
+        while True:
+            channel = grpc.aio.insecure_channel(self.endpoint, options=CHANNEL_OPTIONS)
+            try:
+                finished = await self._serve(pb_grpc.AggregatorStub(channel))
+                if finished is not None:
+                    self.counters.finished += 1
+                    self.counters.succeeded += int(finished.succeeded)
+                    return
+                away_since = None
+            except Dropped:
+                away_since = None
+                await channel.close(grace=None)
+                await asyncio.sleep(self.rng.uniform(*self.churn.rejoin_seconds))
+                continue
+            except grpc.aio.AioRpcError as e:
+                if e.code() in REFUSALS:
+                    self.counters.refused(e)
+                now = time.monotonic()
+                away_since = away_since or now
+                if now - away_since > give_up_seconds:
+                    raise
+            finally:
+                await channel.close(grace=None)
+            await asyncio.sleep(self.rng.uniform(0.2, 1.0))
+
+    async def _serve(self, stub: pb_grpc.AggregatorStub) -> pb.Finished | None:
+        join = pb.JoinRequest(job=self.job, site=self.name, protocol_version=PROTOCOL_VERSION)
+        events = stub.Subscribe(join)
+        self.counters.connects += 1
+        try:
+            async for event in events:
+                if event.HasField("finished"):
+                    finished: pb.Finished = event.finished
+                    return finished
+                await self._handle(stub, event.task)
+        finally:
+            events.cancel()
+        return None
+
+    async def _handle(self, stub: pb_grpc.AggregatorStub, task: pb.Task) -> None:
+        trains = task.stage == pb.TRAIN
+        mid_upload = False
+        if trains and self.rng.random() < self.churn.drop:
+            if self.rng.random() < 0.5:
+                self.counters.drops_before_answer += 1
+                raise Dropped
+            mid_upload = True
+        ref = pb.RoundRef(
+            job=self.job, round=task.ref.round, attempt=task.ref.attempt, site=self.name
+        )
+        version, specs, squares, count = await self._fetch(stub, ref)
+        if task.evaluate:
+            # A stand-in score computed from the model received: the weights' mean square.
+            score = pb.Evaluation(
+                ref=ref,
+                model_version=version,
+                num_samples=self.samples,
+                metrics={"loss": squares / max(count, 1)},
+            )
+            if await self._call(stub.ReportEvaluation(score)):
+                self.counters.evaluations += 1
+        if not trains:
+            return
+        header = pb.UpdateHeader(
+            ref=ref,
+            model_version=version,
+            num_samples=self.samples,
+            metrics={"train_loss": squares / max(count, 1)},
+            tensors=specs,
+            codec=pb.RAW,
+        )
+        await self._upload(stub, header, mid_upload)
+
+    async def _fetch(
+        self, stub: pb_grpc.AggregatorStub, ref: pb.RoundRef
+    ) -> tuple[int, list[pb.TensorSpec], float, int]:
+        """The model's version and tensor specs, and the sum of squares and count of its
+        values (its sum goes in the counters), read chunk by chunk: no site holds a model."""
+        header: pb.ModelHeader | None = None
+        total = squares = 0.0
+        count = 0
+        async for part in stub.GetModel(pb.ModelRequest(ref=ref)):
+            if part.HasField("header"):
+                header = part.header
+                continue
+            values = np.frombuffer(part.chunk.data, dtype=np.float32).astype(np.float64)
+            total += float(values.sum())
+            squares += float(values @ values)
+            count += values.size
+            self.counters.bytes_down += len(part.chunk.data)
+        assert header is not None, "the model stream carries its header first"
+        version = int(header.model_version)
+        seen = self.counters.model_sums.setdefault(version, total)
+        if abs(seen - total) > 1e-6 * max(1.0, abs(total)):
+            self.counters.model_sum_disagreements += 1
+        return version, list(header.tensors), squares, count
+
+    async def _upload(
+        self, stub: pb_grpc.AggregatorStub, header: pb.UpdateHeader, drop_halfway: bool
+    ) -> None:
+        """Stream the update a chunk at a time; a dropping site cuts its upload halfway."""
+        call = stub.SubmitUpdate()
+        sizes = [int(np.prod(s.shape)) * 4 for s in header.tensors]
+        block = np.full(CHUNK_BYTES // 4, self.value, dtype=np.float32).tobytes()
+        halfway, sent = sum(sizes) // 2, 0
+        try:
+            await call.write(pb.UpdatePart(header=header))
+            for index, nbytes in enumerate(sizes):
+                for offset in range(0, nbytes, CHUNK_BYTES):
+                    if drop_halfway and sent >= halfway:
+                        call.cancel()
+                        self.counters.drops_mid_upload += 1
+                        raise Dropped
+                    data = block[: min(CHUNK_BYTES, nbytes - offset)]
+                    chunk = pb.TensorChunk(tensor=index, offset=offset, data=data)
+                    await call.write(pb.UpdatePart(chunk=chunk))
+                    sent += len(data)
+            await call.done_writing()
+        except grpc.aio.AioRpcError:
+            pass  # refused mid-stream: the status comes with the answer
+        self.counters.bytes_up += sent
+        if await self._call(call):
+            self.counters.updates += 1
+
+    async def _call(self, call: Awaitable[object]) -> bool:
+        """Await one answer; whether it was taken. A refusal is final for this message,
+        not for the site."""
+        try:
+            await call
+        except grpc.aio.AioRpcError as e:
+            if e.code() not in REFUSALS:
+                raise
+            self.counters.refused(e)
+            return False
+        return True
+
+
+async def run_sites(
+    endpoint: str, job: str, names: list[str], churn: Churn, seed: int = 0
+) -> Counters:
+    """Run the sites until each hears the job finish, or SIGTERM (those still away then
+    are counted as ``away``)."""
+    counters = Counters(sites=len(names))
+    sites = [SyntheticSite(endpoint, job, n, churn, counters, seed) for n in names]
+    tasks = [asyncio.create_task(s.run()) for s in sites]
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGTERM, lambda: [t.cancel() for t in tasks]
+    )
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    counters.away = sum(isinstance(o, asyncio.CancelledError) for o in outcomes)
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    if errors:
+        raise errors[0]
+    return counters
+
+
+def merge(parts: list[Counters]) -> Counters:
+    """One process's counters after another's; model sums must agree across processes too."""
+    out = Counters()
+    for c in parts:
+        for f in ("sites", "finished", "succeeded", "connects", "updates", "evaluations"):
+            setattr(out, f, getattr(out, f) + getattr(c, f))
+        out.drops_before_answer += c.drops_before_answer
+        out.drops_mid_upload += c.drops_mid_upload
+        out.bytes_down += c.bytes_down
+        out.bytes_up += c.bytes_up
+        out.model_sum_disagreements += c.model_sum_disagreements
+        out.away += c.away
+        for k, v in c.refusals.items():
+            out.refusals[k] = out.refusals.get(k, 0) + v
+        for version, total in c.model_sums.items():
+            seen = out.model_sums.setdefault(int(version), total)
+            if abs(seen - total) > 1e-6 * max(1.0, abs(total)):
+                out.model_sum_disagreements += 1
+    return out
+
+
+def load_manifest(
+    name: str, sites: int, rounds: int, hidden: list[int], **spec: Any
+) -> dict[str, Any]:
+    """A job for synthetic sites: digits' shape (64 features, 10 classes), an MLP of
+    ``hidden`` widths, a quorum of half the sites, and room for slow rounds."""
+    doc = manifest(
+        name,
+        sites=sites,
+        rounds=rounds,
+        dataset="digits",
+        min_sites=max(1, sites // 2),
+        model={"name": "mlp", "hiddenSizes": hidden},
+        timeout=900,
+        joinGraceSeconds=15,
+    )
+    doc["spec"].update(spec)
+    return doc
+
+
+def mlp_parameters(hidden: list[int], features: int = 64, classes: int = 10) -> int:
+    sizes = [features, *hidden, classes]
+    return sum(a * b + b for a, b in itertools.pairwise(sizes))
+
+
+@dataclass
+class LoadRun:
+    """One load job's outcome, as the aggregator and the synthetic sites saw it."""
+
+    result: JobResult
+    counters: Counters
+    idle_bytes: int  # the aggregator's resident memory once its model is built
+    peak_bytes: int  # its high-water mark while the sites ran
+    threads: int  # most threads it had at once
+    fds: int  # most open file descriptors
+    seconds: float
+
+    def sum_errors(self, parameters: int) -> list[float]:
+        """Per round, how far each parameter's move is from the FedAvg mean of the round's
+        sites' constants (the sum over the model, divided by its parameters)."""
+        errors = []
+        sums = self.counters.model_sums
+        for h in self.result.history:
+            got = (sums[h.round] - sums[h.round - 1]) / parameters
+            errors.append(abs(got - round_mean(h.sites)))
+        return errors
+
+
+def _status(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def run_load(
+    folder: Path, doc: dict[str, Any], processes: int, churn: Churn, timeout: float = 1800
+) -> LoadRun:
+    """Start a real aggregator process for ``doc`` and its sites as synthetic sites spread
+    over ``processes`` processes; wait for the job to end."""
+    sites = len(doc["spec"]["sites"])
+    job = LocalJob(folder, doc)
+    # Sites that dropped near the end come back within seconds: the aggregator waits for
+    # them to hear that the job finished.
+    job.aggregator_args = ["--linger-seconds", "5"]
+    agg = job.start_aggregator()
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        while job.progress() is None:
+            if agg.poll() is not None:
+                raise RuntimeError(f"the aggregator exited:\n{job.log('aggregator')}")
+            time.sleep(0.1)
+        idle = _status(agg.pid, "VmRSS")
+        Path(f"/proc/{agg.pid}/clear_refs").write_text("5")  # reset the high-water mark
+        started = time.monotonic()
+        share = -(-sites // processes)
+        for first in range(0, sites, share):
+            args = ["--endpoint", f"127.0.0.1:{job.port}", "--job", doc["metadata"]["name"]]
+            args += ["--first", str(first), "--count", str(min(share, sites - first))]
+            args += ["--drop", str(churn.drop), "--late", str(churn.late), "--seed", str(first)]
+            log = (job.logs / f"sites-{first}.log").open("wb")
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "fedkube.loadtest", *args],
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                )
+            )
+        peak, threads, fds = idle, 0, 0
+        while agg.poll() is None and time.monotonic() - started < timeout:
+            try:
+                peak = max(peak, _status(agg.pid, "VmHWM"))
+                threads = max(threads, _status(agg.pid, "Threads"))
+                fds = max(fds, len(os.listdir(f"/proc/{agg.pid}/fd")))
+            except (OSError, KeyError):
+                break
+            time.sleep(0.05)
+        result = job.wait_done(timeout=60)
+        seconds = time.monotonic() - started
+        # A site away when the job ended (dropped, coming back) never hears it: stop it.
+        until = time.monotonic() + 10
+        while time.monotonic() < until and any(w.poll() is None for w in workers):
+            time.sleep(0.1)
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+        outs = [w.communicate(timeout=60)[0] for w in workers]
+        bad = [w.returncode for w in workers if w.returncode != 0]
+        if bad:
+            raise RuntimeError(f"synthetic site processes failed ({bad}); see {job.logs}")
+        counters = merge([Counters(**json.loads(o)) for o in outs])
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+        job.stop()
+    return LoadRun(result, counters, idle * 1024, peak * 1024, threads, fds, seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fedkube.loadtest", description=__doc__)
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--job", required=True)
+    p.add_argument("--first", type=int, default=0, help="the first site's index (site-N)")
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--drop", type=float, default=0.0)
+    p.add_argument("--late", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    names = [f"site-{i}" for i in range(args.first, args.first + args.count)]
+    churn = Churn(drop=args.drop, late=args.late)
+    counters = asyncio.run(run_sites(args.endpoint, args.job, names, churn, args.seed))
+    json.dump(asdict(counters), sys.stdout)
+    print(flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
