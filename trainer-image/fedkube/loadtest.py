@@ -38,7 +38,7 @@ from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.spec.progress import JobResult
 from fedkube.testing import LocalJob, manifest
-from fedkube.wire.tensors import CHUNK_BYTES
+from fedkube.wire.tensors import CHUNK_BYTES, chunk_part
 
 # The aggregator refuses what it cannot take now (a closed round, a duplicate): final for
 # that message. Anything else means it is away: reconnect.
@@ -251,7 +251,7 @@ class SyntheticSite:
                         raise Dropped
                     data = block[: min(CHUNK_BYTES, nbytes - offset)]
                     chunk = pb.TensorChunk(tensor=index, offset=offset, data=data)
-                    await call.write(pb.UpdatePart(chunk=chunk))
+                    await call.write(chunk_part(pb.UpdatePart, chunk))
                     sent += len(data)
             await call.done_writing()
         except grpc.aio.AioRpcError:

@@ -23,6 +23,7 @@ from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.security.tls import peer_site
+from fedkube.wire.tensors import chunk_part
 
 log = logging.getLogger("fedkube.aggregator")
 # A unary message about a round: it names its round and sender in ``ref``.
@@ -129,7 +130,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                 await self._write(context, pb.ModelPart(header=header))
                 for chunk in chunks:
                     self.metrics.bytes_moved("sent", len(chunk.data))
-                    await self._write(context, pb.ModelPart(chunk=chunk))
+                    await self._write(context, chunk_part(pb.ModelPart, chunk))
         finally:
             self._downloading.discard(site)
 

@@ -26,7 +26,7 @@ from fedkube.secagg.site import SiteSession
 from fedkube.spec.preprocessing import Preprocessing
 from fedkube.trainer.local import LocalTrainer
 from fedkube.transport.link import SiteLink
-from fedkube.wire.tensors import Params, assemble, from_spec, iter_chunks, specs_of, to_spec
+from fedkube.wire.tensors import Params, assemble, from_spec, iter_parts, specs_of, to_spec
 
 log = logging.getLogger("fedkube.trainer")
 M = TypeVar("M")
@@ -265,9 +265,9 @@ class TrainerClient:
         else:
             tensors = self.source.statistics(secure)
             header.tensors.extend(to_spec(i) for i in specs_of(tensors))
-        parts = [
+        parts: list[pb.UpdatePart] = [
             pb.UpdatePart(header=header),
-            *(pb.UpdatePart(chunk=c) for c in iter_chunks(list(tensors.values()))),
+            *iter_parts(pb.UpdatePart, list(tensors.values())),
         ]
         what = pb.Stage.Name(task.stage).lower()
         if self._send(task, what, self.link.submit_update, iter(parts)) is not None:
@@ -418,5 +418,4 @@ class TrainerClient:
                 next_round_keys=next_round_keys,
             )
         )
-        for chunk in iter_chunks(list(update.values())):
-            yield pb.UpdatePart(chunk=chunk)
+        yield from iter_parts(pb.UpdatePart, list(update.values()))

@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 from fedkube.errors import AggregatorUnavailable, UpdateRefused
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.transport.link import SiteLink
+from fedkube.wire.tensors import chunk_part
 
 T = TypeVar("T")
 
@@ -94,7 +95,7 @@ class InProcessLink(SiteLink):
         yield pb.ModelPart(header=header)
         # The chunks are cut from a snapshot the coordinator never changes: safe here.
         for chunk in chunks:
-            yield pb.ModelPart(chunk=chunk)
+            yield chunk_part(pb.ModelPart, chunk)
 
     def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:
         # Cut here, in the site's thread; received in one go on the coordinator's loop.

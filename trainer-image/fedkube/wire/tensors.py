@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -82,6 +83,23 @@ def iter_chunks(
             yield pb.TensorChunk(
                 tensor=index, offset=offset, data=bytes(raw[offset : offset + chunk_bytes])
             )
+
+
+Part = TypeVar("Part", pb.UpdatePart, pb.ModelPart)
+
+
+def chunk_part(kind: type[Part], chunk: pb.TensorChunk) -> Part:
+    """``kind(chunk=chunk)`` at the cost of one copy: under protobuf's upb backend the
+    constructor's path for a message argument costs about 1 ms a MiB, 35 times CopyFrom."""
+    part = kind()
+    part.chunk.CopyFrom(chunk)
+    return part
+
+
+def iter_parts(kind: type[Part], arrays: Sequence[np.ndarray]) -> Iterator[Part]:
+    """The arrays' chunks, each in a stream message of ``kind``."""
+    for chunk in iter_chunks(arrays):
+        yield chunk_part(kind, chunk)
 
 
 class ChunkChecker:
