@@ -1,100 +1,108 @@
-"""A 10-million-parameter model from 10 and from 30 sites: no gRPC size error, and the
-aggregator's peak memory stays near the model's size whatever the number of sites.
+"""A 10-million-parameter model: how fast it moves, and how much memory the aggregator needs
+for it as sites grow.
 
-    python bench/large_model_memory.py [--sites 10 30] [--rounds 2]
+    python bench/large_model_memory.py [--trainers 5] [--sites 10 30 100] [--rounds 3]
 
-The aggregator runs as its own process. Its idle baseline is its resident memory once the
-global model is built and it waits for sites; its peak high-water mark (VmHWM, reset at
-that point) is read until it exits. Trainers are real `fedkube trainer` processes.
+1. **Wire speed.** Real `fedkube trainer` processes (5 by default) train the model on digits;
+   each round's time beyond the slowest site's training is spent moving models down and
+   updates up. The effective transfer rate is the round's bytes over that time.
+2. **Memory.** The aggregator's idle resident memory (model built, waiting for sites) and its
+   high-water mark (VmHWM, reset at that point) while 10, 30 and 100 synthetic sites
+   (`fedkube.loadtest`: real gRPC clients, one connection each, no torch) fetch the model and
+   send full-size updates.
+
+No message is over 4 MiB: tensors travel in 1 MiB chunks.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-from _common import status_kib
+from fedkube.loadtest import Churn, load_manifest, mlp_parameters, run_load
 from fedkube.testing import LocalJob, manifest
 
 HIDDEN = [3160, 3160]  # digits: 64 -> 3160 -> 3160 -> 10, about 10.2 M parameters
 
 
-def n_params() -> int:
-    sizes = [64, *HIDDEN, 10]
-    return sum(a * b + b for a, b in itertools.pairwise(sizes))
-
-
-def run(sites: int, rounds: int, tmp: Path) -> dict:
+def wire_speed(trainers: int, rounds: int, tmp: Path) -> None:
     doc = manifest(
-        f"big-{sites}",
-        sites=sites,
+        "big-wire",
+        sites=trainers,
         rounds=rounds,
         dataset="digits",
-        min_sites=sites,
+        min_sites=trainers,
         model={"name": "mlp", "hiddenSizes": HIDDEN},
         timeout=900,
         joinGraceSeconds=600,
     )
     doc["spec"]["task"].update(batchSize=64, learningRate=0.01)
-    folder = tmp / f"run-{sites}"
+    folder = tmp / "wire"
     folder.mkdir()
-    job = LocalJob(folder, doc)
-    agg = job.start_aggregator()
-    try:
-        while job.progress() is None:
-            time.sleep(0.1)
-        time.sleep(1.0)
-        baseline = status_kib(agg.pid, "VmRSS")
-        Path(f"/proc/{agg.pid}/clear_refs").write_text("5")  # reset the high-water mark
-        for i in range(sites):
-            job.start_trainer(f"site-{i}")
-        peak = baseline
-        while agg.poll() is None:
-            try:
-                peak = max(peak, status_kib(agg.pid, "VmHWM"))
-            except (OSError, KeyError):
-                break
-            time.sleep(0.02)
-        result = job.wait_done(timeout=600).to_json_dict()  # result.json's own keys
-    finally:
-        job.stop()
-    durations = [h["durationSeconds"] for h in result["history"]]
-    return {
-        "baseline": baseline * 1024,
-        "peak": peak * 1024,
-        "round": float(np.median(durations)),
-        "sites_in": min(len(h["sites"]) for h in result["history"]),
-    }
+    result = LocalJob(folder, doc).run(timeout=1200)
+    print(
+        "| round | round (s) | slowest training (s) | moving (s) | down (MB) | up (MB) "
+        "| effective rate (MiB/s) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    rates = []
+    for h in result.history:
+        moving = h.duration_seconds - h.max_train_seconds
+        moved = h.bytes_sent + h.bytes_received
+        rates.append(moved / 2**20 / moving)
+        print(
+            f"| {h.round} | {h.duration_seconds:.2f} | {h.max_train_seconds:.2f} | {moving:.2f} "
+            f"| {h.bytes_sent / 1e6:.0f} | {h.bytes_received / 1e6:.0f} | {rates[-1]:.0f} |"
+        )
+    print(f"\nmedian effective rate: {statistics.median(rates):.0f} MiB/s\n", flush=True)
+
+
+def memory(sites: list[int], rounds: int, tmp: Path) -> None:
+    model_bytes = mlp_parameters(HIDDEN) * 4
+    print(
+        "| sites | aggregator idle (MiB) | peak (MiB) | peak - idle (MiB) | (peak - idle) / model "
+        "| median round (s) | threads | fds |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n in sites:
+        doc = load_manifest(f"big-{n}", n, rounds, HIDDEN)
+        folder = tmp / f"memory-{n}"
+        folder.mkdir()
+        run = run_load(folder, doc, min(4, n), Churn())
+        assert run.counters.model_sum_disagreements == 0
+        assert max(run.sum_errors(mlp_parameters(HIDDEN))) < 1e-6
+        extra = run.peak_bytes - run.idle_bytes
+        round_s = statistics.median(h.duration_seconds for h in run.result.history)
+        print(
+            f"| {n} | {run.idle_bytes / 2**20:.0f} | {run.peak_bytes / 2**20:.0f} "
+            f"| {extra / 2**20:.0f} | {extra / model_bytes:.2f}x | {round_s:.1f} "
+            f"| {run.threads} | {run.fds} |",
+            flush=True,
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sites", type=int, nargs="+", default=[10, 30])
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--trainers", type=int, default=5, help="real trainers for wire speed")
+    ap.add_argument("--sites", type=int, nargs="+", default=[10, 30, 100])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--skip-wire", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()
-    model_bytes = n_params() * 4
+    params = mlp_parameters(HIDDEN)
     print(
-        f"model: MLP 64-{HIDDEN[0]}-{HIDDEN[1]}-10, {n_params():,} parameters, "
-        f"{model_bytes / 2**20:.1f} MiB as float32; chunks of 1 MiB on the wire\n"
+        f"model: MLP 64-{HIDDEN[0]}-{HIDDEN[1]}-10, {params:,} parameters, "
+        f"{params * 4 / 2**20:.1f} MiB as float32; chunks of 1 MiB on the wire\n"
     )
-    print(
-        "| sites | sites per round | aggregator idle (MiB) | peak (MiB) | peak - idle (MiB) "
-        "| (peak - idle) / model | median round (s) |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
-        for n in args.sites:
-            r = run(n, args.rounds, Path(tmp))
-            extra = r["peak"] - r["baseline"]
-            print(
-                f"| {n} | {r['sites_in']} | {r['baseline'] / 2**20:.0f} | {r['peak'] / 2**20:.0f} "
-                f"| {extra / 2**20:.0f} | {extra / model_bytes:.2f}x | {r['round']:.2f} |",
-                flush=True,
-            )
+        if not args.skip_wire:
+            print(f"## Wire speed: {args.trainers} real trainers\n")
+            wire_speed(args.trainers, args.rounds, Path(tmp))
+        if not args.skip_memory:
+            print("## Aggregator memory: synthetic sites\n")
+            memory(args.sites, max(2, args.rounds - 1), Path(tmp))
 
 
 if __name__ == "__main__":
