@@ -116,3 +116,45 @@ def test_trainer_with_missing_data_exits_2_without_traceback(tmp_path: Path) -> 
     assert run.returncode == 2
     assert "site 'site-0', file" in run.stderr and "gone.csv" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_sklearn_datasets_are_cached_and_read_back_without_importing_sklearn(
+    tmp_path: Path,
+) -> None:
+    """The first load writes the cache; a fresh process reads it without scikit-learn, and
+    a damaged cache file is rebuilt, not trusted."""
+    import os
+    import subprocess
+    import sys
+
+    import sklearn.datasets
+
+    env = dict(os.environ, FEDKUBE_CACHE_DIR=str(tmp_path))
+    probe = (
+        "import sys, numpy as np\n"
+        "from fedkube.data.sklearn_datasets import load_dataset\n"
+        "d = load_dataset('wine')\n"
+        "np.save(sys.argv[1], d.x)\n"
+        "print('sklearn' in sys.modules, len(d.feature_names), d.y.sum())\n"
+    )
+
+    def load() -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(tmp_path / "x.npy")],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.split()
+
+    bunch = sklearn.datasets.load_wine()
+    want = ["13", str(int(bunch.target.sum()))]
+    assert load() == ["True", *want]  # the first load goes through scikit-learn
+    cached = list(tmp_path.glob("wine-scikit-learn-*.npz"))
+    assert len(cached) == 1
+    assert load() == ["False", *want]  # then the cache serves it
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), bunch.data)
+    cached[0].write_bytes(b"not an npz file")
+    assert load() == ["True", *want]
+    assert load() == ["False", *want]

@@ -130,7 +130,8 @@ class LocalRun:
             ],
         )
         # While the aggregator starts, the sites' imports load here once, for every site.
-        preload()
+        sites = self.job.spec.sites
+        preload(sorted({s.data.sklearn.dataset for s in sites if s.data and s.data.sklearn}))
         for site in self.job.spec.sites:
             self._spawn(
                 site.name,

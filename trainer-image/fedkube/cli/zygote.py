@@ -17,22 +17,28 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 
-def preload() -> None:
-    """Import what every child needs, once, and pay torch's and scikit-learn's first-call
-    costs (lazy imports such as torch._dynamo, dispatch tables) on one thread: the children
-    inherit them."""
+
+def preload(datasets: Iterable[str] = ()) -> None:
+    """Import what every child needs, once, load the scikit-learn ``datasets`` the sites
+    split (from the local cache: ``fedkube.data.sklearn_datasets``), and pay torch's
+    first-call costs (dispatch tables) on one thread: the children inherit all of it."""
     import pandas  # noqa: F401
-    import sklearn.datasets
-    import sklearn.metrics
     import torch
 
     import fedkube.aggregator.main
     import fedkube.cli.main
     import fedkube.trainer.site  # noqa: F401
+    from fedkube.data.sklearn_datasets import load_dataset
+    from fedkube.trainer.optimizers import Sgd
+    from fedkube.trainer.scores import roc_auc
 
+    for name in datasets:
+        load_dataset(name)
     # One thread: torch runs these inline and starts no OpenMP pool, which a fork could not
     # carry (forked children of a process with a running pool can hang).
     torch.set_num_threads(1)
@@ -40,8 +46,9 @@ def preload() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
     loss = torch.nn.functional.cross_entropy(model(torch.zeros(2, 4)), torch.tensor([0, 1]))
     loss.backward()  # type: ignore[no-untyped-call]
-    torch.optim.SGD(model.parameters(), lr=0.1).step()
-    sklearn.metrics.roc_auc_score([0, 1, 1], [0.1, 0.9, 0.8])
+    Sgd(model.parameters(), lr=0.1).step()
+    torch.softmax(model(torch.zeros(2, 4)), dim=1)
+    roc_auc(np.array([0, 1, 1]), np.array([0.1, 0.9, 0.8]))
 
 
 class ForkedChild:

@@ -11,19 +11,13 @@ from typing import Any
 import numpy as np
 
 from fedkube.data.partition import partition
+from fedkube.data.sklearn_datasets import load_dataset
 from fedkube.errors import DataError
 from fedkube.spec.job import JobSpec
 from fedkube.spec.load import resolve_path
 from fedkube.spec.sites import FileSource, SklearnSource
 
 LARGEST_VALUE = float(2**40)  # the federated statistics' exact sums are sized for this
-
-_LOADERS = {
-    "breast_cancer": "load_breast_cancer",
-    "digits": "load_digits",
-    "wine": "load_wine",
-    "iris": "load_iris",
-}
 
 
 @dataclass(frozen=True)
@@ -142,10 +136,9 @@ def file_table(site: str, source: FileSource, path: Path, agreed: list[str] | No
 
 def sklearn_table(site: str, source: SklearnSource) -> SiteTable:
     import pandas as pd
-    import sklearn.datasets
 
-    bunch = getattr(sklearn.datasets, _LOADERS[source.dataset])()
-    x, y = bunch.data, bunch.target
+    bunch = load_dataset(source.dataset)
+    x, y = bunch.x, bunch.y
     try:
         parts = partition(y, source.partitioner, source.num_partitions, source.alpha, source.seed)
     except ValueError as e:
@@ -159,16 +152,12 @@ def sklearn_table(site: str, source: SklearnSource) -> SiteTable:
 
 
 def sklearn_feature_names(source: SklearnSource) -> list[str]:
-    import sklearn.datasets
-
-    return [str(n) for n in getattr(sklearn.datasets, _LOADERS[source.dataset])().feature_names]
+    return list(load_dataset(source.dataset).feature_names)
 
 
 def dataset_scaling(source: SklearnSource) -> tuple[list[float], list[float]]:
     """The whole sklearn dataset's mean and standard deviation (standardize: dataset)."""
-    import sklearn.datasets
-
-    x = getattr(sklearn.datasets, _LOADERS[source.dataset])(return_X_y=True)[0]
+    x = load_dataset(source.dataset).x
     std = x.std(axis=0)
     return [float(v) for v in x.mean(axis=0)], [float(v) if v >= 1e-8 else 1.0 for v in std]
 

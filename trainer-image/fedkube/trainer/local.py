@@ -22,6 +22,8 @@ from fedkube.spec.security import PrivacySpec
 from fedkube.spec.task import TaskSpec
 from fedkube.strategy.base import SiteHalf
 from fedkube.trainer.dp_sgd import dp_sgd_train, dp_steps
+from fedkube.trainer.optimizers import Sgd, build_optimizer
+from fedkube.trainer.scores import roc_auc
 from fedkube.wire.tensors import Params
 
 
@@ -51,10 +53,9 @@ def default_train(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig
 ) -> dict[str, float]:
     """Mini-batch SGD or Adam over the site's training split, reshuffled every epoch."""
-    if config.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
+    opt = build_optimizer(
+        config.optimizer, model.parameters(), config.learning_rate, config.momentum
+    )
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(config.seed)
     named = dict(model.named_parameters())
@@ -139,11 +140,11 @@ class LocalTrainer:
         )
 
     def warm_up(self) -> None:
-        """One step and one scoring on a throw-away copy: first calls are slow (torch, the
-        AUC's import), and they should not be paid inside round one while every site waits."""
+        """One step and one scoring on a throw-away copy: torch's first calls are slow, and
+        they should not be paid inside round one while every site waits."""
         model = copy.deepcopy(self.model)
         n = min(len(self.y_train), self.task.batch_size)
-        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        opt = Sgd(model.parameters(), lr=0.0)
         nn.functional.cross_entropy(model(self.x_train[:n]), self.y_train[:n]).backward()  # type: ignore[no-untyped-call]
         opt.step()
         self._scores(model)
@@ -242,10 +243,8 @@ class LocalTrainer:
         }
         # AUC for binary tasks, when the held-out split holds both classes.
         if self.data.num_classes == 2 and len(torch.unique(self.y_test)) == 2:
-            from sklearn.metrics import roc_auc_score
-
             scores = torch.softmax(logits, dim=1)[:, 1].numpy()
-            out["auc"] = float(roc_auc_score(self.y_test.numpy(), scores))
+            out["auc"] = roc_auc(self.y_test.numpy(), scores)
         return out
 
     def evaluate(self, params: Params, final: bool = False) -> dict[str, float]:
