@@ -207,7 +207,12 @@ class SyntheticSite:
             tensors=specs,
             codec=pb.RAW,
         )
-        await self._upload(stub, header, mid_upload)
+        # Over a connection of its own, as the trainer's (``transport.grpc_link``).
+        bulk = grpc.aio.insecure_channel(self.endpoint, options=CHANNEL_OPTIONS)
+        try:
+            await self._upload(pb_grpc.AggregatorStub(bulk), header, mid_upload)
+        finally:
+            await bulk.close(grace=None)
 
     async def _fetch(
         self, stub: pb_grpc.AggregatorStub, ref: pb.RoundRef

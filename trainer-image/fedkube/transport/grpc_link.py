@@ -58,15 +58,26 @@ def _stream(parts: Iterator[T]) -> Iterator[T]:
         raise _translated(e) from None
 
 
+# An update travels over a connection of its own, closed once the update is in: the
+# aggregator's gRPC keeps a read buffer per connection sized by the largest reads it has seen
+# (up to the chunk size; grpc/grpc#42194), which a long-lived connection would hold for the
+# whole job, a MiB per site. A local subchannel pool keeps it off the long-lived connection.
+BULK_CHANNEL_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+
+
 class GrpcLink(SiteLink):
     def __init__(self, endpoint: str, tls_dir: Path | None = None) -> None:
         self.endpoint = endpoint
-        self.channel = (
-            grpc.secure_channel(endpoint, channel_credentials(tls_dir), options=CHANNEL_OPTIONS)
-            if tls_dir is not None
-            else grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
-        )
+        self.tls_dir = tls_dir
+        self.channel = self._channel(CHANNEL_OPTIONS)
         self.stub = pb_grpc.AggregatorStub(self.channel)
+
+    def _channel(self, options: list[tuple[str, int]]) -> grpc.Channel:
+        if self.tls_dir is not None:
+            return grpc.secure_channel(
+                self.endpoint, channel_credentials(self.tls_dir), options=options
+            )
+        return grpc.insecure_channel(self.endpoint, options=options)
 
     def subscribe(self, request: pb.JoinRequest) -> Iterator[pb.Event]:
         return _stream(self.stub.Subscribe(request))
@@ -75,7 +86,9 @@ class GrpcLink(SiteLink):
         return _stream(self.stub.GetModel(request))
 
     def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:
-        receipt = _call(lambda: self.stub.SubmitUpdate(iter(parts)))
+        with self._channel(BULK_CHANNEL_OPTIONS) as bulk:
+            stub = pb_grpc.AggregatorStub(bulk)
+            receipt = _call(lambda: stub.SubmitUpdate(iter(parts)))
         return int(receipt.bytes_received)
 
     def report_evaluation(self, message: pb.Evaluation) -> None:
