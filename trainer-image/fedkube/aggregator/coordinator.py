@@ -23,8 +23,10 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from fedkube.accumulate import build_accumulator
 from fedkube.aggregator.persistence import save
@@ -51,7 +53,7 @@ from fedkube.spec.preprocessing import Preprocessing
 from fedkube.spec.progress import JobResult, Phase, RoundRecord
 from fedkube.spec.statistics import StatisticsReport
 from fedkube.strategy.base import Strategy
-from fedkube.wire.tensors import Params, TensorInfo, iter_chunks, specs_of, to_spec
+from fedkube.wire.tensors import Params, TensorInfo, specs_of, to_spec
 
 log = logging.getLogger("fedkube.aggregator")
 
@@ -144,9 +146,8 @@ class Coordinator:
             log.info("site %s disconnected", site)
             self.notify()
 
-    def model_for(
-        self, request: pb.ModelRequest
-    ) -> tuple[pb.ModelHeader, Iterator[pb.TensorChunk]]:
+    def model_for(self, request: pb.ModelRequest) -> tuple[pb.ModelHeader, list[np.ndarray]]:
+        """The model's header for this site, and the arrays to send after it, in order."""
         job, site = request.ref.job, request.ref.site
         self.known(job, site)
         # A snapshot: the next model is built in new buffers, so this one stays whole.
@@ -171,7 +172,7 @@ class Coordinator:
             codec=codec,
             base_version=base,
         )
-        return header, iter_chunks(list(tensors.values()))
+        return header, list(tensors.values())
 
     def reception(self, authorise: Callable[[str], None] | None = None) -> UpdateReception:
         """Where one update stream goes; ``authorise(site)`` checks the sender's identity."""

@@ -30,6 +30,11 @@ class UpdateReception:
         self.authorise = authorise
         self.update: SpooledUpdate | None = None
 
+    @property
+    def bytes_received(self) -> int:
+        """Tensor bytes taken so far."""
+        return self.update.bytes_received if self.update is not None else 0
+
     def feed(self, part: pb.UpdatePart) -> None:
         """Take one message of the stream. Raises UpdateRefused."""
         if self.update is None:

@@ -23,7 +23,7 @@ from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.security.tls import peer_site
-from fedkube.wire.tensors import chunk_part
+from fedkube.wire.tensors import sized_parts
 
 log = logging.getLogger("fedkube.aggregator")
 # A unary message about a round: it names its round and sender in ``ref``.
@@ -118,7 +118,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         site = request.ref.site
         try:
             self._authorise(context, site)  # before any slot is taken
-            header, chunks = self.c.model_for(request)
+            header, arrays = self.c.model_for(request)
             if site in self._downloading:
                 raise DuplicateUpdate(f"site {site!r} is already downloading the model", site=site)
         except UpdateRefused as e:
@@ -128,9 +128,9 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         try:
             async with self._downloads:
                 await self._write(context, pb.ModelPart(header=header))
-                for chunk in chunks:
-                    self.metrics.bytes_moved("sent", len(chunk.data))
-                    await self._write(context, chunk_part(pb.ModelPart, chunk))
+                for part, nbytes in sized_parts(pb.ModelPart, arrays):
+                    self.metrics.bytes_moved("sent", nbytes)
+                    await self._write(context, part)
         finally:
             self._downloading.discard(site)
 
@@ -185,9 +185,9 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         except StopAsyncIteration:
             return None
         self._received("SubmitUpdate", part)
-        if part.HasField("chunk"):
-            self.metrics.bytes_moved("received", len(part.chunk.data))
+        before = reception.bytes_received
         reception.feed(part)
+        self.metrics.bytes_moved("received", reception.bytes_received - before)
         return part
 
     async def ReportEvaluation(

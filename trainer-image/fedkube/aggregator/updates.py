@@ -84,8 +84,8 @@ class SpooledUpdate:
             )
         if self.norm_bound is not None:
             self._sum_squares += float(np.dot(values.astype(np.float64), values.astype(np.float64)))
-        self._file.write(chunk.data)
-        self._pieces.append((chunk.tensor, chunk.offset // info.dtype.itemsize, len(chunk.data)))
+        self._file.write(values.data)
+        self._pieces.append((chunk.tensor, chunk.offset // info.dtype.itemsize, values.nbytes))
 
     def finish(self) -> None:
         try:

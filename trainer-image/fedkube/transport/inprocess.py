@@ -13,10 +13,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar
 
+import numpy as np
+
 from fedkube.errors import AggregatorUnavailable, UpdateRefused
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.transport.link import SiteLink
-from fedkube.wire.tensors import chunk_part
+from fedkube.wire.tensors import iter_parts
 
 T = TypeVar("T")
 
@@ -40,9 +42,7 @@ class Hub(Protocol):
 
     def disconnect(self, site: str, queue: EventQueue) -> None: ...
 
-    def model_for(
-        self, request: pb.ModelRequest
-    ) -> tuple[pb.ModelHeader, Iterator[pb.TensorChunk]]: ...
+    def model_for(self, request: pb.ModelRequest) -> tuple[pb.ModelHeader, list[np.ndarray]]: ...
 
     def reception(self, authorise: Callable[[str], None] | None = None) -> UpdateIntake: ...
 
@@ -91,11 +91,10 @@ class InProcessLink(SiteLink):
                 self._on_loop(lambda: self.hub.disconnect(request.site, queue))
 
     def get_model(self, request: pb.ModelRequest) -> Iterator[pb.ModelPart]:
-        header, chunks = self._on_loop(lambda: self.hub.model_for(request))
+        header, arrays = self._on_loop(lambda: self.hub.model_for(request))
         yield pb.ModelPart(header=header)
         # The chunks are cut from a snapshot the coordinator never changes: safe here.
-        for chunk in chunks:
-            yield chunk_part(pb.ModelPart, chunk)
+        yield from iter_parts(pb.ModelPart, arrays)
 
     def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:
         # Cut here, in the site's thread; received in one go on the coordinator's loop.

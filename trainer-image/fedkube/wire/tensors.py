@@ -96,10 +96,27 @@ def chunk_part(kind: type[Part], chunk: pb.TensorChunk) -> Part:
     return part
 
 
+def sized_parts(
+    kind: type[Part], arrays: Sequence[np.ndarray], chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[tuple[Part, int]]:
+    """The arrays' chunks, each built in place in a stream message of ``kind`` (one copy of
+    its bytes), with the tensor bytes it carries."""
+    for index, array in enumerate(arrays):
+        flat = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+        raw = flat.reshape(-1).view(np.uint8).data
+        for offset in range(0, len(raw), chunk_bytes):
+            piece = raw[offset : offset + chunk_bytes]
+            part = kind()
+            part.chunk.tensor = index
+            part.chunk.offset = offset
+            part.chunk.data = piece.tobytes()
+            yield part, len(piece)
+
+
 def iter_parts(kind: type[Part], arrays: Sequence[np.ndarray]) -> Iterator[Part]:
     """The arrays' chunks, each in a stream message of ``kind``."""
-    for chunk in iter_chunks(arrays):
-        yield chunk_part(kind, chunk)
+    for part, _ in sized_parts(kind, arrays):
+        yield part
 
 
 class ChunkChecker:
@@ -125,7 +142,8 @@ class ChunkChecker:
                 f"chunk out of order: expected tensor {self._tensor} ({info.name!r}) at byte "
                 f"{self._offset}, got tensor {chunk.tensor} at byte {chunk.offset}"
             )
-        n = len(chunk.data)
+        data = chunk.data  # upb copies the bytes on every access: once
+        n = len(data)
         if n == 0 or n % info.dtype.itemsize or self._offset + n > info.nbytes:
             raise ValueError(
                 f"tensor {info.name!r}: chunk of {n} bytes at byte {self._offset} does not fit "
@@ -133,7 +151,7 @@ class ChunkChecker:
             )
         self._offset += n
         self.bytes_seen += n
-        return info, np.frombuffer(chunk.data, dtype=info.dtype)
+        return info, np.frombuffer(data, dtype=info.dtype)
 
     def finish(self) -> None:
         while self._tensor < len(self.infos) and self._offset >= self.infos[self._tensor].nbytes:
