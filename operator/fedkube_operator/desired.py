@@ -37,6 +37,24 @@ class OperatorSettings:
     progress_host: str = ""
     # Import paths this site lets jobs run in its pods (Helm: site.allowedImports).
     allowed_imports: tuple[str, ...] = ()
+    # The job pods' user, group and volume group (Helm: jobPods.securityContext); None
+    # leaves it to the platform (OpenShift assigns its own range).
+    run_as_user: int | None = 65532
+    run_as_group: int | None = 65532
+    fs_group: int | None = 65532
+
+    def pod_security_context(self) -> dict[str, Any]:
+        """What the "restricted" Pod Security Standard asks of a pod, and the site's ids."""
+        ids = {
+            "runAsUser": self.run_as_user,
+            "runAsGroup": self.run_as_group,
+            "fsGroup": self.fs_group,
+        }
+        return {
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+            **{k: v for k, v in ids.items() if v is not None},
+        }
 
     def plugin_args(self) -> list[str]:
         return [arg for pattern in self.allowed_imports for arg in ("--allow-import", pattern)]
@@ -102,7 +120,6 @@ def aggregator_endpoint(job: FederatedJob, namespace: str, settings: OperatorSet
 def _hardened(container: dict[str, Any]) -> dict[str, Any]:
     container["securityContext"] = {
         "runAsNonRoot": True,
-        "runAsUser": 65532,
         "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -112,7 +129,10 @@ def _hardened(container: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pod(
-    meta: dict[str, Any], container: dict[str, Any], volumes: list[dict[str, Any]]
+    meta: dict[str, Any],
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    settings: OperatorSettings,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -122,7 +142,7 @@ def _pod(
             "restartPolicy": "Never",  # the operator recreates failed pods, counting them
             "enableServiceLinks": False,
             "automountServiceAccountToken": False,
-            "securityContext": {"runAsNonRoot": True, "fsGroup": 65532},
+            "securityContext": settings.pod_security_context(),
             "containers": [_hardened(container)],
             "volumes": volumes,
         },
@@ -205,7 +225,7 @@ def aggregator_pod(
         "prometheus.io/port": str(spec.aggregator.http_port),
         "prometheus.io/path": "/metrics",
     }
-    return _pod(meta, container, volumes)
+    return _pod(meta, container, volumes, settings)
 
 
 def trainer_pod(
@@ -241,6 +261,7 @@ def trainer_pod(
         _meta(resource, trainer_name(job.name, site.name), "trainer", site.name),
         container,
         [*_common_volumes(job.name), *tls_volumes],
+        settings,
     )
 
 

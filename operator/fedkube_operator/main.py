@@ -15,6 +15,16 @@ from fedkube_operator.desired import OperatorSettings
 from fedkube_operator.metrics import OperatorMetrics
 
 
+def _id_or_none(value: str) -> int | None:
+    """A user or group id, or none (the platform assigns one)."""
+    if value.strip().lower() in ("", "none", "null"):
+        return None
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"a user or group id is not negative: {value}")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fedkube-operator", description=__doc__)
     ap.add_argument("--namespace", action="append", help="watch only these (default: all)")
@@ -43,6 +53,17 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("FEDKUBE_PROGRESS_HOST", ""),
         help="host to poll the aggregator's /progress on (default: its pod IP)",
     )
+    for flag, env, default in (
+        ("--pod-user", "FEDKUBE_POD_USER", OperatorSettings.run_as_user),
+        ("--pod-group", "FEDKUBE_POD_GROUP", OperatorSettings.run_as_group),
+        ("--pod-fs-group", "FEDKUBE_POD_FS_GROUP", OperatorSettings.fs_group),
+    ):
+        ap.add_argument(
+            flag,
+            type=_id_or_none,
+            default=_id_or_none(os.environ.get(env, str(default))),
+            help="the job pods' id; 'none' leaves it to the platform (OpenShift)",
+        )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s operator %(levelname)s %(message)s")
     try:
@@ -53,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     start_http_server(args.metrics_port, registry=metrics.registry)
     memo = kopf.Memo(
         settings=OperatorSettings(
-            args.image, args.aggregator_host, args.progress_host, tuple(args.allow_import)
+            args.image,
+            args.aggregator_host,
+            args.progress_host,
+            tuple(args.allow_import),
+            run_as_user=args.pod_user,
+            run_as_group=args.pod_group,
+            fs_group=args.pod_fs_group,
         ),
         metrics=metrics,
     )

@@ -460,3 +460,34 @@ def test_mutual_tls_from_secrets_and_secure_aggregation(
         assert volume["secret"]["secretName"] == (want or name.replace("-trainer-", "-") + "-tls")
     result = result_file(node_agent.root, namespace, "tls")
     assert all(h["secureAggregation"]["revealedBy"] == 5 for h in result["history"])
+
+
+def test_every_pod_of_a_job_meets_the_restricted_pod_security_standard(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator: OperatorProcess, namespace: str
+) -> None:
+    """The API server's PodSecurity admission, enforcing "restricted" on the namespace, lets
+    the aggregator and every trainer in; a pod without a seccomp profile it refuses."""
+    control_plane.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    bare = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "unhardened"},
+        "spec": {"containers": [{"name": "c", "image": "fedkube/trainer:test"}]},
+    }
+    refused = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps(bare), check=False
+    )
+    assert refused.returncode != 0 and 'violates PodSecurity "restricted' in refused.stderr
+    doc = example("restricted", rounds=3, podCleanup="none")
+    apply(control_plane, namespace, with_free_ports(doc))
+    job = wait_job(
+        control_plane,
+        namespace,
+        "restricted",
+        lambda s: s.get("phase") in ("Succeeded", "Failed"),
+        log=operator.log,
+    )
+    assert job["status"]["phase"] == "Succeeded", job["status"]
+    assert len(pods(control_plane, namespace, "restricted")) == 6  # the aggregator, 5 sites

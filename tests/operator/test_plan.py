@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import yaml
@@ -74,6 +75,28 @@ def test_pods_are_hardened_and_the_trainer_dials_the_service() -> None:
     )
     assert command[-1] == "--allow-plaintext", "in-cluster clear text is asked for, not implied"
     assert trainer["restartPolicy"] == "Never"
+
+
+def test_pods_meet_the_restricted_pod_security_standard_with_the_sites_ids() -> None:
+    want = desired(resource(), parse_job(resource()), SETTINGS)
+    for pod in want.pods.values():
+        spec = pod["spec"]
+        assert spec["securityContext"] == {
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "fsGroup": 65532,
+        }
+        c = spec["containers"][0]["securityContext"]
+        assert c["allowPrivilegeEscalation"] is False and c["capabilities"] == {"drop": ["ALL"]}
+    # OpenShift assigns ids from the namespace's range: the site leaves them out.
+    platform = replace(SETTINGS, run_as_user=None, run_as_group=None, fs_group=None)
+    for pod in desired(resource(), parse_job(resource()), platform).pods.values():
+        assert pod["spec"]["securityContext"] == {
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
 
 
 def test_failed_pod_is_recreated_until_the_backoff_limit() -> None:

@@ -7,3 +7,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 fedkube.io/site: {{ .Values.site.name | quote }}
 {{- end }}
 {{- end -}}
+
+{{- /* A user or group id as the operator takes it: a number, or none for the platform's. */ -}}
+{{- define "fedkube.id" -}}
+{{- if kindIs "invalid" . }}none{{ else }}{{ . | int64 }}{{ end }}
+{{- end -}}
