@@ -85,3 +85,30 @@ def test_the_chart_readme_lists_every_value() -> None:
         return out
 
     assert [p for p in leaves(values) if f"`{p}`" not in readme] == []
+
+
+def test_the_operator_pod_takes_the_sites_scheduling_and_image_settings() -> None:
+    digest = "sha256:" + "ab" * 32
+    docs = rendered(
+        f"image.digest={digest}",
+        "image.pullSecrets={regcred}",
+        "operator.nodeSelector.zone=secure",
+        "operator.priorityClassName=clinical",
+        "podSecurity.runAsUser=null",
+    )
+    spec = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["image"] == f"fedkube/trainer@{digest}"
+    assert {"name": "FEDKUBE_IMAGE", "value": f"fedkube/trainer@{digest}"} in container["env"]
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["nodeSelector"] == {"zone": "secure"}
+    assert spec["priorityClassName"] == "clinical"
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+    }
+    assert "--pod-user=none" in container["args"] and "--pod-group=65532" in container["args"]
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics"}]

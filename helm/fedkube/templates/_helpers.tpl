@@ -12,3 +12,12 @@ fedkube.io/site: {{ .Values.site.name | quote }}
 {{- define "fedkube.id" -}}
 {{- if kindIs "invalid" . }}none{{ else }}{{ . | int64 }}{{ end }}
 {{- end -}}
+
+{{- /* The engine image: by digest when one is given, else by tag (default: appVersion). */ -}}
+{{- define "fedkube.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end -}}
