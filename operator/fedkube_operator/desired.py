@@ -19,6 +19,8 @@ MANIFEST_DIR = "/etc/fedkube"
 MANIFEST_FILE = "job.yaml"
 TLS_DIR = "/etc/fedkube-tls"
 STATE_DIR = "/var/lib/fedkube"
+# Where a trainer pod sees its site's data volume, read-only.
+DATA_DIR = "/data"
 LABEL_JOB = "fedkube.io/job"
 LABEL_ROLE = "fedkube.io/role"
 LABEL_SITE = "fedkube.io/site"
@@ -39,9 +41,20 @@ class OperatorSettings:
     allowed_imports: tuple[str, ...] = ()
     # The job pods' user, group and volume group (Helm: jobPods.securityContext); None
     # leaves it to the platform (OpenShift assigns its own range).
+    # The site's data volume (Helm: site.data): a claim, or a node folder, that trainer pods
+    # mount read-only at DATA_DIR; a job's data.file paths are read inside it.
+    data_claim: str | None = None
+    data_host_path: str | None = None
     run_as_user: int | None = 65532
     run_as_group: int | None = 65532
     fs_group: int | None = 65532
+
+    def data_volume(self) -> dict[str, Any] | None:
+        if self.data_claim:
+            return {"persistentVolumeClaim": {"claimName": self.data_claim, "readOnly": True}}
+        if self.data_host_path:
+            return {"hostPath": {"path": self.data_host_path, "type": "Directory"}}
+        return None
 
     def pod_security_context(self) -> dict[str, Any]:
         """What the "restricted" Pod Security Standard asks of a pod, and the site's ids."""
@@ -237,6 +250,12 @@ def trainer_pod(
 ) -> dict[str, Any]:
     tls = job.spec.security.mutual_tls
     tls_args, tls_volumes, tls_mounts = _tls(tls.site_secret(job.name, site.name) if tls else None)
+    data = settings.data_volume()
+    data_args = ["--data-dir", DATA_DIR] if data is not None else []
+    data_volumes = [{"name": "site-data", **data}] if data is not None else []
+    data_mounts = (
+        [{"name": "site-data", "mountPath": DATA_DIR, "readOnly": True}] if data is not None else []
+    )
     container = {
         "name": "trainer",
         "image": settings.image,
@@ -253,14 +272,15 @@ def trainer_pod(
             # organisations): clear text to the in-cluster Service, asked for explicitly.
             *(tls_args or ["--allow-plaintext"]),
             *settings.plugin_args(),
+            *data_args,
         ],
         "env": [{"name": "FEDKUBE_TORCH_THREADS", "value": "1"}],
-        "volumeMounts": [*_COMMON_MOUNTS, *tls_mounts],
+        "volumeMounts": [*_COMMON_MOUNTS, *tls_mounts, *data_mounts],
     }
     return _pod(
         _meta(resource, trainer_name(job.name, site.name), "trainer", site.name),
         container,
-        [*_common_volumes(job.name), *tls_volumes],
+        [*_common_volumes(job.name), *tls_volumes, *data_volumes],
         settings,
     )
 

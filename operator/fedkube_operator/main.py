@@ -53,6 +53,17 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("FEDKUBE_PROGRESS_HOST", ""),
         help="host to poll the aggregator's /progress on (default: its pod IP)",
     )
+    ap.add_argument(
+        "--data-claim",
+        default=os.environ.get("FEDKUBE_DATA_CLAIM") or None,
+        help="the PersistentVolumeClaim holding this site's data, mounted read-only in trainers",
+    )
+    ap.add_argument(
+        "--data-host-path",
+        default=os.environ.get("FEDKUBE_DATA_HOST_PATH") or None,
+        help="or a node folder holding it (hostPath: the restricted Pod Security Standard "
+        "refuses it)",
+    )
     for flag, env, default in (
         ("--pod-user", "FEDKUBE_POD_USER", OperatorSettings.run_as_user),
         ("--pod-group", "FEDKUBE_POD_GROUP", OperatorSettings.run_as_group),
@@ -78,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             args.aggregator_host,
             args.progress_host,
             tuple(args.allow_import),
+            data_claim=args.data_claim,
+            data_host_path=args.data_host_path,
             run_as_user=args.pod_user,
             run_as_group=args.pod_group,
             fs_group=args.pod_fs_group,

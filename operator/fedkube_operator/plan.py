@@ -22,6 +22,7 @@ from fedkube_operator.desired import (
     desired,
     trainer_name,
 )
+from fedkube_operator.site_policy import site_policy_problems
 from fedkube_operator.status_model import Condition, JobStatus, SiteStatus
 
 
@@ -179,6 +180,12 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
         message = "; ".join(e.problems)
         set_condition(status, "SpecValid", False, "InvalidSpec", message, now)
         _finish(result, None, observed, False, "InvalidSpec", message)
+        return result
+    refused = site_policy_problems(job, settings)
+    if refused:
+        message = "; ".join(refused)
+        set_condition(status, "SpecValid", False, "RefusedBySite", message, now)
+        _finish(result, None, observed, False, "RefusedBySite", message)
         return result
     set_condition(status, "SpecValid", True, "Valid", "the spec was accepted", now)
     status.total_rounds = job.spec.rounds

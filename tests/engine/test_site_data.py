@@ -290,3 +290,28 @@ def test_a_site_refuses_a_preprocessing_its_manifest_did_not_agree(tmp_path: Pat
         with pytest.raises(DataError, match="differs from this site's manifest"):
             pending.trainer(Preprocessing.model_validate({**honest, **change}))
     assert pending.trainer(Preprocessing.model_validate(honest)).num_train > 0
+
+
+def test_a_site_with_a_data_folder_reads_only_inside_it(tmp_path: Path) -> None:
+    """A trainer pod's --data-dir: relative paths are read inside the site's data volume; a
+    path that leads out of it (an absolute path, .., a link) is refused naming the field."""
+    data = tmp_path / "ward"
+    paths = write_site_files(data)
+    inside = {site: Path(path.name) for site, path in paths.items()}
+    job = job_of(file_job(inside, rounds=1))
+    table = read_site_table(job.spec, "clinic-a", None, data_dir=data)
+    assert table.source == str(paths["clinic-a"].resolve())
+    outside = tmp_path / "other-ward"
+    write_site_files(outside)
+    (data / "escape.csv").symlink_to(outside / paths["clinic-a"].name)
+    for path in [
+        outside / paths["clinic-a"].name,
+        Path("..") / "other-ward" / paths["clinic-a"].name,
+    ]:
+        leaking = dict(inside, **{"clinic-a": path})
+        spec = job_of(file_job(leaking, rounds=1)).spec
+        with pytest.raises(DataError, match=r"spec\.sites\[0\]\.data\.file\.path .* leads outside"):
+            read_site_table(spec, "clinic-a", None, data_dir=data)
+    linked = job_of(file_job(dict(inside, **{"clinic-a": Path("escape.csv")}), rounds=1)).spec
+    with pytest.raises(DataError, match="leads outside this site's data volume"):
+        read_site_table(linked, "clinic-a", None, data_dir=data)

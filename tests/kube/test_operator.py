@@ -20,7 +20,8 @@ from tests.kube_harness.jobs import (
     with_free_ports,
 )
 from tests.kube_harness.node_agent import NodeAgent
-from tests.kube_harness.operator_env import OperatorProcess
+from tests.kube_harness.operator_env import DATA_CLAIM, OperatorProcess
+from tests.support.site_files import file_job, write_site_files
 
 
 def test_breast_cancer_example_succeeds(
@@ -491,3 +492,39 @@ def test_every_pod_of_a_job_meets_the_restricted_pod_security_standard(
     )
     assert job["status"]["phase"] == "Succeeded", job["status"]
     assert len(pods(control_plane, namespace, "restricted")) == 6  # the aggregator, 5 sites
+
+
+def test_sites_files_on_the_sites_data_volume_train_a_job_and_a_path_past_it_is_refused(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator: OperatorProcess, namespace: str
+) -> None:
+    """The site admin offers a claim (the operator's --data-claim, Helm site.data): trainers
+    mount it read-only at /data and read the job's relative data.file paths there. A job
+    that names a path outside it fails before any pod, with a condition naming the field."""
+    paths = write_site_files(node_agent.claim_dir(namespace, DATA_CLAIM))
+    relative = {site: Path(path.name) for site, path in paths.items()}
+    doc = with_free_ports(file_job(relative, name="clinics", rounds=5, podCleanup="none"))
+    apply(control_plane, namespace, doc)
+    job = wait_job(
+        control_plane,
+        namespace,
+        "clinics",
+        lambda s: s.get("phase") in ("Succeeded", "Failed"),
+        log=operator.log,
+    )
+    assert job["status"]["phase"] == "Succeeded", job["status"]
+    trainer = pods(control_plane, namespace, "clinics")["clinics-trainer-clinic-a"]["spec"]
+    mount = next(m for m in trainer["containers"][0]["volumeMounts"] if m["name"] == "site-data")
+    assert mount == {"name": "site-data", "mountPath": "/data", "readOnly": True}
+
+    leaking = dict(relative, **{"clinic-b": Path("../other-ward/clinic-b.parquet")})
+    apply(control_plane, namespace, with_free_ports(file_job(leaking, name="leaking")))
+    job = wait_job(
+        control_plane, namespace, "leaking", lambda s: s.get("phase") == "Failed", log=operator.log
+    )
+    condition = next(c for c in job["status"]["conditions"] if c["type"] == "SpecValid")
+    assert condition["reason"] == "RefusedBySite"
+    assert (
+        "spec.sites[1].data.file.path: '../other-ward/clinic-b.parquet' leads outside"
+        in (condition["message"])
+    )
+    assert pods(control_plane, namespace, "leaking") == {}

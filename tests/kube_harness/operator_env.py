@@ -17,6 +17,7 @@ from tests.kube_harness.controlplane import ROOT, ControlPlane
 
 NAMESPACE = "fedkube-system"
 SERVICE_ACCOUNT = "fedkube-operator"
+DATA_CLAIM = "site-data"
 
 
 def install_crd_and_rbac(cp: ControlPlane) -> None:
@@ -101,6 +102,9 @@ class OperatorProcess:
                     # What this test site's admin lets jobs import (see the plug-in tests).
                     "--allow-import",
                     "hospital_models_*",
+                    # The claim this test site's admin offers jobs as its data volume.
+                    "--data-claim",
+                    DATA_CLAIM,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -6,6 +6,7 @@ import copy
 from dataclasses import replace
 from typing import Any
 
+import pytest
 import yaml
 from fedkube.spec import parse_job
 from fedkube.spec.progress import Progress
@@ -175,3 +176,60 @@ def test_external_aggregator_runs_only_local_trainers() -> None:
         command = o["spec"]["containers"][0]["command"]
         assert command[command.index("--aggregator") + 1] == "aggregator.consortium.example:7070"
         assert "--allow-plaintext" not in command and "--tls-dir" in command
+
+
+def file_resource(path: str) -> dict[str, Any]:
+    r = resource()
+    r["spec"]["task"].update(numFeatures=30, numClasses=2)
+    for i, site in enumerate(r["spec"]["sites"]):
+        name = path if i == 0 else f"{site['name']}.csv"
+        site["data"] = {"file": {"path": name, "labelColumn": "diagnosis"}, "standardize": "site"}
+    return r
+
+
+def test_trainers_read_the_sites_data_volume_read_only() -> None:
+    site = replace(SETTINGS, data_claim="ward-data")
+    want = desired(file_resource("a.csv"), parse_job(file_resource("a.csv")), site)
+    for name, pod in want.pods.items():
+        spec = pod["spec"]
+        claims = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+        if name == aggregator_name("breast-cancer"):
+            assert claims == []  # the aggregator never sees a site's data
+            continue
+        assert claims == [
+            {
+                "name": "site-data",
+                "persistentVolumeClaim": {"claimName": "ward-data", "readOnly": True},
+            }
+        ]
+        c = spec["containers"][0]
+        assert {"name": "site-data", "mountPath": "/data", "readOnly": True} in c["volumeMounts"]
+        assert c["command"][c["command"].index("--data-dir") + 1] == "/data"
+
+
+@pytest.mark.parametrize(
+    ("settings", "path", "message"),
+    [
+        (SETTINGS, "a.csv", "spec.sites[0].data.file: site 'hospital-a' reads its own file, but"),
+        (
+            replace(SETTINGS, data_claim="ward-data"),
+            "../other-ward/a.csv",
+            "spec.sites[0].data.file.path: '../other-ward/a.csv' leads outside",
+        ),
+        (
+            replace(SETTINGS, data_host_path="/srv/ward"),
+            "/etc/secrets/a.csv",
+            "spec.sites[0].data.file.path: '/etc/secrets/a.csv' leads outside",
+        ),
+    ],
+    ids=["no data volume", "parent folder", "absolute path"],
+)
+def test_a_job_reaching_past_the_sites_data_is_refused_before_any_pod(
+    settings: OperatorSettings, path: str, message: str
+) -> None:
+    p = plan(file_resource(path), observed(), settings)
+    assert p.create == []
+    assert p.status.phase == "Failed"
+    condition = next(c for c in p.status.conditions if c.type == "SpecValid")
+    assert condition.status == "False" and condition.reason == "RefusedBySite"
+    assert message in condition.message

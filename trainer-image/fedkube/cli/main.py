@@ -89,6 +89,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
             epsilon_cap=args.epsilon_cap,
             state_dir=Path(args.state_dir) if args.state_dir else None,
         ),
+        data_dir=Path(args.data_dir) if args.data_dir else None,
     )
     link = GrpcLink(endpoint, tls_dir=Path(args.tls_dir) if args.tls_dir else None)
     client = site_client(
@@ -315,6 +316,11 @@ def _trainer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     tr.add_argument("--epsilon-cap", type=float, help="this site's own record-level privacy budget")
     tr.add_argument("--state-dir", help="where this site keeps its privacy ledger")
+    tr.add_argument(
+        "--data-dir",
+        help="the site's data folder (a pod's data volume): data.file paths are read inside it "
+        "and refused when they lead out of it",
+    )
     _allow_import(tr)
     tr.set_defaults(fn=cmd_trainer)
 

@@ -162,8 +162,27 @@ def dataset_scaling(source: SklearnSource) -> tuple[list[float], list[float]]:
     return [float(v) for v in x.mean(axis=0)], [float(v) if v >= 1e-8 else 1.0 for v in std]
 
 
-def read_site_table(spec: JobSpec, site: str, manifest: Path | None = None) -> SiteTable:
-    """The named site's rows as its manifest points to them. Raises DataError."""
+def confined_path(data_dir: Path, value: str, site: str, field: str) -> Path:
+    """``value`` inside the site's data folder (relative paths are relative to it); a path
+    that leads out of it (absolute elsewhere, ``..``, a link) is refused."""
+    root = data_dir.resolve()
+    candidate = Path(value)
+    resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    if not resolved.is_relative_to(root):
+        raise DataError(
+            site,
+            f"{field} {value!r} leads outside this site's data volume ({root}); give a path "
+            "inside it, relative to it",
+            path=value,
+        )
+    return resolved
+
+
+def read_site_table(
+    spec: JobSpec, site: str, manifest: Path | None = None, data_dir: Path | None = None
+) -> SiteTable:
+    """The named site's rows as its manifest points to them, inside ``data_dir`` when the
+    site confines its data to a folder (a trainer pod: its data volume). Raises DataError."""
     try:
         data = spec.site(site).data
     except KeyError:
@@ -174,4 +193,10 @@ def read_site_table(spec: JobSpec, site: str, manifest: Path | None = None) -> S
         return sklearn_table(site, data.sklearn)
     assert data.file is not None
     agreed = [f.name for f in spec.task.features] if spec.task.features else None
-    return file_table(site, data.file, resolve_path(manifest, data.file.path), agreed)
+    if data_dir is not None:
+        index = next(i for i, s in enumerate(spec.sites) if s.name == site)
+        field = f"spec.sites[{index}].data.file.path"
+        path = confined_path(data_dir, data.file.path, site, field)
+    else:
+        path = resolve_path(manifest, data.file.path)
+    return file_table(site, data.file, path, agreed)

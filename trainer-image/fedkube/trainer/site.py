@@ -124,10 +124,11 @@ def prepare_site(
     site: str,
     manifest: Path | None,
     make: Callable[[SiteData], LocalTrainer],
+    data_dir: Path | None = None,
 ) -> PendingSite:
-    """The site's rows, and its trainer made now unless the job starts with round 0 (whose
-    agreed preprocessing it needs)."""
-    pending = PendingSite(job, read_site_table(job.spec, site, manifest), make)
+    """The site's rows (inside ``data_dir`` when given), and its trainer made now unless the
+    job starts with round 0 (whose agreed preprocessing it needs)."""
+    pending = PendingSite(job, read_site_table(job.spec, site, manifest, data_dir), make)
     if not job.spec.needs_statistics():
         pending.ready = pending.trainer(None)
     return pending
