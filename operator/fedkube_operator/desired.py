@@ -21,6 +21,8 @@ TLS_DIR = "/etc/fedkube-tls"
 STATE_DIR = "/var/lib/fedkube"
 # Where a trainer pod sees its site's data volume, read-only.
 DATA_DIR = "/data"
+# Where a trainer pod keeps what must outlive it, on the site's state claim.
+SITE_STATE_DIR = "/var/lib/fedkube-site"
 LABEL_JOB = "fedkube.io/job"
 LABEL_ROLE = "fedkube.io/role"
 LABEL_SITE = "fedkube.io/site"
@@ -45,6 +47,12 @@ class OperatorSettings:
     # mount read-only at DATA_DIR; a job's data.file paths are read inside it.
     data_claim: str | None = None
     data_host_path: str | None = None
+    # Where trainers keep what must outlive a pod (the privacy ledger, the uplink residual):
+    # a claim of the site's (Helm site.state.claimName), one folder per job and site in it.
+    state_claim: str | None = None
+    # The site's own record-level privacy budget (Helm site.epsilonCap): the lower of it and
+    # the job's cap holds.
+    epsilon_cap: float | None = None
     run_as_user: int | None = 65532
     run_as_group: int | None = 65532
     fs_group: int | None = 65532
@@ -241,6 +249,22 @@ def aggregator_pod(
     return _pod(meta, container, volumes, settings)
 
 
+def _site_state(
+    job: FederatedJob, namespace: str, site: SiteSpec, settings: OperatorSettings
+) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The trainer's --state-dir on the site's state claim (one folder per namespace, job and
+    site), so a recreated pod keeps its privacy ledger; none without a claim."""
+    if not settings.state_claim:
+        return [], [], []
+    volume = {"name": "site-state", "persistentVolumeClaim": {"claimName": settings.state_claim}}
+    mount = {
+        "name": "site-state",
+        "mountPath": SITE_STATE_DIR,
+        "subPath": f"{namespace}/{job.name}/{site.name}",
+    }
+    return ["--state-dir", SITE_STATE_DIR], [volume], [mount]
+
+
 def trainer_pod(
     resource: dict[str, Any],
     job: FederatedJob,
@@ -250,6 +274,7 @@ def trainer_pod(
 ) -> dict[str, Any]:
     tls = job.spec.security.mutual_tls
     tls_args, tls_volumes, tls_mounts = _tls(tls.site_secret(job.name, site.name) if tls else None)
+    state_args, state_volumes, state_mounts = _site_state(job, namespace, site, settings)
     data = settings.data_volume()
     data_args = ["--data-dir", DATA_DIR] if data is not None else []
     data_volumes = [{"name": "site-data", **data}] if data is not None else []
@@ -273,14 +298,16 @@ def trainer_pod(
             *(tls_args or ["--allow-plaintext"]),
             *settings.plugin_args(),
             *data_args,
+            *state_args,
+            *(["--epsilon-cap", f"{settings.epsilon_cap:g}"] if settings.epsilon_cap else []),
         ],
         "env": [{"name": "FEDKUBE_TORCH_THREADS", "value": "1"}],
-        "volumeMounts": [*_COMMON_MOUNTS, *tls_mounts, *data_mounts],
+        "volumeMounts": [*_COMMON_MOUNTS, *tls_mounts, *data_mounts, *state_mounts],
     }
     return _pod(
         _meta(resource, trainer_name(job.name, site.name), "trainer", site.name),
         container,
-        [*_common_volumes(job.name), *tls_volumes, *data_volumes],
+        [*_common_volumes(job.name), *tls_volumes, *data_volumes, *state_volumes],
         settings,
     )
 

@@ -64,6 +64,19 @@ def main(argv: list[str] | None = None) -> int:
         help="or a node folder holding it (hostPath: the restricted Pod Security Standard "
         "refuses it)",
     )
+    ap.add_argument(
+        "--state-claim",
+        default=os.environ.get("FEDKUBE_STATE_CLAIM") or None,
+        help="a PersistentVolumeClaim where trainers keep their privacy ledgers across pods",
+    )
+    ap.add_argument(
+        "--epsilon-cap",
+        type=float,
+        default=float(os.environ["FEDKUBE_EPSILON_CAP"])
+        if os.environ.get("FEDKUBE_EPSILON_CAP")
+        else None,
+        help="this site's own record-level privacy budget, passed to its trainers",
+    )
     for flag, env, default in (
         ("--pod-user", "FEDKUBE_POD_USER", OperatorSettings.run_as_user),
         ("--pod-group", "FEDKUBE_POD_GROUP", OperatorSettings.run_as_group),
@@ -91,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             tuple(args.allow_import),
             data_claim=args.data_claim,
             data_host_path=args.data_host_path,
+            state_claim=args.state_claim,
+            epsilon_cap=args.epsilon_cap,
             run_as_user=args.pod_user,
             run_as_group=args.pod_group,
             fs_group=args.pod_fs_group,

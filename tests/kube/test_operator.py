@@ -3,11 +3,15 @@ operator logged in as the chart's ServiceAccount."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fedkube.privacy.ledger import PrivacyLedger
+from fedkube.trainer.site import LEDGER_FILE
 
 from tests.kube_harness.controlplane import ControlPlane
 from tests.kube_harness.jobs import (
@@ -20,7 +24,7 @@ from tests.kube_harness.jobs import (
     with_free_ports,
 )
 from tests.kube_harness.node_agent import NodeAgent
-from tests.kube_harness.operator_env import DATA_CLAIM, OperatorProcess
+from tests.kube_harness.operator_env import DATA_CLAIM, STATE_CLAIM, OperatorProcess
 from tests.support.site_files import file_job, write_site_files
 
 
@@ -528,3 +532,39 @@ def test_sites_files_on_the_sites_data_volume_train_a_job_and_a_path_past_it_is_
         in (condition["message"])
     )
     assert pods(control_plane, namespace, "leaking") == {}
+
+
+def test_a_trainer_pod_recreated_mid_job_keeps_its_privacy_ledger(
+    control_plane: ControlPlane, node_agent: NodeAgent, operator: OperatorProcess, namespace: str
+) -> None:
+    """Trainers keep their ledgers on the site's state claim (Helm site.state.claimName): the
+    DP-SGD epsilon a site spent never goes back, even when its pod is deleted mid-job."""
+    doc = with_free_ports(example("ledger", rounds=10, podCleanup="none"))
+    doc["spec"]["privacy"] = {
+        "recordLevel": {"noiseMultiplier": 1.0, "maxGradNorm": 1.0, "epsilonCap": 1000.0}
+    }
+    for site in doc["spec"]["sites"]:
+        site["data"]["sklearn"]["partitioner"] = "iid"
+    ledgers = node_agent.claim_dir(namespace, STATE_CLAIM) / namespace / "ledger"
+
+    def spent(site: str) -> float:
+        path = ledgers / site / LEDGER_FILE
+        return PrivacyLedger(1e-5, None, path).epsilon if path.exists() else 0.0
+
+    apply(control_plane, namespace, doc)
+    wait_job(control_plane, namespace, "ledger", lambda s: s.get("round", 0) >= 3, log=operator.log)
+    before = spent("hospital-a")
+    assert before > 0
+    control_plane.kubectl("delete", "pod", "ledger-trainer-hospital-a", "-n", namespace)
+    seen = [before]
+    job: dict[str, Any] = {}
+    while job.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
+        seen.append(spent("hospital-a"))
+        job = get_job(control_plane, namespace, "ledger")
+        time.sleep(0.2)
+    assert job["status"]["phase"] == "Succeeded", job["status"]
+    seen.append(spent("hospital-a"))
+    # Never lower than before the pod went, and still growing after it came back.
+    assert all(later >= earlier for earlier, later in itertools.pairwise(seen))
+    assert seen[-1] > before
+    assert pods(control_plane, namespace, "ledger")["ledger-trainer-hospital-a"]

@@ -309,6 +309,8 @@ class NodeAgent:
         mounts = []
         for m in c.volume_mounts or []:
             source = volumes[m.name] / m.sub_path if m.sub_path else volumes[m.name]
+            if m.sub_path and not source.exists():
+                source.mkdir(parents=True)  # as kubelet makes a missing subPath
             mounts.append((source, m.mount_path, bool(m.read_only)))
         if not mounts:
             return argv

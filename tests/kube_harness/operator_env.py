@@ -18,6 +18,7 @@ from tests.kube_harness.controlplane import ROOT, ControlPlane
 NAMESPACE = "fedkube-system"
 SERVICE_ACCOUNT = "fedkube-operator"
 DATA_CLAIM = "site-data"
+STATE_CLAIM = "site-state"
 
 
 def install_crd_and_rbac(cp: ControlPlane) -> None:
@@ -105,6 +106,9 @@ class OperatorProcess:
                     # The claim this test site's admin offers jobs as its data volume.
                     "--data-claim",
                     DATA_CLAIM,
+                    # And where its trainers keep their privacy ledgers.
+                    "--state-claim",
+                    STATE_CLAIM,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -233,3 +233,21 @@ def test_a_job_reaching_past_the_sites_data_is_refused_before_any_pod(
     condition = next(c for c in p.status.conditions if c.type == "SpecValid")
     assert condition.status == "False" and condition.reason == "RefusedBySite"
     assert message in condition.message
+
+
+def test_trainers_keep_their_state_on_the_sites_claim_and_take_its_epsilon_cap() -> None:
+    site = replace(SETTINGS, state_claim="ledgers", epsilon_cap=4.5)
+    want = desired(resource(), parse_job(resource()), site)
+    pod = want.pods[trainer_name("breast-cancer", "hospital-a")]["spec"]
+    assert {"name": "site-state", "persistentVolumeClaim": {"claimName": "ledgers"}} in pod[
+        "volumes"
+    ]
+    c = pod["containers"][0]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "site-state")
+    # One folder per namespace, job and site: jobs never share a ledger file.
+    assert mount["subPath"] == "hospitals/breast-cancer/hospital-a"
+    command = c["command"]
+    assert command[command.index("--state-dir") + 1] == mount["mountPath"]
+    assert command[command.index("--epsilon-cap") + 1] == "4.5"
+    aggregator = want.pods[aggregator_name("breast-cancer")]["spec"]
+    assert all(v["name"] != "site-state" for v in aggregator["volumes"])
