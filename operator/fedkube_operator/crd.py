@@ -174,6 +174,13 @@ def crd() -> dict[str, Any]:
                             desc="global held-out accuracy",
                         ),
                         column("Age", ".metadata.creationTimestamp", "date"),
+                        column(
+                            "Model",
+                            ".status.modelVolume",
+                            "string",
+                            1,
+                            "the claim holding the model, result and checkpoints",
+                        ),
                         column("Rounds", ".spec.rounds", "integer", 1),
                         column("Loss", ".status.loss", "number", 1),
                         column(

@@ -50,6 +50,10 @@ class OperatorSettings:
     # Where trainers keep what must outlive a pod (the privacy ledger, the uplink residual):
     # a claim of the site's (Helm site.state.claimName), one folder per job and site in it.
     state_claim: str | None = None
+    # Each job's own claim for its model, result and checkpoints (when the job names none):
+    # its size and StorageClass (Helm jobStorage; "" is the cluster's default class).
+    job_storage_size: str = "1Gi"
+    job_storage_class: str = ""
     # The site's own record-level privacy budget (Helm site.epsilonCap): the lower of it and
     # the job's cap holds.
     epsilon_cap: float | None = None
@@ -85,11 +89,23 @@ class OperatorSettings:
 class Desired:
     config_map: dict[str, Any]
     service: dict[str, Any] | None
+    # The job's own claim for the aggregator's outputs and checkpoints (None: the job names
+    # one in spec.checkpoint.claimName, or runs no aggregator here).
+    claim: dict[str, Any] | None = None
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def aggregator_name(job: str) -> str:
     return f"{job}-aggregator"
+
+
+def output_claim_name(job: str) -> str:
+    return f"{job}-output"
+
+
+def output_claim(job: FederatedJob) -> str:
+    """The claim the aggregator writes its model, result and checkpoints to."""
+    return job.spec.checkpoint.claim_name or output_claim_name(job.name)
 
 
 def trainer_name(job: str, site: str) -> str:
@@ -200,8 +216,8 @@ def aggregator_pod(
     resource: dict[str, Any], job: FederatedJob, settings: OperatorSettings
 ) -> dict[str, Any]:
     spec = job.spec
-    claim = spec.checkpoint.claim_name
-    state = {"persistentVolumeClaim": {"claimName": claim}} if claim else {"emptyDir": {}}
+    # Never an emptyDir: the model must outlive the pod (podCleanup deletes pods).
+    state = {"persistentVolumeClaim": {"claimName": output_claim(job)}}
     tls = spec.security.mutual_tls
     tls_args, tls_volumes, tls_mounts = _tls(tls.aggregator_secret(job.name) if tls else None)
     container = {
@@ -343,12 +359,31 @@ def aggregator_service(resource: dict[str, Any], job: FederatedJob) -> dict[str,
     }
 
 
+def job_claim(resource: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """The job's own claim for its outputs: owned by the job, so it goes when the job is
+    deleted, and never with the pods."""
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": settings.job_storage_size}},
+    }
+    if settings.job_storage_class:
+        spec["storageClassName"] = settings.job_storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(resource, output_claim_name(resource["metadata"]["name"]), "output"),
+        "spec": spec,
+    }
+
+
 def desired(resource: dict[str, Any], job: FederatedJob, settings: OperatorSettings) -> Desired:
     namespace = resource["metadata"]["namespace"]
     local = job.spec.aggregator.endpoint is None
     out = Desired(config_map(resource), aggregator_service(resource, job) if local else None)
     if local:
         out.pods[aggregator_name(job.name)] = aggregator_pod(resource, job, settings)
+        if job.spec.checkpoint.claim_name is None:
+            out.claim = job_claim(resource, settings)
     for site in (s for s in job.spec.sites if not s.remote):
         out.pods[trainer_name(job.name, site.name)] = trainer_pod(
             resource, job, site, namespace, settings

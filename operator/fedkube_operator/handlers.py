@@ -57,14 +57,16 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
     started = time.perf_counter()
     with memo.locks[(ns, name)]:
         try:
-            pods, has_service, has_config = memo.kube.observe(ns, name)
+            pods, has_service, has_config, has_claim = memo.kube.observe(ns, name)
             try:
                 job = parse_job(resource)
                 progress = fetch_progress(progress_url(job, pods, memo.settings))
             except SpecError:
                 progress = None
             result = plan(
-                resource, Observed(pods, has_service, has_config, progress, _now()), memo.settings
+                resource,
+                Observed(pods, has_service, has_config, progress, _now(), has_claim),
+                memo.settings,
             )
             for obj in result.create:
                 memo.kube.create(obj)

@@ -8,7 +8,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from fedkube_operator.desired import LABEL_JOB, aggregator_name, config_name
+from fedkube_operator.desired import LABEL_JOB, aggregator_name, config_name, output_claim_name
 
 log = logging.getLogger("fedkube.operator")
 
@@ -18,8 +18,11 @@ class Kube:
         self.api = api or client.ApiClient()
         self.core = client.CoreV1Api(self.api)
 
-    def observe(self, namespace: str, job: str) -> tuple[dict[str, dict[str, Any]], bool, bool]:
-        """(pods by name, the aggregator Service exists, the ConfigMap exists), as plain dicts."""
+    def observe(
+        self, namespace: str, job: str
+    ) -> tuple[dict[str, dict[str, Any]], bool, bool, bool]:
+        """(pods by name, the aggregator Service exists, the ConfigMap exists, the job's
+        output claim exists), as plain dicts."""
         selector = f"{LABEL_JOB}={job}"
         pods = self.core.list_namespaced_pod(namespace, label_selector=selector)
         by_name = {
@@ -31,7 +34,11 @@ class Kube:
         has_service = any(s.metadata.name == aggregator_name(job) for s in services.items)
         maps = self.core.list_namespaced_config_map(namespace, label_selector=selector)
         has_config = any(m.metadata.name == config_name(job) for m in maps.items)
-        return by_name, has_service, has_config
+        claims = self.core.list_namespaced_persistent_volume_claim(
+            namespace, label_selector=selector
+        )
+        has_claim = any(c.metadata.name == output_claim_name(job) for c in claims.items)
+        return by_name, has_service, has_config, has_claim
 
     def create(self, obj: dict[str, Any]) -> bool:
         """Create; an object that already exists is left as it is (names are deterministic)."""
@@ -40,6 +47,7 @@ class Kube:
             "Pod": self.core.create_namespaced_pod,
             "Service": self.core.create_namespaced_service,
             "ConfigMap": self.core.create_namespaced_config_map,
+            "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
         }[obj["kind"]]
         try:
             create(ns, obj)

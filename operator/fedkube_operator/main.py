@@ -77,6 +77,16 @@ def main(argv: list[str] | None = None) -> int:
         else None,
         help="this site's own record-level privacy budget, passed to its trainers",
     )
+    ap.add_argument(
+        "--job-storage-size",
+        default=os.environ.get("FEDKUBE_JOB_STORAGE_SIZE", OperatorSettings.job_storage_size),
+        help="the size of each job's own claim for its model, result and checkpoints",
+    )
+    ap.add_argument(
+        "--job-storage-class",
+        default=os.environ.get("FEDKUBE_JOB_STORAGE_CLASS", ""),
+        help="its StorageClass (default: the cluster's default class)",
+    )
     for flag, env, default in (
         ("--pod-user", "FEDKUBE_POD_USER", OperatorSettings.run_as_user),
         ("--pod-group", "FEDKUBE_POD_GROUP", OperatorSettings.run_as_group),
@@ -105,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             data_claim=args.data_claim,
             data_host_path=args.data_host_path,
             state_claim=args.state_claim,
+            job_storage_size=args.job_storage_size,
+            job_storage_class=args.job_storage_class,
             epsilon_cap=args.epsilon_cap,
             run_as_user=args.pod_user,
             run_as_group=args.pod_group,

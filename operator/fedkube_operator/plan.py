@@ -20,6 +20,7 @@ from fedkube_operator.desired import (
     OperatorSettings,
     aggregator_name,
     desired,
+    output_claim,
     trainer_name,
 )
 from fedkube_operator.site_policy import site_policy_problems
@@ -33,6 +34,7 @@ class Observed:
     has_config_map: bool
     progress: Progress | None
     now: str
+    has_claim: bool = False  # the job's own output claim exists
 
 
 @dataclass
@@ -189,6 +191,8 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
         return result
     set_condition(status, "SpecValid", True, "Valid", "the spec was accepted", now)
     status.total_rounds = job.spec.rounds
+    if job.spec.aggregator.endpoint is None:
+        status.model_volume = output_claim(job)
     if observed.progress:
         _apply_progress(status, observed.progress)
     status.sites = _site_statuses(job, observed, status)
@@ -203,6 +207,8 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
         result.create.append(want.config_map)
     if want.service is not None and not observed.has_service:
         result.create.append(want.service)
+    if want.claim is not None and not observed.has_claim:
+        result.create.append(want.claim)
     if _pods(result, job, observed, want.pods):
         _outcome(result, job, observed)
     return result

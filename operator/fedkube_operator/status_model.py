@@ -50,4 +50,7 @@ class JobStatus(_Status):
     start_time: str | None = None
     completion_time: str | None = None
     model_path: str | None = None
+    # The PersistentVolumeClaim holding the model, result and checkpoints (at output/ and
+    # checkpoints/ in it); it outlives the pods and goes with the job.
+    model_volume: str | None = None
     message: str = Field(default="", max_length=4096)

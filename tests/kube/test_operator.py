@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fedkube.privacy.ledger import PrivacyLedger
 from fedkube.trainer.site import LEDGER_FILE
+from safetensors.numpy import load_file
 
 from tests.kube_harness.controlplane import ControlPlane
 from tests.kube_harness.jobs import (
@@ -71,6 +73,19 @@ def test_breast_cancer_example_succeeds(
     )["items"]
     reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == "breast-cancer"}
     assert {"Started", "Completed"} <= reasons, reasons
+
+    # The pods go (podCleanup: succeeded); the model stays on the job's own claim, which the
+    # status and `kubectl get fj -o wide` name.
+    assert status["modelVolume"] == "breast-cancer-output"
+    assert "MODEL" in wide and "breast-cancer-output" in wide
+    end = time.monotonic() + 60
+    while pods(control_plane, namespace, "breast-cancer") and time.monotonic() < end:
+        time.sleep(0.3)
+    assert pods(control_plane, namespace, "breast-cancer") == {}
+    claim = node_agent.claim_dir(namespace, "breast-cancer-output")
+    model = load_file(claim / "output" / "model.safetensors")
+    assert model and all(np.isfinite(v).all() for v in model.values())
+    assert json.loads((claim / "output" / "result.json").read_text())["roundsCompleted"] == 20
 
 
 def test_operator_metrics_carry_round_and_accuracy(

@@ -57,11 +57,17 @@ def all_pods(phase: str = "Running") -> dict[str, Any]:
 def test_first_reconcile_creates_everything_once_with_owner_references() -> None:
     p = plan(resource(), observed(), SETTINGS)
     kinds = sorted(o["kind"] for o in p.create)
-    assert kinds == ["ConfigMap", "Pod", "Pod", "Pod", "Pod", "Pod", "Pod", "Service"]
+    assert kinds == [
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        *["Pod"] * 6,
+        "Service",
+    ]
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == "u-1" for o in p.create)
     names = [(o["kind"], o["metadata"]["name"]) for o in p.create]
     assert len(set(names)) == len(names)
-    again = plan(resource(), observed(all_pods("Pending"), svc=True, cm=True), SETTINGS)
+    seen = replace(observed(all_pods("Pending"), svc=True, cm=True), has_claim=True)
+    again = plan(resource(), seen, SETTINGS)
     assert again.create == [] and again.delete_pods == []
 
 
@@ -192,7 +198,7 @@ def test_trainers_read_the_sites_data_volume_read_only() -> None:
     want = desired(file_resource("a.csv"), parse_job(file_resource("a.csv")), site)
     for name, pod in want.pods.items():
         spec = pod["spec"]
-        claims = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+        claims = [v for v in spec["volumes"] if v["name"] == "site-data"]
         if name == aggregator_name("breast-cancer"):
             assert claims == []  # the aggregator never sees a site's data
             continue
@@ -251,3 +257,33 @@ def test_trainers_keep_their_state_on_the_sites_claim_and_take_its_epsilon_cap()
     assert command[command.index("--epsilon-cap") + 1] == "4.5"
     aggregator = want.pods[aggregator_name("breast-cancer")]["spec"]
     assert all(v["name"] != "site-state" for v in aggregator["volumes"])
+
+
+def test_the_model_lives_on_the_jobs_own_claim_which_pod_cleanup_never_deletes() -> None:
+    p = plan(resource(), observed(), SETTINGS)
+    claim = next(o for o in p.create if o["kind"] == "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "breast-cancer-output"
+    assert claim["metadata"]["ownerReferences"][0]["uid"] == "u-1"  # it goes with the job
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert "storageClassName" not in claim["spec"]  # the cluster's default class
+    aggregator = next(
+        o
+        for o in p.create
+        if o["kind"] == "Pod" and o["metadata"]["name"] == aggregator_name("breast-cancer")
+    )
+    state = next(v for v in aggregator["spec"]["volumes"] if v["name"] == "state")
+    assert state == {
+        "name": "state",
+        "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]},
+    }
+    assert p.status.model_volume == "breast-cancer-output"
+    # A job that names its own claim gets none made, and its status names that one.
+    named = resource(checkpoint={"claimName": "ward-models"})
+    p = plan(named, observed(), replace(SETTINGS, job_storage_class="fast"))
+    assert all(o["kind"] != "PersistentVolumeClaim" for o in p.create)
+    assert p.status.model_volume == "ward-models"
+    # When the job has succeeded, pod clean-up deletes pods only.
+    done = resource()
+    done["status"] = {"phase": "Succeeded"}
+    finished = plan(done, replace(observed(all_pods("Succeeded")), has_claim=True), SETTINGS)
+    assert finished.delete_pods and all("output" not in n for n in finished.delete_pods)

@@ -62,8 +62,8 @@ class CheckpointSpec(_Model):
         pattern=DNS_LABEL,
         max_length=63,
         description="On Kubernetes: the PersistentVolumeClaim holding the aggregator's "
-        "checkpoints and outputs, so a recreated aggregator resumes. Without it they live "
-        "in the pod and a recreated aggregator starts over.",
+        "checkpoints and outputs. Without it the operator makes one for the job "
+        "(<job>-output, owned by the job). Either outlives the pods.",
     )
 
 
