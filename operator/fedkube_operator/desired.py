@@ -52,6 +52,9 @@ class OperatorSettings:
     state_claim: str | None = None
     # Each job's own claim for its model, result and checkpoints (when the job names none):
     # its size and StorageClass (Helm jobStorage; "" is the cluster's default class).
+    # Service types a job's aggregator may have here (Helm site.aggregatorServiceTypes):
+    # whether another organisation may reach into this cluster is the site's decision.
+    aggregator_service_types: tuple[str, ...] = ("ClusterIP",)
     job_storage_size: str = "1Gi"
     job_storage_class: str = ""
     # The site's own record-level privacy budget (Helm site.epsilonCap): the lower of it and
@@ -345,18 +348,22 @@ def config_map(resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def aggregator_service(resource: dict[str, Any], job: FederatedJob) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(resource, aggregator_name(job.name), "aggregator"),
-        "spec": {
-            "selector": {LABEL_JOB: job.name, LABEL_ROLE: "aggregator"},
-            "ports": [
-                {"name": "grpc", "port": job.spec.aggregator.port, "targetPort": "grpc"},
-                {"name": "http", "port": job.spec.aggregator.http_port, "targetPort": "http"},
-            ],
-        },
+    """The aggregator's Service, of the type the job asks (site policy allowing)."""
+    agg = job.spec.aggregator
+    grpc: dict[str, Any] = {"name": "grpc", "port": agg.port, "targetPort": "grpc"}
+    if agg.service.type == "NodePort" and agg.service.node_port is not None:
+        grpc["nodePort"] = agg.service.node_port
+    spec: dict[str, Any] = {
+        "type": agg.service.type,
+        "selector": {LABEL_JOB: job.name, LABEL_ROLE: "aggregator"},
+        "ports": [grpc, {"name": "http", "port": agg.http_port, "targetPort": "http"}],
     }
+    if agg.service.type == "LoadBalancer" and agg.service.load_balancer_source_ranges:
+        spec["loadBalancerSourceRanges"] = list(agg.service.load_balancer_source_ranges)
+    meta = _meta(resource, aggregator_name(job.name), "aggregator")
+    if agg.service.annotations:
+        meta["annotations"] = dict(agg.service.annotations)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
 
 
 def job_claim(resource: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:

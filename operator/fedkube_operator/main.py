@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         help="this site's own record-level privacy budget, passed to its trainers",
     )
     ap.add_argument(
+        "--aggregator-service-type",
+        action="append",
+        choices=["ClusterIP", "NodePort", "LoadBalancer"],
+        help="a Service type a job's aggregator may have here (default: ClusterIP only)",
+    )
+    ap.add_argument(
         "--job-storage-size",
         default=os.environ.get("FEDKUBE_JOB_STORAGE_SIZE", OperatorSettings.job_storage_size),
         help="the size of each job's own claim for its model, result and checkpoints",
@@ -115,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             data_claim=args.data_claim,
             data_host_path=args.data_host_path,
             state_claim=args.state_claim,
+            aggregator_service_types=tuple(args.aggregator_service_type or ["ClusterIP"]),
             job_storage_size=args.job_storage_size,
             job_storage_class=args.job_storage_class,
             epsilon_cap=args.epsilon_cap,

@@ -14,6 +14,14 @@ from fedkube_operator.desired import OperatorSettings
 def site_policy_problems(job: FederatedJob, settings: OperatorSettings) -> list[str]:
     """Each field of the job that reaches beyond what this site offers, and why."""
     problems = []
+    service = job.spec.aggregator.service.type
+    local = job.spec.aggregator.endpoint is None
+    if local and service not in settings.aggregator_service_types:
+        problems.append(
+            f"spec.aggregator.service.type: {service} would let other networks reach into this "
+            f"cluster, and this site allows {', '.join(settings.aggregator_service_types)} "
+            "(Helm value site.aggregatorServiceTypes)"
+        )
     for i, site in enumerate(job.spec.sites):
         if site.remote or site.data is None or site.data.file is None:
             continue

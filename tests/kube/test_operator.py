@@ -129,6 +129,11 @@ BAD = [
         "spec.minSitesPerRound: Invalid value: minSitesPerRound must not exceed the number of",
     ),
     (
+        "node port on a ClusterIP service",
+        lambda d: d["spec"].update(aggregator={"service": {"nodePort": 31070}}),
+        "spec.aggregator.service.nodePort: Invalid value: nodePort is for type NodePort",
+    ),
+    (
         "sample below quorum",
         lambda d: d["spec"].update(minSitesPerRound=3, sitesPerRound=2),
         "spec.sitesPerRound: Invalid value: sitesPerRound must lie between minSitesPerRound and",

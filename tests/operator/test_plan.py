@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fedkube.errors import SpecError
 from fedkube.spec import parse_job
 from fedkube.spec.progress import Progress
 from fedkube_operator.desired import OperatorSettings, aggregator_name, desired, trainer_name
@@ -287,3 +288,33 @@ def test_the_model_lives_on_the_jobs_own_claim_which_pod_cleanup_never_deletes()
     done["status"] = {"phase": "Succeeded"}
     finished = plan(done, replace(observed(all_pods("Succeeded")), has_claim=True), SETTINGS)
     assert finished.delete_pods and all("output" not in n for n in finished.delete_pods)
+
+
+def test_the_aggregator_is_exposed_only_as_the_site_allows() -> None:
+    asked = {"service": {"type": "NodePort", "nodePort": 31070}}
+    job = resource(aggregator={"port": 7070, **asked})
+    refused = plan(job, observed(), SETTINGS)
+    assert refused.create == [] and refused.status.phase == "Failed"
+    condition = next(c for c in refused.status.conditions if c.type == "SpecValid")
+    assert condition.reason == "RefusedBySite"
+    assert condition.message.startswith("spec.aggregator.service.type: NodePort would let")
+    allowing = replace(SETTINGS, aggregator_service_types=("ClusterIP", "NodePort"))
+    service = next(o for o in plan(job, observed(), allowing).create if o["kind"] == "Service")
+    assert service["spec"]["type"] == "NodePort"
+    grpc = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert grpc == {"name": "grpc", "port": 7070, "targetPort": "grpc", "nodePort": 31070}
+    balanced = resource(
+        aggregator={
+            "service": {
+                "type": "LoadBalancer",
+                "annotations": {"example.com/internal": "false"},
+                "loadBalancerSourceRanges": ["203.0.113.0/24"],
+            }
+        }
+    )
+    lb = replace(SETTINGS, aggregator_service_types=("LoadBalancer",))
+    service = next(o for o in plan(balanced, observed(), lb).create if o["kind"] == "Service")
+    assert service["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
+    assert service["metadata"]["annotations"] == {"example.com/internal": "false"}
+    with pytest.raises(SpecError, match="nodePort is for type NodePort, not ClusterIP"):
+        parse_job(resource(aggregator={"service": {"nodePort": 31070}}))

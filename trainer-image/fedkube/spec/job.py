@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -71,6 +71,54 @@ class OutputSpec(_Model):
     path: str = Field(default="output", min_length=1, max_length=4096)
 
 
+class AggregatorServiceSpec(_Model):
+    """On Kubernetes: how the aggregator's Service is reached. Another organisation's
+    cluster needs NodePort or LoadBalancer (or an ingress in front of ClusterIP); the site
+    admin allows which (Helm site.aggregatorServiceTypes)."""
+
+    model_config = cel(
+        (
+            "!has(self.nodePort) || (has(self.type) && self.type == 'NodePort')",
+            "nodePort is for type NodePort",
+            ".nodePort",
+        ),
+        (
+            "!has(self.loadBalancerSourceRanges) || size(self.loadBalancerSourceRanges) == 0 "
+            "|| (has(self.type) && self.type == 'LoadBalancer')",
+            "loadBalancerSourceRanges is for type LoadBalancer",
+            ".loadBalancerSourceRanges",
+        ),
+    )
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    node_port: int | None = Field(
+        default=None,
+        ge=30000,
+        le=32767,
+        description="NodePort: the node port for gRPC (default: one the cluster picks).",
+    )
+    annotations: dict[
+        Annotated[str, Field(max_length=253)], Annotated[str, Field(max_length=4096)]
+    ] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="On the Service, for a cloud's load balancer settings.",
+    )
+    load_balancer_source_ranges: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="LoadBalancer: the CIDRs allowed to connect (the other sites' egress).",
+    )
+
+    @model_validator(mode="after")
+    def _fits_the_type(self) -> AggregatorServiceSpec:
+        if self.node_port is not None and self.type != "NodePort":
+            raise ValueError(f"nodePort is for type NodePort, not {self.type}")
+        if self.load_balancer_source_ranges and self.type != "LoadBalancer":
+            raise ValueError(f"loadBalancerSourceRanges is for type LoadBalancer, not {self.type}")
+        return self
+
+
 class AggregatorSpec(_Model):
     endpoint: str | None = Field(
         default=None,
@@ -80,6 +128,7 @@ class AggregatorSpec(_Model):
     )
     port: int = Field(default=7070, ge=1, le=65535, description="gRPC port.")
     http_port: int = Field(default=9090, ge=1, le=65535, description="/metrics and /progress.")
+    service: AggregatorServiceSpec = Field(default_factory=AggregatorServiceSpec)
 
 
 class JobSpec(_Model):
