@@ -97,9 +97,7 @@ class AggregatorServiceSpec(_Model):
         le=32767,
         description="NodePort: the node port for gRPC (default: one the cluster picks).",
     )
-    annotations: dict[
-        Annotated[str, Field(max_length=253)], Annotated[str, Field(max_length=4096)]
-    ] = Field(
+    annotations: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=dict,
         max_length=64,
         description="On the Service, for a cloud's load balancer settings.",
