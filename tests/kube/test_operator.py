@@ -559,7 +559,9 @@ def test_a_trainer_pod_recreated_mid_job_keeps_its_privacy_ledger(
 ) -> None:
     """Trainers keep their ledgers on the site's state claim (Helm site.state.claimName): the
     DP-SGD epsilon a site spent never goes back, even when its pod is deleted mid-job."""
-    doc = with_free_ports(example("ledger", rounds=10, podCleanup="none"))
+    # Every site is needed each round: no round closes until hospital-a is back, so it
+    # trains again after its pod is recreated.
+    doc = with_free_ports(example("ledger", rounds=10, podCleanup="none", minSitesPerRound=5))
     doc["spec"]["privacy"] = {
         "recordLevel": {"noiseMultiplier": 1.0, "maxGradNorm": 1.0, "epsilonCap": 1000.0}
     }
