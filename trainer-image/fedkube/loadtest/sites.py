@@ -1,34 +1,18 @@
-"""Light synthetic sites for load tests: many real gRPC clients of the real protocol in one
-process, on one asyncio loop, with no torch and no data.
-
-Each site holds its own channel (its own TCP connection, as a real site would), subscribes,
-fetches the model when tasked, reports a score when asked to evaluate, and sends an update
-of the model's shape whose every value is the site's constant (``site_value``), weighted by
-``site_samples``: the aggregate a round must produce is known in closed form, so a load test
-checks the sums, not only that rounds close. Sites join late, drop (before answering, or
-halfway through their upload) and rejoin, at rates the caller sets.
-
-    python -m fedkube.loadtest --endpoint 127.0.0.1:7070 --job big --first 0 --count 250
-
-prints one JSON line of counters when every site has heard the job finish.
-"""
+"""The synthetic sites: real gRPC clients of the real protocol, many on one asyncio loop,
+each with its own connection, no torch and no data; and the process that runs a share of
+them (``python -m fedkube.loadtest``), printing its counters as one JSON line."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
-import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
@@ -36,8 +20,6 @@ import numpy as np
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
-from fedkube.spec.progress import JobResult
-from fedkube.testing import LocalJob, manifest
 from fedkube.wire.tensors import CHUNK_BYTES, chunk_part
 
 # The aggregator refuses what it cannot take now (a closed round, a duplicate): final for
@@ -297,146 +279,6 @@ async def run_sites(
     return counters
 
 
-def merge(parts: list[Counters]) -> Counters:
-    """One process's counters after another's; model sums must agree across processes too."""
-    out = Counters()
-    for c in parts:
-        for f in ("sites", "finished", "succeeded", "connects", "updates", "evaluations"):
-            setattr(out, f, getattr(out, f) + getattr(c, f))
-        out.drops_before_answer += c.drops_before_answer
-        out.drops_mid_upload += c.drops_mid_upload
-        out.bytes_down += c.bytes_down
-        out.bytes_up += c.bytes_up
-        out.model_sum_disagreements += c.model_sum_disagreements
-        out.away += c.away
-        for k, v in c.refusals.items():
-            out.refusals[k] = out.refusals.get(k, 0) + v
-        for version, total in c.model_sums.items():
-            seen = out.model_sums.setdefault(int(version), total)
-            if abs(seen - total) > 1e-6 * max(1.0, abs(total)):
-                out.model_sum_disagreements += 1
-    return out
-
-
-def load_manifest(
-    name: str, sites: int, rounds: int, hidden: list[int], **spec: Any
-) -> dict[str, Any]:
-    """A job for synthetic sites: digits' shape (64 features, 10 classes), an MLP of
-    ``hidden`` widths, a quorum of half the sites, and room for slow rounds."""
-    doc = manifest(
-        name,
-        sites=sites,
-        rounds=rounds,
-        dataset="digits",
-        min_sites=max(1, sites // 2),
-        model={"name": "mlp", "hiddenSizes": hidden},
-        timeout=900,
-        joinGraceSeconds=15,
-    )
-    doc["spec"].update(spec)
-    return doc
-
-
-def mlp_parameters(hidden: list[int], features: int = 64, classes: int = 10) -> int:
-    sizes = [features, *hidden, classes]
-    return sum(a * b + b for a, b in itertools.pairwise(sizes))
-
-
-@dataclass
-class LoadRun:
-    """One load job's outcome, as the aggregator and the synthetic sites saw it."""
-
-    result: JobResult
-    counters: Counters
-    idle_bytes: int  # the aggregator's resident memory once its model is built
-    peak_bytes: int  # its high-water mark while the sites ran
-    threads: int  # most threads it had at once
-    fds: int  # most open file descriptors
-    seconds: float
-
-    def sum_errors(self, parameters: int) -> list[float]:
-        """Per round, how far each parameter's move is from the FedAvg mean of the round's
-        sites' constants (the sum over the model, divided by its parameters)."""
-        errors = []
-        sums = self.counters.model_sums
-        for h in self.result.history:
-            got = (sums[h.round] - sums[h.round - 1]) / parameters
-            errors.append(abs(got - round_mean(h.sites)))
-        return errors
-
-
-def _status(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def run_load(
-    folder: Path, doc: dict[str, Any], processes: int, churn: Churn, timeout: float = 1800
-) -> LoadRun:
-    """Start a real aggregator process for ``doc`` and its sites as synthetic sites spread
-    over ``processes`` processes; wait for the job to end."""
-    sites = len(doc["spec"]["sites"])
-    job = LocalJob(folder, doc)
-    # Sites that dropped near the end come back within seconds: the aggregator waits for
-    # them to hear that the job finished.
-    job.aggregator_args = ["--linger-seconds", "5"]
-    agg = job.start_aggregator()
-    workers: list[subprocess.Popen[bytes]] = []
-    try:
-        while job.progress() is None:
-            if agg.poll() is not None:
-                raise RuntimeError(f"the aggregator exited:\n{job.log('aggregator')}")
-            time.sleep(0.1)
-        idle = _status(agg.pid, "VmRSS")
-        Path(f"/proc/{agg.pid}/clear_refs").write_text("5")  # reset the high-water mark
-        started = time.monotonic()
-        share = -(-sites // processes)
-        for first in range(0, sites, share):
-            args = ["--endpoint", f"127.0.0.1:{job.port}", "--job", doc["metadata"]["name"]]
-            args += ["--first", str(first), "--count", str(min(share, sites - first))]
-            args += ["--drop", str(churn.drop), "--late", str(churn.late), "--seed", str(first)]
-            log = (job.logs / f"sites-{first}.log").open("wb")
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "fedkube.loadtest", *args],
-                    stdout=subprocess.PIPE,
-                    stderr=log,
-                )
-            )
-        peak, threads, fds = idle, 0, 0
-        while agg.poll() is None and time.monotonic() - started < timeout:
-            try:
-                peak = max(peak, _status(agg.pid, "VmHWM"))
-                threads = max(threads, _status(agg.pid, "Threads"))
-                fds = max(fds, len(os.listdir(f"/proc/{agg.pid}/fd")))
-            except (OSError, KeyError):
-                break
-            time.sleep(0.05)
-        result = job.wait_done(timeout=60)
-        seconds = time.monotonic() - started
-        # A site away when the job ended (dropped, coming back) never hears it: stop it.
-        until = time.monotonic() + 10
-        while time.monotonic() < until and any(w.poll() is None for w in workers):
-            time.sleep(0.1)
-        for w in workers:
-            if w.poll() is None:
-                w.terminate()
-        outs = [w.communicate(timeout=60)[0] for w in workers]
-        bad = [w.returncode for w in workers if w.returncode != 0]
-        if bad:
-            raise RuntimeError(f"synthetic site processes failed ({bad}); see {job.logs}")
-        counters = merge([Counters(**json.loads(o)) for o in outs])
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
-        job.stop()
-    return LoadRun(result, counters, idle * 1024, peak * 1024, threads, fds, seconds)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fedkube.loadtest", description=__doc__)
     p.add_argument("--endpoint", required=True)
@@ -453,7 +295,3 @@ def main(argv: list[str] | None = None) -> int:
     json.dump(asdict(counters), sys.stdout)
     print(flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

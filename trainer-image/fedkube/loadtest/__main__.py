@@ -1,0 +1,5 @@
+import sys
+
+from fedkube.loadtest.sites import main
+
+sys.exit(main())
