@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import yaml
 from fedkube.testing import manifest, write_manifest
@@ -53,6 +54,13 @@ def test_breast_cancer_example_runs_and_writes_its_result(tmp_path: Path) -> Non
     card = json.loads(Path(result["modelCard"]).read_text())
     assert card["roundsCompleted"] == 6 and len(card["specSha256"]) == 64
     assert card["sitesContributed"] == [f"hospital-{c}" for c in "abcde"]
+    # Each site's fine-tuned model stays in its own folder: never sent, not the global one.
+    for c in "abcde":
+        personal = load_file(
+            tmp_path / "out" / "sites" / f"hospital-{c}" / "personal-model.safetensors"
+        )
+        assert personal.keys() == model.keys()
+        assert not np.array_equal(personal["weight"], model["weight"])
 
 
 def test_custom_model_through_import_path(tmp_path: Path) -> None:

@@ -143,6 +143,9 @@ class LocalRun:
                     site.name,
                     "--aggregator",
                     f"127.0.0.1:{self.port}",
+                    # Each site's personal model stays in a folder of its own.
+                    "--personal-dir",
+                    str(self.output / "sites" / site.name),
                     *self._plugins(),
                 ],
             )

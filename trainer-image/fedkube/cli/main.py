@@ -88,6 +88,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
             plugins=PluginPolicy(tuple(args.allow_import)),
             epsilon_cap=args.epsilon_cap,
             state_dir=Path(args.state_dir) if args.state_dir else None,
+            personal_dir=Path(args.personal_dir) if args.personal_dir else None,
         ),
         data_dir=Path(args.data_dir) if args.data_dir else None,
     )
@@ -209,6 +210,26 @@ def _limit_threads() -> None:
         torch.set_num_threads(threads)
 
 
+def _version() -> str:
+    """The installed distribution's version (what pip and the images' labels say)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from fedkube import __version__
+
+    try:
+        return version("fedkube")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return __version__
+
+
+# What `pip install fedkube` leaves out: the engine's heavy dependencies (the operator's
+# image installs fedkube without them).
+_ENGINE_PACKAGES = {
+    "torch", "numpy", "grpc", "safetensors", "sklearn", "pandas", "pyarrow", "cryptography",
+    "dp_accounting", "opacus", "matplotlib",
+}  # fmt: skip
+
+
 def _allow_import(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-import",
@@ -222,6 +243,7 @@ def _allow_import(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedkube", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"fedkube {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (
         _run_parser,
@@ -317,6 +339,10 @@ def _trainer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     tr.add_argument("--epsilon-cap", type=float, help="this site's own record-level privacy budget")
     tr.add_argument("--state-dir", help="where this site keeps its privacy ledger")
     tr.add_argument(
+        "--personal-dir",
+        help="where this site saves its personal model (personalization; default --state-dir)",
+    )
+    tr.add_argument(
         "--data-dir",
         help="the site's data folder (a pod's data volume): data.file paths are read inside it "
         "and refused when they lead out of it",
@@ -355,6 +381,15 @@ def main(argv: list[str] | None = None) -> int:
         return exit_codes.FAILED
     except KeyboardInterrupt:
         return exit_codes.INTERRUPTED
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in _ENGINE_PACKAGES:
+            raise
+        print(
+            f"error: `fedkube {args.command}` needs the engine's dependencies ({e.name} is "
+            "missing): pip install 'fedkube[engine]'",
+            file=sys.stderr,
+        )
+        return exit_codes.BAD_INPUT
     return code
 
 

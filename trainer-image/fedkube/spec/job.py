@@ -21,6 +21,7 @@ from fedkube.spec.base import (
 )
 from fedkube.spec.communication import CommunicationSpec
 from fedkube.spec.datasets import DATASET_SHAPES
+from fedkube.spec.pods import PodsSpec
 from fedkube.spec.security import (
     PrivacySpec,
     SecuritySpec,
@@ -203,6 +204,11 @@ class JobSpec(_Model):
     )
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
     communication: CommunicationSpec = Field(default_factory=CommunicationSpec)
+    pods: PodsSpec = Field(
+        default_factory=PodsSpec,
+        description="On Kubernetes: resources, GPUs, nodeSelector and tolerations of the "
+        "job's pods. Volumes, Secrets and host paths are the site's to give, never the job's.",
+    )
     pod_cleanup: Literal["none", "succeeded", "all"] = Field(
         default="succeeded",
         description="On Kubernetes, when the job ends: delete its pods if it succeeded "

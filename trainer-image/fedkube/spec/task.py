@@ -62,6 +62,16 @@ class TaskSpec(_Model):
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(default=0.0, ge=0, lt=1, description="SGD momentum.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="Where each site trains: cuda (its pod's GPU; a site without one refuses "
+        "the task), cpu, or auto (the GPU when there is one).",
+    )
+    mixed_precision: bool = Field(
+        default=False,
+        description="Train and score in bfloat16 autocast on a GPU (weights and updates stay "
+        "float32); no effect on CPU.",
+    )
     num_features: int | None = Field(
         default=None, ge=1, le=10_000_000, description="Input width; required with file data."
     )

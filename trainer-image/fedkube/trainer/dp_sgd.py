@@ -20,8 +20,8 @@ from torch import nn
 __all__ = ["dp_sgd_train", "dp_steps"]
 
 
-def _secret_generator() -> torch.Generator:
-    return torch.Generator().manual_seed(secrets.randbits(63))
+def _secret_generator(device: torch.device | None = None) -> torch.Generator:
+    return torch.Generator(device=device or "cpu").manual_seed(secrets.randbits(63))
 
 
 def dp_steps(num_examples: int, batch_size: int, epochs: int) -> tuple[float, int]:
@@ -51,7 +51,8 @@ def dp_sgd_train(
         noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
         expected_batch_size=batch_size,
-        generator=_secret_generator(),
+        # Noise is drawn where the gradients are (a CUDA generator for a GPU site).
+        generator=_secret_generator(x.device),
         secure_mode=True,
     )
     gen = _secret_generator()  # Poisson sampling: who is in each batch stays secret too
@@ -63,7 +64,7 @@ def dp_sgd_train(
         try:
             wrapped.train()
             for _ in range(steps):
-                chosen = torch.rand(len(y), generator=gen) < q
+                chosen = (torch.rand(len(y), generator=gen) < q).to(x.device)
                 if not chosen.any():
                     continue  # an empty Poisson batch: no update, nothing learnt from anyone
                 optimizer.zero_grad(set_to_none=True)

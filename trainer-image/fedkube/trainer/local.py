@@ -7,6 +7,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +21,9 @@ from fedkube.privacy.ledger import PrivacyLedger
 from fedkube.spec.job import PersonalizationSpec
 from fedkube.spec.security import PrivacySpec
 from fedkube.spec.task import TaskSpec
+from fedkube.storage.safetensors_file import write_safetensors
 from fedkube.strategy.base import SiteHalf
+from fedkube.trainer.device import autocast, resolve_device
 from fedkube.trainer.dp_sgd import dp_sgd_train, dp_steps
 from fedkube.trainer.optimizers import Sgd, build_optimizer
 from fedkube.trainer.scores import roc_auc
@@ -44,7 +47,12 @@ class TrainConfig:
     global_params: dict[str, torch.Tensor] = field(default_factory=dict)
     # SCAFFOLD: added to each parameter's gradient, c - c_i.
     grad_correction: dict[str, torch.Tensor] = field(default_factory=dict)
+    # bfloat16 autocast on a GPU (task.mixedPrecision).
+    mixed_precision: bool = False
 
+
+# The personal model's file in a site's own folder (its state volume on Kubernetes).
+PERSONAL_MODEL_FILE = "personal-model.safetensors"
 
 TrainFunction = Callable[[nn.Module, torch.Tensor, torch.Tensor, TrainConfig], dict[str, float]]
 
@@ -57,6 +65,7 @@ def default_train(
         config.optimizer, model.parameters(), config.learning_rate, config.momentum
     )
     loss_fn = nn.CrossEntropyLoss()
+    # Batches are drawn on the CPU (the same order on any device), then moved.
     gen = torch.Generator().manual_seed(config.seed)
     named = dict(model.named_parameters())
     prox = [(p, config.global_params[n]) for n, p in named.items()] if config.proximal_mu else []
@@ -68,11 +77,12 @@ def default_train(
     for _ in range(config.local_epochs):
         order = torch.randperm(len(y), generator=gen)
         for start in range(0, len(y), config.batch_size):
-            idx = order[start : start + config.batch_size]
+            idx = order[start : start + config.batch_size].to(x.device)
             xb, yb = x[idx], y[idx]
             opt.zero_grad(set_to_none=True)
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
+            with autocast(x.device, config.mixed_precision):
+                logits = model(xb)
+                loss = loss_fn(logits.float(), yb)
             objective = loss
             if prox:
                 objective = loss + config.proximal_mu / 2 * sum(
@@ -108,18 +118,24 @@ class LocalTrainer:
         strategy: SiteHalf | None = None,
         *,
         plugins: PluginPolicy | None = None,
+        personal_dir: Path | None = None,
     ) -> None:
+        # Where the personal model is saved after the final evaluation: the site's own
+        # folder (never sent anywhere). None: scored and not kept.
+        self.personal_dir = personal_dir
         # The import paths this site allows; by default the manifest's own (a local run).
         plugins = plugins or PluginPolicy.for_local(task)
         self.task = task
         self.personalization = personalization or PersonalizationSpec()
         self.site = site
         self.data = data
-        self.model = build_model(task, data.num_features, data.num_classes, plugins)
-        self.x_train = torch.from_numpy(data.x_train)
-        self.y_train = torch.from_numpy(data.y_train)
-        self.x_test = torch.from_numpy(data.x_test)
-        self.y_test = torch.from_numpy(data.y_test)
+        self.device = resolve_device(task.device)
+        self.model = build_model(task, data.num_features, data.num_classes, plugins).to(self.device)
+        # The site's data lives on the training device for the whole job: moved once.
+        self.x_train = torch.from_numpy(data.x_train).to(self.device)
+        self.y_train = torch.from_numpy(data.y_train).to(self.device)
+        self.x_test = torch.from_numpy(data.x_test).to(self.device)
+        self.y_test = torch.from_numpy(data.y_test).to(self.device)
         self.train_fn: TrainFunction = default_train
         if task.train_function:
             fn = import_object(task.train_function, "spec.task.trainFunction", plugins)
@@ -184,10 +200,11 @@ class LocalTrainer:
             seed=(self.task.seed * 1_000_003 + self._site_seed + round) % 2**63,
             strategy=dict(strategy),
             proximal_mu=adjust.proximal_mu,
-            global_params={k: torch.from_numpy(v.copy()) for k, v in global_params.items()}
+            global_params={k: self._tensor(v.copy()) for k, v in global_params.items()}
             if adjust.proximal_mu
             else {},
-            grad_correction={k: torch.from_numpy(v) for k, v in adjust.grad_correction.items()},
+            grad_correction={k: self._tensor(v) for k, v in adjust.grad_correction.items()},
+            mixed_precision=self.task.mixed_precision,
         )
         started = time.perf_counter()
         if self.dp is not None and self.ledger is not None:
@@ -217,9 +234,12 @@ class LocalTrainer:
         update.update(self.strategy.update_extras(round, update, step_size, sent))
         return update, metrics
 
+    def _tensor(self, array: Any) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device)
+
     def _train_personal(self, global_params: Params, config: TrainConfig) -> None:
         assert self.personal is not None
-        pull = {k: torch.from_numpy(v.copy()) for k, v in global_params.items()}
+        pull = {k: self._tensor(v.copy()) for k, v in global_params.items()}
         personal_config = TrainConfig(
             round=config.round,
             local_epochs=config.local_epochs,
@@ -230,21 +250,23 @@ class LocalTrainer:
             seed=config.seed + 1,
             proximal_mu=self.personalization.ditto_lambda,
             global_params=pull,
+            mixed_precision=config.mixed_precision,
         )
         default_train(self.personal, self.x_train, self.y_train, personal_config)
 
     @torch.no_grad()
     def _scores(self, model: nn.Module) -> dict[str, float]:
         model.eval()
-        logits = model(self.x_test)
+        with autocast(self.device, self.task.mixed_precision):
+            logits = model(self.x_test).float()
         out = {
             "loss": float(nn.functional.cross_entropy(logits, self.y_test)),
             "accuracy": float((logits.argmax(1) == self.y_test).float().mean()),
         }
         # AUC for binary tasks, when the held-out split holds both classes.
         if self.data.num_classes == 2 and len(torch.unique(self.y_test)) == 2:
-            scores = torch.softmax(logits, dim=1)[:, 1].numpy()
-            out["auc"] = roc_auc(self.y_test.numpy(), scores)
+            scores = torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
+            out["auc"] = roc_auc(self.y_test.cpu().numpy(), scores)
         return out
 
     def evaluate(self, params: Params, final: bool = False) -> dict[str, float]:
@@ -264,13 +286,28 @@ class LocalTrainer:
                 optimizer=self.task.optimizer,
                 momentum=self.task.momentum,
                 seed=self.task.seed + self._site_seed,
+                mixed_precision=self.task.mixed_precision,
             )
             self.train_fn(personal, self.x_train, self.y_train, config)
         if personal is not None:
             metrics.update({f"personal_{k}": v for k, v in self._scores(personal).items()})
+            if final and self.personal_dir is not None:
+                self._save_personal(personal)
         if self.ledger is not None:
             metrics["epsilon"] = self.ledger.epsilon
         return metrics
+
+    def _save_personal(self, personal: nn.Module) -> None:
+        """The site's personal model, at the site: safetensors, written atomically."""
+        path = self.personal_dir / PERSONAL_MODEL_FILE if self.personal_dir else None
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_safetensors(
+            path,
+            model_params(personal),
+            {"site": self.site, "personalization": self.personalization.method},
+        )
 
     def held_out_size(self) -> int:
         return len(self.y_test)

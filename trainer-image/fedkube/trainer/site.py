@@ -37,10 +37,12 @@ def site_trainer(
     plugins: PluginPolicy | None = None,
     epsilon_cap: float | None = None,
     state_dir: Path | None = None,
+    personal_dir: Path | None = None,
     kind: type[LocalTrainer] = LocalTrainer,
 ) -> LocalTrainer:
     """The site's trainer: its strategy half, its allowed plug-ins, and its privacy ledger
-    (kept in ``state_dir`` across restarts; the lower of the job's and the site's cap)."""
+    (kept in ``state_dir`` across restarts; the lower of the job's and the site's cap). Its
+    personal model is saved in ``personal_dir`` (default ``state_dir``)."""
     spec = job.spec
     ledger = None
     dp = spec.privacy.record_level
@@ -57,6 +59,7 @@ def site_trainer(
         ledger,
         build_strategy(spec).site_half(),
         plugins=plugins,
+        personal_dir=personal_dir or state_dir,
     )
 
 
