@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from fedkube.spec.base import API_GROUP, API_VERSION, KIND
 from fedkube.spec.job import FederatedJob
+from fedkube.spec.pods import PodSettings
 from fedkube.spec.sites import SiteSpec
 
 MANIFEST_DIR = "/etc/fedkube"
@@ -33,7 +34,9 @@ AGGREGATOR_LINGER_SECONDS = 30
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    image: str = "fedkube/trainer:0.1.0"
+    # The engine image job pods run (Helm: image), and their imagePullPolicy (None: the
+    # cluster's default for the tag).
+    image: str = "fedkube/engine:0.1.0"
     # Host trainers dial for an aggregator in this cluster; {service} and {namespace} are
     # filled in. Host-network set-ups (and the test node agent) use 127.0.0.1.
     aggregator_host: str = "{service}.{namespace}.svc"
@@ -63,6 +66,28 @@ class OperatorSettings:
     run_as_user: int | None = 65532
     run_as_group: int | None = 65532
     fs_group: int | None = 65532
+    image_pull_policy: str | None = None
+    # This cluster's site (Helm site.name): the only site whose trainer runs here. None: the
+    # admin lets every site a job lists train here (a one-cluster consortium).
+    site: str | None = None
+    # GPUs a job's trainer pod may ask for here (Helm site.gpus), and their resource name.
+    max_gpus: int = 0
+    gpu_resource: str = "nvidia.com/gpu"
+    # Secrets a job may name for its certificates besides the conventional <job>-aggregator-tls
+    # and <job>-<site>-tls (Helm site.tlsSecrets), and claims it may name for its model
+    # (Helm jobStorage.allowedClaims): names or shell-style patterns. A job reaches no other
+    # Secret or claim.
+    allowed_secrets: tuple[str, ...] = ()
+    allowed_claims: tuple[str, ...] = ()
+    # NetworkPolicies per job (Helm networkPolicy): trainers reach only the aggregator; the
+    # aggregator accepts its trainers, these remote sites' CIDRs, and on its HTTP port the
+    # operator's namespace and these scrapers' namespaces. Trainers of a job whose aggregator
+    # is elsewhere may dial these CIDRs.
+    network_policy: bool = False
+    operator_namespace: str = ""
+    aggregator_ingress_cidrs: tuple[str, ...] = ()
+    scrape_namespaces: tuple[str, ...] = ()
+    remote_aggregator_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
 
     def data_volume(self) -> dict[str, Any] | None:
         if self.data_claim:
@@ -157,7 +182,9 @@ def aggregator_endpoint(job: FederatedJob, namespace: str, settings: OperatorSet
     return f"{host}:{job.spec.aggregator.port}"
 
 
-def _hardened(container: dict[str, Any]) -> dict[str, Any]:
+def _hardened(container: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    if settings.image_pull_policy:
+        container["imagePullPolicy"] = settings.image_pull_policy
     container["securityContext"] = {
         "runAsNonRoot": True,
         "readOnlyRootFilesystem": True,
@@ -173,20 +200,30 @@ def _pod(
     container: dict[str, Any],
     volumes: list[dict[str, Any]],
     settings: OperatorSettings,
+    asked: PodSettings,
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": meta,
-        "spec": {
-            "restartPolicy": "Never",  # the operator recreates failed pods, counting them
-            "enableServiceLinks": False,
-            "automountServiceAccountToken": False,
-            "securityContext": settings.pod_security_context(),
-            "containers": [_hardened(container)],
-            "volumes": volumes,
-        },
+    """A job pod: the site's hardening and volumes, and what the job asked (``spec.pods``):
+    resources, GPUs, nodeSelector, tolerations. Nothing the job asks reaches a volume."""
+    resources = asked.resources.model_dump(by_alias=True, exclude_none=True)
+    if asked.gpus:
+        # Extended resources are given by limit (the request follows it).
+        resources.setdefault("limits", {})[settings.gpu_resource] = asked.gpus
+    container["resources"] = {k: v for k, v in resources.items() if v}
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # the operator recreates failed pods, counting them
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "securityContext": settings.pod_security_context(),
+        "containers": [_hardened(container, settings)],
+        "volumes": volumes,
     }
+    if asked.node_selector:
+        spec["nodeSelector"] = dict(asked.node_selector)
+    if asked.tolerations:
+        spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in asked.tolerations
+        ]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
 def _common_volumes(job: str) -> list[dict[str, Any]]:
@@ -265,7 +302,7 @@ def aggregator_pod(
         "prometheus.io/port": str(spec.aggregator.http_port),
         "prometheus.io/path": "/metrics",
     }
-    return _pod(meta, container, volumes, settings)
+    return _pod(meta, container, volumes, settings, spec.pods.aggregator)
 
 
 def _site_state(
@@ -328,6 +365,7 @@ def trainer_pod(
         container,
         [*_common_volumes(job.name), *tls_volumes, *data_volumes, *state_volumes],
         settings,
+        job.spec.pods.trainer,
     )
 
 

@@ -57,7 +57,9 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
     started = time.perf_counter()
     with memo.locks[(ns, name)]:
         try:
-            pods, has_service, has_config, has_claim = memo.kube.observe(ns, name)
+            pods, has_service, has_config, has_claim, has_policies = memo.kube.observe(
+                ns, name, memo.settings.network_policy
+            )
             try:
                 job = parse_job(resource)
                 progress = fetch_progress(progress_url(job, pods, memo.settings))
@@ -65,7 +67,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
                 progress = None
             result = plan(
                 resource,
-                Observed(pods, has_service, has_config, progress, _now(), has_claim),
+                Observed(pods, has_service, has_config, progress, _now(), has_claim, has_policies),
                 memo.settings,
             )
             for obj in result.create:

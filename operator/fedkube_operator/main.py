@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 import kopf
 from kubernetes import config as kube_config
@@ -12,6 +13,7 @@ from prometheus_client import start_http_server
 
 from fedkube_operator import handlers  # noqa: F401 - registers the handlers
 from fedkube_operator.desired import OperatorSettings
+from fedkube_operator.kube import Kube
 from fedkube_operator.metrics import OperatorMetrics
 
 
@@ -35,6 +37,83 @@ def main(argv: list[str] | None = None) -> int:
         "--health-port", type=int, default=int(os.environ.get("FEDKUBE_HEALTH_PORT", "8081"))
     )
     ap.add_argument("--image", default=os.environ.get("FEDKUBE_IMAGE", OperatorSettings.image))
+    ap.add_argument(
+        "--image-pull-policy",
+        choices=["Always", "IfNotPresent", "Never"],
+        default=os.environ.get("FEDKUBE_IMAGE_PULL_POLICY") or None,
+        help="the job pods' imagePullPolicy (default: Kubernetes's)",
+    )
+    ap.add_argument(
+        "--site",
+        default=os.environ.get("FEDKUBE_SITE") or None,
+        help="this cluster's site: only its trainer runs here, and a job that lists another "
+        "site as training here is refused (default: every site a job lists)",
+    )
+    ap.add_argument(
+        "--max-gpus",
+        type=int,
+        default=int(os.environ.get("FEDKUBE_MAX_GPUS", "0")),
+        help="GPUs a job's trainer pod may ask for here (spec.pods.trainer.gpus); default 0",
+    )
+    ap.add_argument(
+        "--gpu-resource",
+        default=os.environ.get("FEDKUBE_GPU_RESOURCE", OperatorSettings.gpu_resource),
+        help="the extended resource a GPU is asked by (default nvidia.com/gpu)",
+    )
+    ap.add_argument(
+        "--allow-secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Secret (name or shell-style pattern) a job may name for its certificates "
+        "(spec.security.mutualTls), besides the conventional <job>-aggregator-tls and "
+        "<job>-<site>-tls",
+    )
+    ap.add_argument(
+        "--allow-claim",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a claim (name or shell-style pattern) a job may name for its model and "
+        "checkpoints (spec.checkpoint.claimName)",
+    )
+    ap.add_argument(
+        "--network-policy",
+        action="store_true",
+        default=os.environ.get("FEDKUBE_NETWORK_POLICY", "") == "true",
+        help="give each job NetworkPolicies: trainers reach only the aggregator, which "
+        "accepts only its trainers and the CIDRs below",
+    )
+    ap.add_argument(
+        "--operator-namespace",
+        default=os.environ.get("POD_NAMESPACE", ""),
+        help="the operator's namespace, let in to the aggregators' /progress",
+    )
+    ap.add_argument(
+        "--aggregator-ingress-cidr",
+        action="append",
+        default=[],
+        help="addresses of other organisations' trainers, let in to an aggregator here",
+    )
+    ap.add_argument(
+        "--scrape-namespace",
+        action="append",
+        default=[],
+        help="a namespace whose pods may scrape the aggregators' /metrics",
+    )
+    ap.add_argument(
+        "--remote-aggregator-cidr",
+        action="append",
+        default=[],
+        help="addresses trainers here may dial for an aggregator at another organisation "
+        "(default 0.0.0.0/0, on the endpoint's port only)",
+    )
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="check this operator's access (the FederatedJob API, every permission it needs) "
+        "and exit: 0 when all is there (the chart's helm test)",
+    )
     ap.add_argument(
         "--allow-import",
         action="append",
@@ -110,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         kube_config.load_incluster_config()
     except kube_config.ConfigException:
         kube_config.load_kube_config()
+    if args.check:
+        return _check(args.namespace or [])
     metrics = OperatorMetrics()
     start_http_server(args.metrics_port, registry=metrics.registry)
     memo = kopf.Memo(
@@ -128,6 +209,17 @@ def main(argv: list[str] | None = None) -> int:
             run_as_user=args.pod_user,
             run_as_group=args.pod_group,
             fs_group=args.pod_fs_group,
+            image_pull_policy=args.image_pull_policy,
+            site=args.site,
+            max_gpus=args.max_gpus,
+            gpu_resource=args.gpu_resource,
+            allowed_secrets=tuple(args.allow_secret),
+            allowed_claims=tuple(args.allow_claim),
+            network_policy=args.network_policy,
+            operator_namespace=args.operator_namespace,
+            aggregator_ingress_cidrs=tuple(args.aggregator_ingress_cidr),
+            scrape_namespaces=tuple(args.scrape_namespace),
+            remote_aggregator_cidrs=tuple(args.remote_aggregator_cidr or ["0.0.0.0/0"]),
         ),
         metrics=metrics,
     )
@@ -138,6 +230,26 @@ def main(argv: list[str] | None = None) -> int:
         memo=memo,
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
     )
+    return 0
+
+
+def _check(namespaces: list[str]) -> int:
+    kube = Kube()
+    problems = kube.missing_permissions(namespaces)
+    served = kube.federated_jobs_served(namespaces)
+    if served is not None:
+        problems.insert(0, served)
+    where = ", ".join(namespaces) or "every namespace"
+    if problems:
+        print(f"fedkube-operator cannot do its work in {where}:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        print(
+            "Install the chart's CRD and RBAC (helm upgrade --install), or grant these.",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"fedkube-operator: the FederatedJob API answers; every permission is there ({where})")
     return 0
 
 

@@ -23,6 +23,7 @@ from fedkube_operator.desired import (
     output_claim,
     trainer_name,
 )
+from fedkube_operator.network_policy import network_policies
 from fedkube_operator.site_policy import site_policy_problems
 from fedkube_operator.status_model import Condition, JobStatus, SiteStatus
 
@@ -35,6 +36,7 @@ class Observed:
     progress: Progress | None
     now: str
     has_claim: bool = False  # the job's own output claim exists
+    has_network_policies: bool = False  # the job's NetworkPolicies exist
 
 
 @dataclass
@@ -209,6 +211,8 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
         result.create.append(want.service)
     if want.claim is not None and not observed.has_claim:
         result.create.append(want.claim)
+    if not observed.has_network_policies:
+        result.create.extend(network_policies(resource, job, settings))
     if _pods(result, job, observed, want.pods):
         _outcome(result, job, observed)
     return result

@@ -4,6 +4,7 @@ pod starts, with a condition naming the field."""
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from pathlib import PurePosixPath
 
 from fedkube.spec.job import FederatedJob
@@ -22,7 +23,40 @@ def site_policy_problems(job: FederatedJob, settings: OperatorSettings) -> list[
             f"cluster, and this site allows {', '.join(settings.aggregator_service_types)} "
             "(Helm value site.aggregatorServiceTypes)"
         )
+    claim = job.spec.checkpoint.claim_name
+    if claim is not None and not _allowed(claim, settings.allowed_claims):
+        problems.append(
+            f"spec.checkpoint.claimName: {claim!r} is not a claim this site lets jobs write "
+            "their model to (Helm value jobStorage.allowedClaims); leave it out for the job's "
+            "own claim"
+        )
+    tls = job.spec.security.mutual_tls
+    if tls is not None:
+        named = [("aggregatorSecretName", tls.aggregator_secret_name)] + [
+            (f"siteSecretNames.{site}", secret) for site, secret in tls.site_secret_names.items()
+        ]
+        for field, secret in named:
+            if secret is not None and not _allowed(secret, settings.allowed_secrets):
+                problems.append(
+                    f"spec.security.mutualTls.{field}: {secret!r} is not a Secret this site "
+                    "offers jobs (Helm value site.tlsSecrets); leave it out for the "
+                    "conventional <job>-aggregator-tls or <job>-<site>-tls"
+                )
+    gpus = job.spec.pods.trainer.gpus
+    if gpus > settings.max_gpus:
+        offered = f"{settings.max_gpus}" if settings.max_gpus else "none"
+        problems.append(
+            f"spec.pods.trainer.gpus: the job asks {gpus} GPU(s) for each trainer and this site "
+            f"offers {offered} (Helm value site.gpus)"
+        )
     for i, site in enumerate(job.spec.sites):
+        if settings.site and not site.remote and site.name != settings.site:
+            problems.append(
+                f"spec.sites[{i}].remote: this cluster is site {settings.site!r} (Helm value "
+                f"site.name) and trains for no other; mark {site.name!r} remote: true (it trains "
+                "in its own cluster)"
+            )
+            continue
         if site.remote or site.data is None or site.data.file is None:
             continue
         if settings.data_volume() is None:
@@ -39,3 +73,8 @@ def site_policy_problems(job: FederatedJob, settings: OperatorSettings) -> list[
                 "volume; give a path relative to it"
             )
     return problems
+
+
+def _allowed(name: str, patterns: tuple[str, ...]) -> bool:
+    """A name the site offers: one of its names or shell-style patterns ("ward-*")."""
+    return any(fnmatchcase(name, pattern) for pattern in patterns)

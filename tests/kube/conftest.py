@@ -95,6 +95,11 @@ def second_operator(
     second_node_agent: NodeAgent,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(second_control_plane, tmp_path_factory.mktemp("operator-second")).start()
+    # Hospital B's cluster trains for hospital B alone (Helm value site.name).
+    op = OperatorProcess(
+        second_control_plane,
+        tmp_path_factory.mktemp("operator-second"),
+        ("--site", "hospital-b"),
+    ).start()
     yield op
     op.stop()

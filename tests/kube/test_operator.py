@@ -590,3 +590,41 @@ def test_a_trainer_pod_recreated_mid_job_keeps_its_privacy_ledger(
     assert all(later >= earlier for earlier, later in itertools.pairwise(seen))
     assert seen[-1] > before
     assert pods(control_plane, namespace, "ledger")["ledger-trainer-hospital-a"]
+    # Each site's fine-tuned (personal) model is saved at the site, beside its ledger, and
+    # nowhere in the job's own claim.
+    for site in (s["name"] for s in doc["spec"]["sites"]):
+        assert load_file(ledgers / site / "personal-model.safetensors")
+    job_claim = node_agent.claim_dir(namespace, "ledger-output")
+    assert not list(job_claim.rglob("personal-model.safetensors"))
+
+
+def test_the_operators_check_finds_every_permission_and_names_what_is_missing(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    """`fedkube-operator --check` (the chart's helm test) as the chart's ServiceAccount, and
+    as one with no rights at all."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.kube_harness.operator_env import service_account_kubeconfig
+
+    def check(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, KUBECONFIG=str(kubeconfig))
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        return subprocess.run(
+            [sys.executable, "-m", "fedkube_operator", "--check", *args],
+            capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+
+    granted = check(operator.kubeconfig)
+    assert granted.returncode == 0, granted.stderr
+    assert "every permission is there (every namespace)" in granted.stdout
+    control_plane.kubectl("create", "serviceaccount", "nobody", "-n", namespace)
+    nobody = service_account_kubeconfig(control_plane, tmp_path / "nobody", "nobody", namespace)
+    refused = check(nobody, "--namespace", namespace)
+    assert refused.returncode == 1
+    assert f"cannot do its work in {namespace}" in refused.stderr
+    assert f"create pods in {namespace}" in refused.stderr
+    assert f"patch federatedjobs/status.fedkube.io in {namespace}" in refused.stderr
+    assert "listing federatedjobs.fedkube.io failed: 403" in refused.stderr

@@ -48,10 +48,10 @@ def install_crd_and_rbac(cp: ControlPlane) -> None:
     cp.kubectl("apply", "-f", "-", input=rendered)
 
 
-def service_account_kubeconfig(cp: ControlPlane, path: Path) -> Path:
-    token = cp.kubectl(
-        "create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=4h"
-    ).stdout.strip()
+def service_account_kubeconfig(
+    cp: ControlPlane, path: Path, account: str = SERVICE_ACCOUNT, namespace: str = NAMESPACE
+) -> Path:
+    token = cp.kubectl("create", "token", account, "-n", namespace, "--duration=4h").stdout.strip()
     path.write_text(
         f"""apiVersion: v1
 kind: Config
@@ -71,9 +71,11 @@ current-context: c
 
 
 class OperatorProcess:
-    def __init__(self, cp: ControlPlane, folder: Path) -> None:
+    def __init__(self, cp: ControlPlane, folder: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.cp = cp
         self.folder = folder
+        # Flags for this site only (its Helm values), after the shared test site's.
+        self.extra_args = extra_args
         folder.mkdir(parents=True, exist_ok=True)
         install_crd_and_rbac(cp)
         self.kubeconfig = service_account_kubeconfig(cp, folder / "operator.kubeconfig")
@@ -109,6 +111,18 @@ class OperatorProcess:
                     # And where its trainers keep their privacy ledgers.
                     "--state-claim",
                     STATE_CLAIM,
+                    # The claims and Secrets its jobs may name (the restart tests' claims,
+                    # the TLS test's Secret).
+                    "--allow-claim",
+                    "*-state",
+                    "--allow-secret",
+                    "hospital-a-tls",
+                    # Aggregators may be NodePort Services here (the two-hospital walkthrough).
+                    "--aggregator-service-type",
+                    "ClusterIP",
+                    "--aggregator-service-type",
+                    "NodePort",
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

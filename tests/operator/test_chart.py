@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 import yaml
+from fedkube_operator.permissions import REQUIRED, Permission
 
 from tests.kube_harness.controlplane import ROOT, binaries
 
@@ -91,6 +92,8 @@ def test_the_operator_pod_takes_the_sites_scheduling_and_image_settings() -> Non
     digest = "sha256:" + "ab" * 32
     docs = rendered(
         f"image.digest={digest}",
+        "image.pullPolicy=Always",
+        "operator.image.tag=2.0.0",
         "image.pullSecrets={regcred}",
         "operator.nodeSelector.zone=secure",
         "operator.priorityClassName=clinical",
@@ -98,8 +101,10 @@ def test_the_operator_pod_takes_the_sites_scheduling_and_image_settings() -> Non
     )
     spec = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     container = spec["containers"][0]
-    assert container["image"] == f"fedkube/trainer@{digest}"
-    assert {"name": "FEDKUBE_IMAGE", "value": f"fedkube/trainer@{digest}"} in container["env"]
+    # The operator runs its own image (no torch); job pods get the engine's, pulled as asked.
+    assert container["image"] == "fedkube/operator:2.0.0"
+    assert {"name": "FEDKUBE_IMAGE", "value": f"fedkube/engine@{digest}"} in container["env"]
+    assert "--image-pull-policy=Always" in container["args"]
     assert spec["imagePullSecrets"] == [{"name": "regcred"}]
     assert spec["nodeSelector"] == {"zone": "secure"}
     assert spec["priorityClassName"] == "clinical"
@@ -112,3 +117,85 @@ def test_the_operator_pod_takes_the_sites_scheduling_and_image_settings() -> Non
     assert "--pod-user=none" in container["args"] and "--pod-group=65532" in container["args"]
     service = next(d for d in docs if d["kind"] == "Service")
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics"}]
+
+
+def test_the_charts_rbac_grants_exactly_what_the_operator_checks_for() -> None:
+    """`fedkube-operator --check` (helm test) asks for permissions.REQUIRED; the chart's
+    rules grant that and nothing more, cluster-wide or per watched namespace."""
+    for sets in ([], ["operator.watchNamespaces={ward-a}"]):
+        docs = rendered(*sets)
+        role = next(d for d in docs if d["kind"] in ("ClusterRole", "Role"))
+        granted = {
+            Permission(group, resource, verb)
+            for rule in role["rules"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+            for verb in rule["verbs"]
+        }
+        assert granted == set(REQUIRED)
+
+
+def test_the_crd_is_a_template_kept_on_uninstall_and_can_be_left_out() -> None:
+    crd = next(d for d in rendered() if d["kind"] == "CustomResourceDefinition")
+    assert crd["metadata"]["name"] == "federatedjobs.fedkube.io"
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    generated = yaml.safe_load((ROOT / "crds" / "federatedjobs.yaml").read_text())
+    assert crd["spec"] == generated["spec"]
+    assert (
+        "annotations"
+        not in next(
+            d for d in rendered("crds.keep=false") if d["kind"] == "CustomResourceDefinition"
+        )["metadata"]
+    )
+    assert "CustomResourceDefinition" not in {d["kind"] for d in rendered("crds.enabled=false")}
+
+
+def test_helm_test_runs_the_operators_check_as_its_service_account() -> None:
+    out = helm("template", "fedkube", CHART, "--namespace", "fedkube-system", "--set",
+               "operator.watchNamespaces={ward-a}", "--show-only",
+               "templates/tests/operator-access.yaml")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    pod = yaml.safe_load(out.stdout)
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["serviceAccountName"] == "fedkube-operator"
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "fedkube/operator:0.1.0"
+    assert container["args"] == ["--check", "--namespace=ward-a"]
+    assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_network_policies_and_the_sites_gpu_secret_and_claim_offers_reach_the_operator() -> None:
+    docs = rendered(
+        "networkPolicy.enabled=true",
+        "networkPolicy.aggregatorIngressCidrs={203.0.113.0/24}",
+        "networkPolicy.scrapeNamespaces={monitoring}",
+        "site.name=hospital-a",
+        "site.gpus.max=2",
+        "site.tlsSecrets={hospital-a-tls}",
+        "jobStorage.allowedClaims={ward-models}",
+    )
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    for arg in (
+        "--network-policy",
+        "--aggregator-ingress-cidr=203.0.113.0/24",
+        "--scrape-namespace=monitoring",
+        "--remote-aggregator-cidr=0.0.0.0/0",
+        "--site=hospital-a",
+        "--max-gpus=2",
+        "--gpu-resource=nvidia.com/gpu",
+        "--allow-secret=hospital-a-tls",
+        "--allow-claim=ward-models",
+    ):
+        assert arg in args, args
+    namespace = next(e for e in container["env"] if e["name"] == "POD_NAMESPACE")
+    assert namespace["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert (
+        "--network-policy"
+        not in next(d for d in rendered() if d["kind"] == "Deployment")["spec"]["template"]["spec"][
+            "containers"
+        ][0]["args"]
+    )
+    out = helm("template", "fedkube", CHART, "--set", "networkPolicy.aggregatorIngressCidrs={x}")
+    assert out.returncode != 0 and "at '/networkPolicy/aggregatorIngressCidrs/0'" in out.stderr

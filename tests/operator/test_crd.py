@@ -68,6 +68,7 @@ def test_chart_lints_and_renders(tmp_path: Path) -> None:
         "ClusterRoleBinding",
         "CustomResourceDefinition",
         "Deployment",
+        "Pod",  # helm test's
         "Service",
         "ServiceAccount",
     ]

@@ -280,7 +280,7 @@ def test_the_model_lives_on_the_jobs_own_claim_which_pod_cleanup_never_deletes()
     assert p.status.model_volume == "breast-cancer-output"
     # A job that names its own claim gets none made, and its status names that one.
     named = resource(checkpoint={"claimName": "ward-models"})
-    p = plan(named, observed(), replace(SETTINGS, job_storage_class="fast"))
+    p = plan(named, observed(), replace(SETTINGS, allowed_claims=("ward-*",)))
     assert all(o["kind"] != "PersistentVolumeClaim" for o in p.create)
     assert p.status.model_volume == "ward-models"
     # When the job has succeeded, pod clean-up deletes pods only.
@@ -318,3 +318,157 @@ def test_the_aggregator_is_exposed_only_as_the_site_allows() -> None:
     assert service["metadata"]["annotations"] == {"example.com/internal": "false"}
     with pytest.raises(SpecError, match="nodePort is for type NodePort, not ClusterIP"):
         parse_job(resource(aggregator={"service": {"nodePort": 31070}}))
+
+
+def test_a_job_asks_resources_gpus_and_placement_for_its_pods_within_what_the_site_offers() -> None:
+    asked = {
+        "trainer": {
+            "gpus": 1,
+            "resources": {
+                "requests": {"cpu": "500m", "memory": "1Gi"},
+                "limits": {"memory": "2Gi", "ephemeral-storage": "1Gi"},
+            },
+            "nodeSelector": {"accelerator": "h100"},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+        },
+        "aggregator": {"resources": {"requests": {"cpu": "1", "memory": "512Mi"}}},
+    }
+    job = resource(pods=asked)
+    refused = plan(job, observed(), SETTINGS)  # the site offers no GPU by default
+    assert refused.create == [] and refused.status.phase == "Failed"
+    condition = next(c for c in refused.status.conditions if c.type == "SpecValid")
+    assert condition.reason == "RefusedBySite"
+    assert condition.message.startswith("spec.pods.trainer.gpus: the job asks 1 GPU(s)")
+
+    gpu_site = replace(SETTINGS, max_gpus=2, gpu_resource="example.com/gpu")
+    want = desired(job, parse_job(job), gpu_site)
+    trainer = want.pods[trainer_name("breast-cancer", "hospital-a")]["spec"]
+    assert trainer["containers"][0]["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"memory": "2Gi", "ephemeral-storage": "1Gi", "example.com/gpu": 1},
+    }
+    assert trainer["nodeSelector"] == {"accelerator": "h100"}
+    assert trainer["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    aggregator = want.pods[aggregator_name("breast-cancer")]["spec"]
+    assert aggregator["containers"][0]["resources"] == {"requests": {"cpu": "1", "memory": "512Mi"}}
+    assert "nodeSelector" not in aggregator and "tolerations" not in aggregator
+    # What a job asks never adds a volume: the pods' volumes are the site's alone.
+    plain = desired(resource(), parse_job(resource()), gpu_site)
+    for name, p in want.pods.items():
+        assert p["spec"]["volumes"] == plain.pods[name]["spec"]["volumes"]
+
+
+@pytest.mark.parametrize(
+    ("pods", "message"),
+    [
+        ({"aggregator": {"gpus": 1}}, "pods.aggregator.gpus: the aggregator trains nothing"),
+        ({"trainer": {"resources": {"limits": {"memory": "lots"}}}}, "pods.trainer.resources"),
+        ({"trainer": {"volumes": [{"hostPath": "/"}]}}, "pods.trainer.volumes"),
+    ],
+    ids=["gpu for the aggregator", "bad quantity", "a volume"],
+)
+def test_what_a_job_may_not_ask_of_its_pods_fails_validation(
+    pods: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SpecError, match=message.replace(".", r"\.")):
+        parse_job(resource(pods=pods))
+
+
+def test_a_cluster_with_a_site_name_trains_only_that_site() -> None:
+    mine = replace(SETTINGS, site="hospital-c")
+    refused = plan(resource(), observed(), mine)
+    assert refused.create == [] and refused.status.phase == "Failed"
+    condition = next(c for c in refused.status.conditions if c.type == "SpecValid")
+    assert condition.reason == "RefusedBySite"
+    assert condition.message.startswith(
+        "spec.sites[0].remote: this cluster is site 'hospital-c' (Helm value site.name)"
+    )
+    doc = resource()
+    for site in doc["spec"]["sites"]:
+        if site["name"] != "hospital-c":
+            site.update(remote=True)
+            site.pop("data", None)
+    doc["spec"]["minSitesPerRound"] = 1
+    doc["spec"]["security"] = {"mutualTls": {}}  # remote sites cross organisations
+    pods = desired(doc, parse_job(doc), mine).pods
+    assert set(pods) == {
+        aggregator_name("breast-cancer"),
+        trainer_name("breast-cancer", "hospital-c"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"checkpoint": {"claimName": "payroll"}}, "spec.checkpoint.claimName: 'payroll'"),
+        (
+            {"security": {"mutualTls": {"aggregatorSecretName": "db-password"}}},
+            "spec.security.mutualTls.aggregatorSecretName: 'db-password'",
+        ),
+        (
+            {"security": {"mutualTls": {"siteSecretNames": {"hospital-b": "other-tls"}}}},
+            "spec.security.mutualTls.siteSecretNames.hospital-b: 'other-tls'",
+        ),
+    ],
+    ids=["claim", "aggregator secret", "site secret"],
+)
+def test_a_job_naming_a_claim_or_secret_the_site_did_not_offer_is_refused(
+    spec: dict[str, Any], field: str
+) -> None:
+    refused = plan(resource(**spec), observed(), SETTINGS)
+    assert refused.create == [] and refused.status.phase == "Failed"
+    condition = next(c for c in refused.status.conditions if c.type == "SpecValid")
+    assert condition.reason == "RefusedBySite" and condition.message.startswith(field)
+    offering = replace(SETTINGS, allowed_claims=("payroll",), allowed_secrets=("*-tls", "db-*"))
+    assert plan(resource(**spec), observed(), offering).status.phase != "Failed"
+
+
+def test_network_policies_let_trainers_reach_only_the_aggregator() -> None:
+    assert all(o["kind"] != "NetworkPolicy" for o in plan(resource(), observed(), SETTINGS).create)
+    site = replace(
+        SETTINGS,
+        network_policy=True,
+        operator_namespace="fedkube-system",
+        aggregator_ingress_cidrs=("203.0.113.0/24",),
+        scrape_namespaces=("monitoring",),
+    )
+    created = plan(resource(aggregator={"port": 7070, "httpPort": 9090}), observed(), site).create
+    policies = {o["metadata"]["name"]: o for o in created if o["kind"] == "NetworkPolicy"}
+    assert set(policies) == {"breast-cancer-trainers", "breast-cancer-aggregator"}
+    assert all(p["metadata"]["ownerReferences"][0]["uid"] == "u-1" for p in policies.values())
+    trainers = policies["breast-cancer-trainers"]["spec"]
+    job = {"fedkube.io/job": "breast-cancer"}
+    assert trainers["podSelector"]["matchLabels"] == {**job, "fedkube.io/role": "trainer"}
+    assert trainers["ingress"] == []
+    to_aggregator, dns = trainers["egress"]
+    assert to_aggregator == {
+        "to": [{"podSelector": {"matchLabels": {**job, "fedkube.io/role": "aggregator"}}}],
+        "ports": [{"protocol": "TCP", "port": 7070}],
+    }
+    assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
+    aggregator = policies["breast-cancer-aggregator"]["spec"]
+    grpc, http = aggregator["ingress"]
+    assert grpc["from"] == [
+        {"podSelector": {"matchLabels": {**job, "fedkube.io/role": "trainer"}}},
+        {"ipBlock": {"cidr": "203.0.113.0/24"}},
+    ]
+    assert grpc["ports"] == [{"protocol": "TCP", "port": 7070}]
+    assert http["ports"] == [{"protocol": "TCP", "port": 9090}]
+    assert [f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for f in http["from"]] == ["fedkube-system", "monitoring"]  # fmt: skip
+    # Once they exist, nothing is made again.
+    again = plan(resource(), replace(observed(), has_network_policies=True), site).create
+    assert all(o["kind"] != "NetworkPolicy" for o in again)
+    # A job whose aggregator is at another organisation: its trainers dial that port only.
+    remote = resource(aggregator={"endpoint": "agg.hospital-a.example.org:30707"},
+                      security={"mutualTls": {}})  # fmt: skip
+    made = [o for o in plan(remote, observed(), site).create if o["kind"] == "NetworkPolicy"]
+    assert [o["metadata"]["name"] for o in made] == ["breast-cancer-trainers"]
+    assert made[0]["spec"]["egress"][0] == {
+        "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+        "ports": [{"protocol": "TCP", "port": 30707}],
+    }

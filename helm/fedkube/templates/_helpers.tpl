@@ -13,11 +13,47 @@ fedkube.io/site: {{ .Values.site.name | quote }}
 {{- if kindIs "invalid" . }}none{{ else }}{{ . | int64 }}{{ end }}
 {{- end -}}
 
-{{- /* The engine image: by digest when one is given, else by tag (default: appVersion). */ -}}
-{{- define "fedkube.image" -}}
-{{- if .Values.image.digest -}}
-{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- /* An image by digest when one is given, else by tag (default: appVersion).
+       Called with (list .Values.image .Chart.AppVersion). */ -}}
+{{- define "fedkube.imageRef" -}}
+{{- $image := index . 0 -}}
+{{- if $image.digest -}}
+{{ $image.repository }}@{{ $image.digest }}
 {{- else -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{ $image.repository }}:{{ $image.tag | default (index . 1) }}
 {{- end -}}
+{{- end -}}
+
+{{- /* The engine image, which job pods run. */ -}}
+{{- define "fedkube.image" -}}
+{{ include "fedkube.imageRef" (list .Values.image .Chart.AppVersion) }}
+{{- end -}}
+
+{{- /* The operator's image (no torch). */ -}}
+{{- define "fedkube.operatorImage" -}}
+{{ include "fedkube.imageRef" (list .Values.operator.image .Chart.AppVersion) }}
+{{- end -}}
+
+{{- /* The operator pod's security context: the restricted Pod Security Standard. */ -}}
+{{- define "fedkube.podSecurityContext" -}}
+runAsNonRoot: true
+seccompProfile: {type: RuntimeDefault}
+{{- with .Values.podSecurity }}
+{{- if not (kindIs "invalid" .runAsUser) }}
+runAsUser: {{ .runAsUser | int64 }}
+{{- end }}
+{{- if not (kindIs "invalid" .runAsGroup) }}
+runAsGroup: {{ .runAsGroup | int64 }}
+{{- end }}
+{{- if not (kindIs "invalid" .fsGroup) }}
+fsGroup: {{ .fsGroup | int64 }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- /* A container's hardening: read-only root, no privilege, no capability. */ -}}
+{{- define "fedkube.containerSecurityContext" -}}
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+capabilities: {drop: ["ALL"]}
 {{- end -}}

@@ -1,0 +1,92 @@
+"""A job's NetworkPolicies (Helm networkPolicy.enabled): its trainers may reach only its
+aggregator (and DNS); its aggregator accepts only its trainers, the remote sites' addresses
+the site admin lists, and the operator (progress) and scrapers on its HTTP port."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedkube.spec.job import FederatedJob
+
+from fedkube_operator.desired import (
+    LABEL_JOB,
+    LABEL_ROLE,
+    OperatorSettings,
+    _meta,
+    aggregator_name,
+)
+
+_NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+_DNS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+
+
+def _policy(resource: dict[str, Any], name: str, role: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(resource, name, role),
+        "spec": spec,
+    }
+
+
+def _pods(job: FederatedJob, role: str) -> dict[str, Any]:
+    return {"matchLabels": {LABEL_JOB: job.name, LABEL_ROLE: role}}
+
+
+def network_policies(
+    resource: dict[str, Any], job: FederatedJob, settings: OperatorSettings
+) -> list[dict[str, Any]]:
+    if not settings.network_policy:
+        return []
+    agg = job.spec.aggregator
+    if agg.endpoint is None:  # the aggregator runs here: trainers dial its pod
+        to_aggregator: list[dict[str, Any]] = [
+            {"to": [{"podSelector": _pods(job, "aggregator")}],
+             "ports": [{"protocol": "TCP", "port": agg.port}]}
+        ]  # fmt: skip
+    else:  # it runs at another organisation: the addresses the site admin allows
+        port = int(agg.endpoint.rsplit(":", 1)[1])
+        to_aggregator = [
+            {"to": [{"ipBlock": {"cidr": c}} for c in settings.remote_aggregator_cidrs],
+             "ports": [{"protocol": "TCP", "port": port}]}
+        ]  # fmt: skip
+    policies = [
+        _policy(
+            resource,
+            f"{job.name}-trainers",
+            "trainer",
+            {
+                "podSelector": _pods(job, "trainer"),
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [],  # nothing dials a trainer
+                "egress": [*to_aggregator, {"ports": _DNS}],
+            },
+        )
+    ]
+    if agg.endpoint is None:
+        from_trainers: list[dict[str, Any]] = [{"podSelector": _pods(job, "trainer")}]
+        from_remote = [{"ipBlock": {"cidr": c}} for c in settings.aggregator_ingress_cidrs]
+        http_from = [
+            {"namespaceSelector": {"matchLabels": {_NAMESPACE_LABEL: ns}}}
+            for ns in dict.fromkeys([settings.operator_namespace, *settings.scrape_namespaces])
+            if ns
+        ]
+        policies.append(
+            _policy(
+                resource,
+                aggregator_name(job.name),
+                "aggregator",
+                {
+                    "podSelector": _pods(job, "aggregator"),
+                    "policyTypes": ["Ingress", "Egress"],
+                    "ingress": [
+                        {"from": [*from_trainers, *from_remote],
+                         "ports": [{"protocol": "TCP", "port": agg.port}]},
+                        {"from": http_from,
+                         "ports": [{"protocol": "TCP", "port": agg.http_port}]},
+                    ],
+                    "egress": [{"ports": _DNS}],  # it dials no one
+                },
+            )
+        )  # fmt: skip
+    return policies

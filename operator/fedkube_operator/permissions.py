@@ -1,0 +1,39 @@
+"""What the operator may do in the API, as data: the chart's RBAC grants exactly this (a test
+compares them) and `fedkube-operator --check` (the chart's `helm test`) asks the API server
+whether the operator's ServiceAccount really has it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Permission:
+    group: str  # "" is the core API group
+    resource: str
+    verb: str
+
+    def __str__(self) -> str:
+        where = f"{self.resource}.{self.group}" if self.group else self.resource
+        return f"{self.verb} {where}"
+
+
+def _each(group: str, resources: tuple[str, ...], verbs: tuple[str, ...]) -> list[Permission]:
+    return [Permission(group, r, v) for r in resources for v in verbs]
+
+
+_OBSERVE_CREATE = ("get", "list", "watch", "create")
+
+REQUIRED: tuple[Permission, ...] = (
+    # The jobs: watched, annotated by kopf (its bookkeeping), status written.
+    *_each("fedkube.io", ("federatedjobs",), ("get", "list", "watch", "patch")),
+    *_each("fedkube.io", ("federatedjobs/status",), ("get", "patch")),
+    # What a job runs on: created, observed, and failed or finished pods removed.
+    *_each("", ("pods",), ("get", "list", "watch", "create", "delete")),
+    *_each("", ("services", "configmaps", "persistentvolumeclaims"), _OBSERVE_CREATE),
+    # Each job's NetworkPolicies (Helm networkPolicy.enabled).
+    *_each("networking.k8s.io", ("networkpolicies",), _OBSERVE_CREATE),
+    # Events on the main transitions.
+    *_each("", ("events",), ("create", "patch")),
+    *_each("events.k8s.io", ("events",), ("create", "patch")),
+)
