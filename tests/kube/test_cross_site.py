@@ -1,21 +1,34 @@
-"""Two clusters, one job: the coordinator's cluster runs the aggregator and two sites; a second
-hospital's cluster applies the job with the aggregator's endpoint and runs its own site."""
+"""Two hospitals, two clusters, one job: docs/deploy.md's walkthrough, step for step.
+
+Hospital A's cluster runs the aggregator and hospital A's trainer; hospital B's cluster
+(Helm value site.name=hospital-b) runs hospital B's trainer only, dialling A's aggregator with
+mutual TLS. The manifests are the repository's examples/two-hospitals/ files as they are,
+but for addresses: here every pod shares the machine's loopback (no cloud load balancer, no
+kube-proxy), so the aggregator's ports are free ones and hospital B dials 127.0.0.1. The
+helm install and helm test steps are tests/kube/test_images.py's; here each cluster's operator
+is a process with the flags those values give (tests/kube_harness/operator_env.py).
+"""
 
 from __future__ import annotations
 
-import copy
-import uuid
+import json
 from pathlib import Path
 
-from fedkube.security.certs import create_consortium
+import yaml
+from fedkube.cli.launch import free_port
 
-from tests.kube_harness.controlplane import ControlPlane
-from tests.kube_harness.jobs import apply, example, result_file, wait_job, with_free_ports
+from tests.kube_harness.controlplane import ROOT, ControlPlane
+from tests.kube_harness.jobs import result_file, wait_job
 from tests.kube_harness.node_agent import NodeAgent
 from tests.kube_harness.operator_env import OperatorProcess
+from tests.support.cli import fedkube_cli
+
+EXAMPLES = ROOT / "examples" / "two-hospitals"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+NS, JOB = "fedkube-jobs", "two-hospitals"
 
 
-def test_a_site_in_a_second_cluster_joins_every_round(
+def test_two_hospitals_in_two_clusters_train_every_round_together(
     tmp_path: Path,
     control_plane: ControlPlane,
     node_agent: NodeAgent,
@@ -24,61 +37,99 @@ def test_a_site_in_a_second_cluster_joins_every_round(
     second_node_agent: NodeAgent,
     second_operator: OperatorProcess,
 ) -> None:
-    ns = f"x-{uuid.uuid4().hex[:6]}"
-    for cp in (control_plane, second_control_plane):
-        cp.kubectl("create", "namespace", ns)
-    coordinator = with_free_ports(example("consortium", rounds=8, minSitesPerRound=3))
-    sites = coordinator["spec"]["sites"][:3]
-    for i, s in enumerate(sites):
-        s["data"]["sklearn"]["numPartitions"] = 3
-        s["data"]["sklearn"]["partition"] = i
-    remote_site = copy.deepcopy(sites[2])
-    sites[2] = {"name": remote_site["name"], "remote": True}
-    coordinator["spec"]["sites"] = sites
-    # The second hospital applies the same job: only its own site, and where to find the aggregator.
-    second = copy.deepcopy(coordinator)
-    agg = coordinator["spec"]["aggregator"]
-    second["spec"]["aggregator"] = {**agg, "endpoint": f"127.0.0.1:{agg['port']}"}
-    second["spec"]["sites"] = [remote_site]
-    second["spec"]["minSitesPerRound"] = 1
-    # Across organisations mutual TLS is required: each cluster holds only its own Secrets.
-    for doc in (coordinator, second):
-        doc["spec"]["security"] = {"mutualTls": {}}
-    names = [s["name"] for s in sites[:2]] + [remote_site["name"]]
-    create_consortium(tmp_path, "consortium", names, ["127.0.0.1", "localhost"])
-    secrets = [(control_plane, "consortium-aggregator-tls", tmp_path / "aggregator")]
-    for name in names:
-        cluster = second_control_plane if name == remote_site["name"] else control_plane
-        secrets.append((cluster, f"consortium-{name}-tls", tmp_path / "sites" / name))
-    for cluster, secret, folder in secrets:
-        cluster.kubectl("create", "secret", "generic", secret, "-n", ns, f"--from-file={folder}")
+    doc = DEPLOY_DOC.read_text()
+    a_file, b_file = EXAMPLES / "hospital-a.yaml", EXAMPLES / "hospital-b.yaml"
 
-    apply(control_plane, ns, coordinator)
-    apply(second_control_plane, ns, second)
-    first = wait_job(
-        control_plane,
-        ns,
-        "consortium",
-        lambda s: s.get("phase") in ("Succeeded", "Failed"),
-        log=operator.log,
-    )["status"]
-    other = wait_job(
-        second_control_plane,
-        ns,
-        "consortium",
-        lambda s: s.get("phase") in ("Succeeded", "Failed"),
-        log=second_operator.log,
-    )["status"]
+    # 1. Each hospital checks its manifest.
+    for f in (a_file, b_file):
+        checked = fedkube_cli(["validate", str(f)])
+        assert checked.returncode == 0, checked.stderr
+        assert f"fedkube validate examples/two-hospitals/{f.name}" in doc
 
-    assert first["phase"] == "Succeeded", first
-    assert other["phase"] == "Succeeded", other
-    result = result_file(node_agent.root, ns, "consortium")
-    names = [s["name"] for s in sites]
-    assert all(h["sites"] == sorted(names) for h in result["history"]), result["history"]
-    assert first["round"] == other["round"] == 8
-    assert {s["name"]: s["phase"] for s in first["sites"]}[remote_site["name"]] == "Remote"
-    assert [s["name"] for s in other["sites"]] == [remote_site["name"]]
-    assert other["sites"][0]["lastRound"] == 8
-    # Nothing of the aggregator runs in the second cluster.
-    listed = second_control_plane.kubectl("get", "pods,services", "-n", ns, "-o", "name").stdout
+    # 2. The consortium's certificates: one CA, the aggregator's and each site's.
+    hostname = "fedkube.hospital-a.example.org"
+    made = fedkube_cli(
+        ["certs", "--out", str(tmp_path / "consortium"), "--manifest", str(a_file),
+         "--consortium", JOB, "--aggregator-host", f"{hostname},127.0.0.1"]
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert (
+        f"fedkube certs --out consortium --manifest examples/two-hospitals/hospital-a.yaml "
+        f"--consortium {JOB} --aggregator-host {hostname}" in doc
+    )
+
+    # 3. Each cluster: the job's namespace and its own Secrets, nothing of the other's.
+    secrets = [
+        (control_plane, [(f"{JOB}-aggregator-tls", "aggregator"), (f"{JOB}-hospital-a-tls",
+                         "sites/hospital-a")]),
+        (second_control_plane, [(f"{JOB}-hospital-b-tls", "sites/hospital-b")]),
+    ]  # fmt: skip
+    for cluster, pairs in secrets:
+        cluster.kubectl("create", "namespace", NS)
+        for secret, folder in pairs:
+            cluster.kubectl("create", "secret", "generic", secret, "-n", NS,
+                            f"--from-file={tmp_path / 'consortium' / folder}")  # fmt: skip
+            assert (
+                f"kubectl create secret generic {secret} -n {NS} --from-file=consortium/{folder}"
+                in doc
+            )
+
+    # 4. Each hospital applies its manifest (here with loopback addresses).
+    first = yaml.safe_load(a_file.read_text())
+    second = yaml.safe_load(b_file.read_text())
+    port, http_port = free_port(), free_port()
+    first["spec"]["aggregator"].update(port=port, httpPort=http_port)
+    second["spec"]["aggregator"].update(
+        endpoint=f"127.0.0.1:{port}", port=port, httpPort=http_port
+    )
+    for cluster, manifest, f in (
+        (control_plane, first, a_file),
+        (second_control_plane, second, b_file),
+    ):
+        cluster.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(manifest))
+        assert f"kubectl apply -n {NS} -f examples/two-hospitals/{f.name}" in doc
+
+    # 5. Both follow the same rounds to the end.
+    def ended(status: dict) -> bool:
+        return status.get("phase") in ("Succeeded", "Failed")
+
+    a = wait_job(control_plane, NS, JOB, ended, log=operator.log)["status"]
+    b = wait_job(second_control_plane, NS, JOB, ended, log=second_operator.log)["status"]
+    assert a["phase"] == "Succeeded", a
+    assert b["phase"] == "Succeeded", b
+    assert a["round"] == b["round"] == 8
+    # 7. What `kubectl get fj -o wide` shows, in hospital A's cluster.
+    wide = control_plane.kubectl("get", "fj", "-n", NS, "-o", "wide").stdout.splitlines()
+    shown = doc.split(f"kubectl get fj -n {NS} -o wide\n", 1)[1].splitlines()
+    assert wide[0].split() == shown[0].split()
+    row = dict(zip(wide[0].split(), wide[1].split(), strict=True))
+    assert (row["NAME"], row["PHASE"], row["ROUND"], row["MODEL"], row["SITES"]) == (
+        JOB,
+        "Succeeded",
+        "8",
+        f"{JOB}-output",
+        "2",
+    )
+    result = result_file(node_agent.root, NS, JOB)
+    assert all(h["sites"] == ["hospital-a", "hospital-b"] for h in result["history"])
+    assert {s["name"]: s["phase"] for s in a["sites"]}["hospital-b"] == "Remote"
+    assert [s["name"] for s in b["sites"]] == ["hospital-b"] and b["sites"][0]["lastRound"] == 8
+    # Nothing of the aggregator runs in hospital B's cluster; A's is behind a load balancer
+    # that lets in hospital B's addresses alone.
+    listed = second_control_plane.kubectl("get", "pods,services", "-n", NS, "-o", "name").stdout
     assert "aggregator" not in listed
+    service = json.loads(
+        control_plane.kubectl("get", "service", f"{JOB}-aggregator", "-n", NS, "-o", "json").stdout
+    )
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
+    # 6. Hospital B's cluster refuses to train for another site (its site.name).
+    wrong = dict(yaml.safe_load(b_file.read_text()), metadata={"name": "not-mine"})
+    wrong["spec"]["sites"][0]["name"] = "hospital-c"
+    second_control_plane.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(wrong))
+    refused = wait_job(second_control_plane, NS, "not-mine", ended, log=second_operator.log)
+    condition = next(c for c in refused["status"]["conditions"] if c["type"] == "SpecValid")
+    assert condition["reason"] == "RefusedBySite"
+    assert condition["message"].startswith(
+        "spec.sites[0].remote: this cluster is site 'hospital-b'"
+    )

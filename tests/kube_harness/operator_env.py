@@ -117,11 +117,11 @@ class OperatorProcess:
                     "*-state",
                     "--allow-secret",
                     "hospital-a-tls",
-                    # Aggregators may be NodePort Services here (the two-hospital walkthrough).
+                    # Aggregators may be LoadBalancer Services (the two-hospital walkthrough).
                     "--aggregator-service-type",
                     "ClusterIP",
                     "--aggregator-service-type",
-                    "NodePort",
+                    "LoadBalancer",
                     *self.extra_args,
                 ],
                 stdout=log,
