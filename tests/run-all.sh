@@ -4,8 +4,10 @@
 #   bash tests/run-all.sh [pytest args]
 #
 # The first run on a machine builds etcd, kube-apiserver, kube-controller-manager, kubectl
-# and helm from the Go module proxy (about 7 minutes on 2 cores) into ~/.cache/fedkube-tools;
-# later runs reuse them. torch is pinned, so pip's cache serves it after the first install.
+# and helm from the Go module proxy (about 7 minutes on 2 cores), and fedkube's two images
+# from their Dockerfiles, into ~/.cache/fedkube-tools; later runs reuse them (an image is
+# rebuilt when what it is built from changes). torch is pinned, so pip's cache serves it
+# after the first install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,9 @@ fi
 
 step "building (or reusing) the control-plane binaries"
 bash tests/tools/build-binaries.sh
+
+step "building (or reusing) fedkube's images (debootstrap, buildah, umoci)"
+bash tests/tools/build-images.sh
 
 step "ruff, mypy, import layers"
 ruff check .

@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         metrics=metrics,
     )
+    # kopf names itself after the user (getpass.getuser), and a pod run as an arbitrary uid
+    # (the images' 65532, OpenShift's range) has no passwd entry: getuser reads $USER first.
+    os.environ.setdefault("USER", "fedkube-operator")
     kopf.run(
         standalone=True,
         clusterwide=not args.namespace,

@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from fedkube.cli.launch import free_port
+from safetensors.numpy import load_file
 
 from tests.kube_harness.controlplane import ROOT, ControlPlane
 
@@ -69,3 +71,17 @@ def result_file(root: Path, ns: str, job: str) -> dict[str, Any]:
     )
     assert found, f"no result.json for {ns}/{job} under {root}"
     return json.loads(found[-1].read_text())
+
+
+def model_after_the_pods(cp: ControlPlane, ns: str, job: str, claim: Path, rounds: int) -> Path:
+    """Waits until the job's pods are gone (podCleanup), then checks that the model and
+    result are on its claim, readable without them; returns the model's file."""
+    end = time.monotonic() + 60
+    while pods(cp, ns, job) and time.monotonic() < end:
+        time.sleep(0.3)
+    assert pods(cp, ns, job) == {}
+    path = claim / "output" / "model.safetensors"
+    model = load_file(path)
+    assert model and all(np.isfinite(v).all() for v in model.values())
+    assert json.loads((claim / "output" / "result.json").read_text())["roundsCompleted"] == rounds
+    return path

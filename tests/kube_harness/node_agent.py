@@ -9,12 +9,17 @@ the host's network on loopback.
 Volumes are real: each container runs in its own mount namespace (``unshare``, as root)
 where every volume's host folder is bind-mounted at its ``mountPath``, so a container
 sees its files where the manifest says.
+
+Given images (``containers.build_images``), the agent runs in container mode instead: each
+container starts from its image with runc, as the pod's user, on a read-only root, with its
+volumes and ServiceAccount token bind-mounted (see ``containers``).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
+import json
 import logging
 import os
 import shlex
@@ -31,6 +36,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.config import new_client_from_config
+
+from tests.kube_harness.containers import SERVICE_ACCOUNT_DIR, Image, Mount, runtime_spec
 
 # Host folders every container needs as they are: the checkout (an editable install points
 # into it) and the Python installation running the tests.
@@ -64,6 +71,9 @@ class ContainerRun:
     exit_code: int | None = None
     last_terminated: dict[str, Any] | None = None
     restart_at: float = 0.0
+    # Container mode: the runtime spec each start writes to a bundle of its own.
+    runtime: dict[str, Any] | None = None
+    runc_id: str = ""
 
     @property
     def running(self) -> bool:
@@ -92,8 +102,20 @@ class NodeAgent:
         node_name: str = "fedkube-test-node",
         claim_dir: Callable[[str, str], Path] | None = None,
         poll_seconds: float = 0.2,
+        images: dict[str, Image] | None = None,
     ) -> None:
-        self.api = client.CoreV1Api(new_client_from_config(str(kubeconfig)))
+        api_client = new_client_from_config(str(kubeconfig))
+        self.api = client.CoreV1Api(api_client)
+        self.server = api_client.configuration.host  # https://127.0.0.1:PORT
+        self.ca_file = api_client.configuration.ssl_ca_cert
+        # Container mode: image reference -> image (None: every container is a process).
+        self.images = (
+            {name: image for image in images.values() for name in image.names()}
+            if images is not None
+            else None
+        )
+        self.runc_root = root / "runc"
+        self._unknown_images_seen: set[tuple[str, str]] = set()
         self.root = root
         self.node = node_name
         self.claim_dir = claim_dir or (lambda ns, claim: root / "claims" / ns / claim)
@@ -247,11 +269,13 @@ class NodeAgent:
                 (False, pod.spec.containers),
             ):
                 for c in specs:
+                    runtime = self._runtime(pod, c, volumes, scratch) if self.images else None
                     (run.init_containers if init else run.containers).append(
                         ContainerRun(
                             c.name,
-                            self._argv(c, volumes),
+                            [] if runtime else self._argv(c, volumes),
                             self._env(pod, c),
+                            runtime=runtime,
                             image=c.image or "",
                             workdir=c.working_dir,
                             init=init,
@@ -264,36 +288,54 @@ class NodeAgent:
             # A missing ConfigMap or Secret: like kubelet, wait and try again.
             log.info("pod %s/%s waits: %s", ns, name, e.reason)
             return None
+        except UnknownImage as e:
+            if (ns, name) not in self._unknown_images_seen:
+                self._unknown_images_seen.add((ns, name))
+                self.errors.append(str(e))
+                log.error("pod %s/%s: %s", ns, name, e)
+            return None
         self.runs[run.uid] = run
         return run
 
     def _volumes(self, pod: Any, scratch: Path) -> dict[str, Path]:
         out: dict[str, Path] = {}
         ns = pod.metadata.namespace
+        fs_group = (pod.spec.security_context or client.V1PodSecurityContext()).fs_group
         for v in pod.spec.volumes or []:
             path = scratch / "volumes" / v.name
             if v.empty_dir is not None or v.projected is not None:
                 path.mkdir(parents=True, exist_ok=True)
+                path.chmod(0o777)  # as kubelet makes an emptyDir: any user of the pod writes
             elif v.host_path is not None:
                 path = Path(v.host_path.path)
                 path.mkdir(parents=True, exist_ok=True)
             elif v.persistent_volume_claim is not None:
                 path = self.claim_dir(ns, v.persistent_volume_claim.claim_name)
                 path.mkdir(parents=True, exist_ok=True)
+                if fs_group is not None:
+                    _own_by_group(path, fs_group)
             elif v.config_map is not None:
                 cm = self.api.read_namespaced_config_map(v.config_map.name, ns)
-                self._write_items(path, cm.data or {}, v.config_map.items)
+                self._write_items(
+                    path, cm.data or {}, v.config_map.items, v.config_map.default_mode, fs_group
+                )
             elif v.secret is not None:
                 secret = self.api.read_namespaced_secret(v.secret.secret_name, ns)
                 data = {k: base64.b64decode(b) for k, b in (secret.data or {}).items()}
-                self._write_items(path, data, v.secret.items)
+                self._write_items(path, data, v.secret.items, v.secret.default_mode, fs_group)
             else:
                 raise ValueError(f"volume {v.name}: this node agent does not support its kind")
             out[v.name] = path
         return out
 
     @staticmethod
-    def _write_items(folder: Path, data: dict[str, Any], items: Any) -> None:
+    def _write_items(
+        folder: Path,
+        data: dict[str, Any],
+        items: Any,
+        mode: int | None = None,
+        group: int | None = None,
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         chosen = {i.key: i.path for i in items} if items else {k: k for k in data}
         for key, rel in chosen.items():
@@ -301,6 +343,10 @@ class NodeAgent:
             target.parent.mkdir(parents=True, exist_ok=True)
             value = data[key]
             target.write_bytes(value if isinstance(value, bytes) else str(value).encode())
+            # As kubelet writes them: defaultMode (0644 unless set), the pod's fsGroup.
+            target.chmod(0o644 if mode is None else mode)
+            if group is not None:
+                os.chown(target, -1, group)
 
     def _argv(self, c: Any, volumes: dict[str, Path]) -> list[str]:
         argv = [*(c.command or []), *(c.args or [])]
@@ -354,14 +400,70 @@ class NodeAgent:
             *argv,
         ]
 
+    def _runtime(self, pod: Any, c: Any, volumes: dict[str, Path], scratch: Path) -> dict[str, Any]:
+        """Container mode: the container's runtime spec, from its image and the pod."""
+        assert self.images is not None
+        image = self.images.get(c.image or "")
+        if image is None:
+            raise UnknownImage(
+                f"container {c.name}: image {c.image!r} is not one this node has "
+                f"(it has {', '.join(sorted(self.images))}); nothing is pulled here"
+            )
+        mounts = [
+            Mount(volumes[m.name] / m.sub_path if m.sub_path else volumes[m.name],
+                  m.mount_path, bool(m.read_only))
+            for m in c.volume_mounts or []
+        ]  # fmt: skip
+        for m in mounts:
+            if not m.source.exists():
+                m.source.mkdir(parents=True)  # as kubelet makes a missing subPath
+        token = self._service_account_folder(pod, scratch)
+        if token is not None and SERVICE_ACCOUNT_DIR not in {m.target for m in mounts}:
+            mounts.append(Mount(token, SERVICE_ACCOUNT_DIR, True))
+        mounts += [Mount(Path(f), f, True) for f in ("/etc/hosts", "/etc/resolv.conf")]
+        mounts.sort(key=lambda m: m.target.rstrip("/").count("/"))  # a folder before its insides
+        sanitize = self.api.api_client.sanitize_for_serialization
+        return runtime_spec(image, sanitize(pod), sanitize(c), self._env(pod, c), mounts)
+
+    def _service_account_folder(self, pod: Any, scratch: Path) -> Path | None:
+        """The token, CA and namespace that the ServiceAccount admission plugin and kubelet
+        give a pod (the plugin is off here: it would refuse pods in namespaces whose default
+        ServiceAccount is not made yet); None when the pod opts out."""
+        if pod.spec.automount_service_account_token is False:
+            return None
+        account = pod.spec.service_account_name or "default"
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=4 * 3600)
+        )
+        token = self.api.create_namespaced_service_account_token(
+            account, pod.metadata.namespace, request
+        ).status.token
+        folder = scratch / "serviceaccount"
+        self._write_items(
+            folder,
+            {
+                "token": token,
+                "ca.crt": Path(self.ca_file).read_bytes(),
+                "namespace": pod.metadata.namespace,
+            },
+            None,
+            0o644,
+            None,
+        )
+        return folder
+
     def _env(self, pod: Any, c: Any) -> dict[str, str]:
         ns = pod.metadata.namespace
+        host, _, port = self.server.removeprefix("https://").partition(":")
         env = {
-            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "HOME": os.environ.get("HOME", "/root"),
             "HOSTNAME": pod.metadata.name,
-            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            # In-cluster clients find the API server here (pods share the host's loopback).
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": port or "443",
         }
+        if self.images is None:  # a process: the tests' Python, on the host's PATH
+            env["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+            env["HOME"] = os.environ.get("HOME", "/root")
         for src in c.env_from or []:
             prefix = src.prefix or ""
             if src.config_map_ref is not None:
@@ -399,9 +501,16 @@ class NodeAgent:
     def _launch(self, run: PodRun, c: ContainerRun) -> None:
         path = self.log_path(run.namespace, run.name, c.name)
         path.parent.mkdir(parents=True, exist_ok=True)
+        argv = c.argv
+        if c.runtime is not None:
+            c.runc_id = f"{run.uid[:13]}-{c.name}-{c.restarts}"
+            bundle = run.scratch / "bundles" / c.runc_id
+            bundle.mkdir(parents=True, exist_ok=True)
+            (bundle / "config.json").write_text(json.dumps(c.runtime))
+            argv = self._runc("run", "--bundle", str(bundle), c.runc_id)
         with open(path, "ab") as logf:
             c.proc = subprocess.Popen(
-                c.argv,
+                argv,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -450,24 +559,32 @@ class NodeAgent:
             c.restart_at = 0.0
             self._launch(run, c)
 
+    def _runc(self, *args: str) -> list[str]:
+        return ["runc", "--root", str(self.runc_root), *args]
+
     def _kill(self, run: PodRun, grace: float) -> None:
         run.killed = True
-        procs = [
-            c.proc
-            for c in [*run.init_containers, *run.containers]
-            if c.proc and c.proc.poll() is None
+        live = [
+            c for c in [*run.init_containers, *run.containers] if c.proc and c.proc.poll() is None
         ]
-        for p in procs:
+        for c in live:
+            assert c.proc is not None
+            # runc run, in the foreground, passes the signal on to the container's process.
             with _quiet():
-                os.killpg(p.pid, signal.SIGTERM)
+                os.killpg(c.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for p in procs:
+        for c in live:
+            assert c.proc is not None
             try:
-                p.wait(max(0.0, deadline - time.monotonic()))
+                c.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                if c.runc_id:
+                    subprocess.run(self._runc("kill", c.runc_id, "KILL"), capture_output=True)
                 with _quiet():
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+                c.proc.wait()
+            if c.runc_id:
+                subprocess.run(self._runc("delete", "--force", c.runc_id), capture_output=True)
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -502,7 +619,9 @@ class NodeAgent:
             "started": c.running,
             "restartCount": c.restarts,
             "state": state,
-            "containerID": f"fedkube-test://{c.proc.pid}" if c.proc else None,
+            "containerID": (f"runc://{c.runc_id}" if c.runc_id else f"fedkube-test://{c.proc.pid}")
+            if c.proc
+            else None,
         }
         if c.last_terminated:
             status["lastState"] = c.last_terminated
@@ -553,6 +672,22 @@ class NodeAgent:
         except ApiException as e:
             if e.status != 404:
                 raise
+
+
+class UnknownImage(Exception):
+    """Container mode: a pod names an image this node does not have."""
+
+
+def _own_by_group(folder: Path, gid: int) -> None:
+    """As kubelet applies a pod's fsGroup to a volume: group-owned, group-writable, new files
+    inheriting the group."""
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, -1, gid, follow_symlinks=False)
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        extra = 0o2070 if path.is_dir() else (0o060 | (0o010 if mode & 0o100 else 0))
+        path.chmod((mode & 0o7777) | extra)
 
 
 class _quiet:

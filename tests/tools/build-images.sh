@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Builds fedkube's images from their Dockerfiles without a Docker daemon or a registry, and
+# unpacks each into an OCI runtime bundle that runc starts (the test node agent's container
+# mode). Everything lives in a cache outside the repository, keyed by its inputs.
+#
+#   tests/tools/build-images.sh          build what is missing; prints "name reference bundle"
+#   FEDKUBE_TOOLS_CACHE=/path ...        cache somewhere else (default ~/.cache/fedkube-tools)
+#
+# 1. The base: no registry serves python:3.11-slim here, so Debian's debootstrap makes a
+#    bookworm root filesystem (Python 3.11) and buildah commits it as a local image.
+# 2. buildah (vfs storage, chroot isolation) builds trainer-image/Dockerfile and
+#    operator/Dockerfile on that base. pip's cache is lent to the build: torch comes from it
+#    after the first install. (vfs stores every layer as a whole copy of the root, so no
+#    layer cache is kept: a bundle is rebuilt whole when any input changes.)
+# 3. buildah push to an OCI layout, umoci unpack to a bundle (rootfs + config.json).
+#
+# The engine image is built with PyPI as its torch index, the only one reachable here: that
+# is the CUDA variant (several GB). The Dockerfile's default is the CPU index.
+set -euo pipefail
+
+# The whole script is one function, read before it runs: editing this file while a build runs
+# does not derail it.
+main() {
+
+SUITE=bookworm
+BASE_PACKAGES=python3,python3-venv,ca-certificates
+BASE_RECIPE=2  # bump when the base recipe below changes
+TORCH_INDEX_URL=${FEDKUBE_TORCH_INDEX_URL:-https://pypi.org/simple}
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cache=${FEDKUBE_TOOLS_CACHE:-$HOME/.cache/fedkube-tools}/images
+say() { printf '[build-images] %s\n' "$*" >&2; }
+mkdir -p "$cache/bundles"
+exec 9>"$cache/lock"
+flock 9  # one build at a time; a second caller waits and then finds the cache
+
+need=()
+for tool in debootstrap buildah umoci runc; do command -v "$tool" >/dev/null || need+=("$tool"); done
+if [ "${#need[@]}" -gt 0 ]; then
+  say "installing ${need[*]} (Debian's packages)"
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+fi
+
+bah() { buildah --storage-driver vfs --root "$cache/storage" --runroot "$cache/run" "$@"; }
+version=$(sed -nE 's/^__version__ = "([^"]+)"$/\1/p' "$root/trainer-image/fedkube/__init__.py")
+timings="$cache/build-times.log"
+
+# -- 1. the base image --------------------------------------------------------------------
+base_key=$(printf '%s|%s|%s' "$SUITE" "$BASE_PACKAGES" "$BASE_RECIPE" | sha256sum | cut -c1-12)
+base="localhost/fedkube-base:$SUITE-$base_key"
+if ! bah inspect --type image "$base" >/dev/null 2>&1; then
+  start=$(date +%s)
+  work=$(mktemp -d "$cache/base.XXXXXX")
+  say "debootstrap $SUITE with $BASE_PACKAGES (a few minutes)"
+  debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$work/rootfs" \
+    http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 ||
+    { tail -20 "$work/debootstrap.log" >&2; say "error: debootstrap failed (log above)"; exit 1; }
+  # What a slim image leaves out: package caches, documentation, manuals, translations.
+  rm -rf "$work/rootfs/var/lib/apt/lists/"* "$work/rootfs/var/cache/apt/"*.bin \
+    "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/usr/share/doc/"* \
+    "$work/rootfs/usr/share/man/"* "$work/rootfs/usr/share/info/"* \
+    "$work/rootfs/usr/share/locale/"*
+  # This machine reaches PyPI through a TLS proxy with its own CA: the builds trust what the
+  # host trusts, as a base image made in-house would.
+  cp /etc/ssl/certs/ca-certificates.crt "$work/rootfs/etc/ssl/certs/ca-certificates.crt"
+  ctr=$(bah from scratch)
+  mnt=$(bah mount "$ctr")
+  tar -C "$work/rootfs" -cf - . | tar -C "$mnt" -xpf -
+  bah umount "$ctr" >/dev/null
+  bah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --env PIP_CERT=/etc/ssl/certs/ca-certificates.crt --cmd /bin/sh "$ctr"
+  bah commit --quiet --rm "$ctr" "$base" >/dev/null
+  rm -rf "$work"
+  # Earlier recipes' bases go.
+  bah images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/fedkube-base:' | grep -vx "$base" |
+    xargs -r buildah --storage-driver vfs --root "$cache/storage" --runroot "$cache/run" \
+      rmi --force >/dev/null 2>&1 || true
+  echo "$(date -u +%FT%TZ) base $SUITE-$base_key cold $(($(date +%s) - start))s" >>"$timings"
+fi
+
+# -- 2-3. the images, each keyed by everything its build reads ------------------------------
+inputs_key() {  # $1: Dockerfile; the rest: build arguments
+  local dockerfile=$1 sources=(trainer-image/fedkube)
+  shift
+  # The engine's image holds no operator code; the operator's holds both.
+  [ "$dockerfile" = operator/Dockerfile ] && sources+=(operator/fedkube_operator)
+  {
+    printf '%s\n' "$base" "$@"
+    cd "$root"
+    git ls-files -co --exclude-standard -- "$dockerfile" .dockerignore pyproject.toml README.md \
+      trainer-image/requirements.py "${sources[@]}" |
+      grep -v -e '__pycache__' -e '\.pyc$' | LC_ALL=C sort | xargs sha256sum
+  } | sha256sum | cut -c1-16
+}
+
+build() {  # $1: name, $2: Dockerfile, the rest: --build-arg values
+  local name=$1 dockerfile=$2
+  shift 2
+  local args=(--build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version")
+  for a in "$@"; do args+=(--build-arg "$a"); done
+  local key ref bundle
+  key=$(inputs_key "$dockerfile" "${args[@]}")
+  ref="localhost/fedkube/$name:$version"
+  bundle="$cache/bundles/$name-$key"
+  if [ ! -e "$bundle/.complete" ]; then
+    local start
+    start=$(date +%s)
+    say "building $name from $dockerfile (key $key)"
+    mkdir -p "$HOME/.cache/pip"
+    (cd "$root" && bah build --quiet --isolation chroot --network host \
+      --volume "$HOME/.cache/pip:/root/.cache/pip" \
+      -f "$dockerfile" "${args[@]}" -t "$ref" -t "$ref-$key" .) >&2
+    local built
+    built=$(date +%s)
+    rm -rf "$bundle" "$bundle.tmp" "$cache/oci-$name"
+    # Uncompressed: the layout is unpacked at once and deleted, so gzip would only cost time.
+    bah push --quiet --disable-compression "$ref-$key" "oci:$cache/oci-$name:$key" >&2
+    umoci unpack --image "$cache/oci-$name:$key" "$bundle.tmp" >&2
+    bah inspect --type image "$ref-$key" |
+      python3 -c 'import json, sys; json.dump(json.load(sys.stdin)["OCIv1"], sys.stdout)' \
+        >"$bundle.tmp/image.json"
+    du -sb "$bundle.tmp/rootfs" | cut -f1 >"$bundle.tmp/rootfs-bytes"
+    rm -rf "$cache/oci-$name"
+    touch "$bundle.tmp/.complete"
+    mv "$bundle.tmp" "$bundle"
+    # The bundle is what runs: the built image, its stages and older bundles go (GBs each).
+    for old in "$cache/bundles/$name"-*; do [ "$old" = "$bundle" ] || rm -rf "$old"; done
+    bah images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/fedkube/$name:" |
+      xargs -r buildah --storage-driver vfs --root "$cache/storage" --runroot "$cache/run" \
+        rmi --force >/dev/null 2>&1 || true
+    bah rm --all >/dev/null 2>&1 || true
+    bah rmi --prune >/dev/null 2>&1 || true
+    echo "$(date -u +%FT%TZ) $name $key build $((built - start))s unpack $(($(date +%s) - built))s" \
+      "rootfs $(numfmt --to=iec <"$bundle/rootfs-bytes")" >>"$timings"
+  fi
+  echo "$name $ref $bundle"
+}
+
+build engine trainer-image/Dockerfile "TORCH_INDEX_URL=$TORCH_INDEX_URL"
+build operator operator/Dockerfile
+}
+
+main "$@"
