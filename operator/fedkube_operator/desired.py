@@ -67,6 +67,9 @@ class OperatorSettings:
     run_as_group: int | None = 65532
     fs_group: int | None = 65532
     image_pull_policy: str | None = None
+    # docker-registry Secrets job pods pull the engine image with (Helm image.pullSecrets);
+    # each must exist in the job's namespace, as Kubernetes reads it from there.
+    image_pull_secrets: tuple[str, ...] = ()
     # This cluster's site (Helm site.name): the only site whose trainer runs here. None: the
     # admin lets every site a job lists train here (a one-cluster consortium).
     site: str | None = None
@@ -217,6 +220,8 @@ def _pod(
         "containers": [_hardened(container, settings)],
         "volumes": volumes,
     }
+    if settings.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
     if asked.node_selector:
         spec["nodeSelector"] = dict(asked.node_selector)
     if asked.tolerations:

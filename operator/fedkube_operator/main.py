@@ -109,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         "(default 0.0.0.0/0, on the endpoint's port only)",
     )
     ap.add_argument(
+        "--image-pull-secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a docker-registry Secret (in the job's namespace) job pods pull the image with",
+    )
+    ap.add_argument(
         "--check",
         action="store_true",
         help="check this operator's access (the FederatedJob API, every permission it needs) "
@@ -210,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             run_as_group=args.pod_group,
             fs_group=args.pod_fs_group,
             image_pull_policy=args.image_pull_policy,
+            image_pull_secrets=tuple(args.image_pull_secret),
             site=args.site,
             max_gpus=args.max_gpus,
             gpu_resource=args.gpu_resource,

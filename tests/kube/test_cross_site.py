@@ -79,9 +79,7 @@ def test_two_hospitals_in_two_clusters_train_every_round_together(
     second = yaml.safe_load(b_file.read_text())
     port, http_port = free_port(), free_port()
     first["spec"]["aggregator"].update(port=port, httpPort=http_port)
-    second["spec"]["aggregator"].update(
-        endpoint=f"127.0.0.1:{port}", port=port, httpPort=http_port
-    )
+    second["spec"]["aggregator"].update(endpoint=f"127.0.0.1:{port}", port=port, httpPort=http_port)
     for cluster, manifest, f in (
         (control_plane, first, a_file),
         (second_control_plane, second, b_file),

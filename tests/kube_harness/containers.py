@@ -7,7 +7,8 @@ pod, as kubelet and a container runtime would make it:
 - the image's entrypoint and command, replaced by the container's ``command`` and ``args``;
 - the image's environment, then the container's;
 - the pod's (or container's) user, group and fsGroup, capabilities dropped as asked, no new
-  privileges, and a read-only root (every container of an image shares its unpacked root);
+  privileges, and a read-only root (every container of an image shares its unpacked root, so
+  a container that does not ask for a read-only root is refused);
 - each volume mount as a bind mount (read-only where asked), and the pod's ServiceAccount
   token where it would be mounted;
 - the host's network namespace (pods share loopback here, as in process mode), and its own
@@ -112,6 +113,11 @@ def runtime_spec(
         "runAsGroup",
         pod_security.get("runAsGroup", int(image_user[1]) if len(image_user) > 1 else 0),
     )
+    if not security.get("readOnlyRootFilesystem"):
+        raise ValueError(
+            f"container {container['name']}: this node runs every container of an image on "
+            "one shared, read-only root; set securityContext.readOnlyRootFilesystem: true"
+        )
     if (security.get("runAsNonRoot") or pod_security.get("runAsNonRoot")) and uid == 0:
         raise ValueError(f"container {container['name']}: runAsNonRoot, but it would run as root")
     groups = [g for g in [pod_security.get("fsGroup")] if g is not None]
@@ -156,12 +162,15 @@ def run_in_image(
     bundle = scratch / f"run-{image.name}-{len(list(scratch.glob('run-*')))}"
     bundle.mkdir(parents=True)
     pod = {"metadata": {"name": bundle.name}, "spec": {}}
+    container = {
+        "name": "run",
+        "command": argv,
+        "securityContext": {"readOnlyRootFilesystem": True},
+    }
     tmp = bundle / "tmp"
     tmp.mkdir(mode=0o777)
     tmp.chmod(0o777)
-    spec = runtime_spec(
-        image, pod, {"name": "run", "command": argv}, {}, [Mount(tmp, "/tmp", False)]
-    )
+    spec = runtime_spec(image, pod, container, {}, [Mount(tmp, "/tmp", False)])
     (bundle / "config.json").write_text(json.dumps(spec))
     return subprocess.run(
         ["runc", "--root", str(scratch / "runc"), "run", "--bundle", str(bundle), bundle.name],

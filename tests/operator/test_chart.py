@@ -105,6 +105,7 @@ def test_the_operator_pod_takes_the_sites_scheduling_and_image_settings() -> Non
     assert container["image"] == "fedkube/operator:2.0.0"
     assert {"name": "FEDKUBE_IMAGE", "value": f"fedkube/engine@{digest}"} in container["env"]
     assert "--image-pull-policy=Always" in container["args"]
+    assert "--image-pull-secret=regcred" in container["args"]
     assert spec["imagePullSecrets"] == [{"name": "regcred"}]
     assert spec["nodeSelector"] == {"zone": "secure"}
     assert spec["priorityClassName"] == "clinical"

@@ -353,6 +353,11 @@ def test_a_job_asks_resources_gpus_and_placement_for_its_pods_within_what_the_si
     assert trainer["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
+    assert "imagePullSecrets" not in trainer
+    pulling = replace(gpu_site, image_pull_secrets=("regcred",), image_pull_policy="Always")
+    for p in desired(job, parse_job(job), pulling).pods.values():
+        assert p["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+        assert p["spec"]["containers"][0]["imagePullPolicy"] == "Always"
     aggregator = want.pods[aggregator_name("breast-cancer")]["spec"]
     assert aggregator["containers"][0]["resources"] == {"requests": {"cpu": "1", "memory": "512Mi"}}
     assert "nodeSelector" not in aggregator and "tolerations" not in aggregator
