@@ -6,19 +6,20 @@ by it would make one site's sensitivity up to 2C/(n+1) instead of the C/n the no
 It wraps any strategy's server step (the mean it produces goes to the strategy's ``apply``).
 
 The aggregator clips, so the guarantee does not rest on the sites' honesty; equal weights
-bound each site's influence (sample-weighted means would not). The noise comes from a
-generator seeded by the operating system's entropy.
+bound each site's influence (sample-weighted means would not). The noise is a discrete
+Gaussian from the operating system's CSPRNG, on a grid the mean is rounded to first
+(``fedkube.privacy.secure_noise``): no seed to replay, no low-order float bits to read.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 
 import numpy as np
 
 from fedkube.accumulate.base import Accumulator, UpdateSource
 from fedkube.accumulate.weighted_mean import WeightedMean
+from fedkube.privacy.secure_noise import add_gaussian_noise
 from fedkube.wire.tensors import Params, TensorInfo
 
 
@@ -65,9 +66,9 @@ class DpFedAvgAccumulator(Accumulator):
     def mean(self) -> Params:
         total = self.sum.mean()  # the clipped sum divided by the count...
         rescale = np.float32(self.count / self.denominator)  # ...then by the fixed denominator
-        rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
         sd = self.noise_multiplier * self.clip_norm / self.denominator
         for value in total.values():
             value *= rescale
-            value += rng.normal(0.0, sd, size=value.shape).astype(value.dtype)
+            # Noised on the grid in float64; the cast back is post-processing.
+            value[...] = add_gaussian_noise(value, sd).astype(value.dtype)
         return total

@@ -13,12 +13,10 @@ Gaussian mechanism of multiplier z, which is what the accountant records.
 from __future__ import annotations
 
 import math
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
+from fedkube.privacy.secure_noise import discrete_gaussian
 from fedkube.spec.job import JobSpec
 
 # Without a countStddev, the count takes a tenth of the privacy (z_update^-2 = 0.9 z^-2).
@@ -73,11 +71,11 @@ class AdaptiveClip:
     def observe(self, unclipped: int, updates: int) -> float:
         """Move the clip after a round in which ``unclipped`` of ``updates`` fit under it;
         returns the noised share that moved it."""
-        noise = 0.0
+        noised = float(unclipped)
         if self.noise_multiplier > 0:
-            rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
-            noise = float(rng.normal(0.0, self.count_stddev))
-        share = (unclipped + noise) / max(updates, 1)
+            # The count has sensitivity 1: a discrete Gaussian on the integers protects it.
+            noised += float(discrete_gaussian(1, self.count_stddev)[0])
+        share = noised / max(updates, 1)
         self.clip_norm *= math.exp(-self.learning_rate * (share - self.target_quantile))
         return share
 

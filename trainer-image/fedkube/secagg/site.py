@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from collections.abc import Sequence
 
 import numpy as np
 
 from fedkube.errors import SecureAggregationError
+from fedkube.privacy.secure_noise import add_gaussian_noise
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg import keys, shamir
 from fedkube.secagg.encoding import FixedPoint, offsets
@@ -182,8 +182,8 @@ class SiteSession:
             factor = min(1.0, self.params.clip_norm / norm) if norm > 0 else 1.0
             flat = [v * factor for v in flat]
         if self.params.noise_stddev > 0:
-            rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
-            flat = [v + rng.normal(0.0, self.params.noise_stddev, size=v.size) for v in flat]
+            # Discrete Gaussian from the OS's CSPRNG on a grid (privacy.secure_noise).
+            flat = [add_gaussian_noise(v, self.params.noise_stddev) for v in flat]
         weight = site_weights(list(self._roster.values()), self.params)[self.site]
         fixed = FixedPoint(self.params.clip_range)
         sizes = [v.size for v in flat]
