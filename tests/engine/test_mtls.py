@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
@@ -168,3 +169,73 @@ def test_private_keys_are_readable_by_their_owner_only(tmp_path: Path) -> None:
     create_consortium(tmp_path, "hospitals", ["site-0"], ["localhost"])
     for key in [tmp_path / "ca" / "ca.key", *tmp_path.glob("**/tls.key")]:
         assert stat.S_IMODE(os.stat(key).st_mode) == 0o600, key
+
+
+def test_a_revoked_certificate_is_refused_and_the_list_is_read_again_when_it_changes(
+    tmp_path: Path,
+) -> None:
+    """`fedkube revoke` signs the consortium's CRL; the aggregator, given it as ca.crl in its
+    TLS folder, refuses that certificate, first at start and then as the file changes."""
+    import shutil
+
+    from fedkube.security.revocation import CRL_FILE
+
+    pki = tmp_path / "pki"
+    create_consortium(pki, "ours", ["site-0", "site-1"], ["localhost", "127.0.0.1"])
+    job = LocalJob(tmp_path, manifest("mtls", sites=2, rounds=2, min_sites=1, joinGraceSeconds=0))
+    agg_tls = tmp_path / "aggregator-tls"
+    shutil.copytree(pki / "aggregator", agg_tls)
+    revoked = fedkube_cli(
+        ["revoke", "--ca-dir", str(pki / "ca"), "--cert", str(pki / "sites/site-1/tls.crt")]
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    shutil.copy(pki / "ca" / CRL_FILE, agg_tls / CRL_FILE)
+    job.aggregator_args = ["--tls-dir", str(agg_tls)]
+    job.start_aggregator()
+    try:
+        job.wait_for(lambda p: p.phase == "Running", timeout=60)
+        site0 = channel_credentials(pki / "sites" / "site-0")
+        site1 = channel_credentials(pki / "sites" / "site-1")
+        refused = subscribe(job, site1, "site-1")
+        assert isinstance(refused, grpc.RpcError)
+        assert "is revoked by the consortium's list (ca.crl)" in (refused.details() or "")
+        assert isinstance(subscribe(job, site0, "site-0"), pb.Event)
+        # Revoking site-0 too: the aggregator reads the new list (a Secret update) at once.
+        again = fedkube_cli(
+            ["revoke", "--ca-dir", str(pki / "ca"), "--cert", str(pki / "sites/site-0/tls.crt")]
+        )
+        assert again.returncode == 0, again.stderr
+        shutil.copy(pki / "ca" / CRL_FILE, agg_tls / CRL_FILE)
+        refused = subscribe(job, site0, "site-0")
+        assert isinstance(refused, grpc.RpcError)
+        assert "revoked" in (refused.details() or "")
+    finally:
+        job.stop()
+
+
+def test_a_revocation_list_not_signed_by_the_ca_stops_the_aggregator(tmp_path: Path) -> None:
+    import shutil
+
+    from fedkube.security.revocation import CRL_FILE
+
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    create_consortium(ours, "ours", ["site-0"], ["127.0.0.1"])
+    create_consortium(theirs, "theirs", ["site-0"], ["127.0.0.1"])
+    made = fedkube_cli(
+        ["revoke", "--ca-dir", str(theirs / "ca"), "--cert", str(theirs / "sites/site-0/tls.crt")]
+    )
+    assert made.returncode == 0, made.stderr
+    shutil.copy(theirs / "ca" / CRL_FILE, ours / "aggregator" / CRL_FILE)
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(manifest("crl-bad", sites=1, rounds=1)))
+    out = fedkube_cli(
+        ["aggregator", "--manifest", str(path), "--tls-dir", str(ours / "aggregator"),
+         "--port", "0"], timeout=60,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "ca.crl: this revocation list is not signed by the CA in the same folder" in out.stderr
+    # And a certificate from another CA cannot be revoked with ours.
+    wrong = fedkube_cli(
+        ["revoke", "--ca-dir", str(ours / "ca"), "--cert", str(theirs / "sites/site-0/tls.crt")]
+    )
+    assert wrong.returncode != 0 and "was not issued by the CA" in wrong.stderr

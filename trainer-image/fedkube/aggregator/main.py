@@ -28,6 +28,7 @@ from fedkube.errors import JobFailed
 from fedkube.models.plugins import PluginPolicy
 from fedkube.models.registry import initial_params
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.security.revocation import Revocations
 from fedkube.security.tls import TlsError, is_loopback, server_credentials
 from fedkube.spec.job import FederatedJob
 from fedkube.strategy import build_strategy
@@ -165,7 +166,12 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
     coordinator = _coordinator(job, opts)
     coordinator.round_closed_hooks.append(lambda record: release_freed_memory())
     metrics = AggregatorMetrics(coordinator)
-    service = AggregatorService(coordinator, metrics, tls=opts.tls_dir is not None)
+    service = AggregatorService(
+        coordinator,
+        metrics,
+        tls=opts.tls_dir is not None,
+        revocations=Revocations(opts.tls_dir) if opts.tls_dir is not None else None,
+    )
     server, bound = _grpc_server(service, opts)
     await server.start()
     loop = asyncio.get_running_loop()

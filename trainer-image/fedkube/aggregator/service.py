@@ -22,6 +22,7 @@ from fedkube.errors import (
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.security.revocation import Revocations
 from fedkube.security.tls import peer_site
 from fedkube.wire.tensors import sized_parts
 
@@ -53,11 +54,16 @@ SERVER_OPTIONS = [
 
 class AggregatorService(pb_grpc.AggregatorServicer):
     def __init__(
-        self, coordinator: Coordinator, metrics: AggregatorMetrics, tls: bool = False
+        self,
+        coordinator: Coordinator,
+        metrics: AggregatorMetrics,
+        tls: bool = False,
+        revocations: Revocations | None = None,
     ) -> None:
         self.c = coordinator
         self.metrics = metrics
         self.tls = tls
+        self.revocations = revocations
         self._downloads = asyncio.Semaphore(MAX_CONCURRENT_TRANSFERS)
         self._uploads = asyncio.Semaphore(MAX_CONCURRENT_TRANSFERS)
         self._downloading: set[str] = set()  # one download per site at a time
@@ -66,7 +72,15 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         """With mutual TLS a connection acts only for the site its certificate names."""
         if not self.tls:
             return
-        holder = peer_site(context.auth_context())
+        auth = context.auth_context()
+        holder = peer_site(auth)
+        serial = self.revocations.revoked(auth) if self.revocations else None
+        if serial is not None:
+            raise UnknownSite(
+                f"the certificate of {holder!r} (serial {serial:x}) is revoked by the "
+                "consortium's list (ca.crl): ask the consortium for a new one",
+                site=site,
+            )
         if holder != site:
             raise UnknownSite(
                 f"this connection's certificate is for {holder!r}; it cannot act for site {site!r}",

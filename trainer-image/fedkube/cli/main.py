@@ -147,6 +147,19 @@ def cmd_certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from fedkube.security.revocation import CRL_FILE, revoke
+
+    ca_dir = Path(args.ca_dir)
+    crl = Path(args.crl) if args.crl else ca_dir / CRL_FILE
+    serial = revoke(ca_dir / "ca.crt", ca_dir / "ca.key", Path(args.cert), crl, args.days)
+    print(
+        f"revoked serial {serial:x} ({args.cert}); {crl} now lists it: give it to the "
+        f"aggregator as {CRL_FILE} in its TLS folder (a key of its Secret)"
+    )
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from fedkube.cli.local_run import LocalRunOptions, run_local
 
@@ -253,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         _aggregator_parser,
         _trainer_parser,
         _certs_parser,
+        _revoke_parser,
     ):
         add(sub)
     return p
@@ -364,6 +378,17 @@ def _certs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     certs.add_argument("--days", type=int, default=365)
     certs.set_defaults(fn=cmd_certs)
+
+
+def _revoke_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rev = sub.add_parser(
+        "revoke", help="revoke a site's certificate: add it to the consortium's CRL (ca.crl)"
+    )
+    rev.add_argument("--ca-dir", required=True, help="the CA's folder (ca.crt, ca.key)")
+    rev.add_argument("--cert", required=True, help="the certificate to revoke (tls.crt)")
+    rev.add_argument("--crl", help="the list to add it to (default: CA folder/ca.crl)")
+    rev.add_argument("--days", type=int, default=30, help="until the list's next update")
+    rev.set_defaults(fn=cmd_revoke)
 
 
 def main(argv: list[str] | None = None) -> int:

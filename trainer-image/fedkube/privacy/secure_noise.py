@@ -13,12 +13,12 @@ CCS 2012). Here:
 The sampler's own probabilities are computed in float64, so its distribution differs from
 the ideal discrete Gaussian by about 1e-15 relative: far below any delta a job uses. A
 discrete Gaussian of scale sigma (in grid steps) gives the continuous one's guarantee up to a
-term that vanishes for sigma above a few steps (CKS20, Theorem 14); the grid here is 2^-30 of
-the noise's standard deviation (the power of two below). Rounding to the grid moves each value by at most half a step,
-so the L2 sensitivity grows by at most sqrt(d)/2 steps: for ten million values, under 2e-6 of
-the noise's standard deviation, which moves epsilon far below the precision it is reported
-with. Values must stay under 2^23 standard deviations (far beyond any clipped sum), so that
-every grid point is exact in float64.
+term that vanishes for sigma above a few steps (CKS20, Theorem 14); the grid's step is the
+power of two at or below 2^-30 of the noise's standard deviation. Rounding to the grid moves
+each value by at most half a step, so the L2 sensitivity grows by at most sqrt(d)/2 steps: for
+ten million values, under 2e-6 of the noise's standard deviation, which moves epsilon far
+below the precision it is reported with. Values must stay under 2^22 standard deviations (far
+beyond any clipped sum), so that every grid point is exact in float64.
 """
 
 from __future__ import annotations
