@@ -2,23 +2,27 @@
 site's own checks, from its own copy of the manifest, before anything leaves it.
 
 The aggregator is a test double that speaks the protocol's messages (``HostileAggregator``,
-a ``SiteLink``); the site is the real ``TrainerClient`` and ``LocalTrainer``. Signed keys and
-the consistency round against key substitution and split survivor lists are not built yet:
-those attacks are out of this file's reach (see the README's threat models)."""
+a ``SiteLink``); the site is the real ``TrainerClient`` and ``LocalTrainer``. Under mutual TLS
+the sites sign their keys, so key substitution is refused here too; the consistency round
+against split survivor lists is not built yet (see the README's threat models)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fedkube.data import load_site_data
 from fedkube.models import initial_params
 from fedkube.proto import fedkube_pb2 as pb
+from fedkube.secagg import keys
 from fedkube.secagg.keys import Context
 from fedkube.secagg.params import secagg_params
 from fedkube.secagg.server import SecureSum
+from fedkube.secagg.signed_keys import SigningIdentity
 from fedkube.secagg.site import SiteSession
+from fedkube.security.certs import create_consortium
 from fedkube.spec import parse_job
 from fedkube.testing import manifest
 from fedkube.trainer.client import TrainerClient
@@ -30,9 +34,10 @@ JOB, SITE, PEERS = "hostile", "site-0", ["site-1", "site-2"]
 
 
 class Honest:
-    """The job as every site's manifest states it, and one real site serving tasks."""
+    """The job as every site's manifest states it, and one real site serving tasks (signing
+    its keys with its certificate when given the consortium's certificates)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pki: Path | None = None) -> None:
         doc = manifest(JOB, sites=3, rounds=3, min_sites=2)
         doc["spec"]["security"] = {"secureAggregation": {"threshold": 2}}
         doc["spec"]["privacy"] = {"updateLevel": {"clipNorm": 1.0, "noiseMultiplier": 1.0}}
@@ -44,7 +49,15 @@ class Honest:
         self.model = initial_params(self.spec.task, data.num_features, data.num_classes)
         self.aggregator = HostileAggregator(JOB, self.model)
         trainer = LocalTrainer(self.spec.task, data, SITE, None, self.spec.privacy)
-        self.client = TrainerClient(JOB, SITE, self.aggregator, trainer, secure=self.params)
+        self.client = TrainerClient(
+            JOB,
+            SITE,
+            self.aggregator,
+            trainer,
+            secure=self.params,
+            identity=SigningIdentity.from_folder(pki / "sites" / SITE) if pki else None,
+            job_sites=frozenset([SITE, *PEERS]),
+        )
         self.thread = threading.Thread(target=self.client.run, daemon=True)
         self.thread.start()
         self.markers = 0
@@ -154,3 +167,106 @@ def test_a_round_already_revealed_gets_no_second_contribution(honest: Honest) ->
     assert len(agg.of("keys")) == 1 and len(agg.of("update")) == 1, "nothing more for round 1"
     agg.push(honest.task(pb.ADVERTISE_KEYS, round=2))  # the next round is answered
     agg.wait_for("keys", 2)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("consortium")
+    create_consortium(root / "ours", "ours", [SITE, *PEERS], ["127.0.0.1"])
+    create_consortium(root / "forged", "forged", [SITE, *PEERS], ["127.0.0.1"])
+    return root
+
+
+def _forge_other_keys(entry: pb.SiteKeys) -> None:
+    entry.mask_public_key = keys.public_bytes(keys.new_private_key())
+    entry.share_public_key = keys.public_bytes(keys.new_private_key())
+
+
+@pytest.mark.parametrize(
+    ("attack", "message"),
+    [
+        (lambda e, r, f: (e.ClearField("signature"), e.ClearField("certificate")), "not signed"),
+        (lambda e, r, f: _forge_other_keys(e), "do not match their signature"),
+        (lambda e, r, f: (setattr(e, "certificate", r[2].certificate),
+                          setattr(e, "signature", r[2].signature)), "certificate of ['site-2']"),
+        (lambda e, r, f: f.sign_entry(e), "the consortium CA did not issue"),
+    ],
+    ids=["keys unsigned", "keys of the aggregator's own", "another site's signature",
+         "a certificate from another CA"],
+)  # fmt: skip
+def test_keys_substituted_in_the_roster_are_refused(
+    pki: Path, attack: object, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The aggregator puts keys of its own in site-1's place (so it could agree site-0's
+    pairwise mask with itself): site-0 checks every entry against the consortium CA and
+    shares nothing."""
+    honest = Honest(pki / "ours")
+    try:
+        agg, params = honest.aggregator, honest.params
+        peers = {
+            p: SiteSession(JOB, p, 1, 1, params,
+                           identity=SigningIdentity.from_folder(pki / "ours" / "sites" / p))
+            for p in PEERS
+        }  # fmt: skip
+        total = SecureSum(Context(JOB, 1, 1), params, [v.size for v in honest.model.values()])
+        agg.push(honest.task(pb.ADVERTISE_KEYS))
+        total.advertise(agg.wait_for("keys")[0])
+        for session in peers.values():
+            total.advertise(session.advertisement(0, 10))
+        roster = [pb.SiteKeys() for _ in range(3)]
+        for mine, theirs in zip(roster, total.close_roster([SITE, *PEERS]), strict=True):
+            mine.CopyFrom(theirs)
+        forger = Forger(pki / "forged" / "sites" / "site-1", Context(JOB, 1, 1))
+        attack(roster[1], roster, forger)  # type: ignore[operator]
+        share = honest.task(pb.SHARE_KEYS)
+        share.secure.roster.extend(roster)
+        agg.push(share)
+        honest.answered_so_far()
+        assert not agg.of("shares"), "no shares for a roster with substituted keys"
+        assert message in caplog.text
+    finally:
+        honest.stop()
+
+
+class Forger:
+    """An aggregator that signs site-1's entry itself, with a certificate for that name from a
+    CA of its own."""
+
+    def __init__(self, folder: Path, context: Context) -> None:
+        self.identity = SigningIdentity.from_folder(folder)
+        self.context = context
+
+    def sign_entry(self, entry: pb.SiteKeys) -> None:
+        _forge_other_keys(entry)
+        message = pb.KeyAdvertisement(
+            ref=self.context.ref(entry.site),
+            share_public_key=entry.share_public_key,
+            mask_public_key=entry.mask_public_key,
+            num_samples=entry.num_samples,
+        )
+        self.identity.sign(message, self.context)
+        entry.certificate, entry.signature = message.certificate, message.signature
+
+
+def test_signed_keys_from_the_consortium_are_shared_with(pki: Path) -> None:
+    honest = Honest(pki / "ours")
+    try:
+        agg, params = honest.aggregator, honest.params
+        peers = [
+            SiteSession(JOB, p, 1, 1, params,
+                        identity=SigningIdentity.from_folder(pki / "ours" / "sites" / p))
+            for p in PEERS
+        ]  # fmt: skip
+        total = SecureSum(Context(JOB, 1, 1), params, [v.size for v in honest.model.values()])
+        agg.push(honest.task(pb.ADVERTISE_KEYS))
+        mine = agg.wait_for("keys")[0]
+        assert mine.certificate and mine.signature  # the site signs its own keys
+        total.advertise(mine)
+        for session in peers:
+            total.advertise(session.advertisement(0, 10))
+        share = honest.task(pb.SHARE_KEYS)
+        share.secure.roster.extend(total.close_roster([SITE, *PEERS]))
+        agg.push(share)
+        assert agg.wait_for("shares")
+    finally:
+        honest.stop()

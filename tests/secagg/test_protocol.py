@@ -304,3 +304,18 @@ def test_a_site_refuses_to_mask_non_finite_values() -> None:
     update[0][3] = np.nan
     with pytest.raises(SecureAggregationError, match="NaN or Inf"):
         session.masked_update(update)
+
+
+def test_a_roster_naming_a_site_the_manifest_does_not_list_is_refused() -> None:
+    params = pb.SecAggParams(threshold=2, clip_range=8.0)
+    sites = ["site-0", "site-1", "site-9"]
+    sessions = {
+        s: SiteSession("j", s, 1, 1, params, job_sites=frozenset({"site-0", "site-1", "site-2"}))
+        for s in sites
+    }
+    total = SecureSum(keys.Context("j", 1, 1), params, [4])
+    for session in sessions.values():
+        total.advertise(session.advertisement(0, 10))
+    roster = total.close_roster(sites)
+    with pytest.raises(SecureAggregationError, match="the roster names site-9, which this site"):
+        sessions["site-0"].share_keys(roster)

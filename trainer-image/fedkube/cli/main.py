@@ -94,7 +94,12 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     )
     link = GrpcLink(endpoint, tls_dir=Path(args.tls_dir) if args.tls_dir else None)
     client = site_client(
-        job, args.site, link, trainer, Path(args.state_dir) if args.state_dir else None
+        job,
+        args.site,
+        link,
+        trainer,
+        Path(args.state_dir) if args.state_dir else None,
+        Path(args.tls_dir) if args.tls_dir else None,
     )
     try:
         finished = client.run()

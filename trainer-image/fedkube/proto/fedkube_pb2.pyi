@@ -150,18 +150,22 @@ class SecAggParams(_message.Message):
     def __init__(self, threshold: _Optional[int] = ..., clip_range: _Optional[float] = ..., clip_norm: _Optional[float] = ..., noise_stddev: _Optional[float] = ..., equal_weights: _Optional[bool] = ..., num_sites: _Optional[int] = ...) -> None: ...
 
 class SiteKeys(_message.Message):
-    __slots__ = ("site", "index", "share_public_key", "mask_public_key", "num_samples")
+    __slots__ = ("site", "index", "share_public_key", "mask_public_key", "num_samples", "certificate", "signature")
     SITE_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SHARE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     MASK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     site: str
     index: int
     share_public_key: bytes
     mask_public_key: bytes
     num_samples: int
-    def __init__(self, site: _Optional[str] = ..., index: _Optional[int] = ..., share_public_key: _Optional[bytes] = ..., mask_public_key: _Optional[bytes] = ..., num_samples: _Optional[int] = ...) -> None: ...
+    certificate: bytes
+    signature: bytes
+    def __init__(self, site: _Optional[str] = ..., index: _Optional[int] = ..., share_public_key: _Optional[bytes] = ..., mask_public_key: _Optional[bytes] = ..., num_samples: _Optional[int] = ..., certificate: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class EncryptedShare(_message.Message):
     __slots__ = ("sender", "recipient", "nonce", "ciphertext")
@@ -214,18 +218,22 @@ class SecAggTask(_message.Message):
     def __init__(self, params: _Optional[_Union[SecAggParams, _Mapping]] = ..., roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ..., inbox: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., next_roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ...) -> None: ...
 
 class KeyAdvertisement(_message.Message):
-    __slots__ = ("ref", "model_version", "share_public_key", "mask_public_key", "num_samples")
+    __slots__ = ("ref", "model_version", "share_public_key", "mask_public_key", "num_samples", "certificate", "signature")
     REF_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHARE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     MASK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     ref: RoundRef
     model_version: int
     share_public_key: bytes
     mask_public_key: bytes
     num_samples: int
-    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., share_public_key: _Optional[bytes] = ..., mask_public_key: _Optional[bytes] = ..., num_samples: _Optional[int] = ...) -> None: ...
+    certificate: bytes
+    signature: bytes
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., share_public_key: _Optional[bytes] = ..., mask_public_key: _Optional[bytes] = ..., num_samples: _Optional[int] = ..., certificate: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class KeyShares(_message.Message):
     __slots__ = ("ref", "shares")

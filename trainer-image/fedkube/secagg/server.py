@@ -74,6 +74,9 @@ class SecureSum:
                 share_public_key=self.advertised[name].share_public_key,
                 mask_public_key=self.advertised[name].mask_public_key,
                 num_samples=max(self.advertised[name].num_samples, 0),
+                # Relayed as the site sent them: every other site checks them.
+                certificate=self.advertised[name].certificate,
+                signature=self.advertised[name].signature,
             )
             for i, name in enumerate(sorted(sites), start=1)
         ]

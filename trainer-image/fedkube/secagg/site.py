@@ -21,6 +21,7 @@ from fedkube.privacy.secure_noise import add_gaussian_noise
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg import keys, shamir
 from fedkube.secagg.encoding import FixedPoint, offsets
+from fedkube.secagg.signed_keys import SigningIdentity
 
 
 def check_roster(roster: Sequence[pb.SiteKeys], threshold: int) -> dict[str, pb.SiteKeys]:
@@ -52,11 +53,24 @@ def bundle_associated_data(context: keys.Context, sender: str, recipient: str) -
 
 class SiteSession:
     def __init__(
-        self, job: str, site: str, round: int, attempt: int, params: pb.SecAggParams
+        self,
+        job: str,
+        site: str,
+        round: int,
+        attempt: int,
+        params: pb.SecAggParams,
+        *,
+        identity: SigningIdentity | None = None,
+        job_sites: frozenset[str] | None = None,
     ) -> None:
         self.site = site
         self.params = params
         self.context = keys.Context(job, round, attempt)
+        # With mutual TLS: this site signs its keys, and refuses any roster entry its site
+        # did not sign (key substitution).
+        self.identity = identity
+        # The sites this site's own manifest lists: a roster naming another is refused.
+        self.job_sites = job_sites
         self._share_key = keys.new_private_key()
         self._mask_key = keys.new_private_key()
         self._self_seed = os.urandom(keys.KEY_BYTES)
@@ -73,13 +87,16 @@ class SiteSession:
 
     def advertisement(self, model_version: int, num_samples: int) -> pb.KeyAdvertisement:
         self._expect("new", "advertised")
-        return pb.KeyAdvertisement(
+        message = pb.KeyAdvertisement(
             ref=self.context.ref(self.site),
             model_version=model_version,
             share_public_key=keys.public_bytes(self._share_key),
             mask_public_key=keys.public_bytes(self._mask_key),
             num_samples=num_samples,
         )
+        if self.identity is not None:
+            self.identity.sign(message, self.context)
+        return message
 
     def share_keys(self, roster: Sequence[pb.SiteKeys]) -> pb.KeyShares:
         self._expect("advertised", "shared")
@@ -93,6 +110,15 @@ class SiteSession:
             raise SecureAggregationError(
                 f"the roster does not hold site {self.site!r}'s own keys; it is not answered"
             )
+        strangers = sorted(set(by_name) - self.job_sites) if self.job_sites is not None else []
+        if strangers:
+            raise SecureAggregationError(
+                f"the roster names {', '.join(strangers)}, which this site's manifest does not "
+                "list: not answered"
+            )
+        if self.identity is not None:
+            for entry in roster:
+                self.identity.check(entry, self.context)
         self._roster = by_name
         xs = {s.site: s.index for s in roster}
         threshold = self.params.threshold

@@ -22,6 +22,7 @@ from fedkube.codec.error_feedback import UplinkEncoder
 from fedkube.errors import AggregatorUnavailable, JobFailed, SecureAggregationError, UpdateRefused
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
+from fedkube.secagg.signed_keys import SigningIdentity
 from fedkube.secagg.site import SiteSession
 from fedkube.spec.preprocessing import Preprocessing
 from fedkube.trainer.local import LocalTrainer
@@ -79,8 +80,14 @@ class TrainerClient:
         private: bool = False,
         uplink: UplinkEncoder | None = None,
         downlink: Codec | None = None,
+        identity: SigningIdentity | None = None,
+        job_sites: frozenset[str] | None = None,
     ) -> None:
         self.job = job
+        # Secure aggregation under mutual TLS: the site's certificate and key, which sign its
+        # keys and check everyone else's; and the sites its manifest lists.
+        self.identity = identity
+        self.job_sites = job_sites
         self.site = site
         self.link = link
         self.endpoint = link.endpoint
@@ -303,7 +310,15 @@ class TrainerClient:
         return None
 
     def _new_session(self, task: pb.Task, round: int, attempt: int) -> SiteSession:
-        return SiteSession(self.job, self.site, round, attempt, task.secure.params)
+        return SiteSession(
+            self.job,
+            self.site,
+            round,
+            attempt,
+            task.secure.params,
+            identity=self.identity,
+            job_sites=self.job_sites,
+        )
 
     def _prepare_mask(self, session: SiteSession) -> None:
         # The mask does not depend on the update: made while the other sites work.

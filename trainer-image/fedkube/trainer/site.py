@@ -18,6 +18,7 @@ from fedkube.models.plugins import PluginPolicy
 from fedkube.privacy.ledger import PrivacyLedger
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.params import secagg_params
+from fedkube.secagg.signed_keys import SigningIdentity
 from fedkube.spec.job import FederatedJob, JobSpec
 from fedkube.spec.preprocessing import Preprocessing
 from fedkube.strategy import build_strategy
@@ -143,8 +144,11 @@ def site_client(
     link: SiteLink,
     trainer: LocalTrainer | PendingSite,
     state_dir: Path | None = None,
+    tls_dir: Path | None = None,
 ) -> TrainerClient:
-    """The client that serves the aggregator's tasks, checking them against this job."""
+    """The client that serves the aggregator's tasks, checking them against this job. With
+    mutual TLS (``tls_dir``) its secure-aggregation keys are signed with the site's
+    certificate, and every other site's are checked against the consortium CA."""
     spec = job.spec
     private = spec.privacy.update_level is not None or spec.privacy.record_level is not None
     codec = build_codec(spec.communication.uplink)
@@ -158,4 +162,8 @@ def site_client(
         private=private,
         uplink=uplink,
         downlink=build_codec(spec.communication.downlink),
+        identity=SigningIdentity.from_folder(tls_dir)
+        if tls_dir is not None and spec.security.secure_aggregation is not None
+        else None,
+        job_sites=frozenset(s.name for s in spec.sites),
     )
