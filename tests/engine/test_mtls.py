@@ -239,3 +239,26 @@ def test_a_revocation_list_not_signed_by_the_ca_stops_the_aggregator(tmp_path: P
         ["revoke", "--ca-dir", str(ours / "ca"), "--cert", str(theirs / "sites/site-0/tls.crt")]
     )
     assert wrong.returncode != 0 and "was not issued by the CA" in wrong.stderr
+
+
+def test_secure_aggregation_under_mutual_tls_signs_keys_and_checks_survivors(
+    tmp_path: Path,
+) -> None:
+    """Real processes: each site signs its keys with its certificate and checks everyone's;
+    each round runs the consistency stage (survivors sign the list) before unmasking."""
+    sites = ["site-0", "site-1", "site-2"]
+    pki = tmp_path / "pki"
+    create_consortium(pki, "ours", sites, ["127.0.0.1"])
+    doc = manifest("mtls-secure", sites=3, rounds=3, min_sites=3, joinGraceSeconds=60)
+    doc["spec"]["security"] = {"secureAggregation": {"threshold": 2}}
+    job = LocalJob(tmp_path, doc)
+    job.aggregator_args = ["--tls-dir", str(pki / "aggregator")]
+    for site in sites:
+        job.trainer_args[site] = ["--tls-dir", str(pki / "sites" / site)]
+    result = job.run(timeout=240)
+    assert result.rounds_completed == 3
+    assert all(h.sites == sites for h in result.history)
+    for record in result.history:
+        assert record.secure_aggregation is not None
+        # Every round had its survivors sign their list before anyone revealed a share.
+        assert "CONSISTENCY" in record.secure_aggregation.stage_seconds, record

@@ -3,8 +3,8 @@ site's own checks, from its own copy of the manifest, before anything leaves it.
 
 The aggregator is a test double that speaks the protocol's messages (``HostileAggregator``,
 a ``SiteLink``); the site is the real ``TrainerClient`` and ``LocalTrainer``. Under mutual TLS
-the sites sign their keys, so key substitution is refused here too; the consistency round
-against split survivor lists is not built yet (see the README's threat models)."""
+the sites sign their keys and the survivors' list (the consistency stage), so key substitution
+and split survivor lists are refused too."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from fedkube.secagg import keys
 from fedkube.secagg.keys import Context
 from fedkube.secagg.params import secagg_params
 from fedkube.secagg.server import SecureSum
-from fedkube.secagg.signed_keys import SigningIdentity
+from fedkube.secagg.signed_keys import SigningIdentity, survivors_bytes
 from fedkube.secagg.site import SiteSession
 from fedkube.security.certs import create_consortium
 from fedkube.spec import parse_job
@@ -268,5 +268,116 @@ def test_signed_keys_from_the_consortium_are_shared_with(pki: Path) -> None:
         share.secure.roster.extend(total.close_roster([SITE, *PEERS]))
         agg.push(share)
         assert agg.wait_for("shares")
+    finally:
+        honest.stop()
+
+
+def _signed_round_to_the_masked_update(honest: Honest, pki: Path) -> list[pb.SiteKeys]:
+    """Round 1 with signed keys, up to the honest site's masked update: the two peers are the
+    aggregator's accomplices (they follow the protocol and sign what it asks)."""
+    agg, params = honest.aggregator, honest.params
+    peers = {
+        p: SiteSession(JOB, p, 1, 1, params,
+                       identity=SigningIdentity.from_folder(pki / "ours" / "sites" / p))
+        for p in PEERS
+    }  # fmt: skip
+    total = SecureSum(Context(JOB, 1, 1), params, [v.size for v in honest.model.values()])
+    agg.push(honest.task(pb.ADVERTISE_KEYS))
+    total.advertise(agg.wait_for("keys")[0])
+    for session in peers.values():
+        total.advertise(session.advertisement(0, 10))
+    roster = total.close_roster([SITE, *PEERS])
+    share = honest.task(pb.SHARE_KEYS)
+    share.secure.roster.extend(roster)
+    agg.push(share)
+    total.add_shares(agg.wait_for("shares")[0])
+    for session in peers.values():
+        total.add_shares(session.share_keys(roster))
+    masked = honest.task(pb.MASKED_UPDATE)
+    masked.secure.roster.extend(roster)
+    masked.secure.inbox.extend(total.inbox(SITE))
+    agg.push(masked)
+    agg.wait_for("update")
+    return roster
+
+
+def _signatures(pki: Path, signers: list[str], survivors: list[str]) -> list[pb.SurvivorSignature]:
+    """The accomplices sign whatever list the aggregator asks them to."""
+    data = survivors_bytes(Context(JOB, 1, 1), survivors)
+    return [
+        pb.SurvivorSignature(
+            site=name,
+            signature=SigningIdentity.from_folder(pki / "ours" / "sites" / name).sign_bytes(data),
+        )
+        for name in signers
+    ]
+
+
+@pytest.mark.parametrize(
+    "attack",
+    ["another list", "too few signatures", "no consistency stage"],
+)
+def test_split_survivor_lists_are_refused(
+    pki: Path, attack: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The aggregator shows the honest site one survivors' list and asks it to reveal for
+    another (so that with a second list it could unmask site-1's update: seed shares from
+    some sites, mask-key shares from others), or skips the signatures: nothing is revealed."""
+    honest = Honest(pki / "ours")
+    try:
+        agg = honest.aggregator
+        roster = _signed_round_to_the_masked_update(honest, pki)
+        everyone = [SITE, *PEERS]
+        unmask = honest.task(pb.UNMASK)
+        unmask.secure.roster.extend(roster)
+        if attack != "no consistency stage":
+            check = honest.task(pb.CONSISTENCY)
+            check.secure.roster.extend(roster)
+            check.secure.survivors.extend(everyone)
+            agg.push(check)
+            (signed,) = agg.wait_for("consistency")
+            assert signed.signature
+        if attack == "another list":
+            # site-1 "dropped" in the list the accomplices signed; the honest site signed all.
+            shown = [SITE, "site-2"]
+            unmask.secure.survivors.extend(shown)
+            unmask.secure.dropped.append("site-1")
+            unmask.secure.consistency.extend(_signatures(pki, PEERS, shown))
+        elif attack == "too few signatures":
+            unmask.secure.survivors.extend(everyone)
+            unmask.secure.consistency.extend(_signatures(pki, PEERS[:1], everyone))
+        else:
+            unmask.secure.survivors.extend(everyone)
+        agg.push(unmask)
+        honest.answered_so_far()
+        assert not agg.of("reveal"), "no share revealed"
+        assert "secure aggregation stopped at this site" in caplog.text
+    finally:
+        honest.stop()
+
+
+def test_a_survivors_list_a_threshold_signed_is_revealed_for(pki: Path) -> None:
+    honest = Honest(pki / "ours")
+    try:
+        agg = honest.aggregator
+        roster = _signed_round_to_the_masked_update(honest, pki)
+        everyone = [SITE, *PEERS]
+        check = honest.task(pb.CONSISTENCY)
+        check.secure.survivors.extend(everyone)
+        agg.push(check)
+        (mine,) = agg.wait_for("consistency")
+        unmask = honest.task(pb.UNMASK)
+        unmask.secure.roster.extend(roster)
+        unmask.secure.survivors.extend(everyone)
+        unmask.secure.consistency.extend(
+            [
+                pb.SurvivorSignature(site=SITE, signature=mine.signature),
+                *_signatures(pki, PEERS, everyone),
+            ]
+        )
+        agg.push(unmask)
+        (reveal,) = agg.wait_for("reveal")
+        assert {s.owner for s in reveal.self_seed_shares} == set(everyone)
+        assert not reveal.mask_key_shares
     finally:
         honest.stop()

@@ -83,3 +83,6 @@ class HostileAggregator(SiteLink):
 
     def reveal_shares(self, message: pb.Reveal) -> None:
         self._record("reveal", message)
+
+    def sign_survivors(self, message: pb.Consistency) -> None:
+        self._record("consistency", message)

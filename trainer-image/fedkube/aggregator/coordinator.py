@@ -187,6 +187,9 @@ class Coordinator:
     def reveal_shares(self, msg: pb.Reveal) -> None:
         self._secure_rounds(msg.ref).reveal_shares(msg)
 
+    def sign_survivors(self, msg: pb.Consistency) -> None:
+        self._secure_rounds(msg.ref).sign_survivors(msg)
+
     def _secure_rounds(self, ref: pb.RoundRef) -> SecureRounds:
         if self.secure is None:
             raise RoundClosed(

@@ -115,6 +115,10 @@ class SecureRounds:
         r, secure = self._stage_of(msg.ref, pb.SHARE_KEYS)
         self._answer(r, msg.ref.site, lambda: secure.add_shares(msg))
 
+    def sign_survivors(self, msg: pb.Consistency) -> None:
+        r, secure = self._stage_of(msg.ref, pb.CONSISTENCY)
+        self._answer(r, msg.ref.site, lambda: secure.add_consistency(msg))
+
     def reveal_shares(self, msg: pb.Reveal) -> None:
         r, secure = self._stage_of(msg.ref, pb.UNMASK)
         self._answer(r, msg.ref.site, lambda: secure.add_reveal(msg))
@@ -206,6 +210,12 @@ class SecureRounds:
         for update in list(r.receiving.values()):
             update.close()
         self.upcoming = self._next_round_roster(r)
+        if secure.signed:
+            # Bonawitz et al.'s consistency check: every survivor signs the list it is
+            # shown, and reveals only for a list a threshold signed.
+            self.c.next_stage(r, pb.CONSISTENCY, set(r.done))
+            if not await self.c.stage_answered(r, secure.params.threshold):
+                return None
         self.c.next_stage(r, pb.UNMASK, set(r.done))
         if not await self.c.stage_answered(r, secure.params.threshold):
             return None
@@ -256,10 +266,13 @@ class SecureRounds:
         task.secure.roster.extend(r.secure.roster)
         if r.stage == pb.MASKED_UPDATE:
             task.secure.inbox.extend(r.secure.inbox(site))
+        if r.stage == pb.CONSISTENCY:
+            task.secure.survivors.extend(r.secure.unmask_request()[0])
         if r.stage == pb.UNMASK:
             survivors, dropped = r.secure.unmask_request()
             task.secure.survivors.extend(survivors)
             task.secure.dropped.extend(dropped)
+            task.secure.consistency.extend(r.secure.consistency_signatures())
             upcoming = self.upcoming
             if upcoming is not None and site in upcoming.advertised:
                 task.secure.next_roster.extend(upcoming.roster)

@@ -224,6 +224,11 @@ class AggregatorService(pb_grpc.AggregatorServicer):
     ) -> pb.Receipt:
         return await self._unary(context, "RevealShares", request, self.c.reveal_shares)
 
+    async def SignSurvivors(
+        self, request: pb.Consistency, context: grpc.aio.ServicerContext
+    ) -> pb.Receipt:
+        return await self._unary(context, "SignSurvivors", request, self.c.sign_survivors)
+
     async def _unary(
         self,
         context: grpc.aio.ServicerContext,

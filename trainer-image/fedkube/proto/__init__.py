@@ -5,4 +5,5 @@
 # 2: the next round's key exchange rides on the masked update and the reveal.
 # 3: RoundRef in every message about a round, a Codec enum, one Receipt, stages in order.
 # 4: round 0, the federated statistics: SCHEMA and STATISTICS stages, the agreed preprocessing.
-PROTOCOL_VERSION = 4
+# 5: signed secure-aggregation keys, and the CONSISTENCY stage (SignSurvivors) before UNMASK.
+PROTOCOL_VERSION = 5

@@ -39,6 +39,7 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVALUATE: _ClassVar[Stage]
     SCHEMA: _ClassVar[Stage]
     STATISTICS: _ClassVar[Stage]
+    CONSISTENCY: _ClassVar[Stage]
 DTYPE_UNSPECIFIED: DType
 FLOAT32: DType
 FLOAT64: DType
@@ -63,6 +64,7 @@ UNMASK: Stage
 EVALUATE: Stage
 SCHEMA: Stage
 STATISTICS: Stage
+CONSISTENCY: Stage
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "dtype", "shape")
@@ -202,20 +204,38 @@ class SecretShare(_message.Message):
     def __init__(self, owner: _Optional[str] = ..., x: _Optional[int] = ..., y: _Optional[bytes] = ...) -> None: ...
 
 class SecAggTask(_message.Message):
-    __slots__ = ("params", "roster", "inbox", "survivors", "dropped", "next_roster")
+    __slots__ = ("params", "roster", "inbox", "survivors", "dropped", "next_roster", "consistency")
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     ROSTER_FIELD_NUMBER: _ClassVar[int]
     INBOX_FIELD_NUMBER: _ClassVar[int]
     SURVIVORS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     NEXT_ROSTER_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     params: SecAggParams
     roster: _containers.RepeatedCompositeFieldContainer[SiteKeys]
     inbox: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
     survivors: _containers.RepeatedScalarFieldContainer[str]
     dropped: _containers.RepeatedScalarFieldContainer[str]
     next_roster: _containers.RepeatedCompositeFieldContainer[SiteKeys]
-    def __init__(self, params: _Optional[_Union[SecAggParams, _Mapping]] = ..., roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ..., inbox: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., next_roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ...) -> None: ...
+    consistency: _containers.RepeatedCompositeFieldContainer[SurvivorSignature]
+    def __init__(self, params: _Optional[_Union[SecAggParams, _Mapping]] = ..., roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ..., inbox: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., next_roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ..., consistency: _Optional[_Iterable[_Union[SurvivorSignature, _Mapping]]] = ...) -> None: ...
+
+class SurvivorSignature(_message.Message):
+    __slots__ = ("site", "signature")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    signature: bytes
+    def __init__(self, site: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class Consistency(_message.Message):
+    __slots__ = ("ref", "signature")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    ref: RoundRef
+    signature: bytes
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class KeyAdvertisement(_message.Message):
     __slots__ = ("ref", "model_version", "share_public_key", "mask_public_key", "num_samples", "certificate", "signature")

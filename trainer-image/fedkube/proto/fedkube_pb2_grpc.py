@@ -69,6 +69,11 @@ class AggregatorStub:
                 request_serializer=fedkube__pb2.Reveal.SerializeToString,
                 response_deserializer=fedkube__pb2.Receipt.FromString,
                 _registered_method=True)
+        self.SignSurvivors = channel.unary_unary(
+                '/fedkube.v1.Aggregator/SignSurvivors',
+                request_serializer=fedkube__pb2.Consistency.SerializeToString,
+                response_deserializer=fedkube__pb2.Receipt.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -118,6 +123,12 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignSurvivors(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +165,11 @@ def add_AggregatorServicer_to_server(servicer, server):
             'RevealShares': grpc.unary_unary_rpc_method_handler(
                     servicer.RevealShares,
                     request_deserializer=fedkube__pb2.Reveal.FromString,
+                    response_serializer=fedkube__pb2.Receipt.SerializeToString,
+            ),
+            'SignSurvivors': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignSurvivors,
+                    request_deserializer=fedkube__pb2.Consistency.FromString,
                     response_serializer=fedkube__pb2.Receipt.SerializeToString,
             ),
     }
@@ -345,6 +361,33 @@ class Aggregator:
             target,
             '/fedkube.v1.Aggregator/RevealShares',
             fedkube__pb2.Reveal.SerializeToString,
+            fedkube__pb2.Receipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignSurvivors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedkube.v1.Aggregator/SignSurvivors',
+            fedkube__pb2.Consistency.SerializeToString,
             fedkube__pb2.Receipt.FromString,
             options,
             channel_credentials,

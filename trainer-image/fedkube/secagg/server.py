@@ -34,6 +34,7 @@ class SecureSum:
         self.sharers: dict[str, pb.KeyShares] = {}
         self.survivors: set[str] = set()
         self.revealed: dict[str, pb.Reveal] = {}
+        self.consistency: dict[str, bytes] = {}  # survivor -> its signature over the list
         self._sums: list[np.ndarray] | None = None
 
     # -- stage 1: keys -----------------------------------------------------------------------
@@ -64,6 +65,23 @@ class SecureSum:
         if self.roster:
             raise SecureAggregationError("the roster is closed; keys cannot be withdrawn")
         self.advertised.pop(site, None)
+
+    @property
+    def signed(self) -> bool:
+        """The sites signed their keys (mutual TLS): a consistency stage precedes unmasking."""
+        return bool(self.roster) and all(s.signature for s in self.roster)
+
+    def add_consistency(self, msg: pb.Consistency) -> None:
+        """A survivor's signature over the survivors' list, relayed to all with UNMASK."""
+        survivors, _ = self.unmask_request()
+        if msg.ref.site not in survivors:
+            raise SecureAggregationError(f"site {msg.ref.site!r} is not a survivor of this round")
+        self.consistency[msg.ref.site] = msg.signature
+
+    def consistency_signatures(self) -> list[pb.SurvivorSignature]:
+        return [
+            pb.SurvivorSignature(site=s, signature=v) for s, v in sorted(self.consistency.items())
+        ]
 
     def close_roster(self, sites: Sequence[str]) -> list[pb.SiteKeys]:
         """Fix who takes part, in name order (the Shamir x-coordinates)."""

@@ -28,6 +28,7 @@ from fedkube.secagg.keys import Context
 from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE
 
 _DOMAIN = b"fedkube/secagg/v1/site-keys\x00"
+_SURVIVORS = b"fedkube/secagg/v1/survivors\x00"
 
 
 def signed_bytes(
@@ -38,6 +39,13 @@ def signed_bytes(
     fields = [context.job.encode(), site.encode(), share_key, mask_key]
     packed = b"".join(struct.pack(">I", len(f)) + f for f in fields)
     return _DOMAIN + packed + struct.pack(">qqq", context.round, context.attempt, num_samples)
+
+
+def survivors_bytes(context: Context, survivors: list[str]) -> bytes:
+    """What a site signs in the consistency stage: the round's survivors, in name order."""
+    names = [context.job, *sorted(survivors)]
+    packed = b"".join(struct.pack(">I", len(n.encode())) + n.encode() for n in names)
+    return _SURVIVORS + packed + struct.pack(">qq", context.round, context.attempt)
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,9 @@ class SigningIdentity:
         )
         message.certificate = self.certificate_pem
         message.signature = self.key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+    def sign_bytes(self, data: bytes) -> bytes:
+        return self.key.sign(data, ec.ECDSA(hashes.SHA256()))
 
     def check(self, entry: pb.SiteKeys, context: Context) -> None:
         """Refuses a roster entry that its site did not sign, with a certificate from the CA
@@ -110,3 +121,15 @@ class SigningIdentity:
                 f"{where} do not match their signature (other keys, sample count, round or "
                 "try than the site signed): key substitution, not answered"
             ) from None
+
+
+def signed_by(entry: pb.SiteKeys, data: bytes, signature: bytes) -> bool:
+    """Whether the site of ``entry`` (whose certificate ``check`` accepted) signed ``data``."""
+    public = x509.load_pem_x509_certificate(entry.certificate).public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        return False
+    try:
+        public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True

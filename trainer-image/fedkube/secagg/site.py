@@ -1,6 +1,7 @@
 """One site's part in one round of secure aggregation, as a state machine over typed messages.
 
-    advertisement() -> share_keys(roster) -> masked_update(inbox, update) -> reveal(...)
+    advertisement() -> share_keys(roster) -> masked_update(inbox, update)
+        [-> sign_survivors(survivors), with signed keys] -> reveal(...)
 
 The site checks what the aggregator relays at each step and refuses (SecureAggregationError)
 what would let the aggregator unmask it alone: a roster without this site's own keys or below
@@ -21,7 +22,7 @@ from fedkube.privacy.secure_noise import add_gaussian_noise
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg import keys, shamir
 from fedkube.secagg.encoding import FixedPoint, offsets
-from fedkube.secagg.signed_keys import SigningIdentity
+from fedkube.secagg.signed_keys import SigningIdentity, signed_by, survivors_bytes
 
 
 def check_roster(roster: Sequence[pb.SiteKeys], threshold: int) -> dict[str, pb.SiteKeys]:
@@ -84,6 +85,7 @@ class SiteSession:
         self._prepared: tuple[list[str], list[int], list[np.ndarray]] | None = None
         self.stage = "new"
         self.clipped_values = 0
+        self._signed_survivors: list[str] | None = None
 
     def advertisement(self, model_version: int, num_samples: int) -> pb.KeyAdvertisement:
         self._expect("new", "advertised")
@@ -254,10 +256,70 @@ class SiteSession:
             masks.append(mask)
         return masks
 
-    def reveal(self, survivors: Sequence[str], dropped: Sequence[str]) -> pb.Reveal:
+    def sign_survivors(self, survivors: Sequence[str]) -> pb.Consistency:
+        """The consistency stage (with signed keys): this site signs the survivors' list it is
+        shown, and will reveal only for that list, signed by a threshold of sites."""
+        self._expect("masked", "signed")
+        if self.identity is None:
+            raise SecureAggregationError("this site has no certificate to sign survivors with")
+        self._check_survivors(set(survivors))
+        self._signed_survivors = sorted(survivors)
+        return pb.Consistency(
+            ref=self.context.ref(self.site),
+            signature=self.identity.sign_bytes(survivors_bytes(self.context, list(survivors))),
+        )
+
+    def _check_survivors(self, alive: set[str]) -> None:
+        if not alive <= set(self._participants):
+            raise SecureAggregationError("the survivors include sites that shared no keys")
+        if self.site not in alive:
+            raise SecureAggregationError(
+                f"the survivors leave out site {self.site!r}, which sent its masked update"
+            )
+        if len(alive) < self.params.threshold:
+            raise SecureAggregationError(
+                f"{len(alive)} survivors are fewer than the threshold {self.params.threshold}"
+            )
+
+    def _check_consistency(
+        self, survivors: Sequence[str], signatures: Sequence[pb.SurvivorSignature]
+    ) -> None:
+        """A threshold of roster sites signed exactly the list this site signed: no other
+        site can have been shown a different one (and so asked for other shares)."""
+        if sorted(survivors) != self._signed_survivors:
+            raise SecureAggregationError(
+                "the aggregator asks to reveal for other survivors than the list this site "
+                "signed: split survivor lists, not answered"
+            )
+        data = survivors_bytes(self.context, list(survivors))
+        signers = {
+            s.site
+            for s in signatures
+            if s.site in self._roster and signed_by(self._roster[s.site], data, s.signature)
+        }
+        if len(signers) < self.params.threshold or len(signers) != len(
+            {s.site for s in signatures}
+        ):
+            raise SecureAggregationError(
+                f"{len(signers)} valid signatures over the survivors' list (of "
+                f"{len(signatures)} relayed), the threshold is {self.params.threshold}: "
+                "split survivor lists or forged signatures, not answered"
+            )
+
+    def reveal(
+        self,
+        survivors: Sequence[str],
+        dropped: Sequence[str],
+        signatures: Sequence[pb.SurvivorSignature] = (),
+    ) -> pb.Reveal:
         """Shares of the survivors' self-mask seeds and of the dropped sites' mask keys: never
-        both for one site, which would unmask that site's update."""
-        self._expect("masked", "revealed")
+        both for one site, which would unmask that site's update. With signed keys, only
+        after the consistency stage, for the list a threshold of sites signed."""
+        if self.identity is not None:
+            self._expect("signed", "revealed")
+            self._check_consistency(survivors, signatures)
+        else:
+            self._expect("masked", "revealed")
         alive, gone = set(survivors), set(dropped)
         if alive & gone or alive | gone != set(self._participants):
             raise SecureAggregationError(

@@ -246,6 +246,9 @@ class TrainerClient:
                 self._prepare_mask(session)
             elif task.stage == pb.MASKED_UPDATE:
                 self._send_masked_update(task, session)
+            elif task.stage == pb.CONSISTENCY:
+                signed = session.sign_survivors(task.secure.survivors)
+                self._send(task, "survivors' signature", self.link.sign_survivors, signed)
             elif task.stage == pb.UNMASK:
                 self._reveal(task, session)
         except SecureAggregationError as e:
@@ -350,7 +353,7 @@ class TrainerClient:
 
     def _reveal(self, task: pb.Task, session: SiteSession) -> None:
         secure = task.secure
-        reveal = session.reveal(secure.survivors, secure.dropped)
+        reveal = session.reveal(secure.survivors, secure.dropped, secure.consistency)
         self.revealed.add(task.ref.round)
         self.session = None
         upcoming, self.upcoming = self.upcoming, None

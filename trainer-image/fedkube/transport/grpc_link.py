@@ -103,5 +103,8 @@ class GrpcLink(SiteLink):
     def reveal_shares(self, message: pb.Reveal) -> None:
         _call(lambda: self.stub.RevealShares(message))
 
+    def sign_survivors(self, message: pb.Consistency) -> None:
+        _call(lambda: self.stub.SignSurvivors(message))
+
     def close(self) -> None:
         self.channel.close()

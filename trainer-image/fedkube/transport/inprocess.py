@@ -54,6 +54,8 @@ class Hub(Protocol):
 
     def reveal_shares(self, msg: pb.Reveal) -> None: ...
 
+    def sign_survivors(self, msg: pb.Consistency) -> None: ...
+
 
 class InProcessLink(SiteLink):
     endpoint = "in-process"
@@ -123,3 +125,6 @@ class InProcessLink(SiteLink):
 
     def reveal_shares(self, message: pb.Reveal) -> None:
         self._on_loop(lambda: self.hub.reveal_shares(message))
+
+    def sign_survivors(self, message: pb.Consistency) -> None:
+        self._on_loop(lambda: self.hub.sign_survivors(message))

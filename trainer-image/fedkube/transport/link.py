@@ -43,5 +43,8 @@ class SiteLink(ABC):
     @abstractmethod
     def reveal_shares(self, message: pb.Reveal) -> None: ...
 
+    @abstractmethod
+    def sign_survivors(self, message: pb.Consistency) -> None: ...
+
     def close(self) -> None:
         """Let go of the connection."""
