@@ -262,3 +262,28 @@ def test_secure_aggregation_under_mutual_tls_signs_keys_and_checks_survivors(
         assert record.secure_aggregation is not None
         # Every round had its survivors sign their list before anyone revealed a share.
         assert "CONSISTENCY" in record.secure_aggregation.stage_seconds, record
+
+
+def test_a_certificate_of_another_consortium_is_refused_when_the_job_names_its_own(
+    tmp_path: Path,
+) -> None:
+    from fedkube.security.certs import Authority, issue_site
+
+    pki = tmp_path / "pki"
+    ca = create_consortium(pki, "ours", ["site-0"], ["127.0.0.1"])
+    issue_site(Authority(ca.cert, ca.key, "theirs"), pki / "theirs" / "site-0", "site-0")
+    (pki / "theirs" / "site-0" / "ca.crt").write_bytes((pki / "ca" / "ca.crt").read_bytes())
+    doc = manifest("mtls", sites=1, rounds=2, min_sites=1, joinGraceSeconds=0)
+    doc["spec"]["security"] = {"mutualTls": {"consortium": "ours"}}
+    job = LocalJob(tmp_path, doc)
+    job.aggregator_args = ["--tls-dir", str(pki / "aggregator")]
+    job.start_aggregator()
+    try:
+        job.wait_for(lambda p: p.phase == "Running", timeout=60)
+        refused = subscribe(job, channel_credentials(pki / "theirs" / "site-0"), "site-0")
+        assert isinstance(refused, grpc.RpcError)
+        assert "is for consortium 'theirs', not this job's ('ours')" in (refused.details() or "")
+        assert isinstance(subscribe(job, channel_credentials(pki / "sites" / "site-0"), "site-0"),
+                          pb.Event)  # fmt: skip
+    finally:
+        job.stop()

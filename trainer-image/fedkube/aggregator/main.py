@@ -171,6 +171,9 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
         metrics,
         tls=opts.tls_dir is not None,
         revocations=Revocations(opts.tls_dir) if opts.tls_dir is not None else None,
+        consortium=job.spec.security.mutual_tls.consortium
+        if job.spec.security.mutual_tls is not None
+        else None,
     )
     server, bound = _grpc_server(service, opts)
     await server.start()

@@ -23,7 +23,7 @@ from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.security.revocation import Revocations
-from fedkube.security.tls import peer_site
+from fedkube.security.tls import peer_consortium, peer_site
 from fedkube.wire.tensors import sized_parts
 
 log = logging.getLogger("fedkube.aggregator")
@@ -59,11 +59,14 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         metrics: AggregatorMetrics,
         tls: bool = False,
         revocations: Revocations | None = None,
+        consortium: str | None = None,
     ) -> None:
         self.c = coordinator
         self.metrics = metrics
         self.tls = tls
         self.revocations = revocations
+        # The consortium every peer's certificate must name (the job's mutualTls.consortium).
+        self.consortium = consortium
         self._downloads = asyncio.Semaphore(MAX_CONCURRENT_TRANSFERS)
         self._uploads = asyncio.Semaphore(MAX_CONCURRENT_TRANSFERS)
         self._downloading: set[str] = set()  # one download per site at a time
@@ -79,6 +82,13 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             raise UnknownSite(
                 f"the certificate of {holder!r} (serial {serial:x}) is revoked by the "
                 "consortium's list (ca.crl): ask the consortium for a new one",
+                site=site,
+            )
+        named = peer_consortium(auth)
+        if self.consortium is not None and named != self.consortium:
+            raise UnknownSite(
+                f"the certificate of {holder!r} is for consortium {named!r}, not this job's "
+                f"({self.consortium!r}): refused",
                 site=site,
             )
         if holder != site:

@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 from fedkube.errors import SecureAggregationError, TlsError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.keys import Context
-from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE
+from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE, consortium_of
 
 _DOMAIN = b"fedkube/secagg/v1/site-keys\x00"
 _SURVIVORS = b"fedkube/secagg/v1/survivors\x00"
@@ -55,9 +55,11 @@ class SigningIdentity:
     certificate_pem: bytes
     key: ec.EllipticCurvePrivateKey
     ca: x509.Certificate
+    # The consortium every roster certificate must name (the job's mutualTls.consortium).
+    consortium: str | None = None
 
     @classmethod
-    def from_folder(cls, folder: Path) -> SigningIdentity:
+    def from_folder(cls, folder: Path, consortium: str | None = None) -> SigningIdentity:
         try:
             ca = x509.load_pem_x509_certificate((folder / CA_FILE).read_bytes())
             cert = (folder / CERT_FILE).read_bytes()
@@ -66,7 +68,7 @@ class SigningIdentity:
             raise TlsError(f"TLS folder {folder}: cannot load the key and CA ({e})") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise TlsError(f"TLS folder {folder}: {KEY_FILE} is not an EC key (`fedkube certs`)")
-        return cls(cert, key, ca)
+        return cls(cert, key, ca, consortium)
 
     def sign(self, message: pb.KeyAdvertisement, context: Context) -> None:
         """Signs ``message`` in place (its keys, sample count, job, round, try)."""
@@ -107,6 +109,12 @@ class SigningIdentity:
             raise SecureAggregationError(
                 f"{where} are signed with the certificate of {names!r}: key substitution, "
                 "not answered"
+            )
+        named = consortium_of(cert)
+        if self.consortium is not None and named != self.consortium:
+            raise SecureAggregationError(
+                f"{where} come with a certificate of consortium {named!r}, not this job's "
+                f"({self.consortium!r}): not answered"
             )
         public = cert.public_key()
         data = signed_bytes(

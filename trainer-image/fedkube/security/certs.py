@@ -41,15 +41,25 @@ CA_KEY_USAGE = x509.KeyUsage(
 class Authority:
     cert: x509.Certificate
     key: ec.EllipticCurvePrivateKey
+    # Named in every certificate it issues (the organisation), so that a job that names its
+    # consortium (security.mutualTls.consortium) refuses another's, even from the same CA.
+    consortium: str
 
 
-def _name(common_name: str, organisation: str) -> x509.Name:
+def _name(common_name: str, organisation: str, unit: str | None = None) -> x509.Name:
     return x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+            *([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit)] if unit else []),
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
+
+
+def consortium_of(certificate: x509.Certificate) -> str | None:
+    """The consortium a leaf certificate names (its organisation)."""
+    names = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return str(names[0].value) if names else None
 
 
 def certificate_builder(
@@ -80,20 +90,20 @@ def new_authority(consortium: str, days: int = 3650) -> Authority:
         .add_extension(CA_KEY_USAGE, critical=True)
         .sign(key, hashes.SHA256())
     )
-    return Authority(cert, key)
+    return Authority(cert, key, consortium)
 
 
 def _leaf(
     ca: Authority,
     common_name: str,
-    organisation: str,
+    unit: str,
     usage: x509.ObjectIdentifier,
     sans: Sequence[x509.GeneralName],
     days: int,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
-        certificate_builder(_name(common_name, organisation), ca.cert.subject, key, days)
+        certificate_builder(_name(common_name, ca.consortium, unit), ca.cert.subject, key, days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )

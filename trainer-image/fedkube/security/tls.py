@@ -8,11 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 
 from fedkube.errors import TlsError
-from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE
+from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE, consortium_of
 
-__all__ = ["TlsError", "channel_credentials", "is_loopback", "peer_site", "server_credentials"]
+__all__ = [
+    "TlsError",
+    "channel_credentials",
+    "is_loopback",
+    "peer_consortium",
+    "peer_site",
+    "server_credentials",
+]
 
 
 def _read(folder: Path) -> tuple[bytes, bytes, bytes]:
@@ -49,6 +57,12 @@ def peer_site(auth_context: dict[str, Any]) -> str | None:
     """The site a TLS peer's certificate names (its common name); None without TLS."""
     names = auth_context.get("x509_common_name") or []
     return names[0].decode() if names else None
+
+
+def peer_consortium(auth_context: dict[str, Any]) -> str | None:
+    """The consortium a TLS peer's certificate names (its organisation); None without TLS."""
+    pems = auth_context.get("x509_pem_cert") or []
+    return consortium_of(x509.load_pem_x509_certificate(pems[0])) if pems else None
 
 
 def is_loopback(host: str) -> bool:

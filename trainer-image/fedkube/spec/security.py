@@ -76,6 +76,15 @@ class MutualTlsSpec(_Model):
         )
     )
 
+    consortium: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="The consortium every certificate must name (its organisation, as "
+        "`fedkube certs --consortium` writes it): a certificate of another consortium is "
+        "refused, even from the same CA. Default: any the CA issued.",
+    )
+
     def aggregator_secret(self, job: str) -> str:
         return self.aggregator_secret_name or f"{job}-aggregator-tls"
 

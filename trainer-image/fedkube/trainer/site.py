@@ -162,7 +162,9 @@ def site_client(
         private=private,
         uplink=uplink,
         downlink=build_codec(spec.communication.downlink),
-        identity=SigningIdentity.from_folder(tls_dir)
+        identity=SigningIdentity.from_folder(
+            tls_dir, spec.security.mutual_tls.consortium if spec.security.mutual_tls else None
+        )
         if tls_dir is not None and spec.security.secure_aggregation is not None
         else None,
         job_sites=frozenset(s.name for s in spec.sites),
