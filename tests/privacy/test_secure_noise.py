@@ -57,3 +57,11 @@ def test_the_dp_fedavg_mean_is_never_noised_the_same_way_twice() -> None:
 
     a, b = mean(), mean()
     assert a.dtype == np.float32 and not np.array_equal(a, b)
+
+
+def test_values_far_beyond_a_tiny_noise_still_land_exactly_on_a_grid() -> None:
+    values = np.array([1e3, -7.25, 3.0e-3])
+    noised = add_gaussian_noise(values, 1e-9)
+    step = 2.0 ** math.ceil(math.log2(1e3 / 2.0**51))
+    assert np.array_equal(noised / step, np.rint(noised / step))
+    assert np.allclose(noised, values, rtol=0, atol=1e-7)

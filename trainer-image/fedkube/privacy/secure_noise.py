@@ -17,8 +17,9 @@ term that vanishes for sigma above a few steps (CKS20, Theorem 14); the grid's s
 power of two at or below 2^-30 of the noise's standard deviation. Rounding to the grid moves
 each value by at most half a step, so the L2 sensitivity grows by at most sqrt(d)/2 steps: for
 ten million values, under 2e-6 of the noise's standard deviation, which moves epsilon far
-below the precision it is reported with. Values must stay under 2^22 standard deviations (far
-beyond any clipped sum), so that every grid point is exact in float64.
+below the precision it is reported with. For values beyond 2^21 standard deviations (a noise
+far smaller than the values) the grid coarsens, so that every grid point stays exact in
+float64.
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ def add_gaussian_noise(values: np.ndarray, stddev: float) -> np.ndarray:
     if stddev <= 0:
         return flat.reshape(np.shape(values))
     step = grid_step(stddev)
+    largest = float(np.max(np.abs(flat))) if flat.size else 0.0
+    if largest >= step * 2.0**51:
+        # Values far beyond the noise (a tiny standard deviation): a coarser power-of-two grid
+        # keeps every multiple exact; its rounding is still a negligible share of the noise.
+        step = float(2.0 ** math.ceil(math.log2(largest / 2.0**51)))
     out = np.empty_like(flat)
     for start in range(0, flat.size, _BLOCK):
         block = flat[start : start + _BLOCK]
