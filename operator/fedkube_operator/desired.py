@@ -70,6 +70,9 @@ class OperatorSettings:
     # docker-registry Secrets job pods pull the engine image with (Helm image.pullSecrets);
     # each must exist in the job's namespace, as Kubernetes reads it from there.
     image_pull_secrets: tuple[str, ...] = ()
+    # Where a trainer of a job whose aggregator is at another organisation serves the job's
+    # /progress to this operator (relayed over its authenticated channel).
+    progress_relay_port: int = 9092
     # This cluster's site (Helm site.name): the only site whose trainer runs here. None: the
     # admin lets every site a job lists train here (a one-cluster consortium).
     site: str | None = None
@@ -336,6 +339,9 @@ def trainer_pod(
     tls = job.spec.security.mutual_tls
     tls_args, tls_volumes, tls_mounts = _tls(tls.site_secret(job.name, site.name) if tls else None)
     state_args, state_volumes, state_mounts = _site_state(job, namespace, site, settings)
+    # The aggregator is elsewhere: this trainer relays the job's progress to the operator.
+    remote = job.spec.aggregator.endpoint is not None
+    relay_args = ["--progress-port", str(settings.progress_relay_port)] if remote else []
     data = settings.data_volume()
     data_args = ["--data-dir", DATA_DIR] if data is not None else []
     data_volumes = [{"name": "site-data", **data}] if data is not None else []
@@ -361,10 +367,13 @@ def trainer_pod(
             *data_args,
             *state_args,
             *(["--epsilon-cap", f"{settings.epsilon_cap:g}"] if settings.epsilon_cap else []),
+            *relay_args,
         ],
         "env": [{"name": "FEDKUBE_TORCH_THREADS", "value": "1"}],
         "volumeMounts": [*_COMMON_MOUNTS, *tls_mounts, *data_mounts, *state_mounts],
     }
+    if remote:
+        container["ports"] = [{"name": "progress", "containerPort": settings.progress_relay_port}]
     return _pod(
         _meta(resource, trainer_name(job.name, site.name), "trainer", site.name),
         container,

@@ -116,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a docker-registry Secret (in the job's namespace) job pods pull the image with",
     )
     ap.add_argument(
+        "--progress-relay-port",
+        type=int,
+        default=int(os.environ.get("FEDKUBE_PROGRESS_RELAY_PORT", "9092")),
+        help="where a trainer of a job whose aggregator is elsewhere serves the job's "
+        "progress to this operator (relayed over its authenticated channel)",
+    )
+    ap.add_argument(
         "--check",
         action="store_true",
         help="check this operator's access (the FederatedJob API, every permission it needs) "
@@ -218,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             fs_group=args.pod_fs_group,
             image_pull_policy=args.image_pull_policy,
             image_pull_secrets=tuple(args.image_pull_secret),
+            progress_relay_port=args.progress_relay_port,
             site=args.site,
             max_gpus=args.max_gpus,
             gpu_resource=args.gpu_resource,

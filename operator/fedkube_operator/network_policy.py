@@ -50,6 +50,19 @@ def network_policies(
             {"to": [{"ipBlock": {"cidr": c}} for c in settings.remote_aggregator_cidrs],
              "ports": [{"protocol": "TCP", "port": port}]}
         ]  # fmt: skip
+    operator_only = (
+        [{"namespaceSelector": {"matchLabels": {_NAMESPACE_LABEL: settings.operator_namespace}}}]
+        if settings.operator_namespace
+        else []
+    )
+    # Only the operator dials a trainer: for the progress it relays when the aggregator is
+    # elsewhere.
+    relay_in = (
+        [{"from": operator_only,
+          "ports": [{"protocol": "TCP", "port": settings.progress_relay_port}]}]
+        if agg.endpoint is not None
+        else []
+    )  # fmt: skip
     policies = [
         _policy(
             resource,
@@ -58,7 +71,7 @@ def network_policies(
             {
                 "podSelector": _pods(job, "trainer"),
                 "policyTypes": ["Ingress", "Egress"],
-                "ingress": [],  # nothing dials a trainer
+                "ingress": relay_in,
                 "egress": [*to_aggregator, {"ports": _DNS}],
             },
         )

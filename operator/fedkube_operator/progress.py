@@ -7,7 +7,7 @@ from typing import Any
 from fedkube.spec.job import FederatedJob
 from fedkube.transport.progress_client import fetch_progress
 
-from fedkube_operator.desired import OperatorSettings, aggregator_name
+from fedkube_operator.desired import LABEL_ROLE, OperatorSettings, aggregator_name
 
 
 def progress_url(
@@ -15,8 +15,19 @@ def progress_url(
 ) -> str | None:
     port = job.spec.aggregator.http_port
     if job.spec.aggregator.endpoint:
-        host = job.spec.aggregator.endpoint.rsplit(":", 1)[0]
-        return f"http://{host}:{port}/progress"
+        # The aggregator is at another organisation: its progress comes through one of this
+        # cluster's trainers, which asks over its authenticated channel (never in clear text
+        # across organisations).
+        relay = settings.progress_relay_port
+        if settings.progress_host:
+            return f"http://{settings.progress_host}:{relay}/progress"
+        for name in sorted(pods):
+            status = pods[name].get("status", {})
+            if pods[name].get("metadata", {}).get("labels", {}).get(LABEL_ROLE) == "trainer" and (
+                status.get("phase") == "Running" and status.get("podIP")
+            ):
+                return f"http://{status['podIP']}:{relay}/progress"
+        return None
     if settings.progress_host:
         return f"http://{settings.progress_host}:{port}/progress"
     pod = pods.get(aggregator_name(job.name))

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 import yaml
+from fedkube.cli.launch import free_port
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.security.certs import create_consortium
 from fedkube.security.tls import channel_credentials
 from fedkube.testing import LocalJob, manifest
+from fedkube.transport.progress_client import fetch_progress
 
 from tests.support.cli import fedkube_cli
 
@@ -255,7 +258,22 @@ def test_secure_aggregation_under_mutual_tls_signs_keys_and_checks_survivors(
     job.aggregator_args = ["--tls-dir", str(pki / "aggregator")]
     for site in sites:
         job.trainer_args[site] = ["--tls-dir", str(pki / "sites" / site)]
-    result = job.run(timeout=240)
+    # site-0 also relays the job's progress, asked over its mutual-TLS channel (what a
+    # trainer does for its operator when the aggregator is at another organisation).
+    relay = free_port()
+    job.trainer_args["site-0"] += ["--progress-port", str(relay)]
+    try:
+        job.start_all()
+        relayed = None
+        end = time.monotonic() + 120
+        while relayed is None:
+            assert time.monotonic() < end, job.log("site-0")
+            relayed = fetch_progress(f"http://127.0.0.1:{relay}/progress") or relayed
+            time.sleep(0.2)
+        assert relayed.job == "mtls-secure" and relayed.total_rounds == 3
+        result = job.wait_done(timeout=240)
+    finally:
+        job.stop()
     assert result.rounds_completed == 3
     assert all(h.sites == sites for h in result.history)
     for record in result.history:

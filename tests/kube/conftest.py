@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fedkube.cli.launch import free_port
 
 from tests.kube_harness.controlplane import ControlPlane, binaries
 from tests.kube_harness.node_agent import NodeAgent
@@ -95,11 +96,12 @@ def second_operator(
     second_node_agent: NodeAgent,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    # Hospital B's cluster trains for hospital B alone (Helm value site.name).
+    # Hospital B's cluster trains for hospital B alone (Helm value site.name); its trainer
+    # relays the job's progress on a port of its own (pods share the machine's loopback).
     op = OperatorProcess(
         second_control_plane,
         tmp_path_factory.mktemp("operator-second"),
-        ("--site", "hospital-b"),
+        ("--site", "hospital-b", "--progress-relay-port", str(free_port())),
     ).start()
     yield op
     op.stop()

@@ -79,7 +79,7 @@ def test_two_hospitals_in_two_clusters_train_every_round_together(
     second = yaml.safe_load(b_file.read_text())
     port, http_port = free_port(), free_port()
     first["spec"]["aggregator"].update(port=port, httpPort=http_port)
-    second["spec"]["aggregator"].update(endpoint=f"127.0.0.1:{port}", port=port, httpPort=http_port)
+    second["spec"]["aggregator"].update(endpoint=f"127.0.0.1:{port}", port=port)
     for cluster, manifest, f in (
         (control_plane, first, a_file),
         (second_control_plane, second, b_file),
@@ -95,6 +95,9 @@ def test_two_hospitals_in_two_clusters_train_every_round_together(
     b = wait_job(second_control_plane, NS, JOB, ended, log=second_operator.log)["status"]
     assert a["phase"] == "Succeeded", a
     assert b["phase"] == "Succeeded", b
+    # Hospital B's status follows the rounds through its own trainer, which asks the
+    # aggregator over its mutual-TLS channel: B's manifest names no HTTP port of A's.
+    assert "httpPort" not in yaml.safe_load(b_file.read_text())["spec"]["aggregator"]
     assert a["round"] == b["round"] == 8
     # 7. What `kubectl get fj -o wide` shows, in hospital A's cluster.
     wide = control_plane.kubectl("get", "fj", "-n", NS, "-o", "wide").stdout.splitlines()

@@ -13,6 +13,7 @@ from fedkube.spec import parse_job
 from fedkube.spec.progress import Progress
 from fedkube_operator.desired import OperatorSettings, aggregator_name, desired, trainer_name
 from fedkube_operator.plan import Observed, plan
+from fedkube_operator.progress import progress_url
 
 from tests.kube_harness.controlplane import ROOT
 
@@ -183,6 +184,22 @@ def test_external_aggregator_runs_only_local_trainers() -> None:
         command = o["spec"]["containers"][0]["command"]
         assert command[command.index("--aggregator") + 1] == "aggregator.consortium.example:7070"
         assert "--allow-plaintext" not in command and "--tls-dir" in command
+        # Each trainer relays the job's progress, asked over its own (mutual TLS) channel.
+        assert command[command.index("--progress-port") + 1] == "9092"
+        assert o["spec"]["containers"][0]["ports"] == [{"name": "progress", "containerPort": 9092}]
+    # The operator reads that relay, on a running trainer, never the remote aggregator.
+    job = parse_job(res)
+    running = {
+        o["metadata"]["name"]: {**o, "status": {"phase": "Running", "podIP": "10.0.0.7"}}
+        for o in pods
+    }
+    assert progress_url(job, running, SETTINGS) == "http://10.0.0.7:9092/progress"
+    assert progress_url(job, {}, SETTINGS) is None
+    local = resource()
+    assert "--progress-port" not in next(
+        o for o in plan(local, observed(), SETTINGS).create if o["kind"] == "Pod"
+        and o["metadata"]["labels"]["fedkube.io/role"] == "trainer"
+    )["spec"]["containers"][0]["command"]  # fmt: skip
 
 
 def file_resource(path: str) -> dict[str, Any]:
@@ -473,6 +490,13 @@ def test_network_policies_let_trainers_reach_only_the_aggregator() -> None:
                       security={"mutualTls": {}})  # fmt: skip
     made = [o for o in plan(remote, observed(), site).create if o["kind"] == "NetworkPolicy"]
     assert [o["metadata"]["name"] for o in made] == ["breast-cancer-trainers"]
+    assert made[0]["spec"]["ingress"] == [  # only the operator, for the progress relay
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": "fedkube-system"}}}],
+            "ports": [{"protocol": "TCP", "port": 9092}],
+        }
+    ]  # fmt: skip
     assert made[0]["spec"]["egress"][0] == {
         "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
         "ports": [{"protocol": "TCP", "port": 30707}],

@@ -18,7 +18,6 @@ from prometheus_client import generate_latest
 
 from fedkube import exit_codes
 from fedkube.aggregator.coordinator import Coordinator
-from fedkube.aggregator.http import serve_http
 from fedkube.aggregator.metrics import AggregatorMetrics
 from fedkube.aggregator.outputs import write_outputs
 from fedkube.aggregator.persistence import resume
@@ -32,6 +31,7 @@ from fedkube.security.revocation import Revocations
 from fedkube.security.tls import TlsError, is_loopback, server_credentials
 from fedkube.spec.job import FederatedJob
 from fedkube.strategy import build_strategy
+from fedkube.transport.http_endpoints import serve_http
 
 log = logging.getLogger("fedkube.aggregator")
 T = TypeVar("T")

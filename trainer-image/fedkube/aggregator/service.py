@@ -12,6 +12,7 @@ import grpc
 from fedkube.aggregator.coordinator import Coordinator
 from fedkube.aggregator.metrics import AggregatorMetrics
 from fedkube.aggregator.reception import UpdateReception
+from fedkube.aggregator.report import progress
 from fedkube.errors import (
     DuplicateUpdate,
     InvalidUpdate,
@@ -238,6 +239,20 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         self, request: pb.Consistency, context: grpc.aio.ServicerContext
     ) -> pb.Receipt:
         return await self._unary(context, "SignSurvivors", request, self.c.sign_survivors)
+
+    async def GetProgress(
+        self, request: pb.ProgressRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProgressReply:
+        """The job's progress, for one of its sites (its certificate's, under mutual TLS)."""
+        self._received("GetProgress", request)
+        try:
+            self._authorise(context, request.ref.site)
+            self.c.known(request.ref.job, request.ref.site)
+        except UpdateRefused as e:
+            await self._refuse(context, e)
+        reply = pb.ProgressReply(json=progress(self.c).to_json_bytes())
+        self._sent("GetProgress", reply)
+        return reply
 
     async def _unary(
         self,

@@ -93,6 +93,12 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
     )
     link = GrpcLink(endpoint, tls_dir=Path(args.tls_dir) if args.tls_dir else None)
+    if args.progress_port:
+        from fedkube.trainer.progress_relay import ProgressRelay
+        from fedkube.transport.http_endpoints import serve_http
+
+        relay = ProgressRelay(link, job.name, args.site)
+        serve_http("0.0.0.0", args.progress_port, None, relay.body)
     client = site_client(
         job,
         args.site,
@@ -357,6 +363,13 @@ def _trainer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     tr.add_argument("--epsilon-cap", type=float, help="this site's own record-level privacy budget")
     tr.add_argument("--state-dir", help="where this site keeps its privacy ledger")
+    tr.add_argument(
+        "--progress-port",
+        type=int,
+        default=0,
+        help="serve the job's /progress here, asked of the aggregator over this trainer's "
+        "(authenticated) channel: for an operator whose job's aggregator is elsewhere",
+    )
     tr.add_argument(
         "--personal-dir",
         help="where this site saves its personal model (personalization; default --state-dir)",

@@ -229,6 +229,18 @@ class SurvivorSignature(_message.Message):
     signature: bytes
     def __init__(self, site: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
+class ProgressRequest(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: RoundRef
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ...) -> None: ...
+
+class ProgressReply(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: bytes
+    def __init__(self, json: _Optional[bytes] = ...) -> None: ...
+
 class Consistency(_message.Message):
     __slots__ = ("ref", "signature")
     REF_FIELD_NUMBER: _ClassVar[int]

@@ -74,6 +74,11 @@ class AggregatorStub:
                 request_serializer=fedkube__pb2.Consistency.SerializeToString,
                 response_deserializer=fedkube__pb2.Receipt.FromString,
                 _registered_method=True)
+        self.GetProgress = channel.unary_unary(
+                '/fedkube.v1.Aggregator/GetProgress',
+                request_serializer=fedkube__pb2.ProgressRequest.SerializeToString,
+                response_deserializer=fedkube__pb2.ProgressReply.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -129,6 +134,14 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProgress(self, request, context):
+        """The job's progress (the aggregator's /progress), for a site of the job over its
+        authenticated channel: a trainer relays it to its own cluster's operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +184,11 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.SignSurvivors,
                     request_deserializer=fedkube__pb2.Consistency.FromString,
                     response_serializer=fedkube__pb2.Receipt.SerializeToString,
+            ),
+            'GetProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProgress,
+                    request_deserializer=fedkube__pb2.ProgressRequest.FromString,
+                    response_serializer=fedkube__pb2.ProgressReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -389,6 +407,33 @@ class Aggregator:
             '/fedkube.v1.Aggregator/SignSurvivors',
             fedkube__pb2.Consistency.SerializeToString,
             fedkube__pb2.Receipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedkube.v1.Aggregator/GetProgress',
+            fedkube__pb2.ProgressRequest.SerializeToString,
+            fedkube__pb2.ProgressReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -106,5 +106,10 @@ class GrpcLink(SiteLink):
     def sign_survivors(self, message: pb.Consistency) -> None:
         _call(lambda: self.stub.SignSurvivors(message))
 
+    def progress(self, job: str, site: str) -> bytes | None:
+        request = pb.ProgressRequest(ref=pb.RoundRef(job=job, site=site))
+        reply = _call(lambda: self.stub.GetProgress(request, timeout=10))
+        return bytes(reply.json)
+
     def close(self) -> None:
         self.channel.close()

@@ -46,5 +46,9 @@ class SiteLink(ABC):
     @abstractmethod
     def sign_survivors(self, message: pb.Consistency) -> None: ...
 
+    def progress(self, job: str, site: str) -> bytes | None:
+        """The job's progress JSON, asked for as ``site`` (None where the link serves none)."""
+        return None
+
     def close(self) -> None:
         """Let go of the connection."""

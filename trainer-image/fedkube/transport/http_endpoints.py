@@ -1,4 +1,6 @@
-"""/metrics (Prometheus), /progress (JSON the operator and `fedkube run` poll) and /healthz."""
+"""/metrics (Prometheus), /progress (JSON the operator and `fedkube run` poll) and /healthz:
+the aggregator serves all three; a trainer whose aggregator is at another organisation serves
+/progress, relayed over its authenticated channel, to its own cluster's operator."""
 
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 
 def serve_http(
-    host: str, port: int, metrics: Callable[[], bytes], progress: Callable[[], bytes]
+    host: str,
+    port: int,
+    metrics: Callable[[], bytes] | None,
+    progress: Callable[[], bytes | None],
 ) -> ThreadingHTTPServer:
     """Start the server on a daemon thread; both callables must be safe to call from it and
     return the body (``progress``: the JSON of ``fedkube.spec.progress.Progress``)."""
@@ -19,10 +24,14 @@ def serve_http(
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            if path == "/metrics" and metrics is not None:
                 body, ctype = metrics(), CONTENT_TYPE_LATEST
             elif path == "/progress":
-                body, ctype = progress(), "application/json"
+                found = progress()
+                if found is None:
+                    self.send_error(503, "no progress yet")
+                    return
+                body, ctype = found, "application/json"
             elif path == "/healthz":
                 body, ctype = b"ok\n", "text/plain"
             else:
