@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fedkube.data import load_site_data
@@ -77,6 +78,42 @@ class Honest:
         task.secure.params.CopyFrom(params or self.params)
         return task
 
+    def peers(self, pki: Path | None = None) -> dict[str, SiteSession]:
+        """The two other sites, as the aggregator's accomplices (signing with their own
+        certificates when given the consortium's)."""
+        return {
+            p: SiteSession(JOB, p, 1, 1, self.params,
+                           identity=SigningIdentity.from_folder(pki / "sites" / p) if pki else None)
+            for p in PEERS
+        }  # fmt: skip
+
+    def advertised(self, peers: dict[str, SiteSession]) -> tuple[SecureSum, list[pb.SiteKeys]]:
+        """Round 1 up to its closed roster: this site's keys and the peers'."""
+        total = SecureSum(Context(JOB, 1, 1), self.params, [v.size for v in self.model.values()])
+        self.aggregator.push(self.task(pb.ADVERTISE_KEYS))
+        total.advertise(self.aggregator.wait_for("keys")[0])
+        for session in peers.values():
+            total.advertise(session.advertisement(0, 10))
+        return total, total.close_roster([SITE, *PEERS])
+
+    def to_the_masked_update(
+        self, peers: dict[str, SiteSession]
+    ) -> tuple[SecureSum, list[pb.SiteKeys], Any]:
+        """Round 1 up to this site's masked update (returned, with the sum and roster)."""
+        total, roster = self.advertised(peers)
+        share = self.task(pb.SHARE_KEYS)
+        share.secure.roster.extend(roster)
+        self.aggregator.push(share)
+        total.add_shares(self.aggregator.wait_for("shares")[0])
+        for session in peers.values():
+            total.add_shares(session.share_keys(roster))
+        masked = self.task(pb.MASKED_UPDATE)
+        masked.secure.roster.extend(roster)
+        masked.secure.inbox.extend(total.inbox(SITE))
+        self.aggregator.push(masked)
+        (update,) = self.aggregator.wait_for("update")
+        return total, roster, update
+
     def answered_so_far(self) -> None:
         """Every task pushed before has been handled: an evaluation marker came back."""
         self.markers += 1
@@ -131,27 +168,8 @@ def test_a_round_already_revealed_gets_no_second_contribution(honest: Honest) ->
     """One honest round with two colluding peers, then the aggregator runs the same round
     again (as if it had restarted before its checkpoint): with two sums over different
     survivors it could subtract one from the other."""
-    agg, params = honest.aggregator, honest.params
-    peers = {p: SiteSession(JOB, p, 1, 1, params) for p in PEERS}
-    total = SecureSum(Context(JOB, 1, 1), params, [v.size for v in honest.model.values()])
-    agg.push(honest.task(pb.ADVERTISE_KEYS))
-    total.advertise(agg.wait_for("keys")[0])
-    for session in peers.values():
-        total.advertise(session.advertisement(0, 10))
-    roster = total.close_roster([SITE, *PEERS])
-
-    share = honest.task(pb.SHARE_KEYS)
-    share.secure.roster.extend(roster)
-    agg.push(share)
-    total.add_shares(agg.wait_for("shares")[0])
-    for session in peers.values():
-        total.add_shares(session.share_keys(roster))
-
-    masked = honest.task(pb.MASKED_UPDATE)
-    masked.secure.roster.extend(roster)
-    masked.secure.inbox.extend(total.inbox(SITE))
-    agg.push(masked)
-    (update,) = agg.wait_for("update")
+    agg = honest.aggregator
+    _, roster, update = honest.to_the_masked_update(honest.peers())
     # No training figure (loss, timing, clipped values) of the site travels beside it.
     assert update[0].header.metrics == {}
 
@@ -202,19 +220,10 @@ def test_keys_substituted_in_the_roster_are_refused(
     shares nothing."""
     honest = Honest(pki / "ours")
     try:
-        agg, params = honest.aggregator, honest.params
-        peers = {
-            p: SiteSession(JOB, p, 1, 1, params,
-                           identity=SigningIdentity.from_folder(pki / "ours" / "sites" / p))
-            for p in PEERS
-        }  # fmt: skip
-        total = SecureSum(Context(JOB, 1, 1), params, [v.size for v in honest.model.values()])
-        agg.push(honest.task(pb.ADVERTISE_KEYS))
-        total.advertise(agg.wait_for("keys")[0])
-        for session in peers.values():
-            total.advertise(session.advertisement(0, 10))
+        agg = honest.aggregator
+        _, closed = honest.advertised(honest.peers(pki / "ours"))
         roster = [pb.SiteKeys() for _ in range(3)]
-        for mine, theirs in zip(roster, total.close_roster([SITE, *PEERS]), strict=True):
+        for mine, theirs in zip(roster, closed, strict=True):
             mine.CopyFrom(theirs)
         forger = Forger(pki / "forged" / "sites" / "site-1", Context(JOB, 1, 1))
         attack(roster[1], roster, forger)  # type: ignore[operator]
@@ -251,54 +260,15 @@ class Forger:
 def test_signed_keys_from_the_consortium_are_shared_with(pki: Path) -> None:
     honest = Honest(pki / "ours")
     try:
-        agg, params = honest.aggregator, honest.params
-        peers = [
-            SiteSession(JOB, p, 1, 1, params,
-                        identity=SigningIdentity.from_folder(pki / "ours" / "sites" / p))
-            for p in PEERS
-        ]  # fmt: skip
-        total = SecureSum(Context(JOB, 1, 1), params, [v.size for v in honest.model.values()])
-        agg.push(honest.task(pb.ADVERTISE_KEYS))
-        mine = agg.wait_for("keys")[0]
+        _, roster = honest.advertised(honest.peers(pki / "ours"))
+        mine = honest.aggregator.of("keys")[0]
         assert mine.certificate and mine.signature  # the site signs its own keys
-        total.advertise(mine)
-        for session in peers:
-            total.advertise(session.advertisement(0, 10))
         share = honest.task(pb.SHARE_KEYS)
-        share.secure.roster.extend(total.close_roster([SITE, *PEERS]))
-        agg.push(share)
-        assert agg.wait_for("shares")
+        share.secure.roster.extend(roster)
+        honest.aggregator.push(share)
+        assert honest.aggregator.wait_for("shares")
     finally:
         honest.stop()
-
-
-def _signed_round_to_the_masked_update(honest: Honest, pki: Path) -> list[pb.SiteKeys]:
-    """Round 1 with signed keys, up to the honest site's masked update: the two peers are the
-    aggregator's accomplices (they follow the protocol and sign what it asks)."""
-    agg, params = honest.aggregator, honest.params
-    peers = {
-        p: SiteSession(JOB, p, 1, 1, params,
-                       identity=SigningIdentity.from_folder(pki / "ours" / "sites" / p))
-        for p in PEERS
-    }  # fmt: skip
-    total = SecureSum(Context(JOB, 1, 1), params, [v.size for v in honest.model.values()])
-    agg.push(honest.task(pb.ADVERTISE_KEYS))
-    total.advertise(agg.wait_for("keys")[0])
-    for session in peers.values():
-        total.advertise(session.advertisement(0, 10))
-    roster = total.close_roster([SITE, *PEERS])
-    share = honest.task(pb.SHARE_KEYS)
-    share.secure.roster.extend(roster)
-    agg.push(share)
-    total.add_shares(agg.wait_for("shares")[0])
-    for session in peers.values():
-        total.add_shares(session.share_keys(roster))
-    masked = honest.task(pb.MASKED_UPDATE)
-    masked.secure.roster.extend(roster)
-    masked.secure.inbox.extend(total.inbox(SITE))
-    agg.push(masked)
-    agg.wait_for("update")
-    return roster
 
 
 def _signatures(pki: Path, signers: list[str], survivors: list[str]) -> list[pb.SurvivorSignature]:
@@ -326,7 +296,7 @@ def test_split_survivor_lists_are_refused(
     honest = Honest(pki / "ours")
     try:
         agg = honest.aggregator
-        roster = _signed_round_to_the_masked_update(honest, pki)
+        _, roster, _ = honest.to_the_masked_update(honest.peers(pki / "ours"))
         everyone = [SITE, *PEERS]
         unmask = honest.task(pb.UNMASK)
         unmask.secure.roster.extend(roster)
@@ -360,7 +330,7 @@ def test_a_survivors_list_a_threshold_signed_is_revealed_for(pki: Path) -> None:
     honest = Honest(pki / "ours")
     try:
         agg = honest.aggregator
-        roster = _signed_round_to_the_masked_update(honest, pki)
+        _, roster, _ = honest.to_the_masked_update(honest.peers(pki / "ours"))
         everyone = [SITE, *PEERS]
         check = honest.task(pb.CONSISTENCY)
         check.secure.survivors.extend(everyone)
