@@ -341,7 +341,16 @@ def trainer_pod(
     state_args, state_volumes, state_mounts = _site_state(job, namespace, site, settings)
     # The aggregator is elsewhere: this trainer relays the job's progress to the operator.
     remote = job.spec.aggregator.endpoint is not None
-    relay_args = ["--progress-port", str(settings.progress_relay_port)] if remote else []
+    relay_args = (
+        [
+            "--progress-port",
+            str(settings.progress_relay_port),
+            "--progress-linger-seconds",
+            str(AGGREGATOR_LINGER_SECONDS),
+        ]
+        if remote
+        else []
+    )
     data = settings.data_volume()
     data_args = ["--data-dir", DATA_DIR] if data is not None else []
     data_volumes = [{"name": "site-data", **data}] if data is not None else []

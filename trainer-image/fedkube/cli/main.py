@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from fedkube import exit_codes
@@ -93,6 +94,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
     )
     link = GrpcLink(endpoint, tls_dir=Path(args.tls_dir) if args.tls_dir else None)
+    relay = None
     if args.progress_port:
         from fedkube.trainer.progress_relay import ProgressRelay
         from fedkube.transport.http_endpoints import serve_http
@@ -113,6 +115,11 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         print(f"site {args.site}: {e}", file=sys.stderr)
         return 0
     finally:
+        if relay is not None:
+            # The job's last word, served a while longer for this cluster's operator (the
+            # aggregator lingers the same way for its own).
+            relay.body(refresh=True)
+            time.sleep(args.progress_linger_seconds)
         client.close()
     if not finished.succeeded:
         print(
@@ -369,6 +376,12 @@ def _trainer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=0,
         help="serve the job's /progress here, asked of the aggregator over this trainer's "
         "(authenticated) channel: for an operator whose job's aggregator is elsewhere",
+    )
+    tr.add_argument(
+        "--progress-linger-seconds",
+        type=float,
+        default=0.0,
+        help="with --progress-port: after the job ends, keep serving its last progress this long",
     )
     tr.add_argument(
         "--personal-dir",

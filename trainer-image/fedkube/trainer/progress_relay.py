@@ -26,10 +26,10 @@ class ProgressRelay:
         self._body: bytes | None = None
         self._fetched = 0.0
 
-    def body(self) -> bytes | None:
-        """The latest progress JSON (None before the first answer)."""
+    def body(self, refresh: bool = False) -> bytes | None:
+        """The latest progress JSON (None before the first answer); ``refresh`` asks now."""
         with self._lock:
-            if time.monotonic() - self._fetched >= self.max_age:
+            if refresh or time.monotonic() - self._fetched >= self.max_age:
                 self._fetched = time.monotonic()
                 try:
                     body = self.link.progress(self.job, self.site)
