@@ -23,8 +23,9 @@ from fedkube.errors import (
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.security.certs import consortium_of
 from fedkube.security.revocation import Revocations
-from fedkube.security.tls import peer_consortium, peer_site
+from fedkube.security.tls import peer_certificate, peer_site
 from fedkube.wire.tensors import sized_parts
 
 log = logging.getLogger("fedkube.aggregator")
@@ -78,14 +79,15 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             return
         auth = context.auth_context()
         holder = peer_site(auth)
-        serial = self.revocations.revoked(auth) if self.revocations else None
+        cert = peer_certificate(auth)  # parsed once for both checks below
+        serial = self.revocations.revoked(cert) if self.revocations and cert else None
         if serial is not None:
             raise UnknownSite(
                 f"the certificate of {holder!r} (serial {serial:x}) is revoked by the "
                 "consortium's list (ca.crl): ask the consortium for a new one",
                 site=site,
             )
-        named = peer_consortium(auth)
+        named = consortium_of(cert) if cert else None
         if self.consortium is not None and named != self.consortium:
             raise UnknownSite(
                 f"the certificate of {holder!r} is for consortium {named!r}, not this job's "

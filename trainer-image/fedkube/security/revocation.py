@@ -12,7 +12,6 @@ import datetime
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -99,11 +98,8 @@ class Revocations:
         self._serials = frozenset(e.serial_number for e in _load(path, ca))
         self._stamp = stamp
 
-    def revoked(self, auth_context: dict[str, Any]) -> int | None:
-        """The serial of the peer's certificate when the consortium revoked it; else None."""
-        pems = auth_context.get("x509_pem_cert") or []
-        if not pems:
-            return None
+    def revoked(self, certificate: x509.Certificate) -> int | None:
+        """The certificate's serial when the consortium revoked it; else None."""
         self._refresh()
-        serial = x509.load_pem_x509_certificate(pems[0]).serial_number
+        serial = certificate.serial_number
         return serial if serial in self._serials else None

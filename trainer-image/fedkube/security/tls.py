@@ -11,13 +11,13 @@ import grpc
 from cryptography import x509
 
 from fedkube.errors import TlsError
-from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE, consortium_of
+from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE
 
 __all__ = [
     "TlsError",
     "channel_credentials",
     "is_loopback",
-    "peer_consortium",
+    "peer_certificate",
     "peer_site",
     "server_credentials",
 ]
@@ -59,10 +59,10 @@ def peer_site(auth_context: dict[str, Any]) -> str | None:
     return names[0].decode() if names else None
 
 
-def peer_consortium(auth_context: dict[str, Any]) -> str | None:
-    """The consortium a TLS peer's certificate names (its organisation); None without TLS."""
+def peer_certificate(auth_context: dict[str, Any]) -> x509.Certificate | None:
+    """A TLS peer's certificate, parsed; None without TLS."""
     pems = auth_context.get("x509_pem_cert") or []
-    return consortium_of(x509.load_pem_x509_certificate(pems[0])) if pems else None
+    return x509.load_pem_x509_certificate(pems[0]) if pems else None
 
 
 def is_loopback(host: str) -> bool:
