@@ -30,7 +30,7 @@ def test_auto_and_cpu_train_on_the_cpu_here_and_agree() -> None:
     (a, _), (c, _) = auto.train(dict(start), 1, {}), cpu.train(dict(start), 1, {})
     # Mixed precision has no effect on a CPU: the same update, bit for bit.
     assert a.keys() == c.keys() and all(np.array_equal(a[k], c[k]) for k in a)
-    assert cpu.evaluate(start)["accuracy"] >= 0
+    assert cpu.evaluate(start).metrics["accuracy"] >= 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

@@ -50,6 +50,8 @@ def test_dp_sgd_sites_still_learn_and_report_their_epsilon() -> None:
     doc = manifest("dp", sites=3, rounds=6, dataset="digits", model={"name": "mlp"})
     doc["spec"]["task"].update(learningRate=0.2)
     doc["spec"]["privacy"] = {"recordLevel": {"noiseMultiplier": 1.0, "maxGradNorm": 1.0}}
+    # Without it a DP job sends no site's scores (test_private_evaluation.py).
+    doc["spec"]["evaluation"] = {"noiseMultiplier": 2.0}
     result = simulate(parse_job(doc))
     assert result.history[-1].accuracy > 0.6
     assert all(m["epsilon"] > 0 for m in result.sites.values())

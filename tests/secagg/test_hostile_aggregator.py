@@ -25,6 +25,7 @@ from fedkube.secagg.signed_keys import SigningIdentity, survivors_bytes
 from fedkube.secagg.site import SiteSession
 from fedkube.security.certs import create_consortium
 from fedkube.spec import parse_job
+from fedkube.stats.score_counts import SCORE_COUNTS
 from fedkube.testing import manifest
 from fedkube.trainer.client import TrainerClient
 from fedkube.trainer.local import LocalTrainer
@@ -97,9 +98,10 @@ class Honest:
         return total, total.close_roster([SITE, *PEERS])
 
     def to_the_masked_update(
-        self, peers: dict[str, SiteSession]
+        self, peers: dict[str, SiteSession], evaluate: bool = False
     ) -> tuple[SecureSum, list[pb.SiteKeys], Any]:
-        """Round 1 up to this site's masked update (returned, with the sum and roster)."""
+        """Round 1 up to this site's masked update (returned, with the sum and roster); with
+        ``evaluate`` the round scores the model first."""
         total, roster = self.advertised(peers)
         share = self.task(pb.SHARE_KEYS)
         share.secure.roster.extend(roster)
@@ -108,6 +110,7 @@ class Honest:
         for session in peers.values():
             total.add_shares(session.share_keys(roster))
         masked = self.task(pb.MASKED_UPDATE)
+        masked.evaluate = evaluate
         masked.secure.roster.extend(roster)
         masked.secure.inbox.extend(total.inbox(SITE))
         self.aggregator.push(masked)
@@ -162,6 +165,21 @@ def test_a_plain_task_for_a_secure_job_gets_no_update_in_the_clear(honest: Hones
     honest.aggregator.push(plain)
     honest.answered_so_far()
     assert not honest.aggregator.of("update")
+
+
+def test_the_sites_scores_leave_it_only_masked(honest: Honest) -> None:
+    """A round that scores the model carries the site's counts masked after its update; a
+    plain EVALUATE task (no masks) gets word that the site keeps its figures, and nothing
+    of them."""
+    agg = honest.aggregator
+    _, _, update = honest.to_the_masked_update(honest.peers(), evaluate=True)
+    header = update[0].header
+    assert [t.name for t in header.tensors][-1] == SCORE_COUNTS
+    assert header.metrics == {}
+    honest.answered_so_far()
+    for evaluation in agg.of("evaluation"):
+        assert evaluation.withheld and not evaluation.counts
+        assert evaluation.num_samples == 0 and dict(evaluation.metrics) == {}
 
 
 def test_a_round_already_revealed_gets_no_second_contribution(honest: Honest) -> None:

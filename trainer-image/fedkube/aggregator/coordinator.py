@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from fedkube.accumulate import build_accumulator
+from fedkube.aggregator.evaluation_reports import take_evaluation
 from fedkube.aggregator.persistence import save
 from fedkube.aggregator.privacy_hook import PrivacyHook
 from fedkube.aggregator.reception import UpdateReception
@@ -52,6 +53,7 @@ from fedkube.spec.job import FederatedJob
 from fedkube.spec.preprocessing import Preprocessing
 from fedkube.spec.progress import JobResult, Phase, RoundRecord
 from fedkube.spec.statistics import StatisticsReport
+from fedkube.stats.score_counts import ScoreLayout
 from fedkube.strategy.base import Strategy
 from fedkube.wire.tensors import Params, TensorInfo, specs_of, to_spec
 
@@ -90,7 +92,19 @@ class Coordinator:
         self.sites = {s.name: SiteState(s.name) for s in self.spec.sites}
         self.rounds_completed = 0
         self.restarts = 0  # resumes from a checkpoint, over the job's life
-        self.log = RoundLog()
+        privacy = self.spec.privacy
+        # A private job: no site's own evaluation figures reach this process (counts only).
+        self.private = (
+            self.secure is not None
+            or privacy.update_level is not None
+            or privacy.record_level is not None
+        )
+        self.score_layout = ScoreLayout(personal=self.spec.personalization.method != "none")
+        noise = self.spec.evaluation.noise_multiplier
+        dp = privacy.update_level or privacy.record_level
+        self.log = RoundLog(
+            held_out_noise=(noise, dp.delta if dp else 1e-5) if noise is not None else None
+        )
         self.privacy = PrivacyHook(self.spec)
         self.open: OpenRound | None = None
         # Round 0: the federated statistics and the preprocessing the sites agree from them.
@@ -207,21 +221,12 @@ class Coordinator:
                 site=msg.ref.site,
                 round=msg.ref.round,
             )
-        metrics = dict(msg.metrics)
-        bad = [k for k, v in metrics.items() if v != v or v in (float("inf"), float("-inf"))]
-        if bad or msg.num_samples <= 0:
-            raise InvalidUpdate(
-                f"evaluation has non-finite metrics {bad} or no samples",
-                site=msg.ref.site,
-                round=msg.ref.round,
-            )
-        self.log.record_evaluation(msg.model_version, msg.ref.site, msg.num_samples, metrics)
-        if msg.model_version == self.rounds_completed:
-            site.metrics = metrics
-            site.eval_samples = msg.num_samples
+        taken = take_evaluation(self, msg)
+        if msg.model_version == self.rounds_completed and taken is not None:
+            site.metrics, site.eval_samples = taken, msg.num_samples
         r = self.open
         if r is not None and r.stage == pb.EVALUATE and msg.model_version == r.model_version:
-            r.done[msg.ref.site] = metrics
+            r.done[msg.ref.site] = taken or {}
             r.samples[msg.ref.site] = msg.num_samples
         self.notify()
 
@@ -329,7 +334,21 @@ class Coordinator:
 
     def infos_for(self, r: OpenRound) -> list[TensorInfo]:
         """The tensors an update of this round carries (before masking)."""
-        return self.round0.layout.infos() if r.number == STATISTICS_ROUND else self.update_infos
+        if r.number == STATISTICS_ROUND:
+            return self.round0.layout.infos()
+        return self.round_infos(r.evaluate and r.secure is not None, r.scores_only)
+
+    def round_infos(self, with_scores: bool, scores_only: bool = False) -> list[TensorInfo]:
+        """A training round's update, and under secure aggregation the sites' evaluation
+        counts after it when the round evaluates (only those in the final evaluation)."""
+        infos = [] if scores_only else list(self.update_infos)
+        if with_scores or scores_only:
+            infos.append(self.score_layout.masked_info())
+        return infos
+
+    def evaluates(self, version: int) -> bool:
+        """Whether the round that trains model ``version`` scores it first."""
+        return version % self.spec.evaluation.every_rounds == 0
 
     def open_round(self, number: int, stage: pb.Stage, version: int, attempt: int = 1) -> OpenRound:
         trains = stage == pb.TRAIN
@@ -340,16 +359,18 @@ class Coordinator:
             opened_at=time.time(),
             deadline=self.clock() + self.spec.round_timeout_seconds,
             config=self.strategy.client_config(number) if trains else {},
-            evaluate=stage == pb.EVALUATE
-            or (trains and version % self.spec.evaluation.every_rounds == 0),
+            evaluate=stage == pb.EVALUATE or (trains and self.evaluates(version)),
             accumulator=(
                 build_accumulator(self.spec, self.update_infos, self.privacy.adaptive_clip)
                 if trains and self.secure is None
                 else None
             ),
             attempt=attempt,
-            secure=self.secure.new_sum(number, attempt) if trains and self.secure else None,
+            scores_only=stage == pb.EVALUATE and self.secure is not None,
         )
+        if self.secure is not None and (trains or r.scores_only):
+            infos = self.round_infos(r.evaluate, r.scores_only)
+            r.secure = self.secure.new_sum(number, attempt, infos)
         self.open = r
         asked = {n for n, s in self.sites.items() if s.connected}
         if trains and self.spec.sites_per_round is not None:
@@ -385,7 +406,7 @@ class Coordinator:
         r = self.open
         assert r is not None and site.queue is not None
         r.tasked.add(site.name)
-        if r.evaluate:
+        if r.evaluate and r.secure is None:
             self.log.expect(r.model_version, site.name)
         task = pb.Task(
             ref=pb.RoundRef(job=self.job.name, round=r.number, attempt=r.attempt, site=site.name),
@@ -415,7 +436,9 @@ class Coordinator:
         if r.secure is not None and self.secure is not None:
             secure = self.secure.record(r, time.time() - r.opened_at)
         record = self.log.close_round(r, secure)
-        if r.evaluate:
+        if r.score_totals is not None:
+            self.log.record_totals(r.model_version, len(r.updates), r.score_totals)
+        elif r.evaluate:
             # Every site that trained reported its evaluation first: the figure is whole.
             self.log.finalize(r.model_version)
         self.privacy.after_round(record, len(r.updates), r.accumulator)
@@ -442,6 +465,9 @@ class Coordinator:
         self.open = None
 
     async def _final_evaluation(self) -> None:
+        if self.secure is not None:
+            await self.secure.final_evaluation()
+            return
         r = self.open_round(self.rounds_completed, pb.EVALUATE, self.rounds_completed)
         while self._waiting_on(r) and self.clock() < r.deadline:
             await self._wait_change(r.deadline)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from fedkube.aggregator.rounds import OpenRound, weighted
+from fedkube.privacy.accountant import RdpAccountant
 from fedkube.spec.progress import (
     SCORE_KEYS,
     Evaluation,
@@ -17,14 +20,20 @@ from fedkube.spec.progress import (
     RoundRecord,
     SecureRoundRecord,
 )
+from fedkube.stats.score_counts import scores
 
 
 class RoundLog:
-    def __init__(self) -> None:
+    def __init__(self, held_out_noise: tuple[float, float] | None = None) -> None:
         self.history: list[RoundRecord] = []
         self.initial_evaluation: Evaluation | None = None
         # model version -> site -> (held-out samples, metrics)
         self._evaluations: dict[int, dict[str, tuple[int, dict[str, float]]]] = {}
+        # A private job: model version -> site -> its counts (None: it withheld them).
+        self._counts: dict[int, dict[str, np.ndarray | None]] = {}
+        # evaluation.noiseMultiplier and the delta the held-out epsilon is told at; every
+        # noised evaluation is one Gaussian mechanism on each site's held-out records.
+        self.held_out_noise = held_out_noise
         self._expected: dict[int, set[str]] = {}  # model version -> sites asked to evaluate it
         self._final: set[int] = set()
 
@@ -59,18 +68,58 @@ class RoundLog:
         if version in self._final:
             return  # too late: the published figure does not change
         self._evaluations.setdefault(version, {})[site] = (samples, metrics)
-        if self._expected.get(version, set()) <= set(self._evaluations[version]):
+        self._maybe_final(version)
+
+    def record_counts(self, version: int, site: str, counts: np.ndarray | None) -> None:
+        """A site's noised counts of the model after ``version`` rounds (None: withheld)."""
+        if version in self._final:
+            return
+        self._counts.setdefault(version, {})[site] = counts
+        self._maybe_final(version)
+
+    def record_totals(self, version: int, sites: int, totals: np.ndarray) -> None:
+        """Counts summed under secure aggregation: the whole figure, at once."""
+        self._expected.pop(version, None)
+        self._publish(version, self._from_counts(sites, totals))
+
+    def _maybe_final(self, version: int) -> None:
+        answered = set(self._evaluations.get(version, {})) | set(self._counts.get(version, {}))
+        if self._expected.get(version, set()) <= answered:
             self.finalize(version)
+
+    def _from_counts(self, sites: int, totals: np.ndarray, noised: bool = False) -> Evaluation:
+        samples, figures = scores(totals)
+        epsilon = None
+        if noised and self.held_out_noise is not None:
+            # Counted from the record (it rides in the checkpoint), so a restart forgets none.
+            earlier = [self.initial_evaluation, *self.history]
+            steps = 1 + sum(1 for e in earlier if e is not None and e.held_out_epsilon is not None)
+            noise_multiplier, delta = self.held_out_noise
+            accountant = RdpAccountant()
+            accountant.step(noise_multiplier, 1.0, steps)
+            epsilon = accountant.epsilon(delta)
+        return Evaluation(
+            eval_sites=sites,
+            eval_samples=samples,
+            from_counts=True,
+            held_out_epsilon=epsilon,
+            **{key: figures.get(key) for key in SCORE_KEYS},
+        )
 
     def finalize(self, version: int) -> None:
         """Publish the global evaluation of ``version`` from the reports in so far."""
         if version in self._final or version > len(self.history):
             return
         reports = list(self._evaluations.pop(version, {}).values())
+        counted = [c for c in self._counts.pop(version, {}).values() if c is not None]
         self._expected.pop(version, None)
+        if counted:
+            self._publish(
+                version, self._from_counts(len(counted), np.sum(counted, axis=0), noised=True)
+            )
+            return
         if not reports:
             return  # nobody evaluated it: nothing to publish, and later reports may
-        self._final.add(version)
         accuracies = [m["accuracy"] for _, m in reports if "accuracy" in m]
         summary = Evaluation(
             eval_sites=len(reports),
@@ -78,6 +127,12 @@ class RoundLog:
             accuracy_spread=max(accuracies) - min(accuracies) if accuracies else None,
             **{key: weighted(reports, key) for key in SCORE_KEYS},
         )
+        self._publish(version, summary)
+
+    def _publish(self, version: int, summary: Evaluation) -> None:
+        if version in self._final or version > len(self.history):
+            return
+        self._final.add(version)
         if version == 0:
             self.initial_evaluation = summary
             return

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from fedkube.accumulate.base import Accumulator
 from fedkube.aggregator.updates import SpooledUpdate
 from fedkube.proto import fedkube_pb2 as pb
@@ -58,6 +60,10 @@ class OpenRound:
     sample: set[str] | None = None
     receiving: dict[str, SpooledUpdate] = field(default_factory=dict)
     done: dict[str, dict[str, float]] = field(default_factory=dict)  # answered this stage
+    # Secure aggregation: the final evaluation's round, whose masked vector is only the
+    # sites' evaluation counts; and the counts' unmasked totals once a round has them.
+    scores_only: bool = False
+    score_totals: np.ndarray | None = None
     updates: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> metrics
     samples: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # secure rounds' stages

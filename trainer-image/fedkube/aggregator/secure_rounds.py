@@ -26,6 +26,7 @@ from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.keys import Context
 from fedkube.secagg.server import SecureSum
 from fedkube.spec.progress import SecureRoundRecord
+from fedkube.stats.score_counts import SCORE_COUNTS, from_masked
 from fedkube.wire.tensors import Params, TensorInfo
 
 if TYPE_CHECKING:
@@ -33,14 +34,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fedkube.aggregator")
 
+MAX_EVALUATION_ATTEMPTS = 2
+
 
 def masked_infos(infos: Sequence[TensorInfo]) -> list[TensorInfo]:
     """Masked updates carry one uint32 per value, in the update's own tensor layout."""
     return [TensorInfo(i.name, np.dtype("<u4"), i.shape) for i in infos]
 
 
-def unmasked_mean(secure: SecureSum, infos: Sequence[TensorInfo]) -> Params:
-    flat, _ = secure.unmask()
+def unmasked_mean(secure: SecureSum, infos: Sequence[TensorInfo], r: OpenRound) -> Params:
+    """The survivors' mean update; evaluation counts that rode along go to ``r``."""
+    sums = secure.unmasked_sum()
+    if infos and infos[-1].name == SCORE_COUNTS:
+        r.score_totals = from_masked(sums.pop())
+        infos = infos[:-1]
+    flat, _ = secure.decode_mean(sums)
     return {
         i.name: values.astype(i.dtype).reshape(i.shape)
         for i, values in zip(infos, flat, strict=True)
@@ -225,7 +233,31 @@ class SecureRounds:
                 i.name: flat.reshape(i.shape)
                 for i, flat in zip(infos, secure.unmasked_sum(), strict=True)
             }
-        return unmasked_mean(secure, infos)
+        return unmasked_mean(secure, infos, r)
+
+    async def final_evaluation(self) -> None:
+        """The final model's evaluation as a secure round of counts only: the aggregator
+        learns the sites' totals, never one site's scores. Numbered after the last round, so
+        its keys are its own; a failed attempt is retried, and the job succeeds without it
+        (the rounds' figures stand) when none reaches the threshold."""
+        c = self.c
+        version = c.rounds_completed
+        for attempt in range(1, MAX_EVALUATION_ATTEMPTS + 1):
+            r = c.open_round(version + 1, pb.EVALUATE, version, attempt)
+            try:
+                sums = await self.run_stages(r, raw_sum=True)
+            except SecureAggregationError as e:
+                sums = None
+                log.warning("final evaluation attempt %d: %s", attempt, e)
+            if sums is not None:
+                assert r.secure is not None
+                scored = len(r.secure.survivors)
+                c.log.record_totals(version, scored, from_masked(sums[SCORE_COUNTS]))
+                c.open = None
+                log.info("final evaluation: counts of %d sites summed", scored)
+                return
+            c.abandon_round()
+        log.warning("the final evaluation reached no quorum; the job ends without it")
 
     def open(self, r: OpenRound, connected: set[str]) -> bool:
         """Open at MASKED_UPDATE when every connected site shared keys for this round with
@@ -254,7 +286,8 @@ class SecureRounds:
         }
         if r.number >= self.c.spec.rounds or len(usable) < self.c.quorum:
             return None
-        upcoming = self.new_sum(r.number + 1, 1)
+        # The next round trains (and maybe scores first) the model this round makes.
+        upcoming = self.new_sum(r.number + 1, 1, self.c.round_infos(self.c.evaluates(r.number)))
         for name in sorted(usable):
             upcoming.advertise(usable[name])
         upcoming.close_roster(sorted(usable))
@@ -264,6 +297,7 @@ class SecureRounds:
         assert r.secure is not None
         task.secure.params.CopyFrom(r.secure.params)
         task.secure.roster.extend(r.secure.roster)
+        task.secure.scores_only = r.scores_only
         if r.stage == pb.MASKED_UPDATE:
             task.secure.inbox.extend(r.secure.inbox(site))
         if r.stage == pb.CONSISTENCY:

@@ -6,4 +6,6 @@
 # 3: RoundRef in every message about a round, a Codec enum, one Receipt, stages in order.
 # 4: round 0, the federated statistics: SCHEMA and STATISTICS stages, the agreed preprocessing.
 # 5: signed secure-aggregation keys, and the CONSISTENCY stage (SignSurvivors) before UNMASK.
-PROTOCOL_VERSION = 5
+# 6: evaluations as counts in a private job: masked with the update, or noised; the final
+#    evaluation under secure aggregation is a secure round of counts (scores_only).
+PROTOCOL_VERSION = 6

@@ -204,7 +204,7 @@ class SecretShare(_message.Message):
     def __init__(self, owner: _Optional[str] = ..., x: _Optional[int] = ..., y: _Optional[bytes] = ...) -> None: ...
 
 class SecAggTask(_message.Message):
-    __slots__ = ("params", "roster", "inbox", "survivors", "dropped", "next_roster", "consistency")
+    __slots__ = ("params", "roster", "inbox", "survivors", "dropped", "next_roster", "consistency", "scores_only")
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     ROSTER_FIELD_NUMBER: _ClassVar[int]
     INBOX_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +212,7 @@ class SecAggTask(_message.Message):
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     NEXT_ROSTER_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    SCORES_ONLY_FIELD_NUMBER: _ClassVar[int]
     params: SecAggParams
     roster: _containers.RepeatedCompositeFieldContainer[SiteKeys]
     inbox: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
@@ -219,7 +220,8 @@ class SecAggTask(_message.Message):
     dropped: _containers.RepeatedScalarFieldContainer[str]
     next_roster: _containers.RepeatedCompositeFieldContainer[SiteKeys]
     consistency: _containers.RepeatedCompositeFieldContainer[SurvivorSignature]
-    def __init__(self, params: _Optional[_Union[SecAggParams, _Mapping]] = ..., roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ..., inbox: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., next_roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ..., consistency: _Optional[_Iterable[_Union[SurvivorSignature, _Mapping]]] = ...) -> None: ...
+    scores_only: bool
+    def __init__(self, params: _Optional[_Union[SecAggParams, _Mapping]] = ..., roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ..., inbox: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., next_roster: _Optional[_Iterable[_Union[SiteKeys, _Mapping]]] = ..., consistency: _Optional[_Iterable[_Union[SurvivorSignature, _Mapping]]] = ..., scores_only: _Optional[bool] = ...) -> None: ...
 
 class SurvivorSignature(_message.Message):
     __slots__ = ("site", "signature")
@@ -399,7 +401,7 @@ class Receipt(_message.Message):
     def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., bytes_received: _Optional[int] = ...) -> None: ...
 
 class Evaluation(_message.Message):
-    __slots__ = ("ref", "model_version", "num_samples", "metrics")
+    __slots__ = ("ref", "model_version", "num_samples", "metrics", "counts", "withheld")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -411,8 +413,12 @@ class Evaluation(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    WITHHELD_FIELD_NUMBER: _ClassVar[int]
     ref: RoundRef
     model_version: int
     num_samples: int
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    withheld: bool
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., counts: _Optional[_Iterable[int]] = ..., withheld: _Optional[bool] = ...) -> None: ...

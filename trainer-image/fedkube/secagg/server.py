@@ -177,7 +177,10 @@ class SecureSum:
     def unmask(self) -> tuple[list[np.ndarray], float]:
         """The survivors' weighted mean (float64, one flat array a tensor) and the share of
         the roster's weight behind it."""
-        sums = self.unmasked_sum()
+        return self.decode_mean(self.unmasked_sum())
+
+    def decode_mean(self, sums: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+        """Unmasked fixed-point sums of weighted values as their mean, and the weight."""
         weights = site_weights(self.roster, self.params)
         weight = sum(weights[s] for s in self.survivors)
         fixed = FixedPoint(self.params.clip_range)

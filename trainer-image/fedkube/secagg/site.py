@@ -194,8 +194,11 @@ class SiteSession:
         everyone = sorted(self._roster)
         self._prepared = (everyone, list(sizes), self._mask(everyone, sizes))
 
-    def masked_update(self, update: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The update (model delta and extras, in order) weighted, encoded and masked."""
+    def masked_update(
+        self, update: Sequence[np.ndarray], counts: Sequence[np.ndarray] = ()
+    ) -> list[np.ndarray]:
+        """The update (model delta and extras, in order) weighted, encoded and masked; then
+        any ``counts`` (uint32 that must add up exactly: the evaluation's) masked as they are."""
         self._expect("received", "masked")
         flat = [np.asarray(a).reshape(-1) for a in update]  # encoding copies to float64
         if not all(np.isfinite(v).all() for v in flat):
@@ -214,18 +217,21 @@ class SiteSession:
             flat = [add_gaussian_noise(v, self.params.noise_stddev) for v in flat]
         weight = site_weights(list(self._roster.values()), self.params)[self.site]
         fixed = FixedPoint(self.params.clip_range)
-        sizes = [v.size for v in flat]
+        exact = [np.asarray(a, dtype=np.uint32).reshape(-1) for a in counts]
+        sizes = [v.size for v in [*flat, *exact]]
         prepared, self._prepared = self._prepared, None
         if prepared is not None and prepared[:2] == (self._participants, sizes):
             masks = prepared[2]
         else:
             masks = self._mask(self._participants, sizes)
         out = []
-        for values, mask, original in zip(flat, masks, update, strict=True):
+        for values, mask, original in zip(flat, masks, update, strict=False):
             encoded, outside = fixed.encode(values, weight)
             self.clipped_values += outside
             encoded += mask  # mod 2^32
             out.append(encoded.reshape(np.shape(original)))
+        for values, mask, original in zip(exact, masks[len(flat) :], counts, strict=True):
+            out.append((values + mask).reshape(np.shape(original)))
         return out
 
     def masked_counts(self, counts: Sequence[np.ndarray]) -> list[np.ndarray]:

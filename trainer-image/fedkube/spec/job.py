@@ -39,6 +39,16 @@ class EvaluationSpec(_Model):
     every_rounds: int = Field(
         default=1, ge=1, le=10000, description="Evaluate the global model every N rounds."
     )
+    noise_multiplier: float | None = Field(
+        default=None,
+        ge=0.3,
+        le=1000,
+        description="Differential privacy without secure aggregation: each site's held-out "
+        "counts leave it only with discrete Gaussian noise of this multiplier (per held-out "
+        "record), and the job's privacy report gives the held-out epsilon. Without it such a "
+        "job sends no site's scores, and has no federated evaluation. Under secure "
+        "aggregation the counts are summed masked; with it set each site noises them too.",
+    )
 
 
 class PersonalizationSpec(_Model):

@@ -50,7 +50,12 @@ class Evaluation(Scores):
     eval_sites: int = 0
     eval_samples: int = 0
     # Best site's accuracy minus the worst's: how unevenly the model serves the sites.
+    # None in a private job, where no site's own figures are known.
     accuracy_spread: float | None = None
+    # From counts (a private job): summed under secure aggregation's masks, or noised at
+    # each site; then how much held-out privacy the noised evaluations spent so far.
+    from_counts: bool = False
+    held_out_epsilon: float | None = None
 
 
 class GlobalScores(Evaluation):

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+import numpy as np
+
 from fedkube.codec.base import Codec
 from fedkube.codec.downlink import HeldModel
 from fedkube.codec.error_feedback import UplinkEncoder
@@ -25,7 +27,8 @@ from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.signed_keys import SigningIdentity
 from fedkube.secagg.site import SiteSession
 from fedkube.spec.preprocessing import Preprocessing
-from fedkube.trainer.local import LocalTrainer
+from fedkube.stats.score_counts import SCORE_COUNTS, noised, to_masked
+from fedkube.trainer.local import LocalTrainer, Scores
 from fedkube.transport.link import SiteLink
 from fedkube.wire.tensors import Params, assemble, from_spec, iter_parts, specs_of, to_spec
 
@@ -82,8 +85,13 @@ class TrainerClient:
         downlink: Codec | None = None,
         identity: SigningIdentity | None = None,
         job_sites: frozenset[str] | None = None,
+        score_noise: float | None = None,
     ) -> None:
         self.job = job
+        # evaluation.noiseMultiplier: this site's counts leave it noised by this much.
+        self.score_noise = score_noise
+        # Under secure aggregation: the counts of the evaluation this task made, to be masked.
+        self.score_counts: np.ndarray | None = None
         # Secure aggregation under mutual TLS: the site's certificate and key, which sign its
         # keys and check everyone else's; and the sites its manifest lists.
         self.identity = identity
@@ -214,8 +222,13 @@ class TrainerClient:
         version, tensors = self.fetch_model(task.ref.round)
         params, extras = self.trainer.split(tensors)
         if task.evaluate:
-            metrics = self.trainer.evaluate(params, final=task.stage == pb.EVALUATE)
-            self._report(task, version, metrics)
+            scores = self.trainer.evaluate(params, final=task.stage == pb.EVALUATE)
+            if task.HasField("secure"):
+                # The counts ride masked with the update (``_send_masked_update``).
+                self.score_counts = scores.counts
+                self._keep(task, scores.metrics)
+            else:
+                self._report(task, version, scores)
         if task.stage not in (pb.TRAIN, pb.MASKED_UPDATE):
             return None
         update, metrics = self.trainer.train(params, task.ref.round, dict(task.config), extras)
@@ -335,12 +348,27 @@ class TrainerClient:
             version, metrics = task.model_version, dict[str, float]()
             counts = self.source.statistics(secure=True)
             masked = dict(zip(counts, session.masked_counts(list(counts.values())), strict=True))
+        elif task.secure.scores_only:
+            # The final evaluation: this site's counts, masked; nothing is trained.
+            version, tensors = self.fetch_model(task.ref.round)
+            scores = self.trainer.evaluate(self.trainer.split(tensors)[0], final=True)
+            self._keep(task, scores.metrics)
+            ready = to_masked(noised(scores.counts, self.score_noise or 0.0))
+            masked, metrics = {SCORE_COUNTS: session.masked_counts([ready])[0]}, {}
         else:
+            self.score_counts = None
             trained = self._train(task)
             assert trained is not None  # MASKED_UPDATE trains
             version, update, metrics = trained
-            self.update_sizes = [v.size for v in update.values()]
-            masked = dict(zip(update, session.masked_update(list(update.values())), strict=True))
+            tensors = dict(update)
+            if task.evaluate and self.score_counts is not None:
+                counted = to_masked(noised(self.score_counts, self.score_noise or 0.0))
+                tensors[SCORE_COUNTS] = counted
+            exact = [tensors[SCORE_COUNTS]] if SCORE_COUNTS in tensors else []
+            self.update_sizes = [v.size for v in tensors.values()]
+            masked = dict(
+                zip(tensors, session.masked_update(list(update.values()), exact), strict=True)
+            )
         # The next round's keys ride along, so its roster is known before this round ends
         # (round 0 makes no model: round 1 trains the same version).
         upcoming = self._new_session(task, task.ref.round + 1, 1)
@@ -402,14 +430,28 @@ class TrainerClient:
         r = task.ref
         return pb.RoundRef(job=self.job, round=r.round, attempt=r.attempt, site=self.site)
 
-    def _report(self, task: pb.Task, version: int, metrics: dict[str, float]) -> None:
-        evaluation = pb.Evaluation(
-            ref=self._ref(task),
-            model_version=version,
-            num_samples=self.trainer.held_out_size(),
-            metrics=metrics,
-        )
+    def _report(self, task: pb.Task, version: int, scores: Scores) -> None:
+        """The evaluation as this job allows: the site's figures in a plain job; in a private
+        one its counts with noise (``evaluation.noiseMultiplier``), or word that it keeps
+        them. Its record-level epsilon follows from the manifest and its rows, so it goes."""
+        evaluation = pb.Evaluation(ref=self._ref(task), model_version=version)
+        if not self.private:
+            evaluation.num_samples = self.trainer.held_out_size()
+            evaluation.metrics.update(scores.metrics)
+        else:
+            self._keep(task, scores.metrics)
+            if "epsilon" in scores.metrics:
+                evaluation.metrics["epsilon"] = scores.metrics["epsilon"]
+            if self.score_noise is not None:
+                evaluation.counts.extend(int(c) for c in noised(scores.counts, self.score_noise))
+            else:
+                evaluation.withheld = True
         self._send(task, "evaluation", self.link.report_evaluation, evaluation)
+
+    def _keep(self, task: pb.Task, metrics: dict[str, float]) -> None:
+        """A private job's own figures stay here: in this site's log, for its admin."""
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+        log.info("round %d: held-out scores, kept at this site: %s", task.ref.round, shown)
 
     def _update_parts(
         self,

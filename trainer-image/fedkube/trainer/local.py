@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,6 +22,7 @@ from fedkube.privacy.ledger import PrivacyLedger
 from fedkube.spec.job import PersonalizationSpec
 from fedkube.spec.security import PrivacySpec
 from fedkube.spec.task import TaskSpec
+from fedkube.stats.score_counts import ScoreLayout, count_block
 from fedkube.storage.safetensors_file import write_safetensors
 from fedkube.strategy.base import SiteHalf
 from fedkube.trainer.device import autocast, resolve_device
@@ -49,6 +51,15 @@ class TrainConfig:
     grad_correction: dict[str, torch.Tensor] = field(default_factory=dict)
     # bfloat16 autocast on a GPU (task.mixedPrecision).
     mixed_precision: bool = False
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One evaluation at a site: its figures (which stay at the site in a private job) and
+    the same as counts that add up across sites."""
+
+    metrics: dict[str, float]
+    counts: np.ndarray
 
 
 # The personal model's file in a site's own folder (its state volume on Kubernetes).
@@ -255,26 +266,40 @@ class LocalTrainer:
         default_train(self.personal, self.x_train, self.y_train, personal_config)
 
     @torch.no_grad()
-    def _scores(self, model: nn.Module) -> dict[str, float]:
+    def _scores(self, model: nn.Module) -> tuple[dict[str, float], np.ndarray]:
+        """The model's figures on the held-out split, and the same as counts that add up
+        across sites (``stats.score_counts``)."""
         model.eval()
         with autocast(self.device, self.task.mixed_precision):
             logits = model(self.x_test).float()
+        losses = nn.functional.cross_entropy(logits, self.y_test, reduction="none")
+        correct = logits.argmax(1) == self.y_test
         out = {
-            "loss": float(nn.functional.cross_entropy(logits, self.y_test)),
-            "accuracy": float((logits.argmax(1) == self.y_test).float().mean()),
+            "loss": float(losses.mean()),
+            "accuracy": float(correct.float().mean()),
         }
+        labels = self.y_test.cpu().numpy()
+        binary = self.data.num_classes == 2
         # AUC for binary tasks, when the held-out split holds both classes.
-        if self.data.num_classes == 2 and len(torch.unique(self.y_test)) == 2:
+        if binary and len(torch.unique(self.y_test)) == 2:
             scores = torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
-            out["auc"] = roc_auc(self.y_test.cpu().numpy(), scores)
-        return out
+            out["auc"] = roc_auc(labels, scores)
+        block = count_block(
+            labels,
+            losses.cpu().numpy(),
+            correct.cpu().numpy(),
+            (logits[:, 1] - logits[:, 0]).cpu().numpy() if binary else None,
+        )
+        return out, block
 
-    def evaluate(self, params: Params, final: bool = False) -> dict[str, float]:
+    def evaluate(self, params: Params, final: bool = False) -> Scores:
         """The global model's scores on the site's held-out split, and the personal model's
         (prefixed ``personal_``) when personalisation is on: Ditto's at every evaluation,
         the fine-tuned one at the final evaluation."""
         self.set_global(params)
-        metrics = self._scores(self.model)
+        metrics, block = self._scores(self.model)
+        counts = self.score_layout.empty()
+        counts[: block.size] = block
         personal: nn.Module | None = self.personal
         if self.personalization.method == "finetune" and final:
             personal = copy.deepcopy(self.model)
@@ -290,12 +315,18 @@ class LocalTrainer:
             )
             self.train_fn(personal, self.x_train, self.y_train, config)
         if personal is not None:
-            metrics.update({f"personal_{k}": v for k, v in self._scores(personal).items()})
+            personal_metrics, personal_block = self._scores(personal)
+            metrics.update({f"personal_{k}": v for k, v in personal_metrics.items()})
+            counts[block.size :] = personal_block
             if final and self.personal_dir is not None:
                 self._save_personal(personal)
         if self.ledger is not None:
             metrics["epsilon"] = self.ledger.epsilon
-        return metrics
+        return Scores(metrics, counts)
+
+    @property
+    def score_layout(self) -> ScoreLayout:
+        return ScoreLayout(personal=self.personalization.method != "none")
 
     def _save_personal(self, personal: nn.Module) -> None:
         """The site's personal model, at the site: safetensors, written atomically."""
