@@ -305,3 +305,77 @@ def test_a_certificate_of_another_consortium_is_refused_when_the_job_names_its_o
                           pb.Event)  # fmt: skip
     finally:
         job.stop()
+
+
+def test_a_trainer_refuses_an_aggregator_whose_certificate_its_list_revokes(
+    tmp_path: Path,
+) -> None:
+    """The aggregator's key leaked and the consortium revoked its certificate; whoever holds
+    the key still serves with it (here: the aggregator, its folder without the list). gRPC
+    cannot check a list for a client, so each site has the aggregator sign a fresh nonce and
+    checks the certificate against its own ca.crl: the site with the list refuses, naming
+    the serial; the site without it trains."""
+    import shutil
+
+    from fedkube.security.revocation import CRL_FILE
+
+    pki = tmp_path / "pki"
+    create_consortium(pki, "ours", ["site-0", "site-1"], ["localhost", "127.0.0.1"])
+    revoked = fedkube_cli(
+        ["revoke", "--ca-dir", str(pki / "ca"), "--cert", str(pki / "aggregator/tls.crt")]
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    careful = tmp_path / "site-0-tls"
+    shutil.copytree(pki / "sites" / "site-0", careful)
+    shutil.copy(pki / "ca" / CRL_FILE, careful / CRL_FILE)
+    job = LocalJob(tmp_path, manifest("mtls", sites=2, rounds=1, min_sites=1, joinGraceSeconds=5))
+    job.aggregator_args = ["--tls-dir", str(pki / "aggregator")]
+    job.trainer_args["site-0"] = ["--tls-dir", str(careful)]
+    job.trainer_args["site-1"] = ["--tls-dir", str(pki / "sites" / "site-1")]
+    try:
+        job.start_all()
+        code = job.trainers["site-0"].wait(60)
+        result = job.wait_done(timeout=120)
+    finally:
+        job.stop()
+    serial = revoked.stdout.split()[2]  # "revoked serial <hex> (...)"
+    assert code != 0
+    assert f"certificate serial {serial}, which the consortium revoked" in job.log("site-0")
+    assert result.rounds_completed == 1
+    assert all(h.sites == ["site-1"] for h in result.history)
+
+
+def test_an_aggregators_proof_is_checked_in_full(pki: Path) -> None:
+    """The proof holds only with the right nonce, job and site, a server certificate for the
+    host dialled, and the job's consortium."""
+    from fedkube.errors import TlsError
+    from fedkube.security.aggregator_identity import (
+        AggregatorCheck,
+        AggregatorIdentity,
+        new_nonce,
+    )
+
+    ours = pki / "ours"
+    aggregator = AggregatorIdentity.from_folder(ours / "aggregator")
+    check = AggregatorCheck(ours / "sites" / "site-0", "127.0.0.1")
+    nonce = new_nonce()
+    certificate, signature = aggregator.prove("mtls", "site-0", nonce)
+    check.check("mtls", "site-0", nonce, certificate, signature)  # holds
+    for job, site, other in [("mtls", "site-0", new_nonce()), ("x", "site-0", nonce)]:
+        with pytest.raises(TlsError, match="did not sign this site's challenge"):
+            check.check(job, site, other, certificate, signature)
+    site_key = AggregatorIdentity.from_folder(ours / "sites" / "site-1")
+    certificate, signature = site_key.prove("mtls", "site-0", nonce)
+    with pytest.raises(TlsError, match="not a server certificate"):
+        check.check("mtls", "site-0", nonce, certificate, signature)
+    elsewhere = AggregatorCheck(ours / "sites" / "site-0", "aggregator.example.org")
+    certificate, signature = aggregator.prove("mtls", "site-0", nonce)
+    with pytest.raises(TlsError, match="not a server certificate"):
+        elsewhere.check("mtls", "site-0", nonce, certificate, signature)
+    named = AggregatorCheck(ours / "sites" / "site-0", "127.0.0.1", consortium="another")
+    with pytest.raises(TlsError, match="of consortium"):
+        named.check("mtls", "site-0", nonce, certificate, signature)
+    theirs = AggregatorIdentity.from_folder(pki / "theirs" / "aggregator")
+    certificate, signature = theirs.prove("mtls", "site-0", nonce)
+    with pytest.raises(TlsError, match="CA did not issue"):
+        check.check("mtls", "site-0", nonce, certificate, signature)

@@ -60,3 +60,20 @@ def test_a_signature_from_another_round_or_try_is_refused(tmp_path: Path) -> Non
     for replayed in (Context("job", 4, 1), Context("job", 3, 2), Context("other", 3, 1)):
         with pytest.raises(SecureAggregationError, match="do not match their signature"):
             mine.check(entry, replayed)
+
+
+def test_keys_signed_with_a_revoked_certificate_are_refused(tmp_path: Path) -> None:
+    """A hostile aggregator cannot seat a revoked site (whose key may be anyone's now) in a
+    roster: each site checks entries against its own copy of ca.crl."""
+    import shutil
+
+    from fedkube.security.revocation import CRL_FILE, revoke
+
+    create_consortium(tmp_path, "ours", ["site-0", "site-1"], ["127.0.0.1"])
+    entry = _entry(SigningIdentity.from_folder(tmp_path / "sites" / "site-1"), "site-1")
+    SigningIdentity.from_folder(tmp_path / "sites" / "site-0").check(entry, CONTEXT)
+    ca = tmp_path / "ca"
+    serial = revoke(ca / "ca.crt", ca / "ca.key", tmp_path / "sites/site-1/tls.crt", ca / CRL_FILE)
+    shutil.copy(ca / CRL_FILE, tmp_path / "sites" / "site-0" / CRL_FILE)
+    with pytest.raises(SecureAggregationError, match=f"serial {serial:x}, which the consortium"):
+        SigningIdentity.from_folder(tmp_path / "sites" / "site-0").check(entry, CONTEXT)

@@ -27,6 +27,7 @@ from fedkube.errors import JobFailed
 from fedkube.models.plugins import PluginPolicy
 from fedkube.models.registry import initial_params
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.security.aggregator_identity import AggregatorIdentity
 from fedkube.security.revocation import Revocations
 from fedkube.security.tls import TlsError, is_loopback, server_credentials
 from fedkube.spec.job import FederatedJob
@@ -171,6 +172,7 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
         metrics,
         tls=opts.tls_dir is not None,
         revocations=Revocations(opts.tls_dir) if opts.tls_dir is not None else None,
+        identity=AggregatorIdentity.from_folder(opts.tls_dir) if opts.tls_dir else None,
         consortium=job.spec.security.mutual_tls.consortium
         if job.spec.security.mutual_tls is not None
         else None,

@@ -17,12 +17,15 @@ from fedkube.errors import (
     DuplicateUpdate,
     InvalidUpdate,
     ProtocolMismatch,
+    RoundClosed,
+    TlsError,
     UnknownSite,
     UpdateRefused,
 )
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.security.aggregator_identity import AggregatorIdentity
 from fedkube.security.certs import consortium_of
 from fedkube.security.revocation import Revocations
 from fedkube.security.tls import peer_certificate, peer_site
@@ -62,8 +65,11 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         tls: bool = False,
         revocations: Revocations | None = None,
         consortium: str | None = None,
+        identity: AggregatorIdentity | None = None,
     ) -> None:
         self.c = coordinator
+        # Under mutual TLS: this aggregator's certificate and key, which answer ProveIdentity.
+        self.identity = identity
         self.metrics = metrics
         self.tls = tls
         self.revocations = revocations
@@ -254,6 +260,31 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             await self._refuse(context, e)
         reply = pb.ProgressReply(json=progress(self.c).to_json_bytes())
         self._sent("GetProgress", reply)
+        return reply
+
+    async def ProveIdentity(
+        self, request: pb.IdentityChallenge, context: grpc.aio.ServicerContext
+    ) -> pb.IdentityProof:
+        """Sign a site's nonce with this aggregator's certificate key, so the site can check
+        the certificate against its own revocation list."""
+        self._received("ProveIdentity", request)
+        try:
+            self._authorise(context, request.ref.site)
+            self.c.known(request.ref.job, request.ref.site)
+            if self.identity is None:
+                raise RoundClosed(
+                    "this aggregator runs without mutual TLS: it has no certificate to prove",
+                    site=request.ref.site,
+                )
+            certificate, signature = self.identity.prove(
+                request.ref.job, request.ref.site, request.nonce
+            )
+        except UpdateRefused as e:
+            await self._refuse(context, e)
+        except TlsError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        reply = pb.IdentityProof(certificate=certificate, signature=signature)
+        self._sent("ProveIdentity", reply)
         return reply
 
     async def _unary(

@@ -93,7 +93,12 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         ),
         data_dir=Path(args.data_dir) if args.data_dir else None,
     )
-    link = GrpcLink(endpoint, tls_dir=Path(args.tls_dir) if args.tls_dir else None)
+    mutual_tls = job.spec.security.mutual_tls
+    link = GrpcLink(
+        endpoint,
+        tls_dir=Path(args.tls_dir) if args.tls_dir else None,
+        consortium=mutual_tls.consortium if mutual_tls is not None else None,
+    )
     relay = None
     if args.progress_port:
         from fedkube.trainer.progress_relay import ProgressRelay
@@ -173,7 +178,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     serial = revoke(ca_dir / "ca.crt", ca_dir / "ca.key", Path(args.cert), crl, args.days)
     print(
         f"revoked serial {serial:x} ({args.cert}); {crl} now lists it: give it to the "
-        f"aggregator as {CRL_FILE} in its TLS folder (a key of its Secret)"
+        f"aggregator and to every site as {CRL_FILE} in their TLS folders (a key of each "
+        "Secret): the aggregator refuses revoked sites, each site a revoked aggregator"
     )
     return 0
 

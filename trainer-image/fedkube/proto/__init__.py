@@ -7,5 +7,6 @@
 # 4: round 0, the federated statistics: SCHEMA and STATISTICS stages, the agreed preprocessing.
 # 5: signed secure-aggregation keys, and the CONSISTENCY stage (SignSurvivors) before UNMASK.
 # 6: evaluations as counts in a private job: masked with the update, or noised; the final
-#    evaluation under secure aggregation is a secure round of counts (scores_only).
+#    evaluation under secure aggregation is a secure round of counts (scores_only); the
+#    aggregator proves its certificate unrevoked to every site (ProveIdentity).
 PROTOCOL_VERSION = 6

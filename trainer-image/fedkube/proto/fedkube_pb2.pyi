@@ -231,6 +231,22 @@ class SurvivorSignature(_message.Message):
     signature: bytes
     def __init__(self, site: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
+class IdentityChallenge(_message.Message):
+    __slots__ = ("ref", "nonce")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    ref: RoundRef
+    nonce: bytes
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class IdentityProof(_message.Message):
+    __slots__ = ("certificate", "signature")
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    certificate: bytes
+    signature: bytes
+    def __init__(self, certificate: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class ProgressRequest(_message.Message):
     __slots__ = ("ref",)
     REF_FIELD_NUMBER: _ClassVar[int]

@@ -79,6 +79,11 @@ class AggregatorStub:
                 request_serializer=fedkube__pb2.ProgressRequest.SerializeToString,
                 response_deserializer=fedkube__pb2.ProgressReply.FromString,
                 _registered_method=True)
+        self.ProveIdentity = channel.unary_unary(
+                '/fedkube.v1.Aggregator/ProveIdentity',
+                request_serializer=fedkube__pb2.IdentityChallenge.SerializeToString,
+                response_deserializer=fedkube__pb2.IdentityProof.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -142,6 +147,12 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProveIdentity(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +200,11 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.GetProgress,
                     request_deserializer=fedkube__pb2.ProgressRequest.FromString,
                     response_serializer=fedkube__pb2.ProgressReply.SerializeToString,
+            ),
+            'ProveIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProveIdentity,
+                    request_deserializer=fedkube__pb2.IdentityChallenge.FromString,
+                    response_serializer=fedkube__pb2.IdentityProof.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -434,6 +450,33 @@ class Aggregator:
             '/fedkube.v1.Aggregator/GetProgress',
             fedkube__pb2.ProgressRequest.SerializeToString,
             fedkube__pb2.ProgressReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProveIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedkube.v1.Aggregator/ProveIdentity',
+            fedkube__pb2.IdentityChallenge.SerializeToString,
+            fedkube__pb2.IdentityProof.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,6 +26,7 @@ from fedkube.errors import SecureAggregationError, TlsError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.keys import Context
 from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE, consortium_of
+from fedkube.security.revocation import Revocations
 
 _DOMAIN = b"fedkube/secagg/v1/site-keys\x00"
 _SURVIVORS = b"fedkube/secagg/v1/survivors\x00"
@@ -57,6 +58,8 @@ class SigningIdentity:
     ca: x509.Certificate
     # The consortium every roster certificate must name (the job's mutualTls.consortium).
     consortium: str | None = None
+    # The site's copy of the consortium's revocation list (ca.crl in its TLS folder).
+    revocations: Revocations | None = None
 
     @classmethod
     def from_folder(cls, folder: Path, consortium: str | None = None) -> SigningIdentity:
@@ -68,7 +71,7 @@ class SigningIdentity:
             raise TlsError(f"TLS folder {folder}: cannot load the key and CA ({e})") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise TlsError(f"TLS folder {folder}: {KEY_FILE} is not an EC key (`fedkube certs`)")
-        return cls(cert, key, ca, consortium)
+        return cls(cert, key, ca, consortium, Revocations(folder))
 
     def sign(self, message: pb.KeyAdvertisement, context: Context) -> None:
         """Signs ``message`` in place (its keys, sample count, job, round, try)."""
@@ -104,6 +107,12 @@ class SigningIdentity:
         now = datetime.datetime.now(datetime.UTC)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise SecureAggregationError(f"{where} come with an expired certificate")
+        serial = self.revocations.revoked(cert) if self.revocations is not None else None
+        if serial is not None:
+            raise SecureAggregationError(
+                f"{where} come with certificate serial {serial:x}, which the consortium "
+                "revoked (ca.crl): not answered"
+            )
         names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
         if names != [entry.site]:
             raise SecureAggregationError(

@@ -11,6 +11,7 @@ import grpc
 from fedkube.errors import AggregatorUnavailable, UpdateRefused
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.security.aggregator_identity import AggregatorCheck, new_nonce
 from fedkube.security.tls import channel_credentials
 from fedkube.transport.link import SiteLink
 
@@ -65,12 +66,26 @@ def _stream(parts: Iterator[T]) -> Iterator[T]:
 BULK_CHANNEL_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
 
 
+def endpoint_host(endpoint: str) -> str:
+    """The host of ``host:port`` (an IPv6 address without its brackets)."""
+    return endpoint.rsplit(":", 1)[0].strip("[]")
+
+
 class GrpcLink(SiteLink):
-    def __init__(self, endpoint: str, tls_dir: Path | None = None) -> None:
+    def __init__(
+        self, endpoint: str, tls_dir: Path | None = None, consortium: str | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.tls_dir = tls_dir
         self.channel = self._channel(CHANNEL_OPTIONS)
         self.stub = pb_grpc.AggregatorStub(self.channel)
+        # Under mutual TLS the aggregator proves, at every subscribe, that its certificate is
+        # not on this site's revocation list (gRPC cannot check one for a client).
+        self.aggregator_check = (
+            AggregatorCheck(tls_dir, endpoint_host(endpoint), consortium)
+            if tls_dir is not None
+            else None
+        )
 
     def _channel(self, options: list[tuple[str, int]]) -> grpc.Channel:
         if self.tls_dir is not None:
@@ -80,7 +95,18 @@ class GrpcLink(SiteLink):
         return grpc.insecure_channel(self.endpoint, options=options)
 
     def subscribe(self, request: pb.JoinRequest) -> Iterator[pb.Event]:
+        if self.aggregator_check is not None:
+            self._check_aggregator(request.job, request.site)
         return _stream(self.stub.Subscribe(request))
+
+    def _check_aggregator(self, job: str, site: str) -> None:
+        """Raises TlsError unless the aggregator signs a fresh nonce with a certificate this
+        site's revocation list does not name."""
+        assert self.aggregator_check is not None
+        nonce = new_nonce()
+        challenge = pb.IdentityChallenge(ref=pb.RoundRef(job=job, site=site), nonce=nonce)
+        proof = _call(lambda: self.stub.ProveIdentity(challenge, timeout=30))
+        self.aggregator_check.check(job, site, nonce, proof.certificate, proof.signature)
 
     def get_model(self, request: pb.ModelRequest) -> Iterator[pb.ModelPart]:
         return _stream(self.stub.GetModel(request))
