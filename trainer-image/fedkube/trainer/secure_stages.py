@@ -1,0 +1,185 @@
+"""A site's side of secure aggregation's stages (``fedkube.secagg.site`` does the maths).
+
+The site trains once the round's key shares are in, and only the masked update leaves it.
+Each masked update carries the site's keys for the next round, and each reveal its shares for
+that round, so in steady state a secure round is two exchanges: the masked update and the
+reveal. Every task is first checked against this site's own copy of the manifest
+(``refusal``): parameters it did not agree, a plain task, a second contribution to a round it
+revealed."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from fedkube.errors import SecureAggregationError
+from fedkube.proto import fedkube_pb2 as pb
+from fedkube.secagg.signed_keys import SigningIdentity
+from fedkube.secagg.site import SiteSession
+from fedkube.stats.score_counts import SCORE_COUNTS, noised, to_masked
+
+if TYPE_CHECKING:
+    from fedkube.trainer.client import TrainerClient
+
+log = logging.getLogger("fedkube.trainer")
+
+STATISTICS_ROUND = 0
+
+
+def session_matches(session: SiteSession, task: pb.Task) -> bool:
+    return (session.context.round, session.context.attempt) == (task.ref.round, task.ref.attempt)
+
+
+class SecureStages:
+    def __init__(
+        self,
+        client: TrainerClient,
+        params: pb.SecAggParams,
+        identity: SigningIdentity | None,
+        job_sites: frozenset[str] | None,
+    ) -> None:
+        self.c = client
+        # What this site's own copy of the manifest says secure aggregation must be.
+        self.params = params
+        # Under mutual TLS: the site's certificate and key, which sign its keys and check
+        # everyone else's; and the sites its manifest lists.
+        self.identity = identity
+        self.job_sites = job_sites
+        # Rounds this site revealed shares for: it never contributes to one again, or the
+        # aggregator could unmask two sums of the same round over different survivors.
+        self.revealed: set[int] = set()
+        # The session of the round this site has keys in, the next round's (advertised with
+        # the masked update), and the masked tensors' sizes, known after the first training,
+        # so a mask can be made before the update exists.
+        self.session: SiteSession | None = None
+        self.upcoming: SiteSession | None = None
+        self.update_sizes: list[int] = []
+
+    def refusal(self, task: pb.Task) -> str | None:
+        """Why this task of a secure job must not be answered, judged from this site's own
+        manifest."""
+        if not task.HasField("secure"):
+            return (
+                "a plain task for a job with secure aggregation: the update would go in the clear"
+            )
+        if task.secure.params != self.params:
+            got, want = task.secure.params, self.params
+            differ = [
+                f.name
+                for f in want.DESCRIPTOR.fields
+                if getattr(got, f.name) != getattr(want, f.name)
+            ]
+            return (
+                f"the task's secure-aggregation parameters differ from this site's manifest in "
+                f"{', '.join(differ)}; the site answers only what its own manifest agreed"
+            )
+        if task.ref.round in self.revealed and task.stage in (pb.ADVERTISE_KEYS, pb.MASKED_UPDATE):
+            return f"this site already revealed its shares for round {task.ref.round}"
+        return None
+
+    def handle(self, task: pb.Task) -> None:
+        """Answer one stage of a secure round (its task passed ``refusal``)."""
+        if task.stage == pb.ADVERTISE_KEYS:
+            self.session, self.upcoming = (
+                self._new_session(task, task.ref.round, task.ref.attempt),
+                None,
+            )
+            advertisement = self.session.advertisement(task.model_version, self.c.rows())
+            self.c.send(task, "keys", self.c.link.advertise_keys, advertisement)
+            return
+        session = self.session
+        if session is None or not session_matches(session, task):
+            # This process has no keys in the round (it restarted, or refused a roster).
+            log.info(
+                "round %d: no keys for %s here; waiting for the next round",
+                task.ref.round,
+                pb.Stage.Name(task.stage),
+            )
+            return
+        try:
+            if task.stage == pb.SHARE_KEYS:
+                shares = session.share_keys(task.secure.roster)
+                self.c.send(task, "key shares", self.c.link.share_keys, shares)
+                self._prepare_mask(session)
+            elif task.stage == pb.MASKED_UPDATE:
+                self._send_masked_update(task, session)
+            elif task.stage == pb.CONSISTENCY:
+                signed = session.sign_survivors(task.secure.survivors)
+                self.c.send(task, "survivors' signature", self.c.link.sign_survivors, signed)
+            elif task.stage == pb.UNMASK:
+                self._reveal(task, session)
+        except SecureAggregationError as e:
+            # The relayed messages break the protocol: answering could unmask this site.
+            self.session = self.upcoming = None
+            log.error("round %d: secure aggregation stopped at this site: %s", task.ref.round, e)
+
+    def _new_session(self, task: pb.Task, round: int, attempt: int) -> SiteSession:
+        return SiteSession(
+            self.c.job,
+            self.c.site,
+            round,
+            attempt,
+            task.secure.params,
+            identity=self.identity,
+            job_sites=self.job_sites,
+        )
+
+    def _prepare_mask(self, session: SiteSession) -> None:
+        # The mask does not depend on the update: made while the other sites work.
+        if self.update_sizes:
+            session.prepare_mask(self.update_sizes)
+
+    def _send_masked_update(self, task: pb.Task, session: SiteSession) -> None:
+        session.receive_shares(task.secure.inbox)  # a bad share stops the site before it trains
+        if task.ref.round == STATISTICS_ROUND:
+            assert self.c.source is not None
+            version, metrics = task.model_version, dict[str, float]()
+            counts = self.c.source.statistics(secure=True)
+            masked = dict(zip(counts, session.masked_counts(list(counts.values())), strict=True))
+        elif task.secure.scores_only:
+            # The final evaluation: this site's counts, masked; nothing is trained.
+            version, tensors = self.c.fetch_model(task.ref.round)
+            scores = self.c.trainer.evaluate(self.c.trainer.split(tensors)[0], final=True)
+            self.c.keep_scores(task, scores.metrics)
+            ready = to_masked(noised(scores.counts, self.c.score_noise or 0.0))
+            masked, metrics = {SCORE_COUNTS: session.masked_counts([ready])[0]}, {}
+        else:
+            self.c.score_counts = None
+            trained = self.c.train_task(task)
+            assert trained is not None  # MASKED_UPDATE trains
+            version, update, metrics = trained
+            tensors = dict(update)
+            if task.evaluate and self.c.score_counts is not None:
+                counted = to_masked(noised(self.c.score_counts, self.c.score_noise or 0.0))
+                tensors[SCORE_COUNTS] = counted
+            exact = [tensors[SCORE_COUNTS]] if SCORE_COUNTS in tensors else []
+            self.update_sizes = [v.size for v in tensors.values()]
+            masked = dict(
+                zip(tensors, session.masked_update(list(update.values()), exact), strict=True)
+            )
+        # The next round's keys ride along, so its roster is known before this round ends
+        # (round 0 makes no model: round 1 trains the same version).
+        upcoming = self._new_session(task, task.ref.round + 1, 1)
+        next_version = task.model_version + min(task.ref.round, 1)
+        keys = upcoming.advertisement(next_version, self.c.rows())
+        parts = self.c.update_parts(task, version, masked, metrics, next_round_keys=keys)
+        if self.c.send(task, "masked update", self.c.link.submit_update, parts) is not None:
+            self.upcoming = upcoming
+            log.info("round %d: masked update sent", task.ref.round)
+
+    def _reveal(self, task: pb.Task, session: SiteSession) -> None:
+        secure = task.secure
+        reveal = session.reveal(secure.survivors, secure.dropped, secure.consistency)
+        self.revealed.add(task.ref.round)
+        self.session = None
+        upcoming, self.upcoming = self.upcoming, None
+        if upcoming is not None and secure.next_roster:
+            try:
+                reveal.next_round_shares.CopyFrom(upcoming.share_keys(secure.next_roster))
+                self.session = upcoming
+            except SecureAggregationError as e:
+                # Only the next round's exchange is refused; this round's reveal still goes.
+                log.error("round %d: next round's roster refused: %s", task.ref.round + 1, e)
+        self.c.send(task, "shares", self.c.link.reveal_shares, reveal)
+        if self.session is not None:
+            self._prepare_mask(self.session)
