@@ -13,7 +13,8 @@ failed attempts fail the job. After the last round the sites evaluate the final 
 Before round one, a job over sites' own files runs round 0, the federated statistics
 (``StatisticsRound``). Updates and models may travel through codecs (``fedkube.codec``).
 Secure aggregation's stages are driven by ``SecureRounds``; the record of rounds is kept by
-``RoundLog``; update-level privacy's accounting by ``PrivacyHook``.
+``RoundLog``; the sites' evaluations by ``Evaluations``; update-level privacy's accounting by
+``PrivacyHook``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,18 +29,18 @@ from pathlib import Path
 import numpy as np
 
 from fedkube.accumulate import build_accumulator
-from fedkube.aggregator.evaluation_reports import take_evaluation
+from fedkube.aggregator.evaluations import Evaluations, held_out_noise
 from fedkube.aggregator.persistence import save
 from fedkube.aggregator.privacy_hook import PrivacyHook
 from fedkube.aggregator.reception import UpdateReception
 from fedkube.aggregator.round_log import RoundLog
 from fedkube.aggregator.rounds import EventQueue, OpenRound, SiteState
 from fedkube.aggregator.secure_rounds import SecureRounds
+from fedkube.aggregator.site_sampling import draw_sample, in_sample
 from fedkube.aggregator.statistics_round import STATISTICS_ROUND, StatisticsRound
 from fedkube.codec import build_codec
 from fedkube.codec.downlink import Downlink
 from fedkube.errors import (
-    InvalidUpdate,
     JobFailed,
     RoundClosed,
     SecureAggregationError,
@@ -53,7 +53,6 @@ from fedkube.spec.job import FederatedJob
 from fedkube.spec.preprocessing import Preprocessing
 from fedkube.spec.progress import JobResult, Phase, RoundRecord
 from fedkube.spec.statistics import StatisticsReport
-from fedkube.stats.score_counts import ScoreLayout
 from fedkube.strategy.base import Strategy
 from fedkube.wire.tensors import Params, TensorInfo, specs_of, to_spec
 
@@ -92,21 +91,10 @@ class Coordinator:
         self.sites = {s.name: SiteState(s.name) for s in self.spec.sites}
         self.rounds_completed = 0
         self.restarts = 0  # resumes from a checkpoint, over the job's life
-        privacy = self.spec.privacy
-        # A private job: no site's own evaluation figures reach this process (counts only).
-        self.private = (
-            self.secure is not None
-            or privacy.update_level is not None
-            or privacy.record_level is not None
-        )
-        self.score_layout = ScoreLayout(personal=self.spec.personalization.method != "none")
-        noise = self.spec.evaluation.noise_multiplier
-        dp = privacy.update_level or privacy.record_level
-        self.log = RoundLog(
-            held_out_noise=(noise, dp.delta if dp else 1e-5) if noise is not None else None
-        )
+        self.log = RoundLog(held_out_noise=held_out_noise(self.spec))
         self.privacy = PrivacyHook(self.spec)
         self.open: OpenRound | None = None
+        self.evaluations = Evaluations(self)
         # Round 0: the federated statistics and the preprocessing the sites agree from them.
         self.round0 = StatisticsRound(self)
         self.statistics_only = statistics_only
@@ -148,7 +136,7 @@ class Coordinator:
         elif r is not None and roster_closed:
             # The roster is closed: the site sits out the rest of this secure round.
             r.tasked.discard(site)
-        elif r is not None and site not in r.done and self._in_sample(r, site):
+        elif r is not None and site not in r.done and in_sample(r, site, self.spec.sites_per_round):
             self._push_task(state)
         self.notify()
         return state.queue
@@ -214,21 +202,7 @@ class Coordinator:
         return self.secure
 
     def report_evaluation(self, msg: pb.Evaluation) -> None:
-        site = self.known(msg.ref.job, msg.ref.site)
-        if msg.model_version > self.rounds_completed or msg.model_version < 0:
-            raise InvalidUpdate(
-                f"evaluation names model version {msg.model_version}, which does not exist",
-                site=msg.ref.site,
-                round=msg.ref.round,
-            )
-        taken = take_evaluation(self, msg)
-        if msg.model_version == self.rounds_completed and taken is not None:
-            site.metrics, site.eval_samples = taken, msg.num_samples
-        r = self.open
-        if r is not None and r.stage == pb.EVALUATE and msg.model_version == r.model_version:
-            r.done[msg.ref.site] = taken or {}
-            r.samples[msg.ref.site] = msg.num_samples
-        self.notify()
+        self.evaluations.report(msg)
 
     # -- the round loop ----------------------------------------------------------------------
 
@@ -250,7 +224,7 @@ class Coordinator:
             while self.rounds_completed < self.spec.rounds:
                 await self._run_round(self.rounds_completed + 1)
             self.phase = "Evaluating"
-            await self._final_evaluation()
+            await self.evaluations.final()
             self.phase = "Succeeded"
             self.message = f"completed {self.rounds_completed} rounds"
             if self.on_succeeded is not None:
@@ -343,7 +317,7 @@ class Coordinator:
         counts after it when the round evaluates (only those in the final evaluation)."""
         infos = [] if scores_only else list(self.update_infos)
         if with_scores or scores_only:
-            infos.append(self.score_layout.masked_info())
+            infos.append(self.evaluations.layout.masked_info())
         return infos
 
     def evaluates(self, version: int) -> bool:
@@ -374,33 +348,13 @@ class Coordinator:
         self.open = r
         asked = {n for n, s in self.sites.items() if s.connected}
         if trains and self.spec.sites_per_round is not None:
-            r.sample = asked = self._sample(r, asked, self.spec.sites_per_round)
+            r.sample = asked = draw_sample(r, asked, self.spec.sites_per_round, self.spec.task.seed)
         ahead = r.secure is not None and self.secure is not None and self.secure.open(r, asked)
         for name in sorted(asked):
             self._push_task(self.sites[name])
         ahead_note = ", keys shared in the last round" if ahead else ""
         log.info("round %d open (%s%s)", number, pb.Stage.Name(r.stage), ahead_note)
         return r
-
-    def _sample(self, r: OpenRound, connected: set[str], size: int) -> set[str]:
-        """``size`` of the connected sites, drawn at random for this round and attempt.
-
-        The draw is seeded from the job's seed so a simulation repeats; it is the
-        aggregator's choice, so update-level privacy claims no amplification from it."""
-        rng = random.Random(f"{self.spec.task.seed}/{r.number}/{r.attempt}")
-        pool = sorted(connected)
-        return set(rng.sample(pool, min(size, len(pool))))
-
-    def _in_sample(self, r: OpenRound, site: str) -> bool:
-        """Whether a site that connects while ``r`` is open is asked: when the round samples,
-        only a site of the sample, or one that fills a place the sample could not."""
-        if r.sample is None or site in r.sample:
-            return True
-        assert self.spec.sites_per_round is not None
-        if len(r.sample) < self.spec.sites_per_round:
-            r.sample.add(site)
-            return True
-        return False
 
     def _push_task(self, site: SiteState) -> None:
         r = self.open
@@ -462,16 +416,6 @@ class Coordinator:
             update.close()
         if r.accumulator is not None:
             r.accumulator.discard()
-        self.open = None
-
-    async def _final_evaluation(self) -> None:
-        if self.secure is not None:
-            await self.secure.final_evaluation()
-            return
-        r = self.open_round(self.rounds_completed, pb.EVALUATE, self.rounds_completed)
-        while self._waiting_on(r) and self.clock() < r.deadline:
-            await self._wait_change(r.deadline)
-        self.log.finalize(self.rounds_completed)
         self.open = None
 
     # -- plumbing ----------------------------------------------------------------------------
