@@ -116,3 +116,16 @@ def test_noised_counts_score_the_model_and_their_epsilon_is_accounted() -> None:
     assert last.held_out_epsilon == pytest.approx(library_epsilon(1.0, 2.0, 5, 1e-5), rel=1e-9)
     epsilons = [h.held_out_epsilon for h in result.history]
     assert epsilons == sorted(epsilons), "spent privacy only grows"
+
+
+def test_under_secure_aggregation_noised_counts_are_accounted_too() -> None:
+    """With evaluation.noiseMultiplier each site noises its counts before masking them: the
+    totals carry the noise, and the held-out epsilon is counted as for DP alone (3 rounds
+    score versions 0-2, the final evaluation version 3)."""
+    doc = manifest("secure-noised", sites=4, rounds=3, min_sites=4)
+    doc["spec"]["security"] = {"secureAggregation": {"threshold": 3}}
+    doc["spec"]["evaluation"] = {"noiseMultiplier": 2.0}
+    result = simulate(parse_job(doc))
+    last = result.history[-1]
+    assert last.from_counts and 0.0 <= last.accuracy <= 1.0
+    assert last.held_out_epsilon == pytest.approx(library_epsilon(1.0, 2.0, 4, 1e-5), rel=1e-9)

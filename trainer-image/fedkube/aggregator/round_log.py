@@ -78,9 +78,11 @@ class RoundLog:
         self._maybe_final(version)
 
     def record_totals(self, version: int, sites: int, totals: np.ndarray) -> None:
-        """Counts summed under secure aggregation: the whole figure, at once."""
+        """Counts summed under secure aggregation: the whole figure, at once (each site noised
+        its counts too when the job sets evaluation.noiseMultiplier)."""
         self._expected.pop(version, None)
-        self._publish(version, self._from_counts(sites, totals))
+        noised = self.held_out_noise is not None
+        self._publish(version, self._from_counts(sites, totals, noised=noised))
 
     def _maybe_final(self, version: int) -> None:
         answered = set(self._evaluations.get(version, {})) | set(self._counts.get(version, {}))
