@@ -11,13 +11,11 @@ cannot make them.
 
 from __future__ import annotations
 
-import datetime
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -25,7 +23,8 @@ from cryptography.x509.oid import NameOID
 from fedkube.errors import SecureAggregationError, TlsError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.keys import Context
-from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE, consortium_of
+from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE
+from fedkube.security.peer_certificates import CertificateRefused, checked_certificate, signed_with
 from fedkube.security.revocation import Revocations
 
 _DOMAIN = b"fedkube/secagg/v1/site-keys\x00"
@@ -98,55 +97,27 @@ class SigningIdentity:
                 "aggregator may have put keys of its own in their place. Not answered"
             )
         try:
-            cert = x509.load_pem_x509_certificate(entry.certificate)
-            cert.verify_directly_issued_by(self.ca)
-        except (ValueError, TypeError, InvalidSignature):
-            raise SecureAggregationError(
-                f"{where} come with a certificate the consortium CA did not issue: not answered"
-            ) from None
-        now = datetime.datetime.now(datetime.UTC)
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            raise SecureAggregationError(f"{where} come with an expired certificate")
-        serial = self.revocations.revoked(cert) if self.revocations is not None else None
-        if serial is not None:
-            raise SecureAggregationError(
-                f"{where} come with certificate serial {serial:x}, which the consortium "
-                "revoked (ca.crl): not answered"
+            cert = checked_certificate(
+                entry.certificate, self.ca, self.revocations, self.consortium
             )
+        except CertificateRefused as e:
+            raise SecureAggregationError(f"{where} come with {e}: not answered") from None
         names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
         if names != [entry.site]:
             raise SecureAggregationError(
                 f"{where} are signed with the certificate of {names!r}: key substitution, "
                 "not answered"
             )
-        named = consortium_of(cert)
-        if self.consortium is not None and named != self.consortium:
-            raise SecureAggregationError(
-                f"{where} come with a certificate of consortium {named!r}, not this job's "
-                f"({self.consortium!r}): not answered"
-            )
-        public = cert.public_key()
         data = signed_bytes(
             context, entry.site, entry.share_public_key, entry.mask_public_key, entry.num_samples
         )
-        try:
-            if not isinstance(public, ec.EllipticCurvePublicKey):
-                raise InvalidSignature
-            public.verify(entry.signature, data, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
+        if not signed_with(cert, entry.signature, data):
             raise SecureAggregationError(
                 f"{where} do not match their signature (other keys, sample count, round or "
                 "try than the site signed): key substitution, not answered"
-            ) from None
+            )
 
 
 def signed_by(entry: pb.SiteKeys, data: bytes, signature: bytes) -> bool:
     """Whether the site of ``entry`` (whose certificate ``check`` accepted) signed ``data``."""
-    public = x509.load_pem_x509_certificate(entry.certificate).public_key()
-    if not isinstance(public, ec.EllipticCurvePublicKey):
-        return False
-    try:
-        public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        return False
-    return True
+    return signed_with(x509.load_pem_x509_certificate(entry.certificate), signature, data)

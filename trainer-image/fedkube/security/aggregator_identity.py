@@ -13,7 +13,6 @@ the real aggregator one would also need a site certificate that is not revoked.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import os
 import struct
@@ -21,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from fedkube.errors import TlsError
-from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE, consortium_of
+from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE
+from fedkube.security.peer_certificates import CertificateRefused, checked_certificate, signed_with
 from fedkube.security.revocation import Revocations
 
 _DOMAIN = b"fedkube/aggregator-identity/v1\x00"
@@ -95,39 +94,17 @@ class AggregatorCheck:
         """Raises TlsError, saying what is wrong, unless the proof holds."""
         where = f"the aggregator at {self.host}"
         try:
-            cert = x509.load_pem_x509_certificate(certificate)
-            cert.verify_directly_issued_by(self.ca)
-        except (ValueError, TypeError, InvalidSignature):
+            cert = checked_certificate(certificate, self.ca, self.revocations, self.consortium)
+        except CertificateRefused as e:
             raise TlsError(
-                f"{where} proved its identity with a certificate the consortium CA did not "
-                "issue: refused"
+                f"{where} shows {e}: refused; it needs a certificate that holds"
             ) from None
-        now = datetime.datetime.now(datetime.UTC)
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            raise TlsError(f"{where} shows an expired certificate: refused")
-        serial = self.revocations.revoked(cert)
-        if serial is not None:
-            raise TlsError(
-                f"{where} shows certificate serial {serial:x}, which the consortium revoked "
-                f"({self.folder / 'ca.crl'}): refused; the aggregator needs a new certificate"
-            )
         if not _serves(cert, self.host):
             raise TlsError(f"{where} shows a certificate that is not a server certificate for it")
-        named = consortium_of(cert)
-        if self.consortium is not None and named != self.consortium:
-            raise TlsError(
-                f"{where} shows a certificate of consortium {named!r}, not this job's "
-                f"({self.consortium!r}): refused"
-            )
-        public = cert.public_key()
-        try:
-            if not isinstance(public, ec.EllipticCurvePublicKey):
-                raise InvalidSignature
-            public.verify(signature, challenge_bytes(job, site, nonce), ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
+        if not signed_with(cert, signature, challenge_bytes(job, site, nonce)):
             raise TlsError(
                 f"{where} did not sign this site's challenge with its certificate's key: refused"
-            ) from None
+            )
 
 
 def _serves(cert: x509.Certificate, host: str) -> bool:
