@@ -129,3 +129,15 @@ def test_under_secure_aggregation_noised_counts_are_accounted_too() -> None:
     last = result.history[-1]
     assert last.from_counts and 0.0 <= last.accuracy <= 1.0
     assert last.held_out_epsilon == pytest.approx(library_epsilon(1.0, 2.0, 4, 1e-5), rel=1e-9)
+
+
+def test_a_plain_job_that_asks_for_noised_scores_gets_them() -> None:
+    doc = manifest("plain-noised", sites=3, rounds=2)
+    doc["spec"]["evaluation"] = {"noiseMultiplier": 1.0}
+    result = simulate(parse_job(doc))
+    assert all(h.from_counts and h.accuracy_spread is None for h in result.history)
+    assert result.history[-1].held_out_epsilon == pytest.approx(
+        library_epsilon(1.0, 1.0, 3, 1e-5), rel=1e-9
+    )
+    for site in result.sites.values():
+        assert "accuracy" not in site

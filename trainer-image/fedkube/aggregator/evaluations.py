@@ -38,11 +38,13 @@ class Evaluations:
     def __init__(self, coordinator: Coordinator) -> None:
         self.c = coordinator
         spec = coordinator.spec
-        # A private job: no site's own evaluation figures reach this process (counts only).
+        # A private job, or one that asks for noised scores: no site's own evaluation figures
+        # reach this process (counts only).
         self.private = (
             coordinator.secure is not None
             or spec.privacy.update_level is not None
             or spec.privacy.record_level is not None
+            or spec.evaluation.noise_multiplier is not None
         )
         self.layout = ScoreLayout(personal=spec.personalization.method != "none")
 

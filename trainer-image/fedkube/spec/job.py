@@ -43,11 +43,12 @@ class EvaluationSpec(_Model):
         default=None,
         ge=0.3,
         le=1000,
-        description="Differential privacy without secure aggregation: each site's held-out "
-        "counts leave it only with discrete Gaussian noise of this multiplier (per held-out "
-        "record), and the job's privacy report gives the held-out epsilon. Without it such a "
-        "job sends no site's scores, and has no federated evaluation. Under secure "
-        "aggregation the counts are summed masked; with it set each site noises them too.",
+        description="Each site's held-out counts leave it only with discrete Gaussian noise "
+        "of this multiplier (per held-out record), and every evaluated round records the "
+        "held-out epsilon spent (heldOutEpsilon). A job with differential privacy and no "
+        "secure aggregation sends no site's scores without it, and has no federated "
+        "evaluation; under secure aggregation the counts are summed masked, and noised "
+        "first when this is set; a plain job that sets it sends noised counts too.",
     )
 
 

@@ -293,7 +293,7 @@ class TrainerClient:
         one its counts with noise (``evaluation.noiseMultiplier``), or word that it keeps
         them. Its record-level epsilon follows from the manifest and its rows, so it goes."""
         evaluation = pb.Evaluation(ref=self._ref(task), model_version=version)
-        if not self.private:
+        if not self.private and self.score_noise is None:
             evaluation.num_samples = self.trainer.held_out_size()
             evaluation.metrics.update(scores.metrics)
         else:
