@@ -93,6 +93,21 @@ def test_combinations_that_cannot_work_are_refused(extra: dict, reason: str) -> 
         parse_job(doc)
 
 
+def test_round_0_under_differential_privacy_needs_secure_aggregation() -> None:
+    """Round 0 would send each site's counts and sums in the clear; under secure
+    aggregation only their sum leaves."""
+    for level in ({"updateLevel": {"clipNorm": 1.0, "noiseMultiplier": 1.0}},
+                  {"recordLevel": {"noiseMultiplier": 1.0, "maxGradNorm": 1.0}}):  # fmt: skip
+        doc = manifest(sites=3)
+        doc["spec"]["privacy"] = level
+        for site in doc["spec"]["sites"]:
+            site["data"]["standardize"] = "federated"
+        with pytest.raises(SpecError, match=r"needs security\.secureAggregation: round 0"):
+            parse_job(doc)
+        doc["spec"]["security"] = {"secureAggregation": {}}
+        assert parse_job(doc).spec.needs_statistics()
+
+
 def test_a_private_job_reports_the_epsilon_it_spent(tmp_path: Path) -> None:
     doc = manifest("private", sites=3, rounds=4, min_sites=3)
     doc["spec"]["privacy"] = {

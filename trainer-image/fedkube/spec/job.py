@@ -298,6 +298,20 @@ class JobSpec(_Model):
         return self
 
     @model_validator(mode="after")
+    def _statistics_fit_the_privacy(self) -> JobSpec:
+        """Round 0 sends each site's counts and sums: under differential privacy they may
+        leave a site only inside secure aggregation's sum."""
+        dp = self.privacy.update_level or self.privacy.record_level
+        if dp and self.security.secure_aggregation is None and self.needs_statistics():
+            raise ValueError(
+                "a job with differential privacy whose sites read their own files, or whose "
+                "preprocessing needs federated figures, needs security.secureAggregation: "
+                "round 0 would send each site's counts and sums in the clear. Add "
+                "secureAggregation (or, for sklearn data, standardize: dataset)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _training_fits_the_protection(self) -> JobSpec:
         if self.task.train_function and self.strategy.name == "scaffold":
             raise ValueError(
