@@ -98,10 +98,11 @@ class Honest:
         return total, total.close_roster([SITE, *PEERS])
 
     def to_the_masked_update(
-        self, peers: dict[str, SiteSession], evaluate: bool = False
+        self, peers: dict[str, SiteSession], evaluate: bool = False, scores_only: bool = False
     ) -> tuple[SecureSum, list[pb.SiteKeys], Any]:
         """Round 1 up to this site's masked update (returned, with the sum and roster); with
-        ``evaluate`` the round scores the model first."""
+        ``evaluate`` the round scores the model first, with ``scores_only`` it only scores it
+        (a final evaluation)."""
         total, roster = self.advertised(peers)
         share = self.task(pb.SHARE_KEYS)
         share.secure.roster.extend(roster)
@@ -110,7 +111,8 @@ class Honest:
         for session in peers.values():
             total.add_shares(session.share_keys(roster))
         masked = self.task(pb.MASKED_UPDATE)
-        masked.evaluate = evaluate
+        masked.evaluate = evaluate or scores_only
+        masked.secure.scores_only = scores_only
         masked.secure.roster.extend(roster)
         masked.secure.inbox.extend(total.inbox(SITE))
         self.aggregator.push(masked)
@@ -180,6 +182,28 @@ def test_the_sites_scores_leave_it_only_masked(honest: Honest) -> None:
     for evaluation in agg.of("evaluation"):
         assert evaluation.withheld and not evaluation.counts
         assert evaluation.num_samples == 0 and dict(evaluation.metrics) == {}
+
+
+def test_the_final_model_is_scored_once(honest: Honest) -> None:
+    """A final evaluation (a secure round of counts only) is answered once: a second one,
+    under another round number and other survivors, would let the aggregator subtract the
+    two sums and read one site's counts."""
+    agg = honest.aggregator
+    _, roster, update = honest.to_the_masked_update(honest.peers(), scores_only=True)
+    assert [t.name for t in update[0].header.tensors] == [SCORE_COUNTS]  # nothing trained
+    unmask = honest.task(pb.UNMASK)
+    unmask.secure.scores_only = True
+    unmask.secure.roster.extend(roster)
+    unmask.secure.survivors.extend([SITE, *PEERS])
+    agg.push(unmask)
+    agg.wait_for("reveal")
+    again = honest.task(pb.ADVERTISE_KEYS, round=5)
+    again.secure.scores_only = True
+    agg.push(again)
+    honest.answered_so_far()
+    assert len(agg.of("keys")) == 1, "no keys for a second final evaluation"
+    agg.push(honest.task(pb.ADVERTISE_KEYS, round=6))  # a training round is still answered
+    agg.wait_for("keys", 2)
 
 
 def test_a_round_already_revealed_gets_no_second_contribution(honest: Honest) -> None:

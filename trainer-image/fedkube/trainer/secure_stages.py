@@ -48,6 +48,9 @@ class SecureStages:
         # Rounds this site revealed shares for: it never contributes to one again, or the
         # aggregator could unmask two sums of the same round over different survivors.
         self.revealed: set[int] = set()
+        # Whether it revealed for a final evaluation (a secure round of counts only): it does
+        # that once in a job.
+        self.scored_final = False
         # The session of the round this site has keys in, the next round's (advertised with
         # the masked update), and the masked tensors' sizes, known after the first training,
         # so a mask can be made before the update exists.
@@ -73,8 +76,13 @@ class SecureStages:
                 f"the task's secure-aggregation parameters differ from this site's manifest in "
                 f"{', '.join(differ)}; the site answers only what its own manifest agreed"
             )
-        if task.ref.round in self.revealed and task.stage in (pb.ADVERTISE_KEYS, pb.MASKED_UPDATE):
+        answering = task.stage in (pb.ADVERTISE_KEYS, pb.MASKED_UPDATE)
+        if task.ref.round in self.revealed and answering:
             return f"this site already revealed its shares for round {task.ref.round}"
+        if task.secure.scores_only and self.scored_final and answering:
+            # Two sums of the same counts over different survivors would give away the
+            # difference: one site's scores.
+            return "this site already revealed its counts of the final model; it scores it once"
         return None
 
     def handle(self, task: pb.Task) -> None:
@@ -171,6 +179,7 @@ class SecureStages:
         secure = task.secure
         reveal = session.reveal(secure.survivors, secure.dropped, secure.consistency)
         self.revealed.add(task.ref.round)
+        self.scored_final = self.scored_final or secure.scores_only
         self.session = None
         upcoming, self.upcoming = self.upcoming, None
         if upcoming is not None and secure.next_roster:
