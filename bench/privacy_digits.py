@@ -13,6 +13,21 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from fedkube.spec.job import JobSpec
+from fedkube.wire.tensors import Params
+
+
+def pooled_accuracy(spec: JobSpec, params: Params) -> float:
+    """The model's accuracy over every site's held-out split together."""
+    from fedkube.data import load_site_data
+    from fedkube.stats.score_counts import scores
+    from fedkube.trainer.local import LocalTrainer
+
+    counts = [
+        LocalTrainer(spec.task, load_site_data(spec, s.name), s.name).evaluate(params).counts
+        for s in spec.sites
+    ]
+    return scores(np.sum(counts, axis=0))[1]["accuracy"]
 
 
 def main() -> None:
@@ -56,8 +71,11 @@ def main() -> None:
                 doc["spec"]["privacy"] = {
                     "recordLevel": {"noiseMultiplier": z, "maxGradNorm": 1.0, "delta": delta}
                 }
-            result = simulate(parse_job(doc))
-            accs.append(result.history[-1].accuracy)
+            job = parse_job(doc)
+            result = simulate(job)
+            # A DP job sends no site's scores (they stay at the sites): the bench, which holds
+            # every site's data, scores the final model on the pooled held-out splits.
+            accs.append(pooled_accuracy(job.spec, result.params))
             spent.append(max(m.get("epsilon", 0.0) for m in result.sites.values()))
         label = "no DP" if target is None else f"{target:g}"
         zs = "-" if z is None else f"{z:.3f}"
