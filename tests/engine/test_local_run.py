@@ -63,6 +63,32 @@ def test_breast_cancer_example_runs_and_writes_its_result(tmp_path: Path) -> Non
         assert not np.array_equal(personal["weight"], model["weight"])
 
 
+def test_the_secure_example_shows_only_totals(tmp_path: Path) -> None:
+    """Under secure aggregation no site's scores reach the aggregator: the table has none,
+    and the global row's figures (the final evaluation, a secure round of counts) cover every
+    site's held-out records."""
+    doc = yaml.safe_load((ROOT / "examples" / "breast-cancer-secure.yaml").read_text())
+    doc["spec"]["rounds"] = 4
+    path = write_manifest(tmp_path / "secure.yaml", doc)
+    out = run(["run", str(path), "--output", str(tmp_path / "out")], cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    g = result["global"]
+    assert g["fromCounts"] and g["accuracy"] > 0.85 and "accuracySpread" not in g
+    assert g["evalSites"] == 5 and g["round"] == 4
+    assert all("accuracy" not in s and "loss" not in s for s in result["sites"])
+    rows = {
+        ln.split()[0]: ln.split()
+        for ln in out.stdout.splitlines()
+        if ln.startswith(("hosp", "glob"))
+    }
+    assert rows["global"][2] == str(g["evalSamples"]) and int(rows["global"][2]) > 100
+    assert all(set(rows[f"hospital-{c}"][2:]) == {"-"} for c in "abcde"), out.stdout
+    assert "each site keeps its own scores; the global ones are from the sites' summed counts" in (
+        out.stdout
+    )
+
+
 def test_custom_model_through_import_path(tmp_path: Path) -> None:
     doc = yaml.safe_load((ROOT / "examples" / "custom-model" / "job.yaml").read_text())
     doc["spec"]["rounds"] = 4

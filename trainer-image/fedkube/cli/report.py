@@ -27,7 +27,7 @@ def result_table(result: JobResult, path: Path) -> list[str]:
     extra = [
         (key, title)
         for key, title in (("auc", "auc"), ("personal_accuracy", "personal"))
-        if any(getattr(site, key) is not None for site in sites)
+        if any(getattr(scores, key) is not None for scores in [*sites, g])
     ]
     lines = [
         "",
@@ -37,19 +37,34 @@ def result_table(result: JobResult, path: Path) -> list[str]:
     rows: list[tuple[str, int, int, Scores]] = [
         (s.name, s.samples, s.eval_samples, s) for s in sites
     ]
-    rows.append(("global", sum(s.samples for s in sites), sum(s.eval_samples for s in sites), g))
+    held_out = result.global_.eval_samples if result.global_ else 0
+    rows.append(("global", sum(s.samples for s in sites), held_out, g))
     for name, samples, held_out, scores in rows:
         cells = [
             fmt(getattr(scores, key)) if key == "auc" else pct(getattr(scores, key))
             for key, _ in extra
         ]
+        # A site that kept its scores (a private job) shows none, its held-out count too.
+        shown = str(held_out) if held_out or scores.accuracy is not None else "-"
         lines.append(
-            f"{name:<20} {samples:>8} {held_out:>8} {fmt(scores.loss):>8} "
+            f"{name:<20} {samples:>8} {shown:>8} {fmt(scores.loss):>8} "
             f"{pct(scores.accuracy):>9}" + "".join(f" {c:>9}" for c in cells)
         )
     spread = result.global_.accuracy_spread if result.global_ else None
     if spread is not None:
         lines.append(f"spread of site accuracy (best - worst): {100 * spread:.2f} points")
+    if result.global_ is None or result.global_.accuracy is None:
+        lines.append(
+            "no federated evaluation: under differential privacy without secure aggregation "
+            "the sites keep their scores unless the job sets evaluation.noiseMultiplier"
+        )
+    elif result.global_.from_counts:
+        epsilon = result.global_.held_out_epsilon
+        noised = f", noised (held-out epsilon {epsilon:.2f})" if epsilon is not None else ""
+        lines.append(
+            "a private job: each site keeps its own scores; the global ones are from the "
+            f"sites' summed counts{noised}"
+        )
     lines += [
         "",
         f"{result.rounds_completed} rounds in {result.wall_seconds:.1f}s; model saved "
