@@ -255,13 +255,18 @@ def test_secure_aggregation_under_mutual_tls_signs_keys_and_checks_survivors(
     doc = manifest("mtls-secure", sites=3, rounds=3, min_sites=3, joinGraceSeconds=60)
     doc["spec"]["security"] = {"secureAggregation": {"threshold": 2}}
     job = LocalJob(tmp_path, doc)
-    job.aggregator_args = ["--tls-dir", str(pki / "aggregator")]
+    # Both linger after the job as the operator runs them (the aggregator for its operator,
+    # the relay for the other cluster's): a job of three small rounds can end within a
+    # second, between two of the relay's fetches, and the relay then serves its last word.
+    job.aggregator_args = ["--tls-dir", str(pki / "aggregator"), "--linger-seconds", "5"]
     for site in sites:
         job.trainer_args[site] = ["--tls-dir", str(pki / "sites" / site)]
     # site-0 also relays the job's progress, asked over its mutual-TLS channel (what a
     # trainer does for its operator when the aggregator is at another organisation).
     relay = free_port()
-    job.trainer_args["site-0"] += ["--progress-port", str(relay)]
+    job.trainer_args["site-0"] += [
+        "--progress-port", str(relay), "--progress-linger-seconds", "30"
+    ]  # fmt: skip
     try:
         job.start_all()
         relayed = None
