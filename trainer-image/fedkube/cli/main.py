@@ -136,11 +136,10 @@ def cmd_trainer(args: argparse.Namespace) -> int:
 
 def _trainer_endpoint(args: argparse.Namespace, endpoint: str | None, port: int) -> str:
     """Where the trainer dials; clear text only to loopback, or when asked for."""
-    from fedkube.security.tls import TlsError, is_loopback
+    from fedkube.security.tls import TlsError, endpoint_host, is_loopback
 
     target: str = args.aggregator or endpoint or f"localhost:{port}"
-    host = target.rsplit(":", 1)[0]
-    if args.tls_dir is None and not (args.allow_plaintext or is_loopback(host)):
+    if args.tls_dir is None and not (args.allow_plaintext or is_loopback(endpoint_host(target))):
         raise TlsError(
             f"site {args.site}: the trainer would send its updates to {target} in clear text: "
             "give --tls-dir (mutual TLS), or pass --allow-plaintext if the path is private "

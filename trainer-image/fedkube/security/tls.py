@@ -16,6 +16,7 @@ from fedkube.security.certs import CA_FILE, CERT_FILE, KEY_FILE
 __all__ = [
     "TlsError",
     "channel_credentials",
+    "endpoint_host",
     "is_loopback",
     "peer_certificate",
     "peer_site",
@@ -63,6 +64,11 @@ def peer_certificate(auth_context: dict[str, Any]) -> x509.Certificate | None:
     """A TLS peer's certificate, parsed; None without TLS."""
     pems = auth_context.get("x509_pem_cert") or []
     return x509.load_pem_x509_certificate(pems[0]) if pems else None
+
+
+def endpoint_host(endpoint: str) -> str:
+    """The host of ``host:port`` (an IPv6 address without its brackets)."""
+    return endpoint.rsplit(":", 1)[0].strip("[]")
 
 
 def is_loopback(host: str) -> bool:

@@ -48,6 +48,17 @@ class Backoff:
             delay = min(self.most, delay * 2)
 
 
+@dataclass(frozen=True)
+class Trained:
+    """A training task's outcome: the update, its figures, and (under secure aggregation,
+    when the task scored the model first) the evaluation counts to mask with it."""
+
+    version: int
+    update: Params
+    metrics: dict[str, float]
+    counts: np.ndarray | None = None
+
+
 class SiteSource(Protocol):
     """A site's rows before the agreed preprocessing: they answer round 0, then make the
     trainer once the preprocessing is known (``fedkube.trainer.site.PendingSite``)."""
@@ -81,8 +92,6 @@ class TrainerClient:
         self.job = job
         # evaluation.noiseMultiplier: this site's counts leave it noised by this much.
         self.score_noise = score_noise
-        # Under secure aggregation: the counts of the evaluation this task made, to be masked.
-        self.score_counts: np.ndarray | None = None
         self.site = site
         self.link = link
         self.endpoint = link.endpoint
@@ -180,7 +189,7 @@ class TrainerClient:
         trained = self.train_task(task)
         if trained is None:
             return
-        version, update, metrics = trained
+        version, update, metrics = trained.version, trained.update, trained.metrics
         wire = self.uplink.encode(update) if self.uplink else update
         received = self.send(
             task,
@@ -198,22 +207,27 @@ class TrainerClient:
                 metrics.get("train_loss", float("nan")),
             )
 
-    def train_task(self, task: pb.Task) -> tuple[int, Params, dict[str, float]] | None:
+    def train_task(self, task: pb.Task) -> Trained | None:
         """Fetch the model, evaluate it if asked, and train it if the task trains."""
         version, tensors = self.fetch_model(task.ref.round)
         params, extras = self.trainer.split(tensors)
+        counts = None
         if task.evaluate:
             scores = self.trainer.evaluate(params, final=task.stage == pb.EVALUATE)
             if task.HasField("secure"):
-                # The counts ride masked with the update (``_send_masked_update``).
-                self.score_counts = scores.counts
+                # The counts ride masked with the update (``SecureStages``).
+                counts = self.released_counts(scores.counts)
                 self.keep_scores(task, scores.metrics)
             else:
                 self._report(task, version, scores)
         if task.stage not in (pb.TRAIN, pb.MASKED_UPDATE):
             return None
         update, metrics = self.trainer.train(params, task.ref.round, dict(task.config), extras)
-        return version, update, metrics
+        return Trained(version, update, metrics, counts)
+
+    def released_counts(self, counts: np.ndarray) -> np.ndarray:
+        """The evaluation counts as they may leave this site: noised when the job says so."""
+        return noised(counts, self.score_noise) if self.score_noise is not None else counts
 
     def _statistics_stage(self, task: pb.Task) -> None:
         """Round 0 in the clear: the schema (always: names and types, no values), or, in a
@@ -301,7 +315,7 @@ class TrainerClient:
             if "epsilon" in scores.metrics:
                 evaluation.metrics["epsilon"] = scores.metrics["epsilon"]
             if self.score_noise is not None:
-                evaluation.counts.extend(int(c) for c in noised(scores.counts, self.score_noise))
+                evaluation.counts.extend(int(c) for c in self.released_counts(scores.counts))
             else:
                 evaluation.withheld = True
         self.send(task, "evaluation", self.link.report_evaluation, evaluation)

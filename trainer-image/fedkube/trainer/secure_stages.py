@@ -16,7 +16,7 @@ from fedkube.errors import SecureAggregationError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.signed_keys import SigningIdentity
 from fedkube.secagg.site import SiteSession
-from fedkube.stats.score_counts import SCORE_COUNTS, noised, to_masked
+from fedkube.stats.score_counts import SCORE_COUNTS, to_masked
 
 if TYPE_CHECKING:
     from fedkube.trainer.client import TrainerClient
@@ -149,22 +149,18 @@ class SecureStages:
             version, tensors = self.c.fetch_model(task.ref.round)
             scores = self.c.trainer.evaluate(self.c.trainer.split(tensors)[0], final=True)
             self.c.keep_scores(task, scores.metrics)
-            ready = to_masked(noised(scores.counts, self.c.score_noise or 0.0))
+            ready = to_masked(self.c.released_counts(scores.counts))
             masked, metrics = {SCORE_COUNTS: session.masked_counts([ready])[0]}, {}
         else:
-            self.c.score_counts = None
             trained = self.c.train_task(task)
             assert trained is not None  # MASKED_UPDATE trains
-            version, update, metrics = trained
-            tensors = dict(update)
-            if task.evaluate and self.c.score_counts is not None:
-                counted = to_masked(noised(self.c.score_counts, self.c.score_noise or 0.0))
-                tensors[SCORE_COUNTS] = counted
-            exact = [tensors[SCORE_COUNTS]] if SCORE_COUNTS in tensors else []
-            self.update_sizes = [v.size for v in tensors.values()]
-            masked = dict(
-                zip(tensors, session.masked_update(list(update.values()), exact), strict=True)
-            )
+            version, update, metrics = trained.version, trained.update, trained.metrics
+            # The evaluation's counts, when the task scored the model, after the update.
+            exact = [to_masked(trained.counts)] if trained.counts is not None else []
+            names = [*update, *([SCORE_COUNTS] if exact else [])]
+            values = session.masked_update(list(update.values()), exact)
+            self.update_sizes = [v.size for v in values]
+            masked = dict(zip(names, values, strict=True))
         # The next round's keys ride along, so its roster is known before this round ends
         # (round 0 makes no model: round 1 trains the same version).
         upcoming = self._new_session(task, task.ref.round + 1, 1)

@@ -12,7 +12,7 @@ from fedkube.errors import AggregatorUnavailable, UpdateRefused
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.security.aggregator_identity import AggregatorCheck, new_nonce
-from fedkube.security.tls import channel_credentials
+from fedkube.security.tls import channel_credentials, endpoint_host
 from fedkube.transport.link import SiteLink
 
 T = TypeVar("T")
@@ -64,11 +64,6 @@ def _stream(parts: Iterator[T]) -> Iterator[T]:
 # (up to the chunk size; grpc/grpc#42194), which a long-lived connection would hold for the
 # whole job, a MiB per site. A local subchannel pool keeps it off the long-lived connection.
 BULK_CHANNEL_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
-
-
-def endpoint_host(endpoint: str) -> str:
-    """The host of ``host:port`` (an IPv6 address without its brackets)."""
-    return endpoint.rsplit(":", 1)[0].strip("[]")
 
 
 class GrpcLink(SiteLink):
