@@ -14,7 +14,9 @@ import yaml
 from fedkube.spec.base import API_GROUP, API_VERSION, KIND
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.pods import PodSettings
+from fedkube.spec.site_policy import SitePolicy
 from fedkube.spec.sites import SiteSpec
+from fedkube.spec.terms import terms_digest
 
 MANIFEST_DIR = "/etc/fedkube"
 MANIFEST_FILE = "job.yaml"
@@ -50,6 +52,13 @@ class OperatorSettings:
     # mount read-only at DATA_DIR; a job's data.file paths are read inside it.
     data_claim: str | None = None
     data_host_path: str | None = None
+    # The namespaces whose jobs may read that volume (Helm site.data.namespaces; names or
+    # shell-style patterns). None by default: offering data and naming who may use it are
+    # two decisions of the admin's.
+    data_namespaces: tuple[str, ...] = ()
+    # What a job must promise before it reads the site's data (Helm site.policy): DP, secure
+    # aggregation, mutual TLS, trusted aggregators, statistics floors. The safe defaults.
+    policy: SitePolicy = field(default_factory=SitePolicy)
     # Where trainers keep what must outlive a pod (the privacy ledger, the uplink residual):
     # a claim of the site's (Helm site.state.claimName), one folder per job and site in it.
     state_claim: str | None = None
@@ -369,6 +378,10 @@ def trainer_pod(
             site.name,
             "--aggregator",
             aggregator_endpoint(job, namespace, settings),
+            # The terms this site admitted: a manifest that differs (a ConfigMap edited by
+            # whoever can edit the namespace's ConfigMaps) trains nothing here.
+            "--terms-sha256",
+            terms_digest(job),
             # Without mutual TLS the job stays in this cluster (validation requires it across
             # organisations): clear text to the in-cluster Service, asked for explicitly.
             *(tls_args or ["--allow-plaintext"]),

@@ -17,11 +17,13 @@ from fedkube.errors import SpecError
 from fedkube.spec.base import API_GROUP, API_VERSION
 from fedkube.spec.load import parse_job
 
+from fedkube_operator.consent import parse_approvals
 from fedkube_operator.crd import PLURAL
 from fedkube_operator.desired import OperatorSettings
 from fedkube_operator.kube import Kube
 from fedkube_operator.metrics import OperatorMetrics
-from fedkube_operator.plan import Observed, plan
+from fedkube_operator.plan import plan
+from fedkube_operator.plan_model import Observed
 from fedkube_operator.progress import fetch_progress, progress_url
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
@@ -57,19 +59,27 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
     started = time.perf_counter()
     with memo.locks[(ns, name)]:
         try:
-            pods, has_service, has_config, has_claim, has_policies = memo.kube.observe(
-                ns, name, memo.settings.network_policy
-            )
+            found = memo.kube.observe(ns, name, memo.settings.network_policy)
             try:
                 job = parse_job(resource)
-                progress = fetch_progress(progress_url(job, pods, memo.settings))
+                progress = fetch_progress(progress_url(job, found.pods, memo.settings))
             except SpecError:
                 progress = None
-            result = plan(
-                resource,
-                Observed(pods, has_service, has_config, progress, _now(), has_claim, has_policies),
-                memo.settings,
+            observed = Observed(
+                found.pods,
+                found.has_service,
+                found.config_map is not None,
+                progress,
+                _now(),
+                found.has_claim,
+                found.has_network_policies,
+                config_map=found.config_map,
+                approvals=parse_approvals(memo.kube.approvals()),
             )
+            result = plan(resource, observed, memo.settings)
+            # The manifest first: a pod created now must read the job as admitted.
+            for obj in result.replace:
+                memo.kube.replace(obj)
             for obj in result.create:
                 memo.kube.create(obj)
             for pod in result.delete_pods:

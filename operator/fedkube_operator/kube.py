@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+from fedkube.spec.approval import APPROVAL_PLURAL
+from fedkube.spec.base import API_GROUP, API_VERSION
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from fedkube_operator.desired import LABEL_JOB, aggregator_name, config_name, output_claim_name
-from fedkube_operator.permissions import REQUIRED, Permission
+from fedkube_operator.permissions import CLUSTER_REQUIRED, REQUIRED, Permission
 
 log = logging.getLogger("fedkube.operator")
+
+
+@dataclass
+class Found:
+    pods: dict[str, dict[str, Any]]
+    has_service: bool
+    config_map: dict[str, Any] | None
+    has_claim: bool
+    has_network_policies: bool
 
 
 class Kube:
@@ -34,6 +46,12 @@ class Kube:
                 )
                 if not auth.create_self_subject_access_review(review).status.allowed:
                     missing.append(f"{p} in {namespace or 'every namespace'}")
+        for p in CLUSTER_REQUIRED:
+            review = client.V1SelfSubjectAccessReview(
+                spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=_attributes(p, ""))
+            )
+            if not auth.create_self_subject_access_review(review).status.allowed:
+                missing.append(f"{p} (cluster-scoped)")
         return missing
 
     def federated_jobs_served(self, namespaces: list[str]) -> str | None:
@@ -53,12 +71,8 @@ class Kube:
             return f"listing federatedjobs.fedkube.io failed: {e.status} {e.reason}"
         return None
 
-    def observe(
-        self, namespace: str, job: str, network_policies: bool = False
-    ) -> tuple[dict[str, dict[str, Any]], bool, bool, bool, bool]:
-        """(pods by name, the aggregator Service exists, the ConfigMap exists, the job's
-        output claim exists, its NetworkPolicies exist: looked for when asked), as plain
-        dicts."""
+    def observe(self, namespace: str, job: str, network_policies: bool = False) -> Found:
+        """What exists of one job, as plain dicts."""
         selector = f"{LABEL_JOB}={job}"
         pods = self.core.list_namespaced_pod(namespace, label_selector=selector)
         by_name = {
@@ -67,17 +81,55 @@ class Kube:
             if p.metadata.deletion_timestamp is None
         }
         services = self.core.list_namespaced_service(namespace, label_selector=selector)
-        has_service = any(s.metadata.name == aggregator_name(job) for s in services.items)
-        maps = self.core.list_namespaced_config_map(namespace, label_selector=selector)
-        has_config = any(m.metadata.name == config_name(job) for m in maps.items)
         claims = self.core.list_namespaced_persistent_volume_claim(
             namespace, label_selector=selector
         )
-        has_claim = any(c.metadata.name == output_claim_name(job) for c in claims.items)
-        has_policies = network_policies and bool(
-            self.networking.list_namespaced_network_policy(namespace, label_selector=selector).items
+        return Found(
+            pods=by_name,
+            has_service=any(s.metadata.name == aggregator_name(job) for s in services.items),
+            # Read by name, not by label: a ConfigMap someone else made under the job's name
+            # (without the job's labels) is found, and rewritten.
+            config_map=self._config_map(namespace, config_name(job)),
+            has_claim=any(c.metadata.name == output_claim_name(job) for c in claims.items),
+            has_network_policies=network_policies
+            and bool(
+                self.networking.list_namespaced_network_policy(
+                    namespace, label_selector=selector
+                ).items
+            ),
         )
-        return by_name, has_service, has_config, has_claim, has_policies
+
+    def _config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return dict(self.api.sanitize_for_serialization(found))
+
+    def approvals(self) -> list[dict[str, Any]]:
+        """Every SiteApproval (cluster-scoped; few: one per job a site consented to)."""
+        custom = client.CustomObjectsApi(self.api)
+        try:
+            listed = custom.list_cluster_custom_object(API_GROUP, API_VERSION, APPROVAL_PLURAL)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            # No SiteApproval CRD (crds.enabled false and not installed): nothing approves,
+            # and jobs that need no consent still run.
+            log.warning(
+                "the SiteApproval CRD is not installed (siteapprovals.fedkube.io): no job that "
+                "reads this site's data is approved; install the chart's CRDs"
+            )
+            return []
+        return list(listed.get("items", []))
+
+    def replace(self, obj: dict[str, Any]) -> None:
+        """Write over an existing ConfigMap (the job's manifest)."""
+        meta = obj["metadata"]
+        self.core.replace_namespaced_config_map(meta["name"], meta["namespace"], obj)
+        log.info("rewrote %s %s/%s", obj["kind"], meta["namespace"], meta["name"])
 
     def create(self, obj: dict[str, Any]) -> bool:
         """Create; an object that already exists is left as it is (names are deterministic)."""

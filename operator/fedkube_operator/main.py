@@ -8,6 +8,8 @@ import os
 import sys
 
 import kopf
+from fedkube.errors import SpecError
+from fedkube.spec.site_policy import SitePolicy, load_site_policy
 from kubernetes import config as kube_config
 from prometheus_client import start_http_server
 
@@ -158,6 +160,21 @@ def main(argv: list[str] | None = None) -> int:
         "refuses it)",
     )
     ap.add_argument(
+        "--data-namespace",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="a namespace (name or shell-style pattern) whose jobs may read the site's data "
+        "volume; none by default",
+    )
+    ap.add_argument(
+        "--site-policy",
+        default=os.environ.get("FEDKUBE_SITE_POLICY") or None,
+        metavar="FILE",
+        help="the site's policy (YAML, Helm site.policy): what a job must promise before it "
+        "reads the site's data; default: DP, secure aggregation and mutual TLS required",
+    )
+    ap.add_argument(
         "--state-claim",
         default=os.environ.get("FEDKUBE_STATE_CLAIM") or None,
         help="a PersistentVolumeClaim where trainers keep their privacy ledgers across pods",
@@ -205,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         kube_config.load_kube_config()
     if args.check:
         return _check(args.namespace or [])
+    try:
+        policy = load_site_policy(args.site_policy) if args.site_policy else SitePolicy()
+    except SpecError as e:
+        print(f"fedkube-operator: {e}", file=sys.stderr)
+        return 2
     metrics = OperatorMetrics()
     start_http_server(args.metrics_port, registry=metrics.registry)
     memo = kopf.Memo(
@@ -215,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             tuple(args.allow_import),
             data_claim=args.data_claim,
             data_host_path=args.data_host_path,
+            data_namespaces=tuple(args.data_namespace),
+            policy=policy,
             state_claim=args.state_claim,
             aggregator_service_types=tuple(args.aggregator_service_type or ["ClusterIP"]),
             job_storage_size=args.job_storage_size,

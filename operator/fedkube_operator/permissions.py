@@ -30,10 +30,17 @@ REQUIRED: tuple[Permission, ...] = (
     *_each("fedkube.io", ("federatedjobs/status",), ("get", "patch")),
     # What a job runs on: created, observed, and failed or finished pods removed.
     *_each("", ("pods",), ("get", "list", "watch", "create", "delete")),
-    *_each("", ("services", "configmaps", "persistentvolumeclaims"), _OBSERVE_CREATE),
+    *_each("", ("services", "persistentvolumeclaims"), _OBSERVE_CREATE),
+    # The job's manifest: rewritten when the job's terms change (or someone else wrote it).
+    *_each("", ("configmaps",), (*_OBSERVE_CREATE, "update")),
     # Each job's NetworkPolicies (Helm networkPolicy.enabled).
     *_each("networking.k8s.io", ("networkpolicies",), _OBSERVE_CREATE),
     # Events on the main transitions.
     *_each("", ("events",), ("create", "patch")),
     *_each("events.k8s.io", ("events",), ("create", "patch")),
+)
+
+# Cluster-scoped, whatever namespaces the operator watches: the site's consents.
+CLUSTER_REQUIRED: tuple[Permission, ...] = (
+    *_each("fedkube.io", ("siteapprovals",), ("get", "list", "watch")),
 )

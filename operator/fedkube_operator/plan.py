@@ -7,7 +7,6 @@ handlers feed it and carry out the result, and the unit tests call it directly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from fedkube import exit_codes
@@ -16,6 +15,7 @@ from fedkube.spec.job import FederatedJob
 from fedkube.spec.load import parse_job
 from fedkube.spec.progress import Progress, SiteSummary
 
+from fedkube_operator.consent import held_for_consent
 from fedkube_operator.desired import (
     OperatorSettings,
     aggregator_name,
@@ -24,62 +24,9 @@ from fedkube_operator.desired import (
     trainer_name,
 )
 from fedkube_operator.network_policy import network_policies
+from fedkube_operator.plan_model import Event, Observed, Plan, set_condition
 from fedkube_operator.site_policy import site_policy_problems
-from fedkube_operator.status_model import Condition, JobStatus, SiteStatus
-
-
-@dataclass
-class Observed:
-    pods: dict[str, dict[str, Any]]
-    has_service: bool
-    has_config_map: bool
-    progress: Progress | None
-    now: str
-    has_claim: bool = False  # the job's own output claim exists
-    has_network_policies: bool = False  # the job's NetworkPolicies exist
-
-
-@dataclass
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-
-
-@dataclass
-class Plan:
-    status: JobStatus
-    create: list[dict[str, Any]] = field(default_factory=list)
-    delete_pods: list[str] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-
-
-def set_condition(
-    status: JobStatus, kind: str, value: bool, reason: str, message: str, now: str
-) -> None:
-    text = "True" if value else "False"
-    for i, c in enumerate(status.conditions):
-        if c.type == kind:
-            moved = c.status != text
-            status.conditions[i] = Condition(
-                type=kind,
-                status=text,
-                reason=reason,
-                message=message[:4096],
-                last_transition_time=now if moved else c.last_transition_time,
-                observed_generation=status.observed_generation,
-            )
-            return
-    status.conditions.append(
-        Condition(
-            type=kind,
-            status=text,
-            reason=reason,
-            message=message[:4096],
-            last_transition_time=now,
-            observed_generation=status.observed_generation,
-        )
-    )
+from fedkube_operator.status_model import JobStatus, SiteStatus
 
 
 def _pod_phase(pod: dict[str, Any] | None) -> str:
@@ -173,6 +120,10 @@ def _or(summary: SiteSummary | None, key: str, before: float | None) -> float | 
     return before if value is None else value
 
 
+def namespace(resource: dict[str, Any]) -> str:
+    return str(resource["metadata"].get("namespace") or "")
+
+
 def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSettings) -> Plan:
     now = observed.now
     status = JobStatus.model_validate(resource.get("status") or {})
@@ -185,13 +136,17 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
         set_condition(status, "SpecValid", False, "InvalidSpec", message, now)
         _finish(result, None, observed, False, "InvalidSpec", message)
         return result
-    refused = site_policy_problems(job, settings)
+    finished = status.phase in ("Succeeded", "Failed")
+    # A finished job keeps its outcome: a policy tightened later judges new jobs, not history.
+    refused = [] if finished else site_policy_problems(job, settings, namespace(resource))
     if refused:
         message = "; ".join(refused)
         set_condition(status, "SpecValid", False, "RefusedBySite", message, now)
-        _finish(result, None, observed, False, "RefusedBySite", message)
+        # A running job the site now refuses stops: its pods go with the failure.
+        _finish(result, job, observed, False, "RefusedBySite", message)
         return result
-    set_condition(status, "SpecValid", True, "Valid", "the spec was accepted", now)
+    if not finished:
+        set_condition(status, "SpecValid", True, "Valid", "the spec was accepted", now)
     status.total_rounds = job.spec.rounds
     if job.spec.aggregator.endpoint is None:
         status.model_volume = output_claim(job)
@@ -205,8 +160,19 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
     if _suspended(result, job, observed):
         return result
     want = desired(resource, job, settings)
+    if held_for_consent(result, job, resource, observed, settings, want.pods):
+        return result
     if not observed.has_config_map:
         result.create.append(want.config_map)
+    elif observed.config_map is not None and not _ours(observed.config_map, want.config_map):
+        result.replace.append(want.config_map)
+        result.events.append(
+            Event(
+                "Normal",
+                "ManifestRewritten",
+                "the job's ConfigMap differed from the job as admitted; rewritten",
+            )
+        )
     if want.service is not None and not observed.has_service:
         result.create.append(want.service)
     if want.claim is not None and not observed.has_claim:
@@ -216,6 +182,13 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
     if _pods(result, job, observed, want.pods):
         _outcome(result, job, observed)
     return result
+
+
+def _ours(found: dict[str, Any], want: dict[str, Any]) -> bool:
+    """The ConfigMap holds the manifest this operator writes, and the job owns it."""
+    owners = (found.get("metadata") or {}).get("ownerReferences") or []
+    uid = want["metadata"]["ownerReferences"][0]["uid"]
+    return found.get("data") == want["data"] and any(o.get("uid") == uid for o in owners)
 
 
 def _suspended(result: Plan, job: FederatedJob, observed: Observed) -> bool:

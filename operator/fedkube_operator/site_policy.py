@@ -1,6 +1,8 @@
 """What a job may ask of this site: it reaches only what the site admin offered (Helm values,
-passed to the operator as ``OperatorSettings``). A job that asks for more is refused before any
-pod starts, with a condition naming the field."""
+passed to the operator as ``OperatorSettings``), and it reads the site's data only on the terms
+of the site's policy (Helm site.policy) and from the namespaces the admin named (Helm
+site.data.namespaces). A job that asks for more is refused before any pod starts, with a
+condition naming the field and the Helm value."""
 
 from __future__ import annotations
 
@@ -8,12 +10,42 @@ from fnmatch import fnmatchcase
 from pathlib import PurePosixPath
 
 from fedkube.spec.job import FederatedJob
+from fedkube.spec.site_policy import data_reading_sites, policy_refusals
 
 from fedkube_operator.desired import OperatorSettings
 
+HELM_POLICY = "Helm value site.policy."
 
-def site_policy_problems(job: FederatedJob, settings: OperatorSettings) -> list[str]:
+
+def site_policy_problems(
+    job: FederatedJob, settings: OperatorSettings, namespace: str = ""
+) -> list[str]:
     """Each field of the job that reaches beyond what this site offers, and why."""
+    problems = _offer_problems(job, settings)
+    reading = data_reading_sites(job, local_only=True)
+    if reading and settings.data_volume() is not None:
+        problems += _namespace_problems(job, settings, namespace, reading)
+        problems += [r.text(HELM_POLICY) for r in policy_refusals(job, settings.policy, reading)]
+    return problems
+
+
+def _namespace_problems(
+    job: FederatedJob, settings: OperatorSettings, namespace: str, reading: list[int]
+) -> list[str]:
+    if _allowed(namespace, settings.data_namespaces):
+        return []
+    first = reading[0]
+    allowed = ", ".join(settings.data_namespaces) or "none yet"
+    return [
+        f"spec.sites[{first}].data.file: site {job.spec.sites[first].name!r} would read this "
+        f"site's data volume from namespace {namespace!r}, which the site admin has not let "
+        f"use it (allowed: {allowed}) (Helm value site.data.namespaces)"
+    ]
+
+
+def _offer_problems(job: FederatedJob, settings: OperatorSettings) -> list[str]:
+    """What the job names of the cluster (Service type, claims, Secrets, GPUs, sites, paths)
+    beyond what the site offers."""
     problems = []
     service = job.spec.aggregator.service.type
     local = job.spec.aggregator.endpoint is None

@@ -622,3 +622,5 @@ def test_the_operators_check_finds_every_permission_and_names_what_is_missing(
     assert f"create pods in {namespace}" in refused.stderr
     assert f"patch federatedjobs/status.fedkube.io in {namespace}" in refused.stderr
     assert "listing federatedjobs.fedkube.io failed: 403" in refused.stderr
+    # The site's consents are read cluster-wide, whatever namespaces are watched.
+    assert "list siteapprovals.fedkube.io (cluster-scoped)" in refused.stderr

@@ -10,7 +10,9 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import yaml
 from fedkube.cli.launch import free_port
 
 from tests.kube_harness.controlplane import ROOT, ControlPlane
@@ -19,11 +21,24 @@ NAMESPACE = "fedkube-system"
 SERVICE_ACCOUNT = "fedkube-operator"
 DATA_CLAIM = "site-data"
 STATE_CLAIM = "site-state"
+# The shared test site trains the suite's jobs (plain files, no DP, clear text in the
+# cluster): its admin relaxed the safe defaults in writing, as a real site's values would.
+# The sovereignty tests run a site under the default policy (and its consent) instead.
+RELAXED_POLICY: dict[str, Any] = {
+    "approval": "policy",
+    "privacy": {"required": False},
+    "secureAggregation": {"required": False},
+    "mutualTls": {"required": False},
+    "aggregators": {"endpoints": ["*"]},
+    "statistics": {"minBinCount": 1, "minSiteRows": 1},
+    "minBatchSizeWithoutDp": 1,
+}
 
 
 def install_crd_and_rbac(cp: ControlPlane) -> None:
-    cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "federatedjobs.yaml"))
-    cp.wait_crd_established("federatedjobs.fedkube.io")
+    for crd in ("federatedjobs", "siteapprovals"):
+        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / f"{crd}.yaml"))
+        cp.wait_crd_established(f"{crd}.fedkube.io")
     if cp.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0:
         cp.kubectl("create", "namespace", NAMESPACE)
     rendered = subprocess.run(
@@ -71,12 +86,31 @@ current-context: c
 
 
 class OperatorProcess:
-    def __init__(self, cp: ControlPlane, folder: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        cp: ControlPlane,
+        folder: Path,
+        extra_args: tuple[str, ...] = (),
+        *,
+        policy: dict[str, Any] | None = None,
+        data_namespaces: tuple[str, ...] = ("*",),
+        watch: tuple[str, ...] = (),
+    ) -> None:
         self.cp = cp
         self.folder = folder
         # Flags for this site only (its Helm values), after the shared test site's.
         self.extra_args = extra_args
         folder.mkdir(parents=True, exist_ok=True)
+        # The site's policy file, as the chart's ConfigMap holds it (Helm site.policy).
+        self.policy_file = folder / "site-policy.yaml"
+        self.policy_file.write_text(
+            yaml.safe_dump(RELAXED_POLICY if policy is None else policy, sort_keys=True)
+        )
+        # Helm site.data.namespaces, and operator.watchNamespaces (empty: all).
+        self.site_args = [
+            *(f"--data-namespace={ns}" for ns in data_namespaces),
+            *(f"--namespace={ns}" for ns in watch),
+        ]
         install_crd_and_rbac(cp)
         self.kubeconfig = service_account_kubeconfig(cp, folder / "operator.kubeconfig")
         self.metrics_port = free_port()
@@ -122,6 +156,9 @@ class OperatorProcess:
                     "ClusterIP",
                     "--aggregator-service-type",
                     "LoadBalancer",
+                    "--site-policy",
+                    str(self.policy_file),
+                    *self.site_args,
                     *self.extra_args,
                 ],
                 stdout=log,

@@ -4,10 +4,12 @@ version, values refused by the schema, and RBAC that follows watchNamespaces."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
-from fedkube_operator.permissions import REQUIRED, Permission
+from fedkube.spec.site_policy import SitePolicy, parse_site_policy
+from fedkube_operator.permissions import CLUSTER_REQUIRED, REQUIRED, Permission
 
 from tests.kube_harness.controlplane import ROOT, binaries
 
@@ -52,8 +54,19 @@ def test_a_wrong_type_or_an_unknown_key_is_refused(value: str, message: str) -> 
 
 def test_watch_namespaces_gets_namespaced_roles_and_no_cluster_wide_pod_verbs() -> None:
     docs = rendered("operator.watchNamespaces={ward-a,ward-b}")
-    kinds = [d["kind"] for d in docs]
-    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    # Cluster-wide: only the site's consents (read by the operator, written by the site admin)
+    # and the jobs' reading for the site admin; nothing about pods or anything in a namespace.
+    cluster = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert {d["metadata"]["name"] for d in cluster} == {
+        "fedkube-fedkube-operator-approvals",
+        "fedkube-fedkube-site-admin",
+    }
+    for role in cluster:
+        resources = {r for rule in role["rules"] for r in rule["resources"]}
+        assert resources <= {"siteapprovals", "federatedjobs", "federatedjobs/status"}, role
+    assert [d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"] == [
+        "fedkube-fedkube-operator-approvals"
+    ]
     roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
     bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
     assert set(roles) == set(bindings) == {"ward-a", "ward-b"}
@@ -125,29 +138,33 @@ def test_the_charts_rbac_grants_exactly_what_the_operator_checks_for() -> None:
     rules grant that and nothing more, cluster-wide or per watched namespace."""
     for sets in ([], ["operator.watchNamespaces={ward-a}"]):
         docs = rendered(*sets)
-        role = next(d for d in docs if d["kind"] in ("ClusterRole", "Role"))
-        granted = {
-            Permission(group, resource, verb)
-            for rule in role["rules"]
-            for group in rule["apiGroups"]
-            for resource in rule["resources"]
-            for verb in rule["verbs"]
-        }
-        assert granted == set(REQUIRED)
+        roles = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("ClusterRole", "Role")}
+
+        def granted(name: str, roles: dict[str, dict] = roles) -> set[Permission]:
+            return {
+                Permission(group, resource, verb)
+                for rule in roles[name]["rules"]
+                for group in rule["apiGroups"]
+                for resource in rule["resources"]
+                for verb in rule["verbs"]
+            }
+
+        assert granted("fedkube-fedkube-operator") == set(REQUIRED)
+        # The site's consents are cluster-scoped: read cluster-wide in every mode.
+        assert roles["fedkube-fedkube-operator-approvals"]["kind"] == "ClusterRole"
+        assert granted("fedkube-fedkube-operator-approvals") == set(CLUSTER_REQUIRED)
 
 
 def test_the_crd_is_a_template_kept_on_uninstall_and_can_be_left_out() -> None:
-    crd = next(d for d in rendered() if d["kind"] == "CustomResourceDefinition")
-    assert crd["metadata"]["name"] == "federatedjobs.fedkube.io"
-    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    generated = yaml.safe_load((ROOT / "crds" / "federatedjobs.yaml").read_text())
-    assert crd["spec"] == generated["spec"]
-    assert (
-        "annotations"
-        not in next(
-            d for d in rendered("crds.keep=false") if d["kind"] == "CustomResourceDefinition"
-        )["metadata"]
-    )
+    crds = {d["metadata"]["name"]: d for d in rendered() if d["kind"] == "CustomResourceDefinition"}
+    assert set(crds) == {"federatedjobs.fedkube.io", "siteapprovals.fedkube.io"}
+    for name, crd in crds.items():
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        generated = yaml.safe_load((ROOT / "crds" / f"{name.split('.')[0]}.yaml").read_text())
+        assert crd["spec"] == generated["spec"]
+    assert crds["siteapprovals.fedkube.io"]["spec"]["scope"] == "Cluster"
+    unkept = [d for d in rendered("crds.keep=false") if d["kind"] == "CustomResourceDefinition"]
+    assert len(unkept) == 2 and all("annotations" not in d["metadata"] for d in unkept)
     assert "CustomResourceDefinition" not in {d["kind"] for d in rendered("crds.enabled=false")}
 
 
@@ -200,3 +217,68 @@ def test_network_policies_and_the_sites_gpu_secret_and_claim_offers_reach_the_op
     )
     out = helm("template", "fedkube", CHART, "--set", "networkPolicy.aggregatorIngressCidrs={x}")
     assert out.returncode != 0 and "at '/networkPolicy/aggregatorIngressCidrs/0'" in out.stderr
+
+
+def test_the_site_policy_reaches_the_operator_as_the_file_fedkube_run_takes(
+    tmp_path: Path,
+) -> None:
+    """site.policy becomes a ConfigMap the operator reads (--site-policy), parsed by the
+    same model as `fedkube run --site-policy`; a change rolls the operator's pod."""
+    values = tmp_path / "site.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "site": {
+                    "data": {"claimName": "ward-data", "namespaces": ["research-*"]},
+                    "policy": {
+                        "privacy": {"maxEpsilonPerJob": 2.5, "maxDelta": 1e-6},
+                        "aggregators": {"endpoints": ["agg.consortium.org:443"]},
+                    },
+                }
+            }
+        )
+    )
+
+    def render(*extra: str) -> list[dict]:
+        out = helm("template", "fedkube", CHART, "-n", "fedkube-system", "-f", str(values), *extra)
+        assert out.returncode == 0, out.stderr
+        return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+    docs = render()
+    config = next(d for d in docs if d["metadata"]["name"] == "fedkube-fedkube-site-policy")
+    policy = parse_site_policy(yaml.safe_load(config["data"]["policy.yaml"]), "ConfigMap")
+    assert policy.privacy.max_epsilon_per_job == 2.5 and policy.privacy.max_delta == 1e-6
+    assert policy.aggregators.endpoints == ["agg.consortium.org:443"]
+    # Everything not set keeps the safe default.
+    assert policy.secure_aggregation.required and policy.mutual_tls.required
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deploy["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert "--site-policy=/etc/fedkube-site/policy.yaml" in container["args"]
+    assert "--data-namespace=research-*" in container["args"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "site-policy")
+    assert mount == {"name": "site-policy", "mountPath": "/etc/fedkube-site", "readOnly": True}
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "site-policy")
+    assert volume["configMap"]["name"] == "fedkube-fedkube-site-policy"
+    before = pod["metadata"]["annotations"]["checksum/site-policy"]
+    relaxed = render("--set", "site.policy.mutualTls.required=false")
+    after = next(d for d in relaxed if d["kind"] == "Deployment")["spec"]["template"]
+    assert after["metadata"]["annotations"]["checksum/site-policy"] != before
+    # The default install: the default policy, no namespace may read data.
+    default = next(d for d in rendered() if d["metadata"]["name"] == "fedkube-fedkube-site-policy")
+    assert parse_site_policy(yaml.safe_load(default["data"]["policy.yaml"]), "CM") == SitePolicy()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("site.policy.privacy.required=maybe", "at '/site/policy/privacy/required'"),
+        ("site.policy.privacy.maxEpsilon=3", "additional properties 'maxEpsilon' not allowed"),
+        ("site.policy.secureAggregation.minThreshold=1", "at '/site/policy/secureAggregation"),
+        ("site.data.namespaces[0]=", "at '/site/data/namespaces/0'"),
+    ],
+)
+def test_the_schema_refuses_a_wrong_policy_setting(value: str, message: str) -> None:
+    out = helm("template", "fedkube", CHART, "--set", value)
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr

@@ -64,9 +64,14 @@ def test_chart_lints_and_renders(tmp_path: Path) -> None:
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == [
-        "ClusterRole",
+        "ClusterRole",  # the operator's
+        "ClusterRole",  # its reading of the site's approvals
+        "ClusterRole",  # the site admin's
         "ClusterRoleBinding",
-        "CustomResourceDefinition",
+        "ClusterRoleBinding",
+        "ConfigMap",  # the site's policy
+        "CustomResourceDefinition",  # FederatedJob
+        "CustomResourceDefinition",  # SiteApproval
         "Deployment",
         "Pod",  # helm test's
         "Service",

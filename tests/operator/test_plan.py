@@ -12,7 +12,8 @@ from fedkube.errors import SpecError
 from fedkube.spec import parse_job
 from fedkube.spec.progress import Progress
 from fedkube_operator.desired import OperatorSettings, aggregator_name, desired, trainer_name
-from fedkube_operator.plan import Observed, plan
+from fedkube_operator.plan import plan
+from fedkube_operator.plan_model import Observed
 from fedkube_operator.progress import progress_url
 
 from tests.kube_harness.controlplane import ROOT

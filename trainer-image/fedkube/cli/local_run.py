@@ -30,6 +30,7 @@ from fedkube.models.plugins import PluginPolicy
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.load import load_job
 from fedkube.spec.progress import JobResult, Progress, RoundRecord
+from fedkube.spec.site_policy import data_reading_sites, load_site_policy, policy_refusals
 from fedkube.spec.statistics import StatisticsReport
 from fedkube.transport.progress_client import fetch_progress
 
@@ -45,6 +46,9 @@ class LocalRunOptions:
     out: TextIO = sys.stdout
     # `fedkube stats`: round 0 alone, the federated statistics; no training.
     statistics_only: bool = False
+    # A site's policy (the YAML of its Helm site.policy): the job is refused here as that
+    # site's operator would refuse it.
+    site_policy: Path | None = None
 
 
 @dataclass
@@ -240,6 +244,18 @@ class LocalRun:
         self.say(f"distributions: {plot_statistics(report, self.output)}")
 
 
+def check_site_policy(job: FederatedJob, path: Path) -> None:
+    """Refuse the job as a site with this policy would: every site that reads a file here
+    stands for a site that reads its own data."""
+    policy = load_site_policy(path)
+    refused = policy_refusals(job, policy, data_reading_sites(job, local_only=False))
+    if refused:
+        raise SpecError(
+            f"{job.name}, refused by the site policy {path}",
+            [r.text("policy setting ") for r in refused],
+        )
+
+
 def run_local(opts: LocalRunOptions) -> int:
     job = load_job(opts.manifest)
     if job.spec.aggregator.endpoint:
@@ -250,6 +266,8 @@ def run_local(opts: LocalRunOptions) -> int:
                 "endpoint to run locally"
             ],
         )
+    if opts.site_policy is not None:
+        check_site_policy(job, opts.site_policy)
     run = LocalRun(job, opts)
     doing = (
         "federated statistics only"

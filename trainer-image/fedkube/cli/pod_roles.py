@@ -1,0 +1,224 @@
+"""`fedkube aggregator` and `fedkube trainer`: the two pod roles (and `fedkube run`'s
+processes). A trainer trains only the terms its site admitted (``--terms-sha256``) and refuses
+clear text away from loopback unless asked for."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from fedkube import exit_codes
+from fedkube.cli.options import allow_import, limit_threads
+from fedkube.errors import SpecError
+from fedkube.spec.job import FederatedJob
+from fedkube.spec.terms import terms_digest
+
+
+def cmd_aggregator(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from fedkube.aggregator.main import AggregatorOptions, serve
+    from fedkube.cli.logs import setup_logging
+    from fedkube.spec.load import load_job
+
+    setup_logging("aggregator")
+    limit_threads()
+    job = load_job(Path(args.manifest))
+    opts = AggregatorOptions(
+        host=args.host,
+        port=args.port or job.spec.aggregator.port,
+        http_port=args.http_port or job.spec.aggregator.http_port,
+        checkpoint_dir=Path(args.checkpoint_dir or job.spec.checkpoint.path),
+        output_dir=Path(args.output_dir or job.spec.output.path),
+        linger_seconds=args.linger_seconds,
+        tls_dir=Path(args.tls_dir) if args.tls_dir else None,
+        allow_plaintext=args.allow_plaintext,
+        allowed_imports=tuple(args.allow_import),
+        statistics_only=args.statistics_only,
+    )
+    code = asyncio.run(serve(job, opts))
+    # Every output is written and closed. Finalising the interpreter would tear down
+    # torch's modules, which for a moment takes 100 MiB more than the whole job did (a pod's
+    # memory limit sees it): end here instead.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def cmd_trainer(args: argparse.Namespace) -> int:
+    from fedkube.cli.logs import setup_logging
+    from fedkube.errors import PrivacyBudgetExhausted
+    from fedkube.models.plugins import PluginPolicy
+    from fedkube.spec.load import load_job
+    from fedkube.trainer.site import prepare_site, site_client, site_trainer
+    from fedkube.transport.grpc_link import GrpcLink
+
+    setup_logging(f"trainer[{args.site}]")
+    limit_threads()
+    manifest = Path(args.manifest)
+    job = load_job(manifest)
+    if args.terms_sha256:
+        check_admitted_terms(job, args.site, args.terms_sha256)
+    endpoint = _trainer_endpoint(args, job.spec.aggregator.endpoint, job.spec.aggregator.port)
+    trainer = prepare_site(
+        job,
+        args.site,
+        manifest,
+        lambda data: site_trainer(
+            job,
+            args.site,
+            data,
+            plugins=PluginPolicy(tuple(args.allow_import)),
+            epsilon_cap=args.epsilon_cap,
+            state_dir=Path(args.state_dir) if args.state_dir else None,
+            personal_dir=Path(args.personal_dir) if args.personal_dir else None,
+        ),
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+    )
+    mutual_tls = job.spec.security.mutual_tls
+    link = GrpcLink(
+        endpoint,
+        tls_dir=Path(args.tls_dir) if args.tls_dir else None,
+        consortium=mutual_tls.consortium if mutual_tls is not None else None,
+    )
+    relay = None
+    if args.progress_port:
+        from fedkube.trainer.progress_relay import ProgressRelay
+        from fedkube.transport.http_endpoints import serve_http
+
+        relay = ProgressRelay(link, job.name, args.site)
+        serve_http("0.0.0.0", args.progress_port, None, relay.body)
+    client = site_client(
+        job,
+        args.site,
+        link,
+        trainer,
+        Path(args.state_dir) if args.state_dir else None,
+        Path(args.tls_dir) if args.tls_dir else None,
+    )
+    try:
+        finished = client.run()
+    except PrivacyBudgetExhausted as e:
+        print(f"site {args.site}: {e}", file=sys.stderr)
+        return 0
+    finally:
+        if relay is not None:
+            # The job's last word, served a while longer for this cluster's operator (the
+            # aggregator lingers the same way for its own).
+            relay.body(refresh=True)
+            time.sleep(args.progress_linger_seconds)
+        client.close()
+    if not finished.succeeded:
+        print(
+            f"site {args.site}: the job ended without success: {finished.message}", file=sys.stderr
+        )
+        return exit_codes.FAILED
+    return 0
+
+
+def check_admitted_terms(job: FederatedJob, site: str, admitted: str) -> None:
+    """The job this trainer read is the one its site admitted (the operator pins the digest
+    of the learning terms in the pod): not a ConfigMap edited since, nor a changed job."""
+    read = terms_digest(job)
+    if read != admitted.lower():
+        raise SpecError(
+            f"site {site}",
+            [
+                f"(manifest): its learning terms (sha256 {read[:16]}...) are not the ones this "
+                f"site admitted (sha256 {admitted[:16]}...): the job's ConfigMap was edited, or "
+                "the job changed after the site admitted it. The site trains only what it "
+                "admitted; apply the job again for the site to judge it"
+            ],
+        )
+
+
+def _trainer_endpoint(args: argparse.Namespace, endpoint: str | None, port: int) -> str:
+    """Where the trainer dials; clear text only to loopback, or when asked for."""
+    from fedkube.security.tls import TlsError, endpoint_host, is_loopback
+
+    target: str = args.aggregator or endpoint or f"localhost:{port}"
+    if args.tls_dir is None and not (args.allow_plaintext or is_loopback(endpoint_host(target))):
+        raise TlsError(
+            f"site {args.site}: the trainer would send its updates to {target} in clear text: "
+            "give --tls-dir (mutual TLS), or pass --allow-plaintext if the path is private "
+            "(an in-cluster Service, a mesh that encrypts)"
+        )
+    return target
+
+
+def aggregator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    agg = sub.add_parser("aggregator", help="serve a job's rounds (the aggregator pod)")
+    agg.add_argument("--manifest", required=True)
+    agg.add_argument("--host", default="0.0.0.0")
+    agg.add_argument("--port", type=int, default=0, help="gRPC port (default: spec)")
+    agg.add_argument("--http-port", type=int, default=0, help="/metrics and /progress port")
+    agg.add_argument("--checkpoint-dir", help="default: spec.checkpoint.path")
+    agg.add_argument("--output-dir", help="default: spec.output.path")
+    agg.add_argument(
+        "--linger-seconds",
+        type=float,
+        default=1.0,
+        help="after the job ends, keep answering /progress this long (for an operator)",
+    )
+    agg.add_argument("--tls-dir", help="ca.crt, tls.crt, tls.key: require mutual TLS")
+    agg.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        help="accept clear text on a non-loopback address (a mesh encrypts, say)",
+    )
+    agg.add_argument(
+        "--statistics-only",
+        action="store_true",
+        help="run round 0 (the federated statistics) and stop: no training",
+    )
+    allow_import(agg)
+    agg.set_defaults(fn=cmd_aggregator)
+
+
+def trainer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tr = sub.add_parser("trainer", help="train one site (a trainer pod)")
+    tr.add_argument("--manifest", required=True)
+    tr.add_argument("--site", required=True)
+    tr.add_argument("--aggregator", help="host:port (default: spec.aggregator.endpoint)")
+    tr.add_argument("--tls-dir", help="ca.crt, tls.crt (this site's), tls.key")
+    tr.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        help="send updates in clear text to a non-loopback aggregator (a private path only)",
+    )
+    tr.add_argument(
+        "--terms-sha256",
+        help="the digest of the learning terms this site admitted (the operator pins it): a "
+        "manifest whose terms differ is refused",
+    )
+    tr.add_argument("--epsilon-cap", type=float, help="this site's own record-level privacy budget")
+    tr.add_argument("--state-dir", help="where this site keeps its privacy ledger")
+    tr.add_argument(
+        "--progress-port",
+        type=int,
+        default=0,
+        help="serve the job's /progress here, asked of the aggregator over this trainer's "
+        "(authenticated) channel: for an operator whose job's aggregator is elsewhere",
+    )
+    tr.add_argument(
+        "--progress-linger-seconds",
+        type=float,
+        default=0.0,
+        help="with --progress-port: after the job ends, keep serving its last progress this long",
+    )
+    tr.add_argument(
+        "--personal-dir",
+        help="where this site saves its personal model (personalization; default --state-dir)",
+    )
+    tr.add_argument(
+        "--data-dir",
+        help="the site's data folder (a pod's data volume): data.file paths are read inside it "
+        "and refused when they lead out of it",
+    )
+    allow_import(tr)
+    tr.set_defaults(fn=cmd_trainer)
