@@ -46,33 +46,50 @@ def test_two_hospitals_in_two_clusters_train_every_round_together(
         assert checked.returncode == 0, checked.stderr
         assert f"fedkube validate examples/two-hospitals/{f.name}" in doc
 
-    # 2. The consortium's certificates: one CA, the aggregator's and each site's.
+    # 2. The consortium's certificates: one CA; each party makes its key and a request, which
+    # the CA signs (the key never leaves its party).
     hostname = "fedkube.hospital-a.example.org"
-    made = fedkube_cli(
-        ["certs", "--out", str(tmp_path / "consortium"), "--manifest", str(a_file),
-         "--consortium", JOB, "--aggregator-host", f"{hostname},127.0.0.1"]
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    assert (
-        f"fedkube certs --out consortium --manifest examples/two-hospitals/hospital-a.yaml "
-        f"--consortium {JOB} --aggregator-host {hostname}" in doc
-    )
+    # Here the aggregator is also reached on loopback; the doc names the host alone.
+    hosts = f"{hostname},127.0.0.1"
+    steps = [
+        (["ca", "--out", "ca", "--consortium", JOB], "fedkube certs ca --out ca --consortium "
+         f"{JOB}"),
+        (["request", "--name", hostname, "--aggregator-host", hosts, "--out", "aggregator"],
+         f"fedkube certs request --name {hostname} --aggregator-host {hostname} --out aggregator"),
+        (["request", "--name", "hospital-a", "--out", "hospital-a"],
+         "fedkube certs request --name hospital-a --out hospital-a"),
+        (["request", "--name", "hospital-b", "--out", "hospital-b"],
+         "fedkube certs request --name hospital-b --out hospital-b"),
+        (["sign", "aggregator/request.csr", "--ca-dir", "ca", "--name", hostname, "--role",
+          "aggregator", "--aggregator-host", hosts, "--out", "aggregator"],
+         f"fedkube certs sign aggregator/request.csr --ca-dir ca --name {hostname} --role "
+         f"aggregator --aggregator-host {hostname} --out aggregator"),
+        (["sign", "hospital-a/request.csr", "--ca-dir", "ca", "--name", "hospital-a", "--out",
+          "hospital-a"],
+         "fedkube certs sign hospital-a/request.csr --ca-dir ca --name hospital-a --out "
+         "hospital-a"),
+        (["sign", "hospital-b/request.csr", "--ca-dir", "ca", "--name", "hospital-b", "--out",
+          "hospital-b"],
+         "fedkube certs sign hospital-b/request.csr --ca-dir ca --name hospital-b --out "
+         "hospital-b"),
+    ]  # fmt: skip
+    for args, written in steps:
+        made = fedkube_cli(["certs", *args], cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        assert written in doc, written
 
     # 3. Each cluster: the job's namespace and its own Secrets, nothing of the other's.
     secrets = [
         (control_plane, [(f"{JOB}-aggregator-tls", "aggregator"), (f"{JOB}-hospital-a-tls",
-                         "sites/hospital-a")]),
-        (second_control_plane, [(f"{JOB}-hospital-b-tls", "sites/hospital-b")]),
+                         "hospital-a")]),
+        (second_control_plane, [(f"{JOB}-hospital-b-tls", "hospital-b")]),
     ]  # fmt: skip
     for cluster, pairs in secrets:
         cluster.kubectl("create", "namespace", NS)
         for secret, folder in pairs:
             cluster.kubectl("create", "secret", "generic", secret, "-n", NS,
-                            f"--from-file={tmp_path / 'consortium' / folder}")  # fmt: skip
-            assert (
-                f"kubectl create secret generic {secret} -n {NS} --from-file=consortium/{folder}"
-                in doc
-            )
+                            f"--from-file={tmp_path / folder}")  # fmt: skip
+            assert f"kubectl create secret generic {secret} -n {NS} --from-file={folder}" in doc
 
     # 4. Each hospital applies its manifest (here with loopback addresses).
     first = yaml.safe_load(a_file.read_text())

@@ -12,6 +12,14 @@ from fedkube import exit_codes
 def cmd_certs(args: argparse.Namespace) -> int:
     from fedkube.security.certs import create_consortium
 
+    if args.out is None:
+        print(
+            "error: give --out (every key made here, for a test or a one-party lab), or use "
+            "`fedkube certs ca|request|sign` so that each site makes its own key",
+            file=sys.stderr,
+        )
+        return exit_codes.BAD_INPUT
+
     sites = [s for s in (args.sites or "").split(",") if s]
     if args.manifest:
         from fedkube.spec.load import load_job
@@ -26,6 +34,51 @@ def cmd_certs(args: argparse.Namespace) -> int:
     print(
         f"wrote a CA, the aggregator's certificate ({', '.join(hosts)}) and {len(sites)} site "
         f"certificates to {out}; keep {out / 'ca' / 'ca.key'} offline"
+    )
+    return 0
+
+
+def cmd_ca(args: argparse.Namespace) -> int:
+    from fedkube.security.certs import new_authority, write_authority
+
+    out = Path(args.out)
+    if (out / "ca.key").exists():
+        print(f"error: {out / 'ca.key'} exists; the consortium has its CA", file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    write_authority(out, new_authority(args.consortium, args.days))
+    print(
+        f"wrote the {args.consortium} consortium's CA to {out}: ca.crt goes to every site, "
+        f"{out / 'ca.key'} stays offline; sign the sites' requests with `fedkube certs sign`"
+    )
+    return 0
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    from fedkube.security.signing_requests import write_request
+
+    hosts = [h for h in (args.aggregator_host or "").split(",") if h]
+    path = write_request(Path(args.out), args.name, hosts)
+    print(
+        f"wrote a key ({Path(args.out) / 'tls.key'}, which never leaves this site) and a "
+        f"signing request: send {path} to the consortium's CA, and put the tls.crt and ca.crt "
+        "it returns beside the key"
+    )
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from fedkube.security.signing_requests import load_authority, sign_request, write_signed
+
+    ca = load_authority(Path(args.ca_dir))
+    request = Path(args.request)
+    hosts = [h for h in (args.aggregator_host or "").split(",") if h]
+    certificate = sign_request(
+        ca, request.read_bytes(), args.role, args.name, hosts, args.days, str(request)
+    )
+    write_signed(Path(args.out), ca, certificate)
+    print(
+        f"signed {args.name} as a {args.role} of {ca.consortium} (serial "
+        f"{certificate.serial_number:x}): return {Path(args.out) / 'tls.crt'} and ca.crt"
     )
     return 0
 
@@ -45,8 +98,12 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def certs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    certs = sub.add_parser("certs", help="create a consortium CA and site certificates")
-    certs.add_argument("--out", required=True, help="folder to write (ca/, aggregator/, sites/)")
+    certs = sub.add_parser(
+        "certs",
+        help="certificates: `ca`, `request` (at each site) and `sign` (at the CA); or every "
+        "key at once with --out (tests, a one-party lab)",
+    )
+    certs.add_argument("--out", help="folder to write (ca/, aggregator/, sites/)")
     certs.add_argument("--sites", help="comma-separated site names")
     certs.add_argument("--manifest", help="take the site names from this job")
     certs.add_argument("--consortium", default="fedkube", help="name in the CA certificate")
@@ -57,6 +114,33 @@ def certs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     certs.add_argument("--days", type=int, default=365)
     certs.set_defaults(fn=cmd_certs)
+    steps = certs.add_subparsers(dest="step")
+    ca = steps.add_parser("ca", help="the consortium's CA (ca.crt, ca.key), once")
+    ca.add_argument("--out", required=True, help="the CA's folder")
+    ca.add_argument("--consortium", required=True, help="named in every certificate it signs")
+    ca.add_argument("--days", type=int, default=3650)
+    ca.set_defaults(fn=cmd_ca)
+    req = steps.add_parser(
+        "request", help="at a site: its key and a signing request (the key never leaves)"
+    )
+    req.add_argument("--name", required=True, help="the site's name (or the aggregator's host)")
+    req.add_argument("--out", required=True, help="the folder for tls.key and request.csr")
+    req.add_argument(
+        "--aggregator-host", help="for the aggregator: the names it is reached at (comma-separated)"
+    )
+    req.set_defaults(fn=cmd_request)
+    sign = steps.add_parser("sign", help="at the CA: check a request and sign it")
+    sign.add_argument("request", help="the request.csr a site sent")
+    sign.add_argument("--ca-dir", required=True, help="the CA's folder (ca.crt, ca.key)")
+    sign.add_argument("--name", required=True, help="who you are signing for (the request's name)")
+    sign.add_argument("--role", choices=["site", "aggregator"], default="site")
+    sign.add_argument(
+        "--aggregator-host",
+        help="with --role aggregator: the hosts it serves (must be the request's)",
+    )
+    sign.add_argument("--out", required=True, help="where to write tls.crt and ca.crt")
+    sign.add_argument("--days", type=int, default=365)
+    sign.set_defaults(fn=cmd_sign)
 
 
 def revoke_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

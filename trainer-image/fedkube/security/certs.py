@@ -46,7 +46,7 @@ class Authority:
     consortium: str
 
 
-def _name(common_name: str, organisation: str, unit: str | None = None) -> x509.Name:
+def distinguished_name(common_name: str, organisation: str, unit: str | None = None) -> x509.Name:
     return x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
@@ -65,25 +65,35 @@ def consortium_of(certificate: x509.Certificate) -> str | None:
 def certificate_builder(
     subject: x509.Name,
     issuer: x509.Name,
-    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    key: ec.EllipticCurvePrivateKey
+    | rsa.RSAPrivateKey
+    | ec.EllipticCurvePublicKey
+    | rsa.RSAPublicKey,
     days: int,
 ) -> x509.CertificateBuilder:
-    """A certificate for ``key``, valid from five minutes ago (clocks differ) for ``days``."""
+    """A certificate for ``key`` (its public half, or a request's public key), valid from five
+    minutes ago (clocks differ) for ``days``."""
     now = datetime.datetime.now(datetime.UTC)
+    public = (
+        key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) else key
+    )
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
-        .public_key(key.public_key())
+        .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
     )
 
 
+CA_SUFFIX = " fedkube CA"
+
+
 def new_authority(consortium: str, days: int = 3650) -> Authority:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = _name(f"{consortium} fedkube CA", "fedkube consortium")
+    name = distinguished_name(f"{consortium}{CA_SUFFIX}", "fedkube consortium")
     cert = (
         certificate_builder(name, name, key, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -103,7 +113,9 @@ def _leaf(
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
-        certificate_builder(_name(common_name, ca.consortium, unit), ca.cert.subject, key, days)
+        certificate_builder(
+            distinguished_name(common_name, ca.consortium, unit), ca.cert.subject, key, days
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
@@ -112,7 +124,7 @@ def _leaf(
     return builder.sign(ca.key, hashes.SHA256()), key
 
 
-def _san(host: str) -> x509.GeneralName:
+def general_name(host: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
@@ -152,10 +164,17 @@ def issue_aggregator(ca: Authority, folder: Path, hosts: Sequence[str], days: in
         hosts[0],
         AGGREGATOR_ORGANISATION,
         ExtendedKeyUsageOID.SERVER_AUTH,
-        [_san(h) for h in hosts],
+        [general_name(h) for h in hosts],
         days,
     )
     write_bundle(folder, ca, cert, key)
+
+
+def write_authority(folder: Path, ca: Authority) -> None:
+    """folder/ca.crt and folder/ca.key (the owner's alone): keep the key offline."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CA_FILE).write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    write_private_key(folder / "ca.key", ca.key)
 
 
 def create_consortium(
@@ -167,11 +186,7 @@ def create_consortium(
 ) -> Authority:
     """out/ca/{ca.crt,ca.key}, out/aggregator/, out/sites/<site>/ (each a TLS Secret's files)."""
     ca = new_authority(consortium)
-    ca_dir = out / "ca"
-    ca_dir.mkdir(parents=True, exist_ok=True)
-    pem = serialization.Encoding.PEM
-    (ca_dir / CA_FILE).write_bytes(ca.cert.public_bytes(pem))
-    write_private_key(ca_dir / "ca.key", ca.key)
+    write_authority(out / "ca", ca)
     issue_aggregator(ca, out / "aggregator", aggregator_hosts, days)
     for site in sites:
         issue_site(ca, out / "sites" / site, site, days)
