@@ -18,8 +18,9 @@ from fedkube.spec.job import FederatedJob
 from fedkube.spec.site_policy import data_reading_sites
 from fedkube.spec.terms import terms_digest
 
-from fedkube_operator.desired import OperatorSettings, trainer_name
+from fedkube_operator.desired import trainer_name
 from fedkube_operator.plan_model import Event, Observed, Plan, set_condition
+from fedkube_operator.settings import OperatorSettings
 
 # Condition reasons (AwaitingSiteApproval): False with the first two, True with the others.
 APPROVED = "Approved"

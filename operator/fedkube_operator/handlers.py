@@ -10,21 +10,23 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 from fedkube.errors import SpecError
 from fedkube.spec.base import API_GROUP, API_VERSION
 from fedkube.spec.load import parse_job
+from fedkube.storage.audit_trail import AuditTrail
 
 from fedkube_operator.consent import parse_approvals
 from fedkube_operator.crd import PLURAL
-from fedkube_operator.desired import OperatorSettings
 from fedkube_operator.kube import Kube
 from fedkube_operator.metrics import OperatorMetrics
 from fedkube_operator.plan import plan
 from fedkube_operator.plan_model import Observed
 from fedkube_operator.progress import fetch_progress, progress_url
+from fedkube_operator.settings import OperatorSettings
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 RECONCILE_SECONDS = 2.0
@@ -77,13 +79,17 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
                 approvals=parse_approvals(memo.kube.approvals()),
             )
             result = plan(resource, observed, memo.settings)
+            audit = Audit(memo.get("audit"), f"{ns}/{name}")
             # The manifest first: a pod created now must read the job as admitted.
             for obj in result.replace:
                 memo.kube.replace(obj)
+                audit.did("rewrote", obj)
             for obj in result.create:
-                memo.kube.create(obj)
+                if memo.kube.create(obj):
+                    audit.did("created", obj)
             for pod in result.delete_pods:
-                memo.kube.delete_pod(ns, pod)
+                if memo.kube.delete_pod(ns, pod):
+                    audit.did("deleted", {"kind": "Pod", "metadata": {"name": pod}})
             status = result.status.model_dump(by_alias=True, mode="json")
             # A null inside a list item is dropped by the API server rather than stored, so
             # it is left out: kopf then finds the status exactly as it was patched.
@@ -94,12 +100,31 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
                 patch.status[key] = value
             for e in result.events:
                 kopf.event(body, type=e.type, reason=e.reason, message=e.message)
+                audit.decided(e.reason, e.message)
             memo.metrics.observe(ns, name, result.status)
         except Exception:
             memo.metrics.errors.inc()
             raise
         finally:
             memo.metrics.duration.observe(time.perf_counter() - started)
+
+
+@dataclass
+class Audit:
+    """The site's audit trail (Helm site.audit), if it keeps one: every object made,
+    rewritten or deleted for a job, and every decision posted as an Event."""
+
+    trail: AuditTrail | None
+    job: str
+
+    def did(self, action: str, obj: dict[str, Any]) -> None:
+        if self.trail is not None:
+            what = f"{obj['kind']}/{obj['metadata']['name']}"
+            self.trail.append(action, job=self.job, object=what)
+
+    def decided(self, reason: str, message: str) -> None:
+        if self.trail is not None:
+            self.trail.append("decision", job=self.job, reason=reason, message=message)
 
 
 @kopf.on.resume(*RESOURCE)

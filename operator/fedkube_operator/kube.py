@@ -150,13 +150,16 @@ class Kube:
                 return False
             raise
 
-    def delete_pod(self, namespace: str, name: str) -> None:
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        """Delete; False when it was already gone."""
         try:
             self.core.delete_namespaced_pod(name, namespace)
             log.info("deleted pod %s/%s", namespace, name)
+            return True
         except ApiException as e:
             if e.status != 404:
                 raise
+            return False
 
 
 def _attributes(p: Permission, namespace: str) -> client.V1ResourceAttributes:

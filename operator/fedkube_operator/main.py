@@ -6,17 +6,19 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 import kopf
 from fedkube.errors import SpecError
 from fedkube.spec.site_policy import SitePolicy, load_site_policy
+from fedkube.storage.audit_trail import AuditTrail
 from kubernetes import config as kube_config
 from prometheus_client import start_http_server
 
 from fedkube_operator import handlers  # noqa: F401 - registers the handlers
-from fedkube_operator.desired import OperatorSettings
 from fedkube_operator.kube import Kube
 from fedkube_operator.metrics import OperatorMetrics
+from fedkube_operator.settings import OperatorSettings
 
 
 def _id_or_none(value: str) -> int | None:
@@ -175,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
         "reads the site's data; default: DP, secure aggregation and mutual TLS required",
     )
     ap.add_argument(
+        "--audit-log",
+        default=os.environ.get("FEDKUBE_AUDIT_LOG") or None,
+        metavar="FILE",
+        help="the site's hash-chained audit trail (JSON lines): every job admitted or refused, "
+        "approved, withdrawn, every pod made or deleted; `fedkube audit verify FILE` checks it",
+    )
+    ap.add_argument(
         "--state-claim",
         default=os.environ.get("FEDKUBE_STATE_CLAIM") or None,
         help="a PersistentVolumeClaim where trainers keep their privacy ledgers across pods",
@@ -262,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             remote_aggregator_cidrs=tuple(args.remote_aggregator_cidr or ["0.0.0.0/0"]),
         ),
         metrics=metrics,
+        audit=AuditTrail(Path(args.audit_log)) if args.audit_log else None,
     )
     # kopf names itself after the user (getpass.getuser), and a pod run as an arbitrary uid
     # (the images' 65532, OpenShift's range) has no passwd entry: getuser reads $USER first.

@@ -11,10 +11,10 @@ from fedkube.spec.job import FederatedJob
 from fedkube_operator.desired import (
     LABEL_JOB,
     LABEL_ROLE,
-    OperatorSettings,
     _meta,
     aggregator_name,
 )
+from fedkube_operator.settings import OperatorSettings
 
 _NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 _DNS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]

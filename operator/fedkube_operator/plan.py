@@ -14,10 +14,10 @@ from fedkube.errors import SpecError
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.load import parse_job
 from fedkube.spec.progress import Progress, SiteSummary
+from fedkube.spec.terms import terms_digest
 
 from fedkube_operator.consent import held_for_consent
 from fedkube_operator.desired import (
-    OperatorSettings,
     aggregator_name,
     desired,
     output_claim,
@@ -25,6 +25,7 @@ from fedkube_operator.desired import (
 )
 from fedkube_operator.network_policy import network_policies
 from fedkube_operator.plan_model import Event, Observed, Plan, set_condition
+from fedkube_operator.settings import OperatorSettings
 from fedkube_operator.site_policy import site_policy_problems
 from fedkube_operator.status_model import JobStatus, SiteStatus
 
@@ -146,7 +147,16 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
         _finish(result, job, observed, False, "RefusedBySite", message)
         return result
     if not finished:
+        admitted = any(c.type == "SpecValid" and c.status == "True" for c in status.conditions)
         set_condition(status, "SpecValid", True, "Valid", "the spec was accepted", now)
+        if not admitted:
+            result.events.append(
+                Event(
+                    "Normal",
+                    "Admitted",
+                    f"the spec meets this site's policy; learning terms sha256 {terms_digest(job)}",
+                )
+            )
     status.total_rounds = job.spec.rounds
     if job.spec.aggregator.endpoint is None:
         status.model_volume = output_claim(job)

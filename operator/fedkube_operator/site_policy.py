@@ -12,7 +12,7 @@ from pathlib import PurePosixPath
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.site_policy import data_reading_sites, policy_refusals
 
-from fedkube_operator.desired import OperatorSettings
+from fedkube_operator.settings import OperatorSettings
 
 HELM_POLICY = "Helm value site.policy."
 

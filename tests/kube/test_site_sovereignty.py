@@ -24,7 +24,7 @@ from fedkube.spec.terms import terms_digest
 from tests.kube_harness.controlplane import ControlPlane
 from tests.kube_harness.jobs import get_job, wait_job, with_free_ports
 from tests.kube_harness.node_agent import NodeAgent
-from tests.kube_harness.operator_env import DATA_CLAIM, OperatorProcess
+from tests.kube_harness.operator_env import DATA_CLAIM, STATE_CLAIM, OperatorProcess
 from tests.support.cli import fedkube_cli
 from tests.support.site_files import file_job, write_site_files
 
@@ -42,6 +42,7 @@ class Site:
     operator: OperatorProcess
     allowed: str  # the namespace the site admin lets use its data
     elsewhere: str  # one it does not
+    trail: Path  # the operator's audit trail (Helm site.audit)
 
     def as_tenant(self, *args: str, input: str | None = None, check: bool = True) -> Any:
         return self.cp.kubectl("--as", TENANT, *args, input=input, check=check)
@@ -87,15 +88,18 @@ def site(
     for ns in (allowed, elsewhere):
         _tenant_namespace(control_plane, ns)
     operator.stop()
+    folder = tmp_path_factory.mktemp("operator-strict")
+    trail = folder / "audit" / "operator.jsonl"
     strict = OperatorProcess(
         control_plane,
-        tmp_path_factory.mktemp("operator-strict"),
+        folder,
+        ("--audit-log", str(trail)),
         policy={},
         data_namespaces=(allowed,),
         watch=(allowed, elsewhere),
     )
     try:
-        yield Site(control_plane, node_agent, strict.start(), allowed, elsewhere)
+        yield Site(control_plane, node_agent, strict.start(), allowed, elsewhere, trail)
     finally:
         strict.stop()
         operator.start()
@@ -333,6 +337,43 @@ def test_an_approved_job_runs_and_a_config_map_the_tenant_made_is_rewritten(
     events = site.cp.kubectl("get", "events", "-n", site.allowed).stdout
     assert "ManifestRewritten" in events and "AwaitingSiteApproval" in events
 
+    # The trails: the operator's decisions, and what each trainer sent, chained and intact.
+    job_id = f"{site.allowed}/approved"
+    decided = [e for e in _entries(site.trail) if e.get("job") == job_id]
+    reasons = [e["reason"] for e in decided if e["kind"] == "decision"]
+    for reason in ("Admitted", "AwaitingSiteApproval", "SiteApproved", "Completed"):
+        assert reason in reasons, reasons
+    made = {e["object"] for e in decided if e["kind"] == "created"}
+    assert {f"Pod/approved-trainer-{s}" for s in sites} <= made
+    assert "ConfigMap/approved-config" in {e["object"] for e in decided if e["kind"] == "rewrote"}
+    digest = terms_digest(parse_job(doc))
+    for s in sites:
+        path = site.agent.claim_dir(site.allowed, STATE_CLAIM) / site.allowed / "approved" / s
+        sent = _entries(_verified(path / "audit.jsonl"))
+        assert sent[0]["kind"] == "trainer started" and sent[0]["terms_sha256"] == digest
+        updates = [e for e in sent if e.get("message") == "masked update"]
+        assert [e["round"] for e in updates] == [1, 2, 3], sent
+        # The final evaluation: a secure round of counts only, after the last round.
+        assert [e["round"] for e in sent if e.get("message") == "masked evaluation counts"] == [4]
+        spent = [e["epsilon"] for e in updates]
+        assert 0 < spent[0] < spent[1] < spent[2] <= 8.0, spent
+        assert sent[-1]["kind"] == "trainer stopped" and sent[-1]["outcome"] == "the job succeeded"
+
+    # Any change to the trail shows, naming the line: one edited, one dropped, two swapped.
+    lines = _verified(site.trail).read_text().splitlines()
+    edited = json.loads(lines[2])
+    edited["message"] = "nothing to see"
+    for name, changed, line in (
+        ("edited", [*lines[:2], json.dumps(edited), *lines[3:]], 3),
+        ("dropped", [*lines[:2], *lines[3:]], 3),
+        ("swapped", [*lines[:2], lines[3], lines[2], *lines[4:]], 3),
+    ):
+        copy_path = tmp_path / f"{name}.jsonl"
+        copy_path.write_text("\n".join(changed) + "\n")
+        out = fedkube_cli(["audit", "verify", str(copy_path)], timeout=60)
+        assert out.returncode != 0, name
+        assert f"{copy_path}:{line} (entry " in out.stderr, (name, out.stderr)
+
 
 def test_changed_terms_hold_training_and_a_withdrawn_approval_stops_it_within_10_s(
     site: Site, tmp_path: Path
@@ -403,3 +444,30 @@ def test_an_expired_approval_starts_nothing(site: Site) -> None:
         c["message"] for c in job["status"]["conditions"] if c["type"] == "AwaitingSiteApproval"
     )
     _no_pod_reached_the_data(site, site.allowed)
+
+
+def test_the_sites_trail_holds_every_refusal_and_verifies(site: Site) -> None:
+    """Run last: each attack above was refused, and the trail says so."""
+    entries = _entries(_verified(site.trail))
+    refused = {
+        e["job"]: e["message"]
+        for e in entries
+        if e["kind"] == "decision" and e["reason"] == "RefusedBySite"
+    }
+    attacks = [j for j in refused if j.startswith(f"{site.allowed}/attack-")]
+    assert len(attacks) == len(ATTACKS), sorted(refused)
+    assert "site.data.namespaces" in refused[f"{site.elsewhere}/elsewhere"]
+    withdrawn = [
+        e for e in entries if e.get("job") == f"{site.allowed}/consent" and e["kind"] == "deleted"
+    ]
+    assert len(withdrawn) >= 6  # three trainers, held once and withdrawn once
+
+
+def _entries(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _verified(path: Path) -> Path:
+    out = fedkube_cli(["audit", "verify", str(path)], timeout=60)
+    assert out.returncode == 0 and "intact" in out.stdout, out.stdout + out.stderr
+    return path

@@ -71,7 +71,7 @@ def test_without_an_approval_nothing_starts_and_the_job_says_how_to_approve() ->
     c = condition(p)
     assert c.status == "True" and c.reason == "NoApproval"
     assert "fedkube approve -n hospitals breast-cancer" in c.message
-    assert [e.reason for e in p.events] == ["AwaitingSiteApproval"]
+    assert [e.reason for e in p.events] == ["Admitted", "AwaitingSiteApproval"]
     assert {s.phase for s in p.status.sites} == {"AwaitingApproval"}
 
 

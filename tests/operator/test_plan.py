@@ -11,10 +11,11 @@ import yaml
 from fedkube.errors import SpecError
 from fedkube.spec import parse_job
 from fedkube.spec.progress import Progress
-from fedkube_operator.desired import OperatorSettings, aggregator_name, desired, trainer_name
+from fedkube_operator.desired import aggregator_name, desired, trainer_name
 from fedkube_operator.plan import plan
 from fedkube_operator.plan_model import Observed
 from fedkube_operator.progress import progress_url
+from fedkube_operator.settings import OperatorSettings
 
 from tests.kube_harness.controlplane import ROOT
 
@@ -156,7 +157,8 @@ def test_progress_becomes_status_and_success_is_final() -> None:
     s = p.status
     assert (s.phase, s.round, s.accuracy, s.sites_in_last_round) == ("Succeeded", 20, 0.9649, 3)
     assert s.observed_generation == 3 and s.completion_time == NOW
-    assert [e.reason for e in p.events] == ["Completed"]
+    # First seen already done (the operator was away): admitted, then completed.
+    assert [e.reason for e in p.events] == ["Admitted", "Completed"]
     a = next(x for x in s.sites if x.name == "hospital-a")
     assert (a.last_round, a.samples, a.accuracy) == (20, 13, 1.0)
 

@@ -11,8 +11,9 @@ import pytest
 from fedkube.spec import parse_job
 from fedkube.spec.site_policy import SitePolicy, parse_site_policy
 from fedkube.spec.terms import terms_digest
-from fedkube_operator.desired import OperatorSettings, trainer_name
+from fedkube_operator.desired import trainer_name
 from fedkube_operator.plan import plan
+from fedkube_operator.settings import OperatorSettings
 
 from tests.operator.test_plan import SETTINGS, file_resource, observed, pod, resource
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fedkube import exit_codes
 from fedkube.cli.approve import approve_parser
+from fedkube.cli.audit import audit_parser
 from fedkube.cli.certificates import certs_parser, revoke_parser
 from fedkube.cli.options import limit_threads
 from fedkube.cli.pod_roles import aggregator_parser, trainer_parser
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         certs_parser,
         revoke_parser,
         approve_parser,
+        audit_parser,
     ):
         add(sub)
     return p

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fedkube import exit_codes
@@ -16,6 +17,7 @@ from fedkube.cli.options import allow_import, limit_threads
 from fedkube.errors import SpecError
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.terms import terms_digest
+from fedkube.storage.audit_trail import AuditTrail
 
 
 def cmd_aggregator(args: argparse.Namespace) -> int:
@@ -55,8 +57,10 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from fedkube.errors import PrivacyBudgetExhausted
     from fedkube.models.plugins import PluginPolicy
     from fedkube.spec.load import load_job
+    from fedkube.trainer.audited_link import AuditedLink
     from fedkube.trainer.site import prepare_site, site_client, site_trainer
     from fedkube.transport.grpc_link import GrpcLink
+    from fedkube.transport.link import SiteLink
 
     setup_logging(f"trainer[{args.site}]")
     limit_threads()
@@ -81,11 +85,21 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
     )
     mutual_tls = job.spec.security.mutual_tls
-    link = GrpcLink(
+    link: SiteLink = GrpcLink(
         endpoint,
         tls_dir=Path(args.tls_dir) if args.tls_dir else None,
         consortium=mutual_tls.consortium if mutual_tls is not None else None,
     )
+    trail = AuditTrail(Path(args.audit_log)) if args.audit_log else None
+    if trail is not None:
+        trail.append(
+            "trainer started",
+            job=job.name,
+            site=args.site,
+            terms_sha256=terms_digest(job),
+            aggregator=endpoint,
+        )
+        link = AuditedLink(link, trail, _spent(job, args.state_dir), job.spec.rounds)
     relay = None
     if args.progress_port:
         from fedkube.trainer.progress_relay import ProgressRelay
@@ -105,6 +119,8 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         finished = client.run()
     except PrivacyBudgetExhausted as e:
         print(f"site {args.site}: {e}", file=sys.stderr)
+        if trail is not None:
+            trail.append("trainer stopped", job=job.name, site=args.site, outcome=str(e))
         return 0
     finally:
         if relay is not None:
@@ -113,12 +129,33 @@ def cmd_trainer(args: argparse.Namespace) -> int:
             relay.body(refresh=True)
             time.sleep(args.progress_linger_seconds)
         client.close()
+    if trail is not None:
+        outcome = "the job succeeded" if finished.succeeded else finished.message
+        trail.append("trainer stopped", job=job.name, site=args.site, outcome=outcome)
     if not finished.succeeded:
         print(
             f"site {args.site}: the job ended without success: {finished.message}", file=sys.stderr
         )
         return exit_codes.FAILED
     return 0
+
+
+def _spent(job: FederatedJob, state_dir: str | None) -> Callable[[], float | None]:
+    """The record-level epsilon this site's ledger has spent on the job (None without DP)."""
+    from fedkube.privacy.ledger import PrivacyLedger
+    from fedkube.trainer.site import LEDGER_FILE
+
+    dp = job.spec.privacy.record_level
+    if dp is None:
+        return lambda: None
+    path = Path(state_dir) / LEDGER_FILE if state_dir else None
+
+    def epsilon() -> float | None:
+        if path is None or not path.exists():
+            return 0.0
+        return round(PrivacyLedger(dp.delta, None, path).epsilon, 6)
+
+    return epsilon
 
 
 def check_admitted_terms(job: FederatedJob, site: str, admitted: str) -> None:
@@ -198,6 +235,11 @@ def trainer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     tr.add_argument("--epsilon-cap", type=float, help="this site's own record-level privacy budget")
     tr.add_argument("--state-dir", help="where this site keeps its privacy ledger")
+    tr.add_argument(
+        "--audit-log",
+        help="append what this trainer sends (each update, evaluation, revealed shares, with "
+        "the epsilon spent) to this hash-chained trail; `fedkube audit verify` checks it",
+    )
     tr.add_argument(
         "--progress-port",
         type=int,
