@@ -45,6 +45,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix="fedkube.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    # No scanning of namespaces and CRDs: the chart's least-privilege RBAC grants neither
+    # (nor should it), and kopf retried for about a minute before serving any job without it.
+    settings.scanning.disabled = True
     # The reconcile timer runs in a thread and cannot be cut short. When a job is deleted
     # mid-reconcile, kopf re-checks whether the timer stopped only this often; its default
     # of 60 s held the deletion (and `kubectl delete`) for a minute.
