@@ -1,5 +1,6 @@
-"""A site's record-level privacy ledger: the epsilon its DP-SGD steps spent, kept in a file
-of the site's own so that a restarted trainer does not forget it, and the cap it stops at."""
+"""A site's record-level privacy ledger: the epsilon its DP-SGD steps spent and its noised
+held-out releases, kept in a file of the site's own so that a restarted trainer does not
+forget them, and the cap training stops at."""
 
 from __future__ import annotations
 
@@ -20,8 +21,14 @@ class PrivacyLedger:
         self.cap = cap
         self.path = path
         self.accountant = RdpAccountant()
+        # The noised releases of its held-out counts (evaluation.noiseMultiplier): one
+        # Gaussian mechanism over all of them each, at q = 1. Counted here, by the site,
+        # whatever the aggregator reports.
+        self.held_out = RdpAccountant()
         if path is not None and path.exists():
-            self.accountant = RdpAccountant.from_state(json.loads(path.read_text()))
+            state = json.loads(path.read_text())
+            self.accountant = RdpAccountant.from_state(state)
+            self.held_out = RdpAccountant.from_state({"history": state.get("heldOut", [])})
 
     @property
     def epsilon(self) -> float:
@@ -39,7 +46,20 @@ class PrivacyLedger:
                 f"{self.delta:g}), above its cap {self.cap:g}; the site stops contributing"
             )
 
+    @property
+    def held_out_epsilon(self) -> float:
+        return self.held_out.epsilon(self.delta) if self.held_out.history else 0.0
+
     def spend(self, noise_multiplier: float, sampling_rate: float, steps: int) -> None:
         self.accountant.step(noise_multiplier, sampling_rate, steps)
+        self._save()
+
+    def spend_held_out(self, noise_multiplier: float) -> None:
+        self.held_out.step(noise_multiplier, 1.0, 1)
+        self._save()
+
+    def _save(self) -> None:
         if self.path is not None:
-            write_json(self.path, self.accountant.state())
+            state = self.accountant.state()
+            state["heldOut"] = self.held_out.state()["history"]
+            write_json(self.path, state)

@@ -25,6 +25,7 @@ from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.signed_keys import SigningIdentity
 from fedkube.spec.preprocessing import Preprocessing
 from fedkube.stats.score_counts import noised
+from fedkube.trainer.guards import SiteGuards, model_digest
 from fedkube.trainer.local import LocalTrainer, Scores
 from fedkube.trainer.secure_stages import STATISTICS_ROUND, SecureStages
 from fedkube.transport.link import SiteLink
@@ -88,8 +89,11 @@ class TrainerClient:
         identity: SigningIdentity | None = None,
         job_sites: frozenset[str] | None = None,
         score_noise: float | None = None,
+        guards: SiteGuards | None = None,
     ) -> None:
         self.job = job
+        # What this site will not do twice (reveal a round, score a model), across restarts.
+        self.guards = guards or SiteGuards()
         # evaluation.noiseMultiplier: this site's counts leave it noised by this much.
         self.score_noise = score_noise
         self.site = site
@@ -212,7 +216,9 @@ class TrainerClient:
         version, tensors = self.fetch_model(task.ref.round)
         params, extras = self.trainer.split(tensors)
         counts = None
-        if task.evaluate:
+        if task.evaluate and self._scored_before(task, params):
+            self._withhold(task, version)
+        elif task.evaluate:
             scores = self.trainer.evaluate(params, final=task.stage == pb.EVALUATE)
             if task.HasField("secure"):
                 # The counts ride masked with the update (``SecureStages``).
@@ -226,8 +232,31 @@ class TrainerClient:
         return Trained(version, update, metrics, counts)
 
     def released_counts(self, counts: np.ndarray) -> np.ndarray:
-        """The evaluation counts as they may leave this site: noised when the job says so."""
-        return noised(counts, self.score_noise) if self.score_noise is not None else counts
+        """The evaluation counts as they may leave this site: noised when the job says so,
+        and then counted in this site's own ledger (one Gaussian release of its held-out
+        records), whatever the aggregator counts."""
+        if self.score_noise is None:
+            return counts
+        ledger = self.trainer.ledger
+        if ledger is not None:
+            ledger.spend_held_out(self.score_noise)
+        return noised(counts, self.score_noise)
+
+    def _scored_before(self, task: pb.Task, params: Params) -> bool:
+        """Noised scores of one model are released once: asked again (under any round number
+        or version), the site withholds them, or the noise could be averaged away. (Masked
+        counts ride with each round's update; a scores-only secure round has its own guard.)"""
+        if self.score_noise is None or task.HasField("secure"):
+            return False
+        return not self.guards.first_score(model_digest(params))
+
+    def _withhold(self, task: pb.Task, version: int) -> None:
+        log.warning(
+            "round %d: asked to score a model this site already scored; it answers once",
+            task.ref.round,
+        )
+        evaluation = pb.Evaluation(ref=self._ref(task), model_version=version, withheld=True)
+        self.send(task, "evaluation", self.link.report_evaluation, evaluation)
 
     def _statistics_stage(self, task: pb.Task) -> None:
         """Round 0 in the clear: the schema (always: names and types, no values), or, in a

@@ -320,7 +320,9 @@ class LocalTrainer:
             counts[block.size :] = personal_block
             if final and self.personal_dir is not None:
                 self._save_personal(personal)
-        if self.ledger is not None:
+        # The record-level epsilon of its training (a ledger kept only for noised scores
+        # has none to say).
+        if self.ledger is not None and self.dp is not None:
             metrics["epsilon"] = self.ledger.epsilon
         return Scores(metrics, counts)
 

@@ -45,12 +45,8 @@ class SecureStages:
         # everyone else's; and the sites its manifest lists.
         self.identity = identity
         self.job_sites = job_sites
-        # Rounds this site revealed shares for: it never contributes to one again, or the
-        # aggregator could unmask two sums of the same round over different survivors.
-        self.revealed: set[int] = set()
-        # Whether it revealed for a final evaluation (a secure round of counts only): it does
-        # that once in a job.
-        self.scored_final = False
+        # The rounds this site revealed shares for and whether it revealed its counts of the
+        # final model are the client's guards (``SiteGuards``), kept across restarts.
         # The session of the round this site has keys in, the next round's (advertised with
         # the masked update), and the masked tensors' sizes, known after the first training,
         # so a mask can be made before the update exists.
@@ -77,9 +73,10 @@ class SecureStages:
                 f"{', '.join(differ)}; the site answers only what its own manifest agreed"
             )
         answering = task.stage in (pb.ADVERTISE_KEYS, pb.MASKED_UPDATE)
-        if task.ref.round in self.revealed and answering:
+        guards = self.c.guards
+        if task.ref.round in guards.revealed and answering:
             return f"this site already revealed its shares for round {task.ref.round}"
-        if task.secure.scores_only and self.scored_final and answering:
+        if task.secure.scores_only and guards.scored_final and answering:
             # Two sums of the same counts over different survivors would give away the
             # difference: one site's scores.
             return "this site already revealed its counts of the final model; it scores it once"
@@ -174,8 +171,8 @@ class SecureStages:
     def _reveal(self, task: pb.Task, session: SiteSession) -> None:
         secure = task.secure
         reveal = session.reveal(secure.survivors, secure.dropped, secure.consistency)
-        self.revealed.add(task.ref.round)
-        self.scored_final = self.scored_final or secure.scores_only
+        # Remembered before the shares leave: a crash after sending must not forget it.
+        self.c.guards.reveal(task.ref.round, secure.scores_only)
         self.session = None
         upcoming, self.upcoming = self.upcoming, None
         if upcoming is not None and secure.next_roster:

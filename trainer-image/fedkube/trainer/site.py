@@ -23,6 +23,7 @@ from fedkube.spec.job import FederatedJob, JobSpec
 from fedkube.spec.preprocessing import Preprocessing
 from fedkube.strategy import build_strategy
 from fedkube.trainer.client import TrainerClient
+from fedkube.trainer.guards import SiteGuards
 from fedkube.trainer.local import LocalTrainer
 from fedkube.transport.link import SiteLink
 from fedkube.wire.tensors import Params
@@ -47,10 +48,14 @@ def site_trainer(
     spec = job.spec
     ledger = None
     dp = spec.privacy.record_level
+    path = state_dir / LEDGER_FILE if state_dir else None
     if dp is not None:
         caps = [c for c in (dp.epsilon_cap, epsilon_cap) if c is not None]
-        path = state_dir / LEDGER_FILE if state_dir else None
         ledger = PrivacyLedger(dp.delta, min(caps) if caps else None, path)
+    elif spec.evaluation.noise_multiplier is not None:
+        # Noised scores without DP-SGD: the site still counts what its held-out records
+        # gave (at the default delta, 1e-5).
+        ledger = PrivacyLedger(1e-5, None, path)
     return kind(
         spec.task,
         data,
@@ -169,4 +174,5 @@ def site_client(
         else None,
         job_sites=frozenset(s.name for s in spec.sites),
         score_noise=spec.evaluation.noise_multiplier,
+        guards=SiteGuards(state_dir),
     )

@@ -1,0 +1,65 @@
+"""What a site remembers so that an aggregator cannot get more from it by asking again, kept
+in its state folder so that a restarted trainer remembers too:
+
+- the rounds it revealed shares for (a second contribution to one would let the aggregator
+  subtract two sums over different survivors);
+- whether it revealed its counts of the final model (once a job);
+- the models it released noised scores of, by the digest of the parameters it received (not
+  the aggregator's version number): a model scored again and again would let the noise be
+  averaged away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from fedkube.storage.atomic import write_json
+from fedkube.wire.tensors import Params
+
+GUARDS_FILE = "site-guards.json"
+
+
+def model_digest(params: Params) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(params):
+        value = params[name]
+        h.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
+
+
+class SiteGuards:
+    def __init__(self, folder: Path | None = None) -> None:
+        self.path = folder / GUARDS_FILE if folder is not None else None
+        state = json.loads(self.path.read_text()) if self.path and self.path.exists() else {}
+        self.revealed: set[int] = {int(r) for r in state.get("revealed", [])}
+        self.scored_final = bool(state.get("scoredFinal", False))
+        self.scored_models: set[str] = set(state.get("scoredModels", []))
+
+    def reveal(self, round: int, final: bool) -> None:
+        self.revealed.add(round)
+        self.scored_final = self.scored_final or final
+        self._save()
+
+    def first_score(self, digest: str) -> bool:
+        """True (and remembered) the first time this model is scored; False after."""
+        if digest in self.scored_models:
+            return False
+        self.scored_models.add(digest)
+        self._save()
+        return True
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        write_json(
+            self.path,
+            {
+                "revealed": sorted(self.revealed),
+                "scoredFinal": self.scored_final,
+                "scoredModels": sorted(self.scored_models),
+            },
+        )
