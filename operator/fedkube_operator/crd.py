@@ -166,53 +166,63 @@ def crd() -> dict[str, Any]:
             },
             "versions": [
                 {
-                    "name": API_VERSION,
-                    "served": True,
-                    "storage": True,
+                    **_version(
+                        [
+                            column("Phase", ".status.phase"),
+                            column("Round", ".status.round", "integer"),
+                            column(
+                                "Accuracy",
+                                ".status.accuracy",
+                                "number",
+                                desc="global held-out accuracy",
+                            ),
+                            column("Age", ".metadata.creationTimestamp", "date"),
+                            column(
+                                "Model",
+                                ".status.modelVolume",
+                                "string",
+                                1,
+                                "the claim holding the model, result and checkpoints",
+                            ),
+                            column("Rounds", ".spec.rounds", "integer", 1),
+                            column("Loss", ".status.loss", "number", 1),
+                            column(
+                                "Sites",
+                                ".status.sitesInLastRound",
+                                "integer",
+                                1,
+                                "sites in the last round",
+                            ),
+                            column("Strategy", ".spec.strategy.name", "string", 1),
+                        ],
+                        {"spec": spec_schema(), "status": schema_of(JobStatus)},
+                    ),
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        column("Phase", ".status.phase"),
-                        column("Round", ".status.round", "integer"),
-                        column(
-                            "Accuracy",
-                            ".status.accuracy",
-                            "number",
-                            desc="global held-out accuracy",
-                        ),
-                        column("Age", ".metadata.creationTimestamp", "date"),
-                        column(
-                            "Model",
-                            ".status.modelVolume",
-                            "string",
-                            1,
-                            "the claim holding the model, result and checkpoints",
-                        ),
-                        column("Rounds", ".spec.rounds", "integer", 1),
-                        column("Loss", ".status.loss", "number", 1),
-                        column(
-                            "Sites",
-                            ".status.sitesInLastRound",
-                            "integer",
-                            1,
-                            "sites in the last round",
-                        ),
-                        column("Strategy", ".spec.strategy.name", "string", 1),
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema(),
-                                "status": schema_of(JobStatus),
-                            },
-                        }
-                    },
                 }
             ],
+        },
+    }
+
+
+def _version(columns: list[dict[str, Any]], properties: dict[str, Any]) -> dict[str, Any]:
+    """One served and stored version of a fedkube CRD: its printer columns and its schema
+    (apiVersion, kind, metadata and ``properties``)."""
+    return {
+        "name": API_VERSION,
+        "served": True,
+        "storage": True,
+        "additionalPrinterColumns": columns,
+        "schema": {
+            "openAPIV3Schema": {
+                "type": "object",
+                "required": ["spec"],
+                "properties": {
+                    "apiVersion": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "metadata": {"type": "object"},
+                    **properties,
+                },
+            }
         },
     }
 
@@ -241,11 +251,8 @@ def approval_crd() -> dict[str, Any]:
                 "categories": ["fedkube"],
             },
             "versions": [
-                {
-                    "name": API_VERSION,
-                    "served": True,
-                    "storage": True,
-                    "additionalPrinterColumns": [
+                _version(
+                    [
                         column("Namespace", ".spec.job.namespace"),
                         column("Job", ".spec.job.name"),
                         column("Site", ".spec.site"),
@@ -253,19 +260,8 @@ def approval_crd() -> dict[str, Any]:
                         column("Age", ".metadata.creationTimestamp", "date"),
                         column("Terms", ".spec.termsSha256", "string", 1, "approved digest"),
                     ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                            },
-                        }
-                    },
-                }
+                    {"spec": spec},
+                )
             ],
         },
     }

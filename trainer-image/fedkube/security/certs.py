@@ -103,15 +103,17 @@ def new_authority(consortium: str, days: int = 3650) -> Authority:
     return Authority(cert, key, consortium)
 
 
-def _leaf(
+def leaf_certificate(
     ca: Authority,
+    key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
     common_name: str,
     unit: str,
     usage: x509.ObjectIdentifier,
     sans: Sequence[x509.GeneralName],
     days: int,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
+) -> x509.Certificate:
+    """A certificate the CA signs for ``key`` (a key made here, or a request's): an end
+    entity of the consortium, in the role ``unit`` says, for ``usage``."""
     builder = (
         certificate_builder(
             distinguished_name(common_name, ca.consortium, unit), ca.cert.subject, key, days
@@ -121,7 +123,19 @@ def _leaf(
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    return builder.sign(ca.key, hashes.SHA256()), key
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+def _leaf(
+    ca: Authority,
+    common_name: str,
+    unit: str,
+    usage: x509.ObjectIdentifier,
+    sans: Sequence[x509.GeneralName],
+    days: int,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return leaf_certificate(ca, key, common_name, unit, usage, sans, days), key
 
 
 def general_name(host: str) -> x509.GeneralName:

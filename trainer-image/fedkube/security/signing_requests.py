@@ -35,9 +35,8 @@ from fedkube.security.certs import (
     KEY_FILE,
     SITE_ORGANISATION,
     Authority,
-    certificate_builder,
-    distinguished_name,
     general_name,
+    leaf_certificate,
     write_private_key,
 )
 
@@ -132,18 +131,7 @@ def sign_request(
         if role == "site"
         else (AGGREGATOR_ORGANISATION, ExtendedKeyUsageOID.SERVER_AUTH)
     )
-    builder = (
-        certificate_builder(
-            distinguished_name(name, ca.consortium, unit), ca.cert.subject, key, days
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    )
-    if sans:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([general_name(h) for h in sans]), critical=False
-        )
-    return builder.sign(ca.key, hashes.SHA256())
+    return leaf_certificate(ca, key, name, unit, usage, [general_name(h) for h in sans], days)
 
 
 def write_signed(folder: Path, ca: Authority, certificate: x509.Certificate) -> None:
