@@ -300,6 +300,7 @@ def trainer_pod(
             *data_args,
             *state_args,
             *(["--epsilon-cap", f"{settings.epsilon_cap:g}"] if settings.epsilon_cap else []),
+            *_trusted_cas(site, settings),
             *relay_args,
         ],
         "env": [{"name": "FEDKUBE_TORCH_THREADS", "value": "1"}],
@@ -314,6 +315,16 @@ def trainer_pod(
         settings,
         job.spec.pods.trainer,
     )
+
+
+def _trusted_cas(site: SiteSpec, settings: OperatorSettings) -> list[str]:
+    """The CAs a trainer that reads the site's data may trust (Helm
+    site.policy.mutualTls.trustedCaSha256), for it to check its TLS folder against."""
+    reads = site.data is not None and site.data.file is not None
+    if not reads or settings.data_volume() is None:
+        return []
+    pins = settings.policy.mutual_tls.trusted_ca_sha256
+    return [arg for pin in pins for arg in ("--trusted-ca-sha256", pin)]
 
 
 def config_map(resource: dict[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,11 @@ import stat
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fedkube import exit_codes
+from fedkube.security.certs import ca_fingerprint, create_consortium
 from fedkube.testing import LocalJob, manifest
 
 from tests.support.cli import fedkube_cli
@@ -123,8 +125,10 @@ def test_a_mutual_tls_job_trains_with_certificates_made_at_each_site(consortium:
     (consortium / "job").mkdir()
     job = LocalJob(consortium / "job", doc)
     job.aggregator_args = ["--tls-dir", str(aggregator)]
+    # Each site trusts only its consortium's CA (Helm site.policy.mutualTls.trustedCaSha256).
+    pin = ca_fingerprint(consortium / "ca")
     for site in sites:
-        job.trainer_args[site] = ["--tls-dir", str(folders[site])]
+        job.trainer_args[site] = ["--tls-dir", str(folders[site]), "--trusted-ca-sha256", pin]
     try:
         job.start_all()
         result = job.wait_done(timeout=180)
@@ -132,3 +136,25 @@ def test_a_mutual_tls_job_trains_with_certificates_made_at_each_site(consortium:
         job.stop()
     assert result.rounds_completed == 2
     assert all(h.sites == sites for h in result.history)
+
+
+def test_a_trainer_refuses_a_tls_folder_whose_ca_its_site_did_not_pin(
+    consortium: Path, tmp_path: Path
+) -> None:
+    """A tenant makes the site's Secret from a CA of its own: the trainer pinned to the
+    consortium's CA refuses it before it connects or reads a row (exit 2: bad input)."""
+    ours = ca_fingerprint(consortium / "ca")
+    theirs = tmp_path / "tenant"
+    create_consortium(theirs, "hospitals", ["site-0"], ["127.0.0.1"])
+    doc = manifest("pinned-ca", sites=2, rounds=1)
+    doc["spec"]["security"] = {"mutualTls": {}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = fedkube_cli(
+        ["trainer", "--manifest", str(path), "--site", "site-0", "--aggregator", "127.0.0.1:9",
+         "--tls-dir", str(theirs / "sites" / "site-0"), "--trusted-ca-sha256", ours],
+        timeout=60,
+    )  # fmt: skip
+    assert out.returncode == exit_codes.BAD_INPUT, out.stderr
+    assert "a CA (sha256 " in out.stderr and "this site does not trust" in out.stderr
+    assert "site.policy.mutualTls.trustedCaSha256" in out.stderr

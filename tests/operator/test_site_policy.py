@@ -263,3 +263,27 @@ def test_the_default_policy_is_the_safe_one() -> None:
     assert policy.mutual_tls.required and policy.aggregators.endpoints == []
     assert policy.approval == "required"
     assert OperatorSettings().policy == policy and OperatorSettings().data_namespaces == ()
+
+
+def test_trainers_that_read_the_data_check_their_ca_against_the_sites_pins() -> None:
+    pin = "ab" * 32
+    pinned = replace(
+        SITE,
+        policy=parse_site_policy(
+            {"approval": "policy", "mutualTls": {"trustedCaSha256": [pin]}}, "v"
+        ),
+    )
+    p = plan(data_job(), observed(), pinned)
+    reading = [o for o in p.create if o["kind"] == "Pod" and "-trainer-" in o["metadata"]["name"]]
+    assert len(reading) == 5
+    for o in reading:
+        command = o["spec"]["containers"][0]["command"]
+        assert command[command.index("--trusted-ca-sha256") + 1] == pin
+    # A job on built-in data reads nothing of the site's: no pin to check.
+    plain = plan(resource(), observed(), pinned)
+    trainers = [
+        o for o in plain.create if o["kind"] == "Pod" and "-trainer-" in o["metadata"]["name"]
+    ]
+    assert trainers and all(
+        "--trusted-ca-sha256" not in o["spec"]["containers"][0]["command"] for o in trainers
+    )

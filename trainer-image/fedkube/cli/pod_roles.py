@@ -68,6 +68,8 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     job = load_job(manifest)
     if args.terms_sha256:
         check_admitted_terms(job, args.site, args.terms_sha256)
+    if args.trusted_ca_sha256:
+        check_trusted_ca(args.site, args.tls_dir, args.trusted_ca_sha256)
     endpoint = _trainer_endpoint(args, job.spec.aggregator.endpoint, job.spec.aggregator.port)
     trainer = prepare_site(
         job,
@@ -174,6 +176,28 @@ def check_admitted_terms(job: FederatedJob, site: str, admitted: str) -> None:
         )
 
 
+def check_trusted_ca(site: str, tls_dir: str | None, pins: list[str]) -> None:
+    """The CA this trainer would trust is one its site pinned (a Secret a tenant made holds
+    a CA of the tenant's): checked before anything connects or reads a row. Bad input, not a
+    failure a retry could mend."""
+    from fedkube.security.certs import ca_fingerprint
+
+    setting = "(Helm value site.policy.mutualTls.trustedCaSha256)"
+    if tls_dir is None:
+        problem = f"this site trusts only the CAs it pinned {setting}; no TLS folder was given"
+        raise SpecError(f"site {site}", [f"--tls-dir: {problem}"])
+    found = ca_fingerprint(Path(tls_dir))
+    if found not in {p.lower() for p in pins}:
+        raise SpecError(
+            f"site {site}",
+            [
+                f"{Path(tls_dir) / 'ca.crt'}: a CA (sha256 {found[:16]}...) this site does not "
+                f"trust {setting}: the Secret was not made from the consortium's CA; the site "
+                "sends nothing to whoever holds it"
+            ],
+        )
+
+
 def _trainer_endpoint(args: argparse.Namespace, endpoint: str | None, port: int) -> str:
     """Where the trainer dials; clear text only to loopback, or when asked for."""
     from fedkube.security.tls import TlsError, endpoint_host, is_loopback
@@ -227,6 +251,14 @@ def trainer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--allow-plaintext",
         action="store_true",
         help="send updates in clear text to a non-loopback aggregator (a private path only)",
+    )
+    tr.add_argument(
+        "--trusted-ca-sha256",
+        action="append",
+        default=[],
+        metavar="HEX",
+        help="a CA (SHA-256 of its DER certificate) this site trusts; repeat; the TLS folder's "
+        "ca.crt must be one of them",
     )
     tr.add_argument(
         "--terms-sha256",

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedkube.errors import TlsError
+
 SITE_ORGANISATION = "fedkube site"
 AGGREGATOR_ORGANISATION = "fedkube aggregator"
 CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "tls.crt", "tls.key"
@@ -54,6 +56,17 @@ def distinguished_name(common_name: str, organisation: str, unit: str | None = N
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
+
+
+def ca_fingerprint(folder: Path) -> str:
+    """SHA-256 (hex) of the DER of the CA certificate in a TLS folder (its ca.crt): what a
+    site pins (site.policy.mutualTls.trustedCaSha256). Also `openssl x509 -noout
+    -fingerprint -sha256 -in ca.crt`, without the colons."""
+    try:
+        cert = x509.load_pem_x509_certificate((folder / CA_FILE).read_bytes())
+    except (OSError, ValueError) as e:
+        raise TlsError(f"{folder / CA_FILE}: not a readable CA certificate: {e}") from None
+    return cert.fingerprint(hashes.SHA256()).hex()
 
 
 def consortium_of(certificate: x509.Certificate) -> str | None:

@@ -80,6 +80,13 @@ class MutualTlsRequirement(_Model):
         description="Jobs that read the site's data must use security.mutualTls: no clear "
         "text, whatever the job says.",
     )
+    trusted_ca_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="SHA-256 fingerprints (of the DER certificate) of the consortium CAs this "
+        "site's trainers may trust: a trainer whose TLS folder holds another CA (one a tenant "
+        "made) refuses to start, before it connects or reads a row. Empty: any CA.",
+    )
 
 
 class AggregatorTrust(_Model):
