@@ -108,9 +108,27 @@ build() {  # $1: name, $2: Dockerfile, the rest: --build-arg values
     start=$(date +%s)
     say "building $name from $dockerfile (key $key)"
     mkdir -p "$HOME/.cache/pip"
-    (cd "$root" && bah build --quiet --isolation chroot --network host \
-      --volume "$HOME/.cache/pip:/root/.cache/pip" \
-      -f "$dockerfile" "${args[@]}" -t "$ref" -t "$ref-$key" .) >&2
+    # buildah re-executes itself from a sealed memfd copy for each RUN step; the kernel can
+    # refuse the seal while the copy's pages are still referenced ("Close_Fd sealing memfd
+    # copy: Device or resource busy", seen once in CI). That one error is retried; any other
+    # fails the build at once.
+    local attempt log="$cache/build-$name.log"
+    for attempt in 1 2 3; do
+      if (cd "$root" && bah build --quiet --isolation chroot --network host \
+        --volume "$HOME/.cache/pip:/root/.cache/pip" \
+        -f "$dockerfile" "${args[@]}" -t "$ref" -t "$ref-$key" .) >"$log" 2>&1; then
+        cat "$log" >&2
+        break
+      fi
+      cat "$log" >&2
+      if [ "$attempt" -lt 3 ] && grep -q 'sealing memfd copy' "$log"; then
+        say "buildah could not seal its memfd copy; building $name again ($((attempt + 1)) of 3)"
+        bah rm --all >/dev/null 2>&1 || true
+        continue
+      fi
+      say "error: building $name from $dockerfile failed (output above)"
+      exit 1
+    done
     local built
     built=$(date +%s)
     rm -rf "$bundle" "$bundle.tmp" "$cache/oci-$name"
