@@ -29,7 +29,15 @@ if have_all; then
   exit 0
 fi
 
+# One build at a time on this machine (two CI jobs, or a test that needs helm while the
+# suite's setup builds): a second caller waits, then finds the binaries the first made.
 mkdir -p "$bin"
+exec 9>"$cache/binaries.lock"
+flock 9
+if have_all; then
+  echo "$bin"
+  exit 0
+fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/fedkube-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
