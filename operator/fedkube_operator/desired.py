@@ -27,6 +27,7 @@ STATE_DIR = "/var/lib/fedkube"
 DATA_DIR = "/data"
 # Where a trainer pod keeps what must outlive it, on the site's state claim.
 SITE_STATE_DIR = "/var/lib/fedkube-site"
+DATASETS_DIR = "/var/lib/fedkube-datasets"
 # The trainer's audit trail, in its folder on the site's state claim.
 AUDIT_FILE = "audit.jsonl"
 LABEL_JOB = "fedkube.io/job"
@@ -246,7 +247,22 @@ def _site_state(
     }
     # Beside the ledger, the trail of what this trainer sent (fedkube audit verify).
     trail = f"{SITE_STATE_DIR}/{AUDIT_FILE}"
-    return ["--state-dir", SITE_STATE_DIR, "--audit-log", trail], [volume], [mount]
+    args = ["--state-dir", SITE_STATE_DIR, "--audit-log", trail]
+    mounts = [mount]
+    volume_name = settings.data_volume_name()
+    if volume_name is not None:
+        # One ledger per dataset, across every job and namespace: the trainer reserves the
+        # job's planned epsilon there before it trains, and the site's cap bounds the sum.
+        mounts.append({"name": "site-state", "mountPath": DATASETS_DIR, "subPath": "datasets"})
+        args += [
+            "--datasets-dir",
+            DATASETS_DIR,
+            "--dataset-volume",
+            volume_name,
+            "--job-id",
+            f"{namespace}/{job.name}",
+        ]
+    return args, [volume], mounts
 
 
 def trainer_pod(

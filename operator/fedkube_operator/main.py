@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         default=float(os.environ["FEDKUBE_EPSILON_CAP"])
         if os.environ.get("FEDKUBE_EPSILON_CAP")
         else None,
-        help="this site's own record-level privacy budget, passed to its trainers",
+        help="this site's privacy budget per dataset, summed over every job that reads it "
+        "(with --state-claim and a data volume; otherwise a cap on each job), passed to its "
+        "trainers",
     )
     ap.add_argument(
         "--aggregator-service-type",

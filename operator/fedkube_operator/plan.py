@@ -235,6 +235,12 @@ def _pods(
             if name == aggregator_name(job.name)
             else f"site {pod['metadata']['labels'].get('fedkube.io/site')}"
         )
+        # The site's trainer refused the job on its dataset's budget, before training.
+        if code == exit_codes.REFUSED_BY_SITE:
+            refused = f"{role} refused the job: {message or 'exit code 3'}"
+            set_condition(status, "SpecValid", False, "RefusedBySite", refused, observed.now)
+            _finish(result, job, observed, False, "RefusedBySite", refused)
+            return False
         # It refused its input (manifest, data, model): retrying cannot help.
         if code == exit_codes.BAD_INPUT:
             refused = f"{role} refused its input: {message or 'exit code 2'}"

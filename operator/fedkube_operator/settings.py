@@ -44,8 +44,8 @@ class OperatorSettings:
     aggregator_service_types: tuple[str, ...] = ("ClusterIP",)
     job_storage_size: str = "1Gi"
     job_storage_class: str = ""
-    # The site's own record-level privacy budget (Helm site.epsilonCap): the lower of it and
-    # the job's cap holds.
+    # The site's privacy budget per dataset across jobs (Helm site.epsilonCap), kept by its
+    # trainers on the state claim; each job also stops at the lower of it and its own cap.
     epsilon_cap: float | None = None
     run_as_user: int | None = 65532
     run_as_group: int | None = 65532
@@ -84,6 +84,14 @@ class OperatorSettings:
             return {"persistentVolumeClaim": {"claimName": self.data_claim, "readOnly": True}}
         if self.data_host_path:
             return {"hostPath": {"path": self.data_host_path, "type": "Directory"}}
+        return None
+
+    def data_volume_name(self) -> str | None:
+        """The data volume as the dataset ledgers name it."""
+        if self.data_claim:
+            return f"claim/{self.data_claim}"
+        if self.data_host_path:
+            return f"hostPath{self.data_host_path}"
         return None
 
     def pod_security_context(self) -> dict[str, Any]:

@@ -280,6 +280,42 @@ def test_trainers_keep_their_state_on_the_sites_claim_and_take_its_epsilon_cap()
     assert all(v["name"] != "site-state" for v in aggregator["volumes"])
 
 
+def test_trainers_reading_site_data_share_one_ledger_per_dataset_across_jobs() -> None:
+    """Beside each job's own folder, every trainer that reads the site's data volume mounts
+    the claim's datasets folder, and is told the volume and the job it counts for."""
+    site = replace(SETTINGS, state_claim="ledgers", data_claim="hospital-data", epsilon_cap=5)
+    want = desired(resource(), parse_job(resource()), site)
+    c = want.pods[trainer_name("breast-cancer", "hospital-a")]["spec"]["containers"][0]
+    mounts = [m for m in c["volumeMounts"] if m["name"] == "site-state"]
+    assert sorted(m["subPath"] for m in mounts) == [
+        "datasets",
+        "hospitals/breast-cancer/hospital-a",
+    ]
+    command = c["command"]
+    datasets = next(m for m in mounts if m["subPath"] == "datasets")
+    assert command[command.index("--datasets-dir") + 1] == datasets["mountPath"]
+    assert command[command.index("--dataset-volume") + 1] == "claim/hospital-data"
+    assert command[command.index("--job-id") + 1] == "hospitals/breast-cancer"
+    # No data offered: no dataset ledgers.
+    plain = desired(resource(), parse_job(resource()), replace(site, data_claim=None))
+    c = plain.pods[trainer_name("breast-cancer", "hospital-a")]["spec"]["containers"][0]
+    assert "--datasets-dir" not in c["command"]
+
+
+def test_a_trainer_refusing_the_job_on_its_datasets_budget_fails_it_at_once() -> None:
+    name = trainer_name("breast-cancer", "hospital-b")
+    pods = all_pods()
+    said = "error: the job plans epsilon 3 on dataset 'b.csv' ... (Helm value site.epsilonCap)"
+    pods[name] = pod("Failed", 3, said)
+    p = plan(resource(backoffLimit=5), observed(pods, svc=True, cm=True), SETTINGS)
+    assert p.status.phase == "Failed"
+    condition = next(c for c in p.status.conditions if c.type == "SpecValid")
+    assert condition.status == "False" and condition.reason == "RefusedBySite"
+    assert "site hospital-b refused the job" in condition.message and said in condition.message
+    # Not retried: the running pods go with the failure; the refusing one stays for its log.
+    assert set(p.delete_pods) == {n for n in pods if n != name}
+
+
 def test_the_model_lives_on_the_jobs_own_claim_which_pod_cleanup_never_deletes() -> None:
     p = plan(resource(), observed(), SETTINGS)
     claim = next(o for o in p.create if o["kind"] == "PersistentVolumeClaim")

@@ -15,6 +15,7 @@
     ├── TlsError                      a TLS folder is incomplete, or clear text was not asked for
     ├── SecureAggregationError        a secure-aggregation message breaks the protocol
     ├── PrivacyBudgetExhausted        another round would take a site past its epsilon cap
+    ├── SiteRefused                   the site refuses the job on its own data's budget
     └── JobFailed                     the job cannot complete (no quorum, aggregator gave up)
 
 Retry policy: ``UpdateRefused`` is final for that message; ``JobFailed`` is final for the job;
@@ -109,6 +110,12 @@ class SecureAggregationError(FedkubeError):
 
 class PrivacyBudgetExhausted(FedkubeError):
     """Another round would spend more than the site's epsilon cap: the site stops here."""
+
+
+class SiteRefused(FedkubeError):
+    """The site refuses this job on what only the site can see: the job would take one of its
+    datasets past the privacy budget the site set for it, or the site's ledger of that
+    dataset cannot be read. Nothing was trained or sent; retrying will not help."""
 
 
 class JobFailed(FedkubeError):

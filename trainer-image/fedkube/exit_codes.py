@@ -7,5 +7,6 @@ from typing import Final
 OK: Final = 0
 FAILED: Final = 1  # the job failed (no quorum, a site refused, the aggregator gave up)
 BAD_INPUT: Final = 2  # the input is wrong (manifest, data, model): retrying will not help
+REFUSED_BY_SITE: Final = 3  # the site's own check refused the job (its dataset's budget)
 INTERRUPTED: Final = 130  # 128 + SIGINT: Ctrl-C
 TERMINATED: Final = 143  # 128 + SIGTERM: stopped (a pod deleted); it resumes from its checkpoint

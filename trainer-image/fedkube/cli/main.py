@@ -16,7 +16,7 @@ from fedkube.cli.audit import audit_parser
 from fedkube.cli.certificates import certs_parser, revoke_parser
 from fedkube.cli.options import limit_threads
 from fedkube.cli.pod_roles import aggregator_parser, trainer_parser
-from fedkube.errors import DataError, FedkubeError, ModelError, SpecError
+from fedkube.errors import DataError, FedkubeError, ModelError, SiteRefused, SpecError
 
 
 def _manifest(args: argparse.Namespace) -> Path:
@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, DataError, ModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return exit_codes.BAD_INPUT
+    except SiteRefused as e:
+        print(f"error: {e}", file=sys.stderr)
+        return exit_codes.REFUSED_BY_SITE
     except FedkubeError as e:
         print(f"error: {e}", file=sys.stderr)
         return exit_codes.FAILED

@@ -54,10 +54,11 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
 
 def cmd_trainer(args: argparse.Namespace) -> int:
     from fedkube.cli.logs import setup_logging
-    from fedkube.errors import PrivacyBudgetExhausted
+    from fedkube.errors import PrivacyBudgetExhausted, SiteRefused
     from fedkube.models.plugins import PluginPolicy
     from fedkube.spec.load import load_job
     from fedkube.trainer.audited_link import AuditedLink
+    from fedkube.trainer.dataset_admission import DatasetAdmission
     from fedkube.trainer.site import prepare_site, site_client, site_trainer
     from fedkube.transport.grpc_link import GrpcLink
     from fedkube.transport.link import SiteLink
@@ -71,27 +72,6 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     if args.trusted_ca_sha256:
         check_trusted_ca(args.site, args.tls_dir, args.trusted_ca_sha256)
     endpoint = _trainer_endpoint(args, job.spec.aggregator.endpoint, job.spec.aggregator.port)
-    trainer = prepare_site(
-        job,
-        args.site,
-        manifest,
-        lambda data: site_trainer(
-            job,
-            args.site,
-            data,
-            plugins=PluginPolicy(tuple(args.allow_import)),
-            epsilon_cap=args.epsilon_cap,
-            state_dir=Path(args.state_dir) if args.state_dir else None,
-            personal_dir=Path(args.personal_dir) if args.personal_dir else None,
-        ),
-        data_dir=Path(args.data_dir) if args.data_dir else None,
-    )
-    mutual_tls = job.spec.security.mutual_tls
-    link: SiteLink = GrpcLink(
-        endpoint,
-        tls_dir=Path(args.tls_dir) if args.tls_dir else None,
-        consortium=mutual_tls.consortium if mutual_tls is not None else None,
-    )
     trail = AuditTrail(Path(args.audit_log)) if args.audit_log else None
     if trail is not None:
         trail.append(
@@ -101,6 +81,41 @@ def cmd_trainer(args: argparse.Namespace) -> int:
             terms_sha256=terms_digest(job),
             aggregator=endpoint,
         )
+    admission = DatasetAdmission(
+        Path(args.datasets_dir) if args.datasets_dir else None,
+        args.dataset_volume,
+        args.job_id or job.name,
+        args.epsilon_cap,
+    )
+    try:
+        trainer = prepare_site(
+            job,
+            args.site,
+            manifest,
+            lambda data: site_trainer(
+                job,
+                args.site,
+                data,
+                plugins=PluginPolicy(tuple(args.allow_import)),
+                epsilon_cap=args.epsilon_cap,
+                state_dir=Path(args.state_dir) if args.state_dir else None,
+                personal_dir=Path(args.personal_dir) if args.personal_dir else None,
+                dataset=admission.budget,
+            ),
+            data_dir=Path(args.data_dir) if args.data_dir else None,
+            admit=admission,
+        )
+    except SiteRefused as e:
+        if trail is not None:
+            trail.append("trainer refused", job=job.name, site=args.site, outcome=str(e))
+        raise
+    mutual_tls = job.spec.security.mutual_tls
+    link: SiteLink = GrpcLink(
+        endpoint,
+        tls_dir=Path(args.tls_dir) if args.tls_dir else None,
+        consortium=mutual_tls.consortium if mutual_tls is not None else None,
+    )
+    if trail is not None:
         link = AuditedLink(link, trail, _spent(job, args.state_dir), job.spec.rounds)
     relay = None
     if args.progress_port:
@@ -123,6 +138,8 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         print(f"site {args.site}: {e}", file=sys.stderr)
         if trail is not None:
             trail.append("trainer stopped", job=job.name, site=args.site, outcome=str(e))
+        if admission.budget is not None:
+            admission.budget.finish()
         return 0
     finally:
         if relay is not None:
@@ -131,6 +148,9 @@ def cmd_trainer(args: argparse.Namespace) -> int:
             relay.body(refresh=True)
             time.sleep(args.progress_linger_seconds)
         client.close()
+    # The job is over here: it holds what it spent of the dataset, not its reservation.
+    if admission.budget is not None:
+        admission.budget.finish()
     if trail is not None:
         outcome = "the job succeeded" if finished.succeeded else finished.message
         trail.append("trainer stopped", job=job.name, site=args.site, outcome=outcome)
@@ -265,8 +285,28 @@ def trainer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="the digest of the learning terms this site admitted (the operator pins it): a "
         "manifest whose terms differ is refused",
     )
-    tr.add_argument("--epsilon-cap", type=float, help="this site's own record-level privacy budget")
+    tr.add_argument(
+        "--epsilon-cap",
+        type=float,
+        help="this site's record-level privacy budget: each job stops at it, and with "
+        "--datasets-dir it bounds the sum over every job that reads a dataset",
+    )
     tr.add_argument("--state-dir", help="where this site keeps its privacy ledger")
+    tr.add_argument(
+        "--datasets-dir",
+        help="where this site keeps one privacy ledger per dataset, across every job: the job "
+        "reserves its planned epsilon there before it trains, and --epsilon-cap bounds the sum",
+    )
+    tr.add_argument(
+        "--dataset-volume",
+        default="local",
+        help="the name of the site's data volume, part of each dataset's name in the ledgers",
+    )
+    tr.add_argument(
+        "--job-id",
+        help="the job's name in the dataset ledgers (the operator gives namespace/name; "
+        "default: the manifest's name)",
+    )
     tr.add_argument(
         "--audit-log",
         help="append what this trainer sends (each update, evaluation, revealed shares, with "

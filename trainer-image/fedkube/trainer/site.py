@@ -15,6 +15,7 @@ from fedkube.data.site_statistics import site_schema, site_statistics
 from fedkube.data.table import SiteTable, read_site_table
 from fedkube.errors import DataError
 from fedkube.models.plugins import PluginPolicy
+from fedkube.privacy.dataset_budget import DatasetBudget
 from fedkube.privacy.ledger import PrivacyLedger
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.params import secagg_params
@@ -41,21 +42,23 @@ def site_trainer(
     state_dir: Path | None = None,
     personal_dir: Path | None = None,
     kind: type[LocalTrainer] = LocalTrainer,
+    dataset: DatasetBudget | None = None,
 ) -> LocalTrainer:
     """The site's trainer: its strategy half, its allowed plug-ins, and its privacy ledger
-    (kept in ``state_dir`` across restarts; the lower of the job's and the site's cap). Its
-    personal model is saved in ``personal_dir`` (default ``state_dir``)."""
+    (kept in ``state_dir`` across restarts; the lower of the job's and the site's cap; with
+    ``dataset``, also counted in that dataset's budget across jobs). Its personal model is
+    saved in ``personal_dir`` (default ``state_dir``)."""
     spec = job.spec
     ledger = None
     dp = spec.privacy.record_level
     path = state_dir / LEDGER_FILE if state_dir else None
     if dp is not None:
         caps = [c for c in (dp.epsilon_cap, epsilon_cap) if c is not None]
-        ledger = PrivacyLedger(dp.delta, min(caps) if caps else None, path)
+        ledger = PrivacyLedger(dp.delta, min(caps) if caps else None, path, dataset)
     elif spec.evaluation.noise_multiplier is not None:
         # Noised scores without DP-SGD: the site still counts what its held-out records
         # gave (at the default delta, 1e-5).
-        ledger = PrivacyLedger(1e-5, None, path)
+        ledger = PrivacyLedger(1e-5, None, path, dataset)
     return kind(
         spec.task,
         data,
@@ -134,10 +137,15 @@ def prepare_site(
     manifest: Path | None,
     make: Callable[[SiteData], LocalTrainer],
     data_dir: Path | None = None,
+    admit: Callable[[FederatedJob, SiteTable], None] | None = None,
 ) -> PendingSite:
     """The site's rows (inside ``data_dir`` when given), and its trainer made now unless the
-    job starts with round 0 (whose agreed preprocessing it needs)."""
-    pending = PendingSite(job, read_site_table(job.spec, site, manifest, data_dir), make)
+    job starts with round 0 (whose agreed preprocessing it needs). ``admit`` sees the rows
+    first and may refuse the job (the dataset's budget) before anything is computed."""
+    table = read_site_table(job.spec, site, manifest, data_dir)
+    if admit is not None:
+        admit(job, table)
+    pending = PendingSite(job, table, make)
     if not job.spec.needs_statistics():
         pending.ready = pending.trainer(None)
     return pending

@@ -1,0 +1,168 @@
+"""One privacy budget per dataset, on the real control plane (issue 24): the site's cap
+(Helm site.epsilonCap, 5 here) bounds the sum over every job that reads the same records,
+whatever the jobs are called. A second job planning epsilon 3 while the first holds 3 is
+refused before it trains; a trainer pod deleted mid-job comes back, and the dataset's
+epsilon never goes down."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.kube_harness.controlplane import ControlPlane
+from tests.kube_harness.jobs import get_job, wait_job
+from tests.kube_harness.node_agent import NodeAgent
+from tests.kube_harness.operator_env import STATE_CLAIM, OperatorProcess
+from tests.kube_harness.tenant_site import (
+    Site,
+    approve,
+    awaiting,
+    compliant,
+    refusal_message,
+    secrets,
+    strict_site,
+    trail_entries,
+)
+
+SITE_CAP = 5.0
+
+
+@pytest.fixture(scope="module")
+def site(
+    control_plane: ControlPlane,
+    node_agent: NodeAgent,
+    operator: OperatorProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Site]:
+    folder = tmp_path_factory.mktemp("operator-budget")
+    with strict_site(
+        control_plane, node_agent, operator, folder, "--epsilon-cap", f"{SITE_CAP:g}"
+    ) as strict:
+        yield strict
+
+
+def _planning_3(site: Site, name: str, tmp_path: Path) -> dict[str, Any]:
+    """A job the policy admits, whose DP-SGD would spend far more than 3 over its rounds:
+    it plans (and stops at) its own cap, 3."""
+    doc = compliant(site, site.allowed, name)
+    doc["spec"].update(rounds=60, roundTimeoutSeconds=15)
+    doc["spec"]["privacy"]["recordLevel"].update(noiseMultiplier=2.0, epsilonCap=3.0)
+    secrets(site, name, [s["name"] for s in doc["spec"]["sites"]], tmp_path / name)
+    site.apply(site.allowed, doc)
+    awaiting(site, name, "NoApproval")
+    approve(site, name)
+    return doc
+
+
+def _ledger(site: Site, file: str) -> dict[str, Any] | None:
+    """The dataset ledger of one of the site's files, as the trainers keep it on the state
+    claim (one per dataset, across jobs)."""
+    folder = site.agent.claim_dir(site.allowed, STATE_CLAIM) / "datasets"
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+        try:
+            ledger: dict[str, Any] = json.loads(path.read_text())
+        except ValueError:
+            continue  # never half-written (write, then rename); a read that raced a rename
+        if ledger["dataset"]["file"] == file:
+            return ledger
+    return None
+
+
+def _uid(site: Site, pod: str) -> str | None:
+    out = site.cp.kubectl("get", "pod", pod, "-n", site.allowed, "-o", "json", check=False)
+    return str(json.loads(out.stdout)["metadata"]["uid"]) if out.returncode == 0 else None
+
+
+def _spent(site: Site, job: str, file: str = "clinic-a.csv") -> float:
+    ledger = _ledger(site, file)
+    entry = (ledger or {}).get("jobs", {}).get(f"{site.allowed}/{job}", {})
+    return float(entry.get("spent", 0.0))
+
+
+def test_a_second_job_over_the_same_records_is_refused_and_a_restart_never_lowers_epsilon(
+    site: Site, tmp_path: Path
+) -> None:
+    _planning_3(site, "first", tmp_path)
+    wait_job(
+        site.cp, site.allowed, "first", lambda s: s.get("round", 0) >= 2, log=site.operator.log
+    )
+    ledger = _ledger(site, "clinic-a.csv")
+    assert ledger is not None, "the trainer keeps no ledger for its dataset"
+    entry = ledger["jobs"][f"{site.allowed}/first"]
+    assert entry["reserved"] == 3.0 and 0 < entry["spent"] <= 3.0, entry
+    assert (
+        ledger["dataset"]["volume"].startswith("claim/") and len(ledger["dataset"]["sha256"]) == 64
+    )
+
+    # The site's trainer pod is deleted mid-job: it comes back, and the dataset's epsilon
+    # for the job only ever grows, read every 0.2 s through the gap.
+    pod = "first-trainer-clinic-a"
+    before = _uid(site, pod)
+    site.cp.kubectl("delete", "pod", pod, "-n", site.allowed, "--wait=false")
+    seen = [_spent(site, "first")]
+    at = get_job(site.cp, site.allowed, "first")["status"].get("round", 0)
+    end = time.monotonic() + 120
+    # Every site takes part in every round (minSitesPerRound 3): two more rounds are two
+    # rounds the new pod trained.
+    while time.monotonic() < end:
+        seen.append(_spent(site, "first"))
+        if get_job(site.cp, site.allowed, "first")["status"].get("round", 0) >= at + 2:
+            break
+        time.sleep(0.2)
+    seen.append(_spent(site, "first"))
+    assert _uid(site, pod) not in (None, before), "the trainer pod did not come back"
+    assert all(b >= a for a, b in itertools.pairwise(seen)), seen
+    assert seen[-1] > seen[0], "the trainer that came back trained no further round"
+    assert seen[-1] <= 3.0
+
+    # A second job, under another name, over the same files: the first holds 3 of the
+    # site's 5 on each, so each site's trainer refuses it before it trains or sends.
+    _planning_3(site, "second", tmp_path)
+    message = refusal_message(site, site.allowed, "second")
+    assert "refused the job: error: the job plans epsilon 3 on dataset" in message, message
+    # The first holds its reservation, 3, or (a site that reached its cap and finished)
+    # what it spent, just under 3.
+    held = re.search(
+        rf"other jobs hold ([0-9.]+) of this site's cap {SITE_CAP:g} \(Helm value "
+        rf"site.epsilonCap\): {site.allowed}/first ([0-9.]+); ([0-9.]+) is left",
+        message,
+    )
+    assert held is not None, message
+    assert 2.5 < float(held[1]) == float(held[2]) <= 3.0, message
+    assert float(held[3]) == pytest.approx(SITE_CAP - float(held[1]), abs=0.01)
+    for file in ("clinic-a.csv", "clinic-b.parquet", "clinic-c.csv"):
+        ledger = _ledger(site, file)
+        assert ledger is not None and f"{site.allowed}/second" not in ledger["jobs"], ledger
+    # The pods that read the data ended there, each with the refusal's exit code (3); a
+    # refused pod stays for its log (podCleanup), nothing of the job runs.
+    for pod in site.pods(site.allowed):
+        if pod["metadata"]["name"].startswith("second-trainer-"):
+            assert pod["status"]["phase"] == "Failed", pod["status"]
+            [state] = [c["state"] for c in pod["status"]["containerStatuses"]]
+            assert state.get("terminated", {}).get("exitCode") in (3, None), state
+    # The job failed: whatever else of it still ran (its aggregator) is stopped.
+    end = time.monotonic() + 30
+    running = ["?"]
+    while running and time.monotonic() < end:
+        running = [
+            p["metadata"]["name"]
+            for p in site.pods(site.allowed)
+            if p["metadata"]["name"].startswith("second-")
+            and p["status"]["phase"] not in ("Failed", "Succeeded")
+        ]
+        time.sleep(0.5)
+    assert running == [], running
+    # Each refusing trainer's own trail says so.
+    claim = site.agent.claim_dir(site.allowed, STATE_CLAIM)
+    trail = trail_entries(claim / site.allowed / "second" / "clinic-a" / "audit.jsonl")
+    assert [e["kind"] for e in trail][-1] == "trainer refused", trail
+    assert not (claim / site.allowed / "second" / "clinic-a" / "privacy-ledger.json").exists()
+
+    site.as_tenant("delete", "fj", "first", "second", "-n", site.allowed)

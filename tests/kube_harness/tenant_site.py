@@ -1,0 +1,193 @@
+"""A site under its default policy, against a tenant: the strict operator, the tenant's
+namespaces and Role (impersonated), and what the tests do as the tenant and as the site
+admin. Used by the site-sovereignty and dataset-budget tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.kube_harness.controlplane import ControlPlane
+from tests.kube_harness.jobs import wait_job, with_free_ports
+from tests.kube_harness.node_agent import NodeAgent
+from tests.kube_harness.operator_env import DATA_CLAIM, OperatorProcess
+from tests.support.cli import fedkube_cli
+from tests.support.site_files import file_job, write_site_files
+
+TENANT = "researcher@hospital-a.example"
+TENANT_RULES = [
+    {"apiGroups": ["fedkube.io"], "resources": ["federatedjobs"], "verbs": ["*"]},
+    {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["*"]},
+]
+
+
+@dataclass
+class Site:
+    cp: ControlPlane
+    agent: NodeAgent
+    operator: OperatorProcess
+    allowed: str  # the namespace the site admin lets use its data
+    elsewhere: str  # one it does not
+    trail: Path  # the operator's audit trail (Helm site.audit)
+
+    def as_tenant(self, *args: str, input: str | None = None, check: bool = True) -> Any:
+        return self.cp.kubectl("--as", TENANT, *args, input=input, check=check)
+
+    def apply(self, namespace: str, doc: dict[str, Any]) -> None:
+        self.as_tenant("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+
+    def pods(self, namespace: str) -> list[dict[str, Any]]:
+        out = self.cp.kubectl("get", "pods", "-n", namespace, "-o", "json")
+        return list(json.loads(out.stdout)["items"])
+
+
+def tenant_namespace(cp: ControlPlane, name: str) -> None:
+    cp.kubectl("create", "namespace", name)
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "tenant", "namespace": name},
+        "rules": TENANT_RULES,
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "tenant", "namespace": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": TENANT}],
+    }
+    for doc in (role, binding):
+        cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+
+@contextlib.contextmanager
+def strict_site(
+    control_plane: ControlPlane,
+    node_agent: NodeAgent,
+    operator: OperatorProcess,
+    folder: Path,
+    *extra_args: str,
+) -> Iterator[Site]:
+    """The shared test site's operator makes way for one under the default policy (the
+    chart's values unchanged, but for ``extra_args``), which offers its data to one
+    namespace; then it comes back."""
+    suffix = uuid.uuid4().hex[:6]
+    allowed, elsewhere = f"ward-{suffix}", f"lab-{suffix}"
+    for ns in (allowed, elsewhere):
+        tenant_namespace(control_plane, ns)
+    operator.stop()
+    trail = folder / "audit" / "operator.jsonl"
+    strict = OperatorProcess(
+        control_plane,
+        folder,
+        ("--audit-log", str(trail), *extra_args),
+        policy={},
+        data_namespaces=(allowed,),
+        watch=(allowed, elsewhere),
+    )
+    try:
+        yield Site(control_plane, node_agent, strict.start(), allowed, elsewhere, trail)
+    finally:
+        strict.stop()
+        operator.start()
+        for ns in (allowed, elsewhere):
+            control_plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def compliant(site: Site, namespace: str, name: str) -> dict[str, Any]:
+    """A job that promises what the default policy asks: DP-SGD within its bounds, secure
+    aggregation, mutual TLS, the aggregator in this cluster, the default statistics floors."""
+    files = write_site_files(site.agent.claim_dir(namespace, DATA_CLAIM))
+    doc = file_job(
+        {s: Path(p.name) for s, p in files.items()},
+        name=name,
+        rounds=3,
+        privacy={"recordLevel": {"noiseMultiplier": 1.0, "maxGradNorm": 1.0, "epsilonCap": 8.0}},
+        security={"secureAggregation": {"threshold": 2}, "mutualTls": {}},
+    )
+    # Under secure aggregation the sites agree their text labels up front.
+    doc["spec"]["task"]["labels"] = ["benign", "malignant"]
+    return with_free_ports(doc)
+
+
+def refusal_message(site: Site, namespace: str, name: str) -> str:
+    job = wait_job(
+        site.cp, namespace, name, lambda s: s.get("phase") == "Failed", log=site.operator.log
+    )
+    condition = next(c for c in job["status"]["conditions"] if c["type"] == "SpecValid")
+    assert condition["status"] == "False" and condition["reason"] == "RefusedBySite", condition
+    return str(condition["message"])
+
+
+def no_pod_reached_the_data(site: Site, namespace: str) -> None:
+    pods = site.pods(namespace)
+    assert pods == [], [p["metadata"]["name"] for p in pods]
+
+
+def secrets(site: Site, job: str, sites: list[str], folder: Path) -> None:
+    """The job's certificates, as a tenant can give them (a site that pins its consortium's
+    CA, site.policy.mutualTls.trustedCaSha256, refuses any other)."""
+    from fedkube.security.certs import create_consortium
+
+    create_consortium(folder, "hospitals", sites, ["127.0.0.1", "localhost"])
+    folders = {f"{job}-aggregator-tls": folder / "aggregator"}
+    folders.update({f"{job}-{s}-tls": folder / "sites" / s for s in sites})
+    for secret, path in folders.items():
+        site.as_tenant(
+            "create", "secret", "generic", secret, "-n", site.allowed, f"--from-file={path}"
+        )
+
+
+def approve(site: Site, job: str, *extra: str) -> str:
+    """`fedkube approve`, as the site admin (the control plane's admin credentials)."""
+    out = fedkube_cli(
+        [
+            "approve",
+            "-n",
+            site.allowed,
+            job,
+            "--yes",
+            "--kubectl",
+            str(site.cp.bin / "kubectl"),
+            *extra,
+        ],
+        env={**os.environ, "KUBECONFIG": str(site.cp.kubeconfig)},
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def awaiting(site: Site, job: str, reason: str) -> dict[str, Any]:
+    def held(status: dict[str, Any]) -> bool:
+        c = [c for c in status.get("conditions", []) if c["type"] == "AwaitingSiteApproval"]
+        return bool(c) and c[0]["status"] == "True" and c[0]["reason"] == reason
+
+    return wait_job(site.cp, site.allowed, job, held, log=site.operator.log)
+
+
+def running_trainers(site: Site, job: str) -> list[str]:
+    return sorted(
+        p["metadata"]["name"]
+        for p in site.pods(site.allowed)
+        if p["metadata"]["name"].startswith(f"{job}-trainer-")
+        and p["metadata"].get("deletionTimestamp") is None
+    )
+
+
+def trail_entries(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def verified(path: Path) -> Path:
+    out = fedkube_cli(["audit", "verify", str(path)], timeout=60)
+    assert out.returncode == 0 and "intact" in out.stdout, out.stdout + out.stderr
+    return path
