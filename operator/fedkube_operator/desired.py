@@ -251,7 +251,7 @@ def _site_state(
     mounts = [mount]
     volume_name = settings.data_volume_name()
     if volume_name is not None:
-        # One ledger per dataset, across every job and namespace: the trainer reserves the
+        # One ledger per dataset, across every job on this claim: the trainer reserves the
         # job's planned epsilon there before it trains, and the site's cap bounds the sum.
         mounts.append({"name": "site-state", "mountPath": DATASETS_DIR, "subPath": "datasets"})
         args += [

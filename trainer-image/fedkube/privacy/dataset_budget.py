@@ -2,7 +2,8 @@
 (`site.epsilonCap`) bounds the sum of what all of them spend on the same records.
 
 A dataset is named by the site's data volume, the file's path in it and the digest of its
-contents, so a job under a new name, or in another namespace, finds the same ledger. Each job
+contents, so a job under a new name (or in another namespace whose state claim shares the
+storage) finds the same ledger. Each job
 has one entry: the epsilon it reserved when it started (its planned spend, from the
 accountant) and the epsilon it has spent so far (DP-SGD and noised held-out scores). Until a
 job finishes it holds the larger of the two; after, what it spent. Jobs compose by summing
