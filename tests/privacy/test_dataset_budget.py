@@ -196,3 +196,35 @@ def test_a_trainer_refuses_a_job_its_dataset_cannot_afford_before_it_dials_anyon
     assert [e["kind"] for e in trail] == ["trainer started", "trainer refused"]
     assert "site.epsilonCap" in trail[1]["outcome"]
     assert not (state / "privacy-ledger.json").exists()
+
+
+def test_held_out_noise_counts_in_the_dataset_and_the_site_reads_it_all(tmp_path: Path) -> None:
+    """Noised held-out scores are spent on the same records: the dataset's ledger counts them
+    beside DP-SGD, and `fedkube budget` shows the site each job's share and what is left."""
+    first = _budget(tmp_path, "ward/first")
+    first.reserve(2.0)
+    ledger = PrivacyLedger(1e-5, None, tmp_path / "first.json", first)
+    ledger.spend(1.5, 0.05, 20)
+    ledger.spend_held_out(2.0)
+    entry = json.loads((tmp_path / f"{RECORDS.key}.json").read_text())["jobs"]["ward/first"]
+    assert entry["heldOut"] == pytest.approx(ledger.held_out_epsilon) and entry["heldOut"] > 0
+    assert entry["spent"] == pytest.approx(ledger.epsilon + ledger.held_out_epsilon)
+    first.finish()
+    _budget(tmp_path, "lab/second").reserve(1.0)
+    out = fedkube_cli(["budget", str(tmp_path), "--cap", "5"], timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "dataset clinic-a.csv on claim/hospital-data (sha256 abababababab...)"
+    held = entry["spent"] + 1.0
+    assert lines[1] == f"  held {held:.3f} of cap 5, {5 - held:.3f} left"
+    first_row = next(line for line in lines if "ward/first" in line).split()
+    assert first_row[1:] == [
+        "2.000",
+        f"{entry['spent']:.3f}",
+        f"{entry['heldOut']:.3f}",
+        "finished",
+    ]
+    second_row = next(line for line in lines if "lab/second" in line).split()
+    assert second_row[1:] == ["1.000", "0.000", "0.000", "running"]
+    missing = fedkube_cli(["budget", str(tmp_path / "nowhere")], timeout=60)
+    assert missing.returncode == exit_codes.BAD_INPUT and "site.state.claimName" in missing.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 from fedkube import exit_codes
 from fedkube.cli.approve import approve_parser
 from fedkube.cli.audit import audit_parser
+from fedkube.cli.budget import budget_parser
 from fedkube.cli.certificates import certs_parser, revoke_parser
 from fedkube.cli.options import limit_threads
 from fedkube.cli.pod_roles import aggregator_parser, trainer_parser
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         revoke_parser,
         approve_parser,
         audit_parser,
+        budget_parser,
     ):
         add(sub)
     return p

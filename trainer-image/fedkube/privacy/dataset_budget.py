@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,11 +142,13 @@ class DatasetBudget:
             entry.pop("finished", None)
             ledger["jobs"][self.job] = entry
 
-    def record(self, spent: float, delta: float) -> None:
-        """What this job has spent so far; never lower than what the ledger had."""
+    def record(self, spent: float, delta: float, held_out: float = 0.0) -> None:
+        """What this job has spent so far (``held_out`` of it on noised held-out scores);
+        never lower than what the ledger had."""
         with self._locked() as ledger:
             entry = ledger["jobs"].setdefault(self.job, {})
             entry["spent"] = max(spent, float(entry.get("spent", 0.0)))
+            entry["heldOut"] = max(held_out, float(entry.get("heldOut", 0.0)))
             entry["delta"] = delta
 
     def finish(self) -> None:
@@ -159,6 +162,8 @@ def read_ledgers(folder: Path) -> list[dict[str, Any]]:
     """Every dataset's ledger in ``folder`` (for a site's status and its admin)."""
     out = []
     for path in sorted(folder.glob("*.json")):
+        if not re.fullmatch(r"[0-9a-f]{32}\.json", path.name):
+            continue  # not a dataset's ledger (those are named by the dataset's key)
         ledger = json.loads(path.read_text())
         jobs = ledger.get("jobs", {})
         ledger["held"] = sum(_committed(e) for e in jobs.values())

@@ -41,7 +41,7 @@ class PrivacyLedger:
             self.held_out = RdpAccountant.from_state({"history": state.get("heldOut", [])})
         if dataset is not None:
             # A restarted trainer: the dataset's ledger holds at least what this job spent.
-            dataset.record(self.total, delta)
+            dataset.record(self.total, delta, self.held_out_epsilon)
 
     @property
     def epsilon(self) -> float:
@@ -93,4 +93,4 @@ class PrivacyLedger:
             state["heldOut"] = self.held_out.state()["history"]
             write_json(self.path, state)
         if self.dataset is not None:
-            self.dataset.record(self.total, self.delta)
+            self.dataset.record(self.total, self.delta, self.held_out_epsilon)
