@@ -37,11 +37,11 @@ def cmd_budget(args: argparse.Namespace) -> int:
         print(f"dataset {d['file']} on {d['volume']} (sha256 {d['sha256'][:12]}...)")
         print(f"  held {ledger['held']:.3f} of cap {cap}{left}")
         print(f"  {'job':<40} {'reserved':>9} {'spent':>9} {'held-out':>9}  state")
-        for job, e in sorted(ledger["jobs"].items()):
-            state = "finished" if e.get("finished") else "running"
+        for job, entry in sorted(ledger["jobs"].items()):
+            state = "finished" if entry.get("finished") else "running"
             print(
-                f"  {job:<40} {e.get('reserved', 0.0):>9.3f} {e.get('spent', 0.0):>9.3f} "
-                f"{e.get('heldOut', 0.0):>9.3f}  {state}"
+                f"  {job:<40} {entry.get('reserved', 0.0):>9.3f} "
+                f"{entry.get('spent', 0.0):>9.3f} {entry.get('heldOut', 0.0):>9.3f}  {state}"
             )
     return 0
 
