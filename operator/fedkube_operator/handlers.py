@@ -5,16 +5,19 @@ Every decision is in ``plan.py`` (pure); every API call is in ``kube.py``.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kopf
 from fedkube.errors import SpecError
+from fedkube.privacy.dataset_budget import read_ledgers
 from fedkube.spec.base import API_GROUP, API_VERSION
 from fedkube.spec.load import parse_job
 from fedkube.storage.audit_trail import AuditTrail
@@ -27,9 +30,11 @@ from fedkube_operator.plan import plan
 from fedkube_operator.plan_model import Observed
 from fedkube_operator.progress import fetch_progress, progress_url
 from fedkube_operator.settings import OperatorSettings
+from fedkube_operator.site_report import site_report
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 RECONCILE_SECONDS = 2.0
+SITE_REPORT_SECONDS = 5.0
 log = logging.getLogger("fedkube.operator")
 
 
@@ -146,3 +151,49 @@ def on_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> N
 def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     # The garbage collector removes what the job owned; only our metrics need forgetting.
     memo.metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+@kopf.on.startup()
+async def start_site_report(memo: kopf.Memo, **_: Any) -> None:
+    memo.site_report = asyncio.create_task(_report_site(memo))
+
+
+@kopf.on.cleanup()
+async def stop_site_report(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("site_report")
+    if task is not None:
+        task.cancel()
+
+
+async def _report_site(memo: kopf.Memo) -> None:
+    """The site's FederatedSite status, rewritten every few seconds: the jobs' own status
+    and the dataset ledgers change on their own, and nothing else would tell the site."""
+    said = ""
+    while True:
+        try:
+            await asyncio.to_thread(write_site_report, memo)
+            said = ""
+        except Exception as e:  # the site's status must never stop the operator's work
+            if str(e) != said:
+                log.warning("could not write the site's status (FederatedSite): %s", e)
+            said = str(e)
+        await asyncio.sleep(SITE_REPORT_SECONDS)
+
+
+def write_site_report(memo: kopf.Memo) -> None:
+    settings: OperatorSettings = memo.settings
+    folder: Path | None = memo.get("site_state_dir")
+    ledgers: list[dict[str, Any]] = []
+    if folder is None:
+        said = "not read: the operator is not given the state claim (--site-state-dir)"
+    else:
+        try:
+            ledgers = read_ledgers(folder) if folder.is_dir() else []
+            said = f"read from {folder}"
+        except (OSError, ValueError) as e:
+            said = f"{folder} cannot be read ({e}); restore the ledgers from a backup"
+    jobs = memo.kube.federated_jobs(list(memo.get("namespaces") or []))
+    status = site_report(settings, jobs, ledgers, said, _now())
+    memo.kube.write_site_status(
+        settings.site or "local", status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    )

@@ -13,6 +13,7 @@ from kubernetes.client.rest import ApiException
 
 from fedkube_operator.desired import LABEL_JOB, aggregator_name, config_name, output_claim_name
 from fedkube_operator.permissions import CLUSTER_REQUIRED, REQUIRED, Permission
+from fedkube_operator.site_report import SITE_KIND, SITE_PLURAL
 
 log = logging.getLogger("fedkube.operator")
 
@@ -124,6 +125,41 @@ class Kube:
             )
             return []
         return list(listed.get("items", []))
+
+    def federated_jobs(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        """The jobs this operator serves: in the namespaces it watches, or everywhere."""
+        custom = client.CustomObjectsApi(self.api)
+        if not namespaces:
+            listed = custom.list_cluster_custom_object(API_GROUP, API_VERSION, "federatedjobs")
+            return list(listed.get("items", []))
+        items: list[dict[str, Any]] = []
+        for ns in namespaces:
+            listed = custom.list_namespaced_custom_object(
+                API_GROUP, API_VERSION, ns, "federatedjobs"
+            )
+            items.extend(listed.get("items", []))
+        return items
+
+    def write_site_status(self, name: str, status: dict[str, Any]) -> None:
+        """The site's FederatedSite, made on first use, its whole status replaced (a merge
+        would keep jobs and datasets long gone). A conflict waits for the next write."""
+        custom = client.CustomObjectsApi(self.api)
+        try:
+            found = custom.get_cluster_custom_object(API_GROUP, API_VERSION, SITE_PLURAL, name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            body = {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": SITE_KIND,
+                "metadata": {"name": name},
+                "spec": {"site": name},
+            }
+            found = custom.create_cluster_custom_object(API_GROUP, API_VERSION, SITE_PLURAL, body)
+        found["status"] = status
+        custom.replace_cluster_custom_object_status(
+            API_GROUP, API_VERSION, SITE_PLURAL, name, found
+        )
 
     def replace(self, obj: dict[str, Any]) -> None:
         """Write over an existing ConfigMap (the job's manifest)."""

@@ -189,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a PersistentVolumeClaim where trainers keep their privacy ledgers across pods",
     )
     ap.add_argument(
+        "--site-state-dir",
+        default=os.environ.get("FEDKUBE_SITE_STATE_DIR") or None,
+        metavar="DIR",
+        help="the datasets/ folder of the site's state claim, mounted here (read-only): the "
+        "site's status (FederatedSite) shows each dataset's budget from its ledgers",
+    )
+    ap.add_argument(
         "--epsilon-cap",
         type=float,
         default=float(os.environ["FEDKUBE_EPSILON_CAP"])
@@ -274,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         metrics=metrics,
         audit=AuditTrail(Path(args.audit_log)) if args.audit_log else None,
+        site_state_dir=Path(args.site_state_dir) if args.site_state_dir else None,
+        namespaces=list(args.namespace or []),
     )
     # kopf names itself after the user (getpass.getuser), and a pod run as an arbitrary uid
     # (the images' 65532, OpenShift's range) has no passwd entry: getuser reads $USER first.

@@ -40,7 +40,10 @@ REQUIRED: tuple[Permission, ...] = (
     *_each("events.k8s.io", ("events",), ("create", "patch")),
 )
 
-# Cluster-scoped, whatever namespaces the operator watches: the site's consents.
+# Cluster-scoped, whatever namespaces the operator watches: the site's consents, and the
+# site's status (FederatedSite), which it keeps.
 CLUSTER_REQUIRED: tuple[Permission, ...] = (
     *_each("fedkube.io", ("siteapprovals",), ("get", "list", "watch")),
+    *_each("fedkube.io", ("federatedsites",), ("get", "create")),
+    *_each("fedkube.io", ("federatedsites/status",), ("update",)),
 )

@@ -11,11 +11,11 @@ from pydantic.alias_generators import to_camel
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 
 
-class _Status(BaseModel):
+class StatusModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
-class Condition(_Status):
+class Condition(StatusModel):
     """Kubernetes condition conventions: one entry per type, changed in place."""
 
     type: str = Field(max_length=64)
@@ -26,7 +26,7 @@ class Condition(_Status):
     observed_generation: int | None = None
 
 
-class SiteStatus(_Status):
+class SiteStatus(StatusModel):
     name: str = Field(max_length=63)
     phase: str = Field(max_length=32, description="The trainer pod's phase, or Remote.")
     restarts: int = 0
@@ -36,7 +36,7 @@ class SiteStatus(_Status):
     accuracy: float | None = None
 
 
-class JobStatus(_Status):
+class JobStatus(StatusModel):
     phase: Phase = "Pending"
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)

@@ -53,7 +53,7 @@ def _planning_3(site: Site, name: str, tmp_path: Path) -> dict[str, Any]:
     it plans (and stops at) its own cap, 3."""
     doc = compliant(site, site.allowed, name)
     doc["spec"].update(rounds=60, roundTimeoutSeconds=15)
-    doc["spec"]["privacy"]["recordLevel"].update(noiseMultiplier=2.0, epsilonCap=3.0)
+    doc["spec"]["privacy"]["recordLevel"].update(noiseMultiplier=3.0, epsilonCap=3.0)
     secrets(site, name, [s["name"] for s in doc["spec"]["sites"]], tmp_path / name)
     site.apply(site.allowed, doc)
     awaiting(site, name, "NoApproval")
@@ -78,6 +78,28 @@ def _ledger(site: Site, file: str) -> dict[str, Any] | None:
 def _uid(site: Site, pod: str) -> str | None:
     out = site.cp.kubectl("get", "pod", pod, "-n", site.allowed, "-o", "json", check=False)
     return str(json.loads(out.stdout)["metadata"]["uid"]) if out.returncode == 0 else None
+
+
+def _site_status(site: Site, ready: Any, timeout: float = 60) -> dict[str, Any]:
+    end = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < end:
+        out = site.as_tenant("get", "federatedsite", "local", "-o", "json", check=False)
+        if out.returncode == 0:
+            status = json.loads(out.stdout).get("status") or {}
+            if ready(status):
+                return status
+        time.sleep(0.5)
+    raise AssertionError(f"the site's status did not show it in {timeout} s: {status}")
+
+
+def _running(site: Site, pod: str, before: str | None) -> bool:
+    """A new pod of that name (another uid) has started."""
+    out = site.cp.kubectl("get", "pod", pod, "-n", site.allowed, "-o", "json", check=False)
+    if out.returncode != 0:
+        return False
+    found = json.loads(out.stdout)
+    return bool(found["metadata"]["uid"] != before and found["status"].get("phase") == "Running")
 
 
 def _spent(site: Site, job: str, file: str = "clinic-a.csv") -> float:
@@ -107,10 +129,14 @@ def test_a_second_job_over_the_same_records_is_refused_and_a_restart_never_lower
     before = _uid(site, pod)
     site.cp.kubectl("delete", "pod", pod, "-n", site.allowed, "--wait=false")
     seen = [_spent(site, "first")]
-    at = get_job(site.cp, site.allowed, "first")["status"].get("round", 0)
     end = time.monotonic() + 120
-    # Every site takes part in every round (minSitesPerRound 3): two more rounds are two
-    # rounds the new pod trained.
+    while time.monotonic() < end and not _running(site, pod, before):
+        seen.append(_spent(site, "first"))
+        time.sleep(0.2)
+    back = len(seen)
+    # Every site takes part in every round (minSitesPerRound 3): two rounds after the new
+    # pod runs are two rounds it trained.
+    at = get_job(site.cp, site.allowed, "first")["status"].get("round", 0)
     while time.monotonic() < end:
         seen.append(_spent(site, "first"))
         if get_job(site.cp, site.allowed, "first")["status"].get("round", 0) >= at + 2:
@@ -119,7 +145,7 @@ def test_a_second_job_over_the_same_records_is_refused_and_a_restart_never_lower
     seen.append(_spent(site, "first"))
     assert _uid(site, pod) not in (None, before), "the trainer pod did not come back"
     assert all(b >= a for a, b in itertools.pairwise(seen)), seen
-    assert seen[-1] > seen[0], "the trainer that came back trained no further round"
+    assert seen[-1] > seen[back - 1], "the trainer that came back trained no further round"
     assert seen[-1] <= 3.0
 
     # A second job, under another name, over the same files: the first holds 3 of the
@@ -164,5 +190,29 @@ def test_a_second_job_over_the_same_records_is_refused_and_a_restart_never_lower
     trail = trail_entries(claim / site.allowed / "second" / "clinic-a" / "audit.jsonl")
     assert [e["kind"] for e in trail][-1] == "trainer refused", trail
     assert not (claim / site.allowed / "second" / "clinic-a" / "privacy-ledger.json").exists()
+
+    # The site's status, as the tenant reads it (every authenticated user may): each
+    # dataset's budget per job, and the refused job with the reason.
+    def reported(status: dict[str, Any]) -> bool:
+        jobs = {j["job"]: j for j in status.get("jobs", [])}
+        return bool(jobs.get(f"{site.allowed}/second", {}).get("refused"))
+
+    status = _site_status(site, reported)
+    assert status["epsilonCap"] == SITE_CAP and status["dataVolume"].startswith("claim/")
+    assert status["policy"]["privacy"]["required"] is True
+    assert status["ledgers"].startswith("read from ")
+    files = {d["file"]: d for d in status["datasets"]}
+    assert set(files) == {"clinic-a.csv", "clinic-b.parquet", "clinic-c.csv"}
+    a = files["clinic-a.csv"]
+    [first] = [j for j in a["jobs"] if j["job"] == f"{site.allowed}/first"]
+    assert first["reserved"] == 3.0 and first["spent"] >= seen[-1]
+    assert a["left"] == pytest.approx(SITE_CAP - a["held"], abs=1e-5)
+    jobs = {j["job"]: j for j in status["jobs"]}
+    second = jobs[f"{site.allowed}/second"]
+    assert second["phase"] == "Failed" and "site.epsilonCap" in second["refused"]
+    assert second["approval"] == "Approved"
+    assert jobs[f"{site.allowed}/first"]["approval"] == "Approved"
+    listed = site.as_tenant("get", "federatedsites").stdout
+    assert "local" in listed and "1 refused" in listed, listed
 
     site.as_tenant("delete", "fj", "first", "second", "-n", site.allowed)

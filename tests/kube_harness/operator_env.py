@@ -36,7 +36,7 @@ RELAXED_POLICY: dict[str, Any] = {
 
 
 def install_crd_and_rbac(cp: ControlPlane) -> None:
-    for crd in ("federatedjobs", "siteapprovals"):
+    for crd in ("federatedjobs", "siteapprovals", "federatedsites"):
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / f"{crd}.yaml"))
         cp.wait_crd_established(f"{crd}.fedkube.io")
     if cp.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0:

@@ -18,7 +18,7 @@ import yaml
 from tests.kube_harness.controlplane import ControlPlane
 from tests.kube_harness.jobs import wait_job, with_free_ports
 from tests.kube_harness.node_agent import NodeAgent
-from tests.kube_harness.operator_env import DATA_CLAIM, OperatorProcess
+from tests.kube_harness.operator_env import DATA_CLAIM, STATE_CLAIM, OperatorProcess
 from tests.support.cli import fedkube_cli
 from tests.support.site_files import file_job, write_site_files
 
@@ -85,10 +85,13 @@ def strict_site(
         tenant_namespace(control_plane, ns)
     operator.stop()
     trail = folder / "audit" / "operator.jsonl"
+    # The site's status reads the dataset ledgers where the trainers keep them (Helm
+    # siteStatus.stateClaimName: the state claim's storage, mounted in the operator).
+    ledgers = node_agent.claim_dir(allowed, STATE_CLAIM) / "datasets"
     strict = OperatorProcess(
         control_plane,
         folder,
-        ("--audit-log", str(trail), *extra_args),
+        ("--audit-log", str(trail), "--site-state-dir", str(ledgers), *extra_args),
         policy={},
         data_namespaces=(allowed,),
         watch=(allowed, elsewhere),

@@ -54,18 +54,36 @@ def test_a_wrong_type_or_an_unknown_key_is_refused(value: str, message: str) -> 
 
 def test_watch_namespaces_gets_namespaced_roles_and_no_cluster_wide_pod_verbs() -> None:
     docs = rendered("operator.watchNamespaces={ward-a,ward-b}")
-    # Cluster-wide: only the site's consents (read by the operator, written by the site admin)
-    # and the jobs' reading for the site admin; nothing about pods or anything in a namespace.
+    # Cluster-wide: only the site's consents (read by the operator, written by the site
+    # admin), the site's status (written by the operator, read by anyone at the site) and the
+    # jobs' reading for the site admin; nothing about pods or anything in a namespace.
     cluster = [d for d in docs if d["kind"] == "ClusterRole"]
     assert {d["metadata"]["name"] for d in cluster} == {
         "fedkube-fedkube-operator-approvals",
         "fedkube-fedkube-site-admin",
+        "fedkube-fedkube-site-reader",
     }
     for role in cluster:
         resources = {r for rule in role["rules"] for r in rule["resources"]}
-        assert resources <= {"siteapprovals", "federatedjobs", "federatedjobs/status"}, role
-    assert [d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"] == [
-        "fedkube-fedkube-operator-approvals"
+        assert resources <= {
+            "siteapprovals",
+            "federatedsites",
+            "federatedsites/status",
+            "federatedjobs",
+            "federatedjobs/status",
+        }, role
+    reader = next(d for d in cluster if d["metadata"]["name"].endswith("site-reader"))
+    assert reader["rules"] == [
+        {
+            "apiGroups": ["fedkube.io"],
+            "resources": ["federatedsites"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    bindings = {d["roleRef"]["name"]: d for d in docs if d["kind"] == "ClusterRoleBinding"}
+    assert set(bindings) == {"fedkube-fedkube-operator-approvals", "fedkube-fedkube-site-reader"}
+    assert bindings["fedkube-fedkube-site-reader"]["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}
     ]
     roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
     bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
@@ -157,14 +175,18 @@ def test_the_charts_rbac_grants_exactly_what_the_operator_checks_for() -> None:
 
 def test_the_crd_is_a_template_kept_on_uninstall_and_can_be_left_out() -> None:
     crds = {d["metadata"]["name"]: d for d in rendered() if d["kind"] == "CustomResourceDefinition"}
-    assert set(crds) == {"federatedjobs.fedkube.io", "siteapprovals.fedkube.io"}
+    assert set(crds) == {
+        "federatedjobs.fedkube.io",
+        "siteapprovals.fedkube.io",
+        "federatedsites.fedkube.io",
+    }
     for name, crd in crds.items():
         assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
         generated = yaml.safe_load((ROOT / "crds" / f"{name.split('.')[0]}.yaml").read_text())
         assert crd["spec"] == generated["spec"]
     assert crds["siteapprovals.fedkube.io"]["spec"]["scope"] == "Cluster"
     unkept = [d for d in rendered("crds.keep=false") if d["kind"] == "CustomResourceDefinition"]
-    assert len(unkept) == 2 and all("annotations" not in d["metadata"] for d in unkept)
+    assert len(unkept) == 3 and all("annotations" not in d["metadata"] for d in unkept)
     assert "CustomResourceDefinition" not in {d["kind"] for d in rendered("crds.enabled=false")}
 
 

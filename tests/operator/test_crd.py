@@ -67,10 +67,13 @@ def test_chart_lints_and_renders(tmp_path: Path) -> None:
         "ClusterRole",  # the operator's
         "ClusterRole",  # its reading of the site's approvals
         "ClusterRole",  # the site admin's
+        "ClusterRole",  # reading the site's status
         "ClusterRoleBinding",
         "ClusterRoleBinding",
+        "ClusterRoleBinding",  # every authenticated user reads the site's status
         "ConfigMap",  # the site's policy
         "CustomResourceDefinition",  # FederatedJob
+        "CustomResourceDefinition",  # FederatedSite
         "CustomResourceDefinition",  # SiteApproval
         "Deployment",
         "Pod",  # helm test's
