@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fedkube.data.site_data import load_site_data
 from fedkube.models.registry import initial_params
+from fedkube.privacy.dataset_budget import DatasetBudget, read_ledgers
 from fedkube.privacy.ledger import PrivacyLedger
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.spec.job import FederatedJob
@@ -19,6 +20,7 @@ from fedkube.trainer.guards import GUARDS_FILE
 from fedkube.trainer.site import LEDGER_FILE, site_client, site_trainer
 
 from tests.support.hostile_aggregator import HostileAggregator
+from tests.support.ledger_race import RECORDS
 from tests.support.privacy import library_epsilon
 
 JOB, SITE, ASKS = "asked-again", "site-0", 400
@@ -38,7 +40,9 @@ def _site(state: Path) -> tuple[HostileAggregator, threading.Thread]:
     data = load_site_data(job.spec, SITE)
     model = initial_params(job.spec.task, data.num_features, data.num_classes)
     aggregator = HostileAggregator(JOB, model)
-    trainer = site_trainer(job, SITE, data, state_dir=state)
+    # Its dataset's ledger (across jobs) as a trainer pod keeps it on the state claim.
+    budget = DatasetBudget(state / "datasets", RECORDS, f"ward/{JOB}", 5.0)
+    trainer = site_trainer(job, SITE, data, state_dir=state, dataset=budget)
     client = site_client(job, SITE, aggregator, trainer, state)
     thread = threading.Thread(target=client.run, daemon=True)
     thread.start()
@@ -74,6 +78,8 @@ def test_asked_400_times_to_score_one_model_a_dp_site_answers_once(tmp_path: Pat
     ledger = PrivacyLedger(1e-5, None, tmp_path / LEDGER_FILE)
     once = library_epsilon(1.0, 2.0, 1, 1e-5)
     assert ledger.held_out_epsilon == pytest.approx(once, rel=1e-9)
+    # And in its dataset's ledger, which the site's status (FederatedSite) reads.
+    assert _held_out(tmp_path) == pytest.approx(once, rel=1e-9)
     aggregator.finish()
     thread.join(30)
 
@@ -86,5 +92,11 @@ def test_asked_400_times_to_score_one_model_a_dp_site_answers_once(tmp_path: Pat
         once, rel=1e-9
     )
     assert (tmp_path / GUARDS_FILE).exists()
+    assert _held_out(tmp_path) == pytest.approx(once, rel=1e-9)
     again.finish()
     thread.join(30)
+
+
+def _held_out(state: Path) -> float:
+    [ledger] = read_ledgers(state / "datasets")
+    return float(ledger["jobs"][f"ward/{JOB}"]["heldOut"])
