@@ -177,8 +177,9 @@ def test_an_approved_job_runs_and_a_config_map_the_tenant_made_is_rewritten(
         "approved: SiteApproval " + f"{site.allowed}.approved",
     ):
         assert said in words, words
-    listed = site.cp.kubectl("get", "siteapprovals").stdout
-    assert f"{site.allowed}.approved" in listed and "approved" in listed.split("\n")[1]
+    listed = site.cp.kubectl("get", "siteapprovals").stdout.splitlines()
+    [row] = [line for line in listed if line.startswith(f"{site.allowed}.approved ")]
+    assert row.split()[1:3] == [site.allowed, "approved"], listed
     job = wait_job(
         site.cp,
         site.allowed,

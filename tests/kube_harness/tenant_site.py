@@ -101,6 +101,12 @@ def strict_site(
     finally:
         strict.stop()
         operator.start()
+        # Approvals are cluster-scoped: they outlive the namespaces, and would show in the
+        # next module's listings.
+        listed = control_plane.kubectl("get", "siteapprovals", "-o", "name", check=False)
+        for name in listed.stdout.split():
+            if name.split("/")[-1].startswith((f"{allowed}.", f"{elsewhere}.")):
+                control_plane.kubectl("delete", name, "--wait=false", check=False)
         for ns in (allowed, elsewhere):
             control_plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
