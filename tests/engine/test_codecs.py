@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -164,9 +165,8 @@ ROUNDS = 60
 
 
 def test_topk_residual_survives_a_trainer_and_an_aggregator_restart(tmp_path: Path) -> None:
-    # Enough rounds that the aggregator's SIGTERM lands well before the last one: while
-    # site-1 is down no round closes (all 3 sites are needed), but after it is back they run
-    # at a few a second.
+    # While site-1 is down no round closes (all 3 sites are needed); after it is back they
+    # run at about ten a second, so the aggregator's SIGTERM comes with site-0 frozen.
     doc = manifest(
         "codec",
         sites=3,
@@ -191,13 +191,22 @@ def test_topk_residual_survives_a_trainer_and_an_aggregator_restart(tmp_path: Pa
         before_round, before = residual(state)
         assert before_round >= 3 and np.abs(before).sum() > 0
         job.start_trainer("site-1")
-        job.wait_for(lambda p: p.round >= before_round + 2 and p.open_round is not None)
+        # Read from site-1's own residual file, not the aggregator's progress: rounds run
+        # about ten a second once it is back, and a busy aggregator's HTTP answer came 5 s
+        # late in CI, after the last round. Site-0 is then frozen (no round closes without
+        # it) while the aggregator is stopped, so the job cannot end first.
+        end = time.monotonic() + 120
+        while residual(state)[0] < before_round + 2 and time.monotonic() < end:
+            time.sleep(0.02)
+        job.trainers["site-0"].send_signal(signal.SIGSTOP)
         assert f"uplink residual of round {before_round} restored" in job.log("site-1")
         aggregator = job.aggregator
         assert aggregator is not None
         aggregator.send_signal(signal.SIGTERM)
         aggregator.wait()
+        job.trainers["site-0"].send_signal(signal.SIGCONT)
         mid_round, mid = residual(state)
+        assert before_round + 2 <= mid_round < ROUNDS
         job.start_aggregator()
         result = job.wait_done()
         last_round, last = residual(state)
