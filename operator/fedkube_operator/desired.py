@@ -18,18 +18,12 @@ from fedkube.spec.sites import SiteSpec
 from fedkube.spec.terms import terms_digest
 
 from fedkube_operator.settings import OperatorSettings
+from fedkube_operator.site_mounts import site_data, site_state, trusted_cas
 
 MANIFEST_DIR = "/etc/fedkube"
 MANIFEST_FILE = "job.yaml"
 TLS_DIR = "/etc/fedkube-tls"
 STATE_DIR = "/var/lib/fedkube"
-# Where a trainer pod sees its site's data volume, read-only.
-DATA_DIR = "/data"
-# Where a trainer pod keeps what must outlive it, on the site's state claim.
-SITE_STATE_DIR = "/var/lib/fedkube-site"
-DATASETS_DIR = "/var/lib/fedkube-datasets"
-# The trainer's audit trail, in its folder on the site's state claim.
-AUDIT_FILE = "audit.jsonl"
 LABEL_JOB = "fedkube.io/job"
 LABEL_ROLE = "fedkube.io/role"
 LABEL_SITE = "fedkube.io/site"
@@ -232,39 +226,6 @@ def aggregator_pod(
     return _pod(meta, container, volumes, settings, spec.pods.aggregator)
 
 
-def _site_state(
-    job: FederatedJob, namespace: str, site: SiteSpec, settings: OperatorSettings
-) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
-    """The trainer's --state-dir on the site's state claim (one folder per namespace, job and
-    site), so a recreated pod keeps its privacy ledger; none without a claim."""
-    if not settings.state_claim:
-        return [], [], []
-    volume = {"name": "site-state", "persistentVolumeClaim": {"claimName": settings.state_claim}}
-    mount = {
-        "name": "site-state",
-        "mountPath": SITE_STATE_DIR,
-        "subPath": f"{namespace}/{job.name}/{site.name}",
-    }
-    # Beside the ledger, the trail of what this trainer sent (fedkube audit verify).
-    trail = f"{SITE_STATE_DIR}/{AUDIT_FILE}"
-    args = ["--state-dir", SITE_STATE_DIR, "--audit-log", trail]
-    mounts = [mount]
-    volume_name = settings.data_volume_name()
-    if volume_name is not None:
-        # One ledger per dataset, across every job on this claim: the trainer reserves the
-        # job's planned epsilon there before it trains, and the site's cap bounds the sum.
-        mounts.append({"name": "site-state", "mountPath": DATASETS_DIR, "subPath": "datasets"})
-        args += [
-            "--datasets-dir",
-            DATASETS_DIR,
-            "--dataset-volume",
-            volume_name,
-            "--job-id",
-            f"{namespace}/{job.name}",
-        ]
-    return args, [volume], mounts
-
-
 def trainer_pod(
     resource: dict[str, Any],
     job: FederatedJob,
@@ -274,7 +235,8 @@ def trainer_pod(
 ) -> dict[str, Any]:
     tls = job.spec.security.mutual_tls
     tls_args, tls_volumes, tls_mounts = _tls(tls.site_secret(job.name, site.name) if tls else None)
-    state_args, state_volumes, state_mounts = _site_state(job, namespace, site, settings)
+    state = site_state(job, namespace, site, settings)
+    data = site_data(settings)
     # The aggregator is elsewhere: this trainer relays the job's progress to the operator.
     remote = job.spec.aggregator.endpoint is not None
     relay_args = (
@@ -286,12 +248,6 @@ def trainer_pod(
         ]
         if remote
         else []
-    )
-    data = settings.data_volume()
-    data_args = ["--data-dir", DATA_DIR] if data is not None else []
-    data_volumes = [{"name": "site-data", **data}] if data is not None else []
-    data_mounts = (
-        [{"name": "site-data", "mountPath": DATA_DIR, "readOnly": True}] if data is not None else []
     )
     container = {
         "name": "trainer",
@@ -313,34 +269,24 @@ def trainer_pod(
             # organisations): clear text to the in-cluster Service, asked for explicitly.
             *(tls_args or ["--allow-plaintext"]),
             *settings.plugin_args(),
-            *data_args,
-            *state_args,
+            *data.args,
+            *state.args,
             *(["--epsilon-cap", f"{settings.epsilon_cap:g}"] if settings.epsilon_cap else []),
-            *_trusted_cas(site, settings),
+            *trusted_cas(site, settings),
             *relay_args,
         ],
         "env": [{"name": "FEDKUBE_TORCH_THREADS", "value": "1"}],
-        "volumeMounts": [*_COMMON_MOUNTS, *tls_mounts, *data_mounts, *state_mounts],
+        "volumeMounts": [*_COMMON_MOUNTS, *tls_mounts, *data.mounts, *state.mounts],
     }
     if remote:
         container["ports"] = [{"name": "progress", "containerPort": settings.progress_relay_port}]
     return _pod(
         _meta(resource, trainer_name(job.name, site.name), "trainer", site.name),
         container,
-        [*_common_volumes(job.name), *tls_volumes, *data_volumes, *state_volumes],
+        [*_common_volumes(job.name), *tls_volumes, *data.volumes, *state.volumes],
         settings,
         job.spec.pods.trainer,
     )
-
-
-def _trusted_cas(site: SiteSpec, settings: OperatorSettings) -> list[str]:
-    """The CAs a trainer that reads the site's data may trust (Helm
-    site.policy.mutualTls.trustedCaSha256), for it to check its TLS folder against."""
-    reads = site.data is not None and site.data.file is not None
-    if not reads or settings.data_volume() is None:
-        return []
-    pins = settings.policy.mutual_tls.trusted_ca_sha256
-    return [arg for pin in pins for arg in ("--trusted-ca-sha256", pin)]
 
 
 def config_map(resource: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ class OperatorSettings:
     # The job pods' user, group and volume group (Helm: jobPods.securityContext); None
     # leaves it to the platform (OpenShift assigns its own range).
     # The site's data volume (Helm: site.data): a claim, or a node folder, that trainer pods
-    # mount read-only at DATA_DIR; a job's data.file paths are read inside it.
+    # mount read-only at site_mounts.DATA_DIR; a job's data.file paths are read inside it.
     data_claim: str | None = None
     data_host_path: str | None = None
     # The namespaces whose jobs may read that volume (Helm site.data.namespaces; names or

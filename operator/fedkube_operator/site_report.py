@@ -27,7 +27,7 @@ class DatasetJob(StatusModel):
     finished: bool = False
 
 
-class DatasetBudget(StatusModel):
+class DatasetStatus(StatusModel):
     volume: str = Field(max_length=512)
     file: str = Field(max_length=4096)
     sha256: str = Field(max_length=64)
@@ -56,7 +56,7 @@ class FederatedSiteStatus(StatusModel):
     epsilon_cap: float | None = None
     data_volume: str | None = None
     data_namespaces: list[str] = Field(default_factory=list, max_length=1000)
-    datasets: list[DatasetBudget] = Field(default_factory=list, max_length=10000)
+    datasets: list[DatasetStatus] = Field(default_factory=list, max_length=10000)
     ledgers: str = Field(
         default="",
         max_length=4096,
@@ -89,10 +89,10 @@ def _job(resource: dict[str, Any]) -> SiteJob:
     )
 
 
-def _dataset(ledger: dict[str, Any], cap: float | None) -> DatasetBudget:
+def _dataset(ledger: dict[str, Any], cap: float | None) -> DatasetStatus:
     d = ledger["dataset"]
     held = float(ledger["held"])
-    return DatasetBudget(
+    return DatasetStatus(
         volume=d["volume"],
         file=d["file"],
         sha256=d["sha256"],

@@ -10,16 +10,13 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.kube_harness.controlplane import ControlPlane
 from tests.kube_harness.jobs import get_job, wait_job
-from tests.kube_harness.node_agent import NodeAgent
-from tests.kube_harness.operator_env import STATE_CLAIM, OperatorProcess
+from tests.kube_harness.operator_env import STATE_CLAIM
 from tests.kube_harness.tenant_site import (
     Site,
     approve,
@@ -27,25 +24,14 @@ from tests.kube_harness.tenant_site import (
     compliant,
     refusal_message,
     secrets,
-    strict_site,
+    strict_site_fixture,
     trail_entries,
 )
 
 SITE_CAP = 5.0
 
 
-@pytest.fixture(scope="module")
-def site(
-    control_plane: ControlPlane,
-    node_agent: NodeAgent,
-    operator: OperatorProcess,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Site]:
-    folder = tmp_path_factory.mktemp("operator-budget")
-    with strict_site(
-        control_plane, node_agent, operator, folder, "--epsilon-cap", f"{SITE_CAP:g}"
-    ) as strict:
-        yield strict
+site = strict_site_fixture("operator-budget", "--epsilon-cap", f"{SITE_CAP:g}")
 
 
 def _planning_3(site: Site, name: str, tmp_path: Path) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import copy
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,8 @@ from fedkube.spec.approval import approval_document
 from fedkube.spec.load import parse_job
 from fedkube.spec.terms import terms_digest
 
-from tests.kube_harness.controlplane import ControlPlane
 from tests.kube_harness.jobs import get_job, wait_job
-from tests.kube_harness.node_agent import NodeAgent
-from tests.kube_harness.operator_env import STATE_CLAIM, OperatorProcess
+from tests.kube_harness.operator_env import STATE_CLAIM
 from tests.kube_harness.tenant_site import (
     Site,
     approve,
@@ -32,23 +29,13 @@ from tests.kube_harness.tenant_site import (
     refusal_message,
     running_trainers,
     secrets,
-    strict_site,
+    strict_site_fixture,
     trail_entries,
     verified,
 )
 from tests.support.cli import fedkube_cli
 
-
-@pytest.fixture(scope="module")
-def site(
-    control_plane: ControlPlane,
-    node_agent: NodeAgent,
-    operator: OperatorProcess,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Site]:
-    folder = tmp_path_factory.mktemp("operator-strict")
-    with strict_site(control_plane, node_agent, operator, folder) as strict:
-        yield strict
+site = strict_site_fixture("operator-strict")
 
 
 def _without_dp(doc: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.kube_harness.controlplane import ControlPlane
@@ -109,6 +110,23 @@ def strict_site(
                 control_plane.kubectl("delete", name, "--wait=false", check=False)
         for ns in (allowed, elsewhere):
             control_plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def strict_site_fixture(folder: str, *extra_args: str) -> Any:
+    """A module's ``site`` fixture: the strict operator of ``strict_site`` for the module."""
+
+    @pytest.fixture(scope="module")
+    def site(
+        control_plane: ControlPlane,
+        node_agent: NodeAgent,
+        operator: OperatorProcess,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[Site]:
+        where = tmp_path_factory.mktemp(folder)
+        with strict_site(control_plane, node_agent, operator, where, *extra_args) as strict:
+            yield strict
+
+    return site
 
 
 def compliant(site: Site, namespace: str, name: str) -> dict[str, Any]:
