@@ -17,16 +17,20 @@ from fedkube.spec.pods import PodSettings
 from fedkube.spec.sites import SiteSpec
 from fedkube.spec.terms import terms_digest
 
+from fedkube_operator.labels import LABEL_JOB, LABEL_ROLE, job_labels
 from fedkube_operator.settings import OperatorSettings
 from fedkube_operator.site_mounts import site_data, site_state, trusted_cas
+from fedkube_operator.site_placement import (
+    held_by_site,
+    site_config_name,
+    site_meta,
+    site_trainer_name,
+)
 
 MANIFEST_DIR = "/etc/fedkube"
 MANIFEST_FILE = "job.yaml"
 TLS_DIR = "/etc/fedkube-tls"
 STATE_DIR = "/var/lib/fedkube"
-LABEL_JOB = "fedkube.io/job"
-LABEL_ROLE = "fedkube.io/role"
-LABEL_SITE = "fedkube.io/site"
 # After success the aggregator keeps serving /progress this long, so the operator reads the
 # final round and metrics before the pod goes away.
 AGGREGATOR_LINGER_SECONDS = 30
@@ -39,7 +43,10 @@ class Desired:
     # The job's own claim for the aggregator's outputs and checkpoints (None: the job names
     # one in spec.checkpoint.claimName, or runs no aggregator here).
     claim: dict[str, Any] | None = None
+    # Keyed by trainer_name/aggregator_name, wherever the pod runs.
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The site's own copy of the manifest, for trainers in the site's namespace.
+    site_config_map: dict[str, Any] | None = None
 
 
 def aggregator_name(job: str) -> str:
@@ -78,18 +85,10 @@ def owner_reference(resource: dict[str, Any]) -> dict[str, Any]:
 def _meta(
     resource: dict[str, Any], name: str, role: str, site: str | None = None
 ) -> dict[str, Any]:
-    labels = {
-        "app.kubernetes.io/name": "fedkube",
-        "app.kubernetes.io/managed-by": "fedkube-operator",
-        LABEL_JOB: resource["metadata"]["name"],
-        LABEL_ROLE: role,
-    }
-    if site:
-        labels[LABEL_SITE] = site
     return {
         "name": name,
         "namespace": resource["metadata"]["namespace"],
-        "labels": labels,
+        "labels": job_labels(resource, role, site),
         "ownerReferences": [owner_reference(resource)],
     }
 
@@ -147,9 +146,9 @@ def _pod(
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
-def _common_volumes(job: str) -> list[dict[str, Any]]:
+def _common_volumes(config: str) -> list[dict[str, Any]]:
     return [
-        {"name": "job", "configMap": {"name": config_name(job)}},
+        {"name": "job", "configMap": {"name": config}},
         {"name": "tmp", "emptyDir": {}},
     ]
 
@@ -214,7 +213,7 @@ def aggregator_pod(
         ],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
     }
-    volumes = [*_common_volumes(job.name), {"name": "state", **state}, *tls_volumes]
+    volumes = [*_common_volumes(config_name(job.name)), {"name": "state", **state}, *tls_volumes]
     meta = _meta(resource, aggregator_name(job.name), "aggregator")
     # A plain Prometheus with Kubernetes service discovery scrapes pods annotated so; the
     # chart's PodMonitor selects the same pods by their role label and the "http" port.
@@ -234,7 +233,13 @@ def trainer_pod(
     settings: OperatorSettings,
 ) -> dict[str, Any]:
     tls = job.spec.security.mutual_tls
-    tls_args, tls_volumes, tls_mounts = _tls(tls.site_secret(job.name, site.name) if tls else None)
+    # A trainer that reads the site's data runs in the site's namespace, with the site's own
+    # certificate and its copy of the manifest; nothing of the tenant's reaches it.
+    held = held_by_site(site, settings)
+    secret = None
+    if tls is not None:
+        secret = settings.site_secret(site.name) if held else tls.site_secret(job.name, site.name)
+    tls_args, tls_volumes, tls_mounts = _tls(secret)
     state = site_state(job, namespace, site, settings)
     data = site_data(settings)
     # The aggregator is elsewhere: this trainer relays the job's progress to the operator.
@@ -280,16 +285,23 @@ def trainer_pod(
     }
     if remote:
         container["ports"] = [{"name": "progress", "containerPort": settings.progress_relay_port}]
+    if held:
+        name = site_trainer_name(namespace, job.name, site.name)
+        meta = site_meta(resource, name, "trainer", settings, site.name)
+        config = site_config_name(namespace, job.name)
+    else:
+        meta = _meta(resource, trainer_name(job.name, site.name), "trainer", site.name)
+        config = config_name(job.name)
     return _pod(
-        _meta(resource, trainer_name(job.name, site.name), "trainer", site.name),
+        meta,
         container,
-        [*_common_volumes(job.name), *tls_volumes, *data.volumes, *state.volumes],
+        [*_common_volumes(config), *tls_volumes, *data.volumes, *state.volumes],
         settings,
         job.spec.pods.trainer,
     )
 
 
-def config_map(resource: dict[str, Any]) -> dict[str, Any]:
+def _manifest(resource: dict[str, Any]) -> dict[str, str]:
     """The job as the pods read it: the same manifest, only what the engine needs."""
     document = {
         "apiVersion": resource["apiVersion"],
@@ -297,11 +309,27 @@ def config_map(resource: dict[str, Any]) -> dict[str, Any]:
         "metadata": {"name": resource["metadata"]["name"]},
         "spec": resource["spec"],
     }
+    return {MANIFEST_FILE: yaml.safe_dump(document, sort_keys=True)}
+
+
+def config_map(resource: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(resource, config_name(resource["metadata"]["name"]), "config"),
-        "data": {MANIFEST_FILE: yaml.safe_dump(document, sort_keys=True)},
+        "data": _manifest(resource),
+    }
+
+
+def site_config_map(resource: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """The site's own copy of the manifest, in its namespace, for its trainers to read."""
+    meta = resource["metadata"]
+    name = site_config_name(meta["namespace"], meta["name"])
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": site_meta(resource, name, "config", settings),
+        "data": _manifest(resource),
     }
 
 
@@ -353,4 +381,6 @@ def desired(resource: dict[str, Any], job: FederatedJob, settings: OperatorSetti
         out.pods[trainer_name(job.name, site.name)] = trainer_pod(
             resource, job, site, namespace, settings
         )
+        if held_by_site(site, settings):
+            out.site_config_map = site_config_map(resource, settings)
     return out

@@ -30,6 +30,7 @@ from fedkube_operator.plan import plan
 from fedkube_operator.plan_model import Observed
 from fedkube_operator.progress import fetch_progress, progress_url
 from fedkube_operator.settings import OperatorSettings
+from fedkube_operator.site_placement import site_config_name
 from fedkube_operator.site_report import site_report
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
@@ -69,7 +70,15 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
     started = time.perf_counter()
     with memo.locks[(ns, name)]:
         try:
-            found = memo.kube.observe(ns, name, memo.settings.network_policy)
+            settings: OperatorSettings = memo.settings
+            found = memo.kube.observe(
+                ns,
+                name,
+                settings.network_policy,
+                settings.site_namespace,
+                resource["metadata"].get("uid", ""),
+                site_config_name(ns, name),
+            )
             try:
                 job = parse_job(resource)
                 progress = fetch_progress(progress_url(job, found.pods, memo.settings))
@@ -85,6 +94,8 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
                 found.has_network_policies,
                 config_map=found.config_map,
                 approvals=parse_approvals(memo.kube.approvals()),
+                site_config_map=found.site_config_map,
+                ledgers=_ledgers(memo),
             )
             result = plan(resource, observed, memo.settings)
             audit = Audit(memo.get("audit"), f"{ns}/{name}")
@@ -96,8 +107,9 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
                 if memo.kube.create(obj):
                     audit.did("created", obj)
             for pod in result.delete_pods:
-                if memo.kube.delete_pod(ns, pod):
-                    audit.did("deleted", {"kind": "Pod", "metadata": {"name": pod}})
+                where, real = found.locations.get(pod, (ns, pod))
+                if memo.kube.delete("Pod", where, real):
+                    audit.did("deleted", {"kind": "Pod", "metadata": {"name": real}})
             status = result.status.model_dump(by_alias=True, mode="json")
             # A null inside a list item is dropped by the API server rather than stored, so
             # it is left out: kopf then finds the status exactly as it was patched.
@@ -115,6 +127,18 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
             raise
         finally:
             memo.metrics.duration.observe(time.perf_counter() - started)
+
+
+def _ledgers(memo: kopf.Memo) -> list[dict[str, Any]] | None:
+    """The dataset ledgers, when the operator is given the state claim; None when it cannot
+    read them (the trainers still judge each job)."""
+    folder: Path | None = memo.get("site_state_dir")
+    if folder is None:
+        return None
+    try:
+        return read_ledgers(folder) if folder.is_dir() else []
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass
@@ -149,8 +173,16 @@ def on_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> N
 
 @kopf.on.delete(*RESOURCE, optional=True)
 def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    # The garbage collector removes what the job owned; only our metrics need forgetting.
-    memo.metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+    # The garbage collector removes what the job owned in its namespace; what runs for it in
+    # the site's namespace goes now (or, were the operator down, with the next sweep).
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    memo.metrics.forget(ns, name)
+    site_ns = memo.settings.site_namespace
+    if site_ns:
+        uid = body["metadata"].get("uid")
+        for kind, obj, owner in memo.kube.site_objects(site_ns):
+            if owner == uid:
+                memo.kube.delete(kind, site_ns, obj)
 
 
 @kopf.on.startup()
@@ -172,6 +204,7 @@ async def _report_site(memo: kopf.Memo) -> None:
     while True:
         try:
             await asyncio.to_thread(write_site_report, memo)
+            await asyncio.to_thread(sweep_site_namespace, memo)
             said = ""
         except Exception as e:  # the site's status must never stop the operator's work
             if str(e) != said:
@@ -197,3 +230,21 @@ def write_site_report(memo: kopf.Memo) -> None:
     memo.kube.write_site_status(
         settings.site or "local", status.model_dump(by_alias=True, mode="json", exclude_none=True)
     )
+
+
+def sweep_site_namespace(memo: kopf.Memo) -> None:
+    """Delete what the operator made in the site's namespace for jobs that are gone (deleted
+    while the operator was down). Listed before the jobs: an object made after the list
+    belongs to a job the list of jobs then holds."""
+    site_ns = memo.settings.site_namespace
+    if not site_ns:
+        return
+    made = memo.kube.site_objects(site_ns)
+    if not made:
+        return
+    jobs = memo.kube.federated_jobs(list(memo.get("namespaces") or []))
+    live = {j["metadata"].get("uid") for j in jobs}
+    for kind, name, uid in made:
+        if uid not in live and memo.kube.delete(kind, site_ns, name):
+            gone = {"kind": kind, "metadata": {"name": name}}
+            Audit(memo.get("audit"), f"uid {uid}").did("swept", gone)

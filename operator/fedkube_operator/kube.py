@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fedkube.spec.approval import APPROVAL_PLURAL
@@ -11,8 +11,14 @@ from fedkube.spec.base import API_GROUP, API_VERSION
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from fedkube_operator.desired import LABEL_JOB, aggregator_name, config_name, output_claim_name
-from fedkube_operator.permissions import CLUSTER_REQUIRED, REQUIRED, Permission
+from fedkube_operator.desired import (
+    aggregator_name,
+    config_name,
+    output_claim_name,
+    trainer_name,
+)
+from fedkube_operator.labels import LABEL_JOB, LABEL_JOB_UID, LABEL_SITE
+from fedkube_operator.permissions import CLUSTER_REQUIRED, REQUIRED, SITE_REQUIRED, Permission
 from fedkube_operator.site_report import SITE_KIND, SITE_PLURAL
 
 log = logging.getLogger("fedkube.operator")
@@ -25,6 +31,9 @@ class Found:
     config_map: dict[str, Any] | None
     has_claim: bool
     has_network_policies: bool
+    # Where each pod runs, by its key in ``pods``: (namespace, name).
+    locations: dict[str, tuple[str, str]] = field(default_factory=dict)
+    site_config_map: dict[str, Any] | None = None
 
 
 class Kube:
@@ -33,11 +42,20 @@ class Kube:
         self.core = client.CoreV1Api(self.api)
         self.networking = client.NetworkingV1Api(self.api)
 
-    def missing_permissions(self, namespaces: list[str]) -> list[str]:
+    def missing_permissions(self, namespaces: list[str], site_namespace: str = "") -> list[str]:
         """What the operator needs and its credentials lack, asked of the API server (a
-        SelfSubjectAccessReview each), in every namespace it watches ("" for all)."""
+        SelfSubjectAccessReview each), in every namespace it watches ("" for all) and in
+        the site's own."""
         auth = client.AuthorizationV1Api(self.api)
         missing = []
+        for p in SITE_REQUIRED if site_namespace else ():
+            review = client.V1SelfSubjectAccessReview(
+                spec=client.V1SelfSubjectAccessReviewSpec(
+                    resource_attributes=_attributes(p, site_namespace)
+                )
+            )
+            if not auth.create_self_subject_access_review(review).status.allowed:
+                missing.append(f"{p} in the site's namespace {site_namespace}")
         for namespace in namespaces or [""]:
             for p in REQUIRED:
                 review = client.V1SelfSubjectAccessReview(
@@ -72,8 +90,17 @@ class Kube:
             return f"listing federatedjobs.fedkube.io failed: {e.status} {e.reason}"
         return None
 
-    def observe(self, namespace: str, job: str, network_policies: bool = False) -> Found:
-        """What exists of one job, as plain dicts."""
+    def observe(
+        self,
+        namespace: str,
+        job: str,
+        network_policies: bool = False,
+        site_namespace: str = "",
+        uid: str = "",
+        site_config: str = "",
+    ) -> Found:
+        """What exists of one job, as plain dicts: in its namespace, and its trainers and
+        manifest in the site's namespace (by the job's uid)."""
         selector = f"{LABEL_JOB}={job}"
         pods = self.core.list_namespaced_pod(namespace, label_selector=selector)
         by_name = {
@@ -81,6 +108,19 @@ class Kube:
             for p in pods.items
             if p.metadata.deletion_timestamp is None
         }
+        locations = {name: (namespace, name) for name in by_name}
+        site_config_map = None
+        if site_namespace and uid:
+            held = self.core.list_namespaced_pod(
+                site_namespace, label_selector=f"{LABEL_JOB_UID}={uid}"
+            )
+            for p in held.items:
+                site = (p.metadata.labels or {}).get(LABEL_SITE)
+                if p.metadata.deletion_timestamp is None and site:
+                    key = trainer_name(job, site)
+                    by_name[key] = self.api.sanitize_for_serialization(p)
+                    locations[key] = (site_namespace, p.metadata.name)
+            site_config_map = self._config_map(site_namespace, site_config)
         services = self.core.list_namespaced_service(namespace, label_selector=selector)
         claims = self.core.list_namespaced_persistent_volume_claim(
             namespace, label_selector=selector
@@ -98,7 +138,46 @@ class Kube:
                     namespace, label_selector=selector
                 ).items
             ),
+            locations=locations,
+            site_config_map=site_config_map,
         )
+
+    def site_objects(self, site_namespace: str) -> list[tuple[str, str, str]]:
+        """What the operator made in the site's namespace for jobs: (kind, name, job uid)."""
+        selector = LABEL_JOB_UID
+        out = []
+        for kind, listed in (
+            ("Pod", self.core.list_namespaced_pod(site_namespace, label_selector=selector)),
+            (
+                "ConfigMap",
+                self.core.list_namespaced_config_map(site_namespace, label_selector=selector),
+            ),
+            (
+                "NetworkPolicy",
+                self.networking.list_namespaced_network_policy(
+                    site_namespace, label_selector=selector
+                ),
+            ),
+        ):
+            for item in listed.items:
+                out.append((kind, item.metadata.name, item.metadata.labels[LABEL_JOB_UID]))
+        return out
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete a Pod, ConfigMap or NetworkPolicy; False when it was already gone."""
+        delete = {
+            "Pod": self.core.delete_namespaced_pod,
+            "ConfigMap": self.core.delete_namespaced_config_map,
+            "NetworkPolicy": self.networking.delete_namespaced_network_policy,
+        }[kind]
+        try:
+            delete(name, namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return False
+        log.info("deleted %s %s/%s", kind, namespace, name)
+        return True
 
     def _config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -185,17 +264,6 @@ class Kube:
             if e.status == 409:
                 return False
             raise
-
-    def delete_pod(self, namespace: str, name: str) -> bool:
-        """Delete; False when it was already gone."""
-        try:
-            self.core.delete_namespaced_pod(name, namespace)
-            log.info("deleted pod %s/%s", namespace, name)
-            return True
-        except ApiException as e:
-            if e.status != 404:
-                raise
-            return False
 
 
 def _attributes(p: Permission, namespace: str) -> client.V1ResourceAttributes:

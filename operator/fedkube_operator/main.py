@@ -94,6 +94,19 @@ def main(argv: list[str] | None = None) -> int:
         help="the operator's namespace, let in to the aggregators' /progress",
     )
     ap.add_argument(
+        "--site-namespace",
+        default=os.environ.get("FEDKUBE_SITE_NAMESPACE", ""),
+        help="the site's own namespace (the chart's: its release namespace), where trainers "
+        "that read the site's data run, beside its data and state claims and its certificate; "
+        "empty: they run in the job's namespace (a cluster whose tenants are the site)",
+    )
+    ap.add_argument(
+        "--site-tls-secret",
+        default=os.environ.get("FEDKUBE_SITE_TLS_SECRET", OperatorSettings.site_tls_secret),
+        help="the site's certificate: a Secret (ca.crt, tls.crt, tls.key) in --site-namespace "
+        "that its trainers mount under mutual TLS; {site} is filled in",
+    )
+    ap.add_argument(
         "--aggregator-ingress-cidr",
         action="append",
         default=[],
@@ -239,12 +252,18 @@ def main(argv: list[str] | None = None) -> int:
     except kube_config.ConfigException:
         kube_config.load_kube_config()
     if args.check:
-        return _check(args.namespace or [])
+        return _check(args.namespace or [], args.site_namespace)
     try:
         policy = load_site_policy(args.site_policy) if args.site_policy else SitePolicy()
     except SpecError as e:
         print(f"fedkube-operator: {e}", file=sys.stderr)
         return 2
+    if (args.data_claim or args.data_host_path) and not args.site_namespace:
+        logging.getLogger("fedkube.operator").warning(
+            "the site offers data but no --site-namespace: trainers that read it run in each "
+            "job's namespace, with that namespace's Secrets and claims; whoever can create "
+            "jobs there is trusted as the site (the chart passes its release namespace)"
+        )
     metrics = OperatorMetrics()
     start_http_server(args.metrics_port, registry=metrics.registry)
     memo = kopf.Memo(
@@ -258,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             data_namespaces=tuple(args.data_namespace),
             policy=policy,
             state_claim=args.state_claim,
+            site_namespace=args.site_namespace,
+            site_tls_secret=args.site_tls_secret,
             aggregator_service_types=tuple(args.aggregator_service_type or ["ClusterIP"]),
             job_storage_size=args.job_storage_size,
             job_storage_class=args.job_storage_class,
@@ -297,9 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _check(namespaces: list[str]) -> int:
+def _check(namespaces: list[str], site_namespace: str) -> int:
     kube = Kube()
-    problems = kube.missing_permissions(namespaces)
+    problems = kube.missing_permissions(namespaces, site_namespace)
     served = kube.federated_jobs_served(namespaces)
     if served is not None:
         problems.insert(0, served)

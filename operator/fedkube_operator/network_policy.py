@@ -8,25 +8,22 @@ from typing import Any
 
 from fedkube.spec.job import FederatedJob
 
-from fedkube_operator.desired import (
-    LABEL_JOB,
-    LABEL_ROLE,
-    _meta,
-    aggregator_name,
-)
+from fedkube_operator.desired import _meta, aggregator_name
+from fedkube_operator.labels import LABEL_JOB, LABEL_JOB_UID, LABEL_ROLE
 from fedkube_operator.settings import OperatorSettings
+from fedkube_operator.site_placement import held_by_site, site_meta, site_object_name
 
 _NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 _DNS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
 
 
-def _policy(resource: dict[str, Any], name: str, role: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _meta(resource, name, role),
-        "spec": spec,
-    }
+def _policy(meta: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta,
+            "spec": spec}  # fmt: skip
+
+
+def _in(namespace: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {_NAMESPACE_LABEL: namespace}}}
 
 
 def _pods(job: FederatedJob, role: str) -> dict[str, Any]:
@@ -50,11 +47,7 @@ def network_policies(
             {"to": [{"ipBlock": {"cidr": c}} for c in settings.remote_aggregator_cidrs],
              "ports": [{"protocol": "TCP", "port": port}]}
         ]  # fmt: skip
-    operator_only = (
-        [{"namespaceSelector": {"matchLabels": {_NAMESPACE_LABEL: settings.operator_namespace}}}]
-        if settings.operator_namespace
-        else []
-    )
+    operator_only = [_in(settings.operator_namespace)] if settings.operator_namespace else []
     # Only the operator dials a trainer: for the progress it relays when the aggregator is
     # elsewhere.
     relay_in = (
@@ -63,32 +56,51 @@ def network_policies(
         if agg.endpoint is not None
         else []
     )  # fmt: skip
+    trainers = {
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": relay_in,
+        "egress": [*to_aggregator, {"ports": _DNS}],
+    }
     policies = [
         _policy(
-            resource,
-            f"{job.name}-trainers",
-            "trainer",
-            {
-                "podSelector": _pods(job, "trainer"),
-                "policyTypes": ["Ingress", "Egress"],
-                "ingress": relay_in,
-                "egress": [*to_aggregator, {"ports": _DNS}],
-            },
+            _meta(resource, f"{job.name}-trainers", "trainer"),
+            {"podSelector": _pods(job, "trainer"), **trainers},
         )
     ]
+    # Trainers that read the site's data run in the site's namespace: their own policy there,
+    # and the aggregator lets them in from it.
+    held = any(held_by_site(s, settings) for s in job.spec.sites)
+    uid = resource["metadata"].get("uid", "")
+    held_pods = {"matchLabels": {LABEL_JOB_UID: uid, LABEL_ROLE: "trainer"}}
+    if held:
+        egress = trainers["egress"]
+        if agg.endpoint is None:
+            egress = [
+                {"to": [{**_in(resource["metadata"]["namespace"]),
+                         "podSelector": _pods(job, "aggregator")}],
+                 "ports": [{"protocol": "TCP", "port": agg.port}]},
+                {"ports": _DNS},
+            ]  # fmt: skip
+        name = site_object_name(resource["metadata"]["namespace"], job.name, "trainers")
+        policies.append(
+            _policy(
+                site_meta(resource, name, "trainer", settings),
+                {"podSelector": held_pods, **trainers, "egress": egress},
+            )
+        )
     if agg.endpoint is None:
         from_trainers: list[dict[str, Any]] = [{"podSelector": _pods(job, "trainer")}]
+        if held:
+            from_trainers.append({**_in(settings.site_namespace), "podSelector": held_pods})
         from_remote = [{"ipBlock": {"cidr": c}} for c in settings.aggregator_ingress_cidrs]
         http_from = [
-            {"namespaceSelector": {"matchLabels": {_NAMESPACE_LABEL: ns}}}
+            _in(ns)
             for ns in dict.fromkeys([settings.operator_namespace, *settings.scrape_namespaces])
             if ns
         ]
         policies.append(
             _policy(
-                resource,
-                aggregator_name(job.name),
-                "aggregator",
+                _meta(resource, aggregator_name(job.name), "aggregator"),
                 {
                     "podSelector": _pods(job, "aggregator"),
                     "policyTypes": ["Ingress", "Egress"],

@@ -47,3 +47,10 @@ CLUSTER_REQUIRED: tuple[Permission, ...] = (
     *_each("fedkube.io", ("federatedsites",), ("get", "create")),
     *_each("fedkube.io", ("federatedsites/status",), ("update",)),
 )
+
+# In the site's own namespace (the release's): the trainers that read the site's data, the
+# site's copy of their job's manifest and their NetworkPolicies; deleted with the job.
+SITE_REQUIRED: tuple[Permission, ...] = (
+    *_each("", ("pods", "configmaps"), ("get", "list", "watch", "create", "update", "delete")),
+    *_each("networking.k8s.io", ("networkpolicies",), ("get", "list", "create", "delete")),
+)

@@ -17,6 +17,7 @@ from fedkube.spec.progress import Progress, SiteSummary
 from fedkube.spec.terms import terms_digest
 
 from fedkube_operator.consent import held_for_consent
+from fedkube_operator.dataset_budget_check import budget_problems
 from fedkube_operator.desired import (
     aggregator_name,
     desired,
@@ -140,6 +141,10 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
     finished = status.phase in ("Succeeded", "Failed")
     # A finished job keeps its outcome: a policy tightened later judges new jobs, not history.
     refused = [] if finished else site_policy_problems(job, settings, namespace(resource))
+    if not finished and not refused and status.start_time is None and not observed.pods:
+        # Before its first pod: a job that would pass a dataset's budget never starts. Once
+        # running, its trainers hold their reservation and stop at the cap themselves.
+        refused = budget_problems(job, namespace(resource), settings, observed.ledgers)
     if refused:
         message = "; ".join(refused)
         set_condition(status, "SpecValid", False, "RefusedBySite", message, now)
@@ -183,6 +188,10 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
                 "the job's ConfigMap differed from the job as admitted; rewritten",
             )
         )
+    site_copy = want.site_config_map
+    if site_copy is not None and (observed.site_config_map or {}).get("data") != site_copy["data"]:
+        # Only the operator writes there: a copy that differs is of the job's old terms.
+        (result.replace if observed.site_config_map else result.create).append(site_copy)
     if want.service is not None and not observed.has_service:
         result.create.append(want.service)
     if want.claim is not None and not observed.has_claim:

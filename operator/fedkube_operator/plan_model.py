@@ -26,6 +26,10 @@ class Observed:
     config_map: dict[str, Any] | None = None
     # The site's consents (cluster-scoped SiteApprovals).
     approvals: list[SiteApproval] = field(default_factory=list)
+    # The site's copy of the manifest in its namespace, as found (None: not there).
+    site_config_map: dict[str, Any] | None = None
+    # The dataset ledgers on the site's state claim (None: the operator cannot read them).
+    ledgers: list[dict[str, Any]] | None = None
 
 
 @dataclass

@@ -7,7 +7,8 @@ from typing import Any
 from fedkube.spec.job import FederatedJob
 from fedkube.transport.progress_client import fetch_progress
 
-from fedkube_operator.desired import LABEL_ROLE, aggregator_name
+from fedkube_operator.desired import aggregator_name
+from fedkube_operator.labels import LABEL_ROLE
 from fedkube_operator.settings import OperatorSettings
 
 

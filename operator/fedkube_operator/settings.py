@@ -37,6 +37,13 @@ class OperatorSettings:
     # Where trainers keep what must outlive a pod (the privacy ledger, the uplink residual):
     # a claim of the site's (Helm site.state.claimName), one folder per job and site in it.
     state_claim: str | None = None
+    # The site's own namespace (Helm: the release namespace), which tenants cannot use: a
+    # trainer that reads the site's data runs there, with the data and state claims and the
+    # site's certificate (site_tls_secret, "{site}" filled in), all the site admin's. ""
+    # keeps such trainers in the job's namespace: one team's cluster, where the tenant is
+    # the site.
+    site_namespace: str = ""
+    site_tls_secret: str = "fedkube-{site}-tls"
     # Each job's own claim for its model, result and checkpoints (when the job names none):
     # its size and StorageClass (Helm jobStorage; "" is the cluster's default class).
     # Service types a job's aggregator may have here (Helm site.aggregatorServiceTypes):
@@ -93,6 +100,10 @@ class OperatorSettings:
         if self.data_host_path:
             return f"hostPath{self.data_host_path}"
         return None
+
+    def site_secret(self, site: str) -> str:
+        """The Secret (in site_namespace) that holds this site's key and certificate."""
+        return self.site_tls_secret.replace("{site}", site)
 
     def pod_security_context(self) -> dict[str, Any]:
         """What the "restricted" Pod Security Standard asks of a pod, and the site's ids."""

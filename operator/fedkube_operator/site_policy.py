@@ -25,6 +25,7 @@ def site_policy_problems(
     reading = data_reading_sites(job, local_only=True)
     if reading and settings.data_volume() is not None:
         problems += _namespace_problems(job, settings, namespace, reading)
+        problems += _identity_problems(job, settings, reading)
         problems += [r.text(HELM_POLICY) for r in policy_refusals(job, settings.policy, reading)]
     return problems
 
@@ -40,6 +41,25 @@ def _namespace_problems(
         f"spec.sites[{first}].data.file: site {job.spec.sites[first].name!r} would read this "
         f"site's data volume from namespace {namespace!r}, which the site admin has not let "
         f"use it (allowed: {allowed}) (Helm value site.data.namespaces)"
+    ]
+
+
+def _identity_problems(
+    job: FederatedJob, settings: OperatorSettings, reading: list[int]
+) -> list[str]:
+    """A trainer that reads the site's data presents the site's certificate and trusts the
+    site's CA, both in a Secret of the site's namespace: a job cannot name another."""
+    tls = job.spec.security.mutual_tls
+    if tls is None or not settings.site_namespace:
+        return []
+    names = [job.spec.sites[i].name for i in reading]
+    return [
+        f"spec.security.mutualTls.siteSecretNames.{site}: {tls.site_secret_names[site]!r}; "
+        f"site {site!r} reads this site's data, and its trainer presents the site's own "
+        f"certificate, Secret {settings.site_secret(site)!r} in namespace "
+        f"{settings.site_namespace!r} (Helm value site.tls.secretName); leave the name out"
+        for site in names
+        if site in tls.site_secret_names
     ]
 
 

@@ -611,12 +611,13 @@ def test_the_operators_check_finds_every_permission_and_names_what_is_missing(
             capture_output=True, text=True, env=env, timeout=60,
         )  # fmt: skip
 
-    granted = check(operator.kubeconfig)
+    # As the chart's helm test runs it: the release's namespace is the site's own.
+    granted = check(operator.kubeconfig, "--site-namespace", "fedkube-system")
     assert granted.returncode == 0, granted.stderr
     assert "every permission is there (every namespace)" in granted.stdout
     control_plane.kubectl("create", "serviceaccount", "nobody", "-n", namespace)
     nobody = service_account_kubeconfig(control_plane, tmp_path / "nobody", "nobody", namespace)
-    refused = check(nobody, "--namespace", namespace)
+    refused = check(nobody, "--namespace", namespace, "--site-namespace", namespace)
     assert refused.returncode == 1
     assert f"cannot do its work in {namespace}" in refused.stderr
     assert f"create pods in {namespace}" in refused.stderr
@@ -624,3 +625,4 @@ def test_the_operators_check_finds_every_permission_and_names_what_is_missing(
     assert "listing federatedjobs.fedkube.io failed: 403" in refused.stderr
     # The site's consents are read cluster-wide, whatever namespaces are watched.
     assert "list siteapprovals.fedkube.io (cluster-scoped)" in refused.stderr
+    assert f"delete configmaps in the site's namespace {namespace}" in refused.stderr

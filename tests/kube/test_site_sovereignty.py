@@ -17,6 +17,7 @@ import yaml
 from fedkube.spec.approval import approval_document
 from fedkube.spec.load import parse_job
 from fedkube.spec.terms import terms_digest
+from fedkube_operator.site_placement import site_config_name, site_trainer_name
 
 from tests.kube_harness.jobs import get_job, wait_job
 from tests.kube_harness.operator_env import STATE_CLAIM
@@ -50,6 +51,11 @@ def _own_aggregator(doc: dict[str, Any]) -> None:
     doc["spec"]["aggregator"]["endpoint"] = "collector.tenant.example:7070"
 
 
+def _own_certificate(doc: dict[str, Any]) -> None:
+    # The tenant's Secret, with a key and CA of its own, for the site that reads the data.
+    doc["spec"]["security"]["mutualTls"] = {"siteSecretNames": {"clinic-a": "clinic-a-tls"}}
+
+
 def _bin_of_one(doc: dict[str, Any]) -> None:
     doc["spec"]["statistics"] = {"minBinCount": 1}
 
@@ -70,6 +76,11 @@ ATTACKS = {
         _own_aggregator,
         "spec.aggregator.endpoint",
         "site.policy.aggregators.endpoints",
+    ),
+    "its own TLS Secret and CA": (
+        _own_certificate,
+        "spec.security.mutualTls.siteSecretNames.clinic-a",
+        "site.tls.secretName",
     ),
     "minBinCount 1": (
         _bin_of_one,
@@ -109,7 +120,7 @@ def test_a_tenant_asking_less_than_the_policy_is_refused_before_any_pod(
     site.apply(site.allowed, doc)
     message = refusal_message(site, site.allowed, name)
     assert f"{field}: " in message and f"(Helm value {value})" in message, message
-    no_pod_reached_the_data(site, site.allowed)
+    no_pod_reached_the_data(site, site.allowed, name)
 
 
 def test_a_namespace_the_site_did_not_name_never_reaches_its_data(site: Site) -> None:
@@ -118,7 +129,7 @@ def test_a_namespace_the_site_did_not_name_never_reaches_its_data(site: Site) ->
     message = refusal_message(site, site.elsewhere, "elsewhere")
     assert f"from namespace '{site.elsewhere}'" in message
     assert "(Helm value site.data.namespaces)" in message
-    no_pod_reached_the_data(site, site.elsewhere)
+    no_pod_reached_the_data(site, site.elsewhere, "elsewhere")
 
 
 def test_a_tenant_cannot_approve_a_job_itself(site: Site) -> None:
@@ -126,7 +137,7 @@ def test_a_tenant_cannot_approve_a_job_itself(site: Site) -> None:
     out = site.as_tenant("apply", "-f", "-", input=yaml.safe_dump(doc), check=False)
     assert out.returncode != 0 and "forbidden" in out.stderr.lower(), out.stderr
     assert "siteapprovals" in out.stderr
-    no_pod_reached_the_data(site, site.allowed)
+    no_pod_reached_the_data(site, site.allowed, "any")
 
 
 def test_an_approved_job_runs_and_a_config_map_the_tenant_made_is_rewritten(
@@ -138,6 +149,7 @@ def test_an_approved_job_runs_and_a_config_map_the_tenant_made_is_rewritten(
     admitted over the tenant's (every trainer is pinned to those terms besides) and the job
     trains to the end under DP, secure aggregation and mutual TLS."""
     doc = compliant(site, site.allowed, "approved")
+    doc["spec"]["podCleanup"] = "none"  # the trainers stay, to be looked at
     sites = [s["name"] for s in doc["spec"]["sites"]]
     secrets(site, "approved", sites, tmp_path)
     hostile = copy.deepcopy(doc)
@@ -153,7 +165,7 @@ def test_an_approved_job_runs_and_a_config_map_the_tenant_made_is_rewritten(
     site.apply(site.allowed, doc)
     job = awaiting(site, "approved", "NoApproval")
     assert "fedkube approve -n " in job["status"]["message"]
-    no_pod_reached_the_data(site, site.allowed)
+    no_pod_reached_the_data(site, site.allowed, "approved")
     words = approve(site, "approved")
     for said in (
         "3 rounds of model logistic_regression",
@@ -176,6 +188,20 @@ def test_an_approved_job_runs_and_a_config_map_the_tenant_made_is_rewritten(
     )
     assert job["status"]["phase"] == "Succeeded", job["status"]
     assert job["status"]["round"] == 3
+    # The trainers ran in the site's namespace with the site's certificate; the Secrets the
+    # tenant made with its own CA (approved-<site>-tls) were never mounted.
+    for s in sites:
+        pod = json.loads(
+            site.cp.kubectl(
+                "get", "pod", site_trainer_name(site.allowed, "approved", s), "-n", site.home,
+                "-o", "json",
+            ).stdout
+        )  # fmt: skip
+        secrets_mounted = [
+            v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v
+        ]
+        assert secrets_mounted == [f"fedkube-{s}-tls"], secrets_mounted
+    assert site.pods(site.allowed, "fedkube.io/role=trainer") == []
     cm = json.loads(
         site.cp.kubectl(
             "get", "configmap", "approved-config", "-n", site.allowed, "-o", "json"
@@ -195,11 +221,13 @@ def test_an_approved_job_runs_and_a_config_map_the_tenant_made_is_rewritten(
     for reason in ("Admitted", "AwaitingSiteApproval", "SiteApproved", "Completed"):
         assert reason in reasons, reasons
     made = {e["object"] for e in decided if e["kind"] == "created"}
-    assert {f"Pod/approved-trainer-{s}" for s in sites} <= made
+    trainers = {f"Pod/{site_trainer_name(site.allowed, 'approved', s)}" for s in sites}
+    assert trainers <= made
+    assert f"ConfigMap/{site_config_name(site.allowed, 'approved')}" in made
     assert "ConfigMap/approved-config" in {e["object"] for e in decided if e["kind"] == "rewrote"}
     digest = terms_digest(parse_job(doc))
     for s in sites:
-        path = site.agent.claim_dir(site.allowed, STATE_CLAIM) / site.allowed / "approved" / s
+        path = site.claim(STATE_CLAIM) / site.allowed / "approved" / s
         sent = trail_entries(verified(path / "audit.jsonl"))
         assert sent[0]["kind"] == "trainer started" and sent[0]["terms_sha256"] == digest
         updates = [e for e in sent if e.get("message") == "masked update"]
@@ -226,6 +254,35 @@ def test_an_approved_job_runs_and_a_config_map_the_tenant_made_is_rewritten(
         assert f"{copy_path}:{line} (entry " in out.stderr, (name, out.stderr)
 
 
+def test_a_job_deleted_while_the_operator_is_down_leaves_nothing_in_the_sites_namespace(
+    site: Site,
+) -> None:
+    """Nothing in the site's namespace has an ownerReference to the job (none crosses
+    namespaces): the operator deletes it with the job, or, when the job went without it
+    (its finalizer cleared while it was down), its sweep does. The approved job's trainers
+    (podCleanup none) are still there."""
+    assert sorted(site.trainers("approved")) == ["clinic-a", "clinic-b", "clinic-c"]
+    copy = site_config_name(site.allowed, "approved")
+    assert site.cp.kubectl("get", "configmap", copy, "-n", site.home, check=False).returncode == 0
+    site.operator.stop()
+    site.as_tenant("delete", "fj", "approved", "-n", site.allowed, "--wait=false")
+    # The operator's finalizer would hold the job until it came back; an admin clearing a
+    # stuck job removes it, as here: the job is gone before the operator sees it go.
+    site.cp.kubectl(
+        "patch", "fj", "approved", "-n", site.allowed, "--type=merge",
+        "-p", '{"metadata":{"finalizers":null}}',
+    )  # fmt: skip
+    site.operator.start()
+    end = time.monotonic() + 30
+    while time.monotonic() < end and site.trainers("approved"):
+        time.sleep(0.5)
+    assert site.trainers("approved") == {}
+    gone = site.cp.kubectl("get", "configmap", copy, "-n", site.home, check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stdout
+    swept = [e for e in trail_entries(verified(site.trail)) if e["kind"] == "swept"]
+    assert f"ConfigMap/{copy}" in {e["object"] for e in swept}, swept
+
+
 def test_changed_terms_hold_training_and_a_withdrawn_approval_stops_it_within_10_s(
     site: Site, tmp_path: Path
 ) -> None:
@@ -239,7 +296,7 @@ def test_changed_terms_hold_training_and_a_withdrawn_approval_stops_it_within_10
     wait_job(
         site.cp, site.allowed, "consent", lambda s: s.get("round", 0) >= 2, log=site.operator.log
     )
-    trainers = [f"consent-trainer-{s}" for s in sites]
+    trainers = sorted(sites)
     assert running_trainers(site, "consent") == trainers
 
     # The job's terms change under its approval: the site's training is held.
@@ -283,6 +340,11 @@ def test_changed_terms_hold_training_and_a_withdrawn_approval_stops_it_within_10
     job = awaiting(site, "consent", "NoApproval")
     assert {s["phase"] for s in job["status"]["sites"]} == {"Withdrawn"}
     site.as_tenant("delete", "fj", "consent", "-n", site.allowed)
+    # The site's copy of its manifest went with the job (no ownerReference crosses
+    # namespaces: the operator deleted it).
+    copy = site_config_name(site.allowed, "consent")
+    gone = site.cp.kubectl("get", "configmap", copy, "-n", site.home, check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stdout
 
 
 def test_an_expired_approval_starts_nothing(site: Site) -> None:
@@ -294,7 +356,7 @@ def test_an_expired_approval_starts_nothing(site: Site) -> None:
     assert "expired at 2026-01-01T00:00:00+00:00" in next(
         c["message"] for c in job["status"]["conditions"] if c["type"] == "AwaitingSiteApproval"
     )
-    no_pod_reached_the_data(site, site.allowed)
+    no_pod_reached_the_data(site, site.allowed, "lapsed")
 
 
 def test_the_sites_trail_holds_every_refusal_and_verifies(site: Site) -> None:

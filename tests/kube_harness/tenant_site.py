@@ -19,7 +19,7 @@ import yaml
 from tests.kube_harness.controlplane import ControlPlane
 from tests.kube_harness.jobs import wait_job, with_free_ports
 from tests.kube_harness.node_agent import NodeAgent
-from tests.kube_harness.operator_env import DATA_CLAIM, STATE_CLAIM, OperatorProcess
+from tests.kube_harness.operator_env import DATA_CLAIM, NAMESPACE, STATE_CLAIM, OperatorProcess
 from tests.support.cli import fedkube_cli
 from tests.support.site_files import file_job, write_site_files
 
@@ -38,6 +38,9 @@ class Site:
     allowed: str  # the namespace the site admin lets use its data
     elsewhere: str  # one it does not
     trail: Path  # the operator's audit trail (Helm site.audit)
+    # The site's own namespace (the chart's release namespace): trainers that read its data
+    # run there, beside its claims and certificates.
+    home: str = NAMESPACE
 
     def as_tenant(self, *args: str, input: str | None = None, check: bool = True) -> Any:
         return self.cp.kubectl("--as", TENANT, *args, input=input, check=check)
@@ -45,9 +48,21 @@ class Site:
     def apply(self, namespace: str, doc: dict[str, Any]) -> None:
         self.as_tenant("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
 
-    def pods(self, namespace: str) -> list[dict[str, Any]]:
-        out = self.cp.kubectl("get", "pods", "-n", namespace, "-o", "json")
+    def pods(self, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+        args = ["-l", selector] if selector else []
+        out = self.cp.kubectl("get", "pods", "-n", namespace, *args, "-o", "json")
         return list(json.loads(out.stdout)["items"])
+
+    def trainers(self, job: str, namespace: str | None = None) -> dict[str, dict[str, Any]]:
+        """A job's trainers that read the site's data, in the site's namespace, by site."""
+        selector = f"fedkube.io/job={job},fedkube.io/job-namespace={namespace or self.allowed}"
+        return {
+            p["metadata"]["labels"]["fedkube.io/site"]: p for p in self.pods(self.home, selector)
+        }
+
+    def claim(self, name: str) -> Path:
+        """One of the site's claims (data, state), in its namespace, as the node agent keeps it."""
+        return self.agent.claim_dir(self.home, name)
 
 
 def tenant_namespace(cp: ControlPlane, name: str) -> None:
@@ -88,11 +103,20 @@ def strict_site(
     trail = folder / "audit" / "operator.jsonl"
     # The site's status reads the dataset ledgers where the trainers keep them (Helm
     # siteStatus.stateClaimName: the state claim's storage, mounted in the operator).
-    ledgers = node_agent.claim_dir(allowed, STATE_CLAIM) / "datasets"
+    ledgers = node_agent.claim_dir(NAMESPACE, STATE_CLAIM) / "datasets"
     strict = OperatorProcess(
         control_plane,
         folder,
-        ("--audit-log", str(trail), "--site-state-dir", str(ledgers), *extra_args),
+        (
+            "--audit-log",
+            str(trail),
+            "--site-state-dir",
+            str(ledgers),
+            # As the chart passes it: the release's namespace is the site's own.
+            "--site-namespace",
+            NAMESPACE,
+            *extra_args,
+        ),
         policy={},
         data_namespaces=(allowed,),
         watch=(allowed, elsewhere),
@@ -110,6 +134,19 @@ def strict_site(
                 control_plane.kubectl("delete", name, "--wait=false", check=False)
         for ns in (allowed, elsewhere):
             control_plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        # What the strict operator ran in the site's namespace for jobs it no longer
+        # serves (the shared operator keeps no site namespace, and sweeps nothing there).
+        for kind in ("pods", "configmaps", "networkpolicies"):
+            control_plane.kubectl(
+                "delete", kind, "-n", NAMESPACE, "--wait=false",
+                "-l", f"fedkube.io/job-namespace in ({allowed},{elsewhere})",
+                check=False,
+            )  # fmt: skip
+        # The site's certificates (of this module's consortium).
+        listed = control_plane.kubectl("get", "secrets", "-n", NAMESPACE, "-o", "name").stdout
+        for name in listed.split():
+            if name.startswith("secret/fedkube-") and name.endswith("-tls"):
+                control_plane.kubectl("delete", name, "-n", NAMESPACE, check=False)
 
 
 def strict_site_fixture(folder: str, *extra_args: str) -> Any:
@@ -132,7 +169,7 @@ def strict_site_fixture(folder: str, *extra_args: str) -> Any:
 def compliant(site: Site, namespace: str, name: str) -> dict[str, Any]:
     """A job that promises what the default policy asks: DP-SGD within its bounds, secure
     aggregation, mutual TLS, the aggregator in this cluster, the default statistics floors."""
-    files = write_site_files(site.agent.claim_dir(namespace, DATA_CLAIM))
+    files = write_site_files(site.claim(DATA_CLAIM))
     doc = file_job(
         {s: Path(p.name) for s, p in files.items()},
         name=name,
@@ -154,23 +191,43 @@ def refusal_message(site: Site, namespace: str, name: str) -> str:
     return str(condition["message"])
 
 
-def no_pod_reached_the_data(site: Site, namespace: str) -> None:
-    pods = site.pods(namespace)
+def no_pod_reached_the_data(site: Site, namespace: str, job: str) -> None:
+    """No pod of the job, in the tenant's namespace or in the site's."""
+    pods = site.pods(namespace, f"fedkube.io/job={job}") + list(
+        site.trainers(job, namespace).values()
+    )
     assert pods == [], [p["metadata"]["name"] for p in pods]
 
 
 def secrets(site: Site, job: str, sites: list[str], folder: Path) -> None:
-    """The job's certificates, as a tenant can give them (a site that pins its consortium's
-    CA, site.policy.mutualTls.trustedCaSha256, refuses any other)."""
+    """The certificates of one consortium: each site's in the site's namespace, made there
+    by the site admin (Helm site.tls.secretName), and the aggregator's in the tenant's. The
+    tenant also makes the conventional <job>-<site>-tls Secrets with a CA of its own: a
+    trainer that reads the site's data never mounts them."""
     from fedkube.security.certs import create_consortium
 
-    create_consortium(folder, "hospitals", sites, ["127.0.0.1", "localhost"])
-    folders = {f"{job}-aggregator-tls": folder / "aggregator"}
-    folders.update({f"{job}-{s}-tls": folder / "sites" / s for s in sites})
-    for secret, path in folders.items():
+    hosts = ["127.0.0.1", "localhost"]
+    # One consortium per site (every job's aggregator is signed by the CA the site trusts);
+    # the tenant's CA is new each time.
+    consortium = site.operator.folder / "consortium"
+    if not consortium.exists():
+        create_consortium(consortium, "hospitals", sites, hosts)
+    create_consortium(folder / "tenant", "hospitals", sites, hosts)
+    site.as_tenant(
+        "create", "secret", "generic", f"{job}-aggregator-tls", "-n", site.allowed,
+        f"--from-file={consortium / 'aggregator'}",
+    )  # fmt: skip
+    for s in sites:
         site.as_tenant(
-            "create", "secret", "generic", secret, "-n", site.allowed, f"--from-file={path}"
-        )
+            "create", "secret", "generic", f"{job}-{s}-tls", "-n", site.allowed,
+            f"--from-file={folder / 'tenant' / 'sites' / s}",
+        )  # fmt: skip
+        # The site's own, as its admin keeps it (applied: the same for every job here).
+        made = site.cp.kubectl(
+            "create", "secret", "generic", f"fedkube-{s}-tls", "-n", site.home,
+            f"--from-file={consortium / 'sites' / s}", "--dry-run=client", "-o", "yaml",
+        )  # fmt: skip
+        site.cp.kubectl("apply", "-f", "-", input=made.stdout)
 
 
 def approve(site: Site, job: str, *extra: str) -> str:
@@ -202,11 +259,11 @@ def awaiting(site: Site, job: str, reason: str) -> dict[str, Any]:
 
 
 def running_trainers(site: Site, job: str) -> list[str]:
+    """The sites whose trainers of the job are there and not being deleted."""
     return sorted(
-        p["metadata"]["name"]
-        for p in site.pods(site.allowed)
-        if p["metadata"]["name"].startswith(f"{job}-trainer-")
-        and p["metadata"].get("deletionTimestamp") is None
+        name
+        for name, p in site.trainers(job).items()
+        if p["metadata"].get("deletionTimestamp") is None
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fedkube.spec.site_policy import SitePolicy, parse_site_policy
-from fedkube_operator.permissions import CLUSTER_REQUIRED, REQUIRED, Permission
+from fedkube_operator.permissions import CLUSTER_REQUIRED, REQUIRED, SITE_REQUIRED, Permission
 
 from tests.kube_harness.controlplane import ROOT, binaries
 
@@ -85,8 +85,17 @@ def test_watch_namespaces_gets_namespaced_roles_and_no_cluster_wide_pod_verbs() 
     assert bindings["fedkube-fedkube-site-reader"]["subjects"] == [
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}
     ]
-    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
-    bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
+    site_role = "fedkube-fedkube-site-trainers"
+    roles = {
+        d["metadata"]["namespace"]: d
+        for d in docs
+        if d["kind"] == "Role" and d["metadata"]["name"] != site_role
+    }
+    bindings = {
+        d["metadata"]["namespace"]: d
+        for d in docs
+        if d["kind"] == "RoleBinding" and d["metadata"]["name"] != site_role
+    }
     assert set(roles) == set(bindings) == {"ward-a", "ward-b"}
     for role in roles.values():
         pods = next(r for r in role["rules"] if "pods" in r["resources"])
@@ -168,6 +177,9 @@ def test_the_charts_rbac_grants_exactly_what_the_operator_checks_for() -> None:
             }
 
         assert granted("fedkube-fedkube-operator") == set(REQUIRED)
+        # In the site's own namespace: the trainers that read its data, and their manifest.
+        assert roles["fedkube-fedkube-site-trainers"]["metadata"]["namespace"] == "fedkube-system"
+        assert granted("fedkube-fedkube-site-trainers") == set(SITE_REQUIRED)
         # The site's consents are cluster-scoped: read cluster-wide in every mode.
         assert roles["fedkube-fedkube-operator-approvals"]["kind"] == "ClusterRole"
         assert granted("fedkube-fedkube-operator-approvals") == set(CLUSTER_REQUIRED)

@@ -77,6 +77,8 @@ def test_chart_lints_and_renders(tmp_path: Path) -> None:
         "CustomResourceDefinition",  # SiteApproval
         "Deployment",
         "Pod",  # helm test's
+        "Role",  # the operator's, in the site's own namespace
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
@@ -84,3 +86,6 @@ def test_chart_lints_and_renders(tmp_path: Path) -> None:
     container = deploy["spec"]["template"]["spec"]["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert deploy["spec"]["template"]["metadata"]["labels"]["fedkube.io/site"] == "hospital-a"
+    # Trainers that read the site's data run in the release's namespace, with its certificate.
+    assert "--site-namespace=fedkube-system" in container["args"]
+    assert "--site-tls-secret=fedkube-{site}-tls" in container["args"]

@@ -2,8 +2,8 @@
 (`site.epsilonCap`) bounds the sum of what all of them spend on the same records.
 
 A dataset is named by the site's data volume, the file's path in it and the digest of its
-contents, so a job under a new name (or in another namespace whose state claim shares the
-storage) finds the same ledger. Each job
+contents, so a job under a new name, from any namespace, finds the same ledger (the state
+claim is the site's, in its own namespace). Each job
 has one entry: the epsilon it reserved when it started (its planned spend, from the
 accountant) and the epsilon it has spent so far (DP-SGD and noised held-out scores). Until a
 job finishes it holds the larger of the two; after, what it spent. Jobs compose by summing
@@ -19,6 +19,7 @@ own ledger holds and what the dataset ledger had.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import hashlib
 import json
@@ -60,11 +61,17 @@ def dataset_of(volume: str, file: str, path: Path) -> Dataset:
     return Dataset(volume, file, h.hexdigest())
 
 
-def _committed(entry: dict[str, Any]) -> float:
+def committed(entry: dict[str, Any]) -> float:
+    """What a job holds of a dataset's budget: its reservation until it finishes (or what it
+    spent, if more), then what it spent."""
     spent = float(entry.get("spent", 0.0))
     if entry.get("finished"):
         return spent
     return max(spent, float(entry.get("reserved", 0.0)))
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class DatasetBudget:
@@ -118,14 +125,18 @@ class DatasetBudget:
 
     def held_by_others(self) -> float:
         with self._locked() as ledger:
-            return sum(_committed(e) for j, e in ledger["jobs"].items() if j != self.job)
+            return sum(committed(e) for j, e in ledger["jobs"].items() if j != self.job)
 
-    def reserve(self, planned: float) -> None:
+    def reserve(self, planned: float, rows: int | None = None) -> None:
         """Hold ``planned`` epsilon for this job, or refuse it when the dataset's other jobs
-        and this one would pass the site's cap. A job that restarts keeps what it held."""
+        and this one would pass the site's cap. A job that restarts keeps what it held. The
+        dataset's row count and when it was read are kept beside: the operator plans the
+        next job on this file from them, before any pod."""
         with self._locked() as ledger:
+            if rows is not None:
+                ledger["dataset"].update(rows=rows, readAt=_now())
             entry = ledger["jobs"].get(self.job, {})
-            others = {j: _committed(e) for j, e in ledger["jobs"].items() if j != self.job}
+            others = {j: committed(e) for j, e in ledger["jobs"].items() if j != self.job}
             held = sum(others.values())
             mine = max(planned, float(entry.get("spent", 0.0)))
             if self.cap is not None and held + mine > self.cap:
@@ -166,6 +177,6 @@ def read_ledgers(folder: Path) -> list[dict[str, Any]]:
             continue  # not a dataset's ledger (those are named by the dataset's key)
         ledger = json.loads(path.read_text())
         jobs = ledger.get("jobs", {})
-        ledger["held"] = sum(_committed(e) for e in jobs.values())
+        ledger["held"] = sum(committed(e) for e in jobs.values())
         out.append(ledger)
     return out

@@ -1,8 +1,8 @@
 """The site's own admission of a job to one of its datasets, before it trains or sends
 anything: the job's planned epsilon (from its manifest and the file's rows, with the
 accountant) is reserved in the dataset's ledger, or the job is refused when the dataset's
-other jobs leave too little of the site's cap. Only the site can judge this: the operator
-sees neither the data nor the other namespaces' jobs' spending."""
+other jobs leave too little of the site's cap. The operator refuses such a job before any pod
+when the ledger already knows the file; only the trainer sees a file that is new or changed."""
 
 from __future__ import annotations
 
@@ -10,26 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedkube.data.table import SiteTable
-from fedkube.privacy.accountant import RdpAccountant
 from fedkube.privacy.dataset_budget import DatasetBudget, dataset_of
-from fedkube.spec.job import FederatedJob, JobSpec
-from fedkube.trainer.dp_sgd import dp_steps
-
-
-def planned_epsilon(spec: JobSpec, site: str, rows: int) -> float:
-    """What the job's DP-SGD would spend at this site over every round, at most its own cap
-    (the trainer stops there). 0 without record-level DP."""
-    dp = spec.privacy.record_level
-    if dp is None:
-        return 0.0
-    data = spec.site(site).data
-    fraction = data.held_out_fraction if data is not None else 0.0
-    train = max(1, rows - round(rows * fraction))
-    q, steps = dp_steps(train, spec.task.batch_size, spec.task.local_epochs)
-    plan = RdpAccountant()
-    plan.step(dp.noise_multiplier, q, steps * spec.rounds)
-    epsilon = plan.epsilon(dp.delta)
-    return min(epsilon, dp.epsilon_cap) if dp.epsilon_cap is not None else epsilon
+from fedkube.privacy.planning import planned_epsilon
+from fedkube.spec.job import FederatedJob
 
 
 @dataclass
@@ -49,4 +32,4 @@ class DatasetAdmission:
             return
         dataset = dataset_of(self.volume, data.file.path, Path(table.source))
         self.budget = DatasetBudget(self.folder, dataset, self.job_id, self.cap)
-        self.budget.reserve(planned_epsilon(job.spec, table.site, table.rows))
+        self.budget.reserve(planned_epsilon(job.spec, table.site, table.rows), table.rows)

@@ -17,17 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedkube.privacy.planning import dp_steps
+
 __all__ = ["dp_sgd_train", "dp_steps"]
 
 
 def _secret_generator(device: torch.device | None = None) -> torch.Generator:
     return torch.Generator(device=device or "cpu").manual_seed(secrets.randbits(63))
-
-
-def dp_steps(num_examples: int, batch_size: int, epochs: int) -> tuple[float, int]:
-    """(sampling rate, steps) for ``epochs`` expected passes in batches of ``batch_size``."""
-    q = min(1.0, batch_size / num_examples)
-    return q, max(1, round(epochs / q))
 
 
 def dp_sgd_train(
