@@ -200,32 +200,51 @@ def no_pod_reached_the_data(site: Site, namespace: str, job: str) -> None:
 
 
 def secrets(site: Site, job: str, sites: list[str], folder: Path) -> None:
-    """The certificates of one consortium: each site's in the site's namespace, made there
-    by the site admin (Helm site.tls.secretName), and the aggregator's in the tenant's. The
-    tenant also makes the conventional <job>-<site>-tls Secrets with a CA of its own: a
-    trainer that reads the site's data never mounts them."""
-    from fedkube.security.certs import create_consortium
+    """The certificates of one consortium, each key made where it is used: each site's in
+    the site's namespace (Helm site.tls.secretName), requested by the site and signed by the
+    consortium's CA, and the aggregator's in the tenant's namespace. The tenant also makes the
+    conventional <job>-<site>-tls Secrets, with a CA of its own: a trainer that reads the
+    site's data never mounts them."""
+    from fedkube.security.certs import create_consortium, new_authority, write_authority
+    from fedkube.security.signing_requests import (
+        load_authority,
+        sign_request,
+        write_request,
+        write_signed,
+    )
 
     hosts = ["127.0.0.1", "localhost"]
-    # One consortium per site (every job's aggregator is signed by the CA the site trusts);
-    # the tenant's CA is new each time.
     consortium = site.operator.folder / "consortium"
-    if not consortium.exists():
-        create_consortium(consortium, "hospitals", sites, hosts)
+    if not (consortium / "ca").exists():
+        write_authority(consortium / "ca", new_authority("hospitals"))
+    ca = load_authority(consortium / "ca")
+
+    def issued(home: Path, name: str, role: Any, names: list[str]) -> Path:
+        # The party makes its key and request at home; only the request goes to the CA,
+        # and only the certificate and the CA's come back.
+        if not (home / "tls.crt").exists():
+            request = write_request(home, name, names).read_bytes()
+            write_signed(home, ca, sign_request(ca, request, role, name, names))
+        return home
+
+    aggregator = issued(consortium / "aggregator", "127.0.0.1", "aggregator", hosts)
     create_consortium(folder / "tenant", "hospitals", sites, hosts)
     site.as_tenant(
         "create", "secret", "generic", f"{job}-aggregator-tls", "-n", site.allowed,
-        f"--from-file={consortium / 'aggregator'}",
+        f"--from-file={aggregator / 'tls.crt'}", f"--from-file={aggregator / 'tls.key'}",
+        f"--from-file={aggregator / 'ca.crt'}",
     )  # fmt: skip
     for s in sites:
         site.as_tenant(
             "create", "secret", "generic", f"{job}-{s}-tls", "-n", site.allowed,
             f"--from-file={folder / 'tenant' / 'sites' / s}",
         )  # fmt: skip
+        home = issued(consortium / "sites" / s, s, "site", [])
         # The site's own, as its admin keeps it (applied: the same for every job here).
         made = site.cp.kubectl(
             "create", "secret", "generic", f"fedkube-{s}-tls", "-n", site.home,
-            f"--from-file={consortium / 'sites' / s}", "--dry-run=client", "-o", "yaml",
+            *(f"--from-file={home / f}" for f in ("tls.crt", "tls.key", "ca.crt")),
+            "--dry-run=client", "-o", "yaml",
         )  # fmt: skip
         site.cp.kubectl("apply", "-f", "-", input=made.stdout)
 

@@ -212,7 +212,7 @@ def test_helm_test_runs_the_operators_check_as_its_service_account() -> None:
     assert pod["spec"]["serviceAccountName"] == "fedkube-operator"
     container = pod["spec"]["containers"][0]
     assert container["image"] == "fedkube/operator:0.1.0"
-    assert container["args"] == ["--check", "--namespace=ward-a"]
+    assert container["args"] == ["--check", "--site-namespace=fedkube-system", "--namespace=ward-a"]
     assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
