@@ -5,8 +5,6 @@ A real aggregator process; the test plays site-0 over real gRPC on loopback.
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
 
 import grpc
@@ -18,28 +16,7 @@ from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.testing import LocalJob, manifest
 from fedkube.wire.tensors import specs_of, to_spec
 
-from tests.support.wire import fetch, parts
-
-
-class FakeSiteStream:
-    """The test's own Subscribe stream, read on a thread into a queue."""
-
-    def __init__(self, stub: pb_grpc.AggregatorStub, site: str) -> None:
-        self.events: queue.Queue[pb.Event] = queue.Queue()
-        self.call = stub.Subscribe(
-            pb.JoinRequest(job="refusals", site=site, protocol_version=PROTOCOL_VERSION)
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for e in self.call:
-                self.events.put(e)
-        except grpc.RpcError:
-            pass
-
-    def next_task(self) -> pb.Task:
-        return self.events.get(timeout=60).task
+from tests.support.wire import FakeSiteStream, fetch, parts
 
 
 def refused(stub: pb_grpc.AggregatorStub, it: Iterator[pb.UpdatePart]) -> grpc.RpcError:

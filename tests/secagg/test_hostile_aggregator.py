@@ -58,7 +58,7 @@ class Honest:
             trainer,
             secure=self.params,
             identity=SigningIdentity.from_folder(pki / "sites" / SITE) if pki else None,
-            job_sites=frozenset([SITE, *PEERS]),
+            job_sites=dict.fromkeys([SITE, *PEERS]),
         )
         self.thread = threading.Thread(target=self.client.run, daemon=True)
         self.thread.start()

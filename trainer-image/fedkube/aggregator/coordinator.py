@@ -30,11 +30,13 @@ import numpy as np
 
 from fedkube.accumulate import build_accumulator
 from fedkube.aggregator.evaluations import Evaluations, held_out_noise
+from fedkube.aggregator.model_guard import apply_checked
 from fedkube.aggregator.persistence import save
 from fedkube.aggregator.privacy_hook import PrivacyHook
 from fedkube.aggregator.reception import UpdateReception
 from fedkube.aggregator.round_log import RoundLog
 from fedkube.aggregator.rounds import EventQueue, OpenRound, SiteState
+from fedkube.aggregator.sample_bounds import SampleBounds
 from fedkube.aggregator.secure_rounds import SecureRounds
 from fedkube.aggregator.site_sampling import draw_sample, in_sample
 from fedkube.aggregator.statistics_round import STATISTICS_ROUND, StatisticsRound
@@ -97,6 +99,7 @@ class Coordinator:
         self.evaluations = Evaluations(self)
         # Round 0: the federated statistics and the preprocessing the sites agree from them.
         self.round0 = StatisticsRound(self)
+        self.sample_bounds = SampleBounds(self.spec, self.round0.site_rows)
         self.statistics_only = statistics_only
         self.preprocessing: Preprocessing | None = None
         self.statistics: StatisticsReport | None = None
@@ -258,8 +261,7 @@ class Coordinator:
             except SecureAggregationError as e:
                 mean = None
                 log.warning("round %d attempt %d: %s", number, attempt, e)
-            if mean is not None:
-                self._close_train_round(r, mean)
+            if mean is not None and self._close_train_round(r, mean):
                 return
             self.abandon_round()
             log.warning(
@@ -380,8 +382,13 @@ class Coordinator:
         connected = {n for n, s in self.sites.items() if s.connected}
         return ((r.tasked & connected) | set(r.receiving)) - set(r.done)
 
-    def _close_train_round(self, r: OpenRound, mean: Params) -> None:
-        self.params = self.strategy.apply(self.params, mean, r.number, participants=len(r.updates))
+    def _close_train_round(self, r: OpenRound, mean: Params) -> bool:
+        """Publish the round's model; False (nothing changed) when it would not be finite."""
+        new, problem = apply_checked(self.strategy, self.params, mean, r.number, len(r.updates))
+        if new is None:
+            log.warning("round %d attempt %d: %s; not published", r.number, r.attempt, problem)
+            return False
+        self.params = new
         self.rounds_completed = r.number
         if self.downlink is not None:
             # The last model goes out whole: the final evaluation scores the saved model.
@@ -401,6 +408,7 @@ class Coordinator:
         for hook in self.round_closed_hooks:
             hook(record)
         log.info("round %d closed with %d sites", r.number, len(r.updates))
+        return True
 
     def close_statistics_round(self, r: OpenRound) -> None:
         self.open = None

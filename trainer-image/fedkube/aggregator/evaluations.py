@@ -8,15 +8,15 @@ noised counts (``evaluation.noiseMultiplier``) or says it withheld them."""
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedkube.aggregator.figures import figure_problems
 from fedkube.errors import InvalidUpdate
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.spec.job import JobSpec
-from fedkube.stats.score_counts import ScoreLayout
+from fedkube.stats.score_counts import ScoreLayout, count_bounds
 
 if TYPE_CHECKING:
     from fedkube.aggregator.coordinator import Coordinator
@@ -83,13 +83,14 @@ class Evaluations:
         c, site, number = self.c, msg.ref.site, msg.ref.round
         if not self.private:
             metrics = dict(msg.metrics)
-            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+            bad = figure_problems(metrics)
             if bad or msg.num_samples <= 0:
                 raise InvalidUpdate(
-                    f"evaluation has non-finite metrics {bad} or no samples",
+                    f"evaluation has metrics out of range ({'; '.join(bad)}) or no samples",
                     site=site,
                     round=number,
                 )
+            c.sample_bounds.check(site, msg.num_samples, "the evaluation", number)
             c.log.record_evaluation(msg.model_version, site, msg.num_samples, metrics)
             return metrics
         own = dict(msg.metrics)
@@ -117,5 +118,17 @@ class Evaluations:
                 site=site,
                 round=number,
             )
-        c.log.record_counts(msg.model_version, site, np.array(msg.counts, dtype=np.int64))
+        counts = np.array(msg.counts, dtype=np.int64)
+        rows, why = c.sample_bounds.bound(site)
+        lo, hi = count_bounds(counts.size, rows, c.spec.evaluation.noise_multiplier)
+        outside = np.flatnonzero((counts < lo) | (counts > hi))
+        if outside.size:
+            i = int(outside[0])
+            raise InvalidUpdate(
+                f"evaluation count {i} is {int(counts[i])}, outside what at most {rows} held-out "
+                f"records ({why}) and the noise can give ({lo[i]:.0f} to {hi[i]:.0f})",
+                site=site,
+                round=number,
+            )
+        c.log.record_counts(msg.model_version, site, counts)
         return own

@@ -122,10 +122,13 @@ class UpdateReception:
         else:
             if header.num_samples <= 0:
                 raise InvalidUpdate("num_samples must be positive", site=site, round=number)
+            c.sample_bounds.check(site, header.num_samples, "the update", number)
             codec = c.uplink
             infos = codec.wire_infos(c.update_infos) if codec else c.update_infos
             check_tensors(header, infos, codec=codec.wire if codec else pb.RAW)
             update = SpooledUpdate(header, infos, c.spec.security.update_norm_bound)
+            if c.spec.security.weighting == "equal":
+                update.weight = 1.0  # one site's pull, whatever it claims
         r.receiving[site] = update
         return update
 

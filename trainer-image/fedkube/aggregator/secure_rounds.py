@@ -110,6 +110,12 @@ class SecureRounds:
 
     def advertise_keys(self, msg: pb.KeyAdvertisement) -> None:
         r, secure = self._stage_of(msg.ref, pb.ADVERTISE_KEYS)
+        if not secure.params.equal_weights:
+            # The weight a site signs for itself: bounded before any site sees it (each
+            # site also checks the roster against its own manifest).
+            self.c.sample_bounds.check(
+                msg.ref.site, msg.num_samples, "the key advertisement", r.number
+            )
         if msg.model_version != r.model_version:
             raise InvalidUpdate(
                 f"keys for a model of version {msg.model_version}; round {r.number} trains "
@@ -159,7 +165,9 @@ class SecureRounds:
             return
         try:
             SecureSum.check_keys(keys, r.secure.params)
-        except SecureAggregationError as e:
+            if not r.secure.params.equal_weights:
+                self.c.sample_bounds.check(keys.ref.site, keys.num_samples, "the keys", r.number)
+        except (SecureAggregationError, InvalidUpdate) as e:
             log.warning("site %s: next round's keys ignored: %s", header.ref.site, e)
             return
         r.next_keys[header.ref.site] = keys

@@ -52,6 +52,10 @@ class StatisticsRound:
         self.vocabulary: list[str] = []
         self.features: list[str] = []
 
+    def site_rows(self) -> dict[str, int]:
+        """Each site's row count, where round 0 was answered in the clear."""
+        return {site: self.layout.decode(own).rows for site, own in self.per_site.items()}
+
     # -- answers ------------------------------------------------------------------------------
 
     def infos(self, r: OpenRound) -> list[TensorInfo]:

@@ -56,6 +56,23 @@ class Codec(ABC):
         return None
 
 
+# The largest finite float32: a decoded value past it is Inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def scale_problem(name: str, scales: np.ndarray, levels: int) -> str | None:
+    """A quantised tensor's scales must be finite, and small enough that the largest code
+    times the scale stays a finite float32: otherwise the update decodes to Inf."""
+    worst = np.abs(scales.astype(np.float64)) * levels
+    bad = np.flatnonzero(~np.isfinite(worst) | (worst > FLOAT32_MAX))
+    if bad.size == 0:
+        return None
+    return (
+        f"tensor {name!r}: scale {float(scales[bad[0]]):g} (block {int(bad[0])}) times the "
+        f"largest code {levels} is not a finite float32; the update would decode to Inf"
+    )
+
+
 def stochastic_round(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """floor(x + u), u uniform in [0, 1): integers whose mean is x."""
     return np.floor(x + rng.random(x.shape, dtype=np.float64))

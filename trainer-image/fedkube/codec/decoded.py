@@ -28,7 +28,19 @@ class DecodedUpdate:
         self.weight = wire.weight
 
     def problem(self) -> str | None:
-        return self.codec.check(self.wire, self.infos)
+        """What makes the update unfit to fold: the codec's own checks, then every decoded
+        value, which must be finite (a last guard whatever the codec)."""
+        problem = self.codec.check(self.wire, self.infos)
+        if problem is not None:
+            return problem
+        for t, start, values in self.pieces():
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                return (
+                    f"tensor {self.infos[t].name!r} decodes to a non-finite value (NaN or Inf) "
+                    f"at element {start + int(bad[0])}"
+                )
+        return None
 
     def pieces(self) -> Iterator[tuple[int, int, np.ndarray]]:
         return self.codec.pieces(self.wire, self.infos)

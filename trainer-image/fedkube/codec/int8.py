@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from fedkube.codec.base import PIECE_VALUES, Codec, WireReader, stochastic_round
+from fedkube.codec.base import PIECE_VALUES, Codec, WireReader, scale_problem, stochastic_round
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.wire.tensors import Params, TensorInfo
 
@@ -51,6 +51,14 @@ class Int8(Codec):
             wire[name], wire[name + ".scale"] = q, scale
             seen[name] = decoded.astype(np.float32).reshape(np.shape(values))
         return wire, seen
+
+    def check(self, reader: WireReader, infos: Sequence[TensorInfo]) -> str | None:
+        for t, info in enumerate(infos):
+            blocks = math.ceil(info.size / min(self.block_size, max(info.size, 1)))
+            problem = scale_problem(info.name, reader.read(2 * t + 1, 0, blocks), LEVELS)
+            if problem is not None:
+                return problem
+        return None
 
     def pieces(
         self, reader: WireReader, infos: Sequence[TensorInfo]

@@ -10,8 +10,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from fedkube.codec.base import PIECE_VALUES, Codec, WireReader
-from fedkube.codec.int8 import Int8
+from fedkube.codec.base import PIECE_VALUES, Codec, WireReader, scale_problem
+from fedkube.codec.int8 import LEVELS, Int8
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.wire.tensors import Params, TensorInfo
 
@@ -81,6 +81,11 @@ class TopK(Codec):
                     f"tensor {info.name!r}: top-k positions must be distinct, ascending and "
                     f"below {info.size}"
                 )
+            if self.quantise:
+                scale = reader.read(self.per_tensor * t + 2, 0, 1)
+                problem = scale_problem(info.name, scale, LEVELS)
+                if problem is not None:
+                    return problem
         return None
 
     def pieces(

@@ -29,4 +29,8 @@ def secagg_params(spec: JobSpec) -> pb.SecAggParams | None:
         # A fixed, public denominator: each update weighs 1/(the job's sites), whoever
         # answers, so one site's influence on the sum is bounded by the noise's design.
         params.num_sites = len(spec.sites)
+    elif spec.security.weighting == "equal":
+        # Each survivor's update weighs the same, whatever it advertises.
+        params.equal_weights = True
+        params.num_sites = len(spec.sites)
     return params

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg import keys, shamir
 from fedkube.secagg.encoding import FixedPoint, offsets
 from fedkube.secagg.signed_keys import SigningIdentity, signed_by, survivors_bytes
+from fedkube.spec.sites import MAX_SAMPLES
 
 
 def check_roster(roster: Sequence[pb.SiteKeys], threshold: int) -> dict[str, pb.SiteKeys]:
@@ -62,7 +63,7 @@ class SiteSession:
         params: pb.SecAggParams,
         *,
         identity: SigningIdentity | None = None,
-        job_sites: frozenset[str] | None = None,
+        job_sites: Mapping[str, int | None] | None = None,
     ) -> None:
         self.site = site
         self.params = params
@@ -70,7 +71,8 @@ class SiteSession:
         # With mutual TLS: this site signs its keys, and refuses any roster entry its site
         # did not sign (key substitution).
         self.identity = identity
-        # The sites this site's own manifest lists: a roster naming another is refused.
+        # The sites this site's own manifest lists, with the most samples each may claim
+        # (sites[].maxSamples): a roster naming another, or giving one more, is refused.
         self.job_sites = job_sites
         self._share_key = keys.new_private_key()
         self._mask_key = keys.new_private_key()
@@ -112,12 +114,26 @@ class SiteSession:
             raise SecureAggregationError(
                 f"the roster does not hold site {self.site!r}'s own keys; it is not answered"
             )
-        strangers = sorted(set(by_name) - self.job_sites) if self.job_sites is not None else []
+        listed = self.job_sites
+        strangers = sorted(set(by_name) - set(listed)) if listed is not None else []
         if strangers:
             raise SecureAggregationError(
                 f"the roster names {', '.join(strangers)}, which this site's manifest does not "
                 "list: not answered"
             )
+        if not self.params.equal_weights:
+            # A site's advertised samples are its weight in every site's sum.
+            over = [
+                f"{e.site} {e.num_samples} (at most {bound})"
+                for e in roster
+                if e.num_samples
+                > (bound := min((listed or {}).get(e.site) or MAX_SAMPLES, MAX_SAMPLES))
+            ]
+            if over:
+                raise SecureAggregationError(
+                    f"the roster gives more samples than this site's manifest allows "
+                    f"(sites[].maxSamples): {', '.join(over)}; not answered"
+                )
         if self.identity is not None:
             for entry in roster:
                 self.identity.check(entry, self.context)

@@ -114,6 +114,12 @@ class SecuritySpec(_Model):
         le=1e12,
         description="Refuse an update whose L2 norm is above this (a broken or hostile site).",
     )
+    weighting: Literal["samples", "equal"] = Field(
+        default="samples",
+        description="How the sites' updates are averaged: by the samples each claims "
+        "(bounded by sites[].maxSamples and round 0), or equally, whatever a site claims (with "
+        "updateNormBound, one site's pull on the model is then bounded by the norm alone).",
+    )
     robust_aggregation: RobustAggregationSpec | None = None
     secure_aggregation: SecureAggregationSpec | None = None
     mutual_tls: MutualTlsSpec | None = None

@@ -103,6 +103,11 @@ class DataSpec(_Model):
         return self
 
 
+# The most samples any site may claim for an update or an evaluation: no site has a trillion
+# rows, and past this a claim only serves to outweigh the others.
+MAX_SAMPLES = 1 << 40
+
+
 class SiteSpec(_Model):
     model_config = cel(
         ("self.remote || has(self.data)", "a site that trains here needs data", ".data"),
@@ -115,6 +120,15 @@ class SiteSpec(_Model):
         "aggregator.endpoint); the aggregator expects it, no trainer runs here.",
     )
     data: DataSpec | None = None
+    max_samples: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="The most samples this site may claim for an update or an evaluation (its "
+        "row count, say): the aggregator refuses a larger claim, and under secure aggregation "
+        "every site refuses a roster that gives this site more. Default: its round-0 row count "
+        "where the aggregator has it, else only the protocol's bound (2^40).",
+    )
 
     @model_validator(mode="after")
     def _data_unless_remote(self) -> SiteSpec:

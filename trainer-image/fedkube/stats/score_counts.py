@@ -86,16 +86,37 @@ def count_block(
     return block
 
 
+def _units(size: int) -> np.ndarray:
+    """What one record adds at most to each count: 1, or LOSS_CAP in fixed point for a loss."""
+    scale = np.ones(size)
+    scale[2::BLOCK] = LOSS_CAP * 2.0**LOSS_FRACTION_BITS
+    return scale
+
+
+def _sigma(size: int, noise_multiplier: float) -> float:
+    return float(noise_multiplier * 2.0 * np.sqrt(size // BLOCK))
+
+
+# Noise further than this many standard deviations does not happen (odds below 1e-80).
+NOISE_REACH = 20.0
+
+
+def count_bounds(size: int, rows: int, noise_multiplier: float) -> tuple[np.ndarray, np.ndarray]:
+    """The least and most each count of ``rows`` held-out records can be, noise included: an
+    evaluation outside them was not made from that many records."""
+    units = _units(size)
+    reach = NOISE_REACH * _sigma(size, noise_multiplier) * units
+    return -reach, rows * units + reach
+
+
 def noised(counts: np.ndarray, noise_multiplier: float) -> np.ndarray:
     """The counts plus discrete Gaussian noise (from the OS's CSPRNG) calibrated to one
     held-out record: it moves rows, correct and one histogram bin by at most 1 and the loss by
     at most LOSS_CAP in each block, an L2 sensitivity of 2 per block in those units."""
     if noise_multiplier <= 0:
         return counts
-    blocks = counts.size // BLOCK
-    sigma = noise_multiplier * 2.0 * np.sqrt(blocks)
-    scale = np.ones(counts.size)
-    scale[2::BLOCK] = LOSS_CAP * 2.0**LOSS_FRACTION_BITS
+    sigma = _sigma(counts.size, noise_multiplier)
+    scale = _units(counts.size)
     out = counts.astype(np.int64).copy()
     for unit in np.unique(scale):
         where = scale == unit

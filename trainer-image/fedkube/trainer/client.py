@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -87,7 +87,7 @@ class TrainerClient:
         uplink: UplinkEncoder | None = None,
         downlink: Codec | None = None,
         identity: SigningIdentity | None = None,
-        job_sites: frozenset[str] | None = None,
+        job_sites: Mapping[str, int | None] | None = None,
         score_noise: float | None = None,
         guards: SiteGuards | None = None,
     ) -> None:

@@ -10,6 +10,7 @@ revealed."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from fedkube.errors import SecureAggregationError
@@ -36,7 +37,7 @@ class SecureStages:
         client: TrainerClient,
         params: pb.SecAggParams,
         identity: SigningIdentity | None,
-        job_sites: frozenset[str] | None,
+        job_sites: Mapping[str, int | None] | None,
     ) -> None:
         self.c = client
         # What this site's own copy of the manifest says secure aggregation must be.

@@ -180,7 +180,7 @@ def site_client(
         )
         if tls_dir is not None and spec.security.secure_aggregation is not None
         else None,
-        job_sites=frozenset(s.name for s in spec.sites),
+        job_sites={s.name: s.max_samples for s in spec.sites},
         score_noise=spec.evaluation.noise_multiplier,
         guards=SiteGuards(state_dir),
     )
