@@ -94,9 +94,15 @@ def test_custom_model_through_import_path(tmp_path: Path) -> None:
     doc["spec"]["rounds"] = 4
     path = write_manifest(tmp_path / "job.yaml", doc)
     env = dict(os.environ, PYTHONPATH=str(ROOT / "examples" / "custom-model"))
-    out = run(
-        ["run", str(path), "--output", str(tmp_path / "out"), "--quiet"], cwd=tmp_path, env=env
-    )
+    args = ["run", str(path), "--output", str(tmp_path / "out"), "--quiet"]
+    # The manifest was copied away from its module: a local run allows the manifest's own
+    # modules only (those in its folder), and what the user names.
+    refused = run(args, cwd=tmp_path, env=env)
+    assert refused.returncode != 0
+    said = refused.stdout + refused.stderr
+    assert "spec.task.model.importPath: import path hospital_models:make_model is not" in said
+    assert f"a local run allows the manifest's own modules (in {tmp_path})" in said
+    out = run([*args, "--allow-import", "hospital_models:*"], cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["roundsCompleted"] == 4
@@ -108,7 +114,8 @@ def test_custom_model_through_import_path(tmp_path: Path) -> None:
 def test_a_missing_import_path_fails_with_the_field_named(tmp_path: Path) -> None:
     doc = manifest(sites=2, rounds=2, model={"importPath": "no_such_module:factory"})
     path = write_manifest(tmp_path / "job.yaml", doc)
-    out = run(["run", str(path), "--output", str(tmp_path / "out")], cwd=tmp_path)
+    allowed = ["--allow-import", "no_such_module:*"]
+    out = run(["run", str(path), "--output", str(tmp_path / "out"), *allowed], cwd=tmp_path)
     assert out.returncode != 0
     assert "spec.task.model.importPath: cannot import module 'no_such_module'" in out.stdout
 

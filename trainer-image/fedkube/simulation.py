@@ -78,11 +78,14 @@ def simulate(
     if evaluate_every is not None:
         job = with_evaluation_every(job, evaluate_every)
     spec = job.spec
-    trainers = {s.name: _trainer(job, s.name, manifest, tamper) for s in spec.sites if not s.remote}
+    plugins = PluginPolicy.for_local(spec.task, manifest.resolve().parent if manifest else None)
+    trainers = {
+        s.name: _trainer(job, s.name, manifest, tamper, plugins) for s in spec.sites if not s.remote
+    }
     features, classes = spec.input_shape()
     coordinator = Coordinator(
         job,
-        initial_params(spec.task, features, classes, PluginPolicy.for_local(spec.task)),
+        initial_params(spec.task, features, classes, plugins),
         build_strategy(spec),
         None,
         statistics_only=statistics_only,
@@ -132,12 +135,15 @@ def simulate(
 
 
 def _trainer(
-    job: FederatedJob, site: str, manifest: Path | None, tamper: Tamper | None
+    job: FederatedJob,
+    site: str,
+    manifest: Path | None,
+    tamper: Tamper | None,
+    plugins: PluginPolicy,
 ) -> PendingSite:
     def make(data: SiteData) -> LocalTrainer:
-        trainer = site_trainer(
-            job, site, data, kind=LocalTrainer if tamper is None else TamperedTrainer
-        )
+        kind = LocalTrainer if tamper is None else TamperedTrainer
+        trainer = site_trainer(job, site, data, kind=kind, plugins=plugins)
         if isinstance(trainer, TamperedTrainer) and tamper is not None:
             trainer.tamper = tamper
         return trainer

@@ -49,6 +49,8 @@ class LocalRunOptions:
     # A site's policy (the YAML of its Helm site.policy): the job is refused here as that
     # site's operator would refuse it.
     site_policy: Path | None = None
+    # Import paths the user allows besides the manifest's own (`fedkube run --allow-import`).
+    allow_import: tuple[str, ...] = ()
 
 
 @dataclass
@@ -94,9 +96,19 @@ class LocalRun:
         return child
 
     def _plugins(self) -> list[str]:
-        """The user runs every site: the manifest's own import paths are allowed."""
-        allowed = PluginPolicy.for_local(self.job.spec.task).allowed
-        return [arg for path in allowed for arg in ("--allow-import", path)]
+        """The user runs every site: the manifest's own import paths (their modules in its
+        folder) and what --allow-import names are allowed."""
+        folder = self.opts.manifest.resolve().parent
+        task = self.job.spec.task
+        policy = PluginPolicy.for_local(task, folder, self.opts.allow_import)
+        # Refused here, in the words of a local run, before any process starts.
+        for field, path in (
+            ("spec.task.model.importPath", task.model.import_path),
+            ("spec.task.trainFunction", task.train_function),
+        ):
+            if path:
+                policy.check(path, field)
+        return [arg for path in policy.allowed for arg in ("--allow-import", path)]
 
     def start(self) -> Child:
         (self.output / "logs").mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             fresh=args.fresh,
             quiet=args.quiet,
             site_policy=Path(args.site_policy) if args.site_policy else None,
+            allow_import=tuple(args.allow_import),
         )
     )
 
@@ -70,7 +71,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     limit_threads()
     data = Path(args.data)
     out = Path(args.out) if args.out else data.with_name(data.stem + ".predictions.csv")
-    rows = predict(load_trained(Path(args.model)), data, out)
+    rows = predict(load_trained(Path(args.model), tuple(args.allow_import)), data, out)
     print(f"{rows} rows predicted: {out}")
     return 0
 
@@ -81,7 +82,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fedkube.cli.model_use import evaluate, load_trained
 
     limit_threads()
-    scores = evaluate(load_trained(Path(args.model)), Path(args.data), args.label_column)
+    model = load_trained(Path(args.model), tuple(args.allow_import))
+    scores = evaluate(model, Path(args.data), args.label_column)
     if args.json:
         print(json.dumps(scores, sort_keys=True))
     else:
@@ -140,7 +142,19 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--fresh", action="store_true", help="ignore an earlier checkpoint")
     run.add_argument("--quiet", action="store_true", help="print only the final table")
     _site_policy_flag(run)
+    _local_plugins_flag(run)
     run.set_defaults(fn=cmd_run)
+
+
+def _local_plugins_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-import",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="an import path (module:attribute, shell-style pattern) to run besides those of "
+        "the manifest whose module is in its own folder (or the model's); repeat for more",
+    )
 
 
 def _site_policy_flag(parser: argparse.ArgumentParser) -> None:
@@ -167,12 +181,14 @@ def _model_use_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     pred.add_argument("--model", required=True, help="the job's output folder")
     pred.add_argument("--data", required=True, help="CSV or Parquet file")
     pred.add_argument("--out", help="CSV to write (default: DATA.predictions.csv)")
+    _local_plugins_flag(pred)
     pred.set_defaults(fn=cmd_predict)
     ev = sub.add_parser("evaluate", help="score a trained model on a labelled file")
     ev.add_argument("--model", required=True, help="the job's output folder")
     ev.add_argument("--data", required=True, help="CSV or Parquet file with labels")
     ev.add_argument("--label-column", help="default: the training files' label column")
     ev.add_argument("--json", action="store_true", help="print the scores as JSON")
+    _local_plugins_flag(ev)
     ev.set_defaults(fn=cmd_evaluate)
 
 

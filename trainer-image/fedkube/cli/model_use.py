@@ -38,7 +38,7 @@ class TrainedModel:
             return torch.softmax(logits, dim=1).numpy().astype(np.float64)
 
 
-def load_trained(folder: Path) -> TrainedModel:
+def load_trained(folder: Path, allow_import: tuple[str, ...] = ()) -> TrainedModel:
     """The model and its preprocessing from a job's output folder. Raises ModelError."""
     from fedkube.models.plugins import PluginPolicy
     from fedkube.models.registry import build_model, load_params
@@ -65,7 +65,9 @@ def load_trained(folder: Path) -> TrainedModel:
         )
     task = TaskSpec.model_validate(card["task"])
     features, classes = card["inputShape"]
-    model = build_model(task, features, classes, PluginPolicy.for_local(task))
+    # A custom model's code: its module in the model's folder, or what the user allows.
+    plugins = PluginPolicy.for_local(task, folder, allow_import)
+    model = build_model(task, features, classes, plugins)
     params, _ = read_safetensors(folder / MODEL_FILE)
     load_params(model, params)
     return TrainedModel(model, pre, folder)

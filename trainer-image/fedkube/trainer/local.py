@@ -16,7 +16,7 @@ from torch import nn
 
 from fedkube.data.site_data import SiteData
 from fedkube.errors import ModelError
-from fedkube.models.plugins import PluginPolicy
+from fedkube.models.plugins import NO_PLUGINS, PluginPolicy
 from fedkube.models.registry import build_model, import_object, load_params, model_params
 from fedkube.privacy.ledger import PrivacyLedger
 from fedkube.spec.job import PersonalizationSpec
@@ -134,8 +134,8 @@ class LocalTrainer:
         # Where the personal model is saved after the final evaluation: the site's own
         # folder (never sent anywhere). None: scored and not kept.
         self.personal_dir = personal_dir
-        # The import paths this site allows; by default the manifest's own (a local run).
-        plugins = plugins or PluginPolicy.for_local(task)
+        # The import paths this site allows: none but the built-in models unless told.
+        plugins = plugins or NO_PLUGINS
         self.task = task
         self.personalization = personalization or PersonalizationSpec()
         self.site = site
