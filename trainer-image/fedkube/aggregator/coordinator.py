@@ -1,20 +1,17 @@
 """The round engine: which sites are in, which round is open, what arrived, when it closes.
 
-It knows nothing of any transport: the gRPC service (``service.py``) and the in-process
-link (``fedkube.transport.inprocess``) turn calls into these methods, and refusals
-(``UpdateRefused``) into statuses. Everything runs on one asyncio loop, so state changes need
-no locks.
+It knows nothing of any transport: the gRPC service (``service.py``) and the in-process link
+(``fedkube.transport.inprocess``) turn calls into these methods, and refusals
+(``UpdateRefused``) into statuses. Everything runs on one asyncio loop: no locks.
 
 A round: open it, push a task to every connected site (and to sites that join while it is
 open), fold each valid update into the running mean as it completes, and close when every
 tasked, connected site has answered and the quorum is met, or at the deadline with a quorum.
-Without a quorum by the deadline the attempt is dropped and the round tried again; three
-failed attempts fail the job. After the last round the sites evaluate the final model.
-Before round one, a job over sites' own files runs round 0, the federated statistics
-(``StatisticsRound``). Updates and models may travel through codecs (``fedkube.codec``).
-Secure aggregation's stages are driven by ``SecureRounds``; the record of rounds is kept by
-``RoundLog``; the sites' evaluations by ``Evaluations``; update-level privacy's accounting by
-``PrivacyHook``.
+Without a quorum the attempt is dropped and the round tried again; three failed attempts fail
+the job. After the last round the sites evaluate the final model. Before round one, a job over
+sites' own files runs round 0 (``StatisticsRound``). Secure aggregation's stages are driven by
+``SecureRounds``, the record of rounds kept by ``RoundLog``, the sites' evaluations by
+``Evaluations``, update-level privacy's accounting by ``PrivacyHook``.
 """
 
 from __future__ import annotations
@@ -30,16 +27,23 @@ import numpy as np
 
 from fedkube.accumulate import build_accumulator
 from fedkube.aggregator.evaluations import Evaluations, held_out_noise
+from fedkube.aggregator.messages import (
+    finished_event,
+    model_header,
+    round_failed,
+    task_message,
+)
 from fedkube.aggregator.model_guard import apply_checked
 from fedkube.aggregator.persistence import save
 from fedkube.aggregator.privacy_hook import PrivacyHook
 from fedkube.aggregator.reception import UpdateReception
 from fedkube.aggregator.round_log import RoundLog
+from fedkube.aggregator.round_shapes import RoundShapes
 from fedkube.aggregator.rounds import EventQueue, OpenRound, SiteState
 from fedkube.aggregator.sample_bounds import SampleBounds
 from fedkube.aggregator.secure_rounds import SecureRounds
 from fedkube.aggregator.site_sampling import draw_sample, in_sample
-from fedkube.aggregator.statistics_round import STATISTICS_ROUND, StatisticsRound
+from fedkube.aggregator.statistics_round import StatisticsRound
 from fedkube.codec import build_codec
 from fedkube.codec.downlink import Downlink
 from fedkube.errors import (
@@ -47,7 +51,6 @@ from fedkube.errors import (
     RoundClosed,
     SecureAggregationError,
     UnknownSite,
-    UpdateRefused,
 )
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.params import secagg_params
@@ -56,7 +59,7 @@ from fedkube.spec.preprocessing import Preprocessing
 from fedkube.spec.progress import JobResult, Phase, RoundRecord
 from fedkube.spec.statistics import StatisticsReport
 from fedkube.strategy.base import Strategy
-from fedkube.wire.tensors import Params, TensorInfo, specs_of, to_spec
+from fedkube.wire.tensors import Params, specs_of
 
 log = logging.getLogger("fedkube.aggregator")
 
@@ -99,6 +102,12 @@ class Coordinator:
         self.evaluations = Evaluations(self)
         # Round 0: the federated statistics and the preprocessing the sites agree from them.
         self.round0 = StatisticsRound(self)
+        self.shapes = RoundShapes(
+            self.update_infos,
+            self.evaluations.layout.masked_info(),
+            self.round0.layout.infos(),
+            self.spec.evaluation.every_rounds,
+        )
         self.sample_bounds = SampleBounds(self.spec, self.round0.site_rows)
         self.statistics_only = statistics_only
         self.preprocessing: Preprocessing | None = None
@@ -153,30 +162,15 @@ class Coordinator:
 
     def model_for(self, request: pb.ModelRequest) -> tuple[pb.ModelHeader, list[np.ndarray]]:
         """The model's header for this site, and the arrays to send after it, in order."""
-        job, site = request.ref.job, request.ref.site
-        self.known(job, site)
+        self.known(request.ref.job, request.ref.site)
         # A snapshot: the next model is built in new buffers, so this one stays whole.
-        model, codec, base = self.params, pb.RAW, 0
-        if self.downlink is not None:
-            codec, base, model = self.downlink.model_for(
-                self.params, self.rounds_completed, request
-            )
+        version, r, downlink = self.rounds_completed, self.open, self.downlink
+        codec, base, model = (pb.RAW, 0, self.params) if downlink is None else (
+            downlink.model_for(self.params, version, request))  # fmt: skip
         tensors = {**model, **self.strategy.broadcast_arrays()}
-        if self.open is not None:
-            self.open.bytes_sent += sum(a.nbytes for a in tensors.values())
-        r = self.open
-        header = pb.ModelHeader(
-            ref=pb.RoundRef(
-                job=self.job.name,
-                round=r.number if r else self.rounds_completed,
-                attempt=r.attempt if r else 0,
-                site=site,
-            ),
-            model_version=self.rounds_completed,
-            tensors=[to_spec(i) for i in specs_of(tensors)],
-            codec=codec,
-            base_version=base,
-        )
+        if r is not None:
+            r.bytes_sent += sum(a.nbytes for a in tensors.values())
+        header = model_header(self.job.name, r, version, request.ref.site, tensors, codec, base)
         return header, list(tensors.values())
 
     def reception(self, authorise: Callable[[str], None] | None = None) -> UpdateReception:
@@ -219,19 +213,13 @@ class Coordinator:
             ):
                 await self.round0.run()
             if self.statistics_only:
-                self.phase = "Succeeded"
-                self.message = f"statistics of {len(self.round0.schemas)} sites"
-                if self.on_succeeded is not None:
-                    self.result = self.on_succeeded(self)
+                self._succeed(f"statistics of {len(self.round0.schemas)} sites")
                 return
             while self.rounds_completed < self.spec.rounds:
                 await self._run_round(self.rounds_completed + 1)
             self.phase = "Evaluating"
             await self.evaluations.final()
-            self.phase = "Succeeded"
-            self.message = f"completed {self.rounds_completed} rounds"
-            if self.on_succeeded is not None:
-                self.result = self.on_succeeded(self)
+            self._succeed(f"completed {self.rounds_completed} rounds")
         except JobFailed as e:
             self.phase = "Failed"
             self.message = str(e)
@@ -244,6 +232,11 @@ class Coordinator:
                 for s in self.sites.values():
                     if s.queue is not None:
                         s.queue.put_nowait(self._finished_event())
+
+    def _succeed(self, message: str) -> None:
+        self.phase, self.message = "Succeeded", message
+        if self.on_succeeded is not None:
+            self.result = self.on_succeeded(self)
 
     async def _wait_for_sites(self) -> None:
         """At start (or restart), give every site a moment to connect before round one."""
@@ -264,25 +257,14 @@ class Coordinator:
             if mean is not None and self._close_train_round(r, mean):
                 return
             self.abandon_round()
-            log.warning(
-                "round %d attempt %d: %d of %d sites needed answered stage %s before the deadline",
-                number,
-                attempt,
-                len(r.done),
-                self.quorum,
-                pb.Stage.Name(r.stage),
-            )
+            if mean is None:
+                stage, done = pb.Stage.Name(r.stage), len(r.done)
+                log.warning(
+                    "round %d attempt %d: %d of %d sites needed answered stage %s in time",
+                    *(number, attempt, done, self.quorum, stage),
+                )
         connected = sorted(n for n, s in self.sites.items() if s.connected)
-        needed = (
-            f"minSitesPerRound={self.spec.min_sites_per_round}"
-            if self.quorum == self.spec.min_sites_per_round
-            else f"the secure-aggregation threshold of {self.quorum} sites"
-        )
-        raise JobFailed(
-            f"round {number} did not reach {needed} within roundTimeoutSeconds="
-            f"{self.spec.round_timeout_seconds:g} in {MAX_ROUND_ATTEMPTS} attempts; connected "
-            f"sites: {', '.join(connected) or 'none'}"
-        )
+        raise JobFailed(round_failed(self.spec, number, self.quorum, connected, MAX_ROUND_ATTEMPTS))
 
     async def stage_answered(self, r: OpenRound, needed: int) -> bool:
         """Wait until every tasked, connected site answered (with at least ``needed``), or
@@ -308,24 +290,6 @@ class Coordinator:
                 self._push_task(self.sites[name])
         log.info("round %d: %s with %d sites", r.number, pb.Stage.Name(stage), len(r.tasked))
 
-    def infos_for(self, r: OpenRound) -> list[TensorInfo]:
-        """The tensors an update of this round carries (before masking)."""
-        if r.number == STATISTICS_ROUND:
-            return self.round0.layout.infos()
-        return self.round_infos(r.evaluate and r.secure is not None, r.scores_only)
-
-    def round_infos(self, with_scores: bool, scores_only: bool = False) -> list[TensorInfo]:
-        """A training round's update, and under secure aggregation the sites' evaluation
-        counts after it when the round evaluates (only those in the final evaluation)."""
-        infos = [] if scores_only else list(self.update_infos)
-        if with_scores or scores_only:
-            infos.append(self.evaluations.layout.masked_info())
-        return infos
-
-    def evaluates(self, version: int) -> bool:
-        """Whether the round that trains model ``version`` scores it first."""
-        return version % self.spec.evaluation.every_rounds == 0
-
     def open_round(self, number: int, stage: pb.Stage, version: int, attempt: int = 1) -> OpenRound:
         trains = stage == pb.TRAIN
         r = OpenRound(
@@ -335,7 +299,7 @@ class Coordinator:
             opened_at=time.time(),
             deadline=self.clock() + self.spec.round_timeout_seconds,
             config=self.strategy.client_config(number) if trains else {},
-            evaluate=stage == pb.EVALUATE or (trains and self.evaluates(version)),
+            evaluate=stage == pb.EVALUATE or (trains and self.shapes.evaluates(version)),
             accumulator=(
                 build_accumulator(self.spec, self.update_infos, self.privacy.adaptive_clip)
                 if trains and self.secure is None
@@ -345,7 +309,7 @@ class Coordinator:
             scores_only=stage == pb.EVALUATE and self.secure is not None,
         )
         if self.secure is not None and (trains or r.scores_only):
-            infos = self.round_infos(r.evaluate, r.scores_only)
+            infos = self.shapes.training(r.evaluate, r.scores_only)
             r.secure = self.secure.new_sum(number, attempt, infos)
         self.open = r
         asked = {n for n, s in self.sites.items() if s.connected}
@@ -364,18 +328,10 @@ class Coordinator:
         r.tasked.add(site.name)
         if r.evaluate and r.secure is None:
             self.log.expect(r.model_version, site.name)
-        task = pb.Task(
-            ref=pb.RoundRef(job=self.job.name, round=r.number, attempt=r.attempt, site=site.name),
-            stage=r.stage,
-            model_version=r.model_version,
-            evaluate=r.evaluate,
-            config=r.config,
-            deadline_unix_seconds=time.time() + (r.deadline - self.clock()),
-        )
+        deadline = time.time() + (r.deadline - self.clock())
+        task = task_message(self.job.name, r, site.name, deadline, self.preprocessing)
         if r.secure is not None and self.secure is not None:
             self.secure.fill_task(task, r, site.name)
-        if self.preprocessing is not None:
-            task.preprocessing = self.preprocessing.to_json()
         site.queue.put_nowait(pb.Event(task=task))
 
     def _waiting_on(self, r: OpenRound) -> set[str]:
@@ -438,14 +394,5 @@ class Coordinator:
         self._changed.clear()
 
     def _finished_event(self) -> pb.Event:
-        return pb.Event(
-            finished=pb.Finished(
-                job=self.job.name,
-                rounds_completed=self.rounds_completed,
-                succeeded=self.phase == "Succeeded",
-                message=self.message,
-            )
-        )
-
-
-__all__ = ["Coordinator", "UpdateRefused"]
+        succeeded = self.phase == "Succeeded"
+        return finished_event(self.job.name, self.rounds_completed, succeeded, self.message)

@@ -95,7 +95,7 @@ class SecureRounds:
                 site=header.ref.site,
                 round=header.ref.round,
             )
-        infos = masked_infos(self.c.infos_for(r))
+        infos = masked_infos(self.c.shapes.of(r))
         check_tensors(header, infos, codec=pb.MASKED_FIXED_POINT)
         return SpooledUpdate(header, infos)
 
@@ -235,7 +235,7 @@ class SecureRounds:
         self.c.next_stage(r, pb.UNMASK, set(r.done))
         if not await self.c.stage_answered(r, secure.params.threshold):
             return None
-        infos = self.c.infos_for(r)
+        infos = self.c.shapes.of(r)
         if raw_sum:
             return {
                 i.name: flat.reshape(i.shape)
@@ -295,7 +295,9 @@ class SecureRounds:
         if r.number >= self.c.spec.rounds or len(usable) < self.c.quorum:
             return None
         # The next round trains (and maybe scores first) the model this round makes.
-        upcoming = self.new_sum(r.number + 1, 1, self.c.round_infos(self.c.evaluates(r.number)))
+        upcoming = self.new_sum(
+            r.number + 1, 1, self.c.shapes.training(self.c.shapes.evaluates(r.number))
+        )
         for name in sorted(usable):
             upcoming.advertise(usable[name])
         upcoming.close_roster(sorted(usable))
