@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -52,4 +54,48 @@ def test_an_idle_peer_holds_no_transfer_slot_the_others_need(tmp_path: Path) -> 
                 f.cancel()
     finally:
         release.set()
+        job.stop()
+
+
+def _slow_reader(stub: pb_grpc.AggregatorStub, site: str, every: float) -> tuple[str, str]:
+    """Reads the model one part every ``every`` seconds (never idle long enough to be
+    dropped as silent); how its download ended."""
+    request = pb.ModelRequest(ref=pb.RoundRef(job="refusals", round=1, site=site))
+    try:
+        for _ in stub.GetModel(request, timeout=120):
+            time.sleep(every)
+    except grpc.RpcError as e:
+        return e.code().name, e.details() or ""
+    return "OK", ""
+
+
+def test_slow_readers_lose_their_download_slots_to_the_others(tmp_path: Path) -> None:
+    """Four sites read the model one part every 3 s: all four download slots, and under the
+    idle limit. Below the aggregator's floor (--min-transfer-rate, 1024 KiB/s here) each is
+    dropped after the grace, and a fifth site gets the model."""
+    doc = manifest("refusals", sites=5, rounds=1, min_sites=5, timeout=120,
+                   model={"name": "mlp", "hiddenSizes": [2048, 1024]})  # fmt: skip
+    doc["spec"]["joinGraceSeconds"] = 0
+    job = LocalJob(tmp_path, doc)
+    job.aggregator_args = ["--min-transfer-rate", "1024"]
+    try:
+        job.start_aggregator()
+        job.wait_for(lambda p: p.phase == "Running", timeout=60)
+        with grpc.insecure_channel(
+            f"127.0.0.1:{job.port}", options=[("grpc.max_receive_message_length", 1 << 24)]
+        ) as channel:
+            stub = pb_grpc.AggregatorStub(channel)
+            for site in ("site-0", "site-1", "site-2", "site-3", "site-4"):
+                stub.Subscribe(pb.JoinRequest(job="refusals", site=site, protocol_version=3))
+            job.wait_for(lambda p: p.open_round == 1, timeout=60)
+            with ThreadPoolExecutor(4) as pool:
+                slow = [pool.submit(_slow_reader, stub, f"site-{i}", 3.0) for i in range(4)]
+                time.sleep(1.0)  # they hold every slot
+                version, model = fetch(stub, site="site-4")
+                ends = [f.result(timeout=120) for f in slow]
+            assert version == 0 and sum(v.nbytes for v in model.values()) > 8 << 20
+            for code, details in ends:
+                assert code == "DEADLINE_EXCEEDED", (code, details)
+                assert "below the aggregator's floor of 1024 KiB/s" in details, details
+    finally:
         job.stop()

@@ -23,6 +23,7 @@ from fedkube.aggregator.outputs import write_outputs
 from fedkube.aggregator.persistence import resume
 from fedkube.aggregator.report import progress
 from fedkube.aggregator.service import SERVER_OPTIONS, AggregatorService
+from fedkube.aggregator.transfer_pace import MIN_TRANSFER_KIB_PER_SECOND
 from fedkube.errors import JobFailed
 from fedkube.models.plugins import PluginPolicy
 from fedkube.models.registry import initial_params
@@ -58,6 +59,8 @@ class AggregatorOptions:
     allowed_imports: tuple[str, ...] = ()
     # Round 0 only: the federated statistics, no training (`fedkube stats`).
     statistics_only: bool = False
+    # The least average rate (KiB/s) a transfer holding a slot must keep (0: none).
+    min_transfer_kib: float = MIN_TRANSFER_KIB_PER_SECOND
 
 
 def release_freed_memory() -> None:
@@ -176,6 +179,7 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
         consortium=job.spec.security.mutual_tls.consortium
         if job.spec.security.mutual_tls is not None
         else None,
+        min_transfer_rate=opts.min_transfer_kib * 1024,
     )
     server, bound = _grpc_server(service, opts)
     await server.start()

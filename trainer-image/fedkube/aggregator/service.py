@@ -13,6 +13,7 @@ from fedkube.aggregator.coordinator import Coordinator
 from fedkube.aggregator.metrics import AggregatorMetrics
 from fedkube.aggregator.reception import UpdateReception
 from fedkube.aggregator.report import progress
+from fedkube.aggregator.transfer_pace import MIN_TRANSFER_KIB_PER_SECOND, TransferPace
 from fedkube.errors import (
     DuplicateUpdate,
     InvalidUpdate,
@@ -29,7 +30,7 @@ from fedkube.security.aggregator_identity import AggregatorIdentity
 from fedkube.security.certs import consortium_of
 from fedkube.security.revocation import Revocations
 from fedkube.security.tls import peer_certificate, peer_site
-from fedkube.wire.tensors import sized_parts
+from fedkube.wire.tensors import CHUNK_BYTES, sized_parts
 
 log = logging.getLogger("fedkube.aggregator")
 # A unary message about a round: it names its round and sender in ``ref``.
@@ -40,9 +41,6 @@ RefMessage = TypeVar("RefMessage", pb.Evaluation, pb.KeyAdvertisement, pb.KeySha
 # others wait, holding only their flow-control window).
 MAX_CONCURRENT_TRANSFERS = 4
 
-# A peer that stops sending (or reading) mid-transfer is dropped after this long, so that it
-# cannot keep a transfer slot from the others.
-TRANSFER_IDLE_SECONDS = 30.0
 
 SERVER_OPTIONS = [
     # gRPC grows a stream's flow-control window by bandwidth probing, to several MB per stream
@@ -66,8 +64,11 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         revocations: Revocations | None = None,
         consortium: str | None = None,
         identity: AggregatorIdentity | None = None,
+        min_transfer_rate: float = MIN_TRANSFER_KIB_PER_SECOND * 1024,
     ) -> None:
         self.c = coordinator
+        # Bytes per second a transfer holding a slot must keep up, on average.
+        self.min_transfer_rate = min_transfer_rate
         # Under mutual TLS: this aggregator's certificate and key, which answer ProveIdentity.
         self.identity = identity
         self.metrics = metrics
@@ -160,21 +161,32 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         self._downloading.add(site)
         try:
             async with self._downloads:
-                await self._write(context, pb.ModelPart(header=header))
+                pace = TransferPace(self.min_transfer_rate)  # from when it holds the slot
+                await self._write(context, pb.ModelPart(header=header), 0, pace)
                 for part, nbytes in sized_parts(pb.ModelPart, arrays):
                     self.metrics.bytes_moved("sent", nbytes)
-                    await self._write(context, part)
+                    await self._write(context, part, nbytes, pace)
         finally:
             self._downloading.discard(site)
 
-    async def _write(self, context: grpc.aio.ServicerContext, part: pb.ModelPart) -> None:
+    async def _write(
+        self,
+        context: grpc.aio.ServicerContext,
+        part: pb.ModelPart,
+        nbytes: int,
+        pace: TransferPace,
+    ) -> None:
         self._sent("GetModel", part)
         try:
-            await asyncio.wait_for(context.write(part), TRANSFER_IDLE_SECONDS)
+            timeout = pace.timeout(nbytes)
+            if timeout <= 0:
+                raise TimeoutError
+            await asyncio.wait_for(context.write(part), timeout)
+            pace.done(nbytes)
         except TimeoutError:
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"the site read nothing for {TRANSFER_IDLE_SECONDS:g} s; the download is dropped",
+                f"{pace.why('read')}; the download is dropped",
             )
 
     async def SubmitUpdate(
@@ -185,11 +197,13 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         try:
             # The header first, checked and admitted (one update per site and round), and
             # only then a transfer slot: an unknown or idle peer holds none.
-            first = await self._next_part(parts, reception)
+            pace = TransferPace(0)  # the header: the idle limit alone
+            first = await self._next_part(parts, reception, pace)
             if first is None:
                 raise InvalidUpdate("empty update stream")
             async with self._uploads:
-                while await self._next_part(parts, reception) is not None:
+                pace = TransferPace(self.min_transfer_rate)
+                while await self._next_part(parts, reception, pace) is not None:
                     pass
             received = reception.finish()
         except UpdateRefused as e:
@@ -199,8 +213,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         except TimeoutError:
             reception.abandon()
             await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"no data for {TRANSFER_IDLE_SECONDS:g} s; the update is dropped",
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"{pace.why('sent')}; the update is dropped"
             )
             raise
         except BaseException:
@@ -210,17 +223,23 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         return pb.Receipt(ref=reception.update.header.ref, bytes_received=received)
 
     async def _next_part(
-        self, parts: AsyncIterator[pb.UpdatePart], reception: UpdateReception
+        self, parts: AsyncIterator[pb.UpdatePart], reception: UpdateReception, pace: TransferPace
     ) -> pb.UpdatePart | None:
-        """The stream's next message, fed to the reception; None at its end."""
+        """The stream's next message, fed to the reception; None at its end. A part is at
+        most a chunk: it must come in the time a chunk may take."""
+        timeout = pace.timeout(CHUNK_BYTES)
+        if timeout <= 0:
+            raise TimeoutError
         try:
-            part = await asyncio.wait_for(anext(parts), TRANSFER_IDLE_SECONDS)
+            part = await asyncio.wait_for(anext(parts), timeout)
         except StopAsyncIteration:
             return None
         self._received("SubmitUpdate", part)
         before = reception.bytes_received
         reception.feed(part)
-        self.metrics.bytes_moved("received", reception.bytes_received - before)
+        moved = reception.bytes_received - before
+        pace.done(moved)
+        self.metrics.bytes_moved("received", moved)
         return part
 
     async def ReportEvaluation(

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedkube import exit_codes
+from fedkube.aggregator.transfer_pace import MIN_TRANSFER_KIB_PER_SECOND
 from fedkube.cli.options import allow_import, limit_threads
 from fedkube.errors import SpecError
 from fedkube.spec.job import FederatedJob
@@ -41,6 +42,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
         allow_plaintext=args.allow_plaintext,
         allowed_imports=tuple(args.allow_import),
         statistics_only=args.statistics_only,
+        min_transfer_kib=args.min_transfer_rate,
     )
     code = asyncio.run(serve(job, opts))
     # Every output is written and closed. Finalising the interpreter would tear down
@@ -251,6 +253,14 @@ def aggregator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--allow-plaintext",
         action="store_true",
         help="accept clear text on a non-loopback address (a mesh encrypts, say)",
+    )
+    agg.add_argument(
+        "--min-transfer-rate",
+        type=float,
+        default=MIN_TRANSFER_KIB_PER_SECOND,
+        metavar="KIB_PER_S",
+        help="the least average rate a site's model download or update upload must keep, "
+        "after a 10 s grace, or it is dropped and its transfer slot freed (0: no floor)",
     )
     agg.add_argument(
         "--statistics-only",
