@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fedkube.data import load_site_data
 from fedkube.models import initial_params
@@ -29,6 +30,8 @@ from fedkube.stats.score_counts import SCORE_COUNTS
 from fedkube.testing import manifest
 from fedkube.trainer.client import TrainerClient
 from fedkube.trainer.local import LocalTrainer
+from fedkube.wire.digest import model_digest
+from fedkube.wire.tensors import Params
 
 from tests.support.hostile_aggregator import HostileAggregator
 
@@ -313,9 +316,12 @@ def test_signed_keys_from_the_consortium_are_shared_with(pki: Path) -> None:
         honest.stop()
 
 
-def _signatures(pki: Path, signers: list[str], survivors: list[str]) -> list[pb.SurvivorSignature]:
-    """The accomplices sign whatever list the aggregator asks them to."""
-    data = survivors_bytes(Context(JOB, 1, 1), survivors)
+def _signatures(
+    pki: Path, signers: list[str], survivors: list[str], model: Params
+) -> list[pb.SurvivorSignature]:
+    """The accomplices sign whatever list the aggregator asks them to, over the model they
+    were served."""
+    data = survivors_bytes(Context(JOB, 1, 1), survivors, bytes.fromhex(model_digest(model)))
     return [
         pb.SurvivorSignature(
             site=name,
@@ -327,14 +333,16 @@ def _signatures(pki: Path, signers: list[str], survivors: list[str]) -> list[pb.
 
 @pytest.mark.parametrize(
     "attack",
-    ["another list", "too few signatures", "no consistency stage"],
+    ["another list", "too few signatures", "no consistency stage", "another model"],
 )
 def test_split_survivor_lists_are_refused(
     pki: Path, attack: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The aggregator shows the honest site one survivors' list and asks it to reveal for
     another (so that with a second list it could unmask site-1's update: seed shares from
-    some sites, mask-key shares from others), or skips the signatures: nothing is revealed."""
+    some sites, mask-key shares from others), or skips the signatures, or served the other
+    sites another model than this one (so that two rounds' sums could be subtracted to read
+    one site): nothing is revealed."""
     honest = Honest(pki / "ours")
     try:
         agg = honest.aggregator
@@ -349,21 +357,30 @@ def test_split_survivor_lists_are_refused(
             agg.push(check)
             (signed,) = agg.wait_for("consistency")
             assert signed.signature
+        model = honest.model
         if attack == "another list":
             # site-1 "dropped" in the list the accomplices signed; the honest site signed all.
             shown = [SITE, "site-2"]
             unmask.secure.survivors.extend(shown)
             unmask.secure.dropped.append("site-1")
-            unmask.secure.consistency.extend(_signatures(pki, PEERS, shown))
+            unmask.secure.consistency.extend(_signatures(pki, PEERS, shown, model))
         elif attack == "too few signatures":
             unmask.secure.survivors.extend(everyone)
-            unmask.secure.consistency.extend(_signatures(pki, PEERS[:1], everyone))
+            unmask.secure.consistency.extend(_signatures(pki, PEERS[:1], everyone, model))
+        elif attack == "another model":
+            # The peers trained a model of the aggregator's choosing (a constant one, say).
+            other = {k: np.zeros_like(v) for k, v in model.items()}
+            unmask.secure.survivors.extend(everyone)
+            unmask.secure.consistency.extend(_signatures(pki, PEERS, everyone, other))
         else:
             unmask.secure.survivors.extend(everyone)
         agg.push(unmask)
         honest.answered_so_far()
         assert not agg.of("reveal"), "no share revealed"
         assert "secure aggregation stopped at this site" in caplog.text
+        if attack == "another model":
+            assert "site-1, site-2 signed something else" in caplog.text
+            assert "another model served to some sites" in caplog.text
     finally:
         honest.stop()
 
@@ -384,7 +401,7 @@ def test_a_survivors_list_a_threshold_signed_is_revealed_for(pki: Path) -> None:
         unmask.secure.consistency.extend(
             [
                 pb.SurvivorSignature(site=SITE, signature=mine.signature),
-                *_signatures(pki, PEERS, everyone),
+                *_signatures(pki, PEERS, everyone, honest.model),
             ]
         )
         agg.push(unmask)

@@ -41,11 +41,14 @@ def signed_bytes(
     return _DOMAIN + packed + struct.pack(">qqq", context.round, context.attempt, num_samples)
 
 
-def survivors_bytes(context: Context, survivors: list[str]) -> bytes:
-    """What a site signs in the consistency stage: the round's survivors, in name order."""
+def survivors_bytes(context: Context, survivors: list[str], model: bytes = b"") -> bytes:
+    """What a site signs in the consistency stage: the round's survivors, in name order, and
+    the digest of the model it trained or scored (none in round 0), so that sites served
+    different models cannot agree."""
     names = [context.job, *sorted(survivors)]
     packed = b"".join(struct.pack(">I", len(n.encode())) + n.encode() for n in names)
-    return _SURVIVORS + packed + struct.pack(">qq", context.round, context.attempt)
+    bound = struct.pack(">I", len(model)) + model
+    return _SURVIVORS + packed + struct.pack(">qq", context.round, context.attempt) + bound
 
 
 @dataclass(frozen=True)

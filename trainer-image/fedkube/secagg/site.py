@@ -88,6 +88,7 @@ class SiteSession:
         self.stage = "new"
         self.clipped_values = 0
         self._signed_survivors: list[str] | None = None
+        self._signed_model = b""
 
     def advertisement(self, model_version: int, num_samples: int) -> pb.KeyAdvertisement:
         self._expect("new", "advertised")
@@ -278,17 +279,19 @@ class SiteSession:
             masks.append(mask)
         return masks
 
-    def sign_survivors(self, survivors: Sequence[str]) -> pb.Consistency:
+    def sign_survivors(self, survivors: Sequence[str], model: bytes = b"") -> pb.Consistency:
         """The consistency stage (with signed keys): this site signs the survivors' list it is
-        shown, and will reveal only for that list, signed by a threshold of sites."""
+        shown and the digest of the model it was served, and will reveal only for that list,
+        signed by a threshold of sites over the same model."""
         self._expect("masked", "signed")
         if self.identity is None:
             raise SecureAggregationError("this site has no certificate to sign survivors with")
         self._check_survivors(set(survivors))
         self._signed_survivors = sorted(survivors)
+        self._signed_model = model
+        data = survivors_bytes(self.context, list(survivors), model)
         return pb.Consistency(
-            ref=self.context.ref(self.site),
-            signature=self.identity.sign_bytes(survivors_bytes(self.context, list(survivors))),
+            ref=self.context.ref(self.site), signature=self.identity.sign_bytes(data)
         )
 
     def _check_survivors(self, alive: set[str]) -> None:
@@ -313,19 +316,21 @@ class SiteSession:
                 "the aggregator asks to reveal for other survivors than the list this site "
                 "signed: split survivor lists, not answered"
             )
-        data = survivors_bytes(self.context, list(survivors))
+        data = survivors_bytes(self.context, list(survivors), self._signed_model)
         signers = {
             s.site
             for s in signatures
             if s.site in self._roster and signed_by(self._roster[s.site], data, s.signature)
         }
-        if len(signers) < self.params.threshold or len(signers) != len(
-            {s.site for s in signatures}
-        ):
+        others = sorted({s.site for s in signatures} - signers)
+        if len(signers) < self.params.threshold or others:
+            digest = self._signed_model.hex()[:12] or "none"
             raise SecureAggregationError(
-                f"{len(signers)} valid signatures over the survivors' list (of "
-                f"{len(signatures)} relayed), the threshold is {self.params.threshold}: "
-                "split survivor lists or forged signatures, not answered"
+                f"{len(signers)} valid signatures over the survivors' list and this site's "
+                f"model (sha256 {digest}...) of {len(signatures)} relayed, the threshold is "
+                f"{self.params.threshold}; {', '.join(others) or 'no site'} signed something "
+                "else: split survivor lists, another model served to some sites, or forged "
+                "signatures; not answered"
             )
 
     def reveal(

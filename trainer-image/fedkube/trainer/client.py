@@ -25,10 +25,11 @@ from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.signed_keys import SigningIdentity
 from fedkube.spec.preprocessing import Preprocessing
 from fedkube.stats.score_counts import noised
-from fedkube.trainer.guards import SiteGuards, model_digest
+from fedkube.trainer.guards import SiteGuards
 from fedkube.trainer.local import LocalTrainer, Scores
 from fedkube.trainer.secure_stages import STATISTICS_ROUND, SecureStages
 from fedkube.transport.link import SiteLink
+from fedkube.wire.digest import model_digest
 from fedkube.wire.tensors import Params, assemble, from_spec, iter_parts, specs_of, to_spec
 
 log = logging.getLogger("fedkube.trainer")
@@ -107,6 +108,8 @@ class TrainerClient:
         self.uplink = uplink
         # Under a downlink codec: the model this site holds, to add the next change to.
         self.downlink = HeldModel(downlink) if downlink is not None else None
+        # The digest of the model fetched for the current round (none in round 0).
+        self.model_digests: dict[int, bytes] = {}
         # Secure aggregation as this site's own copy of the manifest states it (None: the job
         # has none): its stages, and the checks that refuse a task that says otherwise.
         self.secure = (
@@ -315,16 +318,18 @@ class TrainerClient:
         header = next(parts).header
         infos = [from_spec(s) for s in header.tensors]
         tensors = assemble(infos, (p.chunk for p in parts))
-        if header.codec == pb.RAW:
-            if down is not None:
-                down.keep(header.model_version, self.trainer.split(tensors)[0])
-            return header.model_version, tensors
-        if down is None:
+        if header.codec != pb.RAW and down is None:
             raise JobFailed(
                 f"site {self.site}: the aggregator sent a model in codec "
                 f"{pb.Codec.Name(header.codec)}, which this site's manifest does not use"
             )
-        return header.model_version, down.apply(header, tensors)
+        if header.codec == pb.RAW and down is not None:
+            down.keep(header.model_version, self.trainer.split(tensors)[0])
+        elif down is not None:
+            tensors = down.apply(header, tensors)
+        # What this site trains or scores in the round: its consistency signature says so.
+        self.model_digests = {round: bytes.fromhex(model_digest(tensors))}
+        return header.model_version, tensors
 
     def _ref(self, task: pb.Task) -> pb.RoundRef:
         """How this site's answer to ``task`` names its round."""

@@ -11,24 +11,12 @@ in its state folder so that a restarted trainer remembers too:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from fedkube.storage.atomic import write_json
-from fedkube.wire.tensors import Params
 
 GUARDS_FILE = "site-guards.json"
-
-
-def model_digest(params: Params) -> str:
-    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(params):
-        value = params[name]
-        h.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
-        h.update(value.tobytes())
-    return h.hexdigest()
 
 
 class SiteGuards:

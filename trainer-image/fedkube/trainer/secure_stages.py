@@ -110,7 +110,8 @@ class SecureStages:
             elif task.stage == pb.MASKED_UPDATE:
                 self._send_masked_update(task, session)
             elif task.stage == pb.CONSISTENCY:
-                signed = session.sign_survivors(task.secure.survivors)
+                model = self.c.model_digests.get(task.ref.round, b"")
+                signed = session.sign_survivors(task.secure.survivors, model)
                 self.c.send(task, "survivors' signature", self.c.link.sign_survivors, signed)
             elif task.stage == pb.UNMASK:
                 self._reveal(task, session)
