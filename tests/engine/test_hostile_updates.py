@@ -234,3 +234,22 @@ def test_noised_evaluation_counts_beyond_what_the_site_has_are_refused(tmp_path:
     made_up[1] = 1 << 62
     with pytest.raises(InvalidUpdate, match=r"evaluation count 1 is 4611686018427387904, outside"):
         report(made_up)
+
+
+def test_a_site_never_allocates_the_model_a_hostile_aggregator_declares() -> None:
+    """The aggregator's header says how large the model is: a site checks it against its
+    own model before it allocates a byte (np.empty of 2^40 floats was a MemoryError)."""
+    from fedkube.errors import JobFailed
+    from fedkube.trainer.model_download import read_model
+
+    header = pb.ModelHeader(
+        tensors=[pb.TensorSpec(name="weight", dtype=pb.FLOAT32, shape=[1 << 20, 1 << 20])]
+    )
+    with pytest.raises(JobFailed, match=r"declares a model of 4398046511104 bytes; this job's"):
+        read_model(header, iter(()), 4096)
+    repeated = pb.ModelHeader(tensors=[pb.TensorSpec(name="w", dtype=pb.FLOAT32, shape=[2])] * 2)
+    with pytest.raises(JobFailed, match="repeats a tensor name"):
+        read_model(repeated, iter(()), 4096)
+    bad = pb.ModelHeader(tensors=[pb.TensorSpec(name="w", dtype=pb.FLOAT32, shape=[-3])])
+    with pytest.raises(JobFailed, match="negative dimension"):
+        read_model(bad, iter(()), 4096)

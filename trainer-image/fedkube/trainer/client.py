@@ -27,10 +27,11 @@ from fedkube.spec.preprocessing import Preprocessing
 from fedkube.stats.score_counts import noised
 from fedkube.trainer.guards import SiteGuards
 from fedkube.trainer.local import LocalTrainer, Scores
+from fedkube.trainer.model_download import read_model
 from fedkube.trainer.secure_stages import STATISTICS_ROUND, SecureStages
 from fedkube.transport.link import SiteLink
 from fedkube.wire.digest import model_digest
-from fedkube.wire.tensors import Params, assemble, from_spec, iter_parts, specs_of, to_spec
+from fedkube.wire.tensors import Params, iter_parts, specs_of, to_spec
 
 log = logging.getLogger("fedkube.trainer")
 M = TypeVar("M")
@@ -316,8 +317,7 @@ class TrainerClient:
         down = self.downlink
         parts = self.link.get_model(down.request(ref) if down else pb.ModelRequest(ref=ref))
         header = next(parts).header
-        infos = [from_spec(s) for s in header.tensors]
-        tensors = assemble(infos, (p.chunk for p in parts))
+        tensors = read_model(header, (p.chunk for p in parts), self.trainer.model_bytes)
         if header.codec != pb.RAW and down is None:
             raise JobFailed(
                 f"site {self.site}: the aggregator sent a model in codec "

@@ -154,7 +154,11 @@ class LocalTrainer:
                 raise ModelError(f"spec.task.trainFunction: {task.train_function} is not callable")
             self.train_fn = fn
         self._site_seed = zlib.crc32(site.encode())
-        self.param_names = set(model_params(self.model))
+        initial = model_params(self.model)
+        self.param_names = set(initial)
+        # What the model weighs on the wire: a model read from the aggregator is checked
+        # against it before it is allocated.
+        self.model_bytes = sum(v.nbytes for v in initial.values())
         # The strategy's site half, built from this site's own copy of the job.
         self.strategy = strategy or SiteHalf()
         self.dp = privacy.record_level if privacy else None
