@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -51,6 +52,9 @@ class LocalRunOptions:
     site_policy: Path | None = None
     # Import paths the user allows besides the manifest's own (`fedkube run --allow-import`).
     allow_import: tuple[str, ...] = ()
+    # The command line's main, run in forks of this process for the children (None: each
+    # child is a fresh `fedkube` process).
+    entry: Callable[[list[str]], int] | None = None
 
 
 @dataclass
@@ -90,7 +94,11 @@ class LocalRun:
         # Forks of this process share its imports (torch...): see zygote.py. FEDKUBE_EXEC=1
         # starts each child as a fresh interpreter instead.
         exec_children = os.environ.get("FEDKUBE_EXEC") == "1" or not hasattr(os, "fork")
-        proc = spawn_fedkube(args, log_path) if exec_children else fork_fedkube(args, log_path)
+        entry = None if exec_children else self.opts.entry
+        if entry is None:
+            proc: subprocess.Popen[bytes] | ForkedChild = spawn_fedkube(args, log_path)
+        else:
+            proc = fork_fedkube(args, log_path, entry)
         child = Child(name, proc, log_path)
         self.children.append(child)
         return child

@@ -47,6 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             quiet=args.quiet,
             site_policy=Path(args.site_policy) if args.site_policy else None,
             allow_import=tuple(args.allow_import),
+            entry=main,
         )
     )
 
@@ -61,6 +62,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             quiet=True,
             statistics_only=True,
             site_policy=Path(args.site_policy) if args.site_policy else None,
+            entry=main,
         )
     )
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ def preload(datasets: Iterable[str] = ()) -> None:
     import torch
 
     import fedkube.aggregator.main
-    import fedkube.cli.main
+    import fedkube.cli.pod_roles  # what the children run (the parent runs cli.main already)
     import fedkube.trainer.site  # noqa: F401
     from fedkube.data.sklearn_datasets import load_dataset
     from fedkube.trainer.optimizers import Sgd
@@ -84,8 +84,9 @@ class ForkedChild:
         self.send_signal(signal.SIGKILL)
 
 
-def fork_fedkube(args: list[str], log: Path) -> ForkedChild:
-    """Run ``fedkube ARGS`` in a fork of this process, its output to ``log``."""
+def fork_fedkube(args: list[str], log: Path, entry: Callable[[list[str]], int]) -> ForkedChild:
+    """Run ``fedkube ARGS`` (``entry``: the command line's main) in a fork of this process,
+    its output to ``log``."""
     sys.stdout.flush()
     sys.stderr.flush()
     parent = os.getpid()
@@ -95,9 +96,7 @@ def fork_fedkube(args: list[str], log: Path) -> ForkedChild:
     code = 1
     try:
         _become_child(parent, log)
-        from fedkube.cli.main import main
-
-        code = main(args)
+        code = entry(args)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:

@@ -16,7 +16,6 @@ from typing import Protocol
 import numpy as np
 
 from fedkube.proto import fedkube_pb2 as pb
-from fedkube.spec.communication import CodecSpec
 from fedkube.wire.tensors import Params, TensorInfo
 
 # Dense pieces handed to the accumulator are at most this many values.
@@ -76,14 +75,3 @@ def scale_problem(name: str, scales: np.ndarray, levels: int) -> str | None:
 def stochastic_round(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """floor(x + u), u uniform in [0, 1): integers whose mean is x."""
     return np.floor(x + rng.random(x.shape, dtype=np.float64))
-
-
-def build_codec(spec: CodecSpec) -> Codec | None:
-    if spec.codec == "none":
-        return None
-    from fedkube.codec.int8 import Int8
-    from fedkube.codec.topk import TopK
-
-    if spec.codec == "int8":
-        return Int8(spec.block_size)
-    return TopK(spec.fraction, quantise=spec.codec == "topk_int8")
