@@ -16,6 +16,7 @@ from fedkube.spec.job import FederatedJob
 from fedkube.spec.pods import PodSettings
 from fedkube.spec.sites import SiteSpec
 from fedkube.spec.terms import terms_digest
+from fedkube.transport.http_endpoints import PROGRESS_TOKEN_ENV
 
 from fedkube_operator.labels import LABEL_JOB, LABEL_ROLE, job_labels
 from fedkube_operator.settings import OperatorSettings
@@ -172,6 +173,12 @@ def _tls(secret: str | None) -> tuple[list[str], list[dict[str, Any]], list[dict
     return ["--tls-dir", TLS_DIR], [volume], [mount]
 
 
+def _progress_env(resource: dict[str, Any], settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The job's /progress token, for a pod that serves /progress to the operator alone."""
+    token = settings.progress_token(resource)
+    return [{"name": PROGRESS_TOKEN_ENV, "value": token}] if token else []
+
+
 def aggregator_pod(
     resource: dict[str, Any], job: FederatedJob, settings: OperatorSettings
 ) -> dict[str, Any]:
@@ -212,6 +219,7 @@ def aggregator_pod(
             *tls_mounts,
         ],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+        "env": _progress_env(resource, settings),
     }
     volumes = [*_common_volumes(config_name(job.name)), {"name": "state", **state}, *tls_volumes]
     meta = _meta(resource, aggregator_name(job.name), "aggregator")
@@ -280,7 +288,10 @@ def trainer_pod(
             *trusted_cas(site, settings),
             *relay_args,
         ],
-        "env": [{"name": "FEDKUBE_TORCH_THREADS", "value": "1"}],
+        "env": [
+            {"name": "FEDKUBE_TORCH_THREADS", "value": "1"},
+            *(_progress_env(resource, settings) if remote else []),
+        ],
         "volumeMounts": [*_COMMON_MOUNTS, *tls_mounts, *data.mounts, *state.mounts],
     }
     if remote:

@@ -81,7 +81,8 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
             )
             try:
                 job = parse_job(resource)
-                progress = fetch_progress(progress_url(job, found.pods, memo.settings))
+                url = progress_url(job, found.pods, settings)
+                progress = fetch_progress(url, token=settings.progress_token(resource))
             except SpecError:
                 progress = None
             observed = Observed(

@@ -101,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         "empty: they run in the job's namespace (a cluster whose tenants are the site)",
     )
     ap.add_argument(
+        "--progress-key-file",
+        default=os.environ.get("FEDKUBE_PROGRESS_KEY_FILE") or None,
+        metavar="FILE",
+        help="the operator's key (the chart's Secret): each job's /progress token is made "
+        "from it, and its aggregator answers only the operator; without it, any pod that "
+        "reaches the aggregator reads its progress",
+    )
+    ap.add_argument(
         "--site-tls-secret",
         default=os.environ.get("FEDKUBE_SITE_TLS_SECRET", OperatorSettings.site_tls_secret),
         help="the site's certificate: a Secret (ca.crt, tls.crt, tls.key) in --site-namespace "
@@ -279,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
             state_claim=args.state_claim,
             site_namespace=args.site_namespace,
             site_tls_secret=args.site_tls_secret,
+            progress_key=Path(args.progress_key_file).read_bytes().strip()
+            if args.progress_key_file
+            else None,
             aggregator_service_types=tuple(args.aggregator_service_type or ["ClusterIP"]),
             job_storage_size=args.job_storage_size,
             job_storage_class=args.job_storage_class,

@@ -3,6 +3,8 @@ site's name, data volume, state claim, policy, offers and the job pods' ids."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +46,10 @@ class OperatorSettings:
     # the site.
     site_namespace: str = ""
     site_tls_secret: str = "fedkube-{site}-tls"
+    # The operator's own key (Helm: a Secret the chart makes once), from which each job's
+    # /progress token is derived: its aggregator (and relaying trainers) answer only it.
+    # None: /progress answers any pod that reaches it.
+    progress_key: bytes | None = None
     # Each job's own claim for its model, result and checkpoints (when the job names none):
     # its size and StorageClass (Helm jobStorage; "" is the cluster's default class).
     # Service types a job's aggregator may have here (Helm site.aggregatorServiceTypes):
@@ -100,6 +106,15 @@ class OperatorSettings:
         if self.data_host_path:
             return f"hostPath{self.data_host_path}"
         return None
+
+    def progress_token(self, resource: dict[str, Any]) -> str | None:
+        """The job's /progress token: HMAC of its namespace, name and uid under the
+        operator's key, so the operator needs to keep nothing to poll it after a restart."""
+        if self.progress_key is None:
+            return None
+        meta = resource["metadata"]
+        job = f"{meta.get('namespace', '')}/{meta['name']}/{meta.get('uid', '')}"
+        return hmac.new(self.progress_key, job.encode(), hashlib.sha256).hexdigest()
 
     def site_secret(self, site: str) -> str:
         """The Secret (in site_namespace) that holds this site's key and certificate."""

@@ -5,6 +5,7 @@ A real aggregator over gRPC, the hostile site played by hand."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -253,3 +254,37 @@ def test_a_site_never_allocates_the_model_a_hostile_aggregator_declares() -> Non
     bad = pb.ModelHeader(tensors=[pb.TensorSpec(name="w", dtype=pb.FLOAT32, shape=[-3])])
     with pytest.raises(JobFailed, match="negative dimension"):
         read_model(bad, iter(()), 4096)
+
+
+def test_progress_answers_only_the_token_the_operator_gave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    from fedkube.transport.progress_client import fetch_progress
+
+    monkeypatch.setenv("FEDKUBE_PROGRESS_TOKEN", "the-operators-token")
+    job = LocalJob(tmp_path, manifest("guarded", sites=2, rounds=1, joinGraceSeconds=0.5))
+    try:
+        job.start_aggregator()
+        url = f"http://127.0.0.1:{job.http_port}/progress"
+        seen = None
+        for _ in range(300):
+            seen = fetch_progress(url, token="the-operators-token")
+            if seen is not None:
+                break
+            time.sleep(0.1)
+        assert seen is not None and seen.job == "guarded"
+        for header in (None, "Bearer wrong", "the-operators-token"):
+            request = urllib.request.Request(url)
+            if header:
+                request.add_header("Authorization", header)
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(request, timeout=5)
+            assert e.value.code == 401
+        # Health and metrics stay open (the kubelet, Prometheus).
+        with urllib.request.urlopen(f"http://127.0.0.1:{job.http_port}/healthz", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        job.stop()

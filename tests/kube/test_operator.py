@@ -204,24 +204,29 @@ def test_task_is_immutable_once_created(
     assert out.returncode != 0 and "task is immutable" in out.stderr
 
 
-def aggregator_progress(doc: dict[str, Any]) -> dict[str, Any] | None:
+def aggregator_progress(doc: dict[str, Any], token: str) -> dict[str, Any] | None:
+    """The aggregator's /progress, read as the operator reads it (with the job's token)."""
     import urllib.request
 
     try:
         url = f"http://127.0.0.1:{doc['spec']['aggregator']['httpPort']}/progress"
-        with urllib.request.urlopen(url, timeout=1) as r:
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=1) as r:
             data: dict[str, Any] = json.loads(r.read())
             return data
     except OSError:
         return None
 
 
-def wait_progress(doc: dict[str, Any], until: Any, timeout: float = 120) -> dict[str, Any]:
+def wait_progress(
+    doc: dict[str, Any], until: Any, operator: OperatorProcess, namespace: str, timeout: float = 120
+) -> dict[str, Any]:
     import time
 
     end = time.monotonic() + timeout
+    token = operator.progress_token(namespace, doc["metadata"]["name"])
     while time.monotonic() < end:
-        p = aggregator_progress(doc)
+        p = aggregator_progress(doc, token)
         if p and until(p):
             return p
         time.sleep(0.05)
@@ -243,7 +248,7 @@ def test_aggregator_killed_mid_job_resumes_from_its_checkpoint(
 
     doc = slow_job("phoenix", rounds=60)
     apply(control_plane, namespace, doc)
-    wait_progress(doc, lambda p: p["round"] >= 5)
+    wait_progress(doc, lambda p: p["round"] >= 5, operator, namespace)
     run = next(r for r in node_agent.runs.values() if r.name == "phoenix-aggregator")
     assert run.containers[0].proc is not None
     os.killpg(run.containers[0].proc.pid, signal.SIGKILL)
@@ -270,7 +275,7 @@ def test_operator_restart_mid_job_creates_nothing_twice(
 ) -> None:
     doc = slow_job("steady", rounds=60)
     apply(control_plane, namespace, doc)
-    wait_progress(doc, lambda p: p["round"] >= 3)
+    wait_progress(doc, lambda p: p["round"] >= 3, operator, namespace)
     before = {n: p["metadata"]["uid"] for n, p in pods(control_plane, namespace, "steady").items()}
     assert len(before) == 6
     operator.kill()
@@ -298,7 +303,7 @@ def test_deleting_a_running_job_removes_everything_it_created(
 
     doc = slow_job("doomed", rounds=5000)
     apply(control_plane, namespace, doc)
-    wait_progress(doc, lambda p: p["round"] >= 1)
+    wait_progress(doc, lambda p: p["round"] >= 1, operator, namespace)
     pids = [
         c.proc.pid
         for r in node_agent.runs.values()
@@ -344,7 +349,7 @@ def test_suspend_removes_pods_and_resume_continues_from_the_checkpoint(
 ) -> None:
     doc = slow_job("napper", rounds=50)
     apply(control_plane, namespace, doc)
-    wait_progress(doc, lambda p: p["round"] >= 3)
+    wait_progress(doc, lambda p: p["round"] >= 3, operator, namespace)
     control_plane.kubectl(
         "patch", "fj", "napper", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}'
     )

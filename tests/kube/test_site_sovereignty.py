@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -298,6 +300,12 @@ def test_changed_terms_hold_training_and_a_withdrawn_approval_stops_it_within_10
     )
     trainers = sorted(sites)
     assert running_trainers(site, "consent") == trainers
+    # The aggregator's /progress (site names, sample counts, every round) answers the
+    # operator's token only: not the tenant, not any other pod that reaches it.
+    url = f"http://127.0.0.1:{doc['spec']['aggregator']['httpPort']}/progress"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=5)
+    assert refused.value.code == 401
 
     # The job's terms change under its approval: the site's training is held.
     site.as_tenant(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -106,8 +107,13 @@ class OperatorProcess:
         self.policy_file.write_text(
             yaml.safe_dump(RELAXED_POLICY if policy is None else policy, sort_keys=True)
         )
+        # The operator's key for the jobs' /progress tokens (the chart's Secret).
+        key = folder / "progress-key"
+        if not key.exists():
+            key.write_text(secrets.token_urlsafe(36))
         # Helm site.data.namespaces, and operator.watchNamespaces (empty: all).
         self.site_args = [
+            f"--progress-key-file={key}",
             *(f"--data-namespace={ns}" for ns in data_namespaces),
             *(f"--namespace={ns}" for ns in watch),
         ]
@@ -191,6 +197,18 @@ class OperatorProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def progress_token(self, namespace: str, job: str) -> str:
+        """The token the operator gave the job's pods for /progress (from its key file)."""
+        import json
+
+        from fedkube_operator.settings import OperatorSettings
+
+        found = self.cp.kubectl("get", "fj", job, "-n", namespace, "-o", "json").stdout
+        key = (self.folder / "progress-key").read_bytes().strip()
+        token = OperatorSettings(progress_key=key).progress_token(json.loads(found))
+        assert token is not None
+        return token
 
     def metrics(self) -> str:
         with urllib.request.urlopen(

@@ -79,6 +79,7 @@ def test_chart_lints_and_renders(tmp_path: Path) -> None:
         "Pod",  # helm test's
         "Role",  # the operator's, in the site's own namespace
         "RoleBinding",
+        "Secret",  # the operator's key for the jobs' /progress tokens
         "Service",
         "ServiceAccount",
     ]

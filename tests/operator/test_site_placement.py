@@ -125,3 +125,32 @@ def test_network_policies_let_the_sites_trainers_reach_the_aggregator_across_nam
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "fedkube-system"}},
         "podSelector": {"matchLabels": selector},
     } in ingress
+
+
+def test_the_pods_that_serve_progress_answer_the_operators_token_only() -> None:
+    """Each job's /progress token is derived from the operator's key: its aggregator, and a
+    trainer relaying a remote aggregator's progress, get it; no other pod does."""
+    keyed = replace(HELD, progress_key=b"k" * 32)
+    r = data_job()
+    want = desired(r, parse_job(r), keyed)
+    token = keyed.progress_token(r)
+    assert token is not None and len(token) == 64
+    agg_env = want.pods["breast-cancer-aggregator"]["spec"]["containers"][0]["env"]
+    assert {"name": "FEDKUBE_PROGRESS_TOKEN", "value": token} in agg_env
+    for name, pod in want.pods.items():
+        if name != "breast-cancer-aggregator":
+            env = pod["spec"]["containers"][0]["env"]
+            assert all(e["name"] != "FEDKUBE_PROGRESS_TOKEN" for e in env), name
+    # Another job (another uid), or another operator's key: another token.
+    other = {**r, "metadata": {**r["metadata"], "uid": "u-2"}}
+    assert keyed.progress_token(other) != token
+    assert replace(keyed, progress_key=b"j" * 32).progress_token(r) != token
+    # The aggregator elsewhere: the trainers relay its progress, with the token.
+    remote = data_job()
+    remote["spec"]["aggregator"] = {"endpoint": "agg.example.org:7070"}
+    remote["spec"]["sites"][1]["remote"] = True
+    relaying = desired(remote, parse_job(remote), keyed)
+    for pod in relaying.pods.values():
+        assert {"name": "FEDKUBE_PROGRESS_TOKEN", "value": token} in pod["spec"]["containers"][0][
+            "env"
+        ]

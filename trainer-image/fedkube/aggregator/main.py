@@ -33,7 +33,7 @@ from fedkube.security.revocation import Revocations
 from fedkube.security.tls import TlsError, is_loopback, server_credentials
 from fedkube.spec.job import FederatedJob
 from fedkube.strategy import build_strategy
-from fedkube.transport.http_endpoints import serve_http
+from fedkube.transport.http_endpoints import progress_token, serve_http
 
 log = logging.getLogger("fedkube.aggregator")
 T = TypeVar("T")
@@ -189,6 +189,7 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
         opts.http_port,
         on_loop(loop, lambda: generate_latest(metrics.registry)),
         on_loop(loop, lambda: progress(coordinator).to_json_bytes()),
+        progress_token(),
     )
     log.info(
         "aggregator for job %s on %s:%d (http %d), %d rounds left",

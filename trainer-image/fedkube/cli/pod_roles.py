@@ -122,10 +122,10 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     relay = None
     if args.progress_port:
         from fedkube.trainer.progress_relay import ProgressRelay
-        from fedkube.transport.http_endpoints import serve_http
+        from fedkube.transport.http_endpoints import progress_token, serve_http
 
         relay = ProgressRelay(link, job.name, args.site)
-        serve_http("0.0.0.0", args.progress_port, None, relay.body)
+        serve_http("0.0.0.0", args.progress_port, None, relay.body, progress_token())
     client = site_client(
         job,
         args.site,

@@ -1,9 +1,16 @@
 """/metrics (Prometheus), /progress (JSON the operator and `fedkube run` poll) and /healthz:
 the aggregator serves all three; a trainer whose aggregator is at another organisation serves
-/progress, relayed over its authenticated channel, to its own cluster's operator."""
+/progress, relayed over its authenticated channel, to its own cluster's operator.
+
+/progress names the sites, their sample counts and every round: on Kubernetes it answers
+only the operator, which sends the job's token (``FEDKUBE_PROGRESS_TOKEN`` in the pod, made
+by the operator from its own key). /healthz answers anyone (the kubelet); /metrics answers a
+scraper, which the NetworkPolicies (networkPolicy.enabled) narrow to the listed namespaces."""
 
 from __future__ import annotations
 
+import hmac
+import os
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,21 +18,43 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+# Where a pod finds the token its /progress asks for (set by the operator).
+PROGRESS_TOKEN_ENV = "FEDKUBE_PROGRESS_TOKEN"
+
+
+def progress_token() -> str | None:
+    return os.environ.get(PROGRESS_TOKEN_ENV) or None
+
 
 def serve_http(
     host: str,
     port: int,
     metrics: Callable[[], bytes] | None,
     progress: Callable[[], bytes | None],
+    token: str | None = None,
 ) -> ThreadingHTTPServer:
     """Start the server on a daemon thread; both callables must be safe to call from it and
-    return the body (``progress``: the JSON of ``fedkube.spec.progress.Progress``)."""
+    return the body (``progress``: the JSON of ``fedkube.spec.progress.Progress``). With a
+    ``token``, /progress answers only a request bearing it."""
+    expected = f"Bearer {token}".encode() if token else None
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics" and metrics is not None:
                 body, ctype = metrics(), CONTENT_TYPE_LATEST
+            elif (
+                path == "/progress"
+                and expected is not None
+                and not hmac.compare_digest(
+                    (self.headers.get("Authorization") or "").encode(), expected
+                )
+            ):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Bearer realm="fedkube progress"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             elif path == "/progress":
                 found = progress()
                 if found is None:

@@ -12,12 +12,18 @@ from fedkube.spec.progress import Progress
 MAX_PROGRESS_BYTES = 16 << 20
 
 
-def fetch_progress(url: str | None, timeout: float = 2.0) -> Progress | None:
-    """The aggregator's progress, or None when it is not answering (yet) or answers nonsense."""
+def fetch_progress(
+    url: str | None, timeout: float = 2.0, token: str | None = None
+) -> Progress | None:
+    """The aggregator's progress, or None when it is not answering (yet), refuses the
+    ``token`` or answers nonsense."""
     if url is None:
         return None
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
             body = r.read(MAX_PROGRESS_BYTES + 1)
     except (OSError, ValueError):
         return None
