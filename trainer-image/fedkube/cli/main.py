@@ -15,7 +15,7 @@ from fedkube.cli.approve import approve_parser
 from fedkube.cli.audit import audit_parser
 from fedkube.cli.budget import budget_parser
 from fedkube.cli.certificates import certs_parser, revoke_parser
-from fedkube.cli.options import limit_threads
+from fedkube.cli.options import USER_ALLOWS, allow_import, limit_threads
 from fedkube.cli.pod_roles import aggregator_parser, trainer_parser
 from fedkube.errors import DataError, FedkubeError, ModelError, SiteRefused, SpecError
 
@@ -144,19 +144,8 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--fresh", action="store_true", help="ignore an earlier checkpoint")
     run.add_argument("--quiet", action="store_true", help="print only the final table")
     _site_policy_flag(run)
-    _local_plugins_flag(run)
+    allow_import(run, USER_ALLOWS)
     run.set_defaults(fn=cmd_run)
-
-
-def _local_plugins_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--allow-import",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="an import path (module:attribute, shell-style pattern) to run besides those of "
-        "the manifest whose module is in its own folder (or the model's); repeat for more",
-    )
 
 
 def _site_policy_flag(parser: argparse.ArgumentParser) -> None:
@@ -183,14 +172,14 @@ def _model_use_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     pred.add_argument("--model", required=True, help="the job's output folder")
     pred.add_argument("--data", required=True, help="CSV or Parquet file")
     pred.add_argument("--out", help="CSV to write (default: DATA.predictions.csv)")
-    _local_plugins_flag(pred)
+    allow_import(pred, USER_ALLOWS)
     pred.set_defaults(fn=cmd_predict)
     ev = sub.add_parser("evaluate", help="score a trained model on a labelled file")
     ev.add_argument("--model", required=True, help="the job's output folder")
     ev.add_argument("--data", required=True, help="CSV or Parquet file with labels")
     ev.add_argument("--label-column", help="default: the training files' label column")
     ev.add_argument("--json", action="store_true", help="print the scores as JSON")
-    _local_plugins_flag(ev)
+    allow_import(ev, USER_ALLOWS)
     ev.set_defaults(fn=cmd_evaluate)
 
 

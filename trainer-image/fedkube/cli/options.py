@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 
+SITE_ALLOWS = (
+    "an import path (module:attribute, shell-style pattern) this site lets a job's "
+    "task.model.importPath or task.trainFunction run; repeat for more; none by default"
+)
+USER_ALLOWS = (
+    "an import path (module:attribute, shell-style pattern) to run besides those of the "
+    "manifest whose module is in its own folder (or the model's); repeat for more"
+)
 
-def allow_import(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--allow-import",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="an import path (module:attribute, shell-style pattern) this site lets a job's "
-        "task.model.importPath or task.trainFunction run; repeat for more; none by default",
-    )
+
+def allow_import(parser: argparse.ArgumentParser, help: str = SITE_ALLOWS) -> None:
+    parser.add_argument("--allow-import", action="append", default=[], metavar="PATTERN", help=help)
 
 
 def limit_threads() -> None:
