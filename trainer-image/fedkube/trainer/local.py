@@ -19,7 +19,7 @@ from fedkube.errors import ModelError
 from fedkube.models.plugins import NO_PLUGINS, PluginPolicy
 from fedkube.models.registry import build_model, import_object, load_params, model_params
 from fedkube.privacy.ledger import PrivacyLedger
-from fedkube.spec.job import PersonalizationSpec
+from fedkube.spec.job_settings import PersonalizationSpec
 from fedkube.spec.security import PrivacySpec
 from fedkube.spec.task import TaskSpec
 from fedkube.stats.score_counts import ScoreLayout, count_block
