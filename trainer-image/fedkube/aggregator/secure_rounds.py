@@ -329,6 +329,7 @@ class SecureRounds:
         return SecureRoundRecord(
             revealed_by=len(r.done),
             dropped=r.secure.unmask_request()[1],
+            faulty=sorted(r.secure.faulty),
             stage_seconds=dict(r.stage_seconds),
         )
 

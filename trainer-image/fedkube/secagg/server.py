@@ -34,6 +34,9 @@ class SecureSum:
         self.sharers: dict[str, pb.KeyShares] = {}
         self.survivors: set[str] = set()
         self.revealed: dict[str, pb.Reveal] = {}
+        # Revealers whose shares were off the polynomial the others agreed on (named in the
+        # round's record; the secrets were rebuilt without them).
+        self.faulty: set[str] = set()
         self.consistency: dict[str, bytes] = {}  # survivor -> its signature over the list
         self._sums: list[np.ndarray] | None = None
 
@@ -205,6 +208,12 @@ class SecureSum:
         corrections: list[tuple[bytes, bool]] = []
         for gone in dropped:
             secret = keys.private_from_bytes(self._rebuild(gone, "mask_key_shares", threshold))
+            if keys.public_bytes(secret) != by_name[gone].mask_public_key:
+                # Even from exactly t shares a wrong one shows here: the key is committed.
+                raise SecureAggregationError(
+                    f"the shares of site {gone!r}'s mask key rebuild a key it did not "
+                    "advertise: a revealer sent a wrong share"
+                )
             for alive in survivors:
                 peer = by_name[alive]
                 seed = keys.agree(secret, peer.mask_public_key, self.context, "mask")
@@ -217,13 +226,17 @@ class SecureSum:
         return sums
 
     def _rebuild(self, owner: str, field: str, threshold: int) -> bytes:
-        shares = {
-            s.x: s.y
-            for msg in self.revealed.values()
-            for s in getattr(msg, field)
-            if s.owner == owner
-        }
+        """``owner``'s secret from the revealed shares; a revealer whose share is off the
+        polynomial the others agree on is named in ``faulty``, and the secret rebuilt
+        without it."""
+        shares, sender = {}, {}
+        for site, msg in self.revealed.items():
+            for s in getattr(msg, field):
+                if s.owner == owner:
+                    shares[s.x], sender[s.x] = s.y, site
         try:
-            return shamir.combine(shares, threshold)
+            secret, wrong = shamir.robust_combine(shares, threshold)
         except SecureAggregationError as e:
             raise SecureAggregationError(f"the shares of site {owner!r}'s secret: {e}") from None
+        self.faulty.update(sender[x] for x in wrong)
+        return secret

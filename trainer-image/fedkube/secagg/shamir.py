@@ -7,6 +7,7 @@ Coefficients come from the operating system's entropy (``secrets``).
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from collections.abc import Sequence
 
@@ -52,6 +53,41 @@ def combine(shares: dict[int, bytes], threshold: int) -> bytes:
     if value >= 1 << (8 * SECRET_BYTES):
         raise ShareError("the shares rebuild a value that is not a 32-byte secret")
     return value.to_bytes(SECRET_BYTES, "big")
+
+
+# Bases tried when some shares are wrong: every t-subset for a small roster, this many for
+# a large one (each try is one interpolation per share).
+MAX_BASES = 2000
+
+
+def robust_combine(shares: dict[int, bytes], threshold: int) -> tuple[bytes, list[int]]:
+    """The secret behind ``shares``, and the x of every share that is not on its polynomial.
+
+    With n shares of which at most e = (n - t) // 2 are wrong, exactly one polynomial of
+    degree t - 1 passes through at least n - e of them (unique decoding): it is found from a
+    base of t shares that all lie on it, and the others are named wrong. With exactly t
+    shares no wrong one can be seen here (the caller checks what it rebuilt, where it can);
+    with more wrong shares than e, ShareError says so."""
+    if len(shares) < threshold:
+        raise ShareError(f"{len(shares)} shares cannot rebuild a secret that needs {threshold}")
+    points = [(x, int.from_bytes(y, "big")) for x, y in sorted(shares.items())]
+    if any(y >= PRIME for _, y in points):
+        raise ShareError("a share is not an element of the field")
+    n = len(points)
+    needed = n - (n - threshold) // 2
+    for tries, base in enumerate(itertools.combinations(points, threshold)):
+        if tries >= MAX_BASES:
+            break
+        wrong = [x for x, y in points if _interpolate(base, x) != y]
+        if n - len(wrong) >= needed:
+            value = _interpolate(base, 0)
+            if value >= 1 << (8 * SECRET_BYTES):
+                raise ShareError("the shares rebuild a value that is not a 32-byte secret")
+            return value.to_bytes(SECRET_BYTES, "big"), wrong
+    raise ShareError(
+        f"no polynomial passes through {needed} of the {n} shares: more than "
+        f"{(n - threshold) // 2} of them are wrong"
+    )
 
 
 def _evaluate(coefficients: Sequence[int], x: int) -> int:

@@ -67,6 +67,8 @@ class GlobalScores(Evaluation):
 class SecureRoundRecord(Record):
     revealed_by: int
     dropped: list[str] = Field(default_factory=list)
+    # Sites whose revealed shares were wrong: the sum was rebuilt from the others'.
+    faulty: list[str] = Field(default_factory=list)
     stage_seconds: dict[str, float] = Field(default_factory=dict)
 
 
