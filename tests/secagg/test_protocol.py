@@ -375,3 +375,14 @@ def test_too_many_wrong_shares_are_refused_not_guessed() -> None:
     shares[7] = (int.from_bytes(shares[7], "big") + 1).to_bytes(66, "big")
     with pytest.raises(SecureAggregationError, match="more than 2 of them are wrong"):
         shamir.robust_combine(shares, 3)
+
+
+def test_wrong_shares_among_the_first_are_found_in_a_large_roster_too() -> None:
+    """Twenty shares, threshold eleven: C(20, 11) bases are too many to try in order, and a
+    wrong share at x = 1 would be in every one tried first; random bases find the rest."""
+    secret = bytes(range(32, 64))
+    xs = list(range(1, 21))
+    shares = shamir.split(secret, xs, 11)
+    for x in (1, 2, 3):
+        shares[x] = (int.from_bytes(shares[x], "big") ^ 7).to_bytes(66, "big")
+    assert shamir.robust_combine(shares, 11) == (secret, [1, 2, 3])

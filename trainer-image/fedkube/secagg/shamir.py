@@ -8,8 +8,10 @@ Coefficients come from the operating system's entropy (``secrets``).
 from __future__ import annotations
 
 import itertools
+import math
+import random
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from fedkube.errors import SecureAggregationError
 
@@ -75,9 +77,7 @@ def robust_combine(shares: dict[int, bytes], threshold: int) -> tuple[bytes, lis
         raise ShareError("a share is not an element of the field")
     n = len(points)
     needed = n - (n - threshold) // 2
-    for tries, base in enumerate(itertools.combinations(points, threshold)):
-        if tries >= MAX_BASES:
-            break
+    for base in _bases(points, threshold):
         wrong = [x for x, y in points if _interpolate(base, x) != y]
         if n - len(wrong) >= needed:
             value = _interpolate(base, 0)
@@ -88,6 +88,19 @@ def robust_combine(shares: dict[int, bytes], threshold: int) -> tuple[bytes, lis
         f"no polynomial passes through {needed} of the {n} shares: more than "
         f"{(n - threshold) // 2} of them are wrong"
     )
+
+
+def _bases(points: list[tuple[int, int]], t: int) -> Iterator[Sequence[tuple[int, int]]]:
+    """Sets of t shares to interpolate from: the first t (right when every share is), then
+    every t-subset when there are few, else random ones (a wrong share among the first would
+    otherwise be in every subset tried)."""
+    yield points[:t]
+    if math.comb(len(points), t) <= MAX_BASES:
+        yield from itertools.combinations(points, t)
+        return
+    draw = random.Random(len(points))  # reproducible: which bases were tried is no secret
+    for _ in range(MAX_BASES):
+        yield sorted(draw.sample(points, t))
 
 
 def _evaluate(coefficients: Sequence[int], x: int) -> int:
