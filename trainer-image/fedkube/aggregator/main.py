@@ -149,6 +149,14 @@ async def _run_until_done(coordinator: Coordinator, linger_seconds: float) -> in
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     name = coordinator.job.name
+    signalled = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({runner, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    # Python 3.11's wait_for can swallow a cancellation that lands as the awaited event
+    # fires (gh-86296): the coordinator then runs on. Cancel until it has stopped.
+    while stopping.is_set() and not runner.done():
+        runner.cancel()
+        await asyncio.wait({runner}, timeout=0.5)
+    signalled.cancel()
     try:
         await runner
         model = coordinator.result.model_path if coordinator.result else "?"
