@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedkube.aggregator.rounds import OpenRound
-from fedkube.aggregator.statistics_round import STATISTICS_ROUND
+from fedkube.aggregator.rounds import STATISTICS_ROUND, OpenRound
 from fedkube.wire.tensors import TensorInfo
 
 

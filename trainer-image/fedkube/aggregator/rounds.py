@@ -13,6 +13,9 @@ from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.server import SecureSum
 from fedkube.spec.progress import SCORE_KEYS, SiteSummary
 
+# Round 0: the federated statistics, before the first training round.
+STATISTICS_ROUND = 0
+
 EventQueue = asyncio.Queue[pb.Event | None]
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedkube.aggregator.rounds import OpenRound
+from fedkube.aggregator.rounds import STATISTICS_ROUND, OpenRound
 from fedkube.aggregator.secure_rounds import masked_infos
 from fedkube.data.site_statistics import stats_layout
 from fedkube.data.table import dataset_scaling
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fedkube.aggregator")
 
-STATISTICS_ROUND = 0
 MAX_ATTEMPTS = 3
 
 
