@@ -8,19 +8,19 @@ noised counts (``evaluation.noiseMultiplier``) or says it withheld them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from fedkube.aggregator.figures import figure_problems
+from fedkube.aggregator.round_host import RoundHost
+from fedkube.aggregator.round_log import RoundLog
+from fedkube.aggregator.sample_bounds import SampleBounds
+from fedkube.aggregator.secure_rounds import SecureRounds
 from fedkube.errors import InvalidUpdate
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.spec.job import JobSpec
 from fedkube.stats.score_counts import ScoreLayout, count_bounds
-
-if TYPE_CHECKING:
-    from fedkube.aggregator.coordinator import Coordinator
-
 
 # What a site may say of itself in a private job: its record-level epsilon, which follows
 # from the manifest and its row count (known to the aggregator already).
@@ -34,14 +34,24 @@ def held_out_noise(spec: JobSpec) -> tuple[float, float] | None:
     return (noise, dp.delta if dp else 1e-5) if noise is not None else None
 
 
+class EvaluationHost(RoundHost, Protocol):
+    """What the evaluations use of the round engine: the model version, the record, the
+    bounds on what a site may claim, and secure aggregation's stages."""
+
+    rounds_completed: int
+    log: RoundLog
+    sample_bounds: SampleBounds
+    secure: SecureRounds | None
+
+
 class Evaluations:
-    def __init__(self, coordinator: Coordinator) -> None:
-        self.c = coordinator
-        spec = coordinator.spec
+    def __init__(self, host: EvaluationHost) -> None:
+        self.c = host
+        spec = host.spec
         # A private job, or one that asks for noised scores: no site's own evaluation figures
         # reach this process (counts only).
         self.private = (
-            coordinator.secure is not None
+            host.secure is not None
             or spec.privacy.update_level is not None
             or spec.privacy.record_level is not None
             or spec.evaluation.noise_multiplier is not None

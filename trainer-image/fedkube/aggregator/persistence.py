@@ -4,22 +4,46 @@ a restarted aggregator resumes where the last one stopped."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from fedkube.aggregator.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedkube.aggregator.privacy_hook import PrivacyHook
+from fedkube.aggregator.round_log import RoundLog
+from fedkube.aggregator.rounds import SiteState
 from fedkube.errors import JobFailed
+from fedkube.spec.job import FederatedJob, JobSpec
 from fedkube.spec.preprocessing import Preprocessing
 from fedkube.spec.progress import RoundRecord, SiteSummary
 from fedkube.spec.statistics import StatisticsReport
-from fedkube.wire.tensors import specs_of
-
-if TYPE_CHECKING:
-    from fedkube.aggregator.coordinator import Coordinator
+from fedkube.strategy.base import Strategy
+from fedkube.wire.tensors import Params, TensorInfo, specs_of
 
 log = logging.getLogger("fedkube.aggregator")
 
 
-def resume(c: Coordinator) -> bool:
+class Checkpointed(Protocol):
+    """The engine's state that outlives its process."""
+
+    job: FederatedJob
+    spec: JobSpec
+    checkpoint_dir: Path | None
+    infos: list[TensorInfo]
+    params: Params
+    strategy: Strategy
+    privacy: PrivacyHook
+    rounds_completed: int
+    restarts: int
+    preprocessing: Preprocessing | None
+    statistics: StatisticsReport | None
+    log: RoundLog
+    sites: dict[str, SiteState]
+
+    @property
+    def history(self) -> list[RoundRecord]: ...
+
+
+def resume(c: Checkpointed) -> bool:
     """Load the job's checkpoint into ``c``; whether there was one."""
     if c.checkpoint_dir is None:
         return False
@@ -49,7 +73,7 @@ def resume(c: Coordinator) -> bool:
     return True
 
 
-def save(c: Coordinator) -> None:
+def save(c: Checkpointed) -> None:
     if c.checkpoint_dir is None:
         return  # the simulation keeps none
     save_checkpoint(

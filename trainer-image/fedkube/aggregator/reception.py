@@ -9,24 +9,36 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from fedkube.aggregator.round_host import RoundHost
+from fedkube.aggregator.sample_bounds import SampleBounds
+from fedkube.aggregator.secure_rounds import SecureRounds
+from fedkube.aggregator.statistics_round import StatisticsRound
 from fedkube.aggregator.updates import SpooledUpdate, check_tensors
+from fedkube.codec.base import Codec
 from fedkube.codec.decoded import DecodedUpdate
 from fedkube.errors import DuplicateUpdate, InvalidUpdate, RoundClosed
 from fedkube.proto import fedkube_pb2 as pb
-
-if TYPE_CHECKING:
-    from fedkube.aggregator.coordinator import Coordinator
+from fedkube.wire.tensors import TensorInfo
 
 log = logging.getLogger("fedkube.aggregator")
 
 
+class ReceptionHost(RoundHost, Protocol):
+    """What an update stream needs of the round engine: how updates are coded and laid out,
+    what a site may claim, and where round 0's and secure rounds' answers go."""
+
+    uplink: Codec | None
+    update_infos: list[TensorInfo]
+    sample_bounds: SampleBounds
+    secure: SecureRounds | None
+    round0: StatisticsRound
+
+
 class UpdateReception:
-    def __init__(
-        self, coordinator: Coordinator, authorise: Callable[[str], None] | None = None
-    ) -> None:
-        self.c = coordinator
+    def __init__(self, host: ReceptionHost, authorise: Callable[[str], None] | None = None) -> None:
+        self.c = host
         self.authorise = authorise
         self.update: SpooledUpdate | None = None
 

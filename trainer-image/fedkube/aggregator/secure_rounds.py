@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
+from fedkube.aggregator.round_host import RoundHost
+from fedkube.aggregator.round_log import RoundLog
+from fedkube.aggregator.round_shapes import RoundShapes
 from fedkube.aggregator.rounds import OpenRound
+from fedkube.aggregator.sample_bounds import SampleBounds
 from fedkube.aggregator.updates import SpooledUpdate, check_tensors
 from fedkube.errors import DuplicateUpdate, InvalidUpdate, RoundClosed, SecureAggregationError
 from fedkube.proto import fedkube_pb2 as pb
@@ -28,9 +32,6 @@ from fedkube.secagg.server import SecureSum
 from fedkube.spec.progress import SecureRoundRecord
 from fedkube.stats.score_counts import SCORE_COUNTS, from_masked
 from fedkube.wire.tensors import Params, TensorInfo
-
-if TYPE_CHECKING:
-    from fedkube.aggregator.coordinator import Coordinator
 
 log = logging.getLogger("fedkube.aggregator")
 
@@ -55,11 +56,21 @@ def unmasked_mean(secure: SecureSum, infos: Sequence[TensorInfo], r: OpenRound) 
     }
 
 
+class SecureHost(RoundHost, Protocol):
+    """What the stages use of the round engine beyond a round's course."""
+
+    update_infos: list[TensorInfo]
+    shapes: RoundShapes
+    sample_bounds: SampleBounds
+    log: RoundLog
+    rounds_completed: int
+
+
 class SecureRounds:
     """The stage driver: owns the rounds' key exchanges and the one made ahead."""
 
-    def __init__(self, coordinator: Coordinator, params: pb.SecAggParams) -> None:
-        self.c = coordinator
+    def __init__(self, host: SecureHost, params: pb.SecAggParams) -> None:
+        self.c = host
         self.params = params
         # The next round's key exchange, set up when this round's UNMASK stage opens.
         self.upcoming: SecureSum | None = None

@@ -11,12 +11,13 @@ sent with every task after it and kept in the checkpoint."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
+from fedkube.aggregator.round_host import RoundHost
 from fedkube.aggregator.rounds import STATISTICS_ROUND, OpenRound
-from fedkube.aggregator.secure_rounds import masked_infos
+from fedkube.aggregator.secure_rounds import SecureRounds, masked_infos
 from fedkube.data.site_statistics import stats_layout
 from fedkube.data.table import dataset_scaling
 from fedkube.errors import InvalidUpdate, JobFailed, SecureAggregationError
@@ -34,18 +35,26 @@ from fedkube.stats.schema import (
 from fedkube.stats.summary import block
 from fedkube.wire.tensors import Params, TensorInfo
 
-if TYPE_CHECKING:
-    from fedkube.aggregator.coordinator import Coordinator
-
 log = logging.getLogger("fedkube.aggregator")
 
 MAX_ATTEMPTS = 3
 
 
+class StatisticsHost(RoundHost, Protocol):
+    """What round 0 uses of the round engine: secure aggregation's stages, and where its
+    outcome goes."""
+
+    secure: SecureRounds | None
+    preprocessing: Preprocessing | None
+    statistics: StatisticsReport | None
+
+    def close_statistics_round(self, r: OpenRound) -> None: ...
+
+
 class StatisticsRound:
-    def __init__(self, coordinator: Coordinator) -> None:
-        self.c = coordinator
-        self.layout = stats_layout(coordinator.spec)
+    def __init__(self, host: StatisticsHost) -> None:
+        self.c = host
+        self.layout = stats_layout(host.spec)
         self.schemas: dict[str, ReportedSchema] = {}
         self.per_site: dict[str, Params] = {}
         self.vocabulary: list[str] = []

@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from fedkube.trainer.guards import SiteGuards
 from fedkube.trainer.local import LocalTrainer, Scores
 from fedkube.trainer.model_download import read_model
 from fedkube.trainer.secure_stages import STATISTICS_ROUND, SecureStages
+from fedkube.trainer.stage_types import SiteSource, Trained
 from fedkube.transport.link import SiteLink
 from fedkube.wire.digest import model_digest
 from fedkube.wire.tensors import Params, iter_parts, specs_of, to_spec
@@ -49,31 +50,6 @@ class Backoff:
         while True:
             yield delay * random.uniform(0.5, 1.0)  # jitter spreads the sites' retries
             delay = min(self.most, delay * 2)
-
-
-@dataclass(frozen=True)
-class Trained:
-    """A training task's outcome: the update, its figures, and (under secure aggregation,
-    when the task scored the model first) the evaluation counts to mask with it."""
-
-    version: int
-    update: Params
-    metrics: dict[str, float]
-    counts: np.ndarray | None = None
-
-
-class SiteSource(Protocol):
-    """A site's rows before the agreed preprocessing: they answer round 0, then make the
-    trainer once the preprocessing is known (``fedkube.trainer.site.PendingSite``)."""
-
-    @property
-    def rows(self) -> int: ...
-
-    def schema(self, secure: bool) -> pb.SiteSchema: ...
-
-    def statistics(self, secure: bool) -> Params: ...
-
-    def trainer(self, preprocessing: Preprocessing | None) -> LocalTrainer: ...
 
 
 class TrainerClient:

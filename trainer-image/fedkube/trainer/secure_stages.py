@@ -10,19 +10,25 @@ revealed."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol, TypeVar
+
+import numpy as np
 
 from fedkube.errors import SecureAggregationError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.signed_keys import SigningIdentity
 from fedkube.secagg.site import SiteSession
 from fedkube.stats.score_counts import SCORE_COUNTS, to_masked
-
-if TYPE_CHECKING:
-    from fedkube.trainer.client import TrainerClient
+from fedkube.trainer.guards import SiteGuards
+from fedkube.trainer.local import LocalTrainer
+from fedkube.trainer.stage_types import SiteSource, Trained
+from fedkube.transport.link import SiteLink
+from fedkube.wire.tensors import Params
 
 log = logging.getLogger("fedkube.trainer")
+M = TypeVar("M")
+R = TypeVar("R")
 
 STATISTICS_ROUND = 0
 
@@ -31,10 +37,46 @@ def session_matches(session: SiteSession, task: pb.Task) -> bool:
     return (session.context.round, session.context.attempt) == (task.ref.round, task.ref.attempt)
 
 
+class SecureSiteHost(Protocol):
+    """What the secure stages use of the site's client: its names and link, its guards,
+    its data, and the plain steps (fetch, train, score, send) the stages reuse."""
+
+    job: str
+    site: str
+    link: SiteLink
+    guards: SiteGuards
+    source: SiteSource | None
+    model_digests: dict[int, bytes]
+
+    @property
+    def trainer(self) -> LocalTrainer: ...
+
+    def rows(self) -> int: ...
+
+    def send(self, task: pb.Task, what: str, call: Callable[[M], R], request: M) -> R | None: ...
+
+    def fetch_model(self, round: int) -> tuple[int, Params]: ...
+
+    def train_task(self, task: pb.Task) -> Trained | None: ...
+
+    def keep_scores(self, task: pb.Task, metrics: dict[str, float]) -> None: ...
+
+    def released_counts(self, counts: np.ndarray) -> np.ndarray: ...
+
+    def update_parts(
+        self,
+        task: pb.Task,
+        version: int,
+        update: Params,
+        metrics: dict[str, float],
+        next_round_keys: pb.KeyAdvertisement | None = None,
+    ) -> Iterator[pb.UpdatePart]: ...
+
+
 class SecureStages:
     def __init__(
         self,
-        client: TrainerClient,
+        client: SecureSiteHost,
         params: pb.SecAggParams,
         identity: SigningIdentity | None,
         job_sites: Mapping[str, int | None] | None,
