@@ -94,6 +94,46 @@ def test_sites_that_drop_before_and_after_masking_do_not_stop_the_round(tmp_path
     assert result.phase == "Succeeded" and result.global_.accuracy > 0.85
 
 
+def test_a_site_whose_share_does_not_open_leaves_the_round_not_the_site_it_cheated(
+    tmp_path: Path,
+) -> None:
+    """Five sites, threshold 3: site-4 (a hostile site double over real gRPC) seals a share
+    that does not open for site-0 in every round. site-0 names it with its masked update and
+    trains on; site-4 leaves each round, named in the record, and its pairs with the others
+    come off through its mask key. Before, site-0 stopped its round and site-4 stayed in."""
+    doc = manifest("secure-bad-share", sites=5, rounds=2, min_sites=3, timeout=60)
+    doc["spec"]["security"] = {"secureAggregation": {"threshold": 3}}
+    doc["spec"]["joinGraceSeconds"] = 300
+    job = LocalJob(tmp_path, doc)
+    try:
+        job.start_aggregator()
+        job.wait_for(lambda p: p.phase == "Running")
+        bad = ScriptedSite(
+            f"127.0.0.1:{job.port}",
+            "secure-bad-share",
+            "site-4",
+            80,
+            drop_after=None,
+            bad_shares_for=frozenset({"site-0"}),
+        ).start()
+        for name in ("site-0", "site-1", "site-2", "site-3"):
+            job.start_trainer(name)
+        result = job.wait_done()
+    finally:
+        job.stop()
+    bad.thread.join(10)
+    assert bad.error is None, bad.error
+    assert result.phase == "Succeeded"
+    for h in result.history:
+        assert h.sites == ["site-0", "site-1", "site-2", "site-3"], h.round
+        assert h.secure_aggregation.unopened_shares == {"site-0": ["site-4"]}
+        assert h.secure_aggregation.excluded == ["site-4"]
+        assert "site-4" in h.secure_aggregation.dropped
+        assert h.secure_aggregation.revealed_by == 4
+    assert "the key shares of site-4 did not open here" in job.log("site-0")
+    assert result.global_.accuracy > 0.85
+
+
 def test_too_few_sites_for_the_threshold_fail_the_job_with_the_reason(tmp_path: Path) -> None:
     doc = manifest("secure-few", sites=3, rounds=1, min_sites=1, timeout=2)
     doc["spec"]["security"] = {"secureAggregation": {"threshold": 3}}

@@ -21,8 +21,8 @@ from fedkube.codec.topk import TopK
 from fedkube.errors import FedkubeError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg import shamir
+from fedkube.secagg.roster import check_roster
 from fedkube.secagg.server import SecureSum
-from fedkube.secagg.site import check_roster
 from fedkube.spec.load import parse_job
 from fedkube.testing import manifest
 from fedkube.trainer.model_download import read_model

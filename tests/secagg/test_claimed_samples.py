@@ -13,8 +13,9 @@ from fedkube.aggregator.coordinator import Coordinator
 from fedkube.errors import InvalidUpdate, SecureAggregationError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg import keys
+from fedkube.secagg.roster import site_weights
 from fedkube.secagg.server import SecureSum
-from fedkube.secagg.site import SiteSession, site_weights
+from fedkube.secagg.site import SiteSession
 from fedkube.spec.load import parse_job
 from fedkube.strategy.fedavg import FedAvg
 from fedkube.testing import manifest

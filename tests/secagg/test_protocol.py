@@ -16,9 +16,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from fedkube.errors import SecureAggregationError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg import keys, shamir
+from fedkube.secagg.disputes import disputes_among, sites_to_leave
 from fedkube.secagg.encoding import CHUNK_VALUES, FixedPoint
+from fedkube.secagg.roster import site_weights
 from fedkube.secagg.server import SecureSum
-from fedkube.secagg.site import SiteSession, site_weights
+from fedkube.secagg.site import SiteSession
 from scipy import stats
 
 SIZES = [CHUNK_VALUES + 1001, 37, 5000]
@@ -56,10 +58,17 @@ def run(
     silent_after_keys: set[str] = frozenset(),
     silent_after_masked: set[str] = frozenset(),
     tamper: Callable[[str, pb.Reveal], None] | None = None,
+    bad_shares: dict[str, set[str]] | None = None,
 ) -> None:
+    """One round through the aggregator's SecureSum. ``bad_shares``: sender -> the sites
+    whose shares from it are sealed wrong."""
     roster = [relay(s) for s in r.server.close_roster(sorted(r.sessions))]
     for i, session in enumerate(r.sessions.values()):
-        r.server.add_shares(relay(session.share_keys(roster)))
+        shares = session.share_keys(roster)
+        for share in shares.shares:
+            if share.recipient in (bad_shares or {}).get(session.site, ()):
+                share.ciphertext = bytes([share.ciphertext[0] ^ 1]) + share.ciphertext[1:]
+        r.server.add_shares(relay(shares))
         if i % 2 == 0:  # half the sites make their mask ahead, as trainers do
             session.prepare_mask(SIZES)
     for name, session in r.sessions.items():
@@ -67,6 +76,7 @@ def run(
         if name in silent_after_keys:
             continue  # dropped before sending its masked update
         r.server.may_submit(name)
+        r.server.note_unopened(name, session.unopened)
         masked = session.masked_update(r.updates[name])
         r.masked[name] = masked
         for t, values in enumerate(masked):
@@ -74,6 +84,11 @@ def run(
             for at in range(0, wire.size, 100_000):  # arrives in chunks
                 r.server.fold(t, at, wire[at : at + 100_000])
         r.server.commit(name)
+    # As the aggregator's stage driver does when the masked updates are in.
+    for name in sites_to_leave(disputes_among(r.server.survivors, r.server.unopened)):
+        for t, values in enumerate(r.masked[name]):
+            r.server.unfold(t, 0, np.frombuffer(values.tobytes(), dtype="<u4"))
+        r.server.exclude(name)
     survivors, dropped = r.server.unmask_request()
     for name in survivors:
         if name not in silent_after_masked:
@@ -191,15 +206,110 @@ def test_site_refuses_to_reveal_both_secrets_of_one_site() -> None:
         r.sessions["site-00"].reveal(names, [])  # the refused request used up the step
 
 
-def test_site_refuses_a_tampered_share() -> None:
+def test_a_share_that_does_not_open_costs_its_sender_the_round_not_the_receiver() -> None:
+    """site-01 seals a wrong share for site-00 alone. site-00 leaves site-01 out of its mask
+    and names it; site-01 (the side named) leaves the round, and the other sites' pairs with
+    it come off through its mask key. The sum of the rest is bit-exact."""
+    r = start_round(5, threshold=3, seed=7)
+    run(r, bad_shares={"site-01": {"site-00"}})
+    assert r.sessions["site-00"].unopened == ["site-01"]
+    assert r.server.unopened == {"site-00": {"site-01"}}
+    assert r.server.excluded == ["site-01"]
+    assert r.server.unmask_request() == (["site-00", "site-02", "site-03", "site-04"], ["site-01"])
+    got = r.server.unmasked_sum()
+    want = plain_fixed_point_sum(r, ["site-00", "site-02", "site-03", "site-04"])
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_a_sender_whose_shares_open_nowhere_leaves_without_a_trace_in_any_mask() -> None:
+    r = start_round(5, threshold=3, seed=8)
+    run(r, bad_shares={"site-03": {"site-00", "site-01", "site-02", "site-04"}})
+    assert r.server.excluded == ["site-03"]
+    got = r.server.unmasked_sum()
+    want = plain_fixed_point_sum(r, ["site-00", "site-01", "site-02", "site-04"])
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_a_sender_whose_key_cannot_be_rebuilt_is_removed_with_the_pair_seeds() -> None:
+    """site-02's shares open only at site-04: one share of its mask key, for a threshold of
+    three, cannot rebuild it. site-04 reveals the seed of its pair with site-02 instead (site-02
+    is out of the sum, so that seed gives away no update), and the sum is still bit-exact."""
+    r = start_round(5, threshold=3, seed=9)
+    run(r, bad_shares={"site-02": {"site-00", "site-01", "site-03"}})
+    assert r.server.excluded == ["site-02"]
+    assert [p.peer for p in r.server.revealed["site-04"].pair_seeds] == ["site-02"]
+    assert not r.server.revealed["site-00"].pair_seeds
+    got = r.server.unmasked_sum()
+    want = plain_fixed_point_sum(r, ["site-00", "site-01", "site-03", "site-04"])
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_a_wrong_pair_seed_is_named_when_the_key_rebuilds() -> None:
+    r = start_round(5, threshold=3, seed=11)
+
+    def liar(name: str, reveal: pb.Reveal) -> None:
+        if name == "site-01":
+            reveal.pair_seeds[0].seed = bytes(32)
+
+    run(r, silent_after_keys={"site-04"}, tamper=liar)
+    got = r.server.unmasked_sum()
+    want = plain_fixed_point_sum(r, ["site-00", "site-01", "site-02", "site-03"])
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+    assert r.server.faulty == {"site-01"}
+
+
+def test_a_site_that_names_every_other_site_leaves_alone() -> None:
+    """A lying site cannot take honest sites out: it names them all, and the fewest sites
+    that settle every dispute is the liar."""
+    r = start_round(5, threshold=3, seed=10)
+    liar = r.sessions["site-02"]
+    original = liar.receive_shares
+
+    def receive_and_lie(inbox):
+        opened = original(inbox)
+        liar._unopened = [s for s in r.sessions if s != "site-02"]
+        return opened
+
+    liar.receive_shares = receive_and_lie
+    r.sessions["site-02"].reveal = lambda *a, **k: pytest.fail("the liar is asked to reveal")
+    run(r)
+    assert r.server.excluded == ["site-02"]
+    got = r.server.unmasked_sum()
+    want = plain_fixed_point_sum(r, ["site-00", "site-01", "site-03", "site-04"])
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_the_fewest_sites_settle_every_dispute() -> None:
+    # One dispute: the site named leaves (it sent the share that did not open).
+    assert sites_to_leave({("a", "b")}) == ["b"]
+    # A site named by three others leaves alone; so does one that names three.
+    assert sites_to_leave({("a", "d"), ("b", "d"), ("c", "d")}) == ["d"]
+    assert sites_to_leave({("a", "b"), ("a", "c"), ("a", "d")}) == ["a"]
+    # Two dishonest sites, each in its own disputes: both leave, no honest one.
+    assert sites_to_leave({("a", "x"), ("b", "x"), ("y", "a"), ("y", "c")}) == ["x", "y"]
+    assert disputes_among(["a", "b"], {"a": ["b", "gone"], "gone": ["a"]}) == {("a", "b")}
+
+
+def test_a_site_refuses_to_reveal_a_self_mask_share_it_never_received() -> None:
+    """Asked to treat a sender whose share did not open as a survivor, the site refuses: its
+    own mask lacks that pair, and it holds no share of that site's self-mask seed."""
     r = start_round(3, threshold=2)
     roster = r.server.close_roster(sorted(r.sessions))
     for session in r.sessions.values():
         r.server.add_shares(session.share_keys(roster))
     inbox = [relay(m) for m in r.server.inbox("site-00")]
     inbox[0].ciphertext = bytes([inbox[0].ciphertext[0] ^ 1]) + inbox[0].ciphertext[1:]
-    with pytest.raises(SecureAggregationError, match="does not decrypt"):
-        r.sessions["site-00"].receive_shares(inbox)
+    r.sessions["site-00"].receive_shares(inbox)
+    assert r.sessions["site-00"].unopened == [inbox[0].sender]
+    r.sessions["site-00"].masked_update(r.updates["site-00"])
+    with pytest.raises(SecureAggregationError, match="whose share did not open here"):
+        r.sessions["site-00"].reveal(sorted(r.sessions), [])
+
+
+def test_the_aggregator_refuses_a_complaint_about_a_site_that_sent_no_share() -> None:
+    r = start_round(3, threshold=2)
+    with pytest.raises(SecureAggregationError, match="from sites that sent it none: site-02"):
+        r.server.note_unopened("site-00", ["site-02"])
 
 
 def test_site_refuses_too_few_survivors() -> None:

@@ -19,12 +19,20 @@ from fedkube.wire.tensors import assemble, from_spec, iter_chunks, specs_of, to_
 
 class ScriptedSite:
     """Takes part in secure rounds with a given update until ``drop_after`` (a Stage it
-    answers last), then closes its connection without a word."""
+    answers last; None: to the end), then closes its connection without a word. The shares
+    it seals for the sites in ``bad_shares_for`` are altered, so they do not open there."""
 
     def __init__(
-        self, endpoint: str, job: str, site: str, samples: int, drop_after: pb.Stage
+        self,
+        endpoint: str,
+        job: str,
+        site: str,
+        samples: int,
+        drop_after: pb.Stage | None,
+        bad_shares_for: frozenset[str] = frozenset(),
     ) -> None:
         self.job, self.site, self.samples, self.drop_after = job, site, samples, drop_after
+        self.bad_shares_for = bad_shares_for
         self.channel = grpc.insecure_channel(endpoint)
         self.stub = pb_grpc.AggregatorStub(self.channel)
         self.answered: list[pb.Stage] = []
@@ -51,7 +59,13 @@ class ScriptedSite:
                     )
                     self.stub.AdvertiseKeys(session.advertisement(task.model_version, self.samples))
                 elif session is not None and task.stage == pb.SHARE_KEYS:
-                    self.stub.ShareKeys(session.share_keys(task.secure.roster))
+                    shares = session.share_keys(task.secure.roster)
+                    for share in shares.shares:
+                        if share.recipient in self.bad_shares_for:
+                            share.ciphertext = (
+                                bytes([share.ciphertext[0] ^ 1]) + share.ciphertext[1:]
+                            )
+                    self.stub.ShareKeys(shares)
                 elif session is not None and task.stage == pb.MASKED_UPDATE:
                     session.receive_shares(task.secure.inbox)
                     version, model = self._model(task)

@@ -165,8 +165,7 @@ class UpdateReception:
             c.notify()
             return
         if c.secure is not None:
-            with contextlib.closing(update):
-                samples = c.secure.fold(r, update)
+            samples = c.secure.fold(r, update)  # it keeps the update until the stage ends
         else:
             assert r.accumulator is not None and decoded is not None
             r.accumulator.add(decoded)  # it owns the update from here

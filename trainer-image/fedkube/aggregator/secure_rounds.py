@@ -27,6 +27,7 @@ from fedkube.aggregator.sample_bounds import SampleBounds
 from fedkube.aggregator.updates import SpooledUpdate, check_tensors
 from fedkube.errors import DuplicateUpdate, InvalidUpdate, RoundClosed, SecureAggregationError
 from fedkube.proto import fedkube_pb2 as pb
+from fedkube.secagg.disputes import disputes_among, sites_to_leave
 from fedkube.secagg.keys import Context
 from fedkube.secagg.server import SecureSum
 from fedkube.spec.progress import SecureRoundRecord
@@ -74,6 +75,8 @@ class SecureRounds:
         self.params = params
         # The next round's key exchange, set up when this round's UNMASK stage opens.
         self.upcoming: SecureSum | None = None
+        # This round's masked updates in the sum so far, until its masked-update stage ends.
+        self.folded: dict[str, SpooledUpdate] = {}
 
     def new_sum(
         self, number: int, attempt: int, infos: Sequence[TensorInfo] | None = None
@@ -111,13 +114,45 @@ class SecureRounds:
         return SpooledUpdate(header, infos)
 
     def fold(self, r: OpenRound, update: SpooledUpdate) -> int:
-        """Add a whole masked update to the sum; the samples its site advertised."""
+        """Add a whole masked update to the sum; the samples its site advertised. The update
+        is kept (spooled) until the stage ends, in case a dispute takes it back out."""
         assert r.secure is not None
+        try:
+            r.secure.note_unopened(update.site, list(update.header.unopened_shares))
+        except SecureAggregationError as e:
+            update.close()
+            raise InvalidUpdate(str(e), site=update.site, round=update.round) from None
         for tensor, start, values in update.pieces():
             r.secure.fold(tensor, start, values)
         r.secure.commit(update.site)
+        self.folded[update.site] = update
         self._take_next_keys(r, update.header)
         return int(r.secure.advertised[update.site].num_samples)
+
+    def _settle_disputes(self, r: OpenRound) -> None:
+        """Take one side of every dispute over a share that did not open out of the sum (the
+        fewest sites, ``secagg.disputes``), then let go of the kept updates."""
+        assert r.secure is not None
+        folded, self.folded = self.folded, {}
+        try:
+            leaving = sites_to_leave(disputes_among(r.secure.survivors, r.secure.unopened))
+            for site in leaving:
+                for tensor, start, values in folded[site].pieces():
+                    r.secure.unfold(tensor, start, values)
+                r.secure.exclude(site)
+                r.done.pop(site, None)
+                r.updates.pop(site, None)
+                r.samples.pop(site, None)
+                r.next_keys.pop(site, None)
+            if leaving:
+                named = {s: sorted(p) for s, p in sorted(r.secure.unopened.items())}
+                log.warning(
+                    "round %d: shares did not open %s; taken out of the round: %s",
+                    *(r.number, named, ", ".join(leaving)),
+                )
+        finally:
+            for update in folded.values():
+                update.close()
 
     def advertise_keys(self, msg: pb.KeyAdvertisement) -> None:
         r, secure = self._stage_of(msg.ref, pb.ADVERTISE_KEYS)
@@ -236,6 +271,9 @@ class SecureRounds:
             return None
         for update in list(r.receiving.values()):
             update.close()
+        self._settle_disputes(r)
+        if len(r.done) < quorum:
+            return None
         self.upcoming = self._next_round_roster(r)
         if secure.signed:
             # Bonawitz et al.'s consistency check: every survivor signs the list it is
@@ -341,8 +379,13 @@ class SecureRounds:
             revealed_by=len(r.done),
             dropped=r.secure.unmask_request()[1],
             faulty=sorted(r.secure.faulty),
+            unopened_shares={s: sorted(p) for s, p in sorted(r.secure.unopened.items())},
+            excluded=sorted(r.secure.excluded),
             stage_seconds=dict(r.stage_seconds),
         )
 
     def abandon(self) -> None:
         self.upcoming = None
+        folded, self.folded = self.folded, {}
+        for update in folded.values():
+            update.close()

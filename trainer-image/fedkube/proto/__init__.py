@@ -9,4 +9,7 @@
 # 6: evaluations as counts in a private job: masked with the update, or noised; the final
 #    evaluation under secure aggregation is a secure round of counts (scores_only); the
 #    aggregator proves its certificate unrevoked to every site (ProveIdentity).
-PROTOCOL_VERSION = 6
+# 7: the consistency signature covers the model's digest; a share that does not open is
+#    named with the masked update (unopened_shares) and one side of the dispute taken out,
+#    not the round; reveals carry the pair seeds of dropped sites (pair_seeds).
+PROTOCOL_VERSION = 7

@@ -294,16 +294,26 @@ class KeyShares(_message.Message):
     def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
 
 class Reveal(_message.Message):
-    __slots__ = ("ref", "self_seed_shares", "mask_key_shares", "next_round_shares")
+    __slots__ = ("ref", "self_seed_shares", "mask_key_shares", "next_round_shares", "pair_seeds")
     REF_FIELD_NUMBER: _ClassVar[int]
     SELF_SEED_SHARES_FIELD_NUMBER: _ClassVar[int]
     MASK_KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
     NEXT_ROUND_SHARES_FIELD_NUMBER: _ClassVar[int]
+    PAIR_SEEDS_FIELD_NUMBER: _ClassVar[int]
     ref: RoundRef
     self_seed_shares: _containers.RepeatedCompositeFieldContainer[SecretShare]
     mask_key_shares: _containers.RepeatedCompositeFieldContainer[SecretShare]
     next_round_shares: KeyShares
-    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., self_seed_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., mask_key_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., next_round_shares: _Optional[_Union[KeyShares, _Mapping]] = ...) -> None: ...
+    pair_seeds: _containers.RepeatedCompositeFieldContainer[PairSeed]
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., self_seed_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., mask_key_shares: _Optional[_Iterable[_Union[SecretShare, _Mapping]]] = ..., next_round_shares: _Optional[_Union[KeyShares, _Mapping]] = ..., pair_seeds: _Optional[_Iterable[_Union[PairSeed, _Mapping]]] = ...) -> None: ...
+
+class PairSeed(_message.Message):
+    __slots__ = ("peer", "seed")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    seed: bytes
+    def __init__(self, peer: _Optional[str] = ..., seed: _Optional[bytes] = ...) -> None: ...
 
 class Finished(_message.Message):
     __slots__ = ("job", "rounds_completed", "succeeded", "message")
@@ -374,7 +384,7 @@ class SiteSchema(_message.Message):
     def __init__(self, columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("ref", "model_version", "num_samples", "metrics", "tensors", "codec", "next_round_keys", "schema")
+    __slots__ = ("ref", "model_version", "num_samples", "metrics", "tensors", "codec", "next_round_keys", "schema", "unopened_shares")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -390,6 +400,7 @@ class UpdateHeader(_message.Message):
     CODEC_FIELD_NUMBER: _ClassVar[int]
     NEXT_ROUND_KEYS_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    UNOPENED_SHARES_FIELD_NUMBER: _ClassVar[int]
     ref: RoundRef
     model_version: int
     num_samples: int
@@ -398,7 +409,8 @@ class UpdateHeader(_message.Message):
     codec: Codec
     next_round_keys: KeyAdvertisement
     schema: SiteSchema
-    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[_Union[Codec, str]] = ..., next_round_keys: _Optional[_Union[KeyAdvertisement, _Mapping]] = ..., schema: _Optional[_Union[SiteSchema, _Mapping]] = ...) -> None: ...
+    unopened_shares: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[_Union[Codec, str]] = ..., next_round_keys: _Optional[_Union[KeyAdvertisement, _Mapping]] = ..., schema: _Optional[_Union[SiteSchema, _Mapping]] = ..., unopened_shares: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdatePart(_message.Message):
     __slots__ = ("header", "chunk")

@@ -17,7 +17,7 @@ from fedkube.errors import SecureAggregationError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg import keys, shamir
 from fedkube.secagg.encoding import FixedPoint, offsets
-from fedkube.secagg.site import check_roster, site_weights
+from fedkube.secagg.roster import check_roster, site_weights
 
 PUBLIC_KEY_BYTES = 32
 
@@ -38,6 +38,10 @@ class SecureSum:
         # round's record; the secrets were rebuilt without them).
         self.faulty: set[str] = set()
         self.consistency: dict[str, bytes] = {}  # survivor -> its signature over the list
+        # Survivor -> the senders whose shares did not open there (their pairs are not in
+        # its mask); and the survivors taken out of the sum to settle those disputes.
+        self.unopened: dict[str, set[str]] = {}
+        self.excluded: list[str] = []
         self._sums: list[np.ndarray] | None = None
 
     # -- stage 1: keys -----------------------------------------------------------------------
@@ -146,8 +150,31 @@ class SecureSum:
         target = self._sums[tensor][start : start + values.size]
         target += values.astype(np.uint32, copy=False)  # wraps mod 2^32, as the masks do
 
+    def note_unopened(self, site: str, senders: Sequence[str]) -> None:
+        """What a masked update says did not open at its site; checked before it is folded."""
+        named = set(senders)
+        if len(named) != len(senders) or not named <= set(self.sharers) - {site}:
+            raise SecureAggregationError(
+                f"site {site!r} names shares that did not open from sites that sent it none: "
+                f"{', '.join(sorted(named - (set(self.sharers) - {site}))) or 'a repeat'}"
+            )
+        if named:
+            self.unopened[site] = named
+
+    def unfold(self, tensor: int, start: int, values: np.ndarray) -> None:
+        """Take a folded piece back out (a site leaving over a dispute)."""
+        assert self._sums is not None
+        target = self._sums[tensor][start : start + values.size]
+        target -= values.astype(np.uint32, copy=False)
+
     def commit(self, site: str) -> None:
         self.survivors.add(site)
+
+    def exclude(self, site: str) -> None:
+        """A survivor whose update was taken back out of the sum: from here it is dropped."""
+        self.survivors.discard(site)
+        self.unopened.pop(site, None)
+        self.excluded.append(site)
 
     def unmask_request(self) -> tuple[list[str], list[str]]:
         """(survivors, dropped) as sent to every survivor."""
@@ -166,7 +193,9 @@ class SecureSum:
         x = next(s.index for s in self.roster if s.site == msg.ref.site)
         seeds = [s.owner for s in msg.self_seed_shares]
         masks = [s.owner for s in msg.mask_key_shares]
-        if seeds != survivors or masks != dropped:
+        paired = [o for o in dropped if o not in self.unopened.get(msg.ref.site, ())]
+        pairs = [p.peer for p in msg.pair_seeds]
+        if seeds != survivors or masks != paired or pairs != paired:
             raise SecureAggregationError(
                 f"site {msg.ref.site!r} revealed shares for other sites than were asked"
             )
@@ -200,13 +229,35 @@ class SecureSum:
         if not self.survivors or self._sums is None:
             raise SecureAggregationError("no masked update arrived")
         threshold = self.params.threshold
-        by_name = {s.site: s for s in self.roster}
         survivors, dropped = self.unmask_request()
         seeds = [self._rebuild(o, "self_seed_shares", threshold) for o in survivors]
-        # A dropped site's pairwise masks with the survivors did not cancel: rebuild its mask
-        # key and redo each (seed, whether the survivor added it rather than subtracted it).
+        # A dropped site's pairwise masks with the survivors that hold them (those its share
+        # opened at) did not cancel: redo each (seed, whether the survivor added it).
         corrections: list[tuple[bytes, bool]] = []
         for gone in dropped:
+            holders = [s for s in survivors if gone not in self.unopened.get(s, ())]
+            if holders:
+                corrections += self._pair_corrections(gone, holders, threshold)
+        # What the survivors added comes off: their self masks, and the dropped sites' pairs.
+        removals = [(seed, False) for seed in seeds] + [(s, not added) for s, added in corrections]
+        sums, self._sums = self._sums, None
+        for start, flat in zip(offsets(self.sizes), sums, strict=True):
+            keys.apply_masks(flat, start, removals)
+        return sums
+
+    def _pair_corrections(
+        self, gone: str, holders: Sequence[str], threshold: int
+    ) -> list[tuple[bytes, bool]]:
+        """The seeds of the pairs between dropped site ``gone`` and the survivors whose masks
+        hold them, each with whether the survivor added it: from ``gone``'s mask key, rebuilt
+        from a threshold of shares and checked against the key it advertised; or, when fewer
+        shares exist (its shares opened at too few sites), from the seeds the holders
+        revealed, which needs every holder's."""
+        by_name = {s.site: s for s in self.roster}
+        shares = sum(
+            1 for m in self.revealed.values() for s in m.mask_key_shares if s.owner == gone
+        )
+        if shares >= threshold:
             secret = keys.private_from_bytes(self._rebuild(gone, "mask_key_shares", threshold))
             if keys.public_bytes(secret) != by_name[gone].mask_public_key:
                 # Even from exactly t shares a wrong one shows here: the key is committed.
@@ -214,16 +265,32 @@ class SecureSum:
                     f"the shares of site {gone!r}'s mask key rebuild a key it did not "
                     "advertise: a revealer sent a wrong share"
                 )
-            for alive in survivors:
-                peer = by_name[alive]
-                seed = keys.agree(secret, peer.mask_public_key, self.context, "mask")
-                corrections.append((seed, peer.index < by_name[gone].index))
-        # What the survivors added comes off: their self masks, and the dropped sites' pairs.
-        removals = [(seed, False) for seed in seeds] + [(s, not added) for s, added in corrections]
-        sums, self._sums = self._sums, None
-        for start, flat in zip(offsets(self.sizes), sums, strict=True):
-            keys.apply_masks(flat, start, removals)
-        return sums
+            seeds = {
+                s: keys.agree(secret, by_name[s].mask_public_key, self.context, "mask")
+                for s in holders
+            }
+            # A revealer whose pair seed differs from the rebuilt key's is named too.
+            self.faulty.update(
+                site
+                for site, msg in self.revealed.items()
+                for p in msg.pair_seeds
+                if p.peer == gone and site in seeds and p.seed != seeds[site]
+            )
+        else:
+            seeds = {
+                site: p.seed
+                for site, msg in self.revealed.items()
+                for p in msg.pair_seeds
+                if p.peer == gone
+            }
+        missing = [s for s in holders if s not in seeds]
+        if missing:
+            raise SecureAggregationError(
+                f"the masks between dropped site {gone!r} and {', '.join(missing)} cannot be "
+                f"removed: {shares} shares of its key arrived, {threshold} are needed, and "
+                "those survivors revealed no seed of the pair"
+            )
+        return [(seeds[s], by_name[s].index < by_name[gone].index) for s in holders]
 
     def _rebuild(self, owner: str, field: str, threshold: int) -> bytes:
         """``owner``'s secret from the revealed shares; a revealer whose share is off the

@@ -5,8 +5,9 @@
 
 The site checks what the aggregator relays at each step and refuses (SecureAggregationError)
 what would let the aggregator unmask it alone: a roster without this site's own keys or below
-the threshold, shares it cannot decrypt, a request to reveal both secrets of one site, or a
-second reveal. Nothing here does I/O; the trainer's client sends the messages.
+the threshold, a request to reveal both secrets of one site, or a second reveal. A peer's
+share that does not open costs only that pair: the peer is left out of this site's mask and
+named with its masked update. Nothing here does I/O; the trainer's client sends the messages.
 """
 
 from __future__ import annotations
@@ -16,37 +17,15 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from fedkube.errors import SecureAggregationError
 from fedkube.privacy.secure_noise import add_gaussian_noise
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg import keys, shamir
 from fedkube.secagg.encoding import FixedPoint, offsets
+from fedkube.secagg.roster import check_roster, manifest_problem, site_weights
 from fedkube.secagg.signed_keys import SigningIdentity, signed_by, survivors_bytes
-from fedkube.spec.sites import MAX_SAMPLES
-
-
-def check_roster(roster: Sequence[pb.SiteKeys], threshold: int) -> dict[str, pb.SiteKeys]:
-    by_name = {s.site: s for s in roster}
-    indices = sorted(s.index for s in roster)
-    if len(by_name) != len(roster) or indices != list(range(1, len(roster) + 1)):
-        raise SecureAggregationError("the roster repeats a site or skips an index")
-    if len(roster) < threshold:
-        raise SecureAggregationError(
-            f"the roster has {len(roster)} sites, fewer than the threshold {threshold}"
-        )
-    return by_name
-
-
-def site_weights(roster: Sequence[pb.SiteKeys], params: pb.SecAggParams) -> dict[str, float]:
-    """Each site's weight, folded into its values before masking; they sum to 1 over the
-    roster, so any subset's fixed-point sum stays in range."""
-    if params.equal_weights:
-        # DP's fixed denominator (the job's sites), never the roster the aggregator chose.
-        share = 1.0 / max(params.num_sites, len(roster))
-        return {s.site: share for s in roster}
-    total = sum(s.num_samples for s in roster)
-    return {s.site: s.num_samples / total for s in roster}
 
 
 def bundle_associated_data(context: keys.Context, sender: str, recipient: str) -> bytes:
@@ -80,6 +59,7 @@ class SiteSession:
         self._roster: dict[str, pb.SiteKeys] = {}
         self._held: dict[str, pb.ShareBundle] = {}  # owner -> the shares this site holds
         self._participants: list[str] = []
+        self._unopened: list[str] = []  # senders whose shares did not open here
         self._channel_keys: dict[str, bytes] = {}  # peer -> the key its shares are sealed with
         # The mask does not depend on the update: made ahead (while the others share, or the
         # aggregator unmasks the last round) for the case where every roster site shares its
@@ -115,26 +95,9 @@ class SiteSession:
             raise SecureAggregationError(
                 f"the roster does not hold site {self.site!r}'s own keys; it is not answered"
             )
-        listed = self.job_sites
-        strangers = sorted(set(by_name) - set(listed)) if listed is not None else []
-        if strangers:
-            raise SecureAggregationError(
-                f"the roster names {', '.join(strangers)}, which this site's manifest does not "
-                "list: not answered"
-            )
-        if not self.params.equal_weights:
-            # A site's advertised samples are its weight in every site's sum.
-            over = [
-                f"{e.site} {e.num_samples} (at most {bound})"
-                for e in roster
-                if e.num_samples
-                > (bound := min((listed or {}).get(e.site) or MAX_SAMPLES, MAX_SAMPLES))
-            ]
-            if over:
-                raise SecureAggregationError(
-                    f"the roster gives more samples than this site's manifest allows "
-                    f"(sites[].maxSamples): {', '.join(over)}; not answered"
-                )
+        problem = manifest_problem(roster, self.job_sites, self.params.equal_weights)
+        if problem is not None:
+            raise SecureAggregationError(problem)
         if self.identity is not None:
             for entry in roster:
                 self.identity.check(entry, self.context)
@@ -169,39 +132,60 @@ class SiteSession:
         return out
 
     def receive_shares(self, inbox: Sequence[pb.EncryptedShare]) -> list[str]:
-        """Open the shares other sites sent this one; the senders, with this site, are the
-        participants whose masks this site's update carries."""
+        """Open the shares other sites sent this one; the senders whose shares opened, with
+        this site, are the participants whose masks this site's update carries. A share that
+        does not open leaves its sender out of this site's mask and is named in ``unopened``
+        (sent with the masked update): one bad peer costs that pair, not this site's round."""
         self._expect("shared", "received")
         for item in inbox:
             if (
                 item.sender not in self._roster
                 or item.recipient != self.site
                 or item.sender in self._held
+                or item.sender in self._unopened
             ):
                 raise SecureAggregationError(
                     f"site {self.site!r} was relayed a share from {item.sender!r} to "
                     f"{item.recipient!r}, which the roster does not allow"
                 )
-            key = self._channel_keys[item.sender]
+            bundle = self._open(item)
+            if bundle is None:
+                self._unopened.append(item.sender)
+            else:
+                self._held[item.sender] = bundle
+        self._participants = sorted(self._held)
+        if len(self._participants) < self.params.threshold:
+            raise SecureAggregationError(
+                f"only {len(self._participants)} sites shared keys that opened here, fewer than "
+                f"the threshold {self.params.threshold}"
+                + (f"; shares of {', '.join(self.unopened)} did not open" if self._unopened else "")
+            )
+        return self._participants
+
+    @property
+    def unopened(self) -> list[str]:
+        """The senders whose shares did not open at this site."""
+        return sorted(self._unopened)
+
+    def _open(self, item: pb.EncryptedShare) -> pb.ShareBundle | None:
+        """The bundle sealed in ``item``, or None when it does not decrypt, does not parse,
+        or names another round or recipient than its envelope."""
+        key = self._channel_keys[item.sender]
+        try:
             plain = keys.open_sealed(
                 key,
                 item.nonce,
                 item.ciphertext,
                 bundle_associated_data(self.context, item.sender, self.site),
             )
-            bundle = pb.ShareBundle.FromString(plain)
-            if bundle.ref != self.context.ref(item.sender) or bundle.recipient != self.site:
-                raise SecureAggregationError(
-                    "a share's sealed round or names differ from its envelope"
-                )
-            self._held[item.sender] = bundle
-        self._participants = sorted(self._held)
-        if len(self._participants) < self.params.threshold:
-            raise SecureAggregationError(
-                f"only {len(self._participants)} sites shared keys, fewer than the threshold "
-                f"{self.params.threshold}"
-            )
-        return self._participants
+            bundle: pb.ShareBundle = pb.ShareBundle.FromString(plain)
+        except (SecureAggregationError, DecodeError):
+            return None
+        if bundle.ref != self.context.ref(item.sender) or bundle.recipient != self.site:
+            return None
+        if not (bundle.mask_key_share and bundle.self_seed_share):
+            return None
+        return bundle
 
     def prepare_mask(self, sizes: Sequence[int]) -> None:
         """Make the mask for updates of these tensor sizes now, assuming every site of the
@@ -269,9 +253,7 @@ class SiteSession:
         pairs = []
         for peer in participants:
             if peer != self.site:
-                other = self._roster[peer]
-                seed = keys.agree(self._mask_key, other.mask_public_key, self.context, "mask")
-                pairs.append((seed, me.index < other.index))
+                pairs.append((self._pair_seed(peer), me.index < self._roster[peer].index))
         masks = []
         for start, size in zip(offsets(sizes), sizes, strict=True):
             mask = np.zeros(size, dtype=np.uint32)
@@ -348,25 +330,38 @@ class SiteSession:
         else:
             self._expect("masked", "revealed")
         alive, gone = set(survivors), set(dropped)
-        if alive & gone or alive | gone != set(self._participants):
+        unopened = set(self._unopened)
+        if alive & gone or alive | gone != set(self._participants) | unopened:
             raise SecureAggregationError(
                 "the aggregator asked to reveal shares for sites that are not exactly this "
                 "round's participants, or for a site both as survivor and as dropped"
+            )
+        if alive & unopened:
+            raise SecureAggregationError(
+                f"the survivors include {', '.join(sorted(alive & unopened))}, whose share did "
+                "not open here: this site's update does not carry that pair's mask"
             )
         if self.site not in alive or len(alive) < self.params.threshold:
             raise SecureAggregationError(
                 f"{len(alive)} survivors are fewer than the threshold {self.params.threshold}"
             )
         x = self._roster[self.site].index
+        paired = sorted(gone - unopened)  # the dropped sites whose masks this update carries
         return pb.Reveal(
             ref=self.context.ref(self.site),
             self_seed_shares=[
                 pb.SecretShare(owner=o, x=x, y=self._held[o].self_seed_share) for o in sorted(alive)
             ],
             mask_key_shares=[
-                pb.SecretShare(owner=o, x=x, y=self._held[o].mask_key_share) for o in sorted(gone)
+                pb.SecretShare(owner=o, x=x, y=self._held[o].mask_key_share) for o in paired
             ],
+            # A dropped site's update is not in the sum: the seed of one pair with it gives
+            # nothing of any survivor's update.
+            pair_seeds=[pb.PairSeed(peer=o, seed=self._pair_seed(o)) for o in paired],
         )
+
+    def _pair_seed(self, peer: str) -> bytes:
+        return keys.agree(self._mask_key, self._roster[peer].mask_public_key, self.context, "mask")
 
     def _expect(self, now: str, then: str) -> None:
         if self.stage != now:

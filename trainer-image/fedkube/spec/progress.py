@@ -69,6 +69,10 @@ class SecureRoundRecord(Record):
     dropped: list[str] = Field(default_factory=list)
     # Sites whose revealed shares were wrong: the sum was rebuilt from the others'.
     faulty: list[str] = Field(default_factory=list)
+    # Site -> the sites whose sealed shares did not open there; and the sites taken out of
+    # the sum to settle those disputes (also in ``dropped``).
+    unopened_shares: dict[str, list[str]] = Field(default_factory=dict)
+    excluded: list[str] = Field(default_factory=list)
     stage_seconds: dict[str, float] = Field(default_factory=dict)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -342,6 +342,7 @@ class TrainerClient:
         update: Params,
         metrics: dict[str, float],
         next_round_keys: pb.KeyAdvertisement | None = None,
+        unopened_shares: Sequence[str] = (),
     ) -> Iterator[pb.UpdatePart]:
         masked = task.HasField("secure")
         yield pb.UpdatePart(
@@ -358,6 +359,7 @@ class TrainerClient:
                 if self.uplink
                 else pb.RAW,
                 next_round_keys=next_round_keys,
+                unopened_shares=unopened_shares,
             )
         )
         yield from iter_parts(pb.UpdatePart, list(update.values()))

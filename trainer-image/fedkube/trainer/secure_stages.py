@@ -10,7 +10,7 @@ revealed."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -70,6 +70,7 @@ class SecureSiteHost(Protocol):
         update: Params,
         metrics: dict[str, float],
         next_round_keys: pb.KeyAdvertisement | None = None,
+        unopened_shares: Sequence[str] = (),
     ) -> Iterator[pb.UpdatePart]: ...
 
 
@@ -179,7 +180,14 @@ class SecureStages:
             session.prepare_mask(self.update_sizes)
 
     def _send_masked_update(self, task: pb.Task, session: SiteSession) -> None:
-        session.receive_shares(task.secure.inbox)  # a bad share stops the site before it trains
+        # A share that does not open leaves its sender out of this site's mask; the sender
+        # is named with the update, and one of the two leaves the round (secagg.disputes).
+        session.receive_shares(task.secure.inbox)
+        if session.unopened:
+            log.warning(
+                "round %d: the key shares of %s did not open here; named to the aggregator",
+                *(task.ref.round, ", ".join(session.unopened)),
+            )
         if task.ref.round == STATISTICS_ROUND:
             assert self.c.source is not None
             version, metrics = task.model_version, dict[str, float]()
@@ -207,7 +215,9 @@ class SecureStages:
         upcoming = self._new_session(task, task.ref.round + 1, 1)
         next_version = task.model_version + min(task.ref.round, 1)
         keys = upcoming.advertisement(next_version, self.c.rows())
-        parts = self.c.update_parts(task, version, masked, metrics, next_round_keys=keys)
+        parts = self.c.update_parts(
+            task, version, masked, metrics, next_round_keys=keys, unopened_shares=session.unopened
+        )
         if self.c.send(task, "masked update", self.c.link.submit_update, parts) is not None:
             self.upcoming = upcoming
             log.info("round %d: masked update sent", task.ref.round)
