@@ -17,15 +17,14 @@ from fedkube.aggregator.transfer_pace import MIN_TRANSFER_KIB_PER_SECOND, Transf
 from fedkube.errors import (
     DuplicateUpdate,
     InvalidUpdate,
-    ProtocolMismatch,
     RoundClosed,
     TlsError,
     UnknownSite,
     UpdateRefused,
 )
-from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.proto.compat import NOTICE_METADATA, admit
 from fedkube.security.aggregator_identity import AggregatorIdentity
 from fedkube.security.certs import consortium_of
 from fedkube.security.revocation import Revocations
@@ -124,17 +123,14 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         self._received("Subscribe", request)
         try:
             self._authorise(context, request.site)
-            if request.protocol_version != PROTOCOL_VERSION:
-                raise ProtocolMismatch(
-                    f"site {request.site!r} speaks fedkube protocol "
-                    f"{request.protocol_version}, this aggregator speaks {PROTOCOL_VERSION}: "
-                    "run the same fedkube release at every site and at the aggregator",
-                    site=request.site,
-                )
+            notice = admit(request.site, request.protocol_version, self.c.secure is not None)
             queue = self.c.connect(request.job, request.site)
         except UpdateRefused as e:
             await self._refuse(context, e)
             return
+        if notice is not None:
+            log.warning("%s", notice)
+            await context.send_initial_metadata(((NOTICE_METADATA, notice),))
         try:
             while True:
                 event = await queue.get()

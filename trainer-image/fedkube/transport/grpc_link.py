@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
 from fedkube.errors import AggregatorUnavailable, UpdateRefused
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.proto.compat import NOTICE_METADATA
 from fedkube.security.aggregator_identity import AggregatorCheck, new_nonce
 from fedkube.security.tls import channel_credentials, endpoint_host
 from fedkube.transport.link import SiteLink
 
 T = TypeVar("T")
+log = logging.getLogger("fedkube.transport")
 
 # Statuses that mean "the aggregator is not there right now": reconnect.
 TRANSIENT = {
@@ -59,6 +62,18 @@ def _stream(parts: Iterator[T]) -> Iterator[T]:
         raise _translated(e) from None
 
 
+def _subscription(call: Any) -> Iterator[pb.Event]:
+    """The events of one Subscribe; first, any notice the aggregator gives with its headers
+    (this site's release is one protocol version behind: upgrade it)."""
+    try:
+        notice = dict(call.initial_metadata() or ()).get(NOTICE_METADATA)
+    except grpc.RpcError as e:
+        raise _translated(e) from None
+    if notice:
+        log.warning("the aggregator says: %s", notice)
+    yield from _stream(call)
+
+
 # An update travels over a connection of its own, closed once the update is in: the
 # aggregator's gRPC keeps a read buffer per connection sized by the largest reads it has seen
 # (up to the chunk size; grpc/grpc#42194), which a long-lived connection would hold for the
@@ -92,7 +107,7 @@ class GrpcLink(SiteLink):
     def subscribe(self, request: pb.JoinRequest) -> Iterator[pb.Event]:
         if self.aggregator_check is not None:
             self._check_aggregator(request.job, request.site)
-        return _stream(self.stub.Subscribe(request))
+        return _subscription(self.stub.Subscribe(request))
 
     def _check_aggregator(self, job: str, site: str) -> None:
         """Raises TlsError unless the aggregator signs a fresh nonce with a certificate this
