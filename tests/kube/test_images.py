@@ -105,6 +105,15 @@ def test_versions_agree_between_package_cli_and_image_labels(
         assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
         assert labels["org.opencontainers.image.source"].startswith("https://")
         assert image.reference.endswith(f":{__version__}")
+    # The licence travels in both images, as in the package.
+    licence = (ROOT / "LICENSE").read_text()
+    for image in images.values():
+        shown = run_in_image(
+            image,
+            ["python", "-c", "print(open('/usr/share/licenses/fedkube/LICENSE').read(), end='')"],
+            tmp_path,
+        )
+        assert shown.returncode == 0 and shown.stdout == licence, shown.stderr
     # The engine imports torch and trains: one local step on the bundled dataset.
     smoke = run_in_image(
         engine,

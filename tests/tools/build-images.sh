@@ -88,7 +88,7 @@ inputs_key() {  # $1: Dockerfile; the rest: build arguments
   {
     printf '%s\n' "$base" "$@"
     cd "$root"
-    git ls-files -co --exclude-standard -- "$dockerfile" .dockerignore pyproject.toml README.md \
+    git ls-files -co --exclude-standard -- "$dockerfile" .dockerignore pyproject.toml README.md LICENSE \
       trainer-image/requirements.py "${sources[@]}" |
       grep -v -e '__pycache__' -e '\.pyc$' | LC_ALL=C sort | xargs sha256sum
   } | sha256sum | cut -c1-16
