@@ -6,9 +6,11 @@ the dependency layer; this says which dependencies without installing the projec
     python3 trainer-image/requirements.py engine --without torch
     python3 trainer-image/requirements.py torch
     python3 trainer-image/requirements.py operator
+    python3 trainer-image/requirements.py build
 
 ``engine`` and ``operator`` include the core dependencies; ``torch`` is the engine's pin alone
-(it comes from its own index: CPU or CUDA wheels).
+(it comes from its own index: CPU or CUDA wheels); ``build`` is pyproject's build-system. The
+images' locks (``trainer-image/lock.py``) are resolved from these.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ def _name(requirement: str) -> str:
 
 
 def requirements(part: str, without: set[str]) -> list[str]:
-    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    pyproject = tomllib.loads(PYPROJECT.read_text())
+    if part == "build":
+        return list(pyproject["build-system"]["requires"])
+    project = pyproject["project"]
     extras: dict[str, list[str]] = project["optional-dependencies"]
     if part == "torch":
         return [r for r in extras["engine"] if _name(r) == "torch"]
@@ -42,7 +47,7 @@ def requirements(part: str, without: set[str]) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("part", help="engine, operator or torch")
+    ap.add_argument("part", help="engine, operator, torch or build")
     ap.add_argument("--without", action="append", default=[], help="leave this package out")
     args = ap.parse_args()
     sys.stdout.write("".join(f"{r}\n" for r in requirements(args.part, set(args.without))))

@@ -8,6 +8,7 @@ The chart goes in with `helm install`, and `helm test` runs from the operator's 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +106,21 @@ def test_versions_agree_between_package_cli_and_image_labels(
         assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
         assert labels["org.opencontainers.image.source"].startswith("https://")
         assert image.reference.endswith(f":{__version__}")
+    # Which sources: the last commit that changed the image's inputs, and when.
+    for image in images.values():
+        labels = image.labels
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", labels["org.opencontainers.image.revision"])
+        assert re.fullmatch(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d",
+            labels["org.opencontainers.image.created"],
+        )
+    assert engine.labels["io.fedkube.engine.variant"] == "cu132"
+    # No pip where pods run, not even the base image's, nor wheels for ensurepip.
+    for image in images.values():
+        gone = run_in_image(image, ["python", "-c", "import pip"], tmp_path)
+        assert gone.returncode != 0 and "No module named 'pip'" in gone.stderr, image.name
+        wheels = [p for p in image.rootfs.rglob("pip-*.whl")]
+        assert wheels == [], wheels
     # The licence travels in both images, as in the package.
     licence = (ROOT / "LICENSE").read_text()
     for image in images.values():

@@ -14,8 +14,9 @@
 #    layer cache is kept: a bundle is rebuilt whole when any input changes.)
 # 3. buildah push to an OCI layout, umoci unpack to a bundle (rootfs + config.json).
 #
-# The engine image is built with PyPI as its torch index, the only one reachable here: that
-# is the CUDA variant (several GB). The Dockerfile's default is the CPU index.
+# The engine image is built as its cu132 variant (PyPI's torch with CUDA 13.2, several GB):
+# PyPI is the only index reachable here, so the cpu variant's lock cannot be written here.
+# Each image is labelled with the last commit that changed its inputs (revision, created).
 set -euo pipefail
 
 # The whole script is one function, read before it runs: editing this file while a build runs
@@ -25,7 +26,7 @@ main() {
 SUITE=bookworm
 BASE_PACKAGES=python3,python3-venv,ca-certificates
 BASE_RECIPE=2  # bump when the base recipe below changes
-TORCH_INDEX_URL=${FEDKUBE_TORCH_INDEX_URL:-https://pypi.org/simple}
+ENGINE_VARIANT=${FEDKUBE_ENGINE_VARIANT:-cu132}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${FEDKUBE_TOOLS_CACHE:-$HOME/.cache/fedkube-tools}/images
@@ -80,24 +81,39 @@ if ! bah inspect --type image "$base" >/dev/null 2>&1; then
 fi
 
 # -- 2-3. the images, each keyed by everything its build reads ------------------------------
-inputs_key() {  # $1: Dockerfile; the rest: build arguments
+inputs_of() {  # $1: Dockerfile; prints the files its build reads, one per line
   local dockerfile=$1 sources=(trainer-image/fedkube)
-  shift
   # The engine's image holds no operator code; the operator's holds both.
   [ "$dockerfile" = operator/Dockerfile ] && sources+=(operator/fedkube_operator)
+  (cd "$root" && git ls-files -co --exclude-standard -- "$dockerfile" .dockerignore \
+    pyproject.toml README.md LICENSE trainer-image/locks "${sources[@]}" |
+    grep -v -e '__pycache__' -e '\.pyc$' | LC_ALL=C sort)
+}
+
+inputs_key() {  # $1: Dockerfile; the rest: build arguments
+  local dockerfile=$1
+  shift
   {
     printf '%s\n' "$base" "$@"
-    cd "$root"
-    git ls-files -co --exclude-standard -- "$dockerfile" .dockerignore pyproject.toml README.md LICENSE \
-      trainer-image/requirements.py "${sources[@]}" |
-      grep -v -e '__pycache__' -e '\.pyc$' | LC_ALL=C sort | xargs sha256sum
+    inputs_of "$dockerfile" | (cd "$root" && xargs sha256sum)
   } | sha256sum | cut -c1-16
+}
+
+revision_args() {  # $1: Dockerfile; the last commit that changed its inputs, and its time
+  local files rev created
+  mapfile -t files < <(inputs_of "$1")
+  rev=$(git -C "$root" log -1 --format=%H -- "${files[@]}" 2>/dev/null || true)
+  created=$(git -C "$root" log -1 --format=%cI -- "${files[@]}" 2>/dev/null || true)
+  # Inputs that differ from that commit: the label says so rather than name it alone.
+  if [ -n "$(git -C "$root" status --porcelain -- "${files[@]}")" ]; then rev="${rev:-none}-dirty"; fi
+  printf '%s\n' "REVISION=${rev:-unknown}" "CREATED=${created:-unknown}"
 }
 
 build() {  # $1: name, $2: Dockerfile, the rest: --build-arg values
   local name=$1 dockerfile=$2
   shift 2
-  local args=(--build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version")
+  local args=(--build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version") a
+  while read -r a; do args+=(--build-arg "$a"); done < <(revision_args "$dockerfile")
   for a in "$@"; do args+=(--build-arg "$a"); done
   local key ref bundle
   key=$(inputs_key "$dockerfile" "${args[@]}")
@@ -155,7 +171,7 @@ build() {  # $1: name, $2: Dockerfile, the rest: --build-arg values
   echo "$name $ref $bundle"
 }
 
-build engine trainer-image/Dockerfile "TORCH_INDEX_URL=$TORCH_INDEX_URL"
+build engine trainer-image/Dockerfile "VARIANT=$ENGINE_VARIANT"
 build operator operator/Dockerfile
 }
 
