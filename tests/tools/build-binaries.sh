@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control-plane binaries (etcd, kube-apiserver,
-# kube-controller-manager, kubectl) and helm from the Go module proxy into a cache
-# outside the repository, keyed by version. The tests start these; nothing is committed.
+# kube-controller-manager, kubectl), helm, and syft (the images' SBOMs) from the Go module
+# proxy into a cache outside the repository, keyed by version. The tests start these;
+# nothing is committed.
 #
 #   tests/tools/build-binaries.sh          build what is missing, print the bin folder
 #   FEDKUBE_TOOLS_CACHE=/path ...          cache somewhere else (default ~/.cache/fedkube-tools)
@@ -12,6 +13,7 @@ set -euo pipefail
 ETCD_VERSION=v3.6.16
 K8S_VERSION=v1.35.4
 HELM_VERSION=v3.21.4
+SYFT_VERSION=v1.57.2
 
 cache=${FEDKUBE_TOOLS_CACHE:-$HOME/.cache/fedkube-tools}
 bin="$cache/bin-k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
@@ -22,7 +24,10 @@ go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
 [ "$go_minor" -ge 25 ] || { say "error: Go $(go env GOVERSION) is too old; Kubernetes $K8S_VERSION needs Go 1.25+"; exit 1; }
 
 have_all() {
-  for b in etcd kube-apiserver kube-controller-manager kubectl helm; do [ -x "$bin/$b" ] || return 1; done
+  for b in etcd kube-apiserver kube-controller-manager kubectl helm "syft-$SYFT_VERSION"; do
+    [ -x "$bin/$b" ] || return 1
+  done
+  [ "$(readlink "$bin/syft")" = "syft-$SYFT_VERSION" ]
 }
 if have_all; then
   echo "$bin"
@@ -92,6 +97,17 @@ if [ ! -x "$bin/helm" ]; then
     -o "$bin/helm.tmp" helm.sh/helm/v3/cmd/helm
   mv "$bin/helm.tmp" "$bin/helm"
 fi
+
+if [ ! -x "$bin/syft-$SYFT_VERSION" ]; then
+  say "building syft $SYFT_VERSION"
+  mkdir -p "$work/syft" && cd "$work/syft"
+  go mod init fedkube.local/syftbuild >/dev/null 2>&1
+  go get "github.com/anchore/syft/cmd/syft@$SYFT_VERSION" >/dev/null 2>&1 || fail_proxy "github.com/anchore/syft@$SYFT_VERSION"
+  go build -trimpath -ldflags "-s -w -X main.version=${SYFT_VERSION#v}" \
+    -o "$bin/syft-$SYFT_VERSION.tmp" github.com/anchore/syft/cmd/syft
+  mv "$bin/syft-$SYFT_VERSION.tmp" "$bin/syft-$SYFT_VERSION"
+fi
+ln -sfn "syft-$SYFT_VERSION" "$bin/syft"  # build-images.sh runs "$bin/syft"
 
 say "done in $(( $(date +%s) - start )) s; binaries in $bin"
 echo "$bin"

@@ -13,6 +13,8 @@
 #    after the first install. (vfs stores every layer as a whole copy of the root, so no
 #    layer cache is kept: a bundle is rebuilt whole when any input changes.)
 # 3. buildah push to an OCI layout, umoci unpack to a bundle (rootfs + config.json).
+# 4. syft (built by build-binaries.sh) writes each image's SBOM beside its bundle
+#    (sbom.cdx.json, CycloneDX: the Debian and Python packages in the image).
 #
 # The engine image is built as its cu132 variant (PyPI's torch with CUDA 13.2, several GB):
 # PyPI is the only index reachable here, so the cpu variant's lock cannot be written here.
@@ -44,6 +46,7 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 bah() { buildah --storage-driver vfs --root "$cache/storage" --runroot "$cache/run" "$@"; }
+syft="$(bash "$root/tests/tools/build-binaries.sh")/syft"
 version=$(sed -nE 's/^__version__ = "([^"]+)"$/\1/p' "$root/trainer-image/fedkube/__init__.py")
 timings="$cache/build-times.log"
 
@@ -168,7 +171,18 @@ build() {  # $1: name, $2: Dockerfile, the rest: --build-arg values
     echo "$(date -u +%FT%TZ) $name $key build $((built - start))s unpack $(($(date +%s) - built))s" \
       "rootfs $(numfmt --to=iec <"$bundle/rootfs-bytes")" >>"$timings"
   fi
+  [ -s "$bundle/sbom.cdx.json" ] || sbom "$name" "$bundle"
   echo "$name $ref $bundle"
+}
+
+sbom() {  # $1: name, $2: bundle; the image's packages as CycloneDX JSON, beside its rootfs
+  local start
+  start=$(date +%s)
+  SYFT_CHECK_FOR_APP_UPDATE=false SYFT_FILE_METADATA_SELECTION=none \
+    "$syft" scan "dir:$2/rootfs" --quiet --source-name "fedkube/$1" --source-version "$version" \
+    -o "cyclonedx-json=$2/sbom.cdx.json.tmp" >&2
+  mv "$2/sbom.cdx.json.tmp" "$2/sbom.cdx.json"
+  echo "$(date -u +%FT%TZ) $1 sbom $(($(date +%s) - start))s" >>"$timings"
 }
 
 build engine trainer-image/Dockerfile "VARIANT=$ENGINE_VARIANT"
