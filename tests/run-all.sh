@@ -3,8 +3,8 @@
 #
 #   bash tests/run-all.sh [pytest args]
 #
-# The first run on a machine builds etcd, kube-apiserver, kube-controller-manager, kubectl
-# and helm from the Go module proxy (about 7 minutes on 2 cores), and fedkube's two images
+# The first run on a machine builds etcd, kube-apiserver, kube-controller-manager, kubectl,
+# helm and syft from the Go module proxy (about 10 minutes on 2 cores), and fedkube's two images
 # from their Dockerfiles, into ~/.cache/fedkube-tools; later runs reuse them (an image is
 # rebuilt when what it is built from changes). torch is pinned, so pip's cache serves it
 # after the first install.

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from fedkube import __version__
 from fedkube.cli.launch import free_port
+from packaging.utils import canonicalize_name
 
 from tests.kube.conftest import ARTIFACTS
 from tests.kube_harness.containers import Image, build_images, run_in_image
@@ -142,6 +143,35 @@ def test_versions_agree_between_package_cli_and_image_labels(
         tmp_path,
     )
     assert smoke.returncode == 0 and smoke.stdout.split()[1] == "True", smoke.stderr
+
+
+def test_each_image_has_an_sbom_that_agrees_with_its_lock(images: dict[str, Image]) -> None:
+    """The build writes each image's SBOM (CycloneDX, by syft from the unpacked image): the
+    Debian packages of the base and every Python package, at exactly the lock's versions."""
+    from tests.test_locks import LOCKS, read_lock
+
+    locks = {"engine": "engine-cu132", "operator": "operator"}
+    for name, image in images.items():
+        bom = image.sbom
+        assert bom["bomFormat"] == "CycloneDX" and bom["specVersion"].startswith("1.")
+        assert bom["metadata"]["component"]["name"] == f"fedkube/{name}"
+        assert bom["metadata"]["component"]["version"] == __version__
+        purls = [c.get("purl", "") for c in bom["components"]]
+        debian = [p for p in purls if p.startswith("pkg:deb/debian/")]
+        python, vendored = {}, []
+        for c in bom["components"]:
+            if c.get("purl", "").startswith("pkg:pypi/"):
+                where = next(p["value"] for p in c["properties"] if p["name"].endswith(":path"))
+                if "/_vendor/" in where:  # a package's own copy (setuptools vendors some)
+                    vendored.append(where)
+                else:
+                    python[canonicalize_name(c["name"])] = c["version"]
+        assert any(p.startswith("pkg:deb/debian/python3.11@") for p in debian), name
+        assert len(debian) > 50, len(debian)
+        pinned = {n: v for n, (v, _) in read_lock(LOCKS / f"{locks[name]}.txt").items()}
+        assert python == {**pinned, "fedkube": __version__}, name
+        assert all("/site-packages/setuptools/_vendor/" in v for v in vendored), vendored
+        assert "pip" not in python
 
 
 def test_breast_cancer_runs_from_the_images_installed_by_helm(

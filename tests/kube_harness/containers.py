@@ -51,6 +51,12 @@ class Image:
         return dict(self.config.get("Labels") or {})
 
     @property
+    def sbom(self) -> dict[str, Any]:
+        """The image's SBOM (CycloneDX JSON) that the build wrote beside its bundle."""
+        bom: dict[str, Any] = json.loads((self.bundle / "sbom.cdx.json").read_text())
+        return bom
+
+    @property
     def size_bytes(self) -> int:
         return int((self.bundle / "rootfs-bytes").read_text())
 
