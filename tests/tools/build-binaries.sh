@@ -88,25 +88,22 @@ if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-controller-manager" ] || 
   done
 fi
 
-if [ ! -x "$bin/helm" ]; then
-  say "building helm $HELM_VERSION"
-  mkdir -p "$work/helm" && cd "$work/helm"
-  go mod init fedkube.local/helmbuild >/dev/null 2>&1
-  go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >/dev/null 2>&1 || fail_proxy "helm.sh/helm/v3@$HELM_VERSION"
-  go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-    -o "$bin/helm.tmp" helm.sh/helm/v3/cmd/helm
-  mv "$bin/helm.tmp" "$bin/helm"
-fi
+# One command of a Go module, at a version, through a throwaway module: $1 name, $2 package,
+# $3 version, $4 output file, $5 ldflags.
+go_tool() {
+  local name=$1 package=$2 version=$3 out=$4 ldflags=$5
+  say "building $name $version"
+  mkdir -p "$work/$name" && cd "$work/$name"
+  go mod init "fedkube.local/${name}build" >/dev/null 2>&1
+  go get "$package@$version" >/dev/null 2>&1 || fail_proxy "$package@$version"
+  go build -trimpath -ldflags "-s -w $ldflags" -o "$out.tmp" "$package"
+  mv "$out.tmp" "$out"
+}
 
-if [ ! -x "$bin/syft-$SYFT_VERSION" ]; then
-  say "building syft $SYFT_VERSION"
-  mkdir -p "$work/syft" && cd "$work/syft"
-  go mod init fedkube.local/syftbuild >/dev/null 2>&1
-  go get "github.com/anchore/syft/cmd/syft@$SYFT_VERSION" >/dev/null 2>&1 || fail_proxy "github.com/anchore/syft@$SYFT_VERSION"
-  go build -trimpath -ldflags "-s -w -X main.version=${SYFT_VERSION#v}" \
-    -o "$bin/syft-$SYFT_VERSION.tmp" github.com/anchore/syft/cmd/syft
-  mv "$bin/syft-$SYFT_VERSION.tmp" "$bin/syft-$SYFT_VERSION"
-fi
+[ -x "$bin/helm" ] || go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$bin/helm" \
+  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+[ -x "$bin/syft-$SYFT_VERSION" ] || go_tool syft github.com/anchore/syft/cmd/syft \
+  "$SYFT_VERSION" "$bin/syft-$SYFT_VERSION" "-X main.version=${SYFT_VERSION#v}"
 ln -sfn "syft-$SYFT_VERSION" "$bin/syft"  # build-images.sh runs "$bin/syft"
 
 say "done in $(( $(date +%s) - start )) s; binaries in $bin"

@@ -145,10 +145,9 @@ class SecureRounds:
                 r.samples.pop(site, None)
                 r.next_keys.pop(site, None)
             if leaving:
-                named = {s: sorted(p) for s, p in sorted(r.secure.unopened.items())}
                 log.warning(
                     "round %d: shares did not open %s; taken out of the round: %s",
-                    *(r.number, named, ", ".join(leaving)),
+                    *(r.number, r.secure.unopened_by_site, ", ".join(leaving)),
                 )
         finally:
             for update in folded.values():
@@ -379,7 +378,7 @@ class SecureRounds:
             revealed_by=len(r.done),
             dropped=r.secure.unmask_request()[1],
             faulty=sorted(r.secure.faulty),
-            unopened_shares={s: sorted(p) for s, p in sorted(r.secure.unopened.items())},
+            unopened_shares=r.secure.unopened_by_site,
             excluded=sorted(r.secure.excluded),
             stage_seconds=dict(r.stage_seconds),
         )

@@ -152,14 +152,19 @@ class SecureSum:
 
     def note_unopened(self, site: str, senders: Sequence[str]) -> None:
         """What a masked update says did not open at its site; checked before it is folded."""
-        named = set(senders)
-        if len(named) != len(senders) or not named <= set(self.sharers) - {site}:
+        named, senders_to_it = set(senders), set(self.sharers) - {site}
+        if len(named) != len(senders) or not named <= senders_to_it:
             raise SecureAggregationError(
                 f"site {site!r} names shares that did not open from sites that sent it none: "
-                f"{', '.join(sorted(named - (set(self.sharers) - {site}))) or 'a repeat'}"
+                f"{', '.join(sorted(named - senders_to_it)) or 'a repeat'}"
             )
         if named:
             self.unopened[site] = named
+
+    @property
+    def unopened_by_site(self) -> dict[str, list[str]]:
+        """Each survivor's unopened senders, sorted, as the round's record names them."""
+        return {site: sorted(peers) for site, peers in sorted(self.unopened.items())}
 
     def unfold(self, tensor: int, start: int, values: np.ndarray) -> None:
         """Take a folded piece back out (a site leaving over a dispute)."""
