@@ -15,6 +15,7 @@ from fedkube.cli.approve import approve_parser
 from fedkube.cli.audit import audit_parser
 from fedkube.cli.budget import budget_parser
 from fedkube.cli.certificates import certs_parser, revoke_parser
+from fedkube.cli.examples import examples_parser
 from fedkube.cli.options import USER_ALLOWS, allow_import, limit_threads
 from fedkube.cli.pod_roles import aggregator_parser, trainer_parser
 from fedkube.errors import DataError, FedkubeError, ModelError, SiteRefused, SpecError
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         _stats_parser,
         _model_use_parsers,
         _validate_parser,
+        examples_parser,
         aggregator_parser,
         trainer_parser,
         certs_parser,
