@@ -8,14 +8,15 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedkube import __version__
 from fedkube.spec.site_policy import SitePolicy
 
 
 @dataclass(frozen=True)
 class OperatorSettings:
     # The engine image job pods run (Helm: image), and their imagePullPolicy (None: the
-    # cluster's default for the tag).
-    image: str = "fedkube/engine:0.1.0"
+    # cluster's default for the tag). The default is what the release publishes.
+    image: str = f"ghcr.io/fedkube/engine:{__version__}-cu132"
     # Host trainers dial for an aggregator in this cluster; {service} and {namespace} are
     # filled in. Host-network set-ups (and the test node agent) use 127.0.0.1.
     aggregator_host: str = "{service}.{namespace}.svc"

@@ -142,8 +142,8 @@ def test_the_operator_pod_takes_the_sites_scheduling_and_image_settings() -> Non
     spec = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     container = spec["containers"][0]
     # The operator runs its own image (no torch); job pods get the engine's, pulled as asked.
-    assert container["image"] == "fedkube/operator:2.0.0"
-    assert {"name": "FEDKUBE_IMAGE", "value": f"fedkube/engine@{digest}"} in container["env"]
+    assert container["image"] == "ghcr.io/fedkube/operator:2.0.0"
+    assert {"name": "FEDKUBE_IMAGE", "value": f"ghcr.io/fedkube/engine@{digest}"} in container["env"]
     assert "--image-pull-policy=Always" in container["args"]
     assert "--image-pull-secret=regcred" in container["args"]
     assert spec["imagePullSecrets"] == [{"name": "regcred"}]
@@ -202,6 +202,34 @@ def test_the_crd_is_a_template_kept_on_uninstall_and_can_be_left_out() -> None:
     assert "CustomResourceDefinition" not in {d["kind"] for d in rendered("crds.enabled=false")}
 
 
+def _images(*values: str) -> tuple[str, str]:
+    """The operator's image and the engine image its job pods get, as the chart renders them."""
+    deployment = next(d for d in rendered(*values) if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    engine = next(e["value"] for e in container["env"] if e["name"] == "FEDKUBE_IMAGE")
+    return container["image"], engine
+
+
+def test_the_images_default_to_the_published_names_and_take_a_mirror() -> None:
+    assert _images() == ("ghcr.io/fedkube/operator:0.1.0", "ghcr.io/fedkube/engine:0.1.0-cu132")
+    # An air-gapped site's own registry replaces every image's.
+    assert _images("global.imageRegistry=registry.ward.local:5000") == (
+        "registry.ward.local:5000/fedkube/operator:0.1.0",
+        "registry.ward.local:5000/fedkube/engine:0.1.0-cu132",
+    )
+    assert _images("image.registry=mirror.example.org/hub", "image.variant=cu128") == (
+        "ghcr.io/fedkube/operator:0.1.0",
+        "mirror.example.org/hub/fedkube/engine:0.1.0-cu128",
+    )
+    # No registry and no variant: the repository and the version alone.
+    assert _images("image.registry=", "image.variant=", "operator.image.registry=") == (
+        "fedkube/operator:0.1.0",
+        "fedkube/engine:0.1.0",
+    )
+    bad = helm("template", "fedkube", CHART, "--set", "global.imageRegistry=Not A Host")
+    assert bad.returncode != 0 and "/global/imageRegistry" in bad.stderr
+
+
 def test_helm_test_runs_the_operators_check_as_its_service_account() -> None:
     out = helm("template", "fedkube", CHART, "--namespace", "fedkube-system", "--set",
                "operator.watchNamespaces={ward-a}", "--show-only",
@@ -211,7 +239,7 @@ def test_helm_test_runs_the_operators_check_as_its_service_account() -> None:
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert pod["spec"]["serviceAccountName"] == "fedkube-operator"
     container = pod["spec"]["containers"][0]
-    assert container["image"] == "fedkube/operator:0.1.0"
+    assert container["image"] == "ghcr.io/fedkube/operator:0.1.0"
     assert container["args"] == ["--check", "--site-namespace=fedkube-system", "--namespace=ward-a"]
     assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
 

@@ -13,25 +13,32 @@ fedkube.io/site: {{ .Values.site.name | quote }}
 {{- if kindIs "invalid" . }}none{{ else }}{{ . | int64 }}{{ end }}
 {{- end -}}
 
-{{- /* An image by digest when one is given, else by tag (default: appVersion).
-       Called with (list .Values.image .Chart.AppVersion). */ -}}
+{{- /* An image by digest when one is given, else by tag (default: appVersion, then the
+       variant's suffix for the engine: 0.1.0-cu132). The registry is global.imageRegistry (a
+       mirror for every image of the chart) when set, else the image's own; none for neither.
+       Called with (list .Values.image .Chart.AppVersion .Values.global). */ -}}
 {{- define "fedkube.imageRef" -}}
 {{- $image := index . 0 -}}
+{{- $global := index . 2 | default dict -}}
+{{- $registry := $global.imageRegistry | default $image.registry -}}
+{{- $name := ternary (printf "%s/%s" $registry $image.repository) $image.repository (ne "" ($registry | default "")) -}}
 {{- if $image.digest -}}
-{{ $image.repository }}@{{ $image.digest }}
+{{ $name }}@{{ $image.digest }}
 {{- else -}}
-{{ $image.repository }}:{{ $image.tag | default (index . 1) }}
+{{- $tag := index . 1 -}}
+{{- if $image.variant }}{{ $tag = printf "%s-%s" $tag $image.variant }}{{ end -}}
+{{ $name }}:{{ $image.tag | default $tag }}
 {{- end -}}
 {{- end -}}
 
 {{- /* The engine image, which job pods run. */ -}}
 {{- define "fedkube.image" -}}
-{{ include "fedkube.imageRef" (list .Values.image .Chart.AppVersion) }}
+{{ include "fedkube.imageRef" (list .Values.image .Chart.AppVersion .Values.global) }}
 {{- end -}}
 
 {{- /* The operator's image (no torch). */ -}}
 {{- define "fedkube.operatorImage" -}}
-{{ include "fedkube.imageRef" (list .Values.operator.image .Chart.AppVersion) }}
+{{ include "fedkube.imageRef" (list .Values.operator.image .Chart.AppVersion .Values.global) }}
 {{- end -}}
 
 {{- /* The operator pod's security context: the restricted Pod Security Standard. */ -}}
