@@ -165,6 +165,7 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
     status.total_rounds = job.spec.rounds
     if job.spec.aggregator.endpoint is None:
         status.model_volume = output_claim(job)
+        status.engine_image = settings.image
     if observed.progress:
         _apply_progress(status, observed.progress)
     status.sites = _site_statuses(job, observed, status)

@@ -53,4 +53,7 @@ class JobStatus(StatusModel):
     # The PersistentVolumeClaim holding the model, result and checkpoints (at output/ and
     # checkpoints/ in it); it outlives the pods and goes with the job.
     model_volume: str | None = None
+    # The engine image the job's pods run: `fedkube fetch` starts its helper pod from it, an
+    # image the site already runs.
+    engine_image: str | None = None
     message: str = Field(default="", max_length=4096)

@@ -112,6 +112,10 @@ class PrivacyBudgetExhausted(FedkubeError):
     """Another round would spend more than the site's epsilon cap: the site stops here."""
 
 
+class FetchError(FedkubeError):
+    """A finished job's output could not be fetched off the cluster (`fedkube fetch`)."""
+
+
 class SiteRefused(FedkubeError):
     """The site refuses this job on what only the site can see: the job would take one of its
     datasets past the privacy budget the site set for it, or the site's ledger of that

@@ -16,7 +16,9 @@ from fedkube.cli.audit import audit_parser
 from fedkube.cli.budget import budget_parser
 from fedkube.cli.certificates import certs_parser, revoke_parser
 from fedkube.cli.examples import examples_parser
+from fedkube.cli.fetch import fetch_parser
 from fedkube.cli.options import USER_ALLOWS, allow_import, limit_threads
+from fedkube.cli.output_server import serve_output_parser
 from fedkube.cli.pod_roles import aggregator_parser, trainer_parser
 from fedkube.errors import DataError, FedkubeError, ModelError, SiteRefused, SpecError
 
@@ -127,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         _model_use_parsers,
         _validate_parser,
         examples_parser,
+        fetch_parser,
+        serve_output_parser,
         aggregator_parser,
         trainer_parser,
         certs_parser,
