@@ -77,7 +77,9 @@ def job_output(kubectl: Kubectl, job: str, namespace: str) -> tuple[str, str]:
     return claim, image
 
 
-def helper_pod(job: str, name: str, claim: str, image: str, token: str) -> dict[str, Any]:
+def helper_pod(
+    job: str, name: str, claim: str, image: str, token: str, port: int = HELPER_PORT
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -101,9 +103,9 @@ def helper_pod(job: str, name: str, claim: str, image: str, token: str) -> dict[
                     "name": "serve-output",
                     "image": image,
                     "command": ["fedkube", "serve-output", "--dir", f"{OUTPUT_MOUNT}/output",
-                                "--port", str(HELPER_PORT)],
+                                "--port", str(port)],
                     "env": [{"name": TOKEN_ENV, "value": token}],
-                    "ports": [{"name": "http", "containerPort": HELPER_PORT}],
+                    "ports": [{"name": "http", "containerPort": port}],
                     "securityContext": {
                         "allowPrivilegeEscalation": False,
                         "readOnlyRootFilesystem": True,
@@ -151,17 +153,24 @@ def _get(kubectl: Kubectl, base: str, path: str, token: str, attempts: int = 1) 
     raise FetchError(f"reading {path} through the API server's pod proxy: {_tail(out.stderr)}")
 
 
-def fetch(kubectl: Kubectl, job: str, namespace: str, target: Path, timeout: float) -> list[Path]:
+def fetch(
+    kubectl: Kubectl,
+    job: str,
+    namespace: str,
+    target: Path,
+    timeout: float,
+    port: int = HELPER_PORT,
+) -> list[Path]:
     claim, image = job_output(kubectl, job, namespace)
     token = secrets.token_urlsafe(24)
     name = f"{job[:45]}-fetch-{secrets.token_hex(3)}"
-    pod = json.dumps(helper_pod(job, name, claim, image, token)).encode()
+    pod = json.dumps(helper_pod(job, name, claim, image, token, port)).encode()
     created = kubectl.run("create", "-n", namespace, "-f", "-", stdin=pod)
     if created.returncode != 0:
         raise FetchError(f"creating the helper pod in {namespace}: {_tail(created.stderr)}")
     try:
         _wait_running(kubectl, name, namespace, timeout)
-        base = f"/api/v1/namespaces/{namespace}/pods/{name}:{HELPER_PORT}/proxy"
+        base = f"/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy"
         index = json.loads(_get(kubectl, base, "index.json", token, attempts=20))["files"]
         if MODEL_FILE not in index:
             raise FetchError(f"{claim}: no {MODEL_FILE} in the job's output ({sorted(index)})")
@@ -200,7 +209,8 @@ def _write_all(target: Path, files: dict[str, bytes]) -> list[Path]:
 def cmd_fetch(args: argparse.Namespace) -> int:
     argv = [args.kubectl] + (["--kubeconfig", args.kubeconfig] if args.kubeconfig else [])
     target = Path(args.to or args.job)
-    written = fetch(Kubectl(tuple(argv)), args.job, args.namespace, target, args.timeout)
+    kubectl = Kubectl(tuple(argv))
+    written = fetch(kubectl, args.job, args.namespace, target, args.timeout, args.helper_port)
     for path in written:
         print(path)
     return 0
@@ -216,4 +226,10 @@ def fetch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--kubectl", default="kubectl", help="the kubectl to run (default: on PATH)")
     p.add_argument("--kubeconfig", help="passed to kubectl (default: its own)")
     p.add_argument("--timeout", type=float, default=300.0, help="for the helper pod to start")
+    p.add_argument(
+        "--helper-port",
+        type=int,
+        default=HELPER_PORT,
+        help="the helper pod's port (change it only where pods share the node's network)",
+    )
     p.set_defaults(fn=cmd_fetch)
