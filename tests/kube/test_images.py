@@ -1,71 +1,25 @@
-"""fedkube's images, built from their Dockerfiles in the suite and run by runc.
-
-The breast-cancer job runs on a cluster of its own whose node agent is in container mode:
-the chart's operator Deployment, the aggregator and the trainers all start from the images.
-The chart goes in with `helm install`, and `helm test` runs from the operator's image.
-"""
+"""fedkube's images, built from their Dockerfiles in the suite and run by runc: what is in
+them (packages, labels, licence, SBOM) and that they run. test_release.py publishes them and
+runs a job's every pod from them."""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fedkube import __version__
-from fedkube.cli.launch import free_port
 from packaging.utils import canonicalize_name
 
-from tests.kube.conftest import ARTIFACTS
 from tests.kube_harness.containers import Image, build_images, run_in_image
-from tests.kube_harness.controlplane import ROOT, ControlPlane
-from tests.kube_harness.jobs import (
-    apply,
-    example,
-    model_after_the_pods,
-    pods,
-    wait_job,
-    with_free_ports,
-)
-from tests.kube_harness.node_agent import NodeAgent
+from tests.kube_harness.controlplane import ROOT
 
 pytestmark = pytest.mark.slow
-
-RELEASE, RELEASE_NS = "fedkube", "fedkube-system"
 
 
 @pytest.fixture(scope="module")
 def images() -> dict[str, Image]:
     return build_images()
-
-
-@pytest.fixture(scope="module")
-def image_cluster(
-    images: dict[str, Image],
-    kube_bin: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-    request: pytest.FixtureRequest,
-) -> Iterator[tuple[ControlPlane, NodeAgent]]:
-    """A cluster whose node runs containers from the images (the other tests' node runs
-    processes): its own control plane, since a node agent binds every pending pod."""
-    cp = ControlPlane("images", tmp_path_factory.mktemp("cp-images"), kube_bin).start()
-    agent = NodeAgent(
-        cp.kubeconfig, tmp_path_factory.mktemp("node-images"), "image-node", images=images
-    ).start()
-    yield cp, agent
-    agent.stop()
-    cp.stop(keep_logs_in=ARTIFACTS if request.session.testsfailed else None)
-
-
-def _helm(cp: ControlPlane, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(cp.bin / "helm"), "--kubeconfig", str(cp.kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_the_operator_image_has_no_torch_and_is_small(
@@ -106,7 +60,9 @@ def test_versions_agree_between_package_cli_and_image_labels(
         assert labels["org.opencontainers.image.version"] == __version__
         assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
         assert labels["org.opencontainers.image.source"].startswith("https://")
-        assert image.reference.endswith(f":{__version__}")
+    # Tagged with the version, the engine with its variant too.
+    assert images["engine"].reference.endswith(f":{__version__}-cu132")
+    assert images["operator"].reference.endswith(f":{__version__}")
     # Which sources: the last commit that changed the image's inputs, and when.
     for image in images.values():
         labels = image.labels
@@ -172,94 +128,3 @@ def test_each_image_has_an_sbom_that_agrees_with_its_lock(images: dict[str, Imag
         assert python == {**pinned, "fedkube": __version__}, name
         assert all("/site-packages/setuptools/_vendor/" in v for v in vendored), vendored
         assert "pip" not in python
-
-
-def test_breast_cancer_runs_from_the_images_installed_by_helm(
-    image_cluster: tuple[ControlPlane, NodeAgent], images: dict[str, Image]
-) -> None:
-    cp, agent = image_cluster
-    cp.kubectl("create", "namespace", RELEASE_NS)
-    metrics_port, health_port = free_port(), free_port()
-    engine, operator = images["engine"], images["operator"]
-    installed = _helm(
-        cp,
-        "install",
-        RELEASE,
-        str(ROOT / "helm" / "fedkube"),
-        "--namespace",
-        RELEASE_NS,
-        "--set",
-        f"image.repository={engine.reference.rsplit(':', 1)[0]}",
-        "--set",
-        "image.pullPolicy=Never",
-        "--set",
-        f"operator.image.repository={operator.reference.rsplit(':', 1)[0]}",
-        "--set",
-        "operator.image.pullPolicy=Never",
-        # Pods share the node's loopback here: no cluster DNS, no pod network.
-        "--set",
-        "operator.aggregatorHost=127.0.0.1",
-        "--set",
-        f"operator.metricsPort={metrics_port}",
-        "--set",
-        f"operator.healthPort={health_port}",
-        "--wait",
-        "--timeout",
-        "4m",
-    )
-
-    def operator_log() -> str:
-        found = json.loads(cp.kubectl("get", "pods", "-n", RELEASE_NS, "-o", "json").stdout)[
-            "items"
-        ]
-        return "".join(agent.logs(RELEASE_NS, p["metadata"]["name"])[-6000:] for p in found)
-
-    assert installed.returncode == 0, installed.stderr + operator_log()
-
-    # (No kubelet serves logs here: the check's output is read from the node agent.)
-    tested = _helm(cp, "test", RELEASE, "--namespace", RELEASE_NS)
-    check_log = agent.logs(RELEASE_NS, f"{RELEASE}-fedkube-test-access")
-    assert tested.returncode == 0, tested.stdout + tested.stderr + check_log + operator_log()
-    assert "Phase:          Succeeded" in tested.stdout
-    assert "every permission is there (every namespace)" in check_log
-
-    ns = "hospitals"
-    cp.kubectl("create", "namespace", ns)
-    doc = with_free_ports(example())
-    apply(cp, ns, doc)
-    seen_pods: dict[str, dict] = {}
-
-    def finished(status: dict) -> bool:
-        seen_pods.update(pods(cp, ns, "breast-cancer"))
-        return status.get("phase") in ("Succeeded", "Failed")
-
-    job = wait_job(cp, ns, "breast-cancer", finished, timeout=420, log=operator_log)
-    status = job["status"]
-    assert status["phase"] == "Succeeded", status
-    assert status["round"] == status["totalRounds"] == 20
-    assert 0.85 < status["accuracy"] <= 1.0
-
-    # Every pod ran from an image, by runc: the operator's, the aggregator, five trainers.
-    release_pods = json.loads(cp.kubectl("get", "pods", "-n", RELEASE_NS, "-o", "json").stdout)
-    operator_pod = next(
-        p
-        for p in release_pods["items"]
-        if p["metadata"]["name"].startswith(f"{RELEASE}-fedkube-operator")
-    )
-    ran = {p["spec"]["containers"][0]["image"] for p in seen_pods.values()}
-    assert ran == {f"{engine.reference.rsplit(':', 1)[0]}:{__version__}"}
-    assert {p["metadata"]["labels"]["fedkube.io/role"] for p in seen_pods.values()} == {
-        "aggregator",
-        "trainer",
-    }
-    statuses = [
-        *operator_pod["status"]["containerStatuses"],
-        *(s for p in seen_pods.values() for s in p.get("status", {}).get("containerStatuses", [])),
-    ]
-    assert statuses and all(s["containerID"].startswith("runc://") for s in statuses)
-
-    # The pods go; the model stays on the job's claim, readable after them, written by the
-    # pods' user (the image ran as 65532, with the fsGroup's volume), not root.
-    claim = agent.claim_dir(ns, "breast-cancer-output")
-    model = model_after_the_pods(cp, ns, "breast-cancer", claim, 20)
-    assert model.stat().st_uid == 65532

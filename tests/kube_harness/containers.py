@@ -1,8 +1,9 @@
 """The node agent's container mode: a pod's containers run from fedkube's images with runc.
 
 The images are built from the Dockerfiles by tests/tools/build-images.sh and unpacked into
-OCI bundles (umoci). Each container gets a runtime spec made from its image's config and the
-pod, as kubelet and a container runtime would make it:
+OCI bundles (umoci); the node agent runs the ones it pulled from a registry (image_store).
+Each container gets a runtime spec made from its image's config and the pod, as kubelet and a
+container runtime would make it:
 
 - the image's entrypoint and command, replaced by the container's ``command`` and ``args``;
 - the image's environment, then the container's;
@@ -36,6 +37,7 @@ class Image:
     name: str  # engine, operator
     reference: str  # localhost/fedkube/engine:0.1.0
     bundle: Path  # rootfs/, config.json (umoci's), image.json (the image's OCI config)
+    layout: Path | None = None  # the OCI layout the build pushed (gzip layers), if kept
 
     @property
     def rootfs(self) -> Path:
@@ -57,12 +59,19 @@ class Image:
         return bom
 
     @property
+    def image_id(self) -> str:
+        """repository@digest for an image pulled from a registry; empty for one built here."""
+        digest = self.bundle / "digest"
+        if not digest.exists():
+            return ""
+        name = self.reference.split("@")[0]
+        if name.rfind(":") > name.rfind("/"):
+            name = name[: name.rfind(":")]  # the tag
+        return f"{name}@{digest.read_text().strip()}"
+
+    @property
     def size_bytes(self) -> int:
         return int((self.bundle / "rootfs-bytes").read_text())
-
-    def names(self) -> set[str]:
-        """The references a pod may use for it: with or without the localhost/ registry."""
-        return {self.reference, self.reference.removeprefix("localhost/")}
 
 
 def build_images() -> dict[str, Image]:
@@ -72,8 +81,8 @@ def build_images() -> dict[str, Image]:
         raise RuntimeError(f"building the images failed:\n{out.stderr[-6000:]}")
     images = {}
     for line in out.stdout.strip().splitlines():
-        name, reference, bundle = line.split()
-        images[name] = Image(name, reference, Path(bundle))
+        name, reference, bundle, layout = line.split()
+        images[name] = Image(name, reference, Path(bundle), Path(layout))
     return images
 
 

@@ -10,9 +10,12 @@ Volumes are real: each container runs in its own mount namespace (``unshare``, a
 where every volume's host folder is bind-mounted at its ``mountPath``, so a container
 sees its files where the manifest says.
 
-Given images (``containers.build_images``), the agent runs in container mode instead: each
-container starts from its image with runc, as the pod's user, on a read-only root, with its
-volumes and ServiceAccount token bind-mounted (see ``containers``).
+Given a registry to pull from (``image_store.RegistryImages``), the agent runs in container
+mode instead: each container's image is verified (its cosign signature, by the node's trusted
+key) and pulled, and the container starts from it with runc, as the pod's user, on a
+read-only root, with its volumes and ServiceAccount token bind-mounted (see ``containers``).
+An image refused or not pulled leaves the pod Pending with the reason in its status, tried
+again after a back-off, as kubelet does.
 """
 
 from __future__ import annotations
@@ -37,13 +40,18 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.config import new_client_from_config
 
-from tests.kube_harness.containers import SERVICE_ACCOUNT_DIR, Image, Mount, runtime_spec
+from tests.kube_harness.containers import SERVICE_ACCOUNT_DIR, Mount, runtime_spec
+from tests.kube_harness.image_store import ImageRefused, RegistryImages
+from tests.kube_harness.pod_status import refused_image_status
 
 # Host folders every container needs as they are: the checkout (an editable install points
 # into it) and the Python installation running the tests.
 KEEP_VISIBLE = [str(Path(__file__).resolve().parents[2]), sys.prefix, sys.base_prefix]
 # Where those are bound aside while volumes are mounted (private to each container's mounts).
 AGENT_STASH = "/run/fedkube-node-agent"
+# How long a pod whose image was refused waits before it is tried again (kubelet backs off
+# from 10 s up).
+IMAGE_BACKOFF_SECONDS = 10.0
 
 log = logging.getLogger("node-agent")
 
@@ -58,6 +66,7 @@ class ContainerRun:
     argv: list[str]
     env: dict[str, str]
     image: str = ""
+    image_id: str = ""  # container mode: repository@digest of what runs, as kubelet reports
     workdir: str | None = None
     init: bool = False
     log: Path | None = None
@@ -102,20 +111,21 @@ class NodeAgent:
         node_name: str = "fedkube-test-node",
         claim_dir: Callable[[str, str], Path] | None = None,
         poll_seconds: float = 0.2,
-        images: dict[str, Image] | None = None,
+        images: RegistryImages | None = None,
+        pod_ip: str = "127.0.0.1",
     ) -> None:
         api_client = new_client_from_config(str(kubeconfig))
         self.api = client.CoreV1Api(api_client)
         self.server = api_client.configuration.host  # https://127.0.0.1:PORT
         self.ca_file = api_client.configuration.ssl_ca_cert
-        # Container mode: image reference -> image (None: every container is a process).
-        self.images = (
-            {name: image for image in images.values() for name in image.names()}
-            if images is not None
-            else None
-        )
+        # Container mode: where images come from (None: every container is a process).
+        self.images = images
         self.runc_root = root / "runc"
-        self._unknown_images_seen: set[tuple[str, str]] = set()
+        # Pods share the host's network. Their address is loopback unless the API server must
+        # reach them (its pod proxy refuses loopback): then one of the host's own addresses.
+        self.pod_ip = pod_ip
+        # Pods whose image was refused: uid -> when to try again.
+        self._image_backoff: dict[str, float] = {}
         self.root = root
         self.node = node_name
         self.claim_dir = claim_dir or (lambda ns, claim: root / "claims" / ns / claim)
@@ -214,6 +224,8 @@ class NodeAgent:
             if run is None:
                 if pod.status.phase in ("Succeeded", "Failed"):
                     continue
+                if self._image_backoff.get(uid, 0.0) > time.monotonic():
+                    continue
                 run = self._admit(pod)
                 if run is None:
                     continue
@@ -269,7 +281,13 @@ class NodeAgent:
                 (False, pod.spec.containers),
             ):
                 for c in specs:
-                    runtime = self._runtime(pod, c, volumes, scratch) if self.images else None
+                    try:
+                        runtime, image_id = (
+                            self._runtime(pod, c, volumes, scratch) if self.images else (None, "")
+                        )
+                    except ImageRefused as e:
+                        self._refuse_image(pod, c.name, e)
+                        return None
                     (run.init_containers if init else run.containers).append(
                         ContainerRun(
                             c.name,
@@ -277,6 +295,7 @@ class NodeAgent:
                             self._env(pod, c),
                             runtime=runtime,
                             image=c.image or "",
+                            image_id=image_id,
                             workdir=c.working_dir,
                             init=init,
                             log=self.log_path(ns, name, c.name),
@@ -288,14 +307,26 @@ class NodeAgent:
             # A missing ConfigMap or Secret: like kubelet, wait and try again.
             log.info("pod %s/%s waits: %s", ns, name, e.reason)
             return None
-        except UnknownImage as e:
-            if (ns, name) not in self._unknown_images_seen:
-                self._unknown_images_seen.add((ns, name))
-                self.errors.append(str(e))
-                log.error("pod %s/%s: %s", ns, name, e)
-            return None
+        self._image_backoff.pop(run.uid, None)
         self.runs[run.uid] = run
         return run
+
+    def _refuse_image(self, pod: Any, container: str, refused: ImageRefused) -> None:
+        ns, name = pod.metadata.namespace, pod.metadata.name
+        log.warning("pod %s/%s container %s: %s", ns, name, container, refused)
+        self._image_backoff[pod.metadata.uid] = time.monotonic() + IMAGE_BACKOFF_SECONDS
+        status = refused_image_status(
+            self.api.api_client.sanitize_for_serialization(pod),
+            container,
+            refused.reason,
+            refused.message,
+            now(),
+        )
+        try:
+            self.api.patch_namespaced_pod_status(name, ns, {"status": status})
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
     def _volumes(self, pod: Any, scratch: Path) -> dict[str, Path]:
         out: dict[str, Path] = {}
@@ -400,15 +431,13 @@ class NodeAgent:
             *argv,
         ]
 
-    def _runtime(self, pod: Any, c: Any, volumes: dict[str, Path], scratch: Path) -> dict[str, Any]:
-        """Container mode: the container's runtime spec, from its image and the pod."""
+    def _runtime(
+        self, pod: Any, c: Any, volumes: dict[str, Path], scratch: Path
+    ) -> tuple[dict[str, Any], str]:
+        """Container mode: the container's runtime spec, from its verified image and the pod,
+        and the image's repository@digest."""
         assert self.images is not None
-        image = self.images.get(c.image or "")
-        if image is None:
-            raise UnknownImage(
-                f"container {c.name}: image {c.image!r} is not one this node has "
-                f"(it has {', '.join(sorted(self.images))}); nothing is pulled here"
-            )
+        image = self.images.image(c.image or "")
         mounts = [
             Mount(volumes[m.name] / m.sub_path if m.sub_path else volumes[m.name],
                   m.mount_path, bool(m.read_only))
@@ -423,7 +452,8 @@ class NodeAgent:
         mounts += [Mount(Path(f), f, True) for f in ("/etc/hosts", "/etc/resolv.conf")]
         mounts.sort(key=lambda m: m.target.rstrip("/").count("/"))  # a folder before its insides
         sanitize = self.api.api_client.sanitize_for_serialization
-        return runtime_spec(image, sanitize(pod), sanitize(c), self._env(pod, c), mounts)
+        spec = runtime_spec(image, sanitize(pod), sanitize(c), self._env(pod, c), mounts)
+        return spec, image.image_id
 
     def _service_account_folder(self, pod: Any, scratch: Path) -> Path | None:
         """The token, CA and namespace that the ServiceAccount admission plugin and kubelet
@@ -491,7 +521,7 @@ class NodeAgent:
                     "metadata.namespace": ns,
                     "metadata.uid": pod.metadata.uid,
                     "spec.nodeName": self.node,
-                    "status.podIP": "127.0.0.1",
+                    "status.podIP": self.pod_ip,
                     "status.hostIP": "127.0.0.1",
                 }.get(vf.field_ref.field_path, "")
         return env
@@ -614,7 +644,7 @@ class NodeAgent:
         status = {
             "name": c.name,
             "image": c.image,
-            "imageID": "",
+            "imageID": c.image_id,
             "ready": c.running,
             "started": c.running,
             "restartCount": c.restarts,
@@ -651,8 +681,8 @@ class NodeAgent:
         status = {
             "phase": phase,
             "hostIP": "127.0.0.1",
-            "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}],
+            "podIP": self.pod_ip,
+            "podIPs": [{"ip": self.pod_ip}],
             "startTime": run.start_time,
             "conditions": [
                 cond("PodScheduled", True),
@@ -672,10 +702,6 @@ class NodeAgent:
         except ApiException as e:
             if e.status != 404:
                 raise
-
-
-class UnknownImage(Exception):
-    """Container mode: a pod names an image this node does not have."""
 
 
 def _own_by_group(folder: Path, gid: int) -> None:

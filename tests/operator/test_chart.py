@@ -143,7 +143,9 @@ def test_the_operator_pod_takes_the_sites_scheduling_and_image_settings() -> Non
     container = spec["containers"][0]
     # The operator runs its own image (no torch); job pods get the engine's, pulled as asked.
     assert container["image"] == "ghcr.io/fedkube/operator:2.0.0"
-    assert {"name": "FEDKUBE_IMAGE", "value": f"ghcr.io/fedkube/engine@{digest}"} in container["env"]
+    assert {"name": "FEDKUBE_IMAGE", "value": f"ghcr.io/fedkube/engine@{digest}"} in container[
+        "env"
+    ]
     assert "--image-pull-policy=Always" in container["args"]
     assert "--image-pull-secret=regcred" in container["args"]
     assert spec["imagePullSecrets"] == [{"name": "regcred"}]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control-plane binaries (etcd, kube-apiserver,
-# kube-controller-manager, kubectl), helm, and syft (the images' SBOMs) from the Go module
+# kube-controller-manager, kubectl), helm, syft (the images' SBOMs), cosign (signatures) and
+# CNCF distribution's registry (the release's OCI registry in the tests) from the Go module
 # proxy into a cache outside the repository, keyed by version. The tests start these;
 # nothing is committed.
 #
@@ -14,6 +15,8 @@ ETCD_VERSION=v3.6.16
 K8S_VERSION=v1.35.4
 HELM_VERSION=v3.21.4
 SYFT_VERSION=v1.57.2
+COSIGN_VERSION=v2.6.5
+REGISTRY_VERSION=v3.1.2
 
 cache=${FEDKUBE_TOOLS_CACHE:-$HOME/.cache/fedkube-tools}
 bin="$cache/bin-k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
@@ -23,11 +26,17 @@ command -v go >/dev/null || { say "error: the Go toolchain is not on PATH; insta
 go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
 [ "$go_minor" -ge 25 ] || { say "error: Go $(go env GOVERSION) is too old; Kubernetes $K8S_VERSION needs Go 1.25+"; exit 1; }
 
+# Tools added after the folder's name was fixed carry their version in their own file name,
+# with a link by the bare name to the version this script wants.
+versioned="syft-$SYFT_VERSION cosign-$COSIGN_VERSION registry-$REGISTRY_VERSION"
 have_all() {
-  for b in etcd kube-apiserver kube-controller-manager kubectl helm "syft-$SYFT_VERSION"; do
+  local b
+  for b in etcd kube-apiserver kube-controller-manager kubectl helm $versioned; do
     [ -x "$bin/$b" ] || return 1
   done
-  [ "$(readlink "$bin/syft")" = "syft-$SYFT_VERSION" ]
+  for b in $versioned; do
+    [ "$(readlink "$bin/${b%%-v*}")" = "$b" ] || return 1
+  done
 }
 if have_all; then
   echo "$bin"
@@ -104,7 +113,12 @@ go_tool() {
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 [ -x "$bin/syft-$SYFT_VERSION" ] || go_tool syft github.com/anchore/syft/cmd/syft \
   "$SYFT_VERSION" "$bin/syft-$SYFT_VERSION" "-X main.version=${SYFT_VERSION#v}"
-ln -sfn "syft-$SYFT_VERSION" "$bin/syft"  # build-images.sh runs "$bin/syft"
+[ -x "$bin/cosign-$COSIGN_VERSION" ] || go_tool cosign github.com/sigstore/cosign/v2/cmd/cosign \
+  "$COSIGN_VERSION" "$bin/cosign-$COSIGN_VERSION" "-X sigs.k8s.io/release-utils/version.gitVersion=$COSIGN_VERSION"
+[ -x "$bin/registry-$REGISTRY_VERSION" ] || go_tool registry \
+  github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION" \
+  "$bin/registry-$REGISTRY_VERSION" "-X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION"
+for b in $versioned; do ln -sfn "$b" "$bin/${b%%-v*}"; done  # the scripts run "$bin/syft" etc.
 
 say "done in $(( $(date +%s) - start )) s; binaries in $bin"
 echo "$bin"

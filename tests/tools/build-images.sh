@@ -12,9 +12,13 @@
 #    operator/Dockerfile on that base. pip's cache is lent to the build: torch comes from it
 #    after the first install. (vfs stores every layer as a whole copy of the root, so no
 #    layer cache is kept: a bundle is rebuilt whole when any input changes.)
-# 3. buildah push to an OCI layout, umoci unpack to a bundle (rootfs + config.json).
+# 3. buildah push to an OCI layout (gzip layers, as a registry serves them; the release script
+#    pushes this layout), umoci unpack to a bundle (rootfs + config.json).
 # 4. syft (built by build-binaries.sh) writes each image's SBOM beside its bundle
 #    (sbom.cdx.json, CycloneDX: the Debian and Python packages in the image).
+#
+# Each output line is "name reference bundle layout"; the reference's tag is the version, with
+# the variant for the engine (0.1.0-cu132).
 #
 # The engine image is built as its cu132 variant (PyPI's torch with CUDA 13.2, several GB):
 # PyPI is the only index reachable here, so the cpu variant's lock cannot be written here.
@@ -38,7 +42,7 @@ exec 9>"$cache/lock"
 flock 9  # one build at a time; a second caller waits and then finds the cache
 
 need=()
-for tool in debootstrap buildah umoci runc; do command -v "$tool" >/dev/null || need+=("$tool"); done
+for tool in debootstrap buildah umoci runc skopeo; do command -v "$tool" >/dev/null || need+=("$tool"); done
 if [ "${#need[@]}" -gt 0 ]; then
   say "installing ${need[*]} (Debian's packages)"
   apt-get update -qq >&2
@@ -46,6 +50,9 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 bah() { buildah --storage-driver vfs --root "$cache/storage" --runroot "$cache/run" "$@"; }
+# A build that was killed leaves its working containers (whole root copies under vfs, GBs
+# each); none can be in use while this holds the lock.
+bah rm --all >/dev/null 2>&1 || true
 syft="$(bash "$root/tests/tools/build-binaries.sh")/syft"
 version=$(sed -nE 's/^__version__ = "([^"]+)"$/\1/p' "$root/trainer-image/fedkube/__init__.py")
 timings="$cache/build-times.log"
@@ -89,7 +96,7 @@ inputs_of() {  # $1: Dockerfile; prints the files its build reads, one per line
   # The engine's image holds no operator code; the operator's holds both.
   [ "$dockerfile" = operator/Dockerfile ] && sources+=(operator/fedkube_operator)
   (cd "$root" && git ls-files -co --exclude-standard -- "$dockerfile" .dockerignore \
-    pyproject.toml README.md LICENSE trainer-image/locks "${sources[@]}" |
+    pyproject.toml LICENSE trainer-image/locks "${sources[@]}" |
     grep -v -e '__pycache__' -e '\.pyc$' | LC_ALL=C sort)
 }
 
@@ -112,17 +119,18 @@ revision_args() {  # $1: Dockerfile; the last commit that changed its inputs, an
   printf '%s\n' "REVISION=${rev:-unknown}" "CREATED=${created:-unknown}"
 }
 
-build() {  # $1: name, $2: Dockerfile, the rest: --build-arg values
-  local name=$1 dockerfile=$2
-  shift 2
+build() {  # $1: name, $2: tag, $3: Dockerfile, the rest: --build-arg values
+  local name=$1 tag=$2 dockerfile=$3
+  shift 3
   local args=(--build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version") a
   while read -r a; do args+=(--build-arg "$a"); done < <(revision_args "$dockerfile")
   for a in "$@"; do args+=(--build-arg "$a"); done
-  local key ref bundle
+  local key ref bundle layout
   key=$(inputs_key "$dockerfile" "${args[@]}")
-  ref="localhost/fedkube/$name:$version"
+  ref="localhost/fedkube/$name:$tag"
   bundle="$cache/bundles/$name-$key"
-  if [ ! -e "$bundle/.complete" ]; then
+  layout="$cache/layouts/$name-$key"
+  if [ ! -e "$bundle/.complete" ] || [ ! -e "$layout/.complete" ]; then
     local start
     start=$(date +%s)
     say "building $name from $dockerfile (key $key)"
@@ -150,29 +158,35 @@ build() {  # $1: name, $2: Dockerfile, the rest: --build-arg values
     done
     local built
     built=$(date +%s)
-    rm -rf "$bundle" "$bundle.tmp" "$cache/oci-$name"
-    # Uncompressed: the layout is unpacked at once and deleted, so gzip would only cost time.
-    bah push --quiet --disable-compression "$ref-$key" "oci:$cache/oci-$name:$key" >&2
-    umoci unpack --image "$cache/oci-$name:$key" "$bundle.tmp" >&2
+    rm -rf "$bundle" "$bundle.tmp" "$layout" "$layout.tmp"
+    mkdir -p "$cache/layouts"
+    # gzip layers: the layout is what the release pushes, and what a registry would serve.
+    bah push --quiet "$ref-$key" "oci:$layout.tmp:$tag" >&2
+    umoci unpack --image "$layout.tmp:$tag" "$bundle.tmp" >&2
     bah inspect --type image "$ref-$key" |
       python3 -c 'import json, sys; json.dump(json.load(sys.stdin)["OCIv1"], sys.stdout)' \
         >"$bundle.tmp/image.json"
     du -sb "$bundle.tmp/rootfs" | cut -f1 >"$bundle.tmp/rootfs-bytes"
-    rm -rf "$cache/oci-$name"
-    touch "$bundle.tmp/.complete"
+    du -sb "$layout.tmp/blobs" | cut -f1 >"$bundle.tmp/compressed-bytes"
+    touch "$bundle.tmp/.complete" "$layout.tmp/.complete"
+    mv "$layout.tmp" "$layout"
     mv "$bundle.tmp" "$bundle"
-    # The bundle is what runs: the built image, its stages and older bundles go (GBs each).
-    for old in "$cache/bundles/$name"-*; do [ "$old" = "$bundle" ] || rm -rf "$old"; done
+    # The bundle is what runs here, the layout what is published: the built image, its stages
+    # and older bundles and layouts go (GBs each).
+    for old in "$cache/bundles/$name"-* "$cache/layouts/$name"-*; do
+      [ "$old" = "$bundle" ] || [ "$old" = "$layout" ] || rm -rf "$old"
+    done
     bah images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/fedkube/$name:" |
       xargs -r buildah --storage-driver vfs --root "$cache/storage" --runroot "$cache/run" \
         rmi --force >/dev/null 2>&1 || true
     bah rm --all >/dev/null 2>&1 || true
     bah rmi --prune >/dev/null 2>&1 || true
     echo "$(date -u +%FT%TZ) $name $key build $((built - start))s unpack $(($(date +%s) - built))s" \
-      "rootfs $(numfmt --to=iec <"$bundle/rootfs-bytes")" >>"$timings"
+      "rootfs $(numfmt --to=iec <"$bundle/rootfs-bytes")" \
+      "compressed $(numfmt --to=iec <"$bundle/compressed-bytes")" >>"$timings"
   fi
   [ -s "$bundle/sbom.cdx.json" ] || sbom "$name" "$bundle"
-  echo "$name $ref $bundle"
+  echo "$name $ref $bundle $layout"
 }
 
 sbom() {  # $1: name, $2: bundle; the image's packages as CycloneDX JSON, beside its rootfs
@@ -185,8 +199,8 @@ sbom() {  # $1: name, $2: bundle; the image's packages as CycloneDX JSON, beside
   echo "$(date -u +%FT%TZ) $1 sbom $(($(date +%s) - start))s" >>"$timings"
 }
 
-build engine trainer-image/Dockerfile "VARIANT=$ENGINE_VARIANT"
-build operator operator/Dockerfile
+build engine "$version-$ENGINE_VARIANT" trainer-image/Dockerfile "VARIANT=$ENGINE_VARIANT"
+build operator "$version" operator/Dockerfile
 }
 
 main "$@"

@@ -1,0 +1,188 @@
+"""The node agent's images, pulled from a registry and verified before anything runs.
+
+What a kubelet with a signature policy does (CRI-O's ``signature_policy``, or containerd with
+a verifier), for each container a pod starts:
+
+1. resolve the reference to a manifest digest at the registry (a tag can move; the digest is
+   what was signed, and what runs);
+2. verify that digest's cosign signature with the site's trusted public key: a missing or
+   wrong signature refuses the image (``SignatureValidationFailed``, as CRI-O reports it);
+3. pull that digest (skopeo checks every blob against the digest it is named by, so a layer
+   changed at the registry fails the pull: ``ErrImagePull``) and unpack it with umoci into an
+   OCI bundle that runc starts.
+
+Unpacked images are kept by digest, as a node keeps its images between pods, in a store
+outside the repository (the engine is GBs); a tag that now names another digest is verified
+and pulled again. The two bundles each repository used last are kept, older ones deleted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.kube_harness.containers import Image
+
+KEEP_PER_REPOSITORY = 2
+
+
+class ImageRefused(Exception):
+    """A container's image cannot run: the pod's status says why (reason, message)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+def split_reference(reference: str) -> tuple[str, str, str]:
+    """registry, repository path, and tag or digest ("@sha256:..." kept with its @)."""
+    if "@" in reference:
+        name, pinned = reference.split("@", 1)
+        tag = "@" + pinned
+    else:
+        colon = reference.rfind(":")
+        if colon > reference.rfind("/"):
+            name, tag = reference[:colon], reference[colon + 1 :]
+        else:
+            name, tag = reference, "latest"
+    registry, _, path = name.partition("/")
+    if not path or ("." not in registry and ":" not in registry and registry != "localhost"):
+        raise ImageRefused(
+            "InvalidImageName",
+            f"{reference!r} names no registry; this node pulls only from its registries "
+            "(set the chart's image.registry or global.imageRegistry)",
+        )
+    return registry, path, tag
+
+
+class RegistryImages:
+    def __init__(
+        self,
+        store: Path,
+        cosign: Path,
+        public_key: Path,
+        plain_http: frozenset[str] = frozenset(),
+    ) -> None:
+        self.store = store
+        self.cosign = cosign
+        self.public_key = public_key
+        # Registries this node reaches over plain HTTP (the tests' registry, on loopback).
+        self.plain_http = plain_http
+        self.pulls: list[str] = []  # digests pulled (not found in the store), for the tests
+
+    def image(self, reference: str) -> Image:
+        registry, path, tag = split_reference(reference)
+        repository = f"{registry}/{path}"
+        digest = tag[1:] if tag.startswith("@") else self._resolve(reference, registry)
+        pinned = f"{repository}@{digest}"
+        self._verify(reference, pinned, registry)
+        bundle = self.store / "bundles" / f"{path.replace('/', '-')}-{digest.split(':')[1][:24]}"
+        (self.store / "bundles").mkdir(parents=True, exist_ok=True)
+        with (self.store / "lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one pull at a time on this machine
+            if not (bundle / ".complete").exists():
+                self._pull(reference, pinned, registry, bundle)
+                self.pulls.append(digest)
+            os.utime(bundle)
+            self._prune(path, keep=bundle)
+        return Image(path.rsplit("/", 1)[-1], reference, bundle)
+
+    # -- the three steps ------------------------------------------------------------------
+
+    def _tls(self, registry: str) -> str:
+        return "false" if registry in self.plain_http else "true"
+
+    def _resolve(self, reference: str, registry: str) -> str:
+        out = subprocess.run(
+            ["skopeo", "inspect", "--raw", f"--tls-verify={self._tls(registry)}",
+             f"docker://{reference}"],
+            capture_output=True, timeout=120,
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise ImageRefused(
+                "ErrImagePull", f"{reference}: {_last_line(out.stderr.decode(errors='replace'))}"
+            )
+        manifest = json.loads(out.stdout)
+        if "manifests" in manifest:
+            raise ImageRefused(
+                "ErrImagePull", f"{reference} is an index; name the platform's manifest by digest"
+            )
+        return "sha256:" + hashlib.sha256(out.stdout).hexdigest()
+
+    def _verify(self, reference: str, pinned: str, registry: str) -> None:
+        argv = [
+            str(self.cosign), "verify", "--key", str(self.public_key),
+            # Key-based signatures with no transparency log: the tests run offline.
+            "--insecure-ignore-tlog=true", "--output", "json", pinned,
+        ]  # fmt: skip
+        if registry in self.plain_http:
+            argv.insert(2, "--allow-http-registry")
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "TUF_ROOT": str(self.store / "tuf")},
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise ImageRefused(
+                "SignatureValidationFailed",
+                f"image {reference} ({pinned.split('@')[1]}) is refused: no valid signature by "
+                f"this node's trusted key {self.public_key.name} ({_last_line(out.stderr)})",
+            )
+
+    def _pull(self, reference: str, pinned: str, registry: str, bundle: Path) -> None:
+        layout = bundle.with_name(bundle.name + ".layout")
+        partial = bundle.with_name(bundle.name + ".partial")
+        for leftover in (layout, partial):
+            shutil.rmtree(leftover, ignore_errors=True)
+        try:
+            copied = subprocess.run(
+                ["skopeo", "copy", "--quiet", f"--src-tls-verify={self._tls(registry)}",
+                 f"docker://{pinned}", f"oci:{layout}:image"],
+                capture_output=True, text=True, timeout=1800,
+            )  # fmt: skip
+            if copied.returncode != 0:
+                raise ImageRefused("ErrImagePull", f"{reference}: {_last_line(copied.stderr)}")
+            unpacked = subprocess.run(
+                ["umoci", "unpack", "--image", f"{layout}:image", str(partial)],
+                capture_output=True, text=True, timeout=1800,
+            )  # fmt: skip
+            if unpacked.returncode != 0:
+                raise ImageRefused("ErrImagePull", f"{reference}: {_last_line(unpacked.stderr)}")
+            (partial / "image.json").write_bytes(_config_blob(layout))
+            (partial / "digest").write_text(pinned.split("@")[1])
+            (partial / ".complete").touch()
+            partial.rename(bundle)
+        finally:
+            shutil.rmtree(layout, ignore_errors=True)
+            shutil.rmtree(partial, ignore_errors=True)
+
+    def _prune(self, path: str, keep: Path) -> None:
+        prefix = path.replace("/", "-") + "-"
+        mine = [
+            b for b in (self.store / "bundles").iterdir()
+            if b.name.startswith(prefix) and len(b.name) == len(prefix) + 24
+        ]  # fmt: skip
+        mine.sort(key=lambda b: b.stat().st_mtime, reverse=True)
+        for old in [b for b in mine if b != keep][KEEP_PER_REPOSITORY - 1 :]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _config_blob(layout: Path) -> bytes:
+    """The image's OCI config (what umoci read to make the runtime spec)."""
+
+    def blob(digest: str) -> bytes:
+        return (layout / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
+
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(blob(index["manifests"][0]["digest"]))
+    return blob(manifest["config"]["digest"])
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][-400:] if lines else "no output"
