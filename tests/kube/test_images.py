@@ -11,15 +11,24 @@ import pytest
 from fedkube import __version__
 from packaging.utils import canonicalize_name
 
-from tests.kube_harness.containers import Image, build_images, run_in_image
+from tests.kube_harness.containers import BuiltImage, Image, build_images, run_in_image
 from tests.kube_harness.controlplane import ROOT
+from tests.kube_harness.image_store import MACHINE_STORE, ImageStore
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def images() -> dict[str, Image]:
+def built() -> dict[str, BuiltImage]:
     return build_images()
+
+
+@pytest.fixture(scope="module")
+def images(built: dict[str, BuiltImage]) -> dict[str, Image]:
+    """The built images, unpacked into the machine's store (where a node pulling the same
+    digest finds them)."""
+    store = ImageStore(MACHINE_STORE)
+    return {name: store.unpacked(image) for name, image in built.items()}
 
 
 def test_the_operator_image_has_no_torch_and_is_small(
@@ -101,13 +110,13 @@ def test_versions_agree_between_package_cli_and_image_labels(
     assert smoke.returncode == 0 and smoke.stdout.split()[1] == "True", smoke.stderr
 
 
-def test_each_image_has_an_sbom_that_agrees_with_its_lock(images: dict[str, Image]) -> None:
-    """The build writes each image's SBOM (CycloneDX, by syft from the unpacked image): the
+def test_each_image_has_an_sbom_that_agrees_with_its_lock(built: dict[str, BuiltImage]) -> None:
+    """The build writes each image's SBOM (CycloneDX, by syft from the image's layout): the
     Debian packages of the base and every Python package, at exactly the lock's versions."""
     from tests.test_locks import LOCKS, read_lock
 
     locks = {"engine": "engine-cu132", "operator": "operator"}
-    for name, image in images.items():
+    for name, image in built.items():
         bom = image.sbom
         assert bom["bomFormat"] == "CycloneDX" and bom["specVersion"].startswith("1.")
         assert bom["metadata"]["component"]["name"] == f"fedkube/{name}"

@@ -32,7 +32,7 @@ from fedkube.cli.launch import free_port
 from tests.kube.conftest import ARTIFACTS
 from tests.kube_harness.containers import build_images
 from tests.kube_harness.controlplane import ROOT, ControlPlane
-from tests.kube_harness.image_store import RegistryImages
+from tests.kube_harness.image_store import MACHINE_STORE, RegistryImages
 from tests.kube_harness.jobs import pods, wait_job
 from tests.kube_harness.node_agent import NodeAgent
 from tests.kube_harness.oci_layout import with_last_layer_changed
@@ -43,7 +43,6 @@ pytestmark = pytest.mark.slow
 RELEASE_SCRIPT = ROOT / "tests" / "tools" / "release.sh"
 RELEASE, RELEASE_NS = "fedkube", "fedkube-system"
 PASSWORD = "release-key-password"
-NODE_IMAGES = Path(os.environ.get("FEDKUBE_TOOLS_CACHE", Path.home() / ".cache/fedkube-tools"))
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ def release_cluster(
     control plane, since a node agent binds every pending pod."""
     cp = ControlPlane("release", tmp_path_factory.mktemp("cp-release"), kube_bin).start()
     images = RegistryImages(
-        NODE_IMAGES / "node-images",
+        MACHINE_STORE,
         kube_bin / "cosign",
         published.out / "cosign.pub",
         plain_http=frozenset({published.registry.host}),
@@ -329,25 +328,24 @@ def test_an_unsigned_image_and_a_tampered_one_are_refused_with_the_reason_in_the
     cp, agent, images = release_cluster
     registry = published.registry.host
     operator = build_images()["operator"]
-    assert operator.layout is not None
     repository = f"{registry}/fedkube/operator"
 
     def push(layout: Path, tag: str) -> None:
         copied = subprocess.run(
             ["skopeo", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false",
-             f"oci:{layout}:{__version__}", f"docker://{repository}:{tag}"],
+             f"oci:{layout}:{operator.tag}", f"docker://{repository}:{tag}"],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert copied.returncode == 0, copied.stderr
 
     # Unsigned: one layer changed and pushed where the release publishes, never signed.
     unsigned = with_last_layer_changed(
-        operator.layout, tmp_path / "unsigned", __version__, b"\n# changed after the release\n"
+        operator.oci, tmp_path / "unsigned", operator.tag, b"\n# changed after the release\n"
     )
     push(tmp_path / "unsigned", f"{__version__}-unsigned")
     # Tampered: signed with the release's key, then one layer's bytes changed at the registry.
     signed = with_last_layer_changed(
-        operator.layout, tmp_path / "tampered", __version__, b"\n# a build of its own\n"
+        operator.oci, tmp_path / "tampered", operator.tag, b"\n# a build of its own\n"
     )
     push(tmp_path / "tampered", f"{__version__}-tampered")
     signing = _cosign(kube_bin, "sign", "--key", str(published.key), "--tlog-upload=false",

@@ -1,7 +1,8 @@
 """The node agent's container mode: a pod's containers run from fedkube's images with runc.
 
-The images are built from the Dockerfiles by tests/tools/build-images.sh and unpacked into
-OCI bundles (umoci); the node agent runs the ones it pulled from a registry (image_store).
+The images are built from the Dockerfiles by tests/tools/build-images.sh into OCI layouts and
+unpacked into OCI bundles (umoci, image_store): the node agent runs the ones it pulled from a
+registry.
 Each container gets a runtime spec made from its image's config and the pod, as kubelet and a
 container runtime would make it:
 
@@ -32,21 +33,30 @@ BUILD_SCRIPT = ROOT / "tests" / "tools" / "build-images.sh"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
+def _config(path: Path) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads(path.read_text())["config"]
+    return config
+
+
 @dataclass(frozen=True)
-class Image:
+class BuiltImage:
+    """An image as build-images.sh left it: an OCI layout with its config and SBOM beside."""
+
     name: str  # engine, operator
-    reference: str  # localhost/fedkube/engine:0.1.0
-    bundle: Path  # rootfs/, config.json (umoci's), image.json (the image's OCI config)
-    layout: Path | None = None  # the OCI layout the build pushed (gzip layers), if kept
+    reference: str  # localhost/fedkube/engine:0.1.0-cu132
+    folder: Path  # oci/ (the layout, gzip layers), image.json, sbom.cdx.json, compressed-bytes
 
     @property
-    def rootfs(self) -> Path:
-        return self.bundle / "rootfs"
+    def oci(self) -> Path:
+        return self.folder / "oci"
+
+    @property
+    def tag(self) -> str:
+        return self.reference.rsplit(":", 1)[1]
 
     @property
     def config(self) -> dict[str, Any]:
-        config: dict[str, Any] = json.loads((self.bundle / "image.json").read_text())["config"]
-        return config
+        return _config(self.folder / "image.json")
 
     @property
     def labels(self) -> dict[str, str]:
@@ -54,35 +64,57 @@ class Image:
 
     @property
     def sbom(self) -> dict[str, Any]:
-        """The image's SBOM (CycloneDX JSON) that the build wrote beside its bundle."""
-        bom: dict[str, Any] = json.loads((self.bundle / "sbom.cdx.json").read_text())
+        """The image's SBOM (CycloneDX JSON) that the build wrote beside its layout."""
+        bom: dict[str, Any] = json.loads((self.folder / "sbom.cdx.json").read_text())
         return bom
 
     @property
+    def compressed_bytes(self) -> int:
+        return int((self.folder / "compressed-bytes").read_text())
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image unpacked into an OCI bundle that runc starts (image_store makes them)."""
+
+    name: str  # engine, operator
+    reference: str  # what the pod named, or the build's reference
+    bundle: Path  # rootfs/, config.json (umoci's), image.json (the image's OCI config), digest
+
+    @property
+    def rootfs(self) -> Path:
+        return self.bundle / "rootfs"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return _config(self.bundle / "image.json")
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.config.get("Labels") or {})
+
+    @property
     def image_id(self) -> str:
-        """repository@digest for an image pulled from a registry; empty for one built here."""
-        digest = self.bundle / "digest"
-        if not digest.exists():
-            return ""
+        """repository@digest, as kubelet reports what a container runs."""
         name = self.reference.split("@")[0]
         if name.rfind(":") > name.rfind("/"):
             name = name[: name.rfind(":")]  # the tag
-        return f"{name}@{digest.read_text().strip()}"
+        return f"{name}@{(self.bundle / 'digest').read_text().strip()}"
 
     @property
     def size_bytes(self) -> int:
         return int((self.bundle / "rootfs-bytes").read_text())
 
 
-def build_images() -> dict[str, Image]:
+def build_images() -> dict[str, BuiltImage]:
     """fedkube's images by name, built on first use (cached outside the repository)."""
     out = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"building the images failed:\n{out.stderr[-6000:]}")
     images = {}
     for line in out.stdout.strip().splitlines():
-        name, reference, bundle, layout = line.split()
-        images[name] = Image(name, reference, Path(bundle), Path(layout))
+        name, reference, folder = line.split()
+        images[name] = BuiltImage(name, reference, Path(folder))
     return images
 
 

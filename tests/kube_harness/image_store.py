@@ -14,6 +14,8 @@ a verifier), for each container a pod starts:
 Unpacked images are kept by digest, as a node keeps its images between pods, in a store
 outside the repository (the engine is GBs); a tag that now names another digest is verified
 and pulled again. The two bundles each repository used last are kept, older ones deleted.
+The tests that look inside the images they built unpack them into the same store
+(``ImageStore.unpacked``), so one digest is unpacked once on a machine.
 """
 
 from __future__ import annotations
@@ -24,11 +26,17 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.kube_harness.containers import Image
+from tests.kube_harness.containers import BuiltImage, Image
 
 KEEP_PER_REPOSITORY = 2
+# The machine's store: outside the repository, beside the other built tools.
+MACHINE_STORE = (
+    Path(os.environ.get("FEDKUBE_TOOLS_CACHE", Path.home() / ".cache" / "fedkube-tools"))
+    / "node-images"
+)
 
 
 class ImageRefused(Exception):
@@ -61,7 +69,74 @@ def split_reference(reference: str) -> tuple[str, str, str]:
     return registry, path, tag
 
 
-class RegistryImages:
+class ImageStore:
+    """Unpacked images by digest, shared by every node agent and test on this machine."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self.pulls: list[str] = []  # digests unpacked (not found in the store), for the tests
+
+    def bundle_of(self, path: str, digest: str) -> Path:
+        return self.store / "bundles" / f"{path.replace('/', '-')}-{digest.split(':')[1][:24]}"
+
+    def unpacked(self, built: BuiltImage) -> Image:
+        """An image the build left as a layout, unpacked (the same bundle a pull of its
+        digest would make)."""
+        index = json.loads((built.oci / "index.json").read_text())
+        digest = index["manifests"][0]["digest"]
+        path = built.reference.removeprefix("localhost/").rsplit(":", 1)[0]
+
+        def unpack(bundle: Path) -> None:
+            self._unpack(built.reference, built.oci, built.tag, digest, bundle)
+
+        return Image(built.name, built.reference, self._keep(path, digest, unpack))
+
+    def _keep(self, path: str, digest: str, make: Callable[[Path], None]) -> Path:
+        bundle = self.bundle_of(path, digest)
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        with (self.store / "lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one unpack at a time on this machine
+            # (A bundle from an older store lacks its size: it is unpacked again.)
+            if not (bundle / ".complete").exists() or not (bundle / "rootfs-bytes").exists():
+                shutil.rmtree(bundle, ignore_errors=True)
+                make(bundle)
+                self.pulls.append(digest)
+            os.utime(bundle)
+            self._prune(path, keep=bundle)
+        return bundle
+
+    def _unpack(self, reference: str, layout: Path, tag: str, digest: str, bundle: Path) -> None:
+        partial = bundle.with_name(bundle.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            unpacked = subprocess.run(
+                ["umoci", "unpack", "--image", f"{layout}:{tag}", str(partial)],
+                capture_output=True, text=True, timeout=1800,
+            )  # fmt: skip
+            if unpacked.returncode != 0:
+                raise ImageRefused("ErrImagePull", f"{reference}: {_last_line(unpacked.stderr)}")
+            (partial / "image.json").write_bytes(_config_blob(layout))
+            (partial / "digest").write_text(digest)
+            files = (partial / "rootfs").rglob("*")
+            size = sum(f.lstat().st_size for f in files if f.is_file() and not f.is_symlink())
+            (partial / "rootfs-bytes").write_text(str(size))
+            (partial / ".complete").touch()
+            partial.rename(bundle)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
+    def _prune(self, path: str, keep: Path) -> None:
+        prefix = path.replace("/", "-") + "-"
+        mine = [
+            b for b in (self.store / "bundles").iterdir()
+            if b.name.startswith(prefix) and len(b.name) == len(prefix) + 24
+        ]  # fmt: skip
+        mine.sort(key=lambda b: b.stat().st_mtime, reverse=True)
+        for old in [b for b in mine if b != keep][KEEP_PER_REPOSITORY - 1 :]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class RegistryImages(ImageStore):
     def __init__(
         self,
         store: Path,
@@ -69,12 +144,11 @@ class RegistryImages:
         public_key: Path,
         plain_http: frozenset[str] = frozenset(),
     ) -> None:
-        self.store = store
+        super().__init__(store)
         self.cosign = cosign
         self.public_key = public_key
         # Registries this node reaches over plain HTTP (the tests' registry, on loopback).
         self.plain_http = plain_http
-        self.pulls: list[str] = []  # digests pulled (not found in the store), for the tests
 
     def image(self, reference: str) -> Image:
         registry, path, tag = split_reference(reference)
@@ -82,16 +156,11 @@ class RegistryImages:
         digest = tag[1:] if tag.startswith("@") else self._resolve(reference, registry)
         pinned = f"{repository}@{digest}"
         self._verify(reference, pinned, registry)
-        bundle = self.store / "bundles" / f"{path.replace('/', '-')}-{digest.split(':')[1][:24]}"
-        (self.store / "bundles").mkdir(parents=True, exist_ok=True)
-        with (self.store / "lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one pull at a time on this machine
-            if not (bundle / ".complete").exists():
-                self._pull(reference, pinned, registry, bundle)
-                self.pulls.append(digest)
-            os.utime(bundle)
-            self._prune(path, keep=bundle)
-        return Image(path.rsplit("/", 1)[-1], reference, bundle)
+
+        def pull(bundle: Path) -> None:
+            self._pull(reference, pinned, registry, digest, bundle)
+
+        return Image(path.rsplit("/", 1)[-1], reference, self._keep(path, digest, pull))
 
     # -- the three steps ------------------------------------------------------------------
 
@@ -134,11 +203,9 @@ class RegistryImages:
                 f"this node's trusted key {self.public_key.name} ({_last_line(out.stderr)})",
             )
 
-    def _pull(self, reference: str, pinned: str, registry: str, bundle: Path) -> None:
+    def _pull(self, reference: str, pinned: str, registry: str, digest: str, bundle: Path) -> None:
         layout = bundle.with_name(bundle.name + ".layout")
-        partial = bundle.with_name(bundle.name + ".partial")
-        for leftover in (layout, partial):
-            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.rmtree(layout, ignore_errors=True)
         try:
             copied = subprocess.run(
                 ["skopeo", "copy", "--quiet", f"--src-tls-verify={self._tls(registry)}",
@@ -147,29 +214,9 @@ class RegistryImages:
             )  # fmt: skip
             if copied.returncode != 0:
                 raise ImageRefused("ErrImagePull", f"{reference}: {_last_line(copied.stderr)}")
-            unpacked = subprocess.run(
-                ["umoci", "unpack", "--image", f"{layout}:image", str(partial)],
-                capture_output=True, text=True, timeout=1800,
-            )  # fmt: skip
-            if unpacked.returncode != 0:
-                raise ImageRefused("ErrImagePull", f"{reference}: {_last_line(unpacked.stderr)}")
-            (partial / "image.json").write_bytes(_config_blob(layout))
-            (partial / "digest").write_text(pinned.split("@")[1])
-            (partial / ".complete").touch()
-            partial.rename(bundle)
+            self._unpack(reference, layout, "image", digest, bundle)
         finally:
             shutil.rmtree(layout, ignore_errors=True)
-            shutil.rmtree(partial, ignore_errors=True)
-
-    def _prune(self, path: str, keep: Path) -> None:
-        prefix = path.replace("/", "-") + "-"
-        mine = [
-            b for b in (self.store / "bundles").iterdir()
-            if b.name.startswith(prefix) and len(b.name) == len(prefix) + 24
-        ]  # fmt: skip
-        mine.sort(key=lambda b: b.stat().st_mtime, reverse=True)
-        for old in [b for b in mine if b != keep][KEEP_PER_REPOSITORY - 1 :]:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _config_blob(layout: Path) -> bytes:

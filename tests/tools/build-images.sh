@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds fedkube's images from their Dockerfiles without a Docker daemon or a registry, and
-# unpacks each into an OCI runtime bundle that runc starts (the test node agent's container
-# mode). Everything lives in a cache outside the repository, keyed by its inputs.
+# Builds fedkube's images from their Dockerfiles without a Docker daemon or a registry, into
+# OCI layouts that the release pushes and the tests' node agent unpacks (umoci) into bundles
+# that runc starts. Everything lives in a cache outside the repository, keyed by its inputs.
 #
-#   tests/tools/build-images.sh          build what is missing; prints "name reference bundle"
+#   tests/tools/build-images.sh          build what is missing; prints "name reference folder"
 #   FEDKUBE_TOOLS_CACHE=/path ...        cache somewhere else (default ~/.cache/fedkube-tools)
 #
 # 1. The base: no registry serves python:3.11-slim here, so Debian's debootstrap makes a
@@ -11,14 +11,13 @@
 # 2. buildah (vfs storage, chroot isolation) builds trainer-image/Dockerfile and
 #    operator/Dockerfile on that base. pip's cache is lent to the build: torch comes from it
 #    after the first install. (vfs stores every layer as a whole copy of the root, so no
-#    layer cache is kept: a bundle is rebuilt whole when any input changes.)
-# 3. buildah push to an OCI layout (gzip layers, as a registry serves them; the release script
-#    pushes this layout), umoci unpack to a bundle (rootfs + config.json).
-# 4. syft (built by build-binaries.sh) writes each image's SBOM beside its bundle
+#    layer cache is kept: an image is rebuilt whole when any input changes.)
+# 3. buildah push to an OCI layout (gzip layers, as a registry serves them), the folder's
+#    oci/; image.json beside it is the image's OCI config.
+# 4. syft (built by build-binaries.sh) writes the image's SBOM from that layout beside it
 #    (sbom.cdx.json, CycloneDX: the Debian and Python packages in the image).
 #
-# Each output line is "name reference bundle layout"; the reference's tag is the version, with
-# the variant for the engine (0.1.0-cu132).
+# The reference's tag is the version, with the variant for the engine (0.1.0-cu132).
 #
 # The engine image is built as its cu132 variant (PyPI's torch with CUDA 13.2, several GB):
 # PyPI is the only index reachable here, so the cpu variant's lock cannot be written here.
@@ -37,7 +36,7 @@ ENGINE_VARIANT=${FEDKUBE_ENGINE_VARIANT:-cu132}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${FEDKUBE_TOOLS_CACHE:-$HOME/.cache/fedkube-tools}/images
 say() { printf '[build-images] %s\n' "$*" >&2; }
-mkdir -p "$cache/bundles"
+mkdir -p "$cache/layouts"
 exec 9>"$cache/lock"
 flock 9  # one build at a time; a second caller waits and then finds the cache
 
@@ -125,12 +124,11 @@ build() {  # $1: name, $2: tag, $3: Dockerfile, the rest: --build-arg values
   local args=(--build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version") a
   while read -r a; do args+=(--build-arg "$a"); done < <(revision_args "$dockerfile")
   for a in "$@"; do args+=(--build-arg "$a"); done
-  local key ref bundle layout
+  local key ref layout
   key=$(inputs_key "$dockerfile" "${args[@]}")
   ref="localhost/fedkube/$name:$tag"
-  bundle="$cache/bundles/$name-$key"
   layout="$cache/layouts/$name-$key"
-  if [ ! -e "$bundle/.complete" ] || [ ! -e "$layout/.complete" ]; then
+  if [ ! -e "$layout/.complete" ] || [ ! -d "$layout/oci" ]; then  # (or an older script's)
     local start
     start=$(date +%s)
     say "building $name from $dockerfile (key $key)"
@@ -158,42 +156,36 @@ build() {  # $1: name, $2: tag, $3: Dockerfile, the rest: --build-arg values
     done
     local built
     built=$(date +%s)
-    rm -rf "$bundle" "$bundle.tmp" "$layout" "$layout.tmp"
-    mkdir -p "$cache/layouts"
-    # gzip layers: the layout is what the release pushes, and what a registry would serve.
-    bah push --quiet "$ref-$key" "oci:$layout.tmp:$tag" >&2
-    umoci unpack --image "$layout.tmp:$tag" "$bundle.tmp" >&2
+    rm -rf "$layout" "$layout.tmp"
+    mkdir -p "$layout.tmp"
+    bah push --quiet "$ref-$key" "oci:$layout.tmp/oci:$tag" >&2
     bah inspect --type image "$ref-$key" |
       python3 -c 'import json, sys; json.dump(json.load(sys.stdin)["OCIv1"], sys.stdout)' \
-        >"$bundle.tmp/image.json"
-    du -sb "$bundle.tmp/rootfs" | cut -f1 >"$bundle.tmp/rootfs-bytes"
-    du -sb "$layout.tmp/blobs" | cut -f1 >"$bundle.tmp/compressed-bytes"
-    touch "$bundle.tmp/.complete" "$layout.tmp/.complete"
+        >"$layout.tmp/image.json"
+    du -sb "$layout.tmp/oci/blobs" | cut -f1 >"$layout.tmp/compressed-bytes"
+    touch "$layout.tmp/.complete"
     mv "$layout.tmp" "$layout"
-    mv "$bundle.tmp" "$bundle"
-    # The bundle is what runs here, the layout what is published: the built image, its stages
-    # and older bundles and layouts go (GBs each).
-    for old in "$cache/bundles/$name"-* "$cache/layouts/$name"-*; do
-      [ "$old" = "$bundle" ] || [ "$old" = "$layout" ] || rm -rf "$old"
-    done
+    # The layout is what is published and run: the built image, its stages, older layouts
+    # (and the unpacked bundles that earlier versions of this script kept) go, GBs each.
+    for old in "$cache/layouts/$name"-*; do [ "$old" = "$layout" ] || rm -rf "$old"; done
+    rm -rf "$cache/bundles"
     bah images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/fedkube/$name:" |
       xargs -r buildah --storage-driver vfs --root "$cache/storage" --runroot "$cache/run" \
         rmi --force >/dev/null 2>&1 || true
     bah rm --all >/dev/null 2>&1 || true
     bah rmi --prune >/dev/null 2>&1 || true
-    echo "$(date -u +%FT%TZ) $name $key build $((built - start))s unpack $(($(date +%s) - built))s" \
-      "rootfs $(numfmt --to=iec <"$bundle/rootfs-bytes")" \
-      "compressed $(numfmt --to=iec <"$bundle/compressed-bytes")" >>"$timings"
+    echo "$(date -u +%FT%TZ) $name $key build $((built - start))s push $(($(date +%s) - built))s" \
+      "compressed $(numfmt --to=iec <"$layout/compressed-bytes")" >>"$timings"
   fi
-  [ -s "$bundle/sbom.cdx.json" ] || sbom "$name" "$bundle"
-  echo "$name $ref $bundle $layout"
+  [ -s "$layout/sbom.cdx.json" ] || sbom "$name" "$layout"
+  echo "$name $ref $layout"
 }
 
-sbom() {  # $1: name, $2: bundle; the image's packages as CycloneDX JSON, beside its rootfs
+sbom() {  # $1: name, $2: its folder; the image's packages as CycloneDX JSON, beside its layout
   local start
   start=$(date +%s)
   SYFT_CHECK_FOR_APP_UPDATE=false SYFT_FILE_METADATA_SELECTION=none \
-    "$syft" scan "dir:$2/rootfs" --quiet --source-name "fedkube/$1" --source-version "$version" \
+    "$syft" scan "oci-dir:$2/oci" --quiet --source-name "fedkube/$1" --source-version "$version" \
     -o "cyclonedx-json=$2/sbom.cdx.json.tmp" >&2
   mv "$2/sbom.cdx.json.tmp" "$2/sbom.cdx.json"
   echo "$(date -u +%FT%TZ) $1 sbom $(($(date +%s) - start))s" >>"$timings"

@@ -85,21 +85,21 @@ main() {
   "$tools/bin/twine" check --strict "$out/dist"/* >&2
 
   # -- 2. the images --------------------------------------------------------------------
-  local images_json="{}" name ref bundle layout tag dest digest
-  while read -r name ref bundle layout; do
+  local images_json="{}" name ref folder tag dest digest
+  while read -r name ref folder; do
     tag=${ref##*:}
     dest="$registry/fedkube/$name"
     say "pushing $dest:$tag"
     skopeo copy --quiet --preserve-digests --dest-tls-verify="$tls" \
-      --digestfile "$work/$name.digest" "oci:$layout:$tag" "docker://$dest:$tag" >&2
+      --digestfile "$work/$name.digest" "oci:$folder/oci:$tag" "docker://$dest:$tag" >&2
     digest=$(cat "$work/$name.digest")
     say "signing $dest@$digest and attaching its SBOM"
     "${cosign_sign[@]}" "$dest@$digest" >&2 2>"$work/sign.log" ||
       { cat "$work/sign.log" >&2; exit 1; }
     "$bin/cosign" attest --key "$key" --tlog-upload=false "${cosign_http[@]}" --yes \
-      --type cyclonedx --predicate "$bundle/sbom.cdx.json" "$dest@$digest" >"$work/attest.log" 2>&1 ||
+      --type cyclonedx --predicate "$folder/sbom.cdx.json" "$dest@$digest" >"$work/attest.log" 2>&1 ||
       { cat "$work/attest.log" >&2; exit 1; }
-    cp "$bundle/sbom.cdx.json" "$out/sbom/$name-$tag.cdx.json"
+    cp "$folder/sbom.cdx.json" "$out/sbom/$name-$tag.cdx.json"
     images_json=$(python3 -c 'import json, sys
 images = json.loads(sys.argv[1])
 images[sys.argv[2]] = {"reference": sys.argv[3], "digest": sys.argv[4], "sbom": sys.argv[5]}
