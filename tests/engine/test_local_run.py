@@ -130,6 +130,17 @@ def test_rerun_resumes_and_fresh_starts_over(tmp_path: Path) -> None:
     assert [h["round"] for h in result["history"]] == [1, 2, 3], "no round ran twice"
     fresh = run(["run", str(path), "--output", "out", "--quiet", "--fresh"], cwd=tmp_path)
     assert fresh.returncode == 0 and "resuming" not in fresh.stdout
+    # Each attempt's logs stay, under a line that says how it started.
+    for name in ("aggregator", "site-0", "site-1"):
+        log = (tmp_path / "out" / "logs" / f"{name}.log").read_text()
+        heads = [line for line in log.splitlines() if line.startswith("=== fedkube run started")]
+        assert [h.split(", ", 1)[1] for h in heads] == [
+            "from the first round ===",
+            "resuming from the checkpoint ===",
+            "fresh (--fresh) ===",
+        ], name
+        attempts = log.split("=== fedkube run started")[1:]
+        assert all(len(a.splitlines()) > 1 for a in attempts), name  # each wrote its own
 
 
 def test_ctrl_c_stops_every_child(tmp_path: Path) -> None:

@@ -33,13 +33,24 @@ BUILD_SCRIPT = ROOT / "tests" / "tools" / "build-images.sh"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
-def _config(path: Path) -> dict[str, Any]:
-    config: dict[str, Any] = json.loads(path.read_text())["config"]
-    return config
+class _WithConfig:
+    """An image's OCI config (entrypoint, user, labels), from the image.json in its folder."""
+
+    def _image_json(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = json.loads(self._image_json().read_text())["config"]
+        return config
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.config.get("Labels") or {})
 
 
 @dataclass(frozen=True)
-class BuiltImage:
+class BuiltImage(_WithConfig):
     """An image as build-images.sh left it: an OCI layout with its config and SBOM beside."""
 
     name: str  # engine, operator
@@ -54,13 +65,8 @@ class BuiltImage:
     def tag(self) -> str:
         return self.reference.rsplit(":", 1)[1]
 
-    @property
-    def config(self) -> dict[str, Any]:
-        return _config(self.folder / "image.json")
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return dict(self.config.get("Labels") or {})
+    def _image_json(self) -> Path:
+        return self.folder / "image.json"
 
     @property
     def sbom(self) -> dict[str, Any]:
@@ -74,7 +80,7 @@ class BuiltImage:
 
 
 @dataclass(frozen=True)
-class Image:
+class Image(_WithConfig):
     """An image unpacked into an OCI bundle that runc starts (image_store makes them)."""
 
     name: str  # engine, operator
@@ -85,13 +91,8 @@ class Image:
     def rootfs(self) -> Path:
         return self.bundle / "rootfs"
 
-    @property
-    def config(self) -> dict[str, Any]:
-        return _config(self.bundle / "image.json")
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return dict(self.config.get("Labels") or {})
+    def _image_json(self) -> Path:
+        return self.bundle / "image.json"
 
     @property
     def image_id(self) -> str:

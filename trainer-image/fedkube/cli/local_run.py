@@ -84,6 +84,7 @@ class LocalRun:
         self.http_port = free_port()
         self.children: list[Child] = []
         self.printed_rounds = 0
+        self.attempt = ""  # the line that heads this attempt in each log
         self.last_progress: Progress | None = None
 
     def say(self, text: str) -> None:
@@ -91,12 +92,16 @@ class LocalRun:
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         log_path = self.output / "logs" / f"{name}.log"
+        # Each attempt appends under a line of its own: what happened before a crash and a
+        # resume stays there to read.
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(f"=== {self.attempt} ===\n")
         # Forks of this process share its imports (torch...): see zygote.py. FEDKUBE_EXEC=1
         # starts each child as a fresh interpreter instead.
         exec_children = os.environ.get("FEDKUBE_EXEC") == "1" or not hasattr(os, "fork")
         entry = None if exec_children else self.opts.entry
         if entry is None:
-            proc: subprocess.Popen[bytes] | ForkedChild = spawn_fedkube(args, log_path)
+            proc: subprocess.Popen[bytes] | ForkedChild = spawn_fedkube(args, log_path, append=True)
         else:
             proc = fork_fedkube(args, log_path, entry)
         child = Child(name, proc, log_path)
@@ -121,13 +126,17 @@ class LocalRun:
     def start(self) -> Child:
         (self.output / "logs").mkdir(parents=True, exist_ok=True)
         checkpoint = self.checkpoints / CHECKPOINT_FILE
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.attempt = f"fedkube run started {started}, from the first round"
         if checkpoint.exists() and not self.opts.statistics_only:
             if self.opts.fresh:
                 checkpoint.unlink()
+                self.attempt = f"fedkube run started {started}, fresh (--fresh)"
             else:
                 self.say(
                     f"resuming from the checkpoint in {self.checkpoints} (--fresh starts over)"
                 )
+                self.attempt = f"fedkube run started {started}, resuming from the checkpoint"
         (self.output / RESULT_FILE).unlink(missing_ok=True)
         manifest = str(self.opts.manifest.resolve())
         aggregator = self._spawn(

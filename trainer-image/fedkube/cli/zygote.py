@@ -86,7 +86,7 @@ class ForkedChild:
 
 def fork_fedkube(args: list[str], log: Path, entry: Callable[[list[str]], int]) -> ForkedChild:
     """Run ``fedkube ARGS`` (``entry``: the command line's main) in a fork of this process,
-    its output to ``log``."""
+    its output appended to ``log``."""
     sys.stdout.flush()
     sys.stderr.flush()
     parent = os.getpid()
@@ -116,7 +116,7 @@ def _become_child(parent: int, log: Path) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
         os._exit(143)
-    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out, 1)
