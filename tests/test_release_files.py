@@ -41,3 +41,26 @@ def test_changelog_security_policy_and_contributing_guide() -> None:
     contributing = (ROOT / "CONTRIBUTING.md").read_text()
     for must in ("bash tests/run-all.sh", "PROTOCOL_VERSION", "SECURITY.md", "CHANGELOG.md"):
         assert must in contributing
+
+
+def test_the_release_script_names_what_is_missing_before_it_builds_anything(
+    tmp_path: Path,
+) -> None:
+    script = ROOT / "tests" / "tools" / "release.sh"
+
+    def release(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
+
+    missing = release("--registry", "registry.example.org")
+    assert missing.returncode == 2
+    assert "--registry, --key and --out are needed" in missing.stderr
+    unknown = release("--registy", "x")
+    assert unknown.returncode == 2 and "unknown argument --registy" in unknown.stderr
+    key = tmp_path / "release.key"
+    out = ["--registry", "r.example.org", "--out", str(tmp_path / "out")]
+    no_key = release(*out, "--key", str(key))
+    assert no_key.returncode == 2 and f"cannot read the signing key {key}" in no_key.stderr
+    key.write_text("not a key")
+    no_public = release(*out, "--key", str(key))
+    assert no_public.returncode == 2 and f"no public key {tmp_path}/release.pub" in no_public.stderr
+    assert not (tmp_path / "out").exists()  # nothing made

@@ -82,20 +82,22 @@ def _cosign(kube_bin: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def published(kube_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
     root = tmp_path_factory.mktemp("release")
     registry = Registry(kube_bin / "registry", root / "registry").start()
-    made = _cosign(kube_bin, "generate-key-pair", "--output-key-prefix", str(root / "release"))
-    assert made.returncode == 0, made.stderr
-    out = subprocess.run(
-        ["bash", str(RELEASE_SCRIPT), "--registry", registry.host, "--key",
-         str(root / "release.key"), "--out", str(root / "out"), "--plain-http"],
-        capture_output=True, text=True, timeout=3600,
-        env={**os.environ, "COSIGN_PASSWORD": PASSWORD},
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-6000:]
-    release = json.loads((root / "out" / "release.json").read_text())
-    yield Published(registry, root / "out", release, root / "release.key")
-    registry.stop()
-    # GBs (the engine's layers): pytest keeps its last runs' folders, not these.
-    shutil.rmtree(registry.root / "storage", ignore_errors=True)
+    try:
+        made = _cosign(kube_bin, "generate-key-pair", "--output-key-prefix", str(root / "release"))
+        assert made.returncode == 0, made.stderr
+        out = subprocess.run(
+            ["bash", str(RELEASE_SCRIPT), "--registry", registry.host, "--key",
+             str(root / "release.key"), "--out", str(root / "out"), "--plain-http"],
+            capture_output=True, text=True, timeout=3600,
+            env={**os.environ, "COSIGN_PASSWORD": PASSWORD},
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-6000:]
+        release = json.loads((root / "out" / "release.json").read_text())
+        yield Published(registry, root / "out", release, root / "release.key")
+    finally:
+        registry.stop()
+        # GBs (the engine's layers): pytest keeps its last runs' folders, not these.
+        shutil.rmtree(registry.root / "storage", ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
