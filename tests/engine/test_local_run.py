@@ -176,3 +176,32 @@ def test_a_site_with_bad_data_is_reported_and_the_run_fails(tmp_path: Path) -> N
     assert out.returncode == 1
     assert "site site-1 stopped with exit code 2" in out.stdout
     assert "missing.csv" in out.stdout and "does not exist" in out.stdout
+
+
+def test_the_manifests_aggregator_ports_are_used_when_given_and_refused_when_taken(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    from fedkube.cli.launch import free_port
+
+    grpc_port, http_port = free_port(), free_port()
+    doc = manifest(sites=2, rounds=2)
+    doc["spec"]["aggregator"] = {"port": grpc_port, "httpPort": http_port}
+    path = write_manifest(tmp_path / "job.yaml", doc)
+    out = run(["run", str(path), "--output", "out"], cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # Prometheus can be pointed at it: the port the manifest names.
+    assert f"metrics for Prometheus at http://127.0.0.1:{http_port}/metrics" in out.stdout
+    log = (tmp_path / "out" / "logs" / "aggregator.log").read_text()
+    assert f"on 127.0.0.1:{grpc_port} (http {http_port})" in log
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the first run's
+        held.bind(("127.0.0.1", http_port))
+        held.listen()
+        taken = run(["run", str(path), "--output", "again"], cwd=tmp_path)
+    assert taken.returncode == 2
+    assert f"spec.aggregator.httpPort: port {http_port} is in use on this machine" in (
+        taken.stdout + taken.stderr
+    )
+    assert not (tmp_path / "again").exists()  # refused before anything started

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from fedkube.cli.zygote import ForkedChild, fork_fedkube, preload
 from fedkube.errors import SpecError
 from fedkube.models.plugins import PluginPolicy
 from fedkube.spec.job import FederatedJob
+from fedkube.spec.job_settings import AggregatorSpec
 from fedkube.spec.load import load_job
 from fedkube.spec.progress import JobResult, Progress, RoundRecord
 from fedkube.spec.site_policy import data_reading_sites, load_site_policy, policy_refusals
@@ -70,6 +72,27 @@ class Child:
             return ""
 
 
+def chosen_port(aggregator: AggregatorSpec, field: str, key: str, manifest: str) -> int:
+    """The manifest's port when it names one (a Prometheus config can point at it), else one
+    that is free; a named port already in use is refused before anything starts."""
+    if field not in aggregator.model_fields_set:
+        return free_port()
+    port: int = getattr(aggregator, field)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise SpecError(
+                manifest,
+                [
+                    f"spec.aggregator.{key}: port {port} is in use on this machine ({e.strerror}):"
+                    " stop what holds it, or leave the field out and a free port is picked"
+                ],
+            ) from None
+    return port
+
+
 class LocalRun:
     def __init__(self, job: FederatedJob, opts: LocalRunOptions) -> None:
         self.job = job
@@ -80,8 +103,9 @@ class LocalRun:
         self.output = (opts.output or default).resolve()
         ck = Path(job.spec.checkpoint.path)
         self.checkpoints = ck if ck.is_absolute() else self.output / ck
-        self.port = free_port()
-        self.http_port = free_port()
+        manifest = str(opts.manifest)
+        self.port = chosen_port(job.spec.aggregator, "port", "port", manifest)
+        self.http_port = chosen_port(job.spec.aggregator, "http_port", "httpPort", manifest)
         self.children: list[Child] = []
         self.printed_rounds = 0
         self.attempt = ""  # the line that heads this attempt in each log
