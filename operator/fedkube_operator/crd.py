@@ -105,7 +105,12 @@ def _tagged_union(members: list[dict[str, Any]], tag: str = "name") -> dict[str,
         for k, v in m["properties"].items():
             props[k] = {key: val for key, val in v.items() if key != "default"}
             owners.setdefault(k, set()).update(member_tags)
-    props[tag] = {"type": "string", "enum": sorted(tags)}
+    props[tag] = {
+        "type": "string",
+        "enum": sorted(tags),
+        "description": f"One of {', '.join(sorted(tags))}; each field below names the ones "
+        "it applies to.",
+    }
     rules = [
         {
             "rule": f"!has(self.{k}) || self.{tag} in {sorted(who)}".replace("'", '"'),
@@ -220,9 +225,17 @@ def _version(columns: list[dict[str, Any]], properties: dict[str, Any]) -> dict[
                 "type": "object",
                 "required": ["spec"],
                 "properties": {
-                    "apiVersion": {"type": "string"},
-                    "kind": {"type": "string"},
-                    "metadata": {"type": "object"},
+                    "apiVersion": {
+                        "type": "string",
+                        "description": "The versioned schema of this object (fedkube.io/"
+                        f"{API_VERSION}).",
+                    },
+                    "kind": {"type": "string", "description": "The kind of this object."},
+                    "metadata": {
+                        "type": "object",
+                        "description": "Name, namespace, labels and the rest every Kubernetes "
+                        "object has.",
+                    },
                     **properties,
                 },
             }
@@ -275,6 +288,7 @@ def site_crd() -> dict[str, Any]:
     site may read (the chart's site-reader role): its policy, datasets and budgets, jobs."""
     spec = {
         "type": "object",
+        "description": "Which site this is (its operator writes it); the status is the rest.",
         "properties": {"site": {"type": "string", "maxLength": 253, "description": "The site."}},
     }
     return {

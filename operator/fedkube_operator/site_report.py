@@ -21,27 +21,29 @@ SITE_PLURAL = "federatedsites"
 
 class DatasetJob(StatusModel):
     job: str = Field(max_length=320, description="namespace/name")
-    reserved: float = 0.0
+    reserved: float = Field(default=0.0, description="The epsilon it reserved before training.")
     spent: float = Field(default=0.0, description="DP-SGD and held-out scores, summed.")
     held_out: float = Field(default=0.0, description="Of spent, on noised held-out scores.")
-    finished: bool = False
+    finished: bool = Field(default=False, description="Whether the job has ended.")
 
 
 class DatasetStatus(StatusModel):
-    volume: str = Field(max_length=512)
-    file: str = Field(max_length=4096)
-    sha256: str = Field(max_length=64)
+    volume: str = Field(max_length=512, description="The data volume holding the file.")
+    file: str = Field(max_length=4096, description="The file's path in that volume.")
+    sha256: str = Field(max_length=64, description="The digest of the file's contents.")
     held: float = Field(
         description="What the jobs hold: a running job its reservation or "
         "its spend, whichever is larger; a finished one its spend."
     )
     left: float | None = Field(default=None, description="Of site.epsilonCap; none without.")
-    jobs: list[DatasetJob] = Field(default_factory=list, max_length=10000)
+    jobs: list[DatasetJob] = Field(
+        default_factory=list, max_length=10000, description="Every job that read it."
+    )
 
 
 class SiteJob(StatusModel):
     job: str = Field(max_length=320, description="namespace/name")
-    phase: str = Field(max_length=32)
+    phase: str = Field(max_length=32, description="The job's phase.")
     approval: str = Field(
         default="",
         max_length=64,
@@ -52,19 +54,35 @@ class SiteJob(StatusModel):
 
 
 class FederatedSiteStatus(StatusModel):
-    policy: SitePolicy
-    epsilon_cap: float | None = None
-    data_volume: str | None = None
-    data_namespaces: list[str] = Field(default_factory=list, max_length=1000)
-    datasets: list[DatasetStatus] = Field(default_factory=list, max_length=10000)
+    """What this site enforces, as its operator reads its Helm values, and what it holds."""
+
+    policy: SitePolicy = Field(description="The site's policy (Helm value site.policy).")
+    epsilon_cap: float | None = Field(
+        default=None, description="The privacy budget per dataset (site.epsilonCap)."
+    )
+    data_volume: str | None = Field(default=None, description="The site's data volume.")
+    data_namespaces: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Namespaces whose jobs may read the site's data.",
+    )
+    datasets: list[DatasetStatus] = Field(
+        default_factory=list,
+        max_length=10000,
+        description="Each dataset's privacy ledger: what the jobs hold of its budget.",
+    )
     ledgers: str = Field(
         default="",
         max_length=4096,
         description="Where the dataset ledgers are read, or why they could not be.",
     )
-    jobs: list[SiteJob] = Field(default_factory=list, max_length=10000)
-    summary: str = Field(default="", max_length=256)
-    updated_at: str = Field(default="", max_length=64)
+    jobs: list[SiteJob] = Field(
+        default_factory=list,
+        max_length=10000,
+        description="The jobs that name this site, admitted or not.",
+    )
+    summary: str = Field(default="", max_length=256, description="The above in one line.")
+    updated_at: str = Field(default="", max_length=64, description="When (RFC 3339).")
 
 
 def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:

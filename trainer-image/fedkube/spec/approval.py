@@ -27,6 +27,8 @@ class JobReference(_Model):
 
 
 class SiteApprovalSpec(_Model):
+    """A site admin's consent to one job's terms (`fedkube approve`)."""
+
     job: JobReference = Field(description="The FederatedJob this site consents to.")
     site: str | None = Field(
         default=None,

@@ -42,6 +42,9 @@ from fedkube.spec.task import (
 
 
 class JobSpec(_Model):
+    """What the job author decides: the model, the rounds, the strategy, the sites and the
+    privacy the consortium agreed, within what each site allows."""
+
     model_config = cel(
         (
             "!has(self.minSitesPerRound) || self.minSitesPerRound <= size(self.sites)",
@@ -81,8 +84,14 @@ class JobSpec(_Model):
     )
 
     task: TaskSpec
-    rounds: int = Field(ge=1, le=100000)
-    min_sites_per_round: int = Field(default=1, ge=1, le=1000)
+    rounds: int = Field(ge=1, le=100000, description="Training rounds to run.")
+    min_sites_per_round: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="The fewest sites whose updates close a round (a quorum); a round short "
+        "of it at roundTimeoutSeconds is tried again.",
+    )
     sites_per_round: int | None = Field(
         default=None,
         ge=1,
@@ -91,30 +100,56 @@ class JobSpec(_Model):
         "many connected sites (none: every connected site). Round 0 and the final "
         "evaluation ask every site.",
     )
-    round_timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
+    round_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="How long a round waits for updates before it closes with those in.",
+    )
     join_grace_seconds: float = Field(
         default=30.0,
         ge=0,
         le=3600,
         description="At start, how long to wait for every site before starting with a quorum.",
     )
-    strategy: StrategySpec = Field(default_factory=FedAvgSpec)
-    sites: list[SiteSpec] = Field(min_length=1, max_length=1000)
+    strategy: StrategySpec = Field(
+        default_factory=FedAvgSpec,
+        description="How the aggregator folds the sites' updates into the next model.",
+    )
+    sites: list[SiteSpec] = Field(
+        min_length=1, max_length=1000, description="The sites that train, each by name."
+    )
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
-    aggregator: AggregatorSpec = Field(default_factory=AggregatorSpec)
+    aggregator: AggregatorSpec = Field(
+        default_factory=AggregatorSpec,
+        description="Where the aggregator listens, or the endpoint of one run elsewhere.",
+    )
     personalization: PersonalizationSpec = Field(default_factory=PersonalizationSpec)
-    security: SecuritySpec = Field(default_factory=SecuritySpec)
-    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+    security: SecuritySpec = Field(
+        default_factory=SecuritySpec,
+        description="Mutual TLS, secure aggregation and the defences against a bad site.",
+    )
+    privacy: PrivacySpec = Field(
+        default_factory=PrivacySpec,
+        description="Differential privacy: at update level (DP-FedAvg), at record level "
+        "(DP-SGD), or both.",
+    )
     suspend: bool = Field(
         default=False, description="On Kubernetes: stop the pods; false again resumes."
     )
     backoff_limit: int = Field(
         default=3, ge=0, le=100, description="On Kubernetes: recreations of a failed pod."
     )
-    statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
-    communication: CommunicationSpec = Field(default_factory=CommunicationSpec)
+    statistics: StatisticsSpec = Field(
+        default_factory=StatisticsSpec,
+        description="Round 0's federated statistics: their accuracy and the sites' floors.",
+    )
+    communication: CommunicationSpec = Field(
+        default_factory=CommunicationSpec,
+        description="How updates and models are coded on the wire (compression).",
+    )
     pods: PodsSpec = Field(
         default_factory=PodsSpec,
         description="On Kubernetes: resources, GPUs, nodeSelector and tolerations of the "

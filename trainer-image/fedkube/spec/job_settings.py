@@ -12,6 +12,8 @@ from fedkube.spec.base import DNS_LABEL, _Model, cel
 
 
 class EvaluationSpec(_Model):
+    """Scoring the global model on each site's held-out records."""
+
     every_rounds: int = Field(
         default=1, ge=1, le=10000, description="Evaluate the global model every N rounds."
     )
@@ -44,7 +46,14 @@ class PersonalizationSpec(_Model):
 
 
 class CheckpointSpec(_Model):
-    path: str = Field(default="checkpoints", min_length=1, max_length=4096)
+    """Where the aggregator keeps the state it resumes from."""
+
+    path: str = Field(
+        default="checkpoints",
+        min_length=1,
+        max_length=4096,
+        description="Locally: the checkpoints' folder (relative: inside the output folder).",
+    )
     claim_name: str | None = Field(
         default=None,
         pattern=DNS_LABEL,
@@ -56,7 +65,14 @@ class CheckpointSpec(_Model):
 
 
 class OutputSpec(_Model):
-    path: str = Field(default="output", min_length=1, max_length=4096)
+    """Where a local run writes the model, its card and the result."""
+
+    path: str = Field(
+        default="output",
+        min_length=1,
+        max_length=4096,
+        description="Locally: the output folder (fedkube run --output overrides it).",
+    )
 
 
 class AggregatorServiceSpec(_Model):
@@ -78,7 +94,11 @@ class AggregatorServiceSpec(_Model):
         ),
     )
 
-    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP",
+        description="The Service's type; the site admin allows which "
+        "(site.aggregatorServiceTypes).",
+    )
     node_port: int | None = Field(
         default=None,
         ge=30000,

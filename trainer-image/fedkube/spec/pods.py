@@ -20,22 +20,40 @@ LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Z
 
 
 class ResourceList(_Model):
-    cpu: Quantity | None = None
-    memory: Quantity | None = None
-    ephemeral_storage: Quantity | None = Field(default=None, alias="ephemeral-storage")
+    """Amounts by resource, as Kubernetes quantities (500m, 2, 4Gi)."""
+
+    cpu: Quantity | None = Field(default=None, description="CPU cores (1, 500m).")
+    memory: Quantity | None = Field(default=None, description="Memory in bytes (512Mi, 4Gi).")
+    ephemeral_storage: Quantity | None = Field(
+        default=None, alias="ephemeral-storage", description="Local scratch disk (1Gi)."
+    )
 
 
 class Resources(_Model):
-    requests: ResourceList = Field(default_factory=ResourceList)
-    limits: ResourceList = Field(default_factory=ResourceList)
+    requests: ResourceList = Field(
+        default_factory=ResourceList, description="What the scheduler reserves for the pod."
+    )
+    limits: ResourceList = Field(
+        default_factory=ResourceList, description="The most the container may use."
+    )
 
 
 class Toleration(_Model):
-    key: Annotated[str, Field(pattern=LABEL_KEY, max_length=316)] | None = None
-    operator: Literal["Exists", "Equal"] = "Equal"
-    value: Annotated[str, Field(max_length=63)] | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = Field(default=None, ge=0)
+    key: Annotated[str, Field(pattern=LABEL_KEY, max_length=316)] | None = Field(
+        default=None, description="The taint's key; none with Exists tolerates every taint."
+    )
+    operator: Literal["Exists", "Equal"] = Field(
+        default="Equal", description="Equal: the taint's value must be value; Exists: any."
+    )
+    value: Annotated[str, Field(max_length=63)] | None = Field(
+        default=None, description="The taint's value (with Equal)."
+    )
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="The taint effect tolerated; none: every effect."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="With NoExecute: how long the pod stays once tainted."
+    )
 
 
 class PodSettings(_Model):
@@ -55,7 +73,11 @@ class PodSettings(_Model):
     node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
         default_factory=dict, description="Node labels the pods must run on."
     )
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Taints the pods tolerate (nodes set aside for GPUs or a ward's work).",
+    )
 
 
 class PodsSpec(_Model):

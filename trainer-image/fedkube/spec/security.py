@@ -165,7 +165,9 @@ class UpdateLevelPrivacySpec(_Model):
     clip_norm: float = Field(
         gt=0, le=1e6, description="The clip norm, or its first value with adaptiveClipping."
     )
-    noise_multiplier: float = Field(ge=0, le=1000)
+    noise_multiplier: float = Field(
+        ge=0, le=1000, description="The noise's standard deviation over the clip norm."
+    )
     delta: float = Field(default=1e-5, gt=0, lt=1, description="The delta epsilon is reported at.")
     adaptive_clipping: AdaptiveClippingSpec | None = None
 
@@ -188,9 +190,11 @@ class UpdateLevelPrivacySpec(_Model):
 class RecordLevelPrivacySpec(_Model):
     """DP-SGD at each site (Opacus): protects each record (patient) in a site's data."""
 
-    noise_multiplier: float = Field(gt=0, le=1000)
+    noise_multiplier: float = Field(
+        gt=0, le=1000, description="The noise's standard deviation over maxGradNorm."
+    )
     max_grad_norm: float = Field(gt=0, le=1e6, description="Per-example gradient clip.")
-    delta: float = Field(default=1e-5, gt=0, lt=1)
+    delta: float = Field(default=1e-5, gt=0, lt=1, description="The delta epsilon is reported at.")
     epsilon_cap: float | None = Field(
         default=None,
         gt=0,

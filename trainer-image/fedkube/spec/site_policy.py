@@ -126,13 +126,26 @@ class SitePolicy(_Model):
         "once the site admin approves its terms (a SiteApproval, `fedkube approve`); policy: "
         "meeting the policy is enough. (`fedkube run` has no approvals: it checks the policy.)",
     )
-    privacy: PrivacyRequirement = Field(default_factory=PrivacyRequirement)
-    secure_aggregation: SecureAggregationRequirement = Field(
-        default_factory=SecureAggregationRequirement
+    privacy: PrivacyRequirement = Field(
+        default_factory=PrivacyRequirement,
+        description="The differential privacy a job must apply to this site's data.",
     )
-    mutual_tls: MutualTlsRequirement = Field(default_factory=MutualTlsRequirement)
-    aggregators: AggregatorTrust = Field(default_factory=AggregatorTrust)
-    statistics: StatisticsFloor = Field(default_factory=StatisticsFloor)
+    secure_aggregation: SecureAggregationRequirement = Field(
+        default_factory=SecureAggregationRequirement,
+        description="Whether a job must mask this site's updates (secure aggregation).",
+    )
+    mutual_tls: MutualTlsRequirement = Field(
+        default_factory=MutualTlsRequirement,
+        description="Whether a job must use mutual TLS.",
+    )
+    aggregators: AggregatorTrust = Field(
+        default_factory=AggregatorTrust,
+        description="The aggregators this site's trainers may send updates to.",
+    )
+    statistics: StatisticsFloor = Field(
+        default_factory=StatisticsFloor,
+        description="The least noise and bin size round 0's statistics of this site may use.",
+    )
     min_batch_size_without_dp: int = Field(
         default=32,
         ge=1,

@@ -24,14 +24,19 @@ class SklearnSource(_Model):
         )
     )
 
-    dataset: DatasetName
-    num_partitions: int = Field(ge=1, le=1000)
+    dataset: DatasetName = Field(description="A dataset scikit-learn ships (for trials).")
+    num_partitions: int = Field(ge=1, le=1000, description="Into how many parts it is split.")
     partition: int = Field(ge=0, description="Which part of the split this site holds.")
-    partitioner: Literal["iid", "dirichlet", "quantity"] = "iid"
+    partitioner: Literal["iid", "dirichlet", "quantity"] = Field(
+        default="iid",
+        description="iid: shuffled evenly; dirichlet: label skew; quantity: size skew.",
+    )
     alpha: float = Field(
         default=0.5, gt=0, le=1e6, description="Dirichlet concentration (dirichlet, quantity)."
     )
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = Field(
+        default=0, ge=0, le=2**31 - 1, description="Seeds the split: every site's must agree."
+    )
 
     @model_validator(mode="after")
     def _partition_in_range(self) -> SklearnSource:
@@ -46,8 +51,15 @@ class SklearnSource(_Model):
 class FileSource(_Model):
     """The site's own CSV or Parquet file."""
 
-    path: str = Field(min_length=1, max_length=4096)
-    label_column: str = Field(min_length=1, max_length=256)
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="The file: relative to the manifest locally, to the site's data volume "
+        "on Kubernetes.",
+    )
+    label_column: str = Field(
+        min_length=1, max_length=256, description="The column holding each record's label."
+    )
     feature_columns: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
         default=None, max_length=100000, description="Default: every column but the label."
     )
@@ -113,13 +125,19 @@ class SiteSpec(_Model):
         ("self.remote || has(self.data)", "a site that trains here needs data", ".data"),
     )
 
-    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    name: str = Field(
+        pattern=DNS_LABEL,
+        max_length=63,
+        description="The site's name, as its certificate and its operator's site.name say.",
+    )
     remote: bool = Field(
         default=False,
         description="The site trains in another cluster (which applies the job with "
         "aggregator.endpoint); the aggregator expects it, no trainer runs here.",
     )
-    data: DataSpec | None = None
+    data: DataSpec | None = Field(
+        default=None, description="Where the site's records come from (not for remote sites)."
+    )
     max_samples: int | None = Field(
         default=None,
         ge=1,

@@ -45,7 +45,7 @@ class ModelSpec(_Model):
 class FeatureSpec(_Model):
     """One input column as the consortium agreed it: every site's file must have it."""
 
-    name: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=256, description="The column's name in each file.")
     type: Literal["number", "integer"] = Field(
         default="number",
         description="number: any numeric value; integer: whole numbers only.",
@@ -56,12 +56,23 @@ class TaskSpec(_Model):
     """What each site does with the global model in one round."""
 
     model: ModelSpec
-    local_epochs: int = Field(default=1, ge=1, le=1000)
-    batch_size: int = Field(default=32, ge=1, le=65536)
-    learning_rate: float = Field(default=0.01, gt=0, le=10)
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    local_epochs: int = Field(
+        default=1, ge=1, le=1000, description="Passes over its data each site makes a round."
+    )
+    batch_size: int = Field(default=32, ge=1, le=65536, description="Records per local step.")
+    learning_rate: float = Field(
+        default=0.01, gt=0, le=10, description="The sites' local optimiser's step size."
+    )
+    optimizer: Literal["sgd", "adam"] = Field(
+        default="sgd", description="The sites' local optimiser: sgd or adam."
+    )
     momentum: float = Field(default=0.0, ge=0, lt=1, description="SGD momentum.")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description="Seeds the first model, each site's shuffling and noise: a run repeats.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",
         description="Where each site trains: cuda (its pod's GPU; a site without one refuses "
@@ -129,43 +140,55 @@ class TaskSpec(_Model):
     )
 
 
+_SERVER_LR = (
+    "fedavgm, scaffold (default 1.0), fedadam, fedyogi, fedadagrad (default 0.01): the "
+    "server's step along the mean update."
+)
+
+
 class FedAvgSpec(_Model):
     """FedAvg: the sample-weighted mean of the sites' models."""
 
-    name: Literal["fedavg"] = "fedavg"
+    name: Literal["fedavg"] = Field(default="fedavg", description="The strategy.")
 
 
 class FedProxSpec(_Model):
     """FedProx: FedAvg plus a proximal term mu/2 ||w - w_global||^2 in each site's loss."""
 
-    name: Literal["fedprox"]
-    mu: float = Field(default=0.01, ge=0, le=100)
+    name: Literal["fedprox"] = Field(description="The strategy.")
+    mu: float = Field(
+        default=0.01, ge=0, le=100, description="fedprox: the proximal term's weight."
+    )
 
 
 class FedAvgMSpec(_Model):
     """FedAvgM: server momentum on the mean update."""
 
-    name: Literal["fedavgm"]
-    server_learning_rate: float = Field(default=1.0, gt=0, le=100)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
+    name: Literal["fedavgm"] = Field(description="The strategy.")
+    server_learning_rate: float = Field(default=1.0, gt=0, le=100, description=_SERVER_LR)
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="fedavgm: server momentum.")
 
 
 class FedOptSpec(_Model):
     """FedAdam, FedYogi, FedAdagrad (Reddi et al. 2021): an adaptive server optimiser that
     treats the mean update as a pseudo-gradient."""
 
-    name: Literal["fedadam", "fedyogi", "fedadagrad"]
-    server_learning_rate: float = Field(default=0.01, gt=0, le=100)
-    beta1: float = Field(default=0.9, ge=0, lt=1)
-    beta2: float = Field(default=0.99, ge=0, lt=1)
+    name: Literal["fedadam", "fedyogi", "fedadagrad"] = Field(description="The strategy.")
+    server_learning_rate: float = Field(default=0.01, gt=0, le=100, description=_SERVER_LR)
+    beta1: float = Field(
+        default=0.9, ge=0, lt=1, description="fedadam, fedyogi: the first moment's decay."
+    )
+    beta2: float = Field(
+        default=0.99, ge=0, lt=1, description="fedadam, fedyogi: the second moment's decay."
+    )
     tau: float = Field(default=1e-3, gt=0, le=10, description="Adaptivity: added to sqrt(v).")
 
 
 class ScaffoldSpec(_Model):
     """SCAFFOLD (Karimireddy et al. 2020): control variates correct each site's drift."""
 
-    name: Literal["scaffold"]
-    server_learning_rate: float = Field(default=1.0, gt=0, le=100)
+    name: Literal["scaffold"] = Field(description="The strategy.")
+    server_learning_rate: float = Field(default=1.0, gt=0, le=100, description=_SERVER_LR)
 
 
 StrategySpec = Annotated[
