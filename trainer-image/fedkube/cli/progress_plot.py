@@ -5,17 +5,32 @@ tensor bytes per round."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedkube.spec.progress import JobResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PLOT_FILE = "progress.png"
 
 
 def plot_progress(result: JobResult, folder: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = progress_figure(result)
+    path = folder / PLOT_FILE
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def progress_figure(result: JobResult) -> Figure:
     import matplotlib
 
     matplotlib.use("Agg")  # no display: a file
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     history = result.history
     rounds = [h.round for h in history]
@@ -59,8 +74,7 @@ def plot_progress(result: JobResult, folder: Path) -> Path:
     bytes_ax.set(title="Tensor bytes per round", xlabel="round", ylabel=unit)
     bytes_ax.legend()
 
+    for ax in (acc, grid, time_ax, bytes_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole
     fig.tight_layout()
-    path = folder / PLOT_FILE
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return fig

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedkube.spec.statistics import FeatureStatistics, StatisticsBlock, StatisticsReport
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PLOT_FILE = "statistics.png"
 
@@ -87,15 +91,33 @@ def statistics_lines(report: StatisticsReport, path: Path | None = None) -> list
 
 
 def _density(f: FeatureStatistics) -> tuple[list[float], list[float]]:
+    """Each bin as a step of its share of the rows over its width. A bin of one value (the
+    zeros of a feature) has no width: it is drawn as a fiftieth of the feature's span wide,
+    not as a spike of 1e298."""
+    if not f.histogram:
+        return [], []
+    span = max(b.high for b in f.histogram) - min(b.low for b in f.histogram)
+    point = span / 50 if span > 0 else 1.0
     xs, ys = [], []
     for b in f.histogram:
-        height = b.count / max(f.count, 1) / max(b.high - b.low, 1e-300)
-        xs += [b.low, b.high]
+        low, high = (b.low, b.high) if b.high > b.low else (b.low - point / 2, b.low + point / 2)
+        height = b.count / max(f.count, 1) / (high - low)
+        xs += [low, high]
         ys += [height, height]
     return xs, ys
 
 
 def plot_statistics(report: StatisticsReport, folder: Path, most: int = 36) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = statistics_figure(report, most)
+    path = folder / PLOT_FILE
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def statistics_figure(report: StatisticsReport, most: int = 36) -> Figure:
     import matplotlib
 
     matplotlib.use("Agg")  # no display: a file
@@ -118,7 +140,4 @@ def plot_statistics(report: StatisticsReport, folder: Path, most: int = 36) -> P
     axes[0][0].legend(fontsize=6)
     fig.suptitle(f"{report.job}: each feature's distribution per site (density)")
     fig.tight_layout()
-    path = folder / PLOT_FILE
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return fig
