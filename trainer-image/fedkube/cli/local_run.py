@@ -8,6 +8,7 @@ every child. Relative checkpoint paths are kept inside the output folder.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -57,6 +58,9 @@ class LocalRunOptions:
     # The command line's main, run in forks of this process for the children (None: each
     # child is a fresh `fedkube` process).
     entry: Callable[[list[str]], int] | None = None
+    # --json: the result (or the statistics) as one JSON document on stdout for scripts; the
+    # lines for people go to `out` (stderr then).
+    json_output: bool = False
 
 
 @dataclass
@@ -348,7 +352,7 @@ def run_local(opts: LocalRunOptions) -> int:
         run.stop()
         signal.signal(signal.SIGTERM, previous)
     if interrupted:
-        return exit_codes.INTERRUPTED
+        return _done(opts, job.name, exit_codes.INTERRUPTED, "interrupted")
     if code != 0:
         why = run.failure()
         if why:
@@ -356,5 +360,22 @@ def run_local(opts: LocalRunOptions) -> int:
         run.say(
             f"the aggregator stopped with exit code {code}:\n{indent(run.children[0].tail(15))}"
         )
-        return exit_codes.BAD_INPUT if code == exit_codes.BAD_INPUT else exit_codes.FAILED
-    return exit_codes.OK if run.report() is not None else exit_codes.FAILED
+        exit_code = exit_codes.BAD_INPUT if code == exit_codes.BAD_INPUT else exit_codes.FAILED
+        return _done(opts, job.name, exit_code, why or f"the aggregator exited with {code}")
+    result = run.report()
+    if result is None:
+        return _done(opts, job.name, exit_codes.FAILED, "the aggregator wrote no result")
+    if opts.json_output:
+        if opts.statistics_only and result.statistics_path:
+            print(Path(result.statistics_path).read_text(), flush=True)
+        else:
+            print((run.output / RESULT_FILE).read_text(), flush=True)
+    return exit_codes.OK
+
+
+def _done(opts: LocalRunOptions, job: str, code: int, message: str) -> int:
+    """A run that ended without its result: with --json, says so as JSON too."""
+    if opts.json_output:
+        failed = {"job": job, "phase": "Failed", "exitCode": code, "message": message}
+        print(json.dumps(failed), flush=True)
+    return code

@@ -28,10 +28,29 @@ def _manifest(args: argparse.Namespace) -> Path:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    import json
+
     from fedkube.spec.load import load_job
 
-    job = load_job(_manifest(args))
+    try:
+        job = load_job(_manifest(args))
+    except SpecError as e:
+        if not args.json:
+            raise
+        print(json.dumps({"valid": False, "source": e.source, "problems": e.problems}))
+        return exit_codes.BAD_INPUT
     s = job.spec
+    if args.json:
+        summary = {
+            "valid": True,
+            "job": job.name,
+            "sites": [site.name for site in s.sites],
+            "rounds": s.rounds,
+            "strategy": s.strategy.name,
+            "minSitesPerRound": s.min_sites_per_round,
+        }
+        print(json.dumps(summary))
+        return 0
     print(
         f"{args.manifest}: valid FederatedJob {job.name!r}: {len(s.sites)} sites, {s.rounds} "
         f"rounds, strategy {s.strategy.name}, at least {s.min_sites_per_round} sites a round"
@@ -48,9 +67,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             output=Path(args.output) if args.output else None,
             fresh=args.fresh,
             quiet=args.quiet,
+            out=sys.stderr if args.json else sys.stdout,
             site_policy=Path(args.site_policy) if args.site_policy else None,
             allow_import=tuple(args.allow_import),
             entry=main,
+            json_output=args.json,
         )
     )
 
@@ -63,9 +84,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
             manifest=_manifest(args),
             output=Path(args.output) if args.output else None,
             quiet=True,
+            out=sys.stderr if args.json else sys.stdout,
             statistics_only=True,
             site_policy=Path(args.site_policy) if args.site_policy else None,
             entry=main,
+            json_output=args.json,
         )
     )
 
@@ -149,9 +172,14 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--output", help="output folder (default: spec.output.path)")
     run.add_argument("--fresh", action="store_true", help="ignore an earlier checkpoint")
     run.add_argument("--quiet", action="store_true", help="print only the final table")
+    _json_flag(run, "the result (result.json's document) on stdout; the table on stderr")
     _site_policy_flag(run)
     allow_import(run, USER_ALLOWS)
     run.set_defaults(fn=cmd_run)
+
+
+def _json_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"for scripts: {what}")
 
 
 def _site_policy_flag(parser: argparse.ArgumentParser) -> None:
@@ -169,6 +197,7 @@ def _stats_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     stats.add_argument("manifest", help="FederatedJob YAML file")
     stats.add_argument("--output", help="folder (default: spec.output.path/statistics)")
+    _json_flag(stats, "the statistics (statistics.json's document) on stdout")
     _site_policy_flag(stats)
     stats.set_defaults(fn=cmd_stats)
 
@@ -192,6 +221,7 @@ def _model_use_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 def _validate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     val = sub.add_parser("validate", help="check a manifest and report every problem")
     val.add_argument("manifest")
+    _json_flag(val, '{"valid": true, ...} or {"valid": false, "problems": [...]} on stdout')
     val.set_defaults(fn=cmd_validate)
 
 
