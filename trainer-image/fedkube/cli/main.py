@@ -17,6 +17,7 @@ from fedkube.cli.budget import budget_parser
 from fedkube.cli.certificates import certs_parser, revoke_parser
 from fedkube.cli.examples import examples_parser
 from fedkube.cli.fetch import fetch_parser
+from fedkube.cli.help_examples import add_examples
 from fedkube.cli.options import USER_ALLOWS, allow_import, limit_threads
 from fedkube.cli.output_server import serve_output_parser
 from fedkube.cli.pod_roles import aggregator_parser, trainer_parser
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         budget_parser,
     ):
         add(sub)
+    add_examples(p)
     return p
 
 
