@@ -32,6 +32,7 @@ EXAMPLES: dict[str, str] = {
     "audit": "fedkube audit verify /var/lib/fedkube-site/audit.jsonl",
     "audit verify": "fedkube audit verify audit.jsonl --head 3f9a...",
     "budget": "fedkube budget /var/lib/fedkube-site/datasets --cap 8",
+    "completion": "source <(fedkube completion bash)    # in ~/.bashrc",
 }
 
 

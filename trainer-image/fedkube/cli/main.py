@@ -15,6 +15,7 @@ from fedkube.cli.approve import approve_parser
 from fedkube.cli.audit import audit_parser
 from fedkube.cli.budget import budget_parser
 from fedkube.cli.certificates import certs_parser, revoke_parser
+from fedkube.cli.completion import completion_parser
 from fedkube.cli.examples import examples_parser
 from fedkube.cli.fetch import fetch_parser
 from fedkube.cli.help_examples import add_examples
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         approve_parser,
         audit_parser,
         budget_parser,
+        completion_parser,
     ):
         add(sub)
     add_examples(p)
