@@ -63,8 +63,10 @@ def lock(name: str) -> Path:
             # torch (and what only that index has) from it, everything else from PyPI.
             command += ["--index-url", torch_index, "--extra-index-url", PYPI]
             command += ["--index-strategy", "unsafe-best-match"]
-        command += [str(wanted), "-o", str(target)]
-        done = subprocess.run(command, capture_output=True, text=True)
+        # Named relative to the folder uv runs in: the lock's "via" lines then say
+        # "-r engine-cu132.in", the same on every run, not a temporary path.
+        command += [wanted.name, "-o", str(target)]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
     if done.returncode != 0:
         raise SystemExit(f"lock {name}: uv could not resolve it:\n{done.stderr.strip()}")
     header = (

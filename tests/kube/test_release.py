@@ -219,6 +219,12 @@ def test_a_site_installs_the_release_from_an_empty_folder_runs_an_example_and_fe
     _run(["pip", "install", "--quiet", str(wheel)], site, env)
     where = _run(["python", "-c", "import fedkube; print(fedkube.__file__)"], site, env)
     assert str(venv) in where and str(ROOT) not in where
+    # The core alone (no torch) makes the site's key and signing request.
+    _run(["fedkube", "certs", "request", "--name", "hospital-a", "--out", "keys"], site, env)
+    assert (site / "keys" / "tls.key").exists() and (site / "keys" / "request.csr").exists()
+    no_torch = _run(["python", "-c", "import importlib.util as u; print(u.find_spec('torch'))"],
+                    site, env)  # fmt: skip
+    assert no_torch.strip() == "None"
 
     metrics_port, health_port = free_port(), free_port()
     _run(["helm", "install", RELEASE, f"oci://{registry}/charts/fedkube", "--version", __version__,
