@@ -346,3 +346,13 @@ def test_the_schema_refuses_a_wrong_policy_setting(value: str, message: str) -> 
     out = helm("template", "fedkube", CHART, "--set", value)
     assert out.returncode != 0
     assert message in out.stderr, out.stderr
+
+
+def test_the_charts_metadata_names_what_a_catalogue_shows() -> None:
+    from fedkube.proto import PROTOCOL_VERSION
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert "kubeVersion" not in chart  # helm template without a cluster would refuse it
+    assert chart["home"].startswith("https://") and chart["sources"]
+    assert "federated-learning" in chart["keywords"]
+    assert chart["annotations"]["fedkube.io/protocol"] == str(PROTOCOL_VERSION)
