@@ -351,7 +351,7 @@ def test_the_schema_refuses_a_wrong_policy_setting(value: str, message: str) -> 
 def test_the_charts_metadata_names_what_a_catalogue_shows() -> None:
     from fedkube.proto import PROTOCOL_VERSION
 
-    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    chart = yaml.safe_load((Path(CHART) / "Chart.yaml").read_text())
     assert "kubeVersion" not in chart  # helm template without a cluster would refuse it
     assert chart["home"].startswith("https://") and chart["sources"]
     assert "federated-learning" in chart["keywords"]
