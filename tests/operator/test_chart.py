@@ -356,3 +356,72 @@ def test_the_charts_metadata_names_what_a_catalogue_shows() -> None:
     assert chart["home"].startswith("https://") and chart["sources"]
     assert "federated-learning" in chart["keywords"]
     assert chart["annotations"]["fedkube.io/protocol"] == str(PROTOCOL_VERSION)
+
+
+def test_a_platform_team_adds_labels_annotations_arguments_and_its_own_service_account() -> None:
+    docs = rendered(
+        "commonLabels.team=ml-platform",
+        "operator.podLabels.tier=clinical",
+        "operator.podAnnotations.cost-centre=ward-7",
+        "operator.extraArgs={--verbose}",
+        "operator.extraEnv[0].name=HTTPS_PROXY",
+        "operator.extraEnv[0].value=http://proxy.ward:3128",
+        "serviceAccount.annotations.iam\\.gke\\.io/gcp-service-account=fedkube@p.iam",
+    )
+    for doc in docs:
+        labels = doc["metadata"].get("labels") or {}
+        if doc["kind"] != "CustomResourceDefinition":
+            assert labels.get("team") == "ml-platform", (doc["kind"], doc["metadata"]["name"])
+            assert labels.get("helm.sh/chart", "").startswith("fedkube-"), doc["kind"]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["labels"]["tier"] == "clinical"
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    assert pod["metadata"]["annotations"]["cost-centre"] == "ward-7"
+    # The selector stays what it was: an upgrade that adds labels keeps the same pods' owner.
+    assert deployment["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "fedkube",
+        "app.kubernetes.io/instance": "fedkube",
+    }
+    container = pod["spec"]["containers"][0]
+    assert container["args"][-1] == "--verbose"
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy.ward:3128"} in container["env"]
+    account = next(d for d in docs if d["kind"] == "ServiceAccount")
+    assert account["metadata"]["annotations"] == {"iam.gke.io/gcp-service-account": "fedkube@p.iam"}
+    # The site's own ServiceAccount: none made, the roles still bound to it.
+    own = rendered("serviceAccount.create=false", "serviceAccount.name=ward-operator")
+    assert not [d for d in own if d["kind"] == "ServiceAccount"]
+    bindings = [d for d in own if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert bindings and all(
+        any(s.get("name") == "ward-operator" for s in b["subjects"])
+        for b in bindings
+        if any(s.get("kind") == "ServiceAccount" for s in b["subjects"])
+    )
+    bad = helm("template", "fedkube", CHART, "--set", "operator.extraArgs={verbose}")
+    assert bad.returncode != 0 and "/operator/extraArgs/0" in bad.stderr
+    # A parent chart's globals pass through the strict schema (the chart as a dependency).
+    assert rendered("global.storageClass=fast", "global.security.allowInsecureImages=true")
+
+
+def test_the_chart_installs_as_a_dependency_of_another(tmp_path: Path) -> None:
+    """An umbrella chart (a platform team's) that takes fedkube as a dependency: helm hands it
+    the parent's globals, which the strict schema lets through."""
+    parent = tmp_path / "platform"
+    parent.mkdir()
+    (parent / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: platform\nversion: 1.0.0\ndependencies:\n"
+        f"  - name: fedkube\n    version: 0.1.0\n    repository: file://{CHART}\n"
+    )
+    (parent / "values.yaml").write_text(
+        "global:\n  imageRegistry: mirror.ward.local\n  storageClass: fast\n"
+        "fedkube:\n  commonLabels: {team: platform}\n"
+    )
+    built = helm("dependency", "build", str(parent))
+    assert built.returncode == 0, built.stderr
+    out = helm("template", "platform", str(parent), "--namespace", "fedkube-system")
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "mirror.ward.local/fedkube/operator:0.1.0"
+    assert deployment["metadata"]["labels"]["team"] == "platform"
