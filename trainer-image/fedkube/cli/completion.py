@@ -69,9 +69,7 @@ def bash_script(parser: argparse.ArgumentParser) -> str:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from fedkube.cli.main import build_parser
-
-    print(bash_script(build_parser()), end="")
+    print(bash_script(args.root_parser), end="")
     return 0
 
 

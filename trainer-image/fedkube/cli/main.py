@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         add(sub)
     add_examples(p)
+    p.set_defaults(root_parser=p)  # `fedkube completion` reads every command from it
     return p
 
 

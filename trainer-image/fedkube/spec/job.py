@@ -14,12 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from fedkube.spec.base import (
-    _Model,
-    cel,
-)
+from fedkube.spec.base import _Model
 from fedkube.spec.communication import CommunicationSpec
 from fedkube.spec.datasets import DATASET_SHAPES
+from fedkube.spec.job_rules import JOB_RULES
 from fedkube.spec.job_settings import (
     AggregatorSpec,
     CheckpointSpec,
@@ -45,43 +43,7 @@ class JobSpec(_Model):
     """What the job author decides: the model, the rounds, the strategy, the sites and the
     privacy the consortium agreed, within what each site allows."""
 
-    model_config = cel(
-        (
-            "!has(self.minSitesPerRound) || self.minSitesPerRound <= size(self.sites)",
-            "minSitesPerRound must not exceed the number of sites",
-            ".minSitesPerRound",
-        ),
-        (
-            "!has(self.sitesPerRound) || (self.sitesPerRound <= size(self.sites) && "
-            "(!has(self.minSitesPerRound) || self.minSitesPerRound <= self.sitesPerRound))",
-            "sitesPerRound must lie between minSitesPerRound and the number of sites",
-            ".sitesPerRound",
-        ),
-        (
-            "(has(self.security) && has(self.security.mutualTls)) || "
-            "(!self.sites.exists(s, has(s.remote) && s.remote) && "
-            "!(has(self.aggregator) && has(self.aggregator.endpoint)))",
-            "security.mutualTls is required when a site is remote or aggregator.endpoint is "
-            "set: updates cross networks between organisations",
-            ".security",
-        ),
-        (
-            "!has(self.security) || !has(self.security.secureAggregation) || "
-            "!has(self.security.secureAggregation.threshold) || "
-            "2 * self.security.secureAggregation.threshold > size(self.sites)",
-            "security.secureAggregation.threshold must be above half the number of sites",
-            ".security.secureAggregation.threshold",
-        ),
-        (
-            "!has(self.communication) || !has(self.communication.uplink) || "
-            "!has(self.communication.uplink.codec) || self.communication.uplink.codec == 'none' "
-            "|| !has(self.security) || (!has(self.security.secureAggregation) && "
-            "!has(self.security.robustAggregation) && !has(self.security.updateNormBound))",
-            "communication.uplink.codec must be none with security.secureAggregation, "
-            "robustAggregation or updateNormBound",
-            ".communication.uplink.codec",
-        ),
-    )
+    model_config = JOB_RULES
 
     task: TaskSpec
     rounds: int = Field(ge=1, le=100000, description="Training rounds to run.")
