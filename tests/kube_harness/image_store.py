@@ -13,7 +13,7 @@ a verifier), for each container a pod starts:
 
 Unpacked images are kept by digest, as a node keeps its images between pods, in a store
 outside the repository (the engine is GBs); a tag that now names another digest is verified
-and pulled again. The two bundles each repository used last are kept, older ones deleted.
+and pulled again. The bundle each repository used last is kept, older ones deleted.
 The tests that look inside the images they built unpack them into the same store
 (``ImageStore.unpacked``), so one digest is unpacked once on a machine.
 """
@@ -31,7 +31,8 @@ from pathlib import Path
 
 from tests.kube_harness.containers import BuiltImage, Image
 
-KEEP_PER_REPOSITORY = 2
+# The engine is 5.8 GB unpacked: a node keeps the last digest of each repository it used.
+KEEP_PER_REPOSITORY = 1
 # The machine's store: outside the repository, beside the other built tools.
 MACHINE_STORE = (
     Path(os.environ.get("FEDKUBE_TOOLS_CACHE", Path.home() / ".cache" / "fedkube-tools"))
