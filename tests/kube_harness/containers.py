@@ -33,6 +33,13 @@ BUILD_SCRIPT = ROOT / "tests" / "tools" / "build-images.sh"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
+def without_tag(reference: str) -> str:
+    """registry/repository of an image reference, its :tag or @digest left off."""
+    name = reference.split("@", 1)[0]
+    colon = name.rfind(":")
+    return name[:colon] if colon > name.rfind("/") else name
+
+
 class _WithConfig:
     """An image's OCI config (entrypoint, user, labels), from the image.json in its folder."""
 
@@ -63,7 +70,7 @@ class BuiltImage(_WithConfig):
 
     @property
     def tag(self) -> str:
-        return self.reference.rsplit(":", 1)[1]
+        return self.reference[len(without_tag(self.reference)) + 1 :]
 
     def _image_json(self) -> Path:
         return self.folder / "image.json"
@@ -97,10 +104,8 @@ class Image(_WithConfig):
     @property
     def image_id(self) -> str:
         """repository@digest, as kubelet reports what a container runs."""
-        name = self.reference.split("@")[0]
-        if name.rfind(":") > name.rfind("/"):
-            name = name[: name.rfind(":")]  # the tag
-        return f"{name}@{(self.bundle / 'digest').read_text().strip()}"
+        digest = (self.bundle / "digest").read_text().strip()
+        return f"{without_tag(self.reference)}@{digest}"
 
     @property
     def size_bytes(self) -> int:

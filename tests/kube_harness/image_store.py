@@ -29,7 +29,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.kube_harness.containers import BuiltImage, Image
+from tests.kube_harness.containers import BuiltImage, Image, without_tag
+from tests.kube_harness.oci_layout import config_blob, manifest_digest
 
 # The engine is 5.8 GB unpacked: a node keeps the last digest of each repository it used.
 KEEP_PER_REPOSITORY = 1
@@ -51,15 +52,8 @@ class ImageRefused(Exception):
 
 def split_reference(reference: str) -> tuple[str, str, str]:
     """registry, repository path, and tag or digest ("@sha256:..." kept with its @)."""
-    if "@" in reference:
-        name, pinned = reference.split("@", 1)
-        tag = "@" + pinned
-    else:
-        colon = reference.rfind(":")
-        if colon > reference.rfind("/"):
-            name, tag = reference[:colon], reference[colon + 1 :]
-        else:
-            name, tag = reference, "latest"
+    name = without_tag(reference)
+    tag = reference[len(name) :].removeprefix(":") or "latest"
     registry, _, path = name.partition("/")
     if not path or ("." not in registry and ":" not in registry and registry != "localhost"):
         raise ImageRefused(
@@ -83,9 +77,8 @@ class ImageStore:
     def unpacked(self, built: BuiltImage) -> Image:
         """An image the build left as a layout, unpacked (the same bundle a pull of its
         digest would make)."""
-        index = json.loads((built.oci / "index.json").read_text())
-        digest = index["manifests"][0]["digest"]
-        path = built.reference.removeprefix("localhost/").rsplit(":", 1)[0]
+        digest = manifest_digest(built.oci)
+        path = without_tag(built.reference).removeprefix("localhost/")
 
         def unpack(bundle: Path) -> None:
             self._unpack(built.reference, built.oci, built.tag, digest, bundle)
@@ -116,7 +109,7 @@ class ImageStore:
             )  # fmt: skip
             if unpacked.returncode != 0:
                 raise ImageRefused("ErrImagePull", f"{reference}: {_last_line(unpacked.stderr)}")
-            (partial / "image.json").write_bytes(_config_blob(layout))
+            (partial / "image.json").write_bytes(config_blob(layout))
             (partial / "digest").write_text(digest)
             files = (partial / "rootfs").rglob("*")
             size = sum(f.lstat().st_size for f in files if f.is_file() and not f.is_symlink())
@@ -218,17 +211,6 @@ class RegistryImages(ImageStore):
             self._unpack(reference, layout, "image", digest, bundle)
         finally:
             shutil.rmtree(layout, ignore_errors=True)
-
-
-def _config_blob(layout: Path) -> bytes:
-    """The image's OCI config (what umoci read to make the runtime spec)."""
-
-    def blob(digest: str) -> bytes:
-        return (layout / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
-
-    index = json.loads((layout / "index.json").read_text())
-    manifest = json.loads(blob(index["manifests"][0]["digest"]))
-    return blob(manifest["config"]["digest"])
 
 
 def _last_line(text: str) -> str:

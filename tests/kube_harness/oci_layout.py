@@ -1,5 +1,6 @@
-"""Changing an image in an OCI layout, as an attacker with push rights would: one layer's
-files altered, the config and manifest rewritten to match (a new, valid, unsigned digest)."""
+"""Reading an image in an OCI layout (its manifest's digest, its config), and changing one as
+an attacker with push rights would: one layer's files altered, the config and manifest
+rewritten to match (a new, valid, unsigned digest)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,17 @@ def _put(layout: Path, data: bytes) -> str:
 def _load(layout: Path, digest: str) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(_blob_path(layout, digest).read_bytes())
     return loaded
+
+
+def manifest_digest(layout: Path) -> str:
+    """The digest of the layout's (first) image manifest: what a registry serves it by."""
+    return str(json.loads((layout / "index.json").read_text())["manifests"][0]["digest"])
+
+
+def config_blob(layout: Path) -> bytes:
+    """The image's OCI config, as stored (what umoci reads to make the runtime spec)."""
+    manifest = _load(layout, manifest_digest(layout))
+    return _blob_path(layout, manifest["config"]["digest"]).read_bytes()
 
 
 def with_last_layer_changed(source: Path, target: Path, tag: str, note: bytes) -> str:

@@ -85,7 +85,7 @@ main() {
   "$tools/bin/twine" check --strict "$out/dist"/* >&2
 
   # -- 2. the images --------------------------------------------------------------------
-  local images_json="{}" name ref folder tag dest digest
+  local name ref folder tag dest digest
   while read -r name ref folder; do
     tag=${ref##*:}
     dest="$registry/fedkube/$name"
@@ -100,10 +100,7 @@ main() {
       --type cyclonedx --predicate "$folder/sbom.cdx.json" "$dest@$digest" >"$work/attest.log" 2>&1 ||
       { cat "$work/attest.log" >&2; exit 1; }
     cp "$folder/sbom.cdx.json" "$out/sbom/$name-$tag.cdx.json"
-    images_json=$(python3 -c 'import json, sys
-images = json.loads(sys.argv[1])
-images[sys.argv[2]] = {"reference": sys.argv[3], "digest": sys.argv[4], "sbom": sys.argv[5]}
-print(json.dumps(images))' "$images_json" "$name" "$dest:$tag" "$digest" "sbom/$name-$tag.cdx.json")
+    printf '%s %s %s sbom/%s\n' "$name" "$dest:$tag" "$digest" "$name-$tag.cdx.json" >>"$work/images"
   done < <(bash "$root/tests/tools/build-images.sh")
 
   # -- 3. the chart ---------------------------------------------------------------------
@@ -118,11 +115,15 @@ print(json.dumps(images))' "$images_json" "$name" "$dest:$tag" "$digest" "sbom/$
 
   # -- 4. what was released -------------------------------------------------------------
   cp "${key%.key}.pub" "$out/cosign.pub"
-  python3 - "$out" "$version" "$images_json" "$registry/charts/fedkube" "$digest" <<'EOF'
+  python3 - "$out" "$version" "$work/images" "$registry/charts/fedkube" "$digest" <<'EOF'
 import hashlib, json, sys
 from pathlib import Path
-out, version, images, chart, digest = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
+out, version, pushed, chart, digest = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4], sys.argv[5]
 def sha(p): return hashlib.sha256(p.read_bytes()).hexdigest()
+images = {
+    name: {"reference": ref, "digest": image_digest, "sbom": sbom}
+    for name, ref, image_digest, sbom in (line.split() for line in pushed.read_text().splitlines())
+}
 release = {
     "version": version,
     "python": {p.name: {"path": f"dist/{p.name}", "sha256": sha(p)} for p in sorted((out / "dist").iterdir())},
