@@ -13,12 +13,12 @@ from typing import Any
 import yaml
 from fedkube.spec.base import API_GROUP, API_VERSION, KIND
 from fedkube.spec.job import FederatedJob
-from fedkube.spec.pods import PodSettings
 from fedkube.spec.sites import SiteSpec
 from fedkube.spec.terms import terms_digest
 from fedkube.transport.http_endpoints import PROGRESS_TOKEN_ENV
 
 from fedkube_operator.labels import LABEL_JOB, LABEL_ROLE, job_labels
+from fedkube_operator.pod_shape import job_pod
 from fedkube_operator.settings import OperatorSettings
 from fedkube_operator.site_mounts import site_data, site_state, trusted_cas
 from fedkube_operator.site_placement import (
@@ -99,52 +99,6 @@ def aggregator_endpoint(job: FederatedJob, namespace: str, settings: OperatorSet
         return job.spec.aggregator.endpoint
     host = settings.aggregator_host.format(service=aggregator_name(job.name), namespace=namespace)
     return f"{host}:{job.spec.aggregator.port}"
-
-
-def _hardened(container: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
-    if settings.image_pull_policy:
-        container["imagePullPolicy"] = settings.image_pull_policy
-    container["securityContext"] = {
-        "runAsNonRoot": True,
-        "readOnlyRootFilesystem": True,
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-    }
-    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
-    return container
-
-
-def _pod(
-    meta: dict[str, Any],
-    container: dict[str, Any],
-    volumes: list[dict[str, Any]],
-    settings: OperatorSettings,
-    asked: PodSettings,
-) -> dict[str, Any]:
-    """A job pod: the site's hardening and volumes, and what the job asked (``spec.pods``):
-    resources, GPUs, nodeSelector, tolerations. Nothing the job asks reaches a volume."""
-    resources = asked.resources.model_dump(by_alias=True, exclude_none=True)
-    if asked.gpus:
-        # Extended resources are given by limit (the request follows it).
-        resources.setdefault("limits", {})[settings.gpu_resource] = asked.gpus
-    container["resources"] = {k: v for k, v in resources.items() if v}
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",  # the operator recreates failed pods, counting them
-        "enableServiceLinks": False,
-        "automountServiceAccountToken": False,
-        "securityContext": settings.pod_security_context(),
-        "containers": [_hardened(container, settings)],
-        "volumes": volumes,
-    }
-    if settings.image_pull_secrets:
-        spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
-    if asked.node_selector:
-        spec["nodeSelector"] = dict(asked.node_selector)
-    if asked.tolerations:
-        spec["tolerations"] = [
-            t.model_dump(by_alias=True, exclude_none=True) for t in asked.tolerations
-        ]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
 def _common_volumes(config: str) -> list[dict[str, Any]]:
@@ -230,7 +184,7 @@ def aggregator_pod(
         "prometheus.io/port": str(spec.aggregator.http_port),
         "prometheus.io/path": "/metrics",
     }
-    return _pod(meta, container, volumes, settings, spec.pods.aggregator)
+    return job_pod(meta, container, volumes, settings, spec.pods.aggregator)
 
 
 def trainer_pod(
@@ -303,7 +257,7 @@ def trainer_pod(
     else:
         meta = _meta(resource, trainer_name(job.name, site.name), "trainer", site.name)
         config = config_name(job.name)
-    return _pod(
+    return job_pod(
         meta,
         container,
         [*_common_volumes(config), *tls_volumes, *data.volumes, *state.volumes],

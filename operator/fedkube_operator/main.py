@@ -16,6 +16,7 @@ from kubernetes import config as kube_config
 from prometheus_client import start_http_server
 
 from fedkube_operator import handlers  # noqa: F401 - registers the handlers
+from fedkube_operator.job_pod_defaults import JobPodDefaults, load_job_pod_defaults
 from fedkube_operator.kube import Kube
 from fedkube_operator.metrics import OperatorMetrics
 from fedkube_operator.settings import OperatorSettings
@@ -198,6 +199,19 @@ def main(argv: list[str] | None = None) -> int:
         "reads the site's data; default: DP, secure aggregation and mutual TLS required",
     )
     ap.add_argument(
+        "--job-pod-defaults",
+        default=os.environ.get("FEDKUBE_JOB_POD_DEFAULTS") or None,
+        metavar="FILE",
+        help="the site's defaults for job pods (YAML, Helm jobPods): resources per role, "
+        "priority and runtime class, labels, annotations, topology spread",
+    )
+    ap.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("FEDKUBE_LOG_FORMAT", "text"),
+        help="text lines, or one JSON object per line for a log collector (kopf's own)",
+    )
+    ap.add_argument(
         "--audit-log",
         default=os.environ.get("FEDKUBE_AUDIT_LOG") or None,
         metavar="FILE",
@@ -254,7 +268,12 @@ def main(argv: list[str] | None = None) -> int:
             help="the job pods' id; 'none' leaves it to the platform (OpenShift)",
         )
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s operator %(levelname)s %(message)s")
+    if args.log_format == "json":
+        kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object")
+    else:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s operator %(levelname)s %(message)s"
+        )
     try:
         kube_config.load_incluster_config()
     except kube_config.ConfigException:
@@ -263,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args.namespace or [], args.site_namespace)
     try:
         policy = load_site_policy(args.site_policy) if args.site_policy else SitePolicy()
+        pod_defaults = (
+            load_job_pod_defaults(args.job_pod_defaults)
+            if args.job_pod_defaults
+            else JobPodDefaults()
+        )
     except SpecError as e:
         print(f"fedkube-operator: {e}", file=sys.stderr)
         return 2
@@ -310,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             aggregator_ingress_cidrs=tuple(args.aggregator_ingress_cidr),
             scrape_namespaces=tuple(args.scrape_namespace),
             remote_aggregator_cidrs=tuple(args.remote_aggregator_cidr or ["0.0.0.0/0"]),
+            job_pod_defaults=pod_defaults,
         ),
         metrics=metrics,
         audit=AuditTrail(Path(args.audit_log)) if args.audit_log else None,

