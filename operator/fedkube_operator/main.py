@@ -32,6 +32,18 @@ def _id_or_none(value: str) -> int | None:
     return number
 
 
+def configure_logging(log_format: str) -> None:
+    """Text lines, or kopf's JSON (one object per line, with the job it is about)."""
+    if log_format == "json":
+        kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object")
+    else:
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(asctime)s operator %(levelname)s %(message)s",
+            force=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fedkube-operator", description=__doc__)
     ap.add_argument("--namespace", action="append", help="watch only these (default: all)")
@@ -268,12 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             help="the job pods' id; 'none' leaves it to the platform (OpenShift)",
         )
     args = ap.parse_args(argv)
-    if args.log_format == "json":
-        kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object")
-    else:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s operator %(levelname)s %(message)s"
-        )
+    configure_logging(args.log_format)
     try:
         kube_config.load_incluster_config()
     except kube_config.ConfigException:
