@@ -4,9 +4,10 @@
 
 The chart ships the generated JSON as a ConfigMap that Grafana's sidecar picks up; a test
 fails when the checked-in file drifts from this module, and another runs every query against
-a real Prometheus scraping a real job. Series come from the aggregators (``fedjob``,
-``site``; ``namespace`` is the pod's, set by Prometheus) and from the operator
-(``fedjob_namespace``); panels that either source serves take the larger of the two.
+a real Prometheus scraping a real job. Series come from the aggregators and from the
+operator, both labelled ``fedjob_namespace`` and ``fedjob`` (Prometheus's own ``namespace`` is
+the scraped pod's); panels that either source serves take the larger of the two. A
+``cluster`` label, where the Prometheus adds one (federation, Thanos), picks the cluster.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef, GridPos
 OUT = Path(__file__).resolve().parents[2] / "helm" / "fedkube" / "files" / "fedkube-dashboard.json"
 UID = "fedkube-jobs"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
-JOB = 'namespace=~"$namespace", fedjob=~"$fedjob"'
+JOB = 'cluster=~"$cluster", fedjob_namespace=~"$namespace", fedjob=~"$fedjob"'
 WIDTH = 24
 
 Target = tuple[str, str]  # (PromQL, legend)
@@ -59,7 +60,12 @@ def _timeline(title: str, targets: list[Target], description: str) -> statetimel
     return panel
 
 
-BY_JOB = "max by (fedjob)"
+BY_JOB = "max by (fedjob_namespace, fedjob)"
+# A job's name in a legend: two jobs of one name in two namespaces stay apart.
+NAME = "{{fedjob_namespace}}/{{fedjob}}"
+BY_SITE = "max by (fedjob_namespace, fedjob, site)"
+SUM_JOB = "sum by (fedjob_namespace, fedjob)"
+CLUSTER = 'cluster=~"$cluster"'
 # (width, height, panel), laid out left to right, top to bottom.
 PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel]] = [
     (
@@ -68,8 +74,8 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
         _stat(
             "Rounds done / asked",
             [
-                (f"{BY_JOB} (fedkube_rounds_completed{{{JOB}}})", "{{fedjob}} done"),
-                (f"{BY_JOB} (fedkube_rounds_planned{{{JOB}}})", "{{fedjob}} asked"),
+                (f"{BY_JOB} (fedkube_rounds_completed{{{JOB}}})", f"{NAME} done"),
+                (f"{BY_JOB} (fedkube_rounds_planned{{{JOB}}})", f"{NAME} asked"),
             ],
             "Rounds completed and rounds the job asks for.",
         ),
@@ -79,7 +85,7 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
         5,
         _stat(
             "Sites connected",
-            [(f"sum by (fedjob) (fedkube_site_connected{{{JOB}}})", "{{fedjob}}")],
+            [(f"sum by (fedjob_namespace, fedjob) (fedkube_site_connected{{{JOB}}})", NAME)],
             "Sites holding their stream open to the aggregator.",
         ),
     ),
@@ -88,7 +94,7 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
         5,
         _stat(
             "Aggregator restarts",
-            [(f"{BY_JOB} (fedkube_aggregator_restarts_total{{{JOB}}})", "{{fedjob}}")],
+            [(f"{BY_JOB} (fedkube_aggregator_restarts_total{{{JOB}}})", NAME)],
             "Times an aggregator resumed the job from its checkpoint.",
         ),
     ),
@@ -97,7 +103,7 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
         5,
         _stat(
             "Jobs by phase (operator)",
-            [("sum by (phase) (fedkube_jobs)", "{{phase}}")],
+            [('sum by (phase) (fedkube_jobs{cluster=~"$cluster"})', "{{phase}}")],
             "FederatedJobs the operator watches, by phase.",
         ),
     ),
@@ -105,13 +111,35 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
         12,
         8,
         _series(
-            "Global accuracy and loss",
+            "Global accuracy",
+            "percentunit",
+            [(f"{BY_JOB} (fedkube_global_accuracy{{{JOB}}})", NAME)],
+            "The latest final evaluation of the global model on the sites' held-out data.",
+        ),
+    ),
+    (
+        12,
+        8,
+        _series(
+            "Global loss",
+            "none",
+            [(f"{BY_JOB} (fedkube_global_loss{{{JOB}}})", NAME)],
+            "The same evaluation's loss, in the task's own units (cross-entropy, squared error).",
+        ),
+    ),
+    (
+        12,
+        8,
+        _series(
+            "Accuracy by site (jobs without DP or secure aggregation)",
             "percentunit",
             [
-                (f"{BY_JOB} (fedkube_global_accuracy{{{JOB}}})", "{{fedjob}} accuracy"),
-                (f"{BY_JOB} (fedkube_global_loss{{{JOB}}})", "{{fedjob}} loss"),
+                (
+                    f"{BY_SITE} (fedkube_site_eval_accuracy{{{JOB}}})",
+                    f"{NAME} {{{{site}}}}",
+                )
             ],
-            "The latest final evaluation of the global model on the sites' held-out data.",
+            "The global model's held-out accuracy at each site; a private job publishes none.",
         ),
     ),
     (
@@ -122,15 +150,15 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
             "s",
             [
                 (
-                    "histogram_quantile(0.5, sum by (fedjob, le) (rate("
+                    "histogram_quantile(0.5, sum by (fedjob_namespace, fedjob, le) (rate("
                     f"fedkube_round_duration_seconds_bucket{{{JOB}}}[$__rate_interval])))",
-                    "{{fedjob}} median",
+                    f"{NAME} median",
                 ),
                 (
-                    f"sum by (fedjob) (rate(fedkube_round_duration_seconds_sum{{{JOB}}}"
-                    "[$__rate_interval])) / sum by (fedjob) (rate("
+                    f"{SUM_JOB} (rate(fedkube_round_duration_seconds_sum{{{JOB}}}"
+                    f"[$__rate_interval])) / {SUM_JOB} (rate("
                     f"fedkube_round_duration_seconds_count{{{JOB}}}[$__rate_interval]))",
-                    "{{fedjob}} mean",
+                    f"{NAME} mean",
                 ),
             ],
             "Wall time from a round's opening to its close.",
@@ -141,7 +169,12 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
         8,
         _timeline(
             "Sites in each round",
-            [(f"max by (fedjob, site) (fedkube_site_in_last_round{{{JOB}}})", "{{site}}")],
+            [
+                (
+                    f"{BY_SITE} (fedkube_site_in_last_round{{{JOB}}})",
+                    f"{NAME} {{{{site}}}}",
+                )
+            ],
             "1 while the site's update made the last closed round: gaps are rounds it missed.",
         ),
     ),
@@ -151,7 +184,7 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
         _series(
             "Spread of site accuracy",
             "percentunit",
-            [(f"{BY_JOB} (fedkube_global_accuracy_spread{{{JOB}}})", "{{fedjob}}")],
+            [(f"{BY_JOB} (fedkube_global_accuracy_spread{{{JOB}}})", NAME)],
             "Best site's accuracy minus the worst's: how unevenly the model serves the sites.",
         ),
     ),
@@ -161,7 +194,12 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
         _series(
             "Rounds missed in a row, by site",
             "short",
-            [(f"max by (fedjob, site) (fedkube_site_rounds_missed{{{JOB}}})", "{{site}}")],
+            [
+                (
+                    f"{BY_SITE} (fedkube_site_rounds_missed{{{JOB}}})",
+                    f"{NAME} {{{{site}}}}",
+                )
+            ],
             "Closed rounds in a row without the site's update.",
         ),
     ),
@@ -173,9 +211,9 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
             "Bps",
             [
                 (
-                    "sum by (fedjob, direction) (rate("
+                    "sum by (fedjob_namespace, fedjob, direction) (rate("
                     f"fedkube_transfer_bytes_total{{{JOB}}}[$__rate_interval]))",
-                    "{{fedjob}} {{direction}}",
+                    f"{NAME} {{{{direction}}}}",
                 )
             ],
             "Model bytes sent to the sites and update bytes received from them.",
@@ -189,9 +227,9 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
             "short",
             [
                 (
-                    "sum by (fedjob, reason) (increase("
+                    "sum by (fedjob_namespace, fedjob, reason) (increase("
                     f"fedkube_refusals_total{{{JOB}}}[$__rate_interval]))",
-                    "{{fedjob}} {{reason}}",
+                    f"{NAME} {{{{reason}}}}",
                 )
             ],
             "Messages the aggregator refused, by reason.",
@@ -207,9 +245,9 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
                 (
                     f"{BY_JOB} (fedkube_privacy_epsilon{{{JOB}}}) or "
                     f"{BY_JOB} (fedkube_site_privacy_epsilon{{{JOB}}})",
-                    "{{fedjob}} epsilon",
+                    f"{NAME} epsilon",
                 ),
-                (f"{BY_JOB} (fedkube_privacy_epsilon_cap{{{JOB}}})", "{{fedjob}} cap"),
+                (f"{BY_JOB} (fedkube_privacy_epsilon_cap{{{JOB}}})", f"{NAME} cap"),
             ],
             "Epsilon spent: update-level DP's, else the highest a site reports (record-level).",
         ),
@@ -220,7 +258,12 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
         _series(
             "Site lateness",
             "s",
-            [(f"max by (fedjob, site) (fedkube_site_lateness_seconds{{{JOB}}})", "{{site}}")],
+            [
+                (
+                    f"{BY_SITE} (fedkube_site_lateness_seconds{{{JOB}}})",
+                    f"{NAME} {{{{site}}}}",
+                )
+            ],
             "How long after a round's first update each site's update arrived.",
         ),
     ),
@@ -230,8 +273,30 @@ PANELS: list[tuple[int, int, timeseries.Panel | stat.Panel | statetimeline.Panel
         _series(
             "Operator reconcile errors",
             "short",
-            [("sum(increase(fedkube_reconcile_errors_total[$__rate_interval]))", "errors")],
+            [
+                (
+                    f"sum by (namespace) (increase(fedkube_reconcile_errors_total{{{CLUSTER}}}"
+                    "[$__rate_interval]))",
+                    "{{namespace}} operator",
+                )
+            ],
             "Reconciles of the operator that raised.",
+        ),
+    ),
+    (
+        24,
+        5,
+        _series(
+            "Releases in use",
+            "short",
+            [
+                (
+                    f"count by (version, protocol, component) (fedkube_build_info{{{CLUSTER}}})",
+                    "{{component}} {{version}} (protocol {{protocol}})",
+                )
+            ],
+            "Processes by fedkube release and protocol: a member on another release shows here "
+            "before its trainers are refused.",
         ),
     ),
 ]
@@ -247,10 +312,21 @@ def build() -> dashboard.Dashboard:
         .with_variable(
             dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus")
         )
-        .with_variable(_label_variable("namespace", "Namespace", "fedkube_rounds_planned"))
+        .with_variable(_label_variable("cluster", "Cluster", "fedkube_build_info"))
         .with_variable(
             _label_variable(
-                "fedjob", "Job", 'fedkube_rounds_planned{namespace=~"$namespace"}', "fedjob"
+                "namespace",
+                "Namespace",
+                'fedkube_rounds_planned{cluster=~"$cluster"}',
+                "fedjob_namespace",
+            )
+        )
+        .with_variable(
+            _label_variable(
+                "fedjob",
+                "Job",
+                'fedkube_rounds_planned{cluster=~"$cluster", fedjob_namespace=~"$namespace"}',
+                "fedjob",
             )
         )
     )

@@ -153,6 +153,8 @@ def aggregator_pod(
             str(spec.aggregator.port),
             "--http-port",
             str(spec.aggregator.http_port),
+            "--job-namespace",
+            resource["metadata"]["namespace"],
             "--checkpoint-dir",
             f"{STATE_DIR}/checkpoints",
             "--output-dir",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 
+from fedkube.build_info import register_build_info
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fedkube_operator.status_model import JobStatus
@@ -52,6 +53,7 @@ class OperatorMetrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        register_build_info(r, "operator")
         self._phases: dict[tuple[str, str], str] = {}
         for phase in PHASES:
             self.jobs.labels(phase).set(0)

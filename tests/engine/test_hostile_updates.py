@@ -84,7 +84,10 @@ def test_a_coded_update_that_decodes_to_inf_is_refused_and_the_round_goes_on(cod
     details = e.value.details()
     assert "scale 3e+38" in details and "is not a finite float32" in details, details
     # The refusal is counted against the site that sent it.
-    counted = 'fedkube_site_refusals_total{fedjob="hostile",reason="InvalidUpdate",site="site-0"}'
+    counted = (
+        'fedkube_site_refusals_total{fedjob="hostile",fedjob_namespace="local",'
+        'reason="InvalidUpdate",site="site-0"}'
+    )
     assert f"{counted} 1.0" in aggregator_metrics(job)
 
     # Refused whole, and only that update: the same site's sound update is taken, and the

@@ -105,10 +105,19 @@ def test_each_bad_update_is_refused_and_the_model_is_untouched(aggregator: Local
     assert "round 1 is not open for updates (round 2 is open)" in e.details()
 
     metrics = aggregator_metrics(aggregator)
-    assert 'fedkube_refusals_total{fedjob="refusals",reason="InvalidUpdate"} 6.0' in metrics
-    assert 'fedkube_refusals_total{fedjob="refusals",reason="DuplicateUpdate"} 1.0' in metrics
+    assert (
+        'fedkube_refusals_total{fedjob="refusals",fedjob_namespace="local",'
+        'reason="InvalidUpdate"} 6.0' in metrics
+    )
+    assert (
+        'fedkube_refusals_total{fedjob="refusals",fedjob_namespace="local",'
+        'reason="DuplicateUpdate"} 1.0' in metrics
+    )
     # Per site, by the job's own site names; whatever else a message claimed is "unknown".
-    site0 = 'fedkube_site_refusals_total{fedjob="refusals",reason="DuplicateUpdate",site="site-0"}'
+    site0 = (
+        'fedkube_site_refusals_total{fedjob="refusals",fedjob_namespace="local",'
+        'reason="DuplicateUpdate",site="site-0"}'
+    )
     assert f"{site0} 1.0" in metrics
     assert 'site="intruder"' not in metrics
     channel.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,12 +19,13 @@ from tests.kube_harness.controlplane import ControlPlane
 from tests.kube_harness.jobs import apply, example, result_file, wait_job, with_free_ports
 from tests.kube_harness.node_agent import NodeAgent
 from tests.kube_harness.operator_env import OperatorProcess
-from tests.monitoring.chart import write_rules
+from tests.monitoring.chart import rendered, write_rules
+from tests.monitoring.pod_monitor import PodDiscovery, scrape_configs
 from tests.monitoring.prometheus import Prometheus
 from tests.support.waiting import eventually
 
 # Grafana's variables, as a user picking "All" would have them.
-VARIABLES = {"$namespace": ".*", "$fedjob": ".*", "$__rate_interval": "1m"}
+VARIABLES = {"$cluster": ".*", "$namespace": ".*", "$fedjob": ".*", "$__rate_interval": "1m"}
 
 
 @pytest.fixture()
@@ -54,11 +56,24 @@ def test_prometheus_scrapes_a_real_job_and_every_dashboard_query_and_alert_works
     tmp_path: Path,
 ) -> None:
     started = time.time()
-    prometheus.scrape(f"127.0.0.1:{operator.metrics_port}", namespace="fedkube-system")
+    # The chart's PodMonitor with watchNamespaces set, applied as the Prometheus Operator
+    # would: pod discovery on the API server finds the operator in the release's namespace
+    # (not a watched one) and the job's aggregator in the watched one.
+    release = f"fedkube-{uuid.uuid4().hex[:6]}"
+    control_plane.kubectl("create", "namespace", release)
+    docs = rendered(
+        f"operator.metricsPort={operator.metrics_port}",
+        f"operator.watchNamespaces={{{namespace}}}",
+        "monitoring.podMonitor.enabled=true",
+        namespace=release,
+    )
+    operator_pod = stand_in_operator_pod(control_plane, release, docs)
+    monitor = next(d for d in docs if d["kind"] == "PodMonitor")
+    discovery = PodDiscovery(control_plane.kubectl)
+    prometheus.discover(scrape_configs(monitor, discovery.url))
 
     # On Kubernetes: a job that trains to the end, and one that fails at once.
     doc = with_free_ports(example("watched", rounds=12))
-    prometheus.scrape(f"127.0.0.1:{doc['spec']['aggregator']['httpPort']}", namespace=namespace)
     apply(control_plane, namespace, doc)
     broken = with_free_ports(example("broken-model"))
     broken["spec"]["task"]["model"] = {"importPath": "hospital_models_missing:make_model"}
@@ -109,6 +124,31 @@ def test_prometheus_scrapes_a_real_job_and_every_dashboard_query_and_alert_works
         assert not _firing(prometheus, "FedkubeJobFailed", fedjob="watched")
         assert not _firing(prometheus, "FedkubeSiteMissing", fedjob="watched")
 
+        # The operator's series, scraped through the PodMonitor, and the aggregator's.
+        scraped = prometheus.api("query", query="fedkube_jobs")["result"]
+        assert {(r["metric"]["namespace"], r["metric"]["pod"]) for r in scraped} == {
+            (release, operator_pod)
+        }, scraped
+        completed = prometheus.api(
+            "query", query='max_over_time(fedkube_rounds_completed{fedjob="watched"}[5m])'
+        )["result"]
+        sources = {r["metric"].get("pod", "") for r in completed}
+        assert operator_pod in sources and "watched-aggregator" in sources, completed
+        assert {r["metric"]["fedjob_namespace"] for r in completed} == {namespace}
+
+        # Which release each process runs: the operator and both kinds of aggregator.
+        from fedkube import __version__
+        from fedkube.proto import PROTOCOL_VERSION
+
+        builds = prometheus.api("query", query="max_over_time(fedkube_build_info[5m])")["result"]
+        assert {
+            (b["metric"]["component"], b["metric"]["version"], b["metric"]["protocol"])
+            for b in builds
+        } == {
+            ("operator", __version__, str(PROTOCOL_VERSION)),
+            ("aggregator", __version__, str(PROTOCOL_VERSION)),
+        }, builds
+
         time.sleep(3)  # a few more scrapes of the lingering aggregator
         end = time.time()
         dashboard = json.loads(DASHBOARD.read_text())
@@ -127,3 +167,50 @@ def test_prometheus_scrapes_a_real_job_and_every_dashboard_query_and_alert_works
         assert len(rules) == 6 and all(r["health"] == "ok" for r in rules), rules
     finally:
         job.stop()
+        discovery.stop()
+
+
+def stand_in_operator_pod(cp: ControlPlane, namespace: str, docs: list[dict]) -> str:
+    """The chart's operator pod as the API server would list it (its labels, its ports), on
+    a node of its own, for discovery to find; the operator itself is the harness's process,
+    serving the metrics port the chart was rendered with, on the pod IP given here."""
+    cp.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "monitoring-stand-in"}}
+        ),
+    )
+    template = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    name = "fedkube-operator-stand-in"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": template["metadata"]["labels"],
+        },
+        "spec": {
+            "nodeName": "monitoring-stand-in",
+            "containers": [
+                {"name": "operator", "image": container["image"], "ports": container["ports"]}
+            ],
+        },
+    }
+    cp.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    status = {"status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}}
+    cp.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "pod",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
+    return name

@@ -21,8 +21,9 @@ def promtool() -> str:
     return found
 
 
-def rendered(*sets: str) -> list[dict[str, Any]]:
+def rendered(*sets: str, namespace: str = "default") -> list[dict[str, Any]]:
     args = [str(binaries() / "helm"), "template", "t", str(CHART), "--kube-version", "1.35.0"]
+    args += ["--namespace", namespace]
     for s in ("site.name=a", "monitoring.prometheusRule.enabled=true", *sets):
         args += ["--set", s]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout

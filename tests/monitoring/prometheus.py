@@ -24,6 +24,7 @@ class Prometheus:
         self.rules = rules
         self.port = free_port()
         self.targets: list[tuple[str, dict[str, str]]] = []
+        self.discovered: list[Any] = []
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -33,6 +34,13 @@ class Prometheus:
     def scrape(self, address: str, **labels: str) -> None:
         """Scrape ``host:port`` once a second, with these target labels."""
         self.targets.append((address, labels))
+        if self.proc is not None:
+            self._write_config()
+            self._reload()
+
+    def discover(self, configs: list[Any]) -> None:
+        """Scrape configs of its own (Kubernetes discovery: tests/monitoring/pod_monitor.py)."""
+        self.discovered.extend(configs)
         if self.proc is not None:
             self._write_config()
             self._reload()
@@ -47,7 +55,8 @@ class Prometheus:
                     "static_configs": [{"targets": [address], "labels": labels}],
                 }
                 for i, (address, labels) in enumerate(self.targets)
-            ],
+            ]
+            + self.discovered,
         }
         path = self.folder / "prometheus.yml"
         path.write_text(yaml.safe_dump(config))

@@ -28,3 +28,21 @@ def test_each_alert_fires_when_and_only_when_it_should(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_alert_links_a_runbook_section_that_exists(tmp_path: Path) -> None:
+    import yaml
+
+    rules = yaml.safe_load(write_rules(tmp_path).read_text())["groups"][0]["rules"]
+    runbooks = (HERE.parents[1] / "docs" / "runbooks.md").read_text()
+    anchors = {line[3:].strip().lower() for line in runbooks.splitlines() if line.startswith("## ")}
+    for rule in rules:
+        url = rule["annotations"]["runbook_url"]
+        assert url.startswith("https://github.com/fedkube/fedkube/blob/main/docs/runbooks.md#")
+        assert url.rpartition("#")[2] == rule["alert"].lower() in anchors, rule["alert"]
+    mirror = write_rules(tmp_path, "monitoring.alerts.runbookBaseUrl=https://wiki.ward/fl/")
+    urls = [
+        r["annotations"]["runbook_url"]
+        for r in yaml.safe_load(mirror.read_text())["groups"][0]["rules"]
+    ]
+    assert urls[0] == "https://wiki.ward/fl#fedkubejobfailed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from fedkube_operator.dashboard import OUT, dashboard_json, expressions
 
@@ -26,7 +27,27 @@ def test_the_chart_ships_the_dashboard_for_grafanas_sidecar() -> None:
     for wanted in ("Rounds done / asked", "Sites in each round", "Privacy spent against the cap"):
         assert wanted in titles
     variables = [v["name"] for v in shipped["templating"]["list"]]
-    assert variables == ["datasource", "namespace", "fedjob"]
+    assert variables == ["datasource", "cluster", "namespace", "fedjob"]
+
+
+def test_each_figure_reads_in_its_own_unit_and_jobs_stay_apart_by_namespace() -> None:
+    shipped = json.loads(OUT.read_text())
+    units = {
+        p["title"]: p.get("fieldConfig", {}).get("defaults", {}).get("unit")
+        for p in shipped["panels"]
+    }
+    # A loss of 0.12 is not "12%".
+    assert units["Global accuracy"] == "percentunit"
+    assert units["Global loss"] == "none"
+    assert units["Accuracy by site (jobs without DP or secure aggregation)"] == "percentunit"
+    for title, expr in expressions(shipped):
+        if "fedjob=~" in expr:
+            # Both sources label a job's namespace alike; a by-clause that drops it would
+            # merge two jobs of one name in two namespaces.
+            assert 'fedjob_namespace=~"$namespace"' in expr, title
+            for clause in re.findall(r"by \(([^)]*)\)", expr):
+                assert "fedjob_namespace" in clause, (title, expr)
+    assert any("fedkube_build_info" in e for _, e in expressions(shipped))
 
 
 def test_monitoring_objects_are_off_unless_asked_for() -> None:

@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 
 from fedkube import exit_codes
 from fedkube.aggregator.coordinator import Coordinator
-from fedkube.aggregator.metrics import AggregatorMetrics
+from fedkube.aggregator.metrics import LOCAL_NAMESPACE, AggregatorMetrics
 from fedkube.aggregator.outputs import write_outputs
 from fedkube.aggregator.persistence import resume
 from fedkube.aggregator.report import progress
@@ -61,6 +61,8 @@ class AggregatorOptions:
     statistics_only: bool = False
     # The least average rate (KiB/s) a transfer holding a slot must keep (0: none).
     min_transfer_kib: float = MIN_TRANSFER_KIB_PER_SECOND
+    # The job's namespace, as its metrics' fedjob_namespace label (the operator's too).
+    job_namespace: str = LOCAL_NAMESPACE
 
 
 def release_freed_memory() -> None:
@@ -177,7 +179,7 @@ async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
     allow_a_connection_per_site(len(job.spec.sites))
     coordinator = _coordinator(job, opts)
     coordinator.round_closed_hooks.append(lambda record: release_freed_memory())
-    metrics = AggregatorMetrics(coordinator)
+    metrics = AggregatorMetrics(coordinator, opts.job_namespace)
     service = AggregatorService(
         coordinator,
         metrics,

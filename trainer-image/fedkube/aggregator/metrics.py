@@ -1,6 +1,9 @@
 """The aggregator's Prometheus metrics, named after Prometheus's conventions: units as
-suffixes, ``_total`` only on counters, and ``fedjob``/``site`` labels that never clash with
-the target labels Prometheus adds (``job``, ``namespace``, ``pod``). Label values come from
+suffixes, ``_total`` only on counters, and ``fedjob_namespace``/``fedjob``/``site`` labels
+that never clash with the target labels Prometheus adds (``job``, ``namespace``, ``pod``). The
+job's namespace is a label of its own, the same the operator's series carry, so two jobs of one
+name in two namespaces never merge, whichever source a query reads (``local`` for
+`fedkube run`). Label values come from
 the job (its name, its sites), never from a message, so the series stay bounded.
 
 Per-site evaluation figures are published only when the job has neither secure aggregation
@@ -16,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fedkube.aggregator.coordinator import Coordinator
+from fedkube.build_info import register_build_info
 from fedkube.errors import UpdateRefused
 from fedkube.spec.progress import GlobalScores, RoundRecord
 
@@ -47,21 +51,26 @@ GLOBAL: list[tuple[str, str, Callable[[GlobalScores], float | None]]] = [
 ]
 
 
-def _gauge(name: str, doc: str, value: float | None, job: str) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, doc, labels=["fedjob"])
+JOB_LABELS = ["fedjob_namespace", "fedjob"]
+LOCAL_NAMESPACE = "local"
+
+
+def _gauge(name: str, doc: str, value: float | None, job: list[str]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=JOB_LABELS)
     if value is not None:
-        family.add_metric([job], value)
+        family.add_metric(job, value)
     return family
 
 
 class _JobCollector(Collector):
     """Gauges read from the coordinator at scrape time, so they cannot go stale."""
 
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, namespace: str) -> None:
         self.c = coordinator
+        self.namespace = namespace
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        c, job = self.c, self.c.job.name
+        c, job = self.c, [self.namespace, self.c.job.name]
         yield _gauge("fedkube_rounds_completed", "Rounds completed.", c.rounds_completed, job)
         yield _gauge("fedkube_rounds_planned", "Rounds the job asks for.", c.spec.rounds, job)
         yield _gauge(
@@ -80,23 +89,23 @@ class _JobCollector(Collector):
         phase = GaugeMetricFamily(
             "fedkube_job_phase",
             "1 for the job's phase, 0 for the others.",
-            labels=["fedjob", "phase"],
+            labels=[*JOB_LABELS, "phase"],
         )
         for p in PHASES:
-            phase.add_metric([job, p], float(c.phase == p))
+            phase.add_metric([*job, p], float(c.phase == p))
         yield phase
         yield from self._global(c, job)
         yield from self._sites(c, job)
         restarts = CounterMetricFamily(
             "fedkube_aggregator_restarts",
             "Times an aggregator resumed this job from its checkpoint.",
-            labels=["fedjob"],
+            labels=JOB_LABELS,
         )
-        restarts.add_metric([job], c.restarts)
+        restarts.add_metric(job, c.restarts)
         yield restarts
 
     @staticmethod
-    def _global(c: Coordinator, job: str) -> Iterator[GaugeMetricFamily]:
+    def _global(c: Coordinator, job: list[str]) -> Iterator[GaugeMetricFamily]:
         g = c.log.latest_global()
         for name, doc, value in GLOBAL:
             yield _gauge(name, doc, value(g) if g is not None else None, job)
@@ -122,9 +131,9 @@ class _JobCollector(Collector):
         )
 
     @staticmethod
-    def _sites(c: Coordinator, job: str) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def _sites(c: Coordinator, job: list[str]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         def family(name: str, doc: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, doc, labels=["fedjob", "site"])
+            return GaugeMetricFamily(name, doc, labels=[*JOB_LABELS, "site"])
 
         connected = family("fedkube_site_connected", "1 while the site holds its stream open.")
         in_round = family(
@@ -148,13 +157,13 @@ class _JobCollector(Collector):
         update_bytes = CounterMetricFamily(
             "fedkube_site_update_bytes",
             "Tensor bytes of the site's updates taken by this aggregator process.",
-            labels=["fedjob", "site"],
+            labels=[*JOB_LABELS, "site"],
         )
         # Once per scrape, not once per site: a scrape stays linear in sites and rounds.
         last = set(c.history[-1].sites) if c.history else set()
         rounds_missed = _rounds_missed(c.history, list(c.sites))
         for name, s in c.sites.items():
-            labels = [job, name]
+            labels = [*job, name]
             connected.add_metric(labels, float(s.connected))
             in_round.add_metric(labels, float(name in last))
             missed.add_metric(labels, rounds_missed[name])
@@ -182,16 +191,18 @@ def _rounds_missed(history: list[RoundRecord], sites: list[str]) -> dict[str, in
 
 
 class AggregatorMetrics:
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, namespace: str = LOCAL_NAMESPACE) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_JobCollector(coordinator))
+        self.registry.register(_JobCollector(coordinator, namespace))
+        register_build_info(self.registry, "aggregator")
+        self.namespace = namespace
         self.job = coordinator.job.name
         self.sites = set(coordinator.sites)
         r = self.registry
         self.transfer_bytes = Counter(
             "fedkube_transfer_bytes",
             "Tensor bytes moved, by direction (received: updates; sent: models).",
-            ["fedjob", "direction"],
+            [*JOB_LABELS, "direction"],
             registry=r,
         )
         # Every protocol message's serialised size, by call: what secure aggregation adds
@@ -199,42 +210,42 @@ class AggregatorMetrics:
         self.message_bytes = Counter(
             "fedkube_message_bytes",
             "Serialised bytes of protocol messages, by direction and call.",
-            ["fedjob", "direction", "call"],
+            [*JOB_LABELS, "direction", "call"],
             registry=r,
         )
         self.refusals = Counter(
-            "fedkube_refusals", "Messages refused, by reason.", ["fedjob", "reason"], registry=r
+            "fedkube_refusals", "Messages refused, by reason.", [*JOB_LABELS, "reason"], registry=r
         )
         self.site_refusals = Counter(
             "fedkube_site_refusals",
             "Messages refused, by the site they named (unknown: not a site of the job).",
-            ["fedjob", "site", "reason"],
+            [*JOB_LABELS, "site", "reason"],
             registry=r,
         )
         self.round_duration = Histogram(
             "fedkube_round_duration_seconds",
             "Wall time from a round's opening to its close.",
-            ["fedjob"],
+            JOB_LABELS,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
             registry=r,
         )
         for direction in ("received", "sent"):
-            self.transfer_bytes.labels(self.job, direction)
+            self.transfer_bytes.labels(self.namespace, self.job, direction)
         for reason in REFUSAL_REASONS:
-            self.refusals.labels(self.job, reason)
-        self.round_duration.labels(self.job)
+            self.refusals.labels(self.namespace, self.job, reason)
+        self.round_duration.labels(self.namespace, self.job)
         coordinator.round_closed_hooks.append(self._round_closed)
 
     def refused(self, e: UpdateRefused) -> None:
         site = e.site if e.site in self.sites else "unknown"
-        self.refusals.labels(self.job, type(e).__name__).inc()
-        self.site_refusals.labels(self.job, site, type(e).__name__).inc()
+        self.refusals.labels(self.namespace, self.job, type(e).__name__).inc()
+        self.site_refusals.labels(self.namespace, self.job, site, type(e).__name__).inc()
 
     def bytes_moved(self, direction: str, n: int) -> None:
-        self.transfer_bytes.labels(self.job, direction).inc(n)
+        self.transfer_bytes.labels(self.namespace, self.job, direction).inc(n)
 
     def message(self, direction: str, call: str, size: int) -> None:
-        self.message_bytes.labels(self.job, direction, call).inc(size)
+        self.message_bytes.labels(self.namespace, self.job, direction, call).inc(size)
 
     def _round_closed(self, entry: RoundRecord) -> None:
-        self.round_duration.labels(self.job).observe(entry.duration_seconds)
+        self.round_duration.labels(self.namespace, self.job).observe(entry.duration_seconds)

@@ -43,6 +43,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
         allowed_imports=tuple(args.allow_import),
         statistics_only=args.statistics_only,
         min_transfer_kib=args.min_transfer_rate,
+        job_namespace=args.job_namespace,
     )
     code = asyncio.run(serve(job, opts))
     # Every output is written and closed. Finalising the interpreter would tear down
@@ -240,6 +241,11 @@ def aggregator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     agg.add_argument("--host", default="0.0.0.0")
     agg.add_argument("--port", type=int, default=0, help="gRPC port (default: spec)")
     agg.add_argument("--http-port", type=int, default=0, help="/metrics and /progress port")
+    agg.add_argument(
+        "--job-namespace",
+        default=os.environ.get("FEDKUBE_JOB_NAMESPACE") or "local",
+        help="the job's namespace, as its metrics' fedjob_namespace label (default: local)",
+    )
     agg.add_argument("--checkpoint-dir", help="default: spec.checkpoint.path")
     agg.add_argument("--output-dir", help="default: spec.output.path")
     agg.add_argument(
