@@ -17,6 +17,8 @@
     ├── SecureAggregationError        a secure-aggregation message breaks the protocol
     ├── PrivacyBudgetExhausted        another round would take a site past its epsilon cap
     ├── SiteRefused                   the site refuses the job on its own data's budget
+    ├── OutputError                   a job's output folder lacks a file or one does not parse
+    ├── MissingExtra                  a command needs an optional extra that is not installed
     └── JobFailed                     the job cannot complete (no quorum, aggregator gave up)
 
 Retry policy: ``UpdateRefused`` is final for that message; ``JobFailed`` is final for the job;
@@ -124,6 +126,18 @@ class SecureAggregationError(FedkubeError):
 
 class PrivacyBudgetExhausted(FedkubeError):
     """Another round would spend more than the site's epsilon cap: the site stops here."""
+
+
+class OutputError(FedkubeError):
+    """A job's output folder lacks a file, or holds one that does not parse."""
+
+
+class MissingExtra(FedkubeError):
+    """What was asked needs an optional extra of the package that is not installed."""
+
+    def __init__(self, extra: str, what: str) -> None:
+        self.extra = extra
+        super().__init__(f"{what} need the {extra} extra: pip install 'fedkube[{extra}]'")
 
 
 class FetchError(FedkubeError):

@@ -7,7 +7,8 @@ import argparse
 
 EXAMPLES: dict[str, str] = {
     "run": "fedkube run ex/breast-cancer.yaml\n"
-    "  fedkube run ex/breast-cancer.yaml --output runs/bc --json > result.json",
+    "  fedkube run ex/breast-cancer.yaml --output runs/bc --json > result.json\n"
+    "  fedkube run ex/breast-cancer.yaml --tensorboard runs/tb && tensorboard --logdir runs/tb",
     "stats": "fedkube stats ex/breast-cancer.yaml --output runs/bc-stats",
     "predict": "fedkube predict --model runs/breast-cancer --data new-patients.csv",
     "evaluate": "fedkube evaluate --model runs/breast-cancer --data labelled.csv --json",
@@ -15,6 +16,7 @@ EXAMPLES: dict[str, str] = {
     "  fedkube validate job.yaml --json | jq .problems",
     "examples": "fedkube examples ex && fedkube run ex/breast-cancer.yaml",
     "fetch": "fedkube fetch breast-cancer -n hospitals --to trained/",
+    "tensorboard": "fedkube tensorboard trained/ --logdir runs/tb && tensorboard --logdir runs/tb",
     "serve-output": "(started by `fedkube fetch` in its helper pod, not by hand)",
     "aggregator": "(the aggregator pod's entry point; the operator writes its arguments)\n"
     "  fedkube aggregator --manifest job.yaml --port 7070 --http-port 9090 "

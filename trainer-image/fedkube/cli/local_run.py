@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +22,18 @@ from typing import TextIO
 from fedkube import exit_codes
 from fedkube.aggregator.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from fedkube.aggregator.outputs import RESULT_FILE
-from fedkube.cli.launch import free_port, spawn_fedkube
+from fedkube.cli.launch import spawn_fedkube
+from fedkube.cli.local_ports import chosen_port
 from fedkube.cli.progress_plot import plot_progress
 from fedkube.cli.report import indent, result_table, round_line
 from fedkube.cli.statistics_report import plot_statistics, statistics_lines
+from fedkube.cli.tensorboard_log import RunBoard
 from fedkube.cli.zygote import ForkedChild, fork_fedkube, preload
 from fedkube.errors import SpecError
 from fedkube.models.plugins import PluginPolicy
 from fedkube.spec.job import FederatedJob
-from fedkube.spec.job_settings import AggregatorSpec
 from fedkube.spec.load import load_job
-from fedkube.spec.progress import JobResult, Progress, RoundRecord
+from fedkube.spec.progress import JobResult, Progress, RoundRecord, SiteSummary
 from fedkube.spec.site_policy import data_reading_sites, load_site_policy, policy_refusals
 from fedkube.spec.statistics import StatisticsReport
 from fedkube.transport.progress_client import fetch_progress
@@ -61,6 +61,8 @@ class LocalRunOptions:
     # --json: the result (or the statistics) as one JSON document on stdout for scripts; the
     # lines for people go to `out` (stderr then).
     json_output: bool = False
+    # Each round's scalars for TensorBoard, written here as its line is printed.
+    tensorboard: Path | None = None
 
 
 @dataclass
@@ -74,27 +76,6 @@ class Child:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
-
-
-def chosen_port(aggregator: AggregatorSpec, field: str, key: str, manifest: str) -> int:
-    """The manifest's port when it names one (a Prometheus config can point at it), else one
-    that is free; a named port already in use is refused before anything starts."""
-    if field not in aggregator.model_fields_set:
-        return free_port()
-    port: int = getattr(aggregator, field)
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as e:
-            raise SpecError(
-                manifest,
-                [
-                    f"spec.aggregator.{key}: port {port} is in use on this machine ({e.strerror}):"
-                    " stop what holds it, or leave the field out and a free port is picked"
-                ],
-            ) from None
-    return port
 
 
 class LocalRun:
@@ -114,6 +95,7 @@ class LocalRun:
         self.printed_rounds = 0
         self.attempt = ""  # the line that heads this attempt in each log
         self.last_progress: Progress | None = None
+        self.board = RunBoard(opts.tensorboard) if opts.tensorboard else None
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -222,16 +204,26 @@ class LocalRun:
         last = self.last_progress
         return last.message if last is not None and last.phase == "Failed" else None
 
-    def print_rounds(self, history: list[RoundRecord], total: int, final: bool = False) -> None:
-        if self.opts.quiet:
-            return
+    def print_rounds(
+        self,
+        history: list[RoundRecord],
+        total: int,
+        final: bool = False,
+        sites: dict[str, SiteSummary] | None = None,
+    ) -> None:
+        """Each round once it is final: its line, and its TensorBoard scalars (each site's
+        scores with the latest round, the one they are of)."""
         n_sites = len(self.job.spec.sites)
         while self.printed_rounds < len(history):
             h = history[self.printed_rounds]
             # Wait for the evaluation of this round's model unless later rounds have closed.
             if h.accuracy is None and not final and self.printed_rounds == len(history) - 1:
                 return
-            self.say(round_line(h, total, n_sites))
+            if not self.opts.quiet:
+                self.say(round_line(h, total, n_sites))
+            if self.board is not None:
+                latest = self.printed_rounds == len(history) - 1
+                self.board.add_round(h, sites if latest else None)
             self.printed_rounds += 1
 
     def watch(self, aggregator: Child) -> int:
@@ -240,7 +232,7 @@ class LocalRun:
             code = aggregator.proc.poll()
             progress = self.progress()
             if progress:
-                self.print_rounds(progress.history, progress.total_rounds)
+                self.print_rounds(progress.history, progress.total_rounds, sites=progress.sites)
             if code is not None:
                 return code
             for c in self.children[1:]:
@@ -284,7 +276,11 @@ class LocalRun:
         if self.opts.statistics_only:
             self.report_statistics(result)
             return result
-        self.print_rounds(result.history, result.total_rounds, final=True)
+        self.print_rounds(
+            result.history, result.total_rounds, final=True, sites={s.name: s for s in result.sites}
+        )
+        if self.board is not None:
+            self.say(f"TensorBoard: tensorboard --logdir {self.opts.tensorboard}")
         for line in result_table(result, path):
             self.say(line)
         self.say(f"progress plot: {plot_progress(result, self.output)}")
@@ -350,6 +346,8 @@ def run_local(opts: LocalRunOptions) -> int:
         run.say("interrupted; stopping every process")
     finally:
         run.stop()
+        if run.board is not None:
+            run.board.close()
         signal.signal(signal.SIGTERM, previous)
     if interrupted:
         return _done(opts, job.name, exit_codes.INTERRUPTED, "interrupted")

@@ -22,7 +22,16 @@ from fedkube.cli.help_examples import add_examples
 from fedkube.cli.options import USER_ALLOWS, allow_import, limit_threads
 from fedkube.cli.output_server import serve_output_parser
 from fedkube.cli.pod_roles import aggregator_parser, trainer_parser
-from fedkube.errors import DataError, FedkubeError, ModelError, SiteRefused, SpecError
+from fedkube.cli.tensorboard_log import tensorboard_parser
+from fedkube.errors import (
+    DataError,
+    FedkubeError,
+    MissingExtra,
+    ModelError,
+    OutputError,
+    SiteRefused,
+    SpecError,
+)
 
 
 def _manifest(args: argparse.Namespace) -> Path:
@@ -74,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             allow_import=tuple(args.allow_import),
             entry=main,
             json_output=args.json,
+            tensorboard=Path(args.tensorboard) if args.tensorboard else None,
         )
     )
 
@@ -163,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         approve_parser,
         audit_parser,
         budget_parser,
+        tensorboard_parser,
         completion_parser,
     ):
         add(sub)
@@ -178,6 +189,11 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--fresh", action="store_true", help="ignore an earlier checkpoint")
     run.add_argument("--quiet", action="store_true", help="print only the final table")
     _json_flag(run, "the result (result.json's document) on stdout; the table on stderr")
+    run.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="write each round's scalars for TensorBoard here (the tensorboard extra)",
+    )
     _site_policy_flag(run)
     allow_import(run, USER_ALLOWS)
     run.set_defaults(fn=cmd_run)
@@ -237,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.fn(args)
-    except (SpecError, DataError, ModelError) as e:
+    except (SpecError, DataError, ModelError, OutputError, MissingExtra) as e:
         print(f"error: {e}", file=sys.stderr)
         return exit_codes.BAD_INPUT
     except SiteRefused as e:
