@@ -41,6 +41,7 @@ from tests.kube_harness.registry import Registry
 pytestmark = pytest.mark.slow
 
 RELEASE_SCRIPT = ROOT / "tests" / "tools" / "release.sh"
+QUICKSTART = ROOT / "docs" / "quickstart.md"
 RELEASE, RELEASE_NS = "fedkube", "fedkube-system"
 PASSWORD = "release-key-password"
 
@@ -206,6 +207,13 @@ def test_a_site_installs_the_release_from_an_empty_folder_runs_an_example_and_fe
 ) -> None:
     cp, agent, _ = release_cluster
     registry = published.registry.host
+    # docs/quickstart.md is this test's commands as a reader types them: each one run here is
+    # there as written, but for the registry (ghcr.io there) and the loopback settings.
+    quickstart = QUICKSTART.read_text()
+
+    def documented(command: str) -> None:
+        assert command in quickstart, f"docs/quickstart.md does not show: {command}"
+
     site = tmp_path / "site"
     (site / "home").mkdir(parents=True)
     venv = site / "venv"
@@ -217,6 +225,7 @@ def test_a_site_installs_the_release_from_an_empty_folder_runs_an_example_and_fe
         if n.endswith(".whl")
     )
     _run(["pip", "install", "--quiet", str(wheel)], site, env)
+    documented("pip install fedkube")
     where = _run(["python", "-c", "import fedkube; print(fedkube.__file__)"], site, env)
     assert str(venv) in where and str(ROOT) not in where
     # The core alone (no torch) makes the site's key and signing request.
@@ -235,13 +244,24 @@ def test_a_site_installs_the_release_from_an_empty_folder_runs_an_example_and_fe
           "--set", f"operator.metricsPort={metrics_port}",
           "--set", f"operator.healthPort={health_port}",
           "--wait", "--timeout", "6m"], site, env)  # fmt: skip
+    documented(
+        f"helm install {RELEASE} oci://ghcr.io/fedkube/charts/fedkube --version {__version__} "
+        f"--namespace {RELEASE_NS} --create-namespace --wait"
+    )
     tested = _run(["helm", "test", RELEASE, "--namespace", RELEASE_NS], site, env)
+    documented(f"helm test {RELEASE} --namespace {RELEASE_NS}")
     assert "Phase:          Succeeded" in tested
 
     listed = _run(["fedkube", "examples", "ex"], site, env)
     assert "ex/breast-cancer.yaml" in listed
     _run(["kubectl", "create", "namespace", "hospitals"], site, env)
     _run(["kubectl", "apply", "-n", "hospitals", "-f", "ex/breast-cancer.yaml"], site, env)
+    for command in (
+        "fedkube examples ex",
+        "kubectl create namespace hospitals",
+        "kubectl apply -n hospitals -f ex/breast-cancer.yaml",
+    ):
+        documented(command)
 
     seen: dict[str, dict[str, Any]] = {}
 
@@ -257,6 +277,14 @@ def test_a_site_installs_the_release_from_an_empty_folder_runs_an_example_and_fe
     job = wait_job(cp, "hospitals", "breast-cancer", finished, timeout=600, log=operator_log)
     status = job["status"]
     assert status["phase"] == "Succeeded", status
+    wait = ["kubectl", "wait", "-n", "hospitals", "fj/breast-cancer",
+            "--for=jsonpath={.status.phase}=Succeeded", "--timeout=15m"]  # fmt: skip
+    waited = _run(wait, site, env)
+    assert "condition met" in waited
+    documented(" ".join(wait))
+    shown = _run(["kubectl", "get", "-n", "hospitals", "fj", "breast-cancer"], site, env)
+    assert "Succeeded" in shown
+    documented("kubectl get -n hospitals fj breast-cancer")
     assert status["round"] == status["totalRounds"] == 20
     assert 0.85 < status["accuracy"] <= 1.0
     assert status["engineImage"] == f"{registry}/fedkube/engine:{__version__}-cu132"
@@ -284,6 +312,7 @@ def test_a_site_installs_the_release_from_an_empty_folder_runs_an_example_and_fe
     assert model == on_claim.read_bytes()
     assert on_claim.stat().st_uid == 65532  # written by the image's user, not root
     assert "trained/model.safetensors" in fetched
+    documented("fedkube fetch breast-cancer -n hospitals --to trained")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         left = json.loads(
