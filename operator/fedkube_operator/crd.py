@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from fedkube.spec.approval import APPROVAL_KIND, APPROVAL_PLURAL, SiteApprovalSpec
 from fedkube.spec.base import API_GROUP, API_VERSION, KIND
+from fedkube.spec.edits import transition_rules
 from fedkube.spec.job import JobSpec
 
 from fedkube_operator.chart_schema import VALUES_SCHEMA_FILE, values_schema_text
@@ -140,14 +141,9 @@ def spec_schema() -> dict[str, Any]:
     # Site names are keys: the API server itself refuses a repeated name.
     props["sites"]["x-kubernetes-list-type"] = "map"
     props["sites"]["x-kubernetes-list-map-keys"] = ["name"]
-    # What a running job trains on cannot change under it.
-    for field in ("task", "strategy"):
-        props[field].setdefault("x-kubernetes-validations", []).append(
-            {
-                "rule": "self == oldSelf",
-                "message": f"{field} is immutable; create a new job to change it",
-            }
-        )
+    # What a running job learns cannot change under it (fedkube.spec.edits says field by
+    # field); its schedule, pods and operational fields can.
+    schema.setdefault("x-kubernetes-validations", []).extend(transition_rules())
     return schema
 
 

@@ -19,6 +19,7 @@ from fedkube.transport.http_endpoints import PROGRESS_TOKEN_ENV
 
 from fedkube_operator.labels import LABEL_JOB, LABEL_ROLE, job_labels
 from fedkube_operator.pod_shape import job_pod
+from fedkube_operator.rollout import spec_digest, stamp
 from fedkube_operator.settings import OperatorSettings
 from fedkube_operator.site_mounts import site_data, site_state, trusted_cas
 from fedkube_operator.site_placement import (
@@ -350,4 +351,7 @@ def desired(resource: dict[str, Any], job: FederatedJob, settings: OperatorSetti
         )
         if held_by_site(site, settings):
             out.site_config_map = site_config_map(resource, settings)
+    digest = spec_digest(resource)
+    for pod in out.pods.values():
+        stamp(pod, digest)
     return out

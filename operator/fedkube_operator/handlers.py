@@ -97,6 +97,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
                 approvals=parse_approvals(memo.kube.approvals()),
                 site_config_map=found.site_config_map,
                 ledgers=_ledgers(memo),
+                terminating=found.terminating,
             )
             result = plan(resource, observed, memo.settings)
             audit = Audit(memo.get("audit"), f"{ns}/{name}")

@@ -33,6 +33,7 @@ class Found:
     has_network_policies: bool
     # Where each pod runs, by its key in ``pods``: (namespace, name).
     locations: dict[str, tuple[str, str]] = field(default_factory=dict)
+    terminating: set[str] = field(default_factory=set)
     site_config_map: dict[str, Any] | None = None
 
 
@@ -108,6 +109,8 @@ class Kube:
             for p in pods.items
             if p.metadata.deletion_timestamp is None
         }
+        # Pods on their way out: one of a job's names cannot be made again until it is gone.
+        terminating = {p.metadata.name for p in pods.items if p.metadata.deletion_timestamp}
         locations = {name: (namespace, name) for name in by_name}
         site_config_map = None
         if site_namespace and uid:
@@ -120,6 +123,8 @@ class Kube:
                     key = trainer_name(job, site)
                     by_name[key] = self.api.sanitize_for_serialization(p)
                     locations[key] = (site_namespace, p.metadata.name)
+                elif site:
+                    terminating.add(trainer_name(job, site))
             site_config_map = self._config_map(site_namespace, site_config)
         services = self.core.list_namespaced_service(namespace, label_selector=selector)
         claims = self.core.list_namespaced_persistent_volume_claim(
@@ -139,6 +144,7 @@ class Kube:
                 ).items
             ),
             locations=locations,
+            terminating=terminating,
             site_config_map=site_config_map,
         )
 

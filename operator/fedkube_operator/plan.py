@@ -26,6 +26,7 @@ from fedkube_operator.desired import (
 )
 from fedkube_operator.network_policy import network_policies
 from fedkube_operator.plan_model import Event, Observed, Plan, set_condition
+from fedkube_operator.rollout import stale
 from fedkube_operator.settings import OperatorSettings
 from fedkube_operator.site_policy import site_policy_problems
 from fedkube_operator.status_model import JobStatus, SiteStatus
@@ -129,6 +130,8 @@ def namespace(resource: dict[str, Any]) -> str:
 def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSettings) -> Plan:
     now = observed.now
     status = JobStatus.model_validate(resource.get("status") or {})
+    applied = status.observed_generation
+    # The generation this plan applies; back to the last one applied while an edit rolls out.
     status.observed_generation = resource["metadata"].get("generation")
     result = Plan(status=status)
     try:
@@ -186,7 +189,7 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
             Event(
                 "Normal",
                 "ManifestRewritten",
-                "the job's ConfigMap differed from the job as admitted; rewritten",
+                "the job's ConfigMap differed from the job's spec; rewritten",
             )
         )
     site_copy = want.site_config_map
@@ -201,6 +204,18 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
         result.create.extend(network_policies(resource, job, settings))
     if _pods(result, job, observed, want.pods):
         _outcome(result, job, observed)
+    if result.rolling:
+        status.observed_generation = applied
+    recreating = [n for n in result.rolling if n in result.delete_pods]
+    if recreating:
+        result.events.append(
+            Event(
+                "Normal",
+                "RollingOut",
+                f"the spec changed (generation {resource['metadata'].get('generation')}): "
+                f"recreating {', '.join(recreating)}; the aggregator resumes from its checkpoint",
+            )
+        )
     return result
 
 
@@ -234,10 +249,19 @@ def _pods(
     status = result.status
     for name, pod in want.items():
         seen = observed.pods.get(name)
+        if seen is None and name in observed.terminating:
+            # Still going (a roll-out, a recreation): made again once it is gone.
+            result.rolling.append(name)
+            continue
         if seen is None:
             result.create.append(pod)
             continue
-        if _pod_phase(seen) != "Failed":
+        phase = _pod_phase(seen)
+        if phase not in ("Succeeded", "Failed") and stale(seen, pod):
+            result.delete_pods.append(name)
+            result.rolling.append(name)
+            continue
+        if phase != "Failed":
             continue
         code, message = _termination(seen)
         role = (

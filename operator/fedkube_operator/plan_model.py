@@ -30,6 +30,8 @@ class Observed:
     site_config_map: dict[str, Any] | None = None
     # The dataset ledgers on the site's state claim (None: the operator cannot read them).
     ledgers: list[dict[str, Any]] | None = None
+    # The job's pods being deleted (their names cannot be made again yet).
+    terminating: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Plan:
     replace: list[dict[str, Any]] = field(default_factory=list)
     delete_pods: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    # Pods deleted to roll an edit of the spec out (recreated at the next reconcile).
+    rolling: list[str] = field(default_factory=list)
 
 
 def set_condition(

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fedkube.spec.edits import EDITS
 from fedkube_operator.crd import spec_schema
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "reference" / "manifest.md"
@@ -60,8 +61,31 @@ def rows(node: dict[str, Any], path: str) -> list[str]:
     return out
 
 
+EDITS_HEAD = """
+## Editing a running job
+
+What `kubectl edit` or `kubectl apply` of a changed spec does to a job that exists. An
+immutable field is refused by the API server, with the reason and what to do instead; a
+rolled-out one recreates the pods that read the old spec (the aggregator resumes from its
+checkpoint) after the site's policy and consent judge the new terms, and
+`status.observedGeneration` reaches the edit's `metadata.generation` once no pod reads the old
+one; an operational one applies at the operator's next reconcile.
+
+| field | on a running job | why |
+|---|---|---|
+"""
+
+
 def render() -> str:
-    return HEAD + "\n".join(rows(spec_schema(), "spec")) + "\n"
+    edits = [f"| `spec.{f}` | {kind} | {why} |" for f, (kind, why) in EDITS.items()]
+    return (
+        HEAD
+        + "\n".join(rows(spec_schema(), "spec"))
+        + "\n"
+        + EDITS_HEAD
+        + "\n".join(edits)
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
