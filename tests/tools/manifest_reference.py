@@ -79,12 +79,7 @@ one; an operational one applies at the operator's next reconcile.
 def render() -> str:
     edits = [f"| `spec.{f}` | {kind} | {why} |" for f, (kind, why) in EDITS.items()]
     return (
-        HEAD
-        + "\n".join(rows(spec_schema(), "spec"))
-        + "\n"
-        + EDITS_HEAD
-        + "\n".join(edits)
-        + "\n"
+        HEAD + "\n".join(rows(spec_schema(), "spec")) + "\n" + EDITS_HEAD + "\n".join(edits) + "\n"
     )
 
 
