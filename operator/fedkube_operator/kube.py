@@ -281,3 +281,43 @@ def _attributes(p: Permission, namespace: str) -> client.V1ResourceAttributes:
         verb=p.verb,
         namespace=namespace or None,
     )
+
+
+class LeaseStore:
+    """The operator's Lease (coordination.k8s.io) in its own namespace."""
+
+    def __init__(self, namespace: str, name: str, api: client.ApiClient | None = None) -> None:
+        self.namespace, self.name = namespace, name
+        self.api = api or client.ApiClient()
+        self.coordination = client.CoordinationV1Api(self.api)
+
+    def read(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(spec, resourceVersion); (None, None) when there is no Lease yet."""
+        try:
+            lease = self.coordination.read_namespaced_lease(self.name, self.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None, None
+            raise
+        body = self.api.sanitize_for_serialization(lease)
+        return body.get("spec") or {}, lease.metadata.resource_version
+
+    def write(self, spec: dict[str, Any], version: str | None) -> bool:
+        """Create it, or replace the version read; False when another replica wrote first."""
+        body: dict[str, Any] = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": spec,
+        }
+        try:
+            if version is None:
+                self.coordination.create_namespaced_lease(self.namespace, body)
+            else:
+                body["metadata"]["resourceVersion"] = version
+                self.coordination.replace_namespaced_lease(self.name, self.namespace, body)
+            return True
+        except ApiException as e:
+            if e.status in (409, 422):
+                return False
+            raise

@@ -53,4 +53,6 @@ CLUSTER_REQUIRED: tuple[Permission, ...] = (
 SITE_REQUIRED: tuple[Permission, ...] = (
     *_each("", ("pods", "configmaps"), ("get", "list", "watch", "create", "update", "delete")),
     *_each("networking.k8s.io", ("networkpolicies",), ("get", "list", "create", "delete")),
+    # The replicas' leader election (Helm operator.leaderElection): one Lease of the release.
+    *_each("coordination.k8s.io", ("leases",), ("get", "create", "update")),
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import time
@@ -129,6 +130,7 @@ class ControlPlane:
     bin: Path
     api_port: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    args: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def pki(self) -> Path:
@@ -143,7 +145,9 @@ class ControlPlane:
         return f"https://127.0.0.1:{self.api_port}"
 
     def _start(self, component: str, args: list[str]) -> None:
-        log = open(self.folder / f"{component}.log", "wb")  # noqa: SIM115 - the child keeps it
+        self.args[component] = args
+        # Appended to: a restarted component's log follows its earlier life's.
+        log = open(self.folder / f"{component}.log", "ab")  # noqa: SIM115 - the child keeps it
         self.procs[component] = subprocess.Popen(
             [str(self.bin / component), *args],
             stdout=log,
@@ -224,6 +228,18 @@ class ControlPlane:
         )
         self.startup_seconds = time.monotonic() - started
         return self
+
+    def restart(self, component: str, timeout: float = 60) -> float:
+        """SIGKILL one component (etcd, kube-apiserver, kube-controller-manager) and start it
+        again with the same flags; the seconds until the API server answers again."""
+        proc = self.procs[component]
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        started = time.monotonic()
+        self._start(component, self.args[component])
+        self._wait_ready(started + timeout)
+        return time.monotonic() - started
 
     def write_kubeconfig(self, path: Path, user: str = "admin") -> None:
         p = self.pki

@@ -187,3 +187,43 @@ def test_the_drift_check_names_an_undescribed_value_and_a_stale_readme(tmp_path:
     # Written again, the README is whole again.
     chart_values_docs.main(["--chart", str(chart)])
     assert "| `tests.enabled` |" in readme.read_text()
+
+
+def test_two_replicas_elect_a_leader_roll_one_at_a_time_and_keep_one_through_a_drain() -> None:
+    docs = rendered("operator.replicas=2", "operator.podDisruptionBudget.enabled=true")
+    deployment = _by_kind(docs, "Deployment")[0]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--leader-election" in container["args"]
+    assert "--leader-election-namespace=fedkube-system" in container["args"]
+    assert "--leader-election-name=fedkube-operator" in container["args"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in (
+        container["env"]
+    )
+    budget = _by_kind(docs, "PodDisruptionBudget")[0]
+    assert budget["spec"]["minAvailable"] == 1
+    assert (
+        budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    )
+    # The lease is the operator's to write, in the release's namespace only.
+    role = next(
+        d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("trainers")
+    )
+    assert {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+            "verbs": ["get", "create", "update"]} in role["rules"]  # fmt: skip
+    # Without a lease, one pod at a time; two replicas without one, or a budget over one
+    # replica, are refused with what to set.
+    alone = _by_kind(rendered("operator.leaderElection.enabled=false"), "Deployment")[0]
+    assert alone["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--leader-election" not in alone["spec"]["template"]["spec"]["containers"][0]["args"]
+    for sets, says in (
+        (("operator.replicas=2", "operator.leaderElection.enabled=false"), "leaderElection"),
+        (("operator.podDisruptionBudget.enabled=true",), "operator.replicas to 2"),
+    ):
+        args = [a for s in sets for a in ("--set", s)]
+        out = helm("template", "fedkube", CHART, *args)
+        assert out.returncode != 0 and says in out.stderr, out.stderr
