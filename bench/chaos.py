@@ -14,6 +14,7 @@ Needs what `bash tests/run-all.sh` builds (the control-plane binaries); a few te
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import time
@@ -29,6 +30,9 @@ from tests.kube_harness.operator_env import OperatorProcess  # noqa: E402
 
 
 def main() -> int:
+    # The node agent and the Kubernetes client retry through each API server restart, loudly.
+    for name in ("node-agent", "urllib3", "kubernetes"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=80)
     ap.add_argument("--faults", type=int, default=8 * len(KINDS))
