@@ -24,6 +24,20 @@ def holder(cp: ControlPlane, lease: str) -> str | None:
     return json.loads(out.stdout)["spec"].get("holderIdentity")
 
 
+def uids(cp: ControlPlane, namespace: str, job: str) -> dict[str, str]:
+    return {n: p["metadata"]["uid"] for n, p in pods(cp, namespace, job).items()}
+
+
+def finished(cp: ControlPlane, namespace: str, job: str, log: Any) -> dict[str, Any]:
+    """The job's status once it ended, Succeeded."""
+    done = wait_job(
+        cp, namespace, job, lambda s: s.get("phase") in ("Succeeded", "Failed"), timeout=300,
+        log=log,
+    )  # fmt: skip
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    return dict(done["status"])
+
+
 def leading(op: OperatorProcess) -> str | None:
     """The identity this replica leads as (in its latest life), from its log."""
     found = None
@@ -67,9 +81,7 @@ def test_the_standby_takes_over_within_15_s_and_the_job_completes(
 
         apply(cp, namespace, with_free_ports(example("failover", rounds=600)))
         job = wait_job(cp, namespace, "failover", lambda s: s.get("round", 0) >= 3, log=first.log)
-        before: dict[str, Any] = {
-            n: p["metadata"]["uid"] for n, p in pods(cp, namespace, "failover").items()
-        }
+        before = uids(cp, namespace, "failover")
         assert len(before) == 6
 
         old = holder(cp, lease)
@@ -84,14 +96,8 @@ def test_the_standby_takes_over_within_15_s_and_the_job_completes(
         # The new leader reconciles the same job: its status moves on, nothing is made twice.
         at = job["status"]["round"]
         wait_job(cp, namespace, "failover", lambda s: s.get("round", 0) > at + 5, log=second.log)
-        after = {n: p["metadata"]["uid"] for n, p in pods(cp, namespace, "failover").items()}
-        assert after == before
-        done = wait_job(
-            cp, namespace, "failover", lambda s: s.get("phase") in ("Succeeded", "Failed"),
-            timeout=300, log=second.log,
-        )  # fmt: skip
-        assert done["status"]["phase"] == "Succeeded", done["status"]
-        assert done["status"]["round"] == 600
+        assert uids(cp, namespace, "failover") == before
+        assert finished(cp, namespace, "failover", second.log)["round"] == 600
         print(f"\nfailover: the standby led {took:.1f} s after the leader's SIGKILL")
 
         # A clean stop (SIGTERM, as a rolling update does) lets the lease go: the other
@@ -123,7 +129,7 @@ def test_an_upgraded_operator_keeps_the_running_pods_and_the_job_completes(
     cp = control_plane
     apply(cp, namespace, with_free_ports(example("upgraded", rounds=600)))
     job = wait_job(cp, namespace, "upgraded", lambda s: s.get("round", 0) >= 3, log=operator.log)
-    before = {n: p["metadata"]["uid"] for n, p in pods(cp, namespace, "upgraded").items()}
+    before = uids(cp, namespace, "upgraded")
     operator.stop()
     (tmp_path / "newer").mkdir()
     shutil.copy(operator.folder / "progress-key", tmp_path / "newer" / "progress-key")
@@ -137,14 +143,8 @@ def test_an_upgraded_operator_keeps_the_running_pods_and_the_job_completes(
         )
         # The new operator reads the job where the old one left it.
         assert moved["status"]["engineImage"] == newer_image
-        after = {n: p["metadata"]["uid"] for n, p in pods(cp, namespace, "upgraded").items()}
-        assert after == before
-        done = wait_job(
-            cp, namespace, "upgraded", lambda s: s.get("phase") in ("Succeeded", "Failed"),
-            timeout=300, log=newer.log,
-        )  # fmt: skip
-        assert done["status"]["phase"] == "Succeeded", done["status"]
-        assert done["status"]["aggregatorRestarts"] == 0
+        assert uids(cp, namespace, "upgraded") == before
+        assert finished(cp, namespace, "upgraded", newer.log)["aggregatorRestarts"] == 0
     finally:
         newer.stop()
         operator.start()
