@@ -131,6 +131,8 @@ class ControlPlane:
     api_port: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     args: dict[str, list[str]] = field(default_factory=dict)
+    # More kube-apiserver flags (the load bench's audit log).
+    apiserver_args: list[str] = field(default_factory=list)
 
     @property
     def pki(self) -> Path:
@@ -205,6 +207,7 @@ class ControlPlane:
                 "--enable-priority-and-fairness=false",
                 "--allow-privileged=true",
                 f"--cert-dir={self.folder / 'apiserver-certs'}",
+                *self.apiserver_args,
             ],
         )
         self.write_kubeconfig(self.kubeconfig)

@@ -20,15 +20,12 @@ again after a back-off, as kubelet does.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 import logging
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,15 +37,10 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.config import new_client_from_config
 
-from tests.kube_harness.containers import SERVICE_ACCOUNT_DIR, Mount, runtime_spec
 from tests.kube_harness.image_store import ImageRefused, RegistryImages
-from tests.kube_harness.pod_status import refused_image_status
+from tests.kube_harness.pod_inputs import PodInputs
+from tests.kube_harness.pod_status import pod_status, refused_image_status, terminated
 
-# Host folders every container needs as they are: the checkout (an editable install points
-# into it) and the Python installation running the tests.
-KEEP_VISIBLE = [str(Path(__file__).resolve().parents[2]), sys.prefix, sys.base_prefix]
-# Where those are bound aside while volumes are mounted (private to each container's mounts).
-AGENT_STASH = "/run/fedkube-node-agent"
 # How long a pod whose image was refused waits before it is tried again (kubelet backs off
 # from 10 s up).
 IMAGE_BACKOFF_SECONDS = 10.0
@@ -113,6 +105,7 @@ class NodeAgent:
         poll_seconds: float = 0.2,
         images: RegistryImages | None = None,
         pod_ip: str = "127.0.0.1",
+        bind_pending: bool = True,
     ) -> None:
         api_client = new_client_from_config(str(kubeconfig))
         self.api = client.CoreV1Api(api_client)
@@ -130,10 +123,16 @@ class NodeAgent:
         self.node = node_name
         self.claim_dir = claim_dir or (lambda ns, claim: root / "claims" / ns / claim)
         self.poll = poll_seconds
+        # Whether it binds every pending pod to its node (no scheduler runs). The load bench
+        # binds pods itself, some to simulated nodes: then the agent lists only its own.
+        self.bind_pending = bind_pending
         self.runs: dict[str, PodRun] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []
+        self.inputs = PodInputs(
+            self.api, self.node, self.server, self.ca_file, pod_ip, self.claim_dir, images
+        )
 
     # -- life of the agent ---------------------------------------------------------------
 
@@ -204,7 +203,12 @@ class NodeAgent:
             self._stop.wait(self.poll)
 
     def _sync(self) -> None:
-        pods = self.api.list_pod_for_all_namespaces().items
+        if self.bind_pending:
+            pods = self.api.list_pod_for_all_namespaces().items
+        else:
+            pods = self.api.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={self.node}"
+            ).items
         seen = set()
         for pod in pods:
             uid = pod.metadata.uid
@@ -275,7 +279,7 @@ class NodeAgent:
         scratch.mkdir(parents=True, exist_ok=True)
         run = PodRun(pod.metadata.uid, ns, name, pod, scratch)
         try:
-            volumes = self._volumes(pod, scratch)
+            volumes = self.inputs.volumes(pod, scratch)
             for init, specs in (
                 (True, pod.spec.init_containers or []),
                 (False, pod.spec.containers),
@@ -283,7 +287,9 @@ class NodeAgent:
                 for c in specs:
                     try:
                         runtime, image_id = (
-                            self._runtime(pod, c, volumes, scratch) if self.images else (None, "")
+                            self.inputs.runtime(pod, c, volumes, scratch)
+                            if self.images
+                            else (None, "")
                         )
                     except ImageRefused as e:
                         self._refuse_image(pod, c.name, e)
@@ -291,8 +297,8 @@ class NodeAgent:
                     (run.init_containers if init else run.containers).append(
                         ContainerRun(
                             c.name,
-                            [] if runtime else self._argv(c, volumes),
-                            self._env(pod, c),
+                            [] if runtime else self.inputs.argv(c, volumes),
+                            self.inputs.env(pod, c),
                             runtime=runtime,
                             image=c.image or "",
                             image_id=image_id,
@@ -327,204 +333,6 @@ class NodeAgent:
         except ApiException as e:
             if e.status != 404:
                 raise
-
-    def _volumes(self, pod: Any, scratch: Path) -> dict[str, Path]:
-        out: dict[str, Path] = {}
-        ns = pod.metadata.namespace
-        fs_group = (pod.spec.security_context or client.V1PodSecurityContext()).fs_group
-        for v in pod.spec.volumes or []:
-            path = scratch / "volumes" / v.name
-            if v.empty_dir is not None or v.projected is not None:
-                path.mkdir(parents=True, exist_ok=True)
-                path.chmod(0o777)  # as kubelet makes an emptyDir: any user of the pod writes
-            elif v.host_path is not None:
-                path = Path(v.host_path.path)
-                path.mkdir(parents=True, exist_ok=True)
-            elif v.persistent_volume_claim is not None:
-                path = self.claim_dir(ns, v.persistent_volume_claim.claim_name)
-                path.mkdir(parents=True, exist_ok=True)
-                if fs_group is not None:
-                    _own_by_group(path, fs_group)
-            elif v.config_map is not None:
-                cm = self.api.read_namespaced_config_map(v.config_map.name, ns)
-                self._write_items(
-                    path, cm.data or {}, v.config_map.items, v.config_map.default_mode, fs_group
-                )
-            elif v.secret is not None:
-                secret = self.api.read_namespaced_secret(v.secret.secret_name, ns)
-                data = {k: base64.b64decode(b) for k, b in (secret.data or {}).items()}
-                self._write_items(path, data, v.secret.items, v.secret.default_mode, fs_group)
-            else:
-                raise ValueError(f"volume {v.name}: this node agent does not support its kind")
-            out[v.name] = path
-        return out
-
-    @staticmethod
-    def _write_items(
-        folder: Path,
-        data: dict[str, Any],
-        items: Any,
-        mode: int | None = None,
-        group: int | None = None,
-    ) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        chosen = {i.key: i.path for i in items} if items else {k: k for k in data}
-        for key, rel in chosen.items():
-            target = folder / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            value = data[key]
-            target.write_bytes(value if isinstance(value, bytes) else str(value).encode())
-            # As kubelet writes them: defaultMode (0644 unless set), the pod's fsGroup.
-            target.chmod(0o644 if mode is None else mode)
-            if group is not None:
-                os.chown(target, -1, group)
-
-    def _argv(self, c: Any, volumes: dict[str, Path]) -> list[str]:
-        argv = [*(c.command or []), *(c.args or [])]
-        if not argv:
-            raise ValueError(f"container {c.name}: no command; this node agent has no images")
-        mounts = []
-        for m in c.volume_mounts or []:
-            source = volumes[m.name] / m.sub_path if m.sub_path else volumes[m.name]
-            if m.sub_path and not source.exists():
-                source.mkdir(parents=True)  # as kubelet makes a missing subPath
-            mounts.append((source, m.mount_path, bool(m.read_only)))
-        if not mounts:
-            return argv
-        # A mount over a folder that holds another volume's host folder (/tmp, say) would
-        # hide it: such mounts go last.
-        sources = [str(m[0]) for m in mounts]  # (a list reads as empty while it sorts)
-        mounts.sort(key=lambda m: any(src.startswith(m[1].rstrip("/") + "/") for src in sources))
-        steps = []
-        # The host's own code (this checkout, the Python it runs) must stay visible in the
-        # container, even when a volume covers the folder it lies in (a clone under /tmp and
-        # the pod's /tmp emptyDir): bind it aside first, and back in place after the mounts.
-        hidden = [
-            keep
-            for keep in dict.fromkeys(KEEP_VISIBLE)
-            if any(keep.startswith(m[1].rstrip("/") + "/") for m in mounts)
-        ]
-        aside = [f"{AGENT_STASH}/{i}" for i in range(len(hidden))]
-        for keep, stash in zip(hidden, aside, strict=True):
-            steps.append(f"mkdir -p {stash} && mount --bind {shlex.quote(keep)} {stash}")
-        for source, target, read_only in mounts:
-            make = "touch" if source.is_file() else "mkdir -p"
-            steps.append(f"{make} {shlex.quote(target)}")
-            steps.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}")
-            if read_only:
-                steps.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
-        for keep, stash in zip(hidden, aside, strict=True):
-            steps.append(
-                f"mkdir -p {shlex.quote(keep)} && mount --bind {stash} {shlex.quote(keep)}"
-            )
-        script = " && ".join(steps) + ' && exec "$@"'
-        return [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "/bin/sh",
-            "-c",
-            script,
-            "sh",
-            *argv,
-        ]
-
-    def _runtime(
-        self, pod: Any, c: Any, volumes: dict[str, Path], scratch: Path
-    ) -> tuple[dict[str, Any], str]:
-        """Container mode: the container's runtime spec, from its verified image and the pod,
-        and the image's repository@digest."""
-        assert self.images is not None
-        image = self.images.image(c.image or "")
-        mounts = [
-            Mount(volumes[m.name] / m.sub_path if m.sub_path else volumes[m.name],
-                  m.mount_path, bool(m.read_only))
-            for m in c.volume_mounts or []
-        ]  # fmt: skip
-        for m in mounts:
-            if not m.source.exists():
-                m.source.mkdir(parents=True)  # as kubelet makes a missing subPath
-        token = self._service_account_folder(pod, scratch)
-        if token is not None and SERVICE_ACCOUNT_DIR not in {m.target for m in mounts}:
-            mounts.append(Mount(token, SERVICE_ACCOUNT_DIR, True))
-        mounts += [Mount(Path(f), f, True) for f in ("/etc/hosts", "/etc/resolv.conf")]
-        mounts.sort(key=lambda m: m.target.rstrip("/").count("/"))  # a folder before its insides
-        sanitize = self.api.api_client.sanitize_for_serialization
-        spec = runtime_spec(image, sanitize(pod), sanitize(c), self._env(pod, c), mounts)
-        return spec, image.image_id
-
-    def _service_account_folder(self, pod: Any, scratch: Path) -> Path | None:
-        """The token, CA and namespace that the ServiceAccount admission plugin and kubelet
-        give a pod (the plugin is off here: it would refuse pods in namespaces whose default
-        ServiceAccount is not made yet); None when the pod opts out."""
-        if pod.spec.automount_service_account_token is False:
-            return None
-        account = pod.spec.service_account_name or "default"
-        request = client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=4 * 3600)
-        )
-        token = self.api.create_namespaced_service_account_token(
-            account, pod.metadata.namespace, request
-        ).status.token
-        folder = scratch / "serviceaccount"
-        self._write_items(
-            folder,
-            {
-                "token": token,
-                "ca.crt": Path(self.ca_file).read_bytes(),
-                "namespace": pod.metadata.namespace,
-            },
-            None,
-            0o644,
-            None,
-        )
-        return folder
-
-    def _env(self, pod: Any, c: Any) -> dict[str, str]:
-        ns = pod.metadata.namespace
-        host, _, port = self.server.removeprefix("https://").partition(":")
-        env = {
-            "HOSTNAME": pod.metadata.name,
-            # In-cluster clients find the API server here (pods share the host's loopback).
-            "KUBERNETES_SERVICE_HOST": host,
-            "KUBERNETES_SERVICE_PORT": port or "443",
-        }
-        if self.images is None:  # a process: the tests' Python, on the host's PATH
-            env["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-            env["HOME"] = os.environ.get("HOME", "/root")
-        for src in c.env_from or []:
-            prefix = src.prefix or ""
-            if src.config_map_ref is not None:
-                cm = self.api.read_namespaced_config_map(src.config_map_ref.name, ns)
-                env.update({prefix + k: v for k, v in (cm.data or {}).items()})
-            if src.secret_ref is not None:
-                s = self.api.read_namespaced_secret(src.secret_ref.name, ns)
-                env.update(
-                    {prefix + k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}
-                )
-        for e in c.env or []:
-            if e.value_from is None:
-                env[e.name] = e.value or ""
-                continue
-            vf = e.value_from
-            if vf.config_map_key_ref is not None:
-                cm = self.api.read_namespaced_config_map(vf.config_map_key_ref.name, ns)
-                env[e.name] = (cm.data or {})[vf.config_map_key_ref.key]
-            elif vf.secret_key_ref is not None:
-                s = self.api.read_namespaced_secret(vf.secret_key_ref.name, ns)
-                env[e.name] = base64.b64decode((s.data or {})[vf.secret_key_ref.key]).decode()
-            elif vf.field_ref is not None:
-                env[e.name] = {
-                    "metadata.name": pod.metadata.name,
-                    "metadata.namespace": ns,
-                    "metadata.uid": pod.metadata.uid,
-                    "spec.nodeName": self.node,
-                    "status.podIP": self.pod_ip,
-                    "status.hostIP": "127.0.0.1",
-                }.get(vf.field_ref.field_path, "")
-        return env
 
     # -- running containers ----------------------------------------------------------------
 
@@ -584,7 +392,7 @@ class NodeAgent:
         if c.restart_at == 0.0:
             c.restart_at = time.monotonic() + min(10.0, 0.5 * 2**c.restarts)
         if time.monotonic() >= c.restart_at:
-            c.last_terminated = self._terminated(c)
+            c.last_terminated = terminated(c)
             c.restarts += 1
             c.restart_at = 0.0
             self._launch(run, c)
@@ -618,81 +426,8 @@ class NodeAgent:
 
     # -- reporting -------------------------------------------------------------------------
 
-    @staticmethod
-    def _terminated(c: ContainerRun) -> dict[str, Any]:
-        return {
-            "terminated": {
-                "exitCode": c.exit_code,
-                "reason": "Completed" if c.exit_code == 0 else "Error",
-                "startedAt": c.started_at,
-                "finishedAt": c.finished_at,
-                **({"message": c.message} if c.message else {}),
-            }
-        }
-
-    def _container_status(self, run: PodRun, c: ContainerRun) -> dict[str, Any]:
-        if c.running:
-            state: dict[str, Any] = {"running": {"startedAt": c.started_at}}
-        elif c.exit_code is not None and c.restart_at == 0.0:
-            state = self._terminated(c)
-        elif c.exit_code is not None:
-            state = {
-                "waiting": {"reason": "CrashLoopBackOff", "message": f"exit code {c.exit_code}"}
-            }
-        else:
-            state = {"waiting": {"reason": "PodInitializing"}}
-        status = {
-            "name": c.name,
-            "image": c.image,
-            "imageID": c.image_id,
-            "ready": c.running,
-            "started": c.running,
-            "restartCount": c.restarts,
-            "state": state,
-            "containerID": (f"runc://{c.runc_id}" if c.runc_id else f"fedkube-test://{c.proc.pid}")
-            if c.proc
-            else None,
-        }
-        if c.last_terminated:
-            status["lastState"] = c.last_terminated
-        return status
-
-    def _phase(self, run: PodRun) -> str:
-        if any(c.exit_code != 0 for c in run.init_containers):
-            failed = any(
-                c.exit_code not in (None, 0) and c.restart_at == 0.0 for c in run.init_containers
-            )
-            return "Failed" if failed and run.pod.spec.restart_policy == "Never" else "Pending"
-        cs = run.containers
-        if any(c.running for c in cs) or any(c.restart_at for c in cs):
-            return "Running"
-        if all(c.exit_code is not None for c in cs):
-            return "Succeeded" if all(c.exit_code == 0 for c in cs) else "Failed"
-        return "Pending"
-
     def _report(self, run: PodRun) -> None:
-        phase = self._phase(run)
-        ready = phase == "Running" and all(c.running for c in run.containers)
-        t = run.start_time
-
-        def cond(kind: str, ok: bool) -> dict[str, Any]:
-            return {"type": kind, "status": "True" if ok else "False", "lastTransitionTime": t}
-
-        status = {
-            "phase": phase,
-            "hostIP": "127.0.0.1",
-            "podIP": self.pod_ip,
-            "podIPs": [{"ip": self.pod_ip}],
-            "startTime": run.start_time,
-            "conditions": [
-                cond("PodScheduled", True),
-                cond("Initialized", all(c.exit_code == 0 for c in run.init_containers)),
-                cond("ContainersReady", ready),
-                cond("Ready", ready),
-            ],
-            "containerStatuses": [self._container_status(run, c) for c in run.containers],
-            "initContainerStatuses": [self._container_status(run, c) for c in run.init_containers],
-        }
+        status = pod_status(run, self.pod_ip)
         comparable = {k: v for k, v in status.items() if k != "conditions"}
         if comparable == run.reported:
             return
@@ -702,18 +437,6 @@ class NodeAgent:
         except ApiException as e:
             if e.status != 404:
                 raise
-
-
-def _own_by_group(folder: Path, gid: int) -> None:
-    """As kubelet applies a pod's fsGroup to a volume: group-owned, group-writable, new files
-    inheriting the group."""
-    for path in [folder, *folder.rglob("*")]:
-        os.chown(path, -1, gid, follow_symlinks=False)
-        if path.is_symlink():
-            continue
-        mode = path.stat().st_mode
-        extra = 0o2070 if path.is_dir() else (0o060 | (0o010 if mode & 0o100 else 0))
-        path.chmod((mode & 0o7777) | extra)
 
 
 class _quiet:
