@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import logging
 import threading
 import time
@@ -20,22 +21,39 @@ from fedkube.errors import SpecError
 from fedkube.privacy.dataset_budget import read_ledgers
 from fedkube.spec.base import API_GROUP, API_VERSION
 from fedkube.spec.load import parse_job
+from fedkube.spec.progress import Progress
 from fedkube.storage.audit_trail import AuditTrail
 
 from fedkube_operator.consent import parse_approvals
 from fedkube_operator.crd import PLURAL
 from fedkube_operator.kube import Kube
+from fedkube_operator.labels import LABEL_JOB
 from fedkube_operator.metrics import OperatorMetrics
 from fedkube_operator.plan import plan
 from fedkube_operator.plan_model import Observed
 from fedkube_operator.progress import fetch_progress, progress_url
+from fedkube_operator.resync import (
+    RESYNC_SECONDS,
+    JobClock,
+    Touched,
+    fingerprint,
+    full_reconcile_due,
+    owning_job,
+)
 from fedkube_operator.settings import OperatorSettings
 from fedkube_operator.site_placement import site_config_name
 from fedkube_operator.site_report import site_report
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+# Each job's tick: its aggregator's /progress is read this often, and the job reconciled in
+# full when that or anything else of it changed (resync.py).
 RECONCILE_SECONDS = 2.0
 SITE_REPORT_SECONDS = 5.0
+# Blocking reads (the API, /progress) run in kopf's threads; its default of CPUs + 4 (6 here)
+# left a hundred jobs' ticks queueing behind API round trips.
+WORKERS = 16
+# The site's approvals are read once for every job ticking within this long.
+APPROVALS_SECONDS = 1.0
 log = logging.getLogger("fedkube.operator")
 
 
@@ -58,19 +76,57 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # mid-reconcile, kopf re-checks whether the timer stopped only this often; its default
     # of 60 s held the deletion (and `kubectl delete`) for a minute.
     settings.background.cancellation_polling = 0.5
+    settings.execution.max_workers = memo.get("workers") or WORKERS
     memo.setdefault("settings", OperatorSettings())
     memo.setdefault("metrics", OperatorMetrics())
+    memo.setdefault("resync_seconds", RESYNC_SECONDS)
     memo.kube = Kube()
     memo.locks = defaultdict(threading.Lock)
+    memo.clocks = defaultdict(JobClock)
+    memo.touched = Touched()
+    memo.approvals = SharedApprovals(memo.kube)
 
 
-def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
+class SharedApprovals:
+    """The SiteApprovals, listed once for all the jobs that tick within APPROVALS_SECONDS
+    (one list a second, not one per job and tick)."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self._lock = threading.Lock()
+        self._read_at = -APPROVALS_SECONDS
+        self._items: list[dict[str, Any]] = []
+        self._fingerprint = ""
+
+    def get(self) -> tuple[list[dict[str, Any]], str]:
+        with self._lock:
+            if time.monotonic() - self._read_at >= APPROVALS_SECONDS:
+                self._items = self.kube.approvals()
+                self._fingerprint = fingerprint(
+                    json.dumps(
+                        [(a.get("metadata", {}).get("name"), a.get("spec")) for a in self._items],
+                        sort_keys=True,
+                    )
+                )
+                self._read_at = time.monotonic()
+            return self._items, self._fingerprint
+
+
+def reconcile(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    read: tuple[str | None, Progress | None] | None = None,
+) -> None:
+    """Observe the job, plan, carry the plan out. ``read``: (url, /progress) the tick read
+    just now, reused when the job's aggregator is still at that url."""
     resource: dict[str, Any] = {k: body[k] for k in body}
     ns, name = resource["metadata"]["namespace"], resource["metadata"]["name"]
     started = time.perf_counter()
     with memo.locks[(ns, name)]:
         try:
             settings: OperatorSettings = memo.settings
+            approvals, approvals_seen = memo.approvals.get()
             found = memo.kube.observe(
                 ns,
                 name,
@@ -79,10 +135,14 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
                 resource["metadata"].get("uid", ""),
                 site_config_name(ns, name),
             )
+            url: str | None = None
             try:
                 job = parse_job(resource)
                 url = progress_url(job, found.pods, settings)
-                progress = fetch_progress(url, token=settings.progress_token(resource))
+                if read is not None and read[0] == url:
+                    progress = read[1]
+                else:
+                    progress = fetch_progress(url, token=settings.progress_token(resource))
             except SpecError:
                 progress = None
             observed = Observed(
@@ -94,7 +154,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
                 found.has_claim,
                 found.has_network_policies,
                 config_map=found.config_map,
-                approvals=parse_approvals(memo.kube.approvals()),
+                approvals=parse_approvals(approvals),
                 site_config_map=found.site_config_map,
                 ledgers=_ledgers(memo),
                 terminating=found.terminating,
@@ -118,12 +178,20 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
             status["sites"] = [
                 {k: v for k, v in site.items() if v is not None} for site in status["sites"]
             ]
+            # Only what changed: an unchanged status is not written again on every tick.
+            current = resource.get("status") or {}
             for key, value in status.items():
-                patch.status[key] = value
+                if current.get(key) != value:
+                    patch.status[key] = value
             for e in result.events:
                 kopf.event(body, type=e.type, reason=e.reason, message=e.message)
                 audit.decided(e.reason, e.message)
             memo.metrics.observe(ns, name, result.status)
+            clock: JobClock = memo.clocks[(ns, name)]
+            clock.last_full = time.monotonic()
+            clock.progress_url = url
+            clock.progress = progress.model_dump_json() if progress is not None else None
+            clock.approvals = approvals_seen
         except Exception:
             memo.metrics.errors.inc()
             raise
@@ -170,7 +238,32 @@ def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> 
 
 @kopf.timer(*RESOURCE, interval=RECONCILE_SECONDS)
 def on_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    reconcile(body, patch, memo)
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    clock: JobClock = memo.clocks[key]
+    touched = memo.touched.take(key)
+    progress = None
+    if clock.progress_url is not None:
+        resource: dict[str, Any] = {k: body[k] for k in body}
+        token = memo.settings.progress_token(resource)
+        progress = fetch_progress(clock.progress_url, token=token)
+    _, approvals = memo.approvals.get()
+    seen = progress.model_dump_json() if progress is not None else None
+    if full_reconcile_due(clock, time.monotonic(), seen, approvals, touched, memo.resync_seconds):
+        reconcile(body, patch, memo, read=(clock.progress_url, progress))
+
+
+# Watch events on what the operator made for a job mark the job for a full reconcile at its
+# next tick (a pod failed, a Service was deleted...), instead of every tick listing them all.
+@kopf.on.event("pods", labels={LABEL_JOB: kopf.PRESENT})
+@kopf.on.event("services", labels={LABEL_JOB: kopf.PRESENT})
+@kopf.on.event("configmaps", labels={LABEL_JOB: kopf.PRESENT})
+@kopf.on.event("persistentvolumeclaims", labels={LABEL_JOB: kopf.PRESENT})
+def on_owned_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    meta = body["metadata"]
+    job = owning_job(meta.get("namespace", ""), dict(meta.get("labels") or {}))
+    if job is not None:
+        memo.touched.mark(job)
 
 
 @kopf.on.delete(*RESOURCE, optional=True)
@@ -179,6 +272,7 @@ def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     # the site's namespace goes now (or, were the operator down, with the next sweep).
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     memo.metrics.forget(ns, name)
+    memo.clocks.pop((ns, name), None)
     site_ns = memo.settings.site_namespace
     if site_ns:
         uid = body["metadata"].get("uid")

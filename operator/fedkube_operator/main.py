@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         audit=AuditTrail(Path(args.audit_log)) if args.audit_log else None,
         site_state_dir=Path(args.site_state_dir) if args.site_state_dir else None,
         namespaces=list(args.namespace or []),
+        resync_seconds=args.resync_seconds,
+        workers=args.workers,
     )
     # kopf names itself after the user (getpass.getuser), and a pod run as an arbitrary uid
     # (the images' 65532, OpenShift's range) has no passwd entry: getuser reads $USER first.

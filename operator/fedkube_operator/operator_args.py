@@ -196,6 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
         "priority and runtime class, labels, annotations, topology spread",
     )
     ap.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=float(os.environ.get("FEDKUBE_RESYNC_SECONDS", "30")),
+        help="reconcile each job in full at least this often; between, only when its "
+        "aggregator's progress, its objects or the site's approvals change (0: on every 2 s "
+        "tick, the load bench's baseline)",
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("FEDKUBE_WORKERS", "16")),
+        help="threads for the jobs' reconciles and /progress reads (default 16)",
+    )
+    ap.add_argument(
         "--log-format",
         choices=["text", "json"],
         default=os.environ.get("FEDKUBE_LOG_FORMAT", "text"),
