@@ -26,6 +26,8 @@ from cryptography.x509.oid import NameOID
 from fedkube.cli.launch import free_port
 from fedkube.security.certs import CA_KEY_USAGE, certificate_builder
 
+from tests.kube_harness.processes import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "tests" / "tools" / "build-binaries.sh"
 
@@ -324,14 +326,7 @@ current-context: {self.name}
 
     def stop(self, keep_logs_in: Path | None = None) -> None:
         for comp in ("kube-controller-manager", "kube-apiserver", "etcd"):
-            proc = self.procs.get(comp)
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(self.procs.get(comp))
         if keep_logs_in is not None:
             keep_logs_in.mkdir(parents=True, exist_ok=True)
             for log in self.folder.glob("*.log"):

@@ -22,6 +22,7 @@ from kubernetes.config import new_client_from_config
 
 from tests.kube_harness.controlplane import ROOT, ControlPlane
 from tests.kube_harness.operator_env import NAMESPACE, SERVICE_ACCOUNT
+from tests.kube_harness.processes import stop_process
 
 KWOK_NODE = "kwok-node-0"
 OPERATOR_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
@@ -129,13 +130,7 @@ class Kwok:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 class Binder(threading.Thread):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from fedkube.cli.launch import free_port
 
+from tests.kube_harness.processes import stop_process
+
 
 class Registry:
     def __init__(self, binary: Path, root: Path) -> None:
@@ -58,10 +60,4 @@ class Registry:
         return (self.root / "registry.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
