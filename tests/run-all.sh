@@ -4,9 +4,9 @@
 #   bash tests/run-all.sh [pytest args]
 #
 # The first run on a machine builds etcd, kube-apiserver, kube-controller-manager, kubectl,
-# helm and syft from the Go module proxy (about 10 minutes on 2 cores), and fedkube's two images
-# from their Dockerfiles, into ~/.cache/fedkube-tools; later runs reuse them (an image is
-# rebuilt when what it is built from changes). torch is pinned, so pip's cache serves it
+# helm, syft, cosign, the registry and KWOK from the Go module proxy (about 15 minutes on 2
+# cores), and fedkube's two images from their Dockerfiles, into ~/.cache/fedkube-tools; later
+# runs reuse them (an image is rebuilt when what it is built from changes). torch is pinned, so pip's cache serves it
 # after the first install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +22,9 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
-step "building (or reusing) the control-plane binaries"
+step "building (or reusing) the control-plane binaries and KWOK"
 bash tests/tools/build-binaries.sh
+bash tests/tools/build-kwok.sh
 
 step "building (or reusing) fedkube's images (debootstrap, buildah, umoci)"
 bash tests/tools/build-images.sh
