@@ -6,7 +6,10 @@ whose ledgers are watched. Prints faults injected and survived per kind, the tim
 cost, rounds run twice, ledger drops, and whether the model is bit for bit the undisturbed
 run's (every site is needed each round, so it must be).
 
-    python bench/chaos.py [--rounds 80] [--faults 56] [--seed 1]
+    python bench/chaos.py [--rounds 80] [--faults 56] [--seed 1] [--local-epochs 40]
+
+Faults come one at a time: each waits until a round closed after the one before. More local
+epochs make rounds longer, so fewer rounds hold the whole schedule.
 
 Needs what `bash tests/run-all.sh` builds (the control-plane binaries); a few tens of minutes.
 """
@@ -38,6 +41,7 @@ def main() -> int:
     ap.add_argument("--faults", type=int, default=8 * len(KINDS))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--every", type=float, nargs=2, default=(1.0, 4.0), metavar=("MIN", "MAX"))
+    ap.add_argument("--local-epochs", type=int, default=40)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="fedkube-chaos-") as tmp:
         folder = Path(tmp)
@@ -48,16 +52,23 @@ def main() -> int:
             for ns in ("calm", "wild"):
                 cp.kubectl("create", "namespace", ns)
             started = time.monotonic()
-            reference = undisturbed(cp, agent, "calm", "chaos", args.rounds, timeout=7200)
+            reference = undisturbed(
+                cp, agent, "calm", "chaos", args.rounds, 7200, args.local_epochs
+            )
             calm_seconds = time.monotonic() - started
-            soak = Soak(cp, agent, operator, "wild", "chaos", "chaos-dp", seed=args.seed)
+            soak = Soak(
+                cp, agent, operator, "wild", "chaos", "chaos-dp", args.seed, args.local_epochs
+            )
             started = time.monotonic()
             final = soak.run(args.rounds, args.faults, tuple(args.every), timeout=4 * 7200)
             wild_seconds = time.monotonic() - started
             ok = final["job"].get("phase") == "Succeeded"
             result, model = outputs(agent, "wild", "chaos") if ok else ({"history": []}, b"")
             rounds = [h["round"] for h in result["history"]]
-            print(f"chaos soak: {args.rounds} rounds, {len(soak.faults)} faults, seed {args.seed}")
+            print(
+                f"chaos soak: {args.rounds} rounds of {args.local_epochs} local epochs, "
+                f"{len(soak.faults)} faults, seed {args.seed}"
+            )
             print("\n".join(table(soak, ok)))
             print(f"job: {final['job'].get('phase')}; DP job: {final['private'].get('phase')}")
             print(f"rounds run twice: {len(rounds) - len(set(rounds))}")

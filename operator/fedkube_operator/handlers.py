@@ -54,6 +54,10 @@ SITE_REPORT_SECONDS = 5.0
 WORKERS = 16
 # The site's approvals are read once for every job ticking within this long.
 APPROVALS_SECONDS = 1.0
+# A reconcile that raised (the API server restarting answers 403 and refuses connections for
+# a few seconds) is tried again this soon; kopf's default of 60 s left a job's failed trainer
+# unreplaced for a minute, longer than its rounds' attempts last (the chaos soak).
+RETRY_SECONDS = 2.0
 log = logging.getLogger("fedkube.operator")
 
 
@@ -229,14 +233,14 @@ class Audit:
             self.trail.append("decision", job=self.job, reason=reason, message=message)
 
 
-@kopf.on.resume(*RESOURCE)
-@kopf.on.create(*RESOURCE)
-@kopf.on.update(*RESOURCE, field="spec")
+@kopf.on.resume(*RESOURCE, backoff=RETRY_SECONDS)
+@kopf.on.create(*RESOURCE, backoff=RETRY_SECONDS)
+@kopf.on.update(*RESOURCE, field="spec", backoff=RETRY_SECONDS)
 def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     reconcile(body, patch, memo)
 
 
-@kopf.timer(*RESOURCE, interval=RECONCILE_SECONDS)
+@kopf.timer(*RESOURCE, interval=RECONCILE_SECONDS, backoff=RETRY_SECONDS)
 def on_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])

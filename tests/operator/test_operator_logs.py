@@ -43,3 +43,21 @@ def test_text_logs_stay_lines_for_people(
     logging.getLogger("fedkube.operator").info("job admitted")
     line = capsys.readouterr().err.strip()
     assert line.endswith("operator INFO job admitted")
+
+
+def test_routine_successes_are_not_logged_and_decisions_and_failures_are(
+    clean_root: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("text")
+    objects = logging.getLogger("kopf.objects")
+    objects.info("Timer 'on_timer' succeeded.")
+    objects.info("Handler 'on_owned_event' succeeded.")
+    objects.info("Handler 'on_change' succeeded.")
+    objects.error("Timer 'on_timer' failed with an exception and will try again in 2 seconds")
+    logging.getLogger("fedkube.operator").info("created Pod ns/job-aggregator")
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" INFO ")[-1].split(" ERROR ")[-1] for line in lines] == [
+        "Handler 'on_change' succeeded.",
+        "Timer 'on_timer' failed with an exception and will try again in 2 seconds",
+        "created Pod ns/job-aggregator",
+    ]
