@@ -46,6 +46,9 @@ def chaos_job(name: str, rounds: int, local_epochs: int = 40) -> dict[str, Any]:
     doc = with_free_ports(example(name, rounds=rounds, minSitesPerRound=5))
     doc["spec"]["roundTimeoutSeconds"] = ROUND_TIMEOUT
     doc["spec"]["task"]["localEpochs"] = local_epochs
+    # Every aggregator SIGKILL is a recreation: the soak makes up to a dozen (the default of 3
+    # failed a 56-fault soak, as it should).
+    doc["spec"]["backoffLimit"] = 100
     doc["spec"]["checkpoint"] = {"claimName": f"{name}-state"}
     return doc
 
