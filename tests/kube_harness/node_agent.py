@@ -130,8 +130,15 @@ class NodeAgent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []
+        # The claims' folders are looked up on the agent at each use (a test may repoint them).
         self.inputs = PodInputs(
-            self.api, self.node, self.server, self.ca_file, pod_ip, self.claim_dir, images
+            self.api,
+            self.node,
+            self.server,
+            self.ca_file,
+            pod_ip,
+            lambda ns, claim: self.claim_dir(ns, claim),
+            images,
         )
 
     # -- life of the agent ---------------------------------------------------------------
