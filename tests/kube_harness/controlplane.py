@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from fedkube.cli.launch import free_port
 from fedkube.security.certs import CA_KEY_USAGE, certificate_builder
 
-from tests.kube_harness.processes import stop_process
+from tests.support.waiting import terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "tests" / "tools" / "build-binaries.sh"
@@ -326,7 +326,7 @@ current-context: {self.name}
 
     def stop(self, keep_logs_in: Path | None = None) -> None:
         for comp in ("kube-controller-manager", "kube-apiserver", "etcd"):
-            stop_process(self.procs.get(comp))
+            terminate(self.procs.get(comp))
         if keep_logs_in is not None:
             keep_logs_in.mkdir(parents=True, exist_ok=True)
             for log in self.folder.glob("*.log"):

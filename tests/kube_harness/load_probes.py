@@ -22,7 +22,7 @@ from kubernetes.config import new_client_from_config
 
 from tests.kube_harness.controlplane import ROOT, ControlPlane
 from tests.kube_harness.operator_env import NAMESPACE, SERVICE_ACCOUNT
-from tests.kube_harness.processes import stop_process
+from tests.support.waiting import terminate
 
 KWOK_NODE = "kwok-node-0"
 OPERATOR_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
@@ -130,7 +130,7 @@ class Kwok:
         return self
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        terminate(self.proc)
 
 
 class Binder(threading.Thread):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fedkube.cli.launch import free_port
 
-from tests.kube_harness.processes import stop_process
+from tests.support.waiting import terminate
 
 
 class Registry:
@@ -60,4 +60,4 @@ class Registry:
         return (self.root / "registry.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        terminate(self.proc)
