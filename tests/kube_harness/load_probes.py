@@ -5,6 +5,7 @@ reconcile counters."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -79,8 +80,6 @@ def operator_requests(audit_log: Path, since: float, until: float) -> Counter[st
 
 
 def _epoch(stamp: str) -> float:
-    import datetime
-
     if not stamp:
         return 0.0
     return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
@@ -143,7 +142,6 @@ class Binder(threading.Thread):
         self.real = set(real)
         self.real_node = real_node
         self.stopping = threading.Event()
-        self.bound = 0
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -159,7 +157,6 @@ class Binder(threading.Thread):
                     self.api.create_namespaced_pod_binding(
                         pod.metadata.name, ns, body, _preload_content=False
                     )
-                    self.bound += 1
             except ApiException as e:
                 if e.status not in (404, 409):
                     raise
@@ -167,8 +164,7 @@ class Binder(threading.Thread):
 
 
 class PodClock(threading.Thread):
-    """When each job was first seen, and its pods first seen and first Running (watches,
-    wall-clock times)."""
+    """When each job and each of its pods were first seen (watches, wall-clock times)."""
 
     def __init__(self, cp: ControlPlane) -> None:
         super().__init__(name="pod-clock", daemon=True)
@@ -176,7 +172,6 @@ class PodClock(threading.Thread):
         self.api = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.created: dict[tuple[str, str], float] = {}
-        self.running: dict[tuple[str, str], float] = {}
         self.jobs: dict[tuple[str, str], str] = {}
         self.job_seen: dict[tuple[str, str], float] = {}
         self.stopping = threading.Event()
@@ -209,11 +204,8 @@ class PodClock(threading.Thread):
                 ):
                     pod = event["object"]
                     key = (pod.metadata.namespace, pod.metadata.name)
-                    now = time.time()
-                    self.created.setdefault(key, now)
+                    self.created.setdefault(key, time.time())
                     self.jobs[key] = pod.metadata.labels.get("fedkube.io/job", "")
-                    if pod.status.phase == "Running":
-                        self.running.setdefault(key, now)
             except Exception:  # a dropped watch is started again
                 time.sleep(0.2)
 
