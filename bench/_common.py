@@ -25,7 +25,7 @@ def centralised(doc_or_manifest: dict | Path, seed: int | None = None) -> Centra
     held-out rows: what pooling the data would reach."""
     import torch
     from fedkube.data import load_site_data
-    from fedkube.models import build_model
+    from fedkube.models.registry import build_model
     from fedkube.spec import load_job, parse_job
     from fedkube.trainer.local import TrainConfig, default_train
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from fedkube.data import load_site_data
 from fedkube.errors import ModelError
-from fedkube.models import initial_params
+from fedkube.models.registry import initial_params
 from fedkube.spec import parse_job
 from fedkube.testing import manifest
 from fedkube.trainer.local import LocalTrainer

@@ -82,7 +82,7 @@ def test_a_site_stops_at_its_own_cap_and_the_job_goes_on(tmp_path: Path) -> None
 
 def _update_twice(doc: dict) -> tuple[dict, dict]:
     from fedkube.data import load_site_data
-    from fedkube.models import initial_params
+    from fedkube.models.registry import initial_params
     from fedkube.spec import parse_job
     from fedkube.trainer.local import LocalTrainer
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fedkube.data import load_site_data
-from fedkube.models import initial_params
+from fedkube.models.registry import initial_params
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg import keys
 from fedkube.secagg.keys import Context

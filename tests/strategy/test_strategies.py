@@ -102,7 +102,7 @@ def two_hospitals(tmp_path: Path) -> Path:
 def global_optimum(path: Path) -> dict[str, np.ndarray]:
     """Full-batch gradient descent on the union of the sites' training rows, to convergence."""
     from fedkube.data import load_site_data
-    from fedkube.models import build_model
+    from fedkube.models.registry import build_model
 
     job = load_job(path)
     data = [load_site_data(job.spec, s.name, path) for s in job.spec.sites]
@@ -174,7 +174,7 @@ def test_ditto_personal_models_help_under_label_skew_and_stay_home() -> None:
     assert personal > shared, (personal, shared, sizes)
 
     from fedkube.data import load_site_data
-    from fedkube.models import initial_params
+    from fedkube.models.registry import initial_params
     from fedkube.trainer.local import LocalTrainer
 
     trainer = LocalTrainer(

@@ -25,8 +25,6 @@ from fedkube.aggregator.report import progress
 from fedkube.aggregator.service import SERVER_OPTIONS, AggregatorService
 from fedkube.aggregator.transfer_pace import MIN_TRANSFER_KIB_PER_SECOND
 from fedkube.errors import JobFailed
-from fedkube.models.plugins import PluginPolicy
-from fedkube.models.registry import initial_params
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.security.aggregator_identity import AggregatorIdentity
 from fedkube.security.revocation import Revocations
@@ -34,9 +32,14 @@ from fedkube.security.tls import TlsError, is_loopback, server_credentials
 from fedkube.spec.job import FederatedJob
 from fedkube.strategy import build_strategy
 from fedkube.transport.http_endpoints import progress_token, serve_http
+from fedkube.wire.tensors import Params
 
 log = logging.getLogger("fedkube.aggregator")
 T = TypeVar("T")
+# The job's first model, from (features, classes). The caller decides how: built in a child
+# process (``fedkube.models.first_model``), so that this process never imports torch, or in
+# process where torch is loaded already (`fedkube run`'s forks share it).
+FirstModel = Callable[[int, int], Params]
 
 # After the last round, how long to let sites read their final word before stopping.
 FINISH_GRACE_SECONDS = 1.0
@@ -55,8 +58,6 @@ class AggregatorOptions:
     tls_dir: Path | None = None
     # Clear text away from loopback must be asked for (a mesh that encrypts, say).
     allow_plaintext: bool = False
-    # Import paths the job's model may come from (the site's --allow-import).
-    allowed_imports: tuple[str, ...] = ()
     # Round 0 only: the federated statistics, no training (`fedkube stats`).
     statistics_only: bool = False
     # The least average rate (KiB/s) a transfer holding a slot must keep (0: none).
@@ -104,11 +105,13 @@ def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> Callable[[]
     return lambda: asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=10)
 
 
-def _coordinator(job: FederatedJob, opts: AggregatorOptions) -> Coordinator:
+def _coordinator(
+    job: FederatedJob, opts: AggregatorOptions, first_model: FirstModel
+) -> Coordinator:
     features, classes = job.spec.input_shape()
     coordinator = Coordinator(
         job,
-        initial_params(job.spec.task, features, classes, PluginPolicy(opts.allowed_imports)),
+        first_model(features, classes),
         build_strategy(job.spec),
         None if opts.statistics_only else opts.checkpoint_dir,
         statistics_only=opts.statistics_only,
@@ -175,9 +178,9 @@ async def _run_until_done(coordinator: Coordinator, linger_seconds: float) -> in
     return code
 
 
-async def serve(job: FederatedJob, opts: AggregatorOptions) -> int:
+async def serve(job: FederatedJob, opts: AggregatorOptions, first_model: FirstModel) -> int:
     allow_a_connection_per_site(len(job.spec.sites))
-    coordinator = _coordinator(job, opts)
+    coordinator = _coordinator(job, opts, first_model)
     coordinator.round_closed_hooks.append(lambda record: release_freed_memory())
     metrics = AggregatorMetrics(coordinator, opts.job_namespace)
     service = AggregatorService(

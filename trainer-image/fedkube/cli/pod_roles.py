@@ -19,6 +19,7 @@ from fedkube.errors import SpecError
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.terms import terms_digest
 from fedkube.storage.audit_trail import AuditTrail
+from fedkube.wire.tensors import Params
 
 
 def cmd_aggregator(args: argparse.Namespace) -> int:
@@ -29,7 +30,6 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     from fedkube.spec.load import load_job
 
     setup_logging("aggregator")
-    limit_threads()
     job = load_job(Path(args.manifest))
     opts = AggregatorOptions(
         host=args.host,
@@ -40,12 +40,11 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
         linger_seconds=args.linger_seconds,
         tls_dir=Path(args.tls_dir) if args.tls_dir else None,
         allow_plaintext=args.allow_plaintext,
-        allowed_imports=tuple(args.allow_import),
         statistics_only=args.statistics_only,
         min_transfer_kib=args.min_transfer_rate,
         job_namespace=args.job_namespace,
     )
-    code = asyncio.run(serve(job, opts))
+    code = asyncio.run(serve(job, opts, _first_model(job, tuple(args.allow_import))))
     # Every output is written and closed. Finalising the interpreter would tear down
     # torch's modules, which for a moment takes 100 MiB more than the whole job did (a pod's
     # memory limit sees it): end here instead.
@@ -53,6 +52,20 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _first_model(job: FederatedJob, allowed: tuple[str, ...]) -> Callable[[int, int], Params]:
+    """How the aggregator gets its first model: in a child process, so that it never imports
+    torch; in process only where torch is loaded already (`fedkube run`'s forks share it)."""
+    if "torch" in sys.modules:
+        from fedkube.models.plugins import PluginPolicy
+        from fedkube.models.registry import initial_params
+
+        limit_threads()
+        return lambda f, c: initial_params(job.spec.task, f, c, PluginPolicy(allowed))
+    from fedkube.models.first_model import build_in_child
+
+    return lambda f, c: build_in_child(job.spec.task, f, c, allowed)
 
 
 def cmd_trainer(args: argparse.Namespace) -> int:

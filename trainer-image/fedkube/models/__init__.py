@@ -1,11 +1,5 @@
-"""Models (torch): built-ins and the user's own through an import path."""
+"""Models (torch): built-ins and the user's own through an import path
+(``fedkube.models.registry``), the site's allow-list of import paths (``plugins``), and the
+first model built in a child process (``first_model``), for the aggregator that has no torch.
 
-from fedkube.models.registry import (
-    build_model,
-    import_object,
-    initial_params,
-    load_params,
-    model_params,
-)
-
-__all__ = ["build_model", "import_object", "initial_params", "load_params", "model_params"]
+Nothing is imported here: importing ``fedkube.models.plugins`` must not import torch."""

@@ -1,5 +1,5 @@
 """safetensors files, written by streaming each array (no whole-model copy) and read by the
-safetensors library itself.
+safetensors library itself, in the order they were written.
 
 The format: an 8-byte little-endian header length, a JSON header naming each tensor's
 dtype, shape and byte range, then the raw little-endian bytes.
@@ -57,11 +57,23 @@ def write_safetensors(
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The file's arrays in the order they were written (a model's tensors travel in its own
+    order; the library lists names sorted), and its metadata."""
     from safetensors import safe_open
 
     arrays: dict[str, np.ndarray] = {}
     with safe_open(str(path), framework="numpy") as f:
         metadata = dict(f.metadata() or {})
-        for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+        names = _written_order(path, list(f.keys()))
+        for name in names:
             arrays[name] = f.get_tensor(name)
     return arrays, metadata
+
+
+def _written_order(path: Path, names: list[str]) -> list[str]:
+    """``names`` by where their bytes start in the file: the order they were written in.
+    The library has checked the header already (it opened the file)."""
+    with path.open("rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    return sorted(names, key=lambda name: (header[name]["data_offsets"][0], name))
