@@ -73,7 +73,8 @@ def test_slow_readers_lose_their_download_slots_to_the_others(tmp_path: Path) ->
     """Four sites read a 17 MB model one part every 3 s: all four download slots, and under
     the idle limit. Below the aggregator's floor (--min-transfer-rate, 2048 KiB/s here) each
     is dropped after the grace, and a fifth site gets the model. (The model is far larger
-    than what the sockets and gRPC buffer ahead of a reader, a few MB on loopback.)"""
+    than what the sockets and gRPC buffer ahead of a reader without bandwidth probing, a
+    few MB on loopback.)"""
     doc = manifest("refusals", sites=5, rounds=1, min_sites=5, timeout=120,
                    model={"name": "mlp", "hiddenSizes": [4096, 1024]})  # fmt: skip
     doc["spec"]["joinGraceSeconds"] = 0
@@ -82,9 +83,10 @@ def test_slow_readers_lose_their_download_slots_to_the_others(tmp_path: Path) ->
     try:
         job.start_aggregator()
         job.wait_for(lambda p: p.phase == "Running", timeout=60)
-        with grpc.insecure_channel(
-            f"127.0.0.1:{job.port}", options=[("grpc.max_receive_message_length", 1 << 24)]
-        ) as channel:
+        # No bandwidth probing: the readers' first fast chunks would otherwise let gRPC
+        # grow their windows to most of the model, which would then sit in their buffers.
+        options = [("grpc.max_receive_message_length", 1 << 24), ("grpc.http2.bdp_probe", 0)]
+        with grpc.insecure_channel(f"127.0.0.1:{job.port}", options=options) as channel:
             stub = pb_grpc.AggregatorStub(channel)
             for site in ("site-0", "site-1", "site-2", "site-3", "site-4"):
                 stub.Subscribe(pb.JoinRequest(job="refusals", site=site, protocol_version=3))

@@ -26,6 +26,7 @@ from fedkube.secagg.server import SecureSum
 from fedkube.spec.load import parse_job
 from fedkube.testing import manifest
 from fedkube.trainer.model_download import read_model
+from fedkube.wire.chunk_frames import ChunkPart, decode_part, encode_chunk_part
 from fedkube.wire.tensors import TensorInfo, iter_parts, specs_of, to_spec
 from google.protobuf.message import DecodeError
 
@@ -49,11 +50,12 @@ class Target:
 
 
 def _messages(data: bytes, kind: type[pb.UpdatePart] | type[pb.ModelPart]) -> list:
-    """A stream of messages, each length-prefixed (two bytes) in ``data``."""
+    """A stream of messages, each length-prefixed (two bytes) in ``data``, read as the
+    aggregator and the trainers read them (``chunk_frames.decode_part``)."""
     out, at = [], 0
     while at + 2 <= len(data) and len(out) < 64:
         n = int.from_bytes(data[at : at + 2], "big")
-        out.append(kind.FromString(data[at + 2 : at + 2 + n]))
+        out.append(decode_part(kind, data[at + 2 : at + 2 + n]))
         at += 2 + n
     return out
 
@@ -94,6 +96,30 @@ def _update_seeds() -> list[bytes]:
     )
     parts = [pb.UpdatePart(header=header), *iter_parts(pb.UpdatePart, list(MODEL.values()))]
     return [_framed(parts), _framed(parts[:2])]
+
+
+# -- a chunk frame read in place, against protobuf's parser -------------------------------------
+
+
+def chunk_frame(data: bytes) -> None:
+    """Where the fast path reads a chunk, protobuf reads the same chunk from the same bytes."""
+    try:
+        fast = decode_part(pb.UpdatePart, data)
+    except DecodeError:
+        return
+    if isinstance(fast, ChunkPart):
+        slow = pb.UpdatePart.FromString(data)
+        assert slow.WhichOneof("part") == "chunk", "read a chunk protobuf does not see"
+        got = (fast.chunk.tensor, fast.chunk.offset, bytes(fast.chunk.data))
+        assert got == (slow.chunk.tensor, slow.chunk.offset, slow.chunk.data), "read differently"
+
+
+def _frame_seeds() -> list[bytes]:
+    return [
+        encode_chunk_part(0, 0, b"\x01\x02\x03\x04"),
+        encode_chunk_part(3, 1 << 20, bytes(300)),
+        pb.UpdatePart(header=pb.UpdateHeader(num_samples=2)).SerializeToString(),
+    ]
 
 
 # -- the model as a site reads it (from a possibly hostile aggregator) ----------------------------
@@ -238,6 +264,7 @@ def _file_seeds() -> list[bytes]:
 TARGETS: dict[str, Target] = {
     "update_stream": Target(update_stream, _update_seeds),
     "model_download": Target(model_download, _model_seeds),
+    "chunk_frame": Target(chunk_frame, _frame_seeds),
     "codec_decode": Target(codec_decode, _codec_seeds),
     "secagg_messages": Target(secagg_messages, _secagg_seeds),
     "manifest": Target(manifest_text, _manifest_seeds),

@@ -22,10 +22,9 @@ from fedkube.aggregator.metrics import LOCAL_NAMESPACE, AggregatorMetrics
 from fedkube.aggregator.outputs import write_outputs
 from fedkube.aggregator.persistence import resume
 from fedkube.aggregator.report import progress
-from fedkube.aggregator.service import SERVER_OPTIONS, AggregatorService
+from fedkube.aggregator.service import SERVER_OPTIONS, AggregatorService, add_aggregator_service
 from fedkube.aggregator.transfer_pace import MIN_TRANSFER_KIB_PER_SECOND
 from fedkube.errors import JobFailed
-from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.security.aggregator_identity import AggregatorIdentity
 from fedkube.security.revocation import Revocations
 from fedkube.security.tls import TlsError, is_loopback, server_credentials
@@ -130,7 +129,7 @@ def _grpc_server(
             "TLS), listen on loopback, or pass --allow-plaintext to accept it"
         )
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    pb_grpc.add_AggregatorServicer_to_server(service, server)
+    add_aggregator_service(service, server)
     address = f"{opts.host}:{opts.port}"
     if opts.tls_dir is not None:
         bound = server.add_secure_port(address, server_credentials(opts.tls_dir))

@@ -20,6 +20,7 @@ from fedkube.codec.base import Codec
 from fedkube.codec.decoded import DecodedUpdate
 from fedkube.errors import DuplicateUpdate, InvalidUpdate, RoundClosed
 from fedkube.proto import fedkube_pb2 as pb
+from fedkube.wire.chunk_frames import ChunkPart
 from fedkube.wire.tensors import TensorInfo
 
 log = logging.getLogger("fedkube.aggregator")
@@ -47,10 +48,10 @@ class UpdateReception:
         """Tensor bytes taken so far."""
         return self.update.bytes_received if self.update is not None else 0
 
-    def feed(self, part: pb.UpdatePart) -> None:
+    def feed(self, part: pb.UpdatePart | ChunkPart) -> None:
         """Take one message of the stream. Raises UpdateRefused."""
         if self.update is None:
-            if not part.HasField("header"):
+            if isinstance(part, ChunkPart) or not part.HasField("header"):
                 raise InvalidUpdate("the first message of an update must be its header")
             if self.authorise is not None:
                 self.authorise(part.header.ref.site)

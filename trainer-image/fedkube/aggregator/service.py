@@ -29,7 +29,8 @@ from fedkube.security.aggregator_identity import AggregatorIdentity
 from fedkube.security.certs import consortium_of
 from fedkube.security.revocation import Revocations
 from fedkube.security.tls import peer_certificate, peer_site
-from fedkube.wire.tensors import CHUNK_BYTES, sized_parts
+from fedkube.wire.chunk_frames import ChunkPart, decode_update_part, encode_part
+from fedkube.wire.tensors import CHUNK_BYTES, chunk_frames
 
 log = logging.getLogger("fedkube.aggregator")
 # A unary message about a round: it names its round and sender in ``ref``.
@@ -110,7 +111,8 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         self.metrics.message("received", call, message.ByteSize())
 
     def _sent(self, call: str, message: Any) -> None:
-        self.metrics.message("sent", call, message.ByteSize())
+        size = len(message) if isinstance(message, bytes) else message.ByteSize()
+        self.metrics.message("sent", call, size)
 
     async def _refuse(self, context: grpc.aio.ServicerContext, e: UpdateRefused) -> None:
         self.metrics.refused(e)
@@ -159,19 +161,20 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             async with self._downloads:
                 pace = TransferPace(self.min_transfer_rate)  # from when it holds the slot
                 await self._write(context, pb.ModelPart(header=header), 0, pace)
-                for part, nbytes in sized_parts(pb.ModelPart, arrays):
+                for frame, nbytes in chunk_frames(arrays):
                     self.metrics.bytes_moved("sent", nbytes)
-                    await self._write(context, part, nbytes, pace)
+                    await self._write(context, frame, nbytes, pace)
         finally:
             self._downloading.discard(site)
 
     async def _write(
         self,
         context: grpc.aio.ServicerContext,
-        part: pb.ModelPart,
+        part: pb.ModelPart | bytes,
         nbytes: int,
         pace: TransferPace,
     ) -> None:
+        """One message of a download: a header, or a chunk's frame (``chunk_frames``)."""
         self._sent("GetModel", part)
         try:
             timeout = pace.timeout(nbytes)
@@ -186,7 +189,9 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             )
 
     async def SubmitUpdate(
-        self, request_iterator: AsyncIterator[pb.UpdatePart], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.UpdatePart | ChunkPart],
+        context: grpc.aio.ServicerContext,
     ) -> pb.Receipt:
         reception = self.c.reception(lambda site: self._authorise(context, site))
         parts = request_iterator.__aiter__()
@@ -219,8 +224,11 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         return pb.Receipt(ref=reception.update.header.ref, bytes_received=received)
 
     async def _next_part(
-        self, parts: AsyncIterator[pb.UpdatePart], reception: UpdateReception, pace: TransferPace
-    ) -> pb.UpdatePart | None:
+        self,
+        parts: AsyncIterator[pb.UpdatePart | ChunkPart],
+        reception: UpdateReception,
+        pace: TransferPace,
+    ) -> pb.UpdatePart | ChunkPart | None:
         """The stream's next message, fed to the reception; None at its end. A part is at
         most a chunk: it must come in the time a chunk may take."""
         timeout = pace.timeout(CHUNK_BYTES)
@@ -317,3 +325,42 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         except UpdateRefused as e:
             await self._refuse(context, e)
         return pb.Receipt(ref=request.ref)
+
+
+class _Handlers:
+    """Stands in for a server to catch the generated code's method handlers."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.methods: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass
+
+    def add_registered_method_handlers(
+        self, service: str, methods: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.service, self.methods = service, dict(methods)
+
+
+def add_aggregator_service(service: AggregatorService, server: grpc.aio.Server) -> None:
+    """The generated service, but for its two bulk calls: a download's chunks go out as
+    frames encoded once (``fedkube.wire.chunk_frames``) and an update's are read in place.
+    The bytes on the wire are protobuf's own."""
+    caught = _Handlers()
+    pb_grpc.add_AggregatorServicer_to_server(service, caught)
+    methods = caught.methods
+    methods["GetModel"] = grpc.unary_stream_rpc_method_handler(
+        service.GetModel,
+        request_deserializer=pb.ModelRequest.FromString,
+        response_serializer=encode_part,
+    )
+    methods["SubmitUpdate"] = grpc.stream_unary_rpc_method_handler(
+        service.SubmitUpdate,
+        request_deserializer=decode_update_part,
+        response_serializer=pb.Receipt.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(caught.service, methods),)
+    )
+    server.add_registered_method_handlers(caught.service, methods)

@@ -15,6 +15,7 @@ import numpy as np
 
 from fedkube.errors import InvalidUpdate
 from fedkube.proto import fedkube_pb2 as pb
+from fedkube.wire.chunk_frames import Chunk
 from fedkube.wire.tensors import ChunkChecker, TensorInfo, from_spec
 
 SPOOL_IN_MEMORY_BYTES = 512 << 10
@@ -70,7 +71,7 @@ class SpooledUpdate:
     def bytes_received(self) -> int:
         return self._checker.bytes_seen
 
-    def add(self, chunk: pb.TensorChunk) -> None:
+    def add(self, chunk: Chunk) -> None:
         try:
             info, values = self._checker.check(chunk)
         except ValueError as e:

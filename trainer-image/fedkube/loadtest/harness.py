@@ -30,6 +30,7 @@ def merge(parts: list[Counters]) -> Counters:
         out.bytes_up += c.bytes_up
         out.model_sum_disagreements += c.model_sum_disagreements
         out.away += c.away
+        out.transfers += c.transfers
         for k, v in c.refusals.items():
             out.refusals[k] = out.refusals.get(k, 0) + v
         for version, total in c.model_sums.items():
@@ -94,10 +95,16 @@ def _status(pid: int, key: str) -> int:
 
 
 def run_load(
-    folder: Path, doc: dict[str, Any], processes: int, churn: Churn, timeout: float = 1800
+    folder: Path,
+    doc: dict[str, Any],
+    processes: int,
+    churn: Churn,
+    timeout: float = 1800,
+    lean: bool = False,
 ) -> LoadRun:
     """Start a real aggregator process for ``doc`` and its sites as synthetic sites spread
-    over ``processes`` processes; wait for the job to end."""
+    over ``processes`` processes; wait for the job to end. ``lean`` sites time every
+    transfer and check no sums (``SyntheticSite``)."""
     sites = len(doc["spec"]["sites"])
     job = LocalJob(folder, doc)
     # Sites that dropped near the end come back within seconds: the aggregator waits for
@@ -118,6 +125,7 @@ def run_load(
             args = ["--endpoint", f"127.0.0.1:{job.port}", "--job", doc["metadata"]["name"]]
             args += ["--first", str(first), "--count", str(min(share, sites - first))]
             args += ["--drop", str(churn.drop), "--late", str(churn.late), "--seed", str(first)]
+            args += ["--lean"] if lean else []
             log = (job.logs / f"sites-{first}.log").open("wb")
             workers.append(
                 subprocess.Popen(

@@ -20,7 +20,9 @@ import numpy as np
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
-from fedkube.wire.tensors import CHUNK_BYTES, chunk_part
+from fedkube.transport.bulk_calls import get_model, submit_update
+from fedkube.wire.chunk_frames import encode_chunk_part
+from fedkube.wire.tensors import CHUNK_BYTES
 
 # The aggregator refuses what it cannot take now (a closed round, a duplicate): final for
 # that message. Anything else means it is away: reconnect.
@@ -39,6 +41,10 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+
+
+# Transfer kinds in ``Counters.transfers``.
+DOWNLOAD, UPLOAD = 0, 1
 
 
 def site_index(name: str) -> int:
@@ -92,6 +98,10 @@ class Counters:
     model_sums: dict[int, float] = field(default_factory=dict)
     model_sum_disagreements: int = 0
     away: int = 0  # sites still away (dropped, not back) when told to stop
+    # Each whole transfer, when timed: [round, 0 for a model download or 1 for an update
+    # upload, start, end (CLOCK_MONOTONIC, one clock for every process on the machine),
+    # tensor bytes].
+    transfers: list[list[float]] = field(default_factory=list)
 
     def refused(self, e: grpc.aio.AioRpcError) -> None:
         key = e.code().name
@@ -104,15 +114,26 @@ class Dropped(Exception):
 
 class SyntheticSite:
     def __init__(
-        self, endpoint: str, job: str, name: str, churn: Churn, counters: Counters, seed: int
+        self,
+        endpoint: str,
+        job: str,
+        name: str,
+        churn: Churn,
+        counters: Counters,
+        seed: int,
+        lean: bool = False,
     ) -> None:
         self.endpoint, self.job, self.name = endpoint, job, name
+        # Lean: a download only counts its bytes (no sums to check), and every transfer is
+        # timed; what a transfer benchmark needs of a site, and no more.
+        self.lean = lean
         self.index = site_index(name)
         self.value = np.float32(site_value(self.index))
         self.samples = site_samples(self.index)
         self.churn = churn
         self.counters = counters
         self.rng = random.Random(f"{seed}/{name}")
+        self._get_model: grpc.aio.UnaryStreamMultiCallable | None = None  # on the site's channel
 
     async def run(self, give_up_seconds: float = 300.0) -> None:
         if self.rng.random() < self.churn.late:
@@ -121,6 +142,7 @@ class SyntheticSite:
         while True:
             channel = grpc.aio.insecure_channel(self.endpoint, options=CHANNEL_OPTIONS)
             try:
+                self._get_model = get_model(channel)
                 finished = await self._serve(pb_grpc.AggregatorStub(channel))
                 if finished is not None:
                     self.counters.finished += 1
@@ -168,7 +190,7 @@ class SyntheticSite:
         ref = pb.RoundRef(
             job=self.job, round=task.ref.round, attempt=task.ref.attempt, site=self.name
         )
-        version, specs, squares, count = await self._fetch(stub, ref)
+        version, specs, squares, count = await self._fetch(self._get_model, ref)
         if task.evaluate:
             # A stand-in score computed from the model received: the weights' mean square.
             score = pb.Evaluation(
@@ -192,21 +214,26 @@ class SyntheticSite:
         # Over a connection of its own, as the trainer's (``transport.grpc_link``).
         bulk = grpc.aio.insecure_channel(self.endpoint, options=CHANNEL_OPTIONS)
         try:
-            await self._upload(pb_grpc.AggregatorStub(bulk), header, mid_upload)
+            await self._upload(submit_update(bulk), header, mid_upload)
         finally:
             await bulk.close(grace=None)
 
     async def _fetch(
-        self, stub: pb_grpc.AggregatorStub, ref: pb.RoundRef
+        self, call: grpc.aio.UnaryStreamMultiCallable | None, ref: pb.RoundRef
     ) -> tuple[int, list[pb.TensorSpec], float, int]:
         """The model's version and tensor specs, and the sum of squares and count of its
         values (its sum goes in the counters), read chunk by chunk: no site holds a model."""
         header: pb.ModelHeader | None = None
         total = squares = 0.0
-        count = 0
-        async for part in stub.GetModel(pb.ModelRequest(ref=ref)):
-            if part.HasField("header"):
+        count = received = 0
+        started = time.monotonic()
+        assert call is not None, "a site fetches over its channel"
+        async for part in call(pb.ModelRequest(ref=ref)):
+            if isinstance(part, pb.ModelPart):  # the header; chunks come as ChunkPart
                 header = part.header
+                continue
+            if self.lean:
+                received += len(part.chunk.data)
                 continue
             values = np.frombuffer(part.chunk.data, dtype=np.float32).astype(np.float64)
             total += float(values.sum())
@@ -215,16 +242,22 @@ class SyntheticSite:
             self.counters.bytes_down += len(part.chunk.data)
         assert header is not None, "the model stream carries its header first"
         version = int(header.model_version)
+        if self.lean:
+            self.counters.bytes_down += received
+            self._timed(ref.round, DOWNLOAD, started, received)
+            return version, list(header.tensors), 0.0, 0
         seen = self.counters.model_sums.setdefault(version, total)
         if abs(seen - total) > 1e-6 * max(1.0, abs(total)):
             self.counters.model_sum_disagreements += 1
         return version, list(header.tensors), squares, count
 
     async def _upload(
-        self, stub: pb_grpc.AggregatorStub, header: pb.UpdateHeader, drop_halfway: bool
+        self, submit: grpc.aio.StreamUnaryMultiCallable, header: pb.UpdateHeader, drop_halfway: bool
     ) -> None:
-        """Stream the update a chunk at a time; a dropping site cuts its upload halfway."""
-        call = stub.SubmitUpdate()
+        """Stream the update a chunk at a time, as frames (``transport.bulk_calls``); a
+        dropping site cuts its upload halfway."""
+        started = time.monotonic()
+        call = submit()
         sizes = [int(np.prod(s.shape)) * 4 for s in header.tensors]
         block = np.full(CHUNK_BYTES // 4, self.value, dtype=np.float32).tobytes()
         halfway, sent = sum(sizes) // 2, 0
@@ -237,8 +270,7 @@ class SyntheticSite:
                         self.counters.drops_mid_upload += 1
                         raise Dropped
                     data = block[: min(CHUNK_BYTES, nbytes - offset)]
-                    chunk = pb.TensorChunk(tensor=index, offset=offset, data=data)
-                    await call.write(chunk_part(pb.UpdatePart, chunk))
+                    await call.write(encode_chunk_part(index, offset, data))
                     sent += len(data)
             await call.done_writing()
         except grpc.aio.AioRpcError:
@@ -246,6 +278,11 @@ class SyntheticSite:
         self.counters.bytes_up += sent
         if await self._call(call):
             self.counters.updates += 1
+            self._timed(header.ref.round, UPLOAD, started, sent)
+
+    def _timed(self, round_number: int, kind: int, started: float, nbytes: int) -> None:
+        if self.lean:
+            self.counters.transfers.append([round_number, kind, started, time.monotonic(), nbytes])
 
     async def _call(self, call: Awaitable[object]) -> bool:
         """Await one answer; whether it was taken. A refusal is final for this message,
@@ -261,12 +298,12 @@ class SyntheticSite:
 
 
 async def run_sites(
-    endpoint: str, job: str, names: list[str], churn: Churn, seed: int = 0
+    endpoint: str, job: str, names: list[str], churn: Churn, seed: int = 0, lean: bool = False
 ) -> Counters:
     """Run the sites until each hears the job finish, or SIGTERM (those still away then
     are counted as ``away``)."""
     counters = Counters(sites=len(names))
-    sites = [SyntheticSite(endpoint, job, n, churn, counters, seed) for n in names]
+    sites = [SyntheticSite(endpoint, job, n, churn, counters, seed, lean) for n in names]
     tasks = [asyncio.create_task(s.run()) for s in sites]
     asyncio.get_running_loop().add_signal_handler(
         signal.SIGTERM, lambda: [t.cancel() for t in tasks]
@@ -288,10 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drop", type=float, default=0.0)
     p.add_argument("--late", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--lean",
+        action="store_true",
+        help="count downloaded bytes without checking sums, and time every transfer",
+    )
     args = p.parse_args(argv)
     names = [f"site-{i}" for i in range(args.first, args.first + args.count)]
     churn = Churn(drop=args.drop, late=args.late)
-    counters = asyncio.run(run_sites(args.endpoint, args.job, names, churn, args.seed))
+    counters = asyncio.run(run_sites(args.endpoint, args.job, names, churn, args.seed, args.lean))
     json.dump(asdict(counters), sys.stdout)
     print(flush=True)
     return 0

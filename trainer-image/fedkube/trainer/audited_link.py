@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.storage.audit_trail import AuditTrail
 from fedkube.transport.link import SiteLink
+from fedkube.wire.chunk_frames import ChunkPart
 
 
 class AuditedLink(SiteLink):
@@ -29,7 +30,7 @@ class AuditedLink(SiteLink):
     def subscribe(self, request: pb.JoinRequest) -> Iterator[pb.Event]:
         return self.inner.subscribe(request)
 
-    def get_model(self, request: pb.ModelRequest) -> Iterator[pb.ModelPart]:
+    def get_model(self, request: pb.ModelRequest) -> Iterator[pb.ModelPart | ChunkPart]:
         return self.inner.get_model(request)
 
     def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:

@@ -292,7 +292,10 @@ class TrainerClient:
         ref = pb.RoundRef(job=self.job, round=round, site=self.site)
         down = self.downlink
         parts = self.link.get_model(down.request(ref) if down else pb.ModelRequest(ref=ref))
-        header = next(parts).header
+        first = next(parts, None)
+        if not isinstance(first, pb.ModelPart) or not first.HasField("header"):
+            raise JobFailed("the aggregator's model stream does not begin with its header")
+        header = first.header
         tensors = read_model(header, (p.chunk for p in parts), self.trainer.model_bytes)
         if header.codec != pb.RAW and down is None:
             raise JobFailed(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from fedkube.errors import JobFailed
 from fedkube.proto import fedkube_pb2 as pb
+from fedkube.wire.chunk_frames import Chunk
 from fedkube.wire.tensors import Params, assemble, from_spec
 
 # A model as it travels is at most the model, the strategy's tensors (SCAFFOLD's control
@@ -17,9 +18,7 @@ SIZE_FACTOR = 4
 SLACK_BYTES = 1 << 20
 
 
-def read_model(
-    header: pb.ModelHeader, chunks: Iterator[pb.TensorChunk], model_bytes: int
-) -> Params:
+def read_model(header: pb.ModelHeader, chunks: Iterator[Chunk], model_bytes: int) -> Params:
     """The tensors the header declares, read whole from ``chunks``. Raises JobFailed."""
     try:
         infos = [from_spec(s) for s in header.tensors]

@@ -15,7 +15,9 @@ from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.proto.compat import NOTICE_METADATA
 from fedkube.security.aggregator_identity import AggregatorCheck, new_nonce
 from fedkube.security.tls import channel_credentials, endpoint_host
+from fedkube.transport import bulk_calls
 from fedkube.transport.link import SiteLink
+from fedkube.wire.chunk_frames import ChunkPart
 
 T = TypeVar("T")
 log = logging.getLogger("fedkube.transport")
@@ -89,6 +91,7 @@ class GrpcLink(SiteLink):
         self.tls_dir = tls_dir
         self.channel = self._channel(CHANNEL_OPTIONS)
         self.stub = pb_grpc.AggregatorStub(self.channel)
+        self._get_model = bulk_calls.get_model(self.channel)
         # Under mutual TLS the aggregator proves, at every subscribe, that its certificate is
         # not on this site's revocation list (gRPC cannot check one for a client).
         self.aggregator_check = (
@@ -118,8 +121,9 @@ class GrpcLink(SiteLink):
         proof = _call(lambda: self.stub.ProveIdentity(challenge, timeout=30))
         self.aggregator_check.check(job, site, nonce, proof.certificate, proof.signature)
 
-    def get_model(self, request: pb.ModelRequest) -> Iterator[pb.ModelPart]:
-        return _stream(self.stub.GetModel(request))
+    def get_model(self, request: pb.ModelRequest) -> Iterator[pb.ModelPart | ChunkPart]:
+        # Chunks read in place (``transport.bulk_calls``): no copy past gRPC's own.
+        return _stream(self._get_model(request))
 
     def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:
         with self._channel(BULK_CHANNEL_OPTIONS) as bulk:

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 
 from fedkube.proto import fedkube_pb2 as pb
+from fedkube.wire.chunk_frames import ChunkPart
 
 
 class SiteLink(ABC):
@@ -24,8 +25,9 @@ class SiteLink(ABC):
         """The stream of tasks and the final word, held open for the whole job."""
 
     @abstractmethod
-    def get_model(self, request: pb.ModelRequest) -> Iterator[pb.ModelPart]:
-        """The global model: a header, then its chunks."""
+    def get_model(self, request: pb.ModelRequest) -> Iterator[pb.ModelPart | ChunkPart]:
+        """The global model: a header (a ``pb.ModelPart``), then its chunks (``pb.ModelPart``
+        or, read in place, ``ChunkPart``)."""
 
     @abstractmethod
     def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:
