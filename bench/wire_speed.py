@@ -1,6 +1,6 @@
-"""fedkube's wire against gRPC's own speed, and the aggregator's memory as sites are added.
+"""fedkube's wire against gRPC's own speed.
 
-    python bench/wire_speed.py [--params 10e6 100e6] [--rounds 3] [--memory-sites 10 100]
+    python bench/wire_speed.py [--params 10e6 100e6] [--rounds 3]
 
 Speed: for each model size, one run of a bare grpc.aio stream (`bench/_bare_grpc.py`: raw
 bytes in 1 MiB messages, gRPC's default options) and one of a real `fedkube aggregator` with
@@ -8,11 +8,8 @@ bytes in 1 MiB messages, gRPC's default options) and one of a real `fedkube aggr
 one connection each), side by side. In both, every site downloads the model and uploads an
 update of its size each round, all at once; a round's transfer rate is the bytes moved, down
 and up, over the time from its first transfer's start to its last one's end (the round's
-fold, checkpoint and evaluation come after and are shown apart).
-
-Memory: the aggregator's resident memory when idle (its first model built, no site
-connected) and its high-water mark above that while 10 and 100 synthetic sites run rounds of
-the same job, as a multiple of the model's size.
+fold, checkpoint and evaluation come after and are shown apart). The aggregator's memory
+as sites are added is `bench/large_model_memory.py`'s.
 """
 
 from __future__ import annotations
@@ -101,6 +98,11 @@ def speed_table(sizes: list[float], sites: int, rounds: int, tmp: Path) -> None:
         run = fedkube_rounds(tmp / f"speed-{params}", hidden, sites, rounds)
         expected(run, sites, rounds)
         ours = round_rates(run.counters.transfers)
+        # Every round moved the model down to every site and an update up from each: no rate
+        # below is of a partial round, either side.
+        for rates in (bare, ours):
+            assert sorted(rates) == list(range(1, rounds + 1)), sorted(rates)
+            assert {r[2] for r in rates.values()} == {2 * sites * model_bytes}, rates
         bare_rate = statistics.median(r[1] for r in bare.values())
         our_rate = statistics.median(r[1] for r in ours.values())
         whole = statistics.median(h.duration_seconds for h in run.result.history)
@@ -115,44 +117,15 @@ def speed_table(sizes: list[float], sites: int, rounds: int, tmp: Path) -> None:
         )
 
 
-def memory_table(size: float, counts: list[int], rounds: int, tmp: Path) -> None:
-    hidden = hidden_for(size)
-    params = mlp_parameters(hidden)
-    model_mib = params * 4 / MIB
-    print(f"\n## Aggregator memory, {params / 1e6:.1f} M parameters ({model_mib:.0f} MiB)\n")
-    print(
-        "| sites | idle (MiB) | peak (MiB) | peak - idle (MiB) | peak - idle (x model) "
-        "| against the first row | median round (s) |"
-    )
-    print("|" + "---:|" * 7)
-    first = None
-    for n in counts:
-        run = fedkube_rounds(tmp / f"memory-{n}", hidden, n, rounds)
-        expected(run, n, rounds)
-        above = (run.peak_bytes - run.idle_bytes) / MIB
-        first = first or above
-        round_s = statistics.median(h.duration_seconds for h in run.result.history)
-        print(
-            f"| {n} | {run.idle_bytes / MIB:.0f} | {run.peak_bytes / MIB:.0f} | {above:.0f} "
-            f"| {above / model_mib:.2f} | {above / first - 1:+.1%} | {round_s:.2f} |",
-            flush=True,
-        )
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", type=float, nargs="*", default=[10e6, 100e6])
+    ap.add_argument("--params", type=float, nargs="+", default=[10e6, 100e6])
     ap.add_argument("--sites", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--memory-params", type=float, default=10e6)
-    ap.add_argument("--memory-sites", type=int, nargs="*", default=[10, 100])
     args = ap.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fedkube-wire-") as tmp:
-        if args.params:
-            speed_table(args.params, args.sites, args.rounds, Path(tmp))
-        if args.memory_sites:
-            memory_table(args.memory_params, args.memory_sites, args.rounds, Path(tmp))
+        speed_table(args.params, args.sites, args.rounds, Path(tmp))
     print(f"\n(wall {time.monotonic() - started:.0f} s)")
 
 

@@ -190,7 +190,7 @@ class SyntheticSite:
         ref = pb.RoundRef(
             job=self.job, round=task.ref.round, attempt=task.ref.attempt, site=self.name
         )
-        version, specs, squares, count = await self._fetch(self._get_model, ref)
+        version, specs, squares, count = await self._fetch(self._get_model, ref, trains)
         if task.evaluate:
             # A stand-in score computed from the model received: the weights' mean square.
             score = pb.Evaluation(
@@ -219,7 +219,7 @@ class SyntheticSite:
             await bulk.close(grace=None)
 
     async def _fetch(
-        self, call: grpc.aio.UnaryStreamMultiCallable | None, ref: pb.RoundRef
+        self, call: grpc.aio.UnaryStreamMultiCallable | None, ref: pb.RoundRef, timed: bool
     ) -> tuple[int, list[pb.TensorSpec], float, int]:
         """The model's version and tensor specs, and the sum of squares and count of its
         values (its sum goes in the counters), read chunk by chunk: no site holds a model."""
@@ -244,7 +244,8 @@ class SyntheticSite:
         version = int(header.model_version)
         if self.lean:
             self.counters.bytes_down += received
-            self._timed(ref.round, DOWNLOAD, started, received)
+            if timed:  # a training task's download; not the final model's, fetched to score
+                self._timed(ref.round, DOWNLOAD, started, received)
             return version, list(header.tensors), 0.0, 0
         seen = self.counters.model_sums.setdefault(version, total)
         if abs(seen - total) > 1e-6 * max(1.0, abs(total)):

@@ -80,6 +80,19 @@ class PodSettings(_Model):
     )
 
 
+class TrainerPodSettings(PodSettings):
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Processes that train each site's share of every round together "
+        "(torch.distributed DDP: gloo on CPU, NCCL on GPU), each a slice of every batch, in "
+        "the trainer's pod (or, with `fedkube run`, beside the site's trainer process). The "
+        "site still sends one update, the one a single process would train with the same "
+        "batchSize, within float rounding.",
+    )
+
+
 class PodsSpec(_Model):
     model_config = cel(
         (
@@ -89,8 +102,8 @@ class PodsSpec(_Model):
         )
     )
 
-    trainer: PodSettings = Field(
-        default_factory=PodSettings, description="Each site's trainer pod."
+    trainer: TrainerPodSettings = Field(
+        default_factory=TrainerPodSettings, description="Each site's trainer pod."
     )
     aggregator: PodSettings = Field(
         default_factory=PodSettings, description="The aggregator's pod (it trains nothing)."

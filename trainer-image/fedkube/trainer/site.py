@@ -14,7 +14,7 @@ from fedkube.data.site_data import SiteData, site_data
 from fedkube.data.site_statistics import site_schema, site_statistics
 from fedkube.data.table import SiteTable, read_site_table
 from fedkube.errors import DataError
-from fedkube.models.plugins import PluginPolicy
+from fedkube.models.plugins import NO_PLUGINS, PluginPolicy
 from fedkube.privacy.dataset_budget import DatasetBudget
 from fedkube.privacy.ledger import PrivacyLedger
 from fedkube.proto import fedkube_pb2 as pb
@@ -59,7 +59,7 @@ def site_trainer(
         # Noised scores without DP-SGD: the site still counts what its held-out records
         # gave (at the default delta, 1e-5).
         ledger = PrivacyLedger(1e-5, None, path, dataset)
-    return kind(
+    trainer = kind(
         spec.task,
         data,
         site,
@@ -70,6 +70,12 @@ def site_trainer(
         plugins=plugins,
         personal_dir=personal_dir or state_dir,
     )
+    workers = spec.pods.trainer.workers
+    if workers > 1:
+        from fedkube.trainer.workers import start_workers  # torch.distributed: only if asked
+
+        trainer.train_fn = start_workers(trainer, workers, plugins or NO_PLUGINS)
+    return trainer
 
 
 @dataclass

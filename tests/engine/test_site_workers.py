@@ -1,0 +1,84 @@
+"""A site trained by several processes (``spec.pods.trainer.workers``, torch.distributed DDP
+over gloo): the update two workers train equals one process's with the same batchSize,
+within float rounding, and a job whose sites each run two workers succeeds."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fedkube.data.site_data import load_site_data
+from fedkube.models.registry import initial_params
+from fedkube.spec import parse_job
+from fedkube.storage.safetensors_file import read_safetensors
+from fedkube.testing import LocalJob, manifest
+from fedkube.trainer.local import default_train
+from fedkube.trainer.site import site_trainer
+
+
+def _job(workers: int, **spec: Any) -> dict[str, Any]:
+    doc = manifest(
+        sites=2,
+        rounds=2,
+        min_sites=2,
+        model={"name": "mlp", "hiddenSizes": [16]},
+        local_epochs=2,
+        **spec,
+    )
+    # 227 training rows in batches of 20: the last batch (7) splits 4 and 3.
+    doc["spec"]["task"]["batchSize"] = 20
+    doc["spec"]["pods"] = {"trainer": {"workers": workers}}
+    return doc
+
+
+@pytest.mark.parametrize(
+    "strategy", [{"name": "fedavg"}, {"name": "fedprox", "mu": 0.5}], ids=["plain", "fedprox"]
+)
+def test_two_workers_train_the_update_one_process_trains(strategy: dict[str, Any]) -> None:
+    updates, metrics = [], []
+    for workers in (1, 2):
+        job = parse_job(_job(workers, strategy=strategy))
+        data = load_site_data(job.spec, "site-0")
+        features, classes = job.spec.input_shape()
+        start = initial_params(job.spec.task, features, classes)
+        trainer = site_trainer(job, "site-0", data)
+        try:
+            assert (trainer.train_fn is default_train) == (workers == 1)
+            for round_number in (1, 2):  # the second round starts from the first's model
+                update, m = trainer.train(copy.deepcopy(start), round_number, {})
+                start = {k: start[k] + update[k] for k in start}
+            updates.append(update)
+            metrics.append(m)
+        finally:
+            if workers > 1:
+                trainer.train_fn.__self__.stop()  # type: ignore[attr-defined]
+    one, two = updates
+    assert list(one) == list(two)
+    for name in one:
+        np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert metrics[1]["local_steps"] == metrics[0]["local_steps"]
+    for key in ("train_loss", "train_accuracy"):
+        assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-5), key
+
+
+def test_a_job_whose_sites_run_two_workers_succeeds_with_one_processs_model(
+    tmp_path: Path,
+) -> None:
+    results = {}
+    for workers in (1, 2):
+        folder = tmp_path / f"w{workers}"
+        folder.mkdir()
+        job = LocalJob(folder, _job(workers))
+        results[workers] = job.run(timeout=300)
+        said = "site site-0 trains with 2 workers (torch.distributed, gloo"
+        assert (said in job.log("site-0")) == (workers == 2)
+    one, two = results[1], results[2]
+    assert two.rounds_completed == one.rounds_completed == 2
+    assert all(sorted(h.sites) == ["site-0", "site-1"] for h in two.history)
+    model_one, _ = read_safetensors(Path(one.model_path))
+    model_two, _ = read_safetensors(Path(two.model_path))
+    for name, value in model_one.items():
+        np.testing.assert_allclose(model_two[name], value, rtol=1e-4, atol=1e-6, err_msg=name)

@@ -1,0 +1,216 @@
+"""A site trained by several processes (``spec.pods.trainer.workers``): the site's trainer is
+rank 0 of a torch.distributed group, and starts the other ranks beside it
+(``python -m fedkube.trainer.workers``). Only rank 0 talks to the aggregator; the others
+train.
+
+Rank 0 hands the workers what they train on once, at the start: the site's preprocessed
+training rows (the same rows its own loop reads; they stay in the site's processes) and the
+task (as JSON on stdin). Every round it sends a command (the round's seed and FedProx's
+strength) and its parameters, and all ranks run ``ddp_loop.ddp_train`` together. A worker
+ends when rank 0 says stop or goes away (a local worker dies with its parent).
+
+Rendezvous is torch's TCP store on rank 0 (loopback for local workers); the backend is gloo
+on CPU and NCCL on GPUs, one GPU per rank.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from fedkube.errors import JobFailed
+from fedkube.models.plugins import PluginPolicy
+from fedkube.models.registry import build_model
+from fedkube.spec.task import TaskSpec
+from fedkube.trainer.ddp_loop import ddp_train, sync_from_rank0
+from fedkube.trainer.device import resolve_device
+from fedkube.trainer.local import LocalTrainer, TrainConfig, TrainFunction, default_train
+
+log = logging.getLogger("fedkube.trainer")
+TRAIN, STOP = 1, 2
+# A worker waits for rank 0's next command as long as a round may take to come.
+COLLECTIVE_TIMEOUT = timedelta(days=7)
+_PR_SET_PDEATHSIG = 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _backend(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def _rank_device(task: TaskSpec, rank: int) -> torch.device:
+    device = resolve_device(task.device)
+    return torch.device("cuda", rank) if device.type == "cuda" else device
+
+
+class WorkerGroup:
+    """Rank 0's side: the workers it started, and the training function that drives them."""
+
+    def __init__(self, trainer: LocalTrainer, workers: int, plugins: PluginPolicy) -> None:
+        self.trainer = trainer
+        self.world = workers
+        port = _free_port()
+        task = trainer.task.model_dump(mode="json", by_alias=True)
+        request = json.dumps({"task": task, "allowedImports": list(plugins.allowed)}).encode()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for rank in range(1, workers):
+            where = ["--world", str(workers), "--rendezvous", f"tcp://127.0.0.1:{port}"]
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "fedkube.trainer.workers", "--rank", str(rank), *where],
+                stdin=subprocess.PIPE,
+            )
+            assert proc.stdin is not None
+            proc.stdin.write(request)
+            proc.stdin.close()
+            self.procs.append(proc)
+        dist.init_process_group(
+            _backend(trainer.device),
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=0,
+            world_size=workers,
+            timeout=COLLECTIVE_TIMEOUT,
+        )
+        x, y = trainer.x_train, trainer.y_train
+        if x.dtype != torch.float32 or y.dtype != torch.int64:
+            raise JobFailed(
+                f"a site's workers train on float32 rows and int64 labels, not {x.dtype}"
+            )
+        shape = torch.tensor(
+            [len(y), x.shape[1], trainer.data.num_features, trainer.data.num_classes]
+        )
+        dist.broadcast(shape.to(trainer.device), src=0)
+        dist.broadcast(x.contiguous(), src=0)
+        dist.broadcast(y.contiguous(), src=0)
+        self.ddp = DistributedDataParallel(trainer.model)
+        atexit.register(self.stop)
+        log.info(
+            "site %s trains with %d workers (torch.distributed, %s; %d rows each round)",
+            trainer.site,
+            workers,
+            dist.get_backend(),
+            len(y),
+        )
+
+    def train(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig
+    ) -> dict[str, float]:
+        """A ``TrainFunction``: the site's model trained by every rank; any other model (a
+        personal one) by this process alone."""
+        if model is not self.trainer.model:
+            return default_train(model, x, y, config)
+        command = torch.tensor([TRAIN, config.seed, config.round], dtype=torch.int64)
+        dist.broadcast(command.to(x.device), src=0)
+        dist.broadcast(torch.tensor([config.proximal_mu], dtype=torch.float64).to(x.device), 0)
+        sync_from_rank0(model)
+        return ddp_train(self.ddp, x, y, config)
+
+    def stop(self) -> None:
+        """Tell the workers to end, and wait for them."""
+        if not dist.is_initialized():
+            return
+        with contextlib.suppress(RuntimeError):
+            command = torch.tensor([STOP, 0, 0], dtype=torch.int64)
+            dist.broadcast(command.to(self.trainer.device), src=0)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        dist.destroy_process_group()
+
+
+def start_workers(trainer: LocalTrainer, workers: int, plugins: PluginPolicy) -> TrainFunction:
+    """Start the site's other ranks; the training function that runs them with rank 0."""
+    if trainer.train_fn is not default_train:
+        raise JobFailed("a site's workers run the built-in training loop, not task.trainFunction")
+    return WorkerGroup(trainer, workers, plugins).train
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def serve(rank: int, world: int, rendezvous: str) -> int:
+    """A worker: receive the rows, then train when rank 0 says, until it says stop."""
+    request = json.loads(sys.stdin.buffer.read())
+    task = TaskSpec.model_validate(request["task"])
+    plugins = PluginPolicy(tuple(request["allowedImports"]))
+    device = _rank_device(task, rank)
+    dist.init_process_group(
+        _backend(device),
+        init_method=rendezvous,
+        rank=rank,
+        world_size=world,
+        timeout=COLLECTIVE_TIMEOUT,
+    )
+    shape = torch.zeros(4, dtype=torch.int64, device=device)
+    dist.broadcast(shape, src=0)
+    rows, width, features, classes = (int(v) for v in shape.tolist())
+    x = torch.empty((rows, width), dtype=torch.float32, device=device)
+    y = torch.empty(rows, dtype=torch.int64, device=device)
+    dist.broadcast(x, src=0)
+    dist.broadcast(y, src=0)
+    model = build_model(task, features, classes, plugins).to(device)
+    ddp = DistributedDataParallel(model)
+    while True:
+        command = torch.zeros(3, dtype=torch.int64, device=device)
+        dist.broadcast(command, src=0)
+        op, seed, round_number = (int(v) for v in command.tolist())
+        if op == STOP:
+            break
+        mu = torch.zeros(1, dtype=torch.float64, device=device)
+        dist.broadcast(mu, src=0)
+        sync_from_rank0(model)
+        config = TrainConfig(
+            round=round_number,
+            local_epochs=task.local_epochs,
+            batch_size=task.batch_size,
+            learning_rate=task.learning_rate,
+            optimizer=task.optimizer,
+            momentum=task.momentum,
+            seed=seed,
+            proximal_mu=float(mu[0]),
+            mixed_precision=task.mixed_precision,
+        )
+        ddp_train(ddp, x, y, config)
+    dist.destroy_process_group()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m fedkube.trainer.workers", description=__doc__)
+    p.add_argument("--rank", type=int, required=True)
+    p.add_argument("--world", type=int, required=True)
+    p.add_argument("--rendezvous", required=True, help="tcp://host:port of rank 0's store")
+    args = p.parse_args(argv)
+    _die_with_parent()
+    torch.set_num_threads(int(os.environ.get("FEDKUBE_TORCH_THREADS", "1")) or 1)
+    return serve(args.rank, args.world, args.rendezvous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
