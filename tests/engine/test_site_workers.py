@@ -64,6 +64,53 @@ def test_two_workers_train_the_update_one_process_trains(strategy: dict[str, Any
         assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-5), key
 
 
+@pytest.mark.parametrize("batch", [20, 2], ids=["batches-of-20", "batches-of-2"])
+def test_two_workers_take_one_processs_dp_sgd_steps(
+    monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    """DP-SGD across two processes: rank 0 draws the Poisson batches and adds the noise once,
+    each rank clips its slice. With the site's secret generators seeded alike in both runs
+    (here only: they come from the OS), the update is one process's, noise included. Batches
+    of about 2 leave one rank's slice empty at many steps."""
+    import torch
+    from fedkube.trainer import ddp_loop, dp_sgd
+
+    seeds: list[int] = []
+
+    def seeded(device: torch.device | None = None) -> torch.Generator:
+        seeds.append(len(seeds))
+        return torch.Generator(device=device or "cpu").manual_seed(1000 + seeds[-1])
+
+    monkeypatch.setattr(dp_sgd, "secret_generator", seeded)
+    monkeypatch.setattr(ddp_loop, "secret_generator", seeded)
+    updates, metrics = [], []
+    for workers in (1, 2):
+        doc = _job(workers)
+        doc["spec"]["task"].update(batchSize=batch, localEpochs=1)
+        doc["spec"]["privacy"] = {"recordLevel": {"noiseMultiplier": 1.0, "maxGradNorm": 1.0}}
+        job = parse_job(doc)
+        data = load_site_data(job.spec, "site-0")
+        start = initial_params(job.spec.task, *job.spec.input_shape())
+        trainer = site_trainer(job, "site-0", data)
+        seeds.clear()
+        try:
+            update, m = trainer.train(copy.deepcopy(start), 1, {})
+        finally:
+            if workers > 1:
+                trainer.train_fn.__self__.stop()  # type: ignore[attr-defined]
+        assert seeds == [0, 1], "one noise and one sampling generator, drawn by rank 0"
+        updates.append(update)
+        metrics.append(m)
+    one, two = updates
+    moved = max(float(np.abs(v).max()) for v in one.values())
+    assert moved > 1e-3  # it trained, noise and all
+    for name in one:
+        np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert metrics[1]["dp_steps"] == metrics[0]["dp_steps"]
+    assert metrics[1]["epsilon"] == metrics[0]["epsilon"]
+    assert metrics[1]["train_loss"] == pytest.approx(metrics[0]["train_loss"], rel=1e-5)
+
+
 def test_a_job_whose_sites_run_two_workers_succeeds_with_one_processs_model(
     tmp_path: Path,
 ) -> None:

@@ -227,15 +227,11 @@ class JobSpec(_Model):
                 "variates, which would leak; choose another strategy"
             )
         workers = self.pods.trainer.workers
-        if workers > 1 and (
-            self.task.train_function
-            or self.privacy.record_level
-            or self.strategy.name == "scaffold"
-        ):
+        if workers > 1 and (self.task.train_function or self.strategy.name == "scaffold"):
             raise ValueError(
-                f"pods.trainer.workers {workers} splits the built-in training loop's batches "
-                "across processes; it does not yet run task.trainFunction, DP-SGD "
-                "(privacy.recordLevel) or SCAFFOLD's corrections: use one worker for them"
+                f"pods.trainer.workers {workers} splits the built-in training loops' batches "
+                "across processes; it does not yet run task.trainFunction or SCAFFOLD's "
+                "corrections: use one worker for them"
             )
         if self.privacy.record_level and (
             self.task.train_function or self.strategy.name in ("scaffold", "fedprox")

@@ -6,9 +6,13 @@ Each process's loss is the sum over its slice scaled by ``world / batch``: DDP's
 those gradients is the batch's mean gradient however unevenly the last batch divides. The
 replicas start each round from rank 0's parameters (``sync_from_rank0``) and stay equal,
 step by step. The result differs from one process's only by the order floats are summed in.
+DP-SGD's loop is split the same way (``ddp_dp_sgd_train``).
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -16,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from fedkube.trainer.device import autocast
+from fedkube.trainer.dp_sgd import dp_steps, secret_generator
 from fedkube.trainer.local import TrainConfig
 from fedkube.trainer.optimizers import build_optimizer
 
@@ -70,4 +75,72 @@ def ddp_train(
         "train_loss": float(totals[0]) / seen,
         "train_accuracy": float(totals[1]) / seen,
         "local_steps": steps,
+    }
+
+
+def ddp_dp_sgd_train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    learning_rate: float,
+    batch_size: int,
+    epochs: int,
+    noise_multiplier: float,
+    max_grad_norm: float,
+) -> dict[str, Any]:
+    """DP-SGD (``dp_sgd.dp_sgd_train``) across the site's processes: rank 0 draws each
+    Poisson batch and broadcasts it, every rank clips its slice's per-example gradients, the
+    clipped sums are added across ranks and rank 0 adds the noise once (Opacus's
+    DistributedDPOptimizer). The step is the one a single process takes with the same
+    batch and the same noise; the batches and the noise stay secret (rank 0's generators,
+    seeded from the operating system)."""
+    from opacus import GradSampleModule
+    from opacus.optimizers import DistributedDPOptimizer
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    q, steps = dp_steps(len(y), batch_size, epochs)
+    wrapped = GradSampleModule(model)
+    optimizer = DistributedDPOptimizer(
+        torch.optim.SGD(wrapped.parameters(), lr=learning_rate),
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        # Each rank's clipped sum is divided by this, then the ranks' average is taken:
+        # together, the batch's sum over the expected batch size, as one process divides.
+        expected_batch_size=batch_size / world,
+        generator=secret_generator(x.device) if rank == 0 else None,
+        secure_mode=True,
+    )
+    gen = secret_generator() if rank == 0 else None
+    loss_fn = nn.CrossEntropyLoss()
+    totals = torch.zeros(2, dtype=torch.float64)  # loss sum, examples
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        try:
+            wrapped.train()
+            for _ in range(steps):
+                chosen = torch.zeros(len(y), dtype=torch.uint8)
+                if gen is not None:
+                    chosen = (torch.rand(len(y), generator=gen) < q).to(torch.uint8)
+                dist.broadcast(chosen.to(x.device), src=0)
+                rows = chosen.to(x.device).nonzero().flatten()
+                if len(rows) == 0:
+                    continue  # an empty Poisson batch, skipped by every rank alike
+                mine = rows[rank::world]
+                optimizer.zero_grad(set_to_none=True)
+                if len(mine):
+                    loss = loss_fn(wrapped(x[mine]), y[mine])
+                    loss.backward()
+                    totals += torch.tensor([float(loss.detach()) * len(mine), len(mine)])
+                else:  # no example here this step: an empty per-example gradient
+                    for p in wrapped.parameters():
+                        p.grad_sample = torch.zeros((0, *p.shape), device=p.device)
+                optimizer.step()
+        finally:
+            wrapped._close()
+    dist.all_reduce(totals)
+    return {
+        "train_loss": float(totals[0]) / max(float(totals[1]), 1.0),
+        "dp_steps": float(steps),
+        "sampling_rate": q,
     }

@@ -19,10 +19,10 @@ from torch import nn
 
 from fedkube.privacy.planning import dp_steps
 
-__all__ = ["dp_sgd_train", "dp_steps"]
+__all__ = ["dp_sgd_train", "dp_steps", "secret_generator"]
 
 
-def _secret_generator(device: torch.device | None = None) -> torch.Generator:
+def secret_generator(device: torch.device | None = None) -> torch.Generator:
     return torch.Generator(device=device or "cpu").manual_seed(secrets.randbits(63))
 
 
@@ -48,10 +48,10 @@ def dp_sgd_train(
         max_grad_norm=max_grad_norm,
         expected_batch_size=batch_size,
         # Noise is drawn where the gradients are (a CUDA generator for a GPU site).
-        generator=_secret_generator(x.device),
+        generator=secret_generator(x.device),
         secure_mode=True,
     )
-    gen = _secret_generator()  # Poisson sampling: who is in each batch stays secret too
+    gen = secret_generator()  # Poisson sampling: who is in each batch stays secret too
     loss_fn = nn.CrossEntropyLoss()
     total, seen = 0.0, 0
     with warnings.catch_warnings():

@@ -148,6 +148,8 @@ class LocalTrainer:
         self.x_test = torch.from_numpy(data.x_test).to(self.device)
         self.y_test = torch.from_numpy(data.y_test).to(self.device)
         self.train_fn: TrainFunction = default_train
+        # DP-SGD's loop (one process's, or the site's workers' together).
+        self.dp_train_fn: Callable[..., dict[str, Any]] = dp_sgd_train
         if task.train_function:
             fn = import_object(task.train_function, "spec.task.trainFunction", plugins)
             if not callable(fn):
@@ -225,7 +227,7 @@ class LocalTrainer:
         if self.dp is not None and self.ledger is not None:
             q, steps = dp_steps(self.num_train, self.task.batch_size, self.task.local_epochs)
             self.ledger.check(self.dp.noise_multiplier, q, steps)
-            metrics: dict[str, Any] = dp_sgd_train(
+            metrics: dict[str, Any] = self.dp_train_fn(
                 self.model,
                 self.x_train,
                 self.y_train,

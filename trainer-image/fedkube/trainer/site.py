@@ -74,7 +74,7 @@ def site_trainer(
     if workers > 1:
         from fedkube.trainer.workers import start_workers  # torch.distributed: only if asked
 
-        trainer.train_fn = start_workers(trainer, workers, plugins or NO_PLUGINS)
+        start_workers(trainer, workers, plugins or NO_PLUGINS)
     return trainer
 
 

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -36,12 +37,12 @@ from fedkube.errors import JobFailed
 from fedkube.models.plugins import PluginPolicy
 from fedkube.models.registry import build_model
 from fedkube.spec.task import TaskSpec
-from fedkube.trainer.ddp_loop import ddp_train, sync_from_rank0
+from fedkube.trainer.ddp_loop import ddp_dp_sgd_train, ddp_train, sync_from_rank0
 from fedkube.trainer.device import resolve_device
-from fedkube.trainer.local import LocalTrainer, TrainConfig, TrainFunction, default_train
+from fedkube.trainer.local import LocalTrainer, TrainConfig, default_train
 
 log = logging.getLogger("fedkube.trainer")
-TRAIN, STOP = 1, 2
+TRAIN, DP_TRAIN, STOP = 1, 2, 3
 # A worker waits for rank 0's next command as long as a round may take to come.
 COLLECTIVE_TIMEOUT = timedelta(days=7)
 _PR_SET_PDEATHSIG = 1
@@ -124,6 +125,17 @@ class WorkerGroup:
         sync_from_rank0(model)
         return ddp_train(self.ddp, x, y, config)
 
+    def dp_train(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **settings: Any
+    ) -> dict[str, Any]:
+        """DP-SGD's loop (``dp_sgd.dp_sgd_train``'s arguments), run by every rank."""
+        command = torch.tensor([DP_TRAIN, 0, 0], dtype=torch.int64)
+        dist.broadcast(command.to(x.device), src=0)
+        noise = [settings["noise_multiplier"], settings["max_grad_norm"]]
+        dist.broadcast(torch.tensor(noise, dtype=torch.float64).to(x.device), src=0)
+        sync_from_rank0(model)
+        return ddp_dp_sgd_train(model, x, y, **settings)
+
     def stop(self) -> None:
         """Tell the workers to end, and wait for them."""
         if not dist.is_initialized():
@@ -140,11 +152,15 @@ class WorkerGroup:
         dist.destroy_process_group()
 
 
-def start_workers(trainer: LocalTrainer, workers: int, plugins: PluginPolicy) -> TrainFunction:
-    """Start the site's other ranks; the training function that runs them with rank 0."""
+def start_workers(trainer: LocalTrainer, workers: int, plugins: PluginPolicy) -> WorkerGroup:
+    """Start the site's other ranks; its training loops (plain and DP-SGD) then run them
+    with rank 0."""
     if trainer.train_fn is not default_train:
         raise JobFailed("a site's workers run the built-in training loop, not task.trainFunction")
-    return WorkerGroup(trainer, workers, plugins).train
+    group = WorkerGroup(trainer, workers, plugins)
+    trainer.train_fn = group.train
+    trainer.dp_train_fn = group.dp_train
+    return group
 
 
 def _die_with_parent() -> None:
@@ -180,6 +196,21 @@ def serve(rank: int, world: int, rendezvous: str) -> int:
         op, seed, round_number = (int(v) for v in command.tolist())
         if op == STOP:
             break
+        if op == DP_TRAIN:
+            noise = torch.zeros(2, dtype=torch.float64, device=device)
+            dist.broadcast(noise, src=0)
+            sync_from_rank0(model)
+            ddp_dp_sgd_train(
+                model,
+                x,
+                y,
+                learning_rate=task.learning_rate,
+                batch_size=task.batch_size,
+                epochs=task.local_epochs,
+                noise_multiplier=float(noise[0]),
+                max_grad_norm=float(noise[1]),
+            )
+            continue
         mu = torch.zeros(1, dtype=torch.float64, device=device)
         dist.broadcast(mu, src=0)
         sync_from_rank0(model)
