@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fedkube.cli.launch import free_port
 from fedkube.data.site_data import load_site_data
 from fedkube.models.registry import initial_params
 from fedkube.spec import parse_job
@@ -129,3 +130,25 @@ def test_a_job_whose_sites_run_two_workers_succeeds_with_one_processs_model(
     model_two, _ = read_safetensors(Path(two.model_path))
     for name, value in model_one.items():
         np.testing.assert_allclose(model_two[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_workers_started_elsewhere_join_a_trainer_that_waits_for_them(tmp_path: Path) -> None:
+    """The worker pods' path: each site's trainer waits on --workers-port, and a separate
+    `fedkube trainer-worker` process (as the operator starts in a pod of its own) joins it."""
+    job = LocalJob(tmp_path, _job(2))
+    ports = {site: free_port() for site in ("site-0", "site-1")}
+    for site, port in ports.items():
+        job.trainer_args[site] = ["--workers-port", str(port)]
+    try:
+        job.start_all()
+        for site, port in ports.items():
+            args = ["trainer-worker", "--manifest", str(job.path), "--site", site, "--rank", "1"]
+            args += ["--rendezvous", f"tcp://127.0.0.1:{port}"]
+            job.trainers[f"{site}-w1"] = job._spawn(f"{site}-w1", args)
+        result = job.wait_done(timeout=300)
+        codes = {name: p.wait(60) for name, p in job.trainers.items()}
+    finally:
+        job.stop()
+    assert result.rounds_completed == 2
+    assert codes == {"site-0": 0, "site-1": 0, "site-0-w1": 0, "site-1-w1": 0}
+    assert "trains with 2 workers" in job.log("site-1")

@@ -24,6 +24,9 @@ EXAMPLES: dict[str, str] = {
     "trainer": "(a trainer pod's entry point; the operator writes its arguments)\n"
     "  fedkube trainer --manifest job.yaml --site hospital-a --aggregator 127.0.0.1:7070 "
     "--allow-plaintext",
+    "trainer-worker": "(a site's worker pod's entry point; the operator writes its arguments)\n"
+    "  fedkube trainer-worker --manifest job.yaml --site hospital-a --rank 1 "
+    "--rendezvous tcp://127.0.0.1:29400",
     "certs": "fedkube certs ca --out ca --consortium hospitals",
     "certs ca": "fedkube certs ca --out ca --consortium hospitals --days 730",
     "certs request": "fedkube certs request --name hospital-a --out hospital-a",

@@ -23,6 +23,7 @@ from fedkube.cli.options import USER_ALLOWS, allow_import, limit_threads
 from fedkube.cli.output_server import serve_output_parser
 from fedkube.cli.pod_roles import aggregator_parser, trainer_parser
 from fedkube.cli.tensorboard_log import tensorboard_parser
+from fedkube.cli.worker_role import worker_parser
 from fedkube.errors import (
     DataError,
     FedkubeError,
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         serve_output_parser,
         aggregator_parser,
         trainer_parser,
+        worker_parser,
         certs_parser,
         revoke_parser,
         approve_parser,

@@ -117,6 +117,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
                 state_dir=Path(args.state_dir) if args.state_dir else None,
                 personal_dir=Path(args.personal_dir) if args.personal_dir else None,
                 dataset=admission.budget,
+                workers_port=args.workers_port or None,
             ),
             data_dir=Path(args.data_dir) if args.data_dir else None,
             admit=admission,
@@ -362,6 +363,13 @@ def trainer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--data-dir",
         help="the site's data folder (a pod's data volume): data.file paths are read inside it "
         "and refused when they lead out of it",
+    )
+    tr.add_argument(
+        "--workers-port",
+        type=int,
+        default=0,
+        help="with spec.pods.trainer.workers above 1: wait on this port for the site's worker "
+        "pods (`fedkube trainer-worker`) instead of starting the workers beside this process",
     )
     allow_import(tr)
     tr.set_defaults(fn=cmd_trainer)

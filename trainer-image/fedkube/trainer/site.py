@@ -43,11 +43,14 @@ def site_trainer(
     personal_dir: Path | None = None,
     kind: type[LocalTrainer] = LocalTrainer,
     dataset: DatasetBudget | None = None,
+    workers_port: int | None = None,
 ) -> LocalTrainer:
     """The site's trainer: its strategy half, its allowed plug-ins, and its privacy ledger
     (kept in ``state_dir`` across restarts; the lower of the job's and the site's cap; with
     ``dataset``, also counted in that dataset's budget across jobs). Its personal model is
-    saved in ``personal_dir`` (default ``state_dir``)."""
+    saved in ``personal_dir`` (default ``state_dir``). With ``spec.pods.trainer.workers``
+    above 1 it is rank 0 of the site's workers: started beside it, or, with
+    ``workers_port``, worker pods that join it there."""
     spec = job.spec
     ledger = None
     dp = spec.privacy.record_level
@@ -74,7 +77,7 @@ def site_trainer(
     if workers > 1:
         from fedkube.trainer.workers import start_workers  # torch.distributed: only if asked
 
-        start_workers(trainer, workers, plugins or NO_PLUGINS)
+        start_workers(trainer, workers, plugins or NO_PLUGINS, workers_port)
     return trainer
 
 

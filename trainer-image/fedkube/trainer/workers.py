@@ -67,14 +67,22 @@ def _rank_device(task: TaskSpec, rank: int) -> torch.device:
 class WorkerGroup:
     """Rank 0's side: the workers it started, and the training function that drives them."""
 
-    def __init__(self, trainer: LocalTrainer, workers: int, plugins: PluginPolicy) -> None:
+    def __init__(
+        self,
+        trainer: LocalTrainer,
+        workers: int,
+        plugins: PluginPolicy,
+        listen_port: int | None = None,
+    ) -> None:
+        """Start ranks 1..N-1 here, or, with ``listen_port``, wait there for them to join (a
+        site's worker pods, started by the operator: ``fedkube trainer-worker``)."""
         self.trainer = trainer
         self.world = workers
-        port = _free_port()
+        port = listen_port or _free_port()
         task = trainer.task.model_dump(mode="json", by_alias=True)
         request = json.dumps({"task": task, "allowedImports": list(plugins.allowed)}).encode()
         self.procs: list[subprocess.Popen[bytes]] = []
-        for rank in range(1, workers):
+        for rank in range(1, workers) if listen_port is None else ():
             where = ["--world", str(workers), "--rendezvous", f"tcp://127.0.0.1:{port}"]
             proc = subprocess.Popen(
                 [sys.executable, "-m", "fedkube.trainer.workers", "--rank", str(rank), *where],
@@ -152,12 +160,14 @@ class WorkerGroup:
         dist.destroy_process_group()
 
 
-def start_workers(trainer: LocalTrainer, workers: int, plugins: PluginPolicy) -> WorkerGroup:
-    """Start the site's other ranks; its training loops (plain and DP-SGD) then run them
-    with rank 0."""
+def start_workers(
+    trainer: LocalTrainer, workers: int, plugins: PluginPolicy, listen_port: int | None = None
+) -> WorkerGroup:
+    """Start the site's other ranks (or, with ``listen_port``, wait for them to join); its
+    training loops (plain and DP-SGD) then run them with rank 0."""
     if trainer.train_fn is not default_train:
         raise JobFailed("a site's workers run the built-in training loop, not task.trainFunction")
-    group = WorkerGroup(trainer, workers, plugins)
+    group = WorkerGroup(trainer, workers, plugins, listen_port)
     trainer.train_fn = group.train
     trainer.dp_train_fn = group.dp_train
     return group
@@ -168,11 +178,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def serve(rank: int, world: int, rendezvous: str) -> int:
+def serve(task: TaskSpec, plugins: PluginPolicy, rank: int, world: int, rendezvous: str) -> int:
     """A worker: receive the rows, then train when rank 0 says, until it says stop."""
-    request = json.loads(sys.stdin.buffer.read())
-    task = TaskSpec.model_validate(request["task"])
-    plugins = PluginPolicy(tuple(request["allowedImports"]))
     device = _rank_device(task, rank)
     dist.init_process_group(
         _backend(device),
@@ -240,7 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     _die_with_parent()
     torch.set_num_threads(int(os.environ.get("FEDKUBE_TORCH_THREADS", "1")) or 1)
-    return serve(args.rank, args.world, args.rendezvous)
+    request = json.loads(sys.stdin.buffer.read())
+    task = TaskSpec.model_validate(request["task"])
+    plugins = PluginPolicy(tuple(request["allowedImports"]))
+    return serve(task, plugins, args.rank, args.world, args.rendezvous)
 
 
 if __name__ == "__main__":
