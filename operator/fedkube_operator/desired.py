@@ -28,6 +28,7 @@ from fedkube_operator.site_placement import (
     site_meta,
     site_trainer_name,
 )
+from fedkube_operator.site_workers import with_workers, worker_name
 
 MANIFEST_DIR = "/etc/fedkube"
 MANIFEST_FILE = "job.yaml"
@@ -49,6 +50,8 @@ class Desired:
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The site's own copy of the manifest, for trainers in the site's namespace.
     site_config_map: dict[str, Any] | None = None
+    # The headless Services of sites trained by several pods (their ranks).
+    services: list[dict[str, Any]] = field(default_factory=list)
 
 
 def aggregator_name(job: str) -> str:
@@ -346,9 +349,13 @@ def desired(resource: dict[str, Any], job: FederatedJob, settings: OperatorSetti
         if job.spec.checkpoint.claim_name is None:
             out.claim = job_claim(resource, settings)
     for site in (s for s in job.spec.sites if not s.remote):
-        out.pods[trainer_name(job.name, site.name)] = trainer_pod(
-            resource, job, site, namespace, settings
-        )
+        key = trainer_name(job.name, site.name)
+        out.pods[key] = trainer = trainer_pod(resource, job, site, namespace, settings)
+        if job.spec.pods.trainer.workers > 1:
+            workers, ranks = with_workers(trainer, job, site, settings)
+            # Keyed like the trainer: by the job's names, wherever the pods run.
+            out.pods.update({worker_name(key, rank): pod for rank, pod in workers.items()})
+            out.services.append(ranks)
         if held_by_site(site, settings):
             out.site_config_map = site_config_map(resource, settings)
     digest = spec_digest(resource)

@@ -162,6 +162,7 @@ def reconcile(
                 site_config_map=found.site_config_map,
                 ledgers=_ledgers(memo),
                 terminating=found.terminating,
+                services=found.services,
             )
             result = plan(resource, observed, memo.settings)
             audit = Audit(memo.get("audit"), f"{ns}/{name}")

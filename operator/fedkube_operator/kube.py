@@ -20,6 +20,7 @@ from fedkube_operator.desired import (
 from fedkube_operator.labels import LABEL_JOB, LABEL_JOB_UID, LABEL_SITE
 from fedkube_operator.permissions import CLUSTER_REQUIRED, REQUIRED, SITE_REQUIRED, Permission
 from fedkube_operator.site_report import SITE_KIND, SITE_PLURAL
+from fedkube_operator.site_workers import LABEL_RANK, worker_name
 
 log = logging.getLogger("fedkube.operator")
 
@@ -35,6 +36,8 @@ class Found:
     locations: dict[str, tuple[str, str]] = field(default_factory=dict)
     terminating: set[str] = field(default_factory=set)
     site_config_map: dict[str, Any] | None = None
+    # The job's other Services (a site's ranks), by name, wherever they are.
+    services: set[str] = field(default_factory=set)
 
 
 class Kube:
@@ -118,14 +121,26 @@ class Kube:
                 site_namespace, label_selector=f"{LABEL_JOB_UID}={uid}"
             )
             for p in held.items:
-                site = (p.metadata.labels or {}).get(LABEL_SITE)
-                if p.metadata.deletion_timestamp is None and site:
-                    key = trainer_name(job, site)
+                labels = p.metadata.labels or {}
+                site = labels.get(LABEL_SITE)
+                if not site:
+                    continue
+                # A worker pod is keyed as desired() names it; the trainer as trainer_name.
+                rank = labels.get(LABEL_RANK, "0")
+                key = trainer_name(job, site)
+                key = worker_name(key, int(rank)) if rank != "0" else key
+                if p.metadata.deletion_timestamp is None:
                     by_name[key] = self.api.sanitize_for_serialization(p)
                     locations[key] = (site_namespace, p.metadata.name)
-                elif site:
-                    terminating.add(trainer_name(job, site))
+                else:
+                    terminating.add(key)
             site_config_map = self._config_map(site_namespace, site_config)
+            held_services = self.core.list_namespaced_service(
+                site_namespace, label_selector=f"{LABEL_JOB_UID}={uid}"
+            )
+            other_services = {s.metadata.name for s in held_services.items}
+        else:
+            other_services = set()
         services = self.core.list_namespaced_service(namespace, label_selector=selector)
         claims = self.core.list_namespaced_persistent_volume_claim(
             namespace, label_selector=selector
@@ -146,6 +161,7 @@ class Kube:
             locations=locations,
             terminating=terminating,
             site_config_map=site_config_map,
+            services=other_services | {s.metadata.name for s in services.items},
         )
 
     def site_objects(self, site_namespace: str) -> list[tuple[str, str, str]]:
@@ -164,16 +180,18 @@ class Kube:
                     site_namespace, label_selector=selector
                 ),
             ),
+            ("Service", self.core.list_namespaced_service(site_namespace, label_selector=selector)),
         ):
             for item in listed.items:
                 out.append((kind, item.metadata.name, item.metadata.labels[LABEL_JOB_UID]))
         return out
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
-        """Delete a Pod, ConfigMap or NetworkPolicy; False when it was already gone."""
+        """Delete a Pod, ConfigMap, Service or NetworkPolicy; False when it was already gone."""
         delete = {
             "Pod": self.core.delete_namespaced_pod,
             "ConfigMap": self.core.delete_namespaced_config_map,
+            "Service": self.core.delete_namespaced_service,
             "NetworkPolicy": self.networking.delete_namespaced_network_policy,
         }[kind]
         try:

@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             scrape_namespaces=tuple(args.scrape_namespace),
             remote_aggregator_cidrs=tuple(args.remote_aggregator_cidr or ["0.0.0.0/0"]),
             job_pod_defaults=pod_defaults,
+            workers_host=args.workers_host,
+            gang_scheduler=args.gang_scheduler,
         ),
         metrics=metrics,
         audit=AuditTrail(Path(args.audit_log)) if args.audit_log else None,

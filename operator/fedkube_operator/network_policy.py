@@ -12,6 +12,7 @@ from fedkube_operator.desired import _meta, aggregator_name
 from fedkube_operator.labels import LABEL_JOB, LABEL_JOB_UID, LABEL_ROLE
 from fedkube_operator.settings import OperatorSettings
 from fedkube_operator.site_placement import held_by_site, site_meta, site_object_name
+from fedkube_operator.site_workers import ranks_network_policy
 
 _NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 _DNS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
@@ -88,6 +89,14 @@ def network_policies(
                 {"podSelector": held_pods, **trainers, "egress": egress},
             )
         )
+    for site in (s for s in job.spec.sites if not s.remote and job.spec.pods.trainer.workers > 1):
+        if held_by_site(site, settings):
+            ns = resource["metadata"]["namespace"]
+            name = site_object_name(ns, job.name, f"{site.name}-ranks")
+            meta = site_meta(resource, name, "ranks", settings, site.name)
+        else:
+            meta = _meta(resource, f"{job.name}-{site.name}-ranks", "ranks", site.name)
+        policies.append(ranks_network_policy(job.name, site.name, meta))
     if agg.endpoint is None:
         from_trainers: list[dict[str, Any]] = [{"podSelector": _pods(job, "trainer")}]
         if held:

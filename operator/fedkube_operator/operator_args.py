@@ -158,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="host trainers dial for an in-cluster aggregator ({service}, {namespace} filled in)",
     )
     ap.add_argument(
+        "--workers-host",
+        default=os.environ.get("FEDKUBE_WORKERS_HOST", OperatorSettings.workers_host),
+        help="host a site's worker pods dial for its trainer ({service}, {namespace} filled in)",
+    )
+    ap.add_argument(
+        "--gang-scheduler",
+        default="",
+        help="the scheduler that places a site's worker pods together or not at all "
+        "(its schedulerName; pods get its scheduling.x-k8s.io/pod-group label); none by default",
+    )
+    ap.add_argument(
         "--progress-host",
         default=os.environ.get("FEDKUBE_PROGRESS_HOST", ""),
         help="host to poll the aggregator's /progress on (default: its pod IP)",

@@ -52,6 +52,8 @@ CLUSTER_REQUIRED: tuple[Permission, ...] = (
 # site's copy of their job's manifest and their NetworkPolicies; deleted with the job.
 SITE_REQUIRED: tuple[Permission, ...] = (
     *_each("", ("pods", "configmaps"), ("get", "list", "watch", "create", "update", "delete")),
+    # The headless Service a site's worker pods find its trainer by.
+    *_each("", ("services",), ("get", "list", "create", "delete")),
     *_each("networking.k8s.io", ("networkpolicies",), ("get", "list", "create", "delete")),
     # The replicas' leader election (Helm operator.leaderElection): one Lease of the release.
     *_each("coordination.k8s.io", ("leases",), ("get", "create", "update")),

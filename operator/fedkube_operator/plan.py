@@ -198,6 +198,7 @@ def plan(resource: dict[str, Any], observed: Observed, settings: OperatorSetting
         (result.replace if observed.site_config_map else result.create).append(site_copy)
     if want.service is not None and not observed.has_service:
         result.create.append(want.service)
+    result.create.extend(s for s in want.services if s["metadata"]["name"] not in observed.services)
     if want.claim is not None and not observed.has_claim:
         result.create.append(want.claim)
     if not observed.has_network_policies:

@@ -32,6 +32,8 @@ class Observed:
     ledgers: list[dict[str, Any]] | None = None
     # The job's pods being deleted (their names cannot be made again yet).
     terminating: set[str] = field(default_factory=set)
+    # The job's other Services found (a site's ranks), by name.
+    services: set[str] = field(default_factory=set)
 
 
 @dataclass

@@ -97,6 +97,12 @@ class OperatorSettings:
     # The site's defaults for job pods (Helm jobPods): resources per role, priority and
     # runtime class, labels, annotations, topology spread.
     job_pod_defaults: JobPodDefaults = field(default_factory=JobPodDefaults)
+    # Host a site's worker pods dial for its trainer (its headless Service; {service} and
+    # {namespace} filled in); the test node agent uses 127.0.0.1.
+    workers_host: str = "{service}.{namespace}.svc"
+    # The site's gang scheduler (Helm site.gangScheduler), if it has one: a site's ranks
+    # carry its pod-group label and schedulerName, placed together or not at all.
+    gang_scheduler: str = ""
 
     def data_volume(self) -> dict[str, Any] | None:
         if self.data_claim:

@@ -140,6 +140,8 @@ class OperatorProcess:
                     # Pods share the host's loopback here: no cluster DNS, no pod network.
                     "--aggregator-host",
                     "127.0.0.1",
+                    "--workers-host",
+                    "127.0.0.1",
                     "--progress-host",
                     "127.0.0.1",
                     # What this test site's admin lets jobs import (see the plug-in tests).
