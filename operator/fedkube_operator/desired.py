@@ -28,7 +28,7 @@ from fedkube_operator.site_placement import (
     site_meta,
     site_trainer_name,
 )
-from fedkube_operator.site_workers import with_workers, worker_name
+from fedkube_operator.site_workers import pod_group, with_workers, worker_name
 
 MANIFEST_DIR = "/etc/fedkube"
 MANIFEST_FILE = "job.yaml"
@@ -50,7 +50,8 @@ class Desired:
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The site's own copy of the manifest, for trainers in the site's namespace.
     site_config_map: dict[str, Any] | None = None
-    # The headless Services of sites trained by several pods (their ranks).
+    # The headless Services of sites trained by several pods (their ranks), and with a gang
+    # scheduler their PodGroups.
     services: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -356,6 +357,8 @@ def desired(resource: dict[str, Any], job: FederatedJob, settings: OperatorSetti
             # Keyed like the trainer: by the job's names, wherever the pods run.
             out.pods.update({worker_name(key, rank): pod for rank, pod in workers.items()})
             out.services.append(ranks)
+            if settings.gang_scheduler:
+                out.services.append(pod_group(trainer, job.spec.pods.trainer.workers))
         if held_by_site(site, settings):
             out.site_config_map = site_config_map(resource, settings)
     digest = spec_digest(resource)

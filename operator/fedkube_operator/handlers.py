@@ -138,6 +138,7 @@ def reconcile(
                 settings.site_namespace,
                 resource["metadata"].get("uid", ""),
                 site_config_name(ns, name),
+                gang=bool(settings.gang_scheduler),
             )
             url: str | None = None
             try:
@@ -281,7 +282,7 @@ def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     site_ns = memo.settings.site_namespace
     if site_ns:
         uid = body["metadata"].get("uid")
-        for kind, obj, owner in memo.kube.site_objects(site_ns):
+        for kind, obj, owner in memo.kube.site_objects(site_ns, bool(memo.settings.gang_scheduler)):
             if owner == uid:
                 memo.kube.delete(kind, site_ns, obj)
 
@@ -340,7 +341,7 @@ def sweep_site_namespace(memo: kopf.Memo) -> None:
     site_ns = memo.settings.site_namespace
     if not site_ns:
         return
-    made = memo.kube.site_objects(site_ns)
+    made = memo.kube.site_objects(site_ns, bool(memo.settings.gang_scheduler))
     if not made:
         return
     jobs = memo.kube.federated_jobs(list(memo.get("namespaces") or []))

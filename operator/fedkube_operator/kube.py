@@ -18,9 +18,15 @@ from fedkube_operator.desired import (
     trainer_name,
 )
 from fedkube_operator.labels import LABEL_JOB, LABEL_JOB_UID, LABEL_SITE
-from fedkube_operator.permissions import CLUSTER_REQUIRED, REQUIRED, SITE_REQUIRED, Permission
+from fedkube_operator.permissions import (
+    CLUSTER_REQUIRED,
+    GANG_REQUIRED,
+    REQUIRED,
+    SITE_REQUIRED,
+    Permission,
+)
 from fedkube_operator.site_report import SITE_KIND, SITE_PLURAL
-from fedkube_operator.site_workers import LABEL_RANK, worker_name
+from fedkube_operator.site_workers import LABEL_RANK, POD_GROUP_API, worker_name
 
 log = logging.getLogger("fedkube.operator")
 
@@ -46,13 +52,16 @@ class Kube:
         self.core = client.CoreV1Api(self.api)
         self.networking = client.NetworkingV1Api(self.api)
 
-    def missing_permissions(self, namespaces: list[str], site_namespace: str = "") -> list[str]:
+    def missing_permissions(
+        self, namespaces: list[str], site_namespace: str = "", gang: bool = False
+    ) -> list[str]:
         """What the operator needs and its credentials lack, asked of the API server (a
         SelfSubjectAccessReview each), in every namespace it watches ("" for all) and in
-        the site's own."""
+        the site's own (and, with a gang scheduler, its PodGroups in both)."""
         auth = client.AuthorizationV1Api(self.api)
         missing = []
-        for p in SITE_REQUIRED if site_namespace else ():
+        extra = GANG_REQUIRED if gang else ()
+        for p in (*SITE_REQUIRED, *extra) if site_namespace else ():
             review = client.V1SelfSubjectAccessReview(
                 spec=client.V1SelfSubjectAccessReviewSpec(
                     resource_attributes=_attributes(p, site_namespace)
@@ -61,7 +70,7 @@ class Kube:
             if not auth.create_self_subject_access_review(review).status.allowed:
                 missing.append(f"{p} in the site's namespace {site_namespace}")
         for namespace in namespaces or [""]:
-            for p in REQUIRED:
+            for p in (*REQUIRED, *extra):
                 review = client.V1SelfSubjectAccessReview(
                     spec=client.V1SelfSubjectAccessReviewSpec(
                         resource_attributes=_attributes(p, namespace)
@@ -102,9 +111,10 @@ class Kube:
         site_namespace: str = "",
         uid: str = "",
         site_config: str = "",
+        gang: bool = False,
     ) -> Found:
         """What exists of one job, as plain dicts: in its namespace, and its trainers and
-        manifest in the site's namespace (by the job's uid)."""
+        manifest in the site's namespace (by the job's uid); with ``gang``, its PodGroups."""
         selector = f"{LABEL_JOB}={job}"
         pods = self.core.list_namespaced_pod(namespace, label_selector=selector)
         by_name = {
@@ -139,8 +149,12 @@ class Kube:
                 site_namespace, label_selector=f"{LABEL_JOB_UID}={uid}"
             )
             other_services = {s.metadata.name for s in held_services.items}
+            if gang:
+                other_services |= self._pod_groups(site_namespace, f"{LABEL_JOB_UID}={uid}")
         else:
             other_services = set()
+        if gang:
+            other_services |= self._pod_groups(namespace, selector)
         services = self.core.list_namespaced_service(namespace, label_selector=selector)
         claims = self.core.list_namespaced_persistent_volume_claim(
             namespace, label_selector=selector
@@ -164,8 +178,17 @@ class Kube:
             services=other_services | {s.metadata.name for s in services.items},
         )
 
-    def site_objects(self, site_namespace: str) -> list[tuple[str, str, str]]:
-        """What the operator made in the site's namespace for jobs: (kind, name, job uid)."""
+    def _pod_groups(self, namespace: str, selector: str) -> set[str]:
+        custom = client.CustomObjectsApi(self.api)
+        found = custom.list_namespaced_custom_object(
+            POD_GROUP_API[0], POD_GROUP_API[1], namespace, POD_GROUP_API[2],
+            label_selector=selector,
+        )  # fmt: skip
+        return {item["metadata"]["name"] for item in found.get("items", [])}
+
+    def site_objects(self, site_namespace: str, gang: bool = False) -> list[tuple[str, str, str]]:
+        """What the operator made in the site's namespace for jobs: (kind, name, job uid);
+        with ``gang``, PodGroups too."""
         selector = LABEL_JOB_UID
         out = []
         for kind, listed in (
@@ -184,18 +207,31 @@ class Kube:
         ):
             for item in listed.items:
                 out.append((kind, item.metadata.name, item.metadata.labels[LABEL_JOB_UID]))
+        if gang:
+            custom = client.CustomObjectsApi(self.api)
+            groups = custom.list_namespaced_custom_object(
+                *POD_GROUP_API[:2], site_namespace, POD_GROUP_API[2], label_selector=selector
+            )
+            for item in groups.get("items", []):
+                meta = item["metadata"]
+                out.append(("PodGroup", meta["name"], meta["labels"][LABEL_JOB_UID]))
         return out
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
-        """Delete a Pod, ConfigMap, Service or NetworkPolicy; False when it was already gone."""
-        delete = {
-            "Pod": self.core.delete_namespaced_pod,
-            "ConfigMap": self.core.delete_namespaced_config_map,
-            "Service": self.core.delete_namespaced_service,
-            "NetworkPolicy": self.networking.delete_namespaced_network_policy,
-        }[kind]
+        """Delete a Pod, ConfigMap, Service, NetworkPolicy or PodGroup; False when it was
+        already gone."""
         try:
-            delete(name, namespace)
+            if kind == "PodGroup":
+                client.CustomObjectsApi(self.api).delete_namespaced_custom_object(
+                    *POD_GROUP_API[:2], namespace, POD_GROUP_API[2], name
+                )
+            else:
+                {
+                    "Pod": self.core.delete_namespaced_pod,
+                    "ConfigMap": self.core.delete_namespaced_config_map,
+                    "Service": self.core.delete_namespaced_service,
+                    "NetworkPolicy": self.networking.delete_namespaced_network_policy,
+                }[kind](name, namespace)
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -273,6 +309,18 @@ class Kube:
     def create(self, obj: dict[str, Any]) -> bool:
         """Create; an object that already exists is left as it is (names are deterministic)."""
         ns = obj["metadata"]["namespace"]
+        if obj["kind"] == "PodGroup":
+            custom = client.CustomObjectsApi(self.api)
+            try:
+                custom.create_namespaced_custom_object(
+                    *POD_GROUP_API[:2], ns, POD_GROUP_API[2], obj
+                )
+            except ApiException as e:
+                if e.status == 409:
+                    return False
+                raise
+            log.info("created PodGroup %s/%s", ns, obj["metadata"]["name"])
+            return True
         create = {
             "Pod": self.core.create_namespaced_pod,
             "Service": self.core.create_namespaced_service,

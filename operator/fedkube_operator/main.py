@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except kube_config.ConfigException:
         kube_config.load_kube_config()
     if args.check:
-        return _check(args.namespace or [], args.site_namespace)
+        return _check(args.namespace or [], args.site_namespace, bool(args.gang_scheduler))
     try:
         policy = load_site_policy(args.site_policy) if args.site_policy else SitePolicy()
         pod_defaults = (
@@ -154,9 +154,9 @@ def lead(args: argparse.Namespace) -> LeaderElection:
     return election
 
 
-def _check(namespaces: list[str], site_namespace: str) -> int:
+def _check(namespaces: list[str], site_namespace: str, gang: bool = False) -> int:
     kube = Kube()
-    problems = kube.missing_permissions(namespaces, site_namespace)
+    problems = kube.missing_permissions(namespaces, site_namespace, gang)
     served = kube.federated_jobs_served(namespaces)
     if served is not None:
         problems.insert(0, served)

@@ -40,6 +40,12 @@ REQUIRED: tuple[Permission, ...] = (
     *_each("events.k8s.io", ("events",), ("create", "patch")),
 )
 
+# With a gang scheduler at the site (Helm site.gangScheduler), in the job's namespaces and in
+# the site's: each site's ranks (a trainer and its worker pods) as one PodGroup.
+GANG_REQUIRED: tuple[Permission, ...] = (
+    *_each("scheduling.x-k8s.io", ("podgroups",), ("get", "list", "create", "delete")),
+)
+
 # Cluster-scoped, whatever namespaces the operator watches: the site's consents, and the
 # site's status (FederatedSite), which it keeps.
 CLUSTER_REQUIRED: tuple[Permission, ...] = (

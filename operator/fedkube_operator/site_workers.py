@@ -25,6 +25,8 @@ from fedkube_operator.settings import OperatorSettings
 
 LABEL_RANK = "fedkube.io/rank"
 POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
+# The scheduler-plugins' PodGroup: group, version, plural.
+POD_GROUP_API = ("scheduling.x-k8s.io", "v1alpha1", "podgroups")
 # The trainer's rendezvous port: the base plus the site's index, so that the sites of one
 # job never share one where pods share a network (host networking, the test node agent).
 WORKERS_PORT = 29400
@@ -124,6 +126,22 @@ def with_workers(
         worker["env"] = [e for e in worker.get("env", []) if e["name"] == "FEDKUBE_TORCH_THREADS"]
         pods[rank] = pod
     return pods, ranks_service(trainer_pod, port)
+
+
+def pod_group(trainer_pod: dict[str, Any], workers: int) -> dict[str, Any]:
+    """The site's ranks as one gang: none is bound to a node until all can be."""
+    meta = trainer_pod["metadata"]
+    return {
+        "apiVersion": f"{POD_GROUP_API[0]}/{POD_GROUP_API[1]}",
+        "kind": "PodGroup",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": {**meta["labels"], LABEL_ROLE: "ranks"},
+            **({"ownerReferences": meta["ownerReferences"]} if "ownerReferences" in meta else {}),
+        },
+        "spec": {"minMember": workers},
+    }
 
 
 def ranks_network_policy(job: str, site: str, meta: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 from fedkube.spec.site_policy import SitePolicy, parse_site_policy
-from fedkube_operator.permissions import CLUSTER_REQUIRED, REQUIRED, SITE_REQUIRED, Permission
+from fedkube_operator.permissions import (
+    CLUSTER_REQUIRED,
+    GANG_REQUIRED,
+    REQUIRED,
+    SITE_REQUIRED,
+    Permission,
+)
 
 from tests.kube_harness.controlplane import ROOT, binaries
 
@@ -166,6 +172,22 @@ def test_the_charts_rbac_grants_exactly_what_the_operator_checks_for() -> None:
         # The site's consents are cluster-scoped: read cluster-wide in every mode.
         assert roles["fedkube-operator-approvals"]["kind"] == "ClusterRole"
         assert granted("fedkube-operator-approvals") == set(CLUSTER_REQUIRED)
+
+
+def test_with_a_gang_scheduler_the_chart_grants_the_pod_groups_in_both_namespaces() -> None:
+    gang_set = "site.gangScheduler=scheduler-plugins"
+    for sets in ([gang_set], [gang_set, "operator.watchNamespaces={ward-a}"]):
+        docs = rendered(*sets)
+        for role in (d for d in docs if d["kind"] in ("ClusterRole", "Role")):
+            rules = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+                     for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
+            gang = {(p.group, p.resource, p.verb) for p in GANG_REQUIRED}
+            name = role["metadata"]["name"]
+            wanted = name in ("fedkube-operator", "fedkube-site-trainers")
+            assert (gang <= rules) == wanted, name
+        deployment = next(d for d in docs if d["kind"] == "Deployment")
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "--gang-scheduler=scheduler-plugins" in args
 
 
 def test_the_crd_is_a_template_kept_on_uninstall_and_can_be_left_out() -> None:

@@ -97,8 +97,14 @@ def test_with_a_gang_scheduler_a_sites_ranks_are_one_pod_group() -> None:
     for pod in ranks:
         assert pod["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == trainer
         assert pod["spec"]["schedulerName"] == "scheduler-plugins"
-    plain = desired(r, parse_job(r), SETTINGS).pods[trainer]
-    assert "schedulerName" not in plain["spec"]
+    [group] = [
+        o for o in want.services if o["kind"] == "PodGroup" and o["metadata"]["name"] == trainer
+    ]
+    assert group["apiVersion"] == "scheduling.x-k8s.io/v1alpha1"
+    assert group["spec"] == {"minMember": 3}
+    plain = desired(r, parse_job(r), SETTINGS)
+    assert "schedulerName" not in plain.pods[trainer]["spec"]
+    assert not [o for o in plain.services if o["kind"] == "PodGroup"]
 
 
 def test_the_ranks_of_a_site_and_only_they_reach_one_another() -> None:
