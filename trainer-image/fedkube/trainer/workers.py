@@ -55,13 +55,18 @@ def _free_port() -> int:
         return port
 
 
-def _backend(device: torch.device) -> str:
-    return "nccl" if device.type == "cuda" else "gloo"
+def _backend(device: torch.device, world: int) -> str:
+    """NCCL with a GPU for each rank; gloo on CPUs, and for ranks that share a GPU (NCCL
+    refuses two ranks on one device)."""
+    cuda = device.type == "cuda"
+    return "nccl" if cuda and torch.cuda.device_count() >= world else "gloo"
 
 
 def _rank_device(task: TaskSpec, rank: int) -> torch.device:
     device = resolve_device(task.device)
-    return torch.device("cuda", rank) if device.type == "cuda" else device
+    if device.type != "cuda":
+        return device
+    return torch.device("cuda", rank % torch.cuda.device_count())
 
 
 class WorkerGroup:
@@ -93,7 +98,7 @@ class WorkerGroup:
             proc.stdin.close()
             self.procs.append(proc)
         dist.init_process_group(
-            _backend(trainer.device),
+            _backend(trainer.device, workers),
             init_method=f"tcp://127.0.0.1:{port}",
             rank=0,
             world_size=workers,
@@ -182,7 +187,7 @@ def serve(task: TaskSpec, plugins: PluginPolicy, rank: int, world: int, rendezvo
     """A worker: receive the rows, then train when rank 0 says, until it says stop."""
     device = _rank_device(task, rank)
     dist.init_process_group(
-        _backend(device),
+        _backend(device, world),
         init_method=rendezvous,
         rank=rank,
         world_size=world,
