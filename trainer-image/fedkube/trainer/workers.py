@@ -1,16 +1,17 @@
 """A site trained by several processes (``spec.pods.trainer.workers``): the site's trainer is
-rank 0 of a torch.distributed group, and starts the other ranks beside it
-(``python -m fedkube.trainer.workers``). Only rank 0 talks to the aggregator; the others
-train.
+rank 0 of a torch.distributed group. It starts the other ranks beside it
+(``python -m fedkube.trainer.workers``, the task as JSON on stdin), or, on Kubernetes, waits
+for the site's worker pods (``fedkube trainer-worker``) on ``--workers-port``. Only rank 0
+talks to the aggregator; the others train.
 
 Rank 0 hands the workers what they train on once, at the start: the site's preprocessed
-training rows (the same rows its own loop reads; they stay in the site's processes) and the
-task (as JSON on stdin). Every round it sends a command (the round's seed and FedProx's
-strength) and its parameters, and all ranks run ``ddp_loop.ddp_train`` together. A worker
-ends when rank 0 says stop or goes away (a local worker dies with its parent).
+training rows (the same rows its own loop reads; they stay in the site's processes or pods).
+Every round it sends a command (the round's seed and FedProx's strength, or DP-SGD's noise
+and clip) and its parameters, and all ranks run ``ddp_loop``'s loop together. A worker ends
+when rank 0 says stop or goes away (a local worker dies with its parent).
 
-Rendezvous is torch's TCP store on rank 0 (loopback for local workers); the backend is gloo
-on CPU and NCCL on GPUs, one GPU per rank.
+Rendezvous is torch's TCP store on rank 0; the backend is NCCL with a GPU per rank, gloo on
+CPUs and for ranks that share a GPU.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class WorkerGroup:
         x, y = trainer.x_train, trainer.y_train
         if x.dtype != torch.float32 or y.dtype != torch.int64:
             raise JobFailed(
-                f"a site's workers train on float32 rows and int64 labels, not {x.dtype}"
+                f"a site's workers train on float32 rows and int64 labels, not {x.dtype} and "
+                f"{y.dtype}"
             )
         shape = torch.tensor(
             [len(y), x.shape[1], trainer.data.num_features, trainer.data.num_classes]
