@@ -46,7 +46,8 @@ def ddp_train(
     params = list(model.parameters())
     prox = [(p, p.detach().clone()) for p in params] if config.proximal_mu else []
     model.train()
-    totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, steps
+    # Loss sum, correct, steps; where the data is (NCCL reduces GPU tensors only).
+    totals = torch.zeros(3, dtype=torch.float64, device=x.device)
     for _ in range(config.local_epochs):
         order = torch.randperm(len(y), generator=gen)
         for start in range(0, len(y), config.batch_size):
@@ -113,7 +114,7 @@ def ddp_dp_sgd_train(
     )
     gen = secret_generator() if rank == 0 else None
     loss_fn = nn.CrossEntropyLoss()
-    totals = torch.zeros(2, dtype=torch.float64)  # loss sum, examples
+    totals = torch.zeros(2, dtype=torch.float64, device=x.device)  # loss sum, examples
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         try:
@@ -122,8 +123,9 @@ def ddp_dp_sgd_train(
                 chosen = torch.zeros(len(y), dtype=torch.uint8)
                 if gen is not None:
                     chosen = (torch.rand(len(y), generator=gen) < q).to(torch.uint8)
-                dist.broadcast(chosen.to(x.device), src=0)
-                rows = chosen.to(x.device).nonzero().flatten()
+                chosen = chosen.to(x.device)  # received in place: where it is broadcast
+                dist.broadcast(chosen, src=0)
+                rows = chosen.nonzero().flatten()
                 if len(rows) == 0:
                     continue  # an empty Poisson batch, skipped by every rank alike
                 mine = rows[rank::world]
@@ -131,7 +133,8 @@ def ddp_dp_sgd_train(
                 if len(mine):
                     loss = loss_fn(wrapped(x[mine]), y[mine])
                     loss.backward()
-                    totals += torch.tensor([float(loss.detach()) * len(mine), len(mine)])
+                    done = [float(loss.detach()) * len(mine), len(mine)]
+                    totals += torch.tensor(done, dtype=torch.float64, device=x.device)
                 else:  # no example here this step: an empty per-example gradient
                     for p in wrapped.parameters():
                         p.grad_sample = torch.zeros((0, *p.shape), device=p.device)
