@@ -188,6 +188,8 @@ def _die_with_parent() -> None:
 def serve(task: TaskSpec, plugins: PluginPolicy, rank: int, world: int, rendezvous: str) -> int:
     """A worker: receive the rows, then train when rank 0 says, until it says stop."""
     device = _rank_device(task, rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL's collectives run on the current device
     dist.init_process_group(
         _backend(device, world),
         init_method=rendezvous,
