@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedkube import exit_codes
 from fedkube.aggregator.transfer_pace import MIN_TRANSFER_KIB_PER_SECOND
@@ -19,7 +20,9 @@ from fedkube.errors import SpecError
 from fedkube.spec.job import FederatedJob
 from fedkube.spec.terms import terms_digest
 from fedkube.storage.audit_trail import AuditTrail
-from fedkube.wire.tensors import Params
+
+if TYPE_CHECKING:  # numpy: an engine dependency; `pip install fedkube` alone has none
+    from fedkube.wire.tensors import Params
 
 
 def cmd_aggregator(args: argparse.Namespace) -> int:
