@@ -55,19 +55,24 @@ def _gang(pod: dict[str, Any], group: str, settings: OperatorSettings) -> None:
         pod["spec"]["schedulerName"] = settings.gang_scheduler
 
 
+def _ranks_meta(trainer_pod: dict[str, Any], name: str) -> dict[str, Any]:
+    """Where the trainer is, labelled and owned as it is, in the role of the site's ranks."""
+    meta = trainer_pod["metadata"]
+    return {
+        "name": name,
+        "namespace": meta["namespace"],
+        "labels": {**meta["labels"], LABEL_ROLE: "ranks"},
+        **({"ownerReferences": meta["ownerReferences"]} if "ownerReferences" in meta else {}),
+    }
+
+
 def ranks_service(trainer_pod: dict[str, Any], port: int) -> dict[str, Any]:
     """The headless Service the workers reach the trainer by (its pod's own address)."""
-    meta = trainer_pod["metadata"]
     selector = {**_ranks_selector(trainer_pod), LABEL_ROLE: "trainer"}
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": ranks_service_name(meta["name"]),
-            "namespace": meta["namespace"],
-            "labels": {**meta["labels"], LABEL_ROLE: "ranks"},
-            **({"ownerReferences": meta["ownerReferences"]} if "ownerReferences" in meta else {}),
-        },
+        "metadata": _ranks_meta(trainer_pod, ranks_service_name(trainer_pod["metadata"]["name"])),
         "spec": {
             "clusterIP": "None",
             # The workers connect before the trainer reports ready.
@@ -130,16 +135,10 @@ def with_workers(
 
 def pod_group(trainer_pod: dict[str, Any], workers: int) -> dict[str, Any]:
     """The site's ranks as one gang: none is bound to a node until all can be."""
-    meta = trainer_pod["metadata"]
     return {
         "apiVersion": f"{POD_GROUP_API[0]}/{POD_GROUP_API[1]}",
         "kind": "PodGroup",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "labels": {**meta["labels"], LABEL_ROLE: "ranks"},
-            **({"ownerReferences": meta["ownerReferences"]} if "ownerReferences" in meta else {}),
-        },
+        "metadata": _ranks_meta(trainer_pod, trainer_pod["metadata"]["name"]),
         "spec": {"minMember": workers},
     }
 

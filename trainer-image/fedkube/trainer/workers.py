@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -37,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from fedkube.errors import JobFailed
 from fedkube.models.plugins import PluginPolicy
 from fedkube.models.registry import build_model
+from fedkube.processes import child_env, die_with_parent_if_asked, free_port
 from fedkube.spec.task import TaskSpec
 from fedkube.trainer.ddp_loop import ddp_dp_sgd_train, ddp_train, sync_from_rank0
 from fedkube.trainer.device import resolve_device
@@ -46,14 +44,6 @@ log = logging.getLogger("fedkube.trainer")
 TRAIN, DP_TRAIN, STOP = 1, 2, 3
 # A worker waits for rank 0's next command as long as a round may take to come.
 COLLECTIVE_TIMEOUT = timedelta(days=7)
-_PR_SET_PDEATHSIG = 1
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _backend(device: torch.device, world: int) -> str:
@@ -83,21 +73,22 @@ class WorkerGroup:
         """Start ranks 1..N-1 here, or, with ``listen_port``, wait there for them to join (a
         site's worker pods, started by the operator: ``fedkube trainer-worker``)."""
         self.trainer = trainer
-        self.world = workers
-        port = listen_port or _free_port()
-        task = trainer.task.model_dump(mode="json", by_alias=True)
-        request = json.dumps({"task": task, "allowedImports": list(plugins.allowed)}).encode()
+        port = listen_port or free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
-        for rank in range(1, workers) if listen_port is None else ():
+        if listen_port is None:
+            task = trainer.task.model_dump(mode="json", by_alias=True)
+            request = json.dumps({"task": task, "allowedImports": list(plugins.allowed)})
             where = ["--world", str(workers), "--rendezvous", f"tcp://127.0.0.1:{port}"]
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "fedkube.trainer.workers", "--rank", str(rank), *where],
-                stdin=subprocess.PIPE,
-            )
-            assert proc.stdin is not None
-            proc.stdin.write(request)
-            proc.stdin.close()
-            self.procs.append(proc)
+            for rank in range(1, workers):
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "fedkube.trainer.workers", "--rank", str(rank), *where],
+                    stdin=subprocess.PIPE,
+                    env=child_env(dict(os.environ)),
+                )
+                assert proc.stdin is not None
+                proc.stdin.write(request.encode())
+                proc.stdin.close()
+                self.procs.append(proc)
         dist.init_process_group(
             _backend(trainer.device, workers),
             init_method=f"tcp://127.0.0.1:{port}",
@@ -180,11 +171,6 @@ def start_workers(
     return group
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def serve(task: TaskSpec, plugins: PluginPolicy, rank: int, world: int, rendezvous: str) -> int:
     """A worker: receive the rows, then train when rank 0 says, until it says stop."""
     device = _rank_device(task, rank)
@@ -254,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--world", type=int, required=True)
     p.add_argument("--rendezvous", required=True, help="tcp://host:port of rank 0's store")
     args = p.parse_args(argv)
-    _die_with_parent()
+    die_with_parent_if_asked()
     torch.set_num_threads(int(os.environ.get("FEDKUBE_TORCH_THREADS", "1")) or 1)
     request = json.loads(sys.stdin.buffer.read())
     task = TaskSpec.model_validate(request["task"])
