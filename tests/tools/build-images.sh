@@ -15,7 +15,9 @@
 # 3. buildah push to an OCI layout (gzip layers, as a registry serves them), the folder's
 #    oci/; image.json beside it is the image's OCI config.
 # 4. syft (built by build-binaries.sh) writes the image's SBOM from that layout beside it
-#    (sbom.cdx.json, CycloneDX: the Debian and Python packages in the image).
+#    (sbom.cdx.json, CycloneDX: the Debian and Python packages in the image). The SBOMs come
+#    last, once both images are built, so that this script can run beside a cold
+#    build-binaries.sh (as tests/run-all.sh does) and wait for syft only at the end.
 #
 # The reference's tag is the version, with the variant for the engine (0.1.0-cu132).
 #
@@ -52,7 +54,6 @@ bah() { buildah --storage-driver vfs --root "$cache/storage" --runroot "$cache/r
 # A build that was killed leaves its working containers (whole root copies under vfs, GBs
 # each); none can be in use while this holds the lock.
 bah rm --all >/dev/null 2>&1 || true
-syft="$(bash "$root/tests/tools/build-binaries.sh")/syft"
 version=$(sed -nE 's/^__version__ = "([^"]+)"$/\1/p' "$root/trainer-image/fedkube/__init__.py")
 timings="$cache/build-times.log"
 
@@ -177,12 +178,13 @@ build() {  # $1: name, $2: tag, $3: Dockerfile, the rest: --build-arg values
     echo "$(date -u +%FT%TZ) $name $key build $((built - start))s push $(($(date +%s) - built))s" \
       "compressed $(numfmt --to=iec <"$layout/compressed-bytes")" >>"$timings"
   fi
-  [ -s "$layout/sbom.cdx.json" ] || sbom "$name" "$layout"
-  echo "$name $ref $layout"
+  built_images+=("$name $ref $layout")
 }
 
 sbom() {  # $1: name, $2: its folder; the image's packages as CycloneDX JSON, beside its layout
   local start
+  # build-binaries.sh holds its lock while it builds: this waits for syft, or finds it at once.
+  [ -n "$syft" ] || syft="$(bash "$root/tests/tools/build-binaries.sh")/syft"
   start=$(date +%s)
   SYFT_CHECK_FOR_APP_UPDATE=false SYFT_FILE_METADATA_SELECTION=none \
     "$syft" scan "oci-dir:$2/oci" --quiet --source-name "fedkube/$1" --source-version "$version" \
@@ -191,8 +193,16 @@ sbom() {  # $1: name, $2: its folder; the image's packages as CycloneDX JSON, be
   echo "$(date -u +%FT%TZ) $1 sbom $(($(date +%s) - start))s" >>"$timings"
 }
 
+built_images=()
 build engine "$version-$ENGINE_VARIANT" trainer-image/Dockerfile "VARIANT=$ENGINE_VARIANT"
 build operator "$version" operator/Dockerfile
+syft=
+local line name layout
+for line in "${built_images[@]}"; do
+  read -r name _ layout <<<"$line"
+  [ -s "$layout/sbom.cdx.json" ] || sbom "$name" "$layout"
+done
+printf '%s\n' "${built_images[@]}"
 }
 
 main "$@"
