@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,18 @@ PROGRESS_TOKEN_ENV = "FEDKUBE_PROGRESS_TOKEN"
 
 def progress_token() -> str | None:
     return os.environ.get(PROGRESS_TOKEN_ENV) or None
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A poller that gave up before the answer came (its own timeout, while a round keeps
+        # this process busy) has closed its socket: not the server's error, and the standard
+        # library's traceback for it would bury the job's log.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 def serve_http(
@@ -75,6 +88,6 @@ def serve_http(
         def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = _QuietServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="fedkube-http", daemon=True).start()
     return server
