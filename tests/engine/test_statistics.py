@@ -56,6 +56,27 @@ def test_bins_ascend_with_values_and_their_edges_hold_them() -> None:
         assert abs(rep - v) <= 0.02 * abs(v) + 1e-9
 
 
+def test_the_reports_fast_paths_give_the_scalar_definitions_figures() -> None:
+    """A report asks five quantiles and a histogram of every feature of every site (thousands
+    of features for images): it reads them in one pass and from a table of edges, and must
+    give the same floats as one quantile and one edge at a time."""
+    rng = np.random.default_rng(3)
+    bins = LogBins(0.01)
+    table_low, table_high = bins.edge_table
+    for slot in range(bins.size):
+        assert (table_low[slot], table_high[slot]) == bins.edges(slot)
+    qs = (0.05, 0.25, 0.5, 0.75, 0.95)
+    for values in (rng.normal(0, 1, 700), rng.lognormal(3, 2, 50), np.zeros(3)):
+        counts = np.bincount(bins.slots(values), minlength=bins.size)
+        assert bins.quantiles(counts, qs) == [bins.quantile(counts, q) for q in qs]
+        for least in (1, 5, 40):
+            merged = merged_bins(counts, bins, least)
+            assert sum(b.count for b in merged) == (len(values) if merged else 0)
+            assert all(bins.edges(int(s)) for s in np.flatnonzero(counts))
+            assert [b.low for b in merged] == sorted(b.low for b in merged)
+    assert bins.quantiles(np.zeros(bins.size, dtype=np.int64), qs) == [None] * 5
+
+
 def test_limbs_sum_exactly_through_the_ring_even_when_it_wraps() -> None:
     rng = np.random.default_rng(1)
     sites = [rng.normal(0, 1e6, 50) for _ in range(300)]

@@ -6,6 +6,7 @@ quantile read from it is within relative error a of a value in the data's bin.""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -47,6 +48,13 @@ class LogBins:
         low = max(low, SMALLEST)
         return (low, high) if slot > zero else (-high, -low)
 
+    @functools.cached_property
+    def edge_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every bin's (low, high) edges as two arrays, made once from ``edges`` (so the
+        same floats), for reports that look up thousands of them."""
+        lows, highs = zip(*(self.edges(slot) for slot in range(self.size)), strict=True)
+        return np.asarray(lows), np.asarray(highs)
+
     def value(self, slot: int) -> float:
         """The bin's representative: within relative error a of every value in it."""
         zero = self.per_side
@@ -58,9 +66,15 @@ class LogBins:
 
     def quantile(self, counts: np.ndarray, q: float) -> float | None:
         """The q-quantile (numpy's linear definition, rank q(n-1)) read from bin counts."""
-        n = int(counts.sum())
-        if n == 0:
-            return None
+        return self.quantiles(counts, (q,))[0]
+
+    def quantiles(self, counts: np.ndarray, qs: tuple[float, ...]) -> list[float | None]:
+        """Several quantiles from one pass over the counts (a report asks five of each of
+        thousands of features)."""
         cumulative = np.cumsum(counts)
-        slot = int(np.searchsorted(cumulative, q * (n - 1), side="right"))
-        return self.value(min(slot, len(counts) - 1))
+        n = int(cumulative[-1]) if len(cumulative) else 0
+        if n == 0:
+            return [None] * len(qs)
+        ranks = np.asarray([q * (n - 1) for q in qs])
+        slots = np.minimum(np.searchsorted(cumulative, ranks, side="right"), len(counts) - 1)
+        return [self.value(int(slot)) for slot in slots]

@@ -21,20 +21,30 @@ from fedkube.stats.sketch import LogBins
 def merged_bins(counts: np.ndarray, bins: LogBins, least: int) -> list[Bin]:
     """Adjacent non-empty bins joined until each holds at least ``least`` rows; a short
     remainder joins the last bin. Empty when all the rows together are fewer."""
-    out: list[Bin] = []
+    slots = np.flatnonzero(counts)
+    # Plain ints over the non-empty bins only: a report walks thousands of features.
+    present, held = slots.tolist(), counts[slots].tolist()
+    groups: list[tuple[int, int, int]] = []  # (first slot, last slot, rows)
     start, total = -1, 0
-    for slot in np.flatnonzero(counts):
+    for slot, n in zip(present, held, strict=True):
         if start < 0:
-            start = int(slot)
-        total += int(counts[slot])
+            start = slot
+        total += int(n)
         if total >= least:
-            out.append(Bin(low=bins.edges(start)[0], high=bins.edges(int(slot))[1], count=total))
+            groups.append((start, slot, total))
             start, total = -1, 0
-    if total and out:
-        last = out[-1]
-        high = bins.edges(int(np.flatnonzero(counts)[-1]))[1]
-        out[-1] = Bin(low=last.low, high=high, count=last.count + total)
-    return out
+    if total and groups:
+        first, _, rows = groups[-1]
+        groups[-1] = (first, present[-1], rows + total)
+    if not groups:
+        return []
+    table_low, table_high = bins.edge_table
+    firsts, lasts, sizes = zip(*groups, strict=True)
+    lows, highs = table_low[list(firsts)].tolist(), table_high[list(lasts)].tolist()
+    return [
+        Bin(low=low, high=high, count=rows)
+        for low, high, rows in zip(lows, highs, sizes, strict=True)
+    ]
 
 
 def feature_statistics(
@@ -45,7 +55,8 @@ def feature_statistics(
     if count < least:
         return figures
     histogram = merged_bins(totals.bins[j], bins, least)
-    quantiles = {f"{q:g}": bins.quantile(totals.bins[j], q) for q in QUANTILES}
+    found = bins.quantiles(totals.bins[j], QUANTILES)
+    quantiles = {f"{q:g}": v for q, v in zip(QUANTILES, found, strict=True)}
     return figures.model_copy(
         update={
             "mean": totals.mean(j),
