@@ -118,6 +118,9 @@ def manifest(job: Job, sources: list[dict[str, Any]]) -> dict[str, Any]:
                 **job.shape,
             },
             "strategy": {"name": "fedavg"},
+            # fedkube scores the global model at every site every round by default; the peers
+            # run no federated evaluation here, so fedkube scores only the last round's.
+            "evaluation": {"everyRounds": job.rounds},
             "sites": [{"name": f"site-{i}", "data": s} for i, s in enumerate(sources)],
         },
     }

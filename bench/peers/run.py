@@ -168,7 +168,12 @@ def main() -> None:
         done: list[Measurement] = []
         for system in args.systems:
             print(f"{name}: {system} ...", flush=True)
-            m = measure_one(system, job, job_dir, work)
+            try:
+                m = measure_one(system, job, job_dir, work)
+            except Exception as e:  # one system failing leaves the others' figures standing
+                print(f"  FAILED: {e}\n  (its logs: {work / name / system / 'logs'})", flush=True)
+                systems.settle()
+                continue
             mb, acc = m.peak_pss_bytes / 1e6, 100 * m.accuracy
             print(f"  {m.whole_run:.1f} s, {mb:,.0f} MB, {acc:.2f} %", flush=True)
             done.append(m)
