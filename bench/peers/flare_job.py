@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import peer_models
 import site_task
 from nvflare.app_opt.pt.file_model_persistor import PTFileModelPersistor
@@ -30,9 +29,7 @@ class NpzPersistor(PTFileModelPersistor):
         super().save_model(ml, fl_ctx)
         # The persistence manager's variables: the whole model as FLARE now holds it.
         weights = self._get_persistence_manager(fl_ctx).var_dict
-        arrays = {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v)
-                  for k, v in weights.items()}  # fmt: skip
-        np.savez(Path(os.environ["PEERS_JOB_DIR"]) / "flare-global.npz", **arrays)
+        site_task.save_global(weights, Path(os.environ["PEERS_JOB_DIR"]) / "flare-global.npz")
 
 
 def main() -> None:

@@ -89,7 +89,11 @@ class Site:
 
 
 def save_global(state: dict[str, Any], path: Path) -> None:
-    """The final global model, as numpy arrays by state-dict name (no pickles)."""
+    """The global model, as numpy arrays by state-dict name (no pickles), written whole or
+    not at all: run.py takes the file's appearance as the run's end."""
     arrays = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
               for k, v in state.items()}  # fmt: skip
-    np.savez(path, **arrays)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as out:
+        np.savez(out, **arrays)
+    os.replace(partial, path)
