@@ -7,6 +7,7 @@ accuracy on the union of the sites' held-out rows."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import statistics
 import threading
@@ -77,7 +78,6 @@ class Rounds:
 
     first_start: float  # wall clock: the first site's start of round 1
     overheads: list[float] = field(default_factory=list)  # rounds 2..R: cost beyond training
-    train_seconds: list[float] = field(default_factory=list)  # the slowest site, per round
 
 
 def rounds_from_events(path: Path, sites: int, rounds: int) -> Rounds:
@@ -92,10 +92,8 @@ def rounds_from_events(path: Path, sites: int, rounds: int) -> Rounds:
     ends = {r: max(e["end"] for e in es) for r, es in by_round.items()}
     slowest = {r: max(e["end"] - e["start"] for e in es) for r, es in by_round.items()}
     out = Rounds(min(e["start"] for e in by_round[1]))
-    for r in range(1, rounds + 1):
-        out.train_seconds.append(slowest[r])
-        if r > 1:
-            out.overheads.append(ends[r] - ends[r - 1] - slowest[r])
+    for r in range(2, rounds + 1):
+        out.overheads.append(ends[r] - ends[r - 1] - slowest[r])
     return out
 
 
@@ -103,10 +101,8 @@ def rounds_from_fedkube(result: dict[str, Any]) -> Rounds:
     """From fedkube's result.json: each round's close to the next, less its slowest site."""
     hist = result["history"]
     out = Rounds(hist[0]["openedAt"])
-    for i, h in enumerate(hist):
-        out.train_seconds.append(h["maxTrainSeconds"])
-        if i:
-            out.overheads.append(h["closedAt"] - hist[i - 1]["closedAt"] - h["maxTrainSeconds"])
+    for before, h in itertools.pairwise(hist):
+        out.overheads.append(h["closedAt"] - before["closedAt"] - h["maxTrainSeconds"])
     return out
 
 

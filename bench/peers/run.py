@@ -157,9 +157,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write every measurement here")
     ap.add_argument("--plot", type=Path, help="write a bar chart (PNG) here")
     args = ap.parse_args()
-    for name in {"flower": "flwr-1.42", "flare": "nvflare-2.9"}.items():
-        if any(s.startswith(name[0]) for s in args.systems):
-            systems.venv(name[1])
+    for prefix, venv in (("flower", "flwr-1.42"), ("flare", "nvflare-2.9")):
+        if any(s.startswith(prefix) for s in args.systems):
+            systems.venv(venv)  # installed before anything is timed
     work = args.work or Path(tempfile.mkdtemp(prefix="fedkube-peers-"))
     rows: list[Measurement] = []
     for name in args.jobs:

@@ -7,6 +7,7 @@ its simulator). Every launcher returns once the final global model is written.""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedkube.processes import free_port
 from measure import wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -43,12 +45,6 @@ def venv(name: str) -> Path:
         subprocess.run([str(root / "bin" / "pip"), "install", "-q", *PEERS[name]], check=True)
         done.touch()
     return root / "bin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -91,7 +87,7 @@ def flower_deployment(run: Run) -> Path:
         [str(bin_ / "flower-superlink"), "--insecure", "--port", str(port)], "superlink", **env
     )
     wait_for(lambda: _listening(port), 120, "Flower's SuperLink")
-    for i in range(_sites(run)):
+    for i in range(json.loads((run.job_dir / "job.json").read_text())["sites"]):
         run.popen(
             [str(bin_ / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
              "--node-config", f"partition-id={i}", "--port", str(free_port())],
@@ -122,12 +118,6 @@ def _flare(run: Run, mode: str) -> Path:
     )  # fmt: skip
     run.finish(proc, f"flare-{mode}")
     return run.job_dir / "flare-global.npz"
-
-
-def _sites(run: Run) -> int:
-    import json
-
-    return int(json.loads((run.job_dir / "job.json").read_text())["sites"])
 
 
 def _listening(port: int) -> bool:

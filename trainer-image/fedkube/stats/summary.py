@@ -29,7 +29,7 @@ def merged_bins(counts: np.ndarray, bins: LogBins, least: int) -> list[Bin]:
     for slot, n in zip(present, held, strict=True):
         if start < 0:
             start = slot
-        total += int(n)
+        total += n
         if total >= least:
             groups.append((start, slot, total))
             start, total = -1, 0

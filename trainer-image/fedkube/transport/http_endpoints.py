@@ -28,8 +28,6 @@ def progress_token() -> str | None:
 
 
 class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A poller that gave up before the answer came (its own timeout, while a round keeps
         # this process busy) has closed its socket: not the server's error, and the standard
