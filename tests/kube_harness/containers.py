@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = ROOT / "tests" / "tools" / "build-images.sh"
+from tests.support.tools import build_output
+
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -114,11 +114,8 @@ class Image(_WithConfig):
 
 def build_images() -> dict[str, BuiltImage]:
     """fedkube's images by name, built on first use (cached outside the repository)."""
-    out = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"building the images failed:\n{out.stderr[-6000:]}")
     images = {}
-    for line in out.stdout.strip().splitlines():
+    for line in build_output("build-images.sh", "fedkube's images"):
         name, reference, folder = line.split()
         images[name] = BuiltImage(name, reference, Path(folder))
     return images

@@ -26,19 +26,16 @@ from cryptography.x509.oid import NameOID
 from fedkube.cli.launch import free_port
 from fedkube.security.certs import CA_KEY_USAGE, certificate_builder
 
+from tests.support.tools import build_output
 from tests.support.waiting import terminate
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = ROOT / "tests" / "tools" / "build-binaries.sh"
 
 
 def binaries() -> Path:
     """The folder with etcd, kube-apiserver, kube-controller-manager, kubectl and helm,
     built on first use (a cold build takes several minutes; later calls return at once)."""
-    out = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"building the control-plane binaries failed:\n{out.stderr[-4000:]}")
-    return Path(out.stdout.strip().splitlines()[-1])
+    return Path(build_output("build-binaries.sh", "the control-plane binaries")[-1])
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:

@@ -21,8 +21,9 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.config import new_client_from_config
 
-from tests.kube_harness.controlplane import ROOT, ControlPlane
+from tests.kube_harness.controlplane import ControlPlane
 from tests.kube_harness.operator_env import NAMESPACE, SERVICE_ACCOUNT
+from tests.support.tools import build_output
 from tests.support.waiting import terminate
 
 KWOK_NODE = "kwok-node-0"
@@ -30,14 +31,7 @@ OPERATOR_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
 
 
 def kwok_binary() -> Path:
-    out = subprocess.run(
-        ["bash", str(ROOT / "tests" / "tools" / "build-kwok.sh")],
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"could not build KWOK:\n{out.stderr[-3000:]}")
-    return Path(out.stdout.strip().splitlines()[-1])
+    return Path(build_output("build-kwok.sh", "KWOK")[-1])
 
 
 def audit_args(folder: Path) -> list[str]:

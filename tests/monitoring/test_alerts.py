@@ -6,7 +6,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.monitoring.chart import promtool, write_rules
+
+pytestmark = pytest.mark.needs_tools  # helm renders the chart
 
 HERE = Path(__file__).resolve().parent
 

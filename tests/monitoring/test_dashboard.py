@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from fedkube_operator.dashboard import OUT, dashboard_json, expressions
 
 from tests.monitoring.chart import rendered
+
+pytestmark = pytest.mark.needs_tools  # helm renders the chart
 
 
 def test_the_checked_in_dashboard_is_current() -> None:

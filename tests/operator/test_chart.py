@@ -19,6 +19,8 @@ from fedkube_operator.permissions import (
 
 from tests.kube_harness.controlplane import ROOT, binaries
 
+pytestmark = pytest.mark.needs_tools  # helm lints and renders the chart
+
 CHART = str(ROOT / "helm" / "fedkube")
 
 

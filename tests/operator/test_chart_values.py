@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from fedkube_operator.job_pod_defaults import JobPodDefaults, load_job_pod_defaults
 
 from tests.kube_harness.controlplane import ROOT
 from tests.operator.test_chart import CHART, helm, rendered
 from tests.tools import chart_values_docs
+
+pytestmark = pytest.mark.needs_tools  # helm renders the chart
 
 
 def _by_kind(docs: list[dict], kind: str) -> list[dict]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from fedkube_operator import crd
 
 from tests.kube_harness.controlplane import ROOT, binaries
+
+pytestmark = pytest.mark.needs_tools  # helm lints and renders the chart
 
 
 def test_checked_in_crds_match_the_models() -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds KWOK (simulated nodes and pods, for bench/operator_load.py) from the Go module proxy
-# into the tools cache, keyed by version, and prints the binary's path. Only the load bench
-# needs it, so the suite's build-binaries.sh does not build it.
+# into the tools cache, keyed by version, and prints the binary's path. The load bench and
+# its short version in the suite need it; tests/run-all.sh builds it beside build-binaries.sh.
 #
 #   tests/tools/build-kwok.sh              build if missing (about 3 minutes on 2 cores)
 #   FEDKUBE_TOOLS_CACHE=/path ...          cache somewhere else (default ~/.cache/fedkube-tools)
