@@ -79,7 +79,15 @@ wait "$binaries_pid" || builds_ok=0
 sed 's/^/  [binaries] /' "$work/binaries.log"
 wait "$images_pid" || builds_ok=0
 sed 's/^/  [images] /' "$work/images.log"
-[ "$builds_ok" = 1 ] || { echo "building the tools or the images failed (output above)" >&2; exit 1; }
+if [ "$builds_ok" != 1 ]; then
+  if [ "$#" -eq 0 ]; then
+    kill -- "-$local_pid" 2>/dev/null || true
+    step "pytest, the tests that need no tools, as far as they got"
+    cat "$work/local.log"
+  fi
+  echo "building the tools or the images failed (output above)" >&2
+  exit 1
+fi
 
 set +e
 if [ "$#" -gt 0 ]; then
