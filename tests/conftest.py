@@ -4,12 +4,19 @@ under tests/kube marked needs_tools."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("FEDKUBE_TORCH_THREADS", "1")
+
+# A shell script's background job starts with SIGINT ignored (tests/run-all.sh runs pytest as
+# one), and every process a test starts would inherit that: `fedkube run` would not hear the
+# Ctrl-C that a test sends it. Restored as a terminal would deliver it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _KUBE_TESTS = Path(__file__).resolve().parent / "kube"
 

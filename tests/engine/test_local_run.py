@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pytest
 import yaml
 from fedkube.testing import manifest, write_manifest
 
@@ -159,8 +160,14 @@ def test_ctrl_c_stops_every_child(tmp_path: Path) -> None:
     children = psutil.Process(proc.pid).children(recursive=True)
     assert len(children) == 4
     proc.send_signal(signal.SIGINT)
-    rest = proc.stdout.read()
-    assert proc.wait(timeout=30) == 130, rest
+    try:
+        rest, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        for child in children:
+            child.kill()
+        pytest.fail("fedkube run went on 60 s after SIGINT (was it started with SIGINT ignored?)")
+    assert proc.returncode == 130, rest
     assert "interrupted; stopping every process" in rest
     time.sleep(0.2)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
