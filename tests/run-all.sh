@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
-pytest_run() { python3 -m pytest -q -p no:cacheprovider --durations=15 "$@"; }
+pytest_args=(-q -p no:cacheprovider --durations=15)
 # pytest's exit status, with "collected no test" (5) made a failure.
 checked() {
   if [ "$1" -eq 5 ]; then
@@ -65,11 +65,10 @@ lint-imports
 
 if [ "$#" -eq 0 ]; then
   step "pytest, the tests that need no tools (beside the builds; output below when done)"
-  # tests/kube_harness refuses to build the tools from this run (it would wait on the builds'
-  # lock): a test that needs them must be marked needs_tools.
+  # tests/support/tools.py refuses to build a tool from this run (it would wait on the
+  # builds' lock): a test that needs one must be marked needs_tools.
   FEDKUBE_TESTS_WITHOUT_TOOLS=1 setsid nice -n 5 \
-    python3 -m pytest -q -p no:cacheprovider --durations=15 -m "not needs_tools" \
-    >"$work/local.log" 2>&1 &
+    python3 -m pytest "${pytest_args[@]}" -m "not needs_tools" >"$work/local.log" 2>&1 &
   local_pid=$!
   pids+=("$local_pid")
 fi
@@ -92,7 +91,7 @@ fi
 set +e
 if [ "$#" -gt 0 ]; then
   step "pytest $*"
-  pytest_run "$@"
+  python3 -m pytest "${pytest_args[@]}" "$@"
   rc=$?
   set -e
   checked "$rc" "$*"
@@ -100,7 +99,7 @@ if [ "$#" -gt 0 ]; then
 fi
 
 step "pytest, the tests that need the tools (the control plane, helm, the images)"
-pytest_run -m needs_tools
+python3 -m pytest "${pytest_args[@]}" -m needs_tools
 tools_rc=$?
 wait "$local_pid"
 local_rc=$?
