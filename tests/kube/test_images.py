@@ -4,7 +4,9 @@ runs a job's every pod from them."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,35 @@ def test_each_image_has_an_sbom_that_agrees_with_its_lock(built: dict[str, Built
         assert python == {**pinned, "fedkube": __version__}, name
         assert all("/site-packages/setuptools/_vendor/" in v for v in vendored), vendored
         assert "pip" not in python
+
+
+def test_a_build_without_room_on_the_disk_stops_before_it_starts(tmp_path: Path) -> None:
+    """An image build that runs out of disk fails minutes in, deep inside buildah (CI saw
+    "no space left on device" while the engine's last layer committed): the script compares
+    what it will build with the room it has first, and says what to do."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    # df reports 1 GB available, whatever it is asked about.
+    (shim / "df").write_text(
+        "#!/bin/sh\n"
+        "echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'\n"
+        "echo '/dev/fake 300000000 298951424 1048576 99% /'\n"
+    )
+    (shim / "df").chmod(0o755)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "FEDKUBE_TOOLS_CACHE": str(cache)}
+    done = subprocess.run(
+        ["bash", str(ROOT / "tests" / "tools" / "build-images.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    # Nothing built: the base (1 GB), the engine (25) and the operator (1) are all missing.
+    assert f"needs about 27 GB free on the disk of {cache}/images; it has 1 GB" in done.stderr, (
+        done.stderr
+    )
+    assert "FEDKUBE_TOOLS_CACHE" in done.stderr
+    assert "debootstrap" not in done.stderr
+    assert list((cache / "images" / "layouts").iterdir()) == []

@@ -50,17 +50,26 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 fi
 
-bah() { buildah --storage-driver vfs --root "$cache/storage" --runroot "$cache/run" "$@"; }
+# buildah's temporary files (a layer's whole uncompressed tar while it commits: GBs for the
+# engine) go in the cache, not /var/tmp: a build that is killed leaves them where the next
+# one finds and deletes them.
+bah() {
+  TMPDIR="$cache/tmp" buildah --storage-driver vfs --root "$cache/storage" --runroot "$cache/run" "$@"
+}
 # A build that was killed leaves its working containers (whole root copies under vfs, GBs
-# each); none can be in use while this holds the lock.
+# each) and its temporary files; none can be in use while this holds the lock.
 bah rm --all >/dev/null 2>&1 || true
+rm -rf "$cache/tmp"
+mkdir -p "$cache/tmp"
 version=$(sed -nE 's/^__version__ = "([^"]+)"$/\1/p' "$root/trainer-image/fedkube/__init__.py")
 timings="$cache/build-times.log"
 
 # -- 1. the base image --------------------------------------------------------------------
 base_key=$(printf '%s|%s|%s' "$SUITE" "$BASE_PACKAGES" "$BASE_RECIPE" | sha256sum | cut -c1-12)
 base="localhost/fedkube-base:$SUITE-$base_key"
-if ! bah inspect --type image "$base" >/dev/null 2>&1; then
+have_base() { bah inspect --type image "$base" >/dev/null 2>&1; }
+make_base() {
+  local start work ctr mnt
   start=$(date +%s)
   work=$(mktemp -d "$cache/base.XXXXXX")
   say "debootstrap $SUITE with $BASE_PACKAGES (a few minutes)"
@@ -88,7 +97,7 @@ if ! bah inspect --type image "$base" >/dev/null 2>&1; then
     xargs -r buildah --storage-driver vfs --root "$cache/storage" --runroot "$cache/run" \
       rmi --force >/dev/null 2>&1 || true
   echo "$(date -u +%FT%TZ) base $SUITE-$base_key cold $(($(date +%s) - start))s" >>"$timings"
-fi
+}
 
 # -- 2-3. the images, each keyed by everything its build reads ------------------------------
 inputs_of() {  # $1: Dockerfile; prints the files its build reads, one per line
@@ -119,17 +128,34 @@ revision_args() {  # $1: Dockerfile; the last commit that changed its inputs, an
   printf '%s\n' "REVISION=${rev:-unknown}" "CREATED=${created:-unknown}"
 }
 
+build_args() {  # $1: Dockerfile, the rest: --build-arg values; sets args
+  local dockerfile=$1 a
+  shift
+  args=(--build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version")
+  while read -r a; do args+=(--build-arg "$a"); done < <(revision_args "$dockerfile")
+  for a in "$@"; do args+=(--build-arg "$a"); done
+}
+
+layout_of() {  # $1: name, $2: Dockerfile, the rest: --build-arg values; its layout's folder
+  local name=$1 dockerfile=$2 args
+  shift 2
+  build_args "$dockerfile" "$@"
+  echo "$cache/layouts/$name-$(inputs_key "$dockerfile" "${args[@]}")"
+}
+
+missing() {  # $1: a layout's folder; true when it must be built (or is an older script's)
+  [ ! -e "$1/.complete" ] || [ ! -d "$1/oci" ]
+}
+
 build() {  # $1: name, $2: tag, $3: Dockerfile, the rest: --build-arg values
   local name=$1 tag=$2 dockerfile=$3
   shift 3
-  local args=(--build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version") a
-  while read -r a; do args+=(--build-arg "$a"); done < <(revision_args "$dockerfile")
-  for a in "$@"; do args+=(--build-arg "$a"); done
-  local key ref layout
+  local args key ref layout
+  build_args "$dockerfile" "$@"
   key=$(inputs_key "$dockerfile" "${args[@]}")
   ref="localhost/fedkube/$name:$tag"
   layout="$cache/layouts/$name-$key"
-  if [ ! -e "$layout/.complete" ] || [ ! -d "$layout/oci" ]; then  # (or an older script's)
+  if missing "$layout"; then
     local start
     start=$(date +%s)
     say "building $name from $dockerfile (key $key)"
@@ -193,6 +219,25 @@ sbom() {  # $1: name, $2: its folder; the image's packages as CycloneDX JSON, be
   echo "$(date -u +%FT%TZ) $1 sbom $(($(date +%s) - start))s" >>"$timings"
 }
 
+# -- room on the disk, before anything is built ---------------------------------------------
+# vfs keeps whole copies of an image's root while it builds and commits (the working
+# container, the committed layer, its tar in $cache/tmp): the engine's build peaked at 24 GB
+# more on the disk (measured with df every 2 s), the operator's and the base's at about 1 GB.
+# A build that runs out fails minutes in, with an error from deep inside buildah.
+need_gb=0
+have_base || need_gb=$((need_gb + 1))
+missing "$(layout_of engine trainer-image/Dockerfile "VARIANT=$ENGINE_VARIANT")" &&
+  need_gb=$((need_gb + 25))
+missing "$(layout_of operator operator/Dockerfile)" && need_gb=$((need_gb + 1))
+free_gb=$(df -P -k "$cache" | awk 'NR == 2 { print int($4 / 1048576) }')
+if [ "$need_gb" -gt 0 ] && [ "$free_gb" -lt "$need_gb" ]; then
+  say "error: building fedkube's images needs about $need_gb GB free on the disk of $cache;" \
+    "it has $free_gb GB. Free some space there (older caches, /var/tmp), or set" \
+    "FEDKUBE_TOOLS_CACHE to a folder on a disk with room."
+  exit 1
+fi
+
+have_base || make_base
 built_images=()
 build engine "$version-$ENGINE_VARIANT" trainer-image/Dockerfile "VARIANT=$ENGINE_VARIANT"
 build operator "$version" operator/Dockerfile
