@@ -57,7 +57,10 @@ trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
 # Go's module and build caches live in the throwaway folder: the binaries are what is kept
 # (the caches would hold about 12 GB on a disk the images need).
-export GOFLAGS="-mod=mod -modcacherw" CGO_ENABLED=0 GOMODCACHE="$work/gomod" GOCACHE="$work/gocache"
+# No DWARF from the compiler: the linker's -w drops it anyway, and making it took a sixth of
+# the compile (helm from an empty build cache: 162-191 CPU-s with it, 135-155 without).
+export GOFLAGS="-mod=mod -modcacherw -gcflags=all=-dwarf=false" CGO_ENABLED=0 \
+  GOMODCACHE="$work/gomod" GOCACHE="$work/gocache"
 
 fail_proxy() { say "error: could not fetch $1 from the Go module proxy ($(go env GOPROXY)); check network access to it"; exit 1; }
 
@@ -81,7 +84,7 @@ k8s_lane() {
     mkdir -p "$work/etcd" && cd "$work/etcd"
     go mod init fedkube.local/etcdbuild >/dev/null 2>&1
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1 || fail_proxy "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
-    go build -trimpath -o "$bin/etcd.tmp" go.etcd.io/etcd/server/v3
+    go build -trimpath -ldflags "-s -w" -o "$bin/etcd.tmp" go.etcd.io/etcd/server/v3
     mv "$bin/etcd.tmp" "$bin/etcd"
   fi
 

@@ -29,7 +29,8 @@ if [ -x "$out" ]; then
 fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/fedkube-kwok.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-export GOFLAGS="-modcacherw" CGO_ENABLED=0 GOMODCACHE="$work/gomod" GOCACHE="$work/gocache"
+# No DWARF from the compiler (build-binaries.sh says why).
+export GOFLAGS="-modcacherw -gcflags=all=-dwarf=false" CGO_ENABLED=0 GOMODCACHE="$work/gomod" GOCACHE="$work/gocache"
 say "building kwok $KWOK_VERSION"
 GOBIN="$work/bin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
   || { say "error: could not build sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION from the Go module proxy ($(go env GOPROXY))"; exit 1; }
