@@ -4,6 +4,9 @@ words as before."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +63,32 @@ def test_the_aggregator_process_never_maps_torch(tmp_path: Path) -> None:
         job.stop()
     assert "libtorch" not in maps and "/torch/" not in maps
     assert result.rounds_completed == 2
+
+
+def test_a_killed_builders_folder_is_removed_by_the_next_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An aggregator SIGKILLed while its child builds the first model leaves the child's
+    folder behind (the chaos soak left 14 in /tmp): the next build removes the folders of
+    processes that are gone, and only those."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = tmp_path / f"fedkube-first-model-{gone.pid}-abc123"
+        stale.mkdir()
+        (stale / "model.safetensors.tmp").write_bytes(b"half a model")
+        busy = tmp_path / f"fedkube-first-model-{running.pid}-def456"
+        busy.mkdir()
+        other = tmp_path / "fedkube-first-model-notapid"
+        other.mkdir()
+        task = parse_job(manifest(model={"name": "mlp", "hiddenSizes": [4]})).spec.task
+        assert list(build_in_child(task, 30, 2, ())) != []
+        assert not stale.exists()
+        assert busy.is_dir() and other.is_dir()
+        # Its own folder went with the build.
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([busy.name, other.name])
+    finally:
+        running.kill()
+        running.wait()

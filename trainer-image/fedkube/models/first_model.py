@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,38 @@ from fedkube.wire.tensors import Params
 BUILD_TIMEOUT_SECONDS = 600.0
 # The child's exit status for a ModelError (its message on stderr's last line).
 _MODEL_ERROR = 3
+# The child's folder names the process that made it: an aggregator killed while its child
+# ran (SIGKILL, a pod's container restarted) cannot delete it, so the next one does.
+_FOLDER_PREFIX = "fedkube-first-model-"
+_FOLDER = re.compile(re.escape(_FOLDER_PREFIX) + r"(\d+)-")
+
+
+def remove_dead_builders_folders(parent: Path) -> list[Path]:
+    """Delete the first-model folders in ``parent`` whose process is gone, and return them.
+
+    Ours count as gone too: this runs before this process makes one, and a restarted
+    container can have its predecessor's process id."""
+    removed = []
+    for folder in parent.glob(f"{_FOLDER_PREFIX}*"):
+        named = _FOLDER.match(folder.name)
+        if named is None or not folder.is_dir():
+            continue
+        pid = int(named.group(1))
+        if pid != os.getpid() and _alive(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to judge
+        return True
+    return True
 
 
 def build_in_child(
@@ -44,7 +78,8 @@ def build_in_child(
         "numClasses": num_classes,
         "allowedImports": list(allowed_imports),
     }
-    with tempfile.TemporaryDirectory(prefix="fedkube-first-model-") as tmp:
+    remove_dead_builders_folders(Path(tempfile.gettempdir()))
+    with tempfile.TemporaryDirectory(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-") as tmp:
         out = Path(tmp) / "model.safetensors"
         try:
             done = subprocess.run(
