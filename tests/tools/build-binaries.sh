@@ -8,7 +8,8 @@
 #   tests/tools/build-binaries.sh          build what is missing, print the bin folder
 #   FEDKUBE_TOOLS_CACHE=/path ...          cache somewhere else (default ~/.cache/fedkube-tools)
 #
-# A cold build takes about 15-20 minutes on 2 cores; later runs reuse the cache at once.
+# A cold build takes about 25 minutes on 2 cores (with the images and the first tests beside
+# it, as tests/run-all.sh runs it); later runs reuse the cache at once.
 set -euo pipefail
 
 ETCD_VERSION=v3.6.16
