@@ -5,7 +5,7 @@
 #
 # The first run on a machine builds etcd, kube-apiserver, kube-controller-manager, kubectl,
 # helm, syft, cosign, the registry and KWOK from the Go module proxy, and fedkube's two images
-# from their Dockerfiles alongside (about 27 minutes on 2 cores), into ~/.cache/fedkube-tools;
+# from their Dockerfiles alongside (about 25 minutes on 2 cores), into ~/.cache/fedkube-tools;
 # later runs reuse them (an image is rebuilt when what it is built from changes). torch is
 # pinned, so pip's cache serves it after the first install.
 #
