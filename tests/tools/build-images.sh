@@ -224,8 +224,8 @@ sbom() {  # $1: name, $2: its folder; the image's packages as CycloneDX JSON, be
 # container, the committed layer, its tar in $cache/tmp): the engine's build peaked at 24 GB
 # more on the disk (measured with df every 2 s), the operator's and the base's at about 1 GB.
 # A build that runs out fails minutes in, with an error from deep inside buildah.
-need_gb=0
-have_base || need_gb=$((need_gb + 1))
+need_gb=0 base_missing=0
+have_base || { base_missing=1; need_gb=$((need_gb + 1)); }
 missing "$(layout_of engine trainer-image/Dockerfile "VARIANT=$ENGINE_VARIANT")" &&
   need_gb=$((need_gb + 25))
 missing "$(layout_of operator operator/Dockerfile)" && need_gb=$((need_gb + 1))
@@ -237,7 +237,7 @@ if [ "$need_gb" -gt 0 ] && [ "$free_gb" -lt "$need_gb" ]; then
   exit 1
 fi
 
-have_base || make_base
+[ "$base_missing" = 0 ] || make_base
 built_images=()
 build engine "$version-$ENGINE_VARIANT" trainer-image/Dockerfile "VARIANT=$ENGINE_VARIANT"
 build operator "$version" operator/Dockerfile

@@ -40,12 +40,11 @@ _FOLDER_PREFIX = "fedkube-first-model-"
 _FOLDER = re.compile(re.escape(_FOLDER_PREFIX) + r"(\d+)-")
 
 
-def remove_dead_builders_folders(parent: Path) -> list[Path]:
-    """Delete the first-model folders in ``parent`` whose process is gone, and return them.
+def remove_dead_builders_folders(parent: Path) -> None:
+    """Delete the first-model folders in ``parent`` whose process is gone.
 
     Ours count as gone too: this runs before this process makes one, and a restarted
     container can have its predecessor's process id."""
-    removed = []
     for folder in parent.glob(f"{_FOLDER_PREFIX}*"):
         named = _FOLDER.match(folder.name)
         if named is None or not folder.is_dir():
@@ -54,8 +53,6 @@ def remove_dead_builders_folders(parent: Path) -> list[Path]:
         if pid != os.getpid() and _alive(pid):
             continue
         shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
 
 
 def _alive(pid: int) -> bool:
