@@ -2,11 +2,12 @@
 
 It knows nothing of any transport: the gRPC service (``service.py``) and the in-process link
 (``fedkube.transport.inprocess``) turn calls into these methods, and refusals
-(``UpdateRefused``) into statuses. Everything runs on one asyncio loop: no locks.
+(``UpdateRefused``) into statuses. Everything but a fold runs on one asyncio loop: no locks.
 
 A round: open it, push a task to every connected site (and to sites that join while it is
-open), fold each valid update into the running mean as it completes, and close when every
-tasked, connected site has answered and the quorum is met, or at the deadline with a quorum.
+open), fold each valid update into the running mean as it completes (on a worker thread,
+``Folds``, while the loop serves the other transfers), and close when every tasked,
+connected site has answered and the quorum is met, or at the deadline with a quorum.
 Without a quorum the attempt is dropped and the round tried again; three failed attempts fail
 the job. After the last round the sites evaluate the final model. Before round one, a job over
 sites' own files runs round 0 (``StatisticsRound``). Secure aggregation's stages are driven by
@@ -27,6 +28,7 @@ import numpy as np
 
 from fedkube.accumulate import build_accumulator
 from fedkube.aggregator.evaluations import Evaluations, held_out_noise
+from fedkube.aggregator.folding import Folds
 from fedkube.aggregator.messages import (
     finished_event,
     model_header,
@@ -41,6 +43,7 @@ from fedkube.aggregator.round_log import RoundLog
 from fedkube.aggregator.round_shapes import RoundShapes
 from fedkube.aggregator.rounds import EventQueue, OpenRound, SiteState
 from fedkube.aggregator.sample_bounds import SampleBounds
+from fedkube.aggregator.secure_calls import SecureCalls
 from fedkube.aggregator.secure_rounds import SecureRounds
 from fedkube.aggregator.site_sampling import draw_sample, in_sample
 from fedkube.aggregator.statistics_round import StatisticsRound
@@ -48,7 +51,6 @@ from fedkube.codec import build_codec
 from fedkube.codec.downlink import Downlink
 from fedkube.errors import (
     JobFailed,
-    RoundClosed,
     SecureAggregationError,
     UnknownSite,
 )
@@ -66,7 +68,7 @@ log = logging.getLogger("fedkube.aggregator")
 MAX_ROUND_ATTEMPTS = 3
 
 
-class Coordinator:
+class Coordinator(SecureCalls):
     def __init__(
         self,
         job: FederatedJob,
@@ -99,6 +101,7 @@ class Coordinator:
         self.log = RoundLog(held_out_noise=held_out_noise(self.spec))
         self.privacy = PrivacyHook(self.spec)
         self.open: OpenRound | None = None
+        self.folds = Folds()  # plain updates' folds, beside the event loop
         self.evaluations = Evaluations(self)
         # Round 0: the federated statistics and the preprocessing the sites agree from them.
         self.round0 = StatisticsRound(self)
@@ -177,27 +180,6 @@ class Coordinator:
         """Where one update stream goes; ``authorise(site)`` checks the sender's identity."""
         return UpdateReception(self, authorise)
 
-    def advertise_keys(self, msg: pb.KeyAdvertisement) -> None:
-        self._secure_rounds(msg.ref).advertise_keys(msg)
-
-    def share_keys(self, msg: pb.KeyShares) -> None:
-        self._secure_rounds(msg.ref).share_keys(msg)
-
-    def reveal_shares(self, msg: pb.Reveal) -> None:
-        self._secure_rounds(msg.ref).reveal_shares(msg)
-
-    def sign_survivors(self, msg: pb.Consistency) -> None:
-        self._secure_rounds(msg.ref).sign_survivors(msg)
-
-    def _secure_rounds(self, ref: pb.RoundRef) -> SecureRounds:
-        if self.secure is None:
-            raise RoundClosed(
-                f"job {self.job.name!r} does not use secure aggregation",
-                site=ref.site,
-                round=ref.round,
-            )
-        return self.secure
-
     def report_evaluation(self, msg: pb.Evaluation) -> None:
         self.evaluations.report(msg)
 
@@ -274,7 +256,9 @@ class Coordinator:
         return len(r.done) >= needed
 
     async def _plain_stage(self, r: OpenRound) -> Params | None:
-        if not await self.stage_answered(r, self.quorum):
+        await self.stage_answered(r, self.quorum)
+        await self.folds.settle(r)  # an update whole before the deadline counts
+        if len(r.done) < self.quorum:
             return None
         assert r.accumulator is not None
         for update in list(r.receiving.values()):

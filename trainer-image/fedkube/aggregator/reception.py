@@ -5,13 +5,16 @@ these; a refused or broken update never touches the model."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
 
+from fedkube.aggregator.folding import Folds
 from fedkube.aggregator.round_host import RoundHost
+from fedkube.aggregator.rounds import OpenRound
 from fedkube.aggregator.sample_bounds import SampleBounds
 from fedkube.aggregator.secure_rounds import SecureRounds
 from fedkube.aggregator.statistics_round import StatisticsRound
@@ -42,6 +45,7 @@ class UpdateReception:
         self.c = host
         self.authorise = authorise
         self.update: SpooledUpdate | None = None
+        self._folding = False
 
     @property
     def bytes_received(self) -> int:
@@ -66,21 +70,51 @@ class UpdateReception:
             )
 
     def finish(self) -> int:
-        """The stream ended: fold the update. Returns the tensor bytes received."""
-        if self.update is None:
-            raise InvalidUpdate("empty update stream")
-        update = self.update
+        """The stream ended: fold the update here. Returns the tensor bytes received."""
+        update = self._whole()
         try:
-            self._fold(update)
+            decoded = self._checked(update)
+            if decoded is None:
+                self._take_aside(update)
+            else:
+                self._fold_plain(update, decoded)
         except BaseException:
             update.close()
             raise
         return update.bytes_received
 
+    async def finish_aside(self, folds: Folds) -> int:
+        """As ``finish``, a plain update folded on ``folds``' worker while the event loop
+        serves the other transfers. Once the fold starts it completes, and counts, whatever
+        becomes of the stream."""
+        update = self._whole()
+        try:
+            decoded = self._checked(update)
+            if decoded is None:
+                self._take_aside(update)
+                return update.bytes_received
+        except BaseException:
+            update.close()
+            raise
+        r = self.c.open
+        assert r is not None and r.accumulator is not None
+        accumulator = r.accumulator
+        self._folding = True  # the fold owns it: ``abandon`` leaves it alone
+
+        def then(error: BaseException | None) -> None:
+            if error is None and self.c.open is r:
+                self._record(r, update, int(update.header.num_samples))
+            elif r.receiving.get(update.site) is update:  # failed, or the aggregator stops
+                del r.receiving[update.site]
+                self.c.notify()
+
+        await asyncio.shield(folds.start(r, lambda: accumulator.add(decoded), then))
+        return update.bytes_received
+
     def abandon(self) -> None:
         """The stream broke or was refused: let go of what arrived."""
         update, r = self.update, self.c.open
-        if update is None:
+        if update is None or self._folding:
             return
         if r is not None and r.receiving.get(update.site) is update:
             del r.receiving[update.site]
@@ -145,32 +179,59 @@ class UpdateReception:
         r.receiving[site] = update
         return update
 
-    def _fold(self, update: SpooledUpdate) -> None:
-        """Fold a whole, checked update into the round. Refuses if the round closed meanwhile."""
+    def _whole(self) -> SpooledUpdate:
+        if self.update is None:
+            raise InvalidUpdate("empty update stream")
+        return self.update
+
+    def _checked(self, update: SpooledUpdate) -> SpooledUpdate | DecodedUpdate | None:
+        """The whole update checked, and still wanted by the open round: in the model's
+        layout for the mean, or None for what is kept aside (round 0, secure rounds).
+        Refuses (the round untouched) if it fails a check or the round closed meanwhile."""
         c, r = self.c, self.c.open
         update.finish()
-        if r is None or r.number != update.round or r.receiving.get(update.site) is not update:
+        if (
+            r is None
+            or r.closing
+            or r.number != update.round
+            or r.receiving.get(update.site) is not update
+        ):
             raise RoundClosed(
                 f"round {update.round} closed while the update was arriving; it is dropped",
                 site=update.site,
                 round=update.round,
             )
-        plain = c.secure is None and r.stage not in (pb.SCHEMA, pb.STATISTICS)
-        decoded = self._decoded(update) if plain else None  # refused here, before any fold
-        del r.receiving[update.site]
-        r.bytes_received += update.bytes_received
+        if c.secure is None and r.stage not in (pb.SCHEMA, pb.STATISTICS):
+            return self._decoded(update)  # refused here, before any fold
+        return None
+
+    def _take_aside(self, update: SpooledUpdate) -> None:
+        """Round 0's statistics, or a secure round's masked update."""
+        c, r = self.c, self.c.open
+        assert r is not None
         if r.stage in (pb.SCHEMA, pb.STATISTICS):
+            del r.receiving[update.site]
+            r.bytes_received += update.bytes_received
             with contextlib.closing(update):
                 self._take_statistics(update, r.stage)
             r.done[update.site] = {}
             c.notify()
             return
-        if c.secure is not None:
-            samples = c.secure.fold(r, update)  # it keeps the update until the stage ends
-        else:
-            assert r.accumulator is not None and decoded is not None
-            r.accumulator.add(decoded)  # it owns the update from here
-            samples = int(update.header.num_samples)
+        assert c.secure is not None
+        samples = c.secure.fold(r, update)  # it keeps the update until the stage ends
+        self._record(r, update, samples)
+
+    def _fold_plain(self, update: SpooledUpdate, decoded: SpooledUpdate | DecodedUpdate) -> None:
+        r = self.c.open
+        assert r is not None and r.accumulator is not None
+        r.accumulator.add(decoded)  # it owns the update from here
+        self._record(r, update, int(update.header.num_samples))
+
+    def _record(self, r: OpenRound, update: SpooledUpdate, samples: int) -> None:
+        """A folded update counts: the round, the site and the metrics hear of it."""
+        c = self.c
+        del r.receiving[update.site]
+        r.bytes_received += update.bytes_received
         r.done[update.site] = r.updates[update.site] = dict(update.header.metrics)
         r.samples[update.site] = samples
         site = c.sites[update.site]

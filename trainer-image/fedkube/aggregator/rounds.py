@@ -75,6 +75,10 @@ class OpenRound:
     bytes_received: int = 0
     bytes_sent: int = 0
     first_update_at: float | None = None
+    # Whole updates being folded beside the loop (``folding.Folds``); once the round is
+    # closing, no new one starts.
+    folding: set[asyncio.Task[None]] = field(default_factory=set)
+    closing: bool = False
 
 
 def weighted(values: list[tuple[int, dict[str, float]]], key: str) -> float | None:

@@ -206,7 +206,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                 pace = TransferPace(self.min_transfer_rate)
                 while await self._next_part(parts, reception, pace) is not None:
                     pass
-            received = reception.finish()
+            received = await reception.finish_aside(self.c.folds)
         except UpdateRefused as e:
             reception.abandon()
             await self._refuse(context, e)
