@@ -81,3 +81,34 @@ def test_an_update_that_ends_while_the_round_closes_is_refused_untouched() -> No
         assert r.accumulator is not None and r.accumulator.count == 0
 
     asyncio.run(scenario())
+
+
+def test_a_fold_split_over_threads_gives_the_sums_of_one() -> None:
+    from fedkube.accumulate.weighted_mean import WeightedMean
+    from fedkube.aggregator.updates import SpooledUpdate
+
+    c = coordinator()
+    rng = np.random.default_rng(7)
+    updates = [rng.standard_normal(SIZE).astype(np.float32) for _ in range(3)]
+
+    def spooled(values: np.ndarray, samples: int) -> SpooledUpdate:
+        parts = stream(c, "site-0", values, samples)
+        update = SpooledUpdate(parts[0].header, c.update_infos)
+        for part in parts[1:]:
+            update.add(part.chunk)
+        update.finish()
+        return update
+
+    split, whole = WeightedMean(c.update_infos), WeightedMean(c.update_infos)
+    for samples, values in enumerate(updates, start=2):
+        runs = spooled(values, samples).runs(3)
+        assert len(runs) == 3
+        covered = np.concatenate([v for run in runs for _, _, v in run])
+        np.testing.assert_array_equal(covered, values)  # every piece once, in order
+        split.add(spooled(values, samples))
+        one = spooled(values, samples)
+        for tensor, start, piece in one.pieces():
+            whole.fold(tensor, start, piece, one.weight)
+        whole.commit(one.weight)
+        one.close()
+    np.testing.assert_array_equal(split.mean()["w"], whole.mean()["w"])

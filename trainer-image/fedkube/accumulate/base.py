@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -24,6 +24,15 @@ class UpdateSource(Protocol):
     def read(self, tensor: int, start: int, count: int) -> np.ndarray: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SplitSource(UpdateSource, Protocol):
+    """An update whose pieces can also be read in runs, each on a thread of its own."""
+
+    def runs(self, count: int) -> list[Iterator[tuple[int, int, np.ndarray]]]:
+        """Up to ``count`` runs covering every piece once, in order within each run."""
+        ...
 
 
 class ArrayUpdate:

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import mmap
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from fedkube.accumulate.base import Accumulator, UpdateSource
+from fedkube.accumulate.base import Accumulator, SplitSource, UpdateSource
 from fedkube.wire.tensors import Params, TensorInfo
 
 # Values converted, and float64 pages released, at a time (4 MiB of sums; page-aligned).
 RELEASE_BLOCK = 1 << 19
 # Values folded at a time: 256 KiB of float64 scratch, which a CPU's L2 cache holds.
 FOLD_BLOCK = 1 << 15
+# Threads one update's fold is split over (it is memory-bound: a few cores saturate it).
+# Otherwise an aggregator whose sites all finish uploading at once folds them one by one
+# on one core, the others idle, at the end of every round.
+FOLD_THREADS = max(1, min(4, os.cpu_count() or 1))
+_FOLD_HELPERS = ThreadPoolExecutor(max_workers=FOLD_THREADS, thread_name_prefix="fedkube-fold")
 
 
 class WeightedMean(Accumulator):
@@ -50,22 +57,46 @@ class WeightedMean(Accumulator):
 
     def add(self, update: UpdateSource) -> None:
         try:
-            for tensor, start, values in update.pieces():
-                self.fold(tensor, start, values, update.weight)
+            runs = update.runs(FOLD_THREADS) if isinstance(update, SplitSource) else []
+            if len(runs) > 1:
+                self._buffers()  # made here, before the threads share them
+                helpers = [_FOLD_HELPERS.submit(self._fold_run, r, update.weight) for r in runs[1:]]
+                self._fold_run(runs[0], update.weight)
+                for helper in helpers:
+                    helper.result()
+            else:
+                for tensor, start, values in update.pieces():
+                    self.fold(tensor, start, values, update.weight)
             self.commit(update.weight)
         finally:
             update.close()
 
-    def fold(self, tensor: int, start: int, values: np.ndarray, weight: float) -> None:
+    def _fold_run(self, run: Iterator[tuple[int, int, np.ndarray]], weight: float) -> None:
+        """One run of an update's pieces: its elements are no other run's, so runs fold on
+        threads of their own into the same sums, bit for bit as in one."""
+        scratch = np.empty(FOLD_BLOCK, dtype=np.float64)
+        for tensor, start, values in run:
+            self.fold(tensor, start, values, weight, scratch)
+
+    def fold(
+        self,
+        tensor: int,
+        start: int,
+        values: np.ndarray,
+        weight: float,
+        scratch_block: np.ndarray | None = None,
+    ) -> None:
         """``sums[tensor][start:] += values * weight``, in float64, a block at a time through
         one small scratch buffer that stays in cache: a third less time than whole-chunk
         temporaries, and bit for bit the same sums."""
         target = self._buffers()[tensor][start : start + values.size]
-        if self._scratch is None:
-            self._scratch = np.empty(FOLD_BLOCK, dtype=np.float64)
+        if scratch_block is None:
+            if self._scratch is None:
+                self._scratch = np.empty(FOLD_BLOCK, dtype=np.float64)
+            scratch_block = self._scratch
         for at in range(0, values.size, FOLD_BLOCK):
             n = min(FOLD_BLOCK, values.size - at)
-            scratch = self._scratch[:n]
+            scratch = scratch_block[:n]
             np.multiply(values[at : at + n], weight, out=scratch)
             np.add(target[at : at + n], scratch, out=target[at : at + n])
 
