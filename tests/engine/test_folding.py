@@ -103,7 +103,7 @@ def test_a_fold_split_over_threads_gives_the_sums_of_one() -> None:
     for samples, values in enumerate(updates, start=2):
         runs = spooled(values, samples).runs(3)
         assert len(runs) == 3
-        covered = np.concatenate([v for run in runs for _, _, v in run])
+        covered = np.concatenate([v.copy() for run in runs for _, _, v in run])
         np.testing.assert_array_equal(covered, values)  # every piece once, in order
         split.add(spooled(values, samples))
         one = spooled(values, samples)

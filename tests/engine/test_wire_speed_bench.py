@@ -20,6 +20,26 @@ def test_the_wire_bench_runs_short_and_checks_its_rounds() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith("| 0.2 M |")]
-    assert len(rows) == 1, out.stdout
+    assert len(rows) == 2, out.stdout
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert len(cells) == 10 and cells[6].endswith("%"), cells
+    assert len(cells) == 12 and cells[8].endswith("%"), cells
+    # Where the time goes: fedkube's own work, measured apart, per GiB.
+    work = [line for line in out.stdout.splitlines() if line.startswith("| 0.2 M |")][1]
+    own = [c.strip() for c in work.strip("|").split("|")]
+    assert len(own) == 8 and all(float(c) > 0 for c in own[3:7]), own
+
+
+def test_the_long_link_bench_runs_short_through_its_proxy() -> None:
+    bench = ROOT / "bench" / "long_link.py"
+    args = ["--rtt-ms", "0", "20", "--params", "2e5", "--rounds", "1"]
+    out = subprocess.run(
+        [sys.executable, str(bench), *args], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [
+        line for line in out.stdout.splitlines() if line.startswith("| 0 ms") or "| 20 ms" in line
+    ]
+    assert len(rows) == 2, out.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[1]) > 0 and float(cells[3]) > 0, cells

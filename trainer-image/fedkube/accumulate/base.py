@@ -31,7 +31,8 @@ class SplitSource(UpdateSource, Protocol):
     """An update whose pieces can also be read in runs, each on a thread of its own."""
 
     def runs(self, count: int) -> list[Iterator[tuple[int, int, np.ndarray]]]:
-        """Up to ``count`` runs covering every piece once, in order within each run."""
+        """Up to ``count`` runs covering every piece once, in order within each run; a
+        piece's values are good until its run yields the next."""
         ...
 
 

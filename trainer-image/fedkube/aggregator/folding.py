@@ -4,7 +4,8 @@ A 100-million-parameter update takes the mean's float64 fold about 0.2 s of memo
 work. Run on the event loop, every other transfer stands still meanwhile (the loop feeds
 gRPC), and the loop was the busiest thread of the aggregator. So a whole, checked update is
 folded on one worker thread (numpy lets go of the GIL in its loops) while the loop serves
-the other sites. One thread: folds never overlap, and the accumulator needs no lock.
+the other sites. One thread: folds never overlap, and the accumulator needs no lock (the
+mean splits one fold over threads of its own, each on elements of its own).
 
 The round's end waits for the folds in flight (``settle``): an update that arrived whole
 before the deadline counts, and no sum is read while a fold writes it.
@@ -48,6 +49,3 @@ class Folds:
         r.closing = True
         while r.folding:
             await asyncio.gather(*r.folding, return_exceptions=True)
-
-    def close(self) -> None:
-        self._worker.shutdown(wait=True)

@@ -113,7 +113,8 @@ class SpooledUpdate:
     def runs(self, count: int) -> list[Iterator[tuple[int, int, np.ndarray]]]:
         """The pieces in up to ``count`` runs of about equal bytes, in order, each readable
         on a thread of its own (positioned reads of the spool file): a fold split over
-        cores. One run while the update is small enough to be held in memory."""
+        cores. One run while the update is small enough to be held in memory. A piece's
+        values are good until its run reads the next one."""
         if count <= 1 or self.bytes_received <= SPOOL_IN_MEMORY_BYTES:
             return [self.pieces()]
         self._file.flush()
@@ -131,9 +132,13 @@ class SpooledUpdate:
     def _read_run(
         self, fd: int, run: list[tuple[int, int, int, int]]
     ) -> Iterator[tuple[int, int, np.ndarray]]:
+        # Into one buffer for the whole run: no chunk-sized allocation per piece, which
+        # glibc would keep in each thread's arena after the round.
+        buffer = memoryview(bytearray(max(nbytes for *_, nbytes in run)))
         for tensor, start, at, nbytes in run:
-            data = os.pread(fd, nbytes, at)
-            yield tensor, start, np.frombuffer(data, dtype=self.infos[tensor].dtype)
+            if os.preadv(fd, [buffer[:nbytes]], at) != nbytes:
+                raise OSError(f"the spool of {self.site!r}'s update ended early")
+            yield tensor, start, np.frombuffer(buffer[:nbytes], dtype=self.infos[tensor].dtype)
 
     def read(self, tensor: int, start: int, count: int) -> np.ndarray:
         dtype = self.infos[tensor].dtype

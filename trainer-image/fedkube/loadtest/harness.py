@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,15 +102,18 @@ def run_load(
     churn: Churn,
     timeout: float = 1800,
     lean: bool = False,
+    aggregator_args: Sequence[str] = (),
+    reach: Callable[[int], str] | None = None,
 ) -> LoadRun:
-    """Start a real aggregator process for ``doc`` and its sites as synthetic sites spread
-    over ``processes`` processes; wait for the job to end. ``lean`` sites time every
-    transfer and check no sums (``SyntheticSite``)."""
+    """Start a real aggregator process for ``doc`` (with ``aggregator_args``) and its sites
+    as synthetic sites spread over ``processes`` processes; wait for the job to end.
+    ``lean`` sites time every transfer and check no sums (``SyntheticSite``); ``reach(port)``
+    is the endpoint the sites reach the aggregator's port at (a proxy; its own by default)."""
     sites = len(doc["spec"]["sites"])
     job = LocalJob(folder, doc)
     # Sites that dropped near the end come back within seconds: the aggregator waits for
     # them to hear that the job finished.
-    job.aggregator_args = ["--linger-seconds", "5"]
+    job.aggregator_args = ["--linger-seconds", "5", *aggregator_args]
     agg = job.start_aggregator()
     workers: list[subprocess.Popen[bytes]] = []
     try:
@@ -122,7 +126,8 @@ def run_load(
         started = time.monotonic()
         share = -(-sites // processes)
         for first in range(0, sites, share):
-            args = ["--endpoint", f"127.0.0.1:{job.port}", "--job", doc["metadata"]["name"]]
+            endpoint = reach(job.port) if reach is not None else f"127.0.0.1:{job.port}"
+            args = ["--endpoint", endpoint, "--job", doc["metadata"]["name"]]
             args += ["--first", str(first), "--count", str(min(share, sites - first))]
             args += ["--drop", str(churn.drop), "--late", str(churn.late), "--seed", str(first)]
             args += ["--lean"] if lean else []
