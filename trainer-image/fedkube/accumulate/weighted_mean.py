@@ -20,7 +20,10 @@ FOLD_BLOCK = 1 << 15
 # Otherwise an aggregator whose sites all finish uploading at once folds them one by one
 # on one core, the others idle, at the end of every round.
 FOLD_THREADS = max(1, min(4, os.cpu_count() or 1))
-_FOLD_HELPERS = ThreadPoolExecutor(max_workers=FOLD_THREADS, thread_name_prefix="fedkube-fold")
+# The thread that adds an update folds its first run itself.
+_FOLD_HELPERS = ThreadPoolExecutor(
+    max_workers=max(1, FOLD_THREADS - 1), thread_name_prefix="fedkube-fold"
+)
 
 
 class WeightedMean(Accumulator):
@@ -58,15 +61,12 @@ class WeightedMean(Accumulator):
     def add(self, update: UpdateSource) -> None:
         try:
             runs = update.runs(FOLD_THREADS) if isinstance(update, SplitSource) else []
-            if len(runs) > 1:
-                self._buffers()  # made here, before the threads share them
-                helpers = [_FOLD_HELPERS.submit(self._fold_run, r, update.weight) for r in runs[1:]]
-                self._fold_run(runs[0], update.weight)
-                for helper in helpers:
-                    helper.result()
-            else:
-                for tensor, start, values in update.pieces():
-                    self.fold(tensor, start, values, update.weight)
+            runs = runs or [update.pieces()]
+            self._buffers()  # made here, before any helper shares them
+            helpers = [_FOLD_HELPERS.submit(self._fold_run, r, update.weight) for r in runs[1:]]
+            self._fold_run(runs[0], update.weight)
+            for helper in helpers:
+                helper.result()
             self.commit(update.weight)
         finally:
             update.close()

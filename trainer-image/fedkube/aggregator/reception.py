@@ -72,15 +72,9 @@ class UpdateReception:
     def finish(self) -> int:
         """The stream ended: fold the update here. Returns the tensor bytes received."""
         update = self._whole()
-        try:
-            decoded = self._checked(update)
-            if decoded is None:
-                self._take_aside(update)
-            else:
-                self._fold_plain(update, decoded)
-        except BaseException:
-            update.close()
-            raise
+        decoded = self._settled_or_decoded(update)
+        if decoded is not None:
+            self._fold_plain(update, decoded)
         return update.bytes_received
 
     async def finish_aside(self, folds: Folds) -> int:
@@ -88,14 +82,9 @@ class UpdateReception:
         serves the other transfers. Once the fold starts it completes, and counts, whatever
         becomes of the stream."""
         update = self._whole()
-        try:
-            decoded = self._checked(update)
-            if decoded is None:
-                self._take_aside(update)
-                return update.bytes_received
-        except BaseException:
-            update.close()
-            raise
+        decoded = self._settled_or_decoded(update)
+        if decoded is None:
+            return update.bytes_received
         r = self.c.open
         assert r is not None and r.accumulator is not None
         accumulator = r.accumulator
@@ -110,6 +99,18 @@ class UpdateReception:
 
         await asyncio.shield(folds.start(r, lambda: accumulator.add(decoded), then))
         return update.bytes_received
+
+    def _settled_or_decoded(self, update: SpooledUpdate) -> SpooledUpdate | DecodedUpdate | None:
+        """The whole update checked: taken aside here (round 0, secure rounds: None), or
+        what the mean folds. The update is closed if it is refused."""
+        try:
+            decoded = self._checked(update)
+            if decoded is None:
+                self._take_aside(update)
+            return decoded
+        except BaseException:
+            update.close()
+            raise
 
     def abandon(self) -> None:
         """The stream broke or was refused: let go of what arrived."""

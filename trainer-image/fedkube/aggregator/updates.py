@@ -119,14 +119,12 @@ class SpooledUpdate:
             return [self.pieces()]
         self._file.flush()
         fd = self._file.fileno()  # on disk past SPOOL_IN_MEMORY_BYTES
-        placed, at = [], 0
-        for tensor, start, nbytes in self._pieces:
-            placed.append((tensor, start, at, nbytes))
-            at += nbytes
-        share = -(-at // count)
+        share = -(-self.bytes_received // count)  # the file holds the pieces back to back
         runs: list[list[tuple[int, int, int, int]]] = [[] for _ in range(count)]
-        for piece in placed:
-            runs[min(count - 1, piece[2] // share)].append(piece)
+        at = 0
+        for tensor, start, nbytes in self._pieces:
+            runs[min(count - 1, at // share)].append((tensor, start, at, nbytes))
+            at += nbytes
         return [self._read_run(fd, run) for run in runs if run]
 
     def _read_run(
