@@ -2,6 +2,7 @@
 for it as sites grow.
 
     python bench/large_model_memory.py [--trainers 5] [--sites 10 30 100] [--rounds 3]
+                                       [--upload-window 4096 64]
 
 1. **Wire speed.** Real `fedkube trainer` processes (5 by default) train the model on digits;
    each round's time beyond the slowest site's training is spent moving models down and
@@ -10,7 +11,8 @@ for it as sites grow.
    process: the aggregator imports no torch; waiting for sites) and its high-water mark
    (VmHWM, reset at that point) while 10, 30 and 100 synthetic sites (`fedkube.loadtest`:
    real gRPC clients, one connection each, no torch) fetch the model and send full-size
-   updates, with the growth against the first row.
+   updates, with the growth against the first row; once per upload window (the default 4 MiB,
+   which the uploads holding a slot fill on loopback, and gRPC's own 64 KiB).
 
 No message is over 4 MiB: tensors travel in 1 MiB chunks.
 """
@@ -22,6 +24,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from fedkube.aggregator.transfer_pace import UPLOAD_WINDOW_KIB
 from fedkube.loadtest import Churn, load_manifest, mlp_parameters, run_load
 from fedkube.testing import LocalJob, manifest
 
@@ -60,31 +63,34 @@ def wire_speed(trainers: int, rounds: int, tmp: Path) -> None:
     print(f"\nmedian effective rate: {statistics.median(rates):.0f} MiB/s\n", flush=True)
 
 
-def memory(sites: list[int], rounds: int, tmp: Path) -> None:
+def memory(sites: list[int], windows: list[int], rounds: int, tmp: Path) -> None:
     model_bytes = mlp_parameters(HIDDEN) * 4
     print(
-        "| sites | aggregator idle (MiB) | peak (MiB) | peak - idle (MiB) | (peak - idle) / model "
-        "| against the first row | median round (s) | threads | fds |"
+        "| upload window | sites | aggregator idle (MiB) | peak (MiB) | peak - idle (MiB) "
+        "| (peak - idle) / model | against the window's first row | median round (s) "
+        "| threads | fds |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    first = None
-    for n in sites:
-        doc = load_manifest(f"big-{n}", n, rounds, HIDDEN)
-        folder = tmp / f"memory-{n}"
-        folder.mkdir()
-        run = run_load(folder, doc, min(4, n), Churn())
-        assert run.counters.model_sum_disagreements == 0
-        assert max(run.sum_errors(mlp_parameters(HIDDEN))) < 1e-6
-        extra = run.peak_bytes - run.idle_bytes
-        first = first or extra
-        round_s = statistics.median(h.duration_seconds for h in run.result.history)
-        print(
-            f"| {n} | {run.idle_bytes / 2**20:.0f} | {run.peak_bytes / 2**20:.0f} "
-            f"| {extra / 2**20:.0f} | {extra / model_bytes:.2f}x | {extra / first - 1:+.1%} "
-            f"| {round_s:.1f} "
-            f"| {run.threads} | {run.fds} |",
-            flush=True,
-        )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for window in windows:
+        first = None
+        for n in sites:
+            doc = load_manifest(f"big-{n}", n, rounds, HIDDEN)
+            folder = tmp / f"memory-{n}-window-{window}"
+            folder.mkdir()
+            flags = ["--upload-window", str(window)]
+            run = run_load(folder, doc, min(4, n), Churn(), aggregator_args=flags)
+            assert run.counters.model_sum_disagreements == 0
+            assert max(run.sum_errors(mlp_parameters(HIDDEN))) < 1e-6
+            extra = run.peak_bytes - run.idle_bytes
+            first = first or extra
+            round_s = statistics.median(h.duration_seconds for h in run.result.history)
+            print(
+                f"| {window} KiB | {n} | {run.idle_bytes / 2**20:.0f} "
+                f"| {run.peak_bytes / 2**20:.0f} | {extra / 2**20:.0f} "
+                f"| {extra / model_bytes:.2f}x | {extra / first - 1:+.1%} | {round_s:.1f} "
+                f"| {run.threads} | {run.fds} |",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -92,6 +98,13 @@ def main() -> None:
     ap.add_argument("--trainers", type=int, default=5, help="real trainers for wire speed")
     ap.add_argument("--sites", type=int, nargs="+", default=[10, 30, 100])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--upload-window",
+        type=int,
+        nargs="+",
+        default=[UPLOAD_WINDOW_KIB, 64],
+        help="the aggregator's upload windows (KiB) to measure memory with",
+    )
     ap.add_argument("--skip-wire", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()
@@ -106,7 +119,7 @@ def main() -> None:
             wire_speed(args.trainers, args.rounds, Path(tmp))
         if not args.skip_memory:
             print("## Aggregator memory: synthetic sites\n")
-            memory(args.sites, max(2, args.rounds - 1), Path(tmp))
+            memory(args.sites, args.upload_window, max(2, args.rounds - 1), Path(tmp))
 
 
 if __name__ == "__main__":

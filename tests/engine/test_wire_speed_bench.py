@@ -32,14 +32,18 @@ def test_the_wire_bench_runs_short_and_checks_its_rounds() -> None:
 def test_the_long_link_bench_runs_short_through_its_proxy() -> None:
     bench = ROOT / "bench" / "long_link.py"
     args = ["--rtt-ms", "0", "20", "--params", "2e5", "--rounds", "1"]
+    args += ["--upload-window", "4096", "64"]
     out = subprocess.run(
         [sys.executable, str(bench), *args], capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    rows = [
-        line for line in out.stdout.splitlines() if line.startswith("| 0 ms") or "| 20 ms" in line
-    ]
-    assert len(rows) == 2, out.stdout
+    rows = [line for line in out.stdout.splitlines() if " KiB | " in line]
+    assert [r.split("|")[1:3] for r in rows] == [
+        [" 4096 KiB ", " 0 ms "],
+        [" 4096 KiB ", " 20 ms "],
+        [" 64 KiB ", " 0 ms "],
+        [" 64 KiB ", " 20 ms "],
+    ], out.stdout
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert float(cells[1]) > 0 and float(cells[3]) > 0, cells
+        assert float(cells[2]) > 0 and float(cells[4]) > 0, cells

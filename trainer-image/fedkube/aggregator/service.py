@@ -13,7 +13,11 @@ from fedkube.aggregator.coordinator import Coordinator
 from fedkube.aggregator.metrics import AggregatorMetrics
 from fedkube.aggregator.reception import UpdateReception
 from fedkube.aggregator.report import progress
-from fedkube.aggregator.transfer_pace import MIN_TRANSFER_KIB_PER_SECOND, TransferPace
+from fedkube.aggregator.transfer_pace import (
+    MIN_TRANSFER_KIB_PER_SECOND,
+    UPLOAD_WINDOW_KIB,
+    TransferPace,
+)
 from fedkube.errors import (
     DuplicateUpdate,
     InvalidUpdate,
@@ -24,7 +28,7 @@ from fedkube.errors import (
 )
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
-from fedkube.proto.compat import NOTICE_METADATA, admit
+from fedkube.proto.compat import GO_AHEAD_METADATA, NOTICE_METADATA, admit
 from fedkube.security.aggregator_identity import AggregatorIdentity
 from fedkube.security.certs import consortium_of
 from fedkube.security.revocation import Revocations
@@ -36,23 +40,25 @@ log = logging.getLogger("fedkube.aggregator")
 # A unary message about a round: it names its round and sender in ``ref``.
 RefMessage = TypeVar("RefMessage", pb.Evaluation, pb.KeyAdvertisement, pb.KeyShares, pb.Reveal)
 
-# Transfers served at once, each way. Every transfer in flight holds about two chunks in
-# buffers; bounding them keeps the aggregator's memory flat in the number of sites (the
-# others wait, holding only their flow-control window).
+# Transfers served at once, each way. Every transfer in flight holds a few chunks in buffers;
+# bounding them keeps the aggregator's memory flat in the number of sites (the others wait,
+# holding no more than an update's header).
 MAX_CONCURRENT_TRANSFERS = 4
 
 
-SERVER_OPTIONS = [
-    # gRPC grows a stream's flow-control window by bandwidth probing, to several MB per stream
-    # on loopback; with it off, a stream that waits buffers at most the base 64 KiB window.
-    ("grpc.http2.bdp_probe", 0),
-    # Find dead connections (a site's host gone, a NAT that forgot the flow) within a minute:
-    # the aggregator pings, and lets the trainers ping it as often as every 10 s.
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 20_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-]
+def server_options(upload_window_kib: int = UPLOAD_WINDOW_KIB) -> list[tuple[str, int]]:
+    return [
+        # gRPC grows a stream's flow-control window by bandwidth probing, to several MB per
+        # stream on loopback, waiting streams' too: off, each stream has the fixed window.
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", upload_window_kib * 1024),
+        # Find dead connections (a site's host gone, a NAT that forgot the flow) within a
+        # minute: the aggregator pings, and lets the trainers ping it as often as every 10 s.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ]
 
 
 class AggregatorService(pb_grpc.AggregatorServicer):
@@ -130,9 +136,11 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         except UpdateRefused as e:
             await self._refuse(context, e)
             return
+        headers = [(GO_AHEAD_METADATA, "1")]  # this aggregator gives uploads a go-ahead
         if notice is not None:
             log.warning("%s", notice)
-            await context.send_initial_metadata(((NOTICE_METADATA, notice),))
+            headers.append((NOTICE_METADATA, notice))
+        await context.send_initial_metadata(headers)
         try:
             while True:
                 event = await queue.get()
@@ -203,6 +211,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             if first is None:
                 raise InvalidUpdate("empty update stream")
             async with self._uploads:
+                await context.send_initial_metadata(((GO_AHEAD_METADATA, "go"),))
                 pace = TransferPace(self.min_transfer_rate)
                 while await self._next_part(parts, reception, pace) is not None:
                     pass

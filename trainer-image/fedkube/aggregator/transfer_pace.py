@@ -1,7 +1,9 @@
-"""How long a transfer may take over each of its parts. A peer holding one of the few
-transfer slots must move data: never silent longer than the idle limit, and, after a short
-grace, at least a minimum rate on average since it took the slot. A peer that reads one part
-every 29 s (under the idle limit) no longer keeps the slot from the others."""
+"""How fast a transfer may and must move. Its window: how far a site's upload may run ahead
+of the aggregator's reads. Its pace: how long it may take over each of its parts. A peer
+holding one of the few transfer slots must move data: never silent longer than the idle
+limit, and, after a short grace, at least a minimum rate on average since it took the slot.
+A peer that reads one part every 29 s (under the idle limit) no longer keeps the slot from
+the others."""
 
 from __future__ import annotations
 
@@ -14,6 +16,14 @@ TRANSFER_IDLE_SECONDS = 30.0
 # half a megabit, slower than any link a hospital would train over.
 MIN_TRANSFER_KIB_PER_SECOND = 64.0
 TRANSFER_GRACE_SECONDS = 10.0
+# The flow-control window of each stream the aggregator reads (--upload-window): what a site
+# may send ahead of the aggregator's reads, so an upload moves at most this much per round
+# trip: 4 MiB at 100 ms is about 40 MiB/s, where gRPC's 64 KiB default held uploads to the one
+# 1 MiB chunk being read, 8.7 MiB/s. Sites wait for the go-ahead before sending past their
+# update's header, so only the uploads holding a slot fill it: slots x window (16 MiB) at most,
+# taken where the link outruns the aggregator (on loopback, say).
+UPLOAD_WINDOW_KIB = 4096
+UPLOAD_WINDOW_RANGE_KIB = (64, 65536)
 
 
 @dataclass

@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedkube import exit_codes
-from fedkube.aggregator.transfer_pace import MIN_TRANSFER_KIB_PER_SECOND
+from fedkube.aggregator.transfer_pace import (
+    MIN_TRANSFER_KIB_PER_SECOND,
+    UPLOAD_WINDOW_KIB,
+    UPLOAD_WINDOW_RANGE_KIB,
+)
 from fedkube.cli.options import allow_import, limit_threads
 from fedkube.errors import SpecError
 from fedkube.spec.job import FederatedJob
@@ -45,6 +49,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
         allow_plaintext=args.allow_plaintext,
         statistics_only=args.statistics_only,
         min_transfer_kib=args.min_transfer_rate,
+        upload_window_kib=args.upload_window,
         job_namespace=args.job_namespace,
     )
     code = asyncio.run(serve(job, opts, _first_model(job, tuple(args.allow_import))))
@@ -286,12 +291,36 @@ def aggregator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "after a 10 s grace, or it is dropped and its transfer slot freed (0: no floor)",
     )
     agg.add_argument(
+        "--upload-window",
+        type=upload_window,
+        default=UPLOAD_WINDOW_KIB,
+        metavar="KIB",
+        help="how much a site may send of its update ahead of the aggregator's reads: an "
+        "upload moves at most this per round trip; the aggregator holds up to 4 times it "
+        f"(one per transfer slot) (64 to 65536, default {UPLOAD_WINDOW_KIB})",
+    )
+    agg.add_argument(
         "--statistics-only",
         action="store_true",
         help="run round 0 (the federated statistics) and stop: no training",
     )
     allow_import(agg)
     agg.set_defaults(fn=cmd_aggregator)
+
+
+def upload_window(text: str) -> int:
+    """--upload-window: whole KiB within what gRPC's window takes and memory allows."""
+    low, high = UPLOAD_WINDOW_RANGE_KIB
+    try:
+        kib = int(text)
+    except ValueError:
+        kib = -1
+    if not low <= kib <= high:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a window in KiB from {low} to {high}; the default is "
+            f"{UPLOAD_WINDOW_KIB} (4 MiB)"
+        )
+    return kib
 
 
 def trainer_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

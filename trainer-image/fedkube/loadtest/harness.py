@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,16 +103,18 @@ def run_load(
     timeout: float = 1800,
     lean: bool = False,
     reach: Callable[[int], str] | None = None,
+    aggregator_args: Sequence[str] = (),
 ) -> LoadRun:
     """Start a real aggregator process for ``doc`` and its sites as synthetic sites spread
     over ``processes`` processes; wait for the job to end.
     ``lean`` sites time every transfer and check no sums (``SyntheticSite``); ``reach(port)``
-    is the endpoint the sites reach the aggregator's port at (a proxy; its own by default)."""
+    is the endpoint the sites reach the aggregator's port at (a proxy; its own by default);
+    ``aggregator_args`` are more flags for it (``--upload-window 64``)."""
     sites = len(doc["spec"]["sites"])
     job = LocalJob(folder, doc)
     # Sites that dropped near the end come back within seconds: the aggregator waits for
     # them to hear that the job finished.
-    job.aggregator_args = ["--linger-seconds", "5"]
+    job.aggregator_args = ["--linger-seconds", "5", *aggregator_args]
     agg = job.start_aggregator()
     workers: list[subprocess.Popen[bytes]] = []
     try:

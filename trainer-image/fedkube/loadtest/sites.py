@@ -20,6 +20,7 @@ import numpy as np
 from fedkube.proto import PROTOCOL_VERSION
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
+from fedkube.proto.compat import GO_AHEAD_METADATA
 from fedkube.transport.bulk_calls import get_model, submit_update
 from fedkube.wire.chunk_frames import encode_chunk_part
 from fedkube.wire.tensors import CHUNK_BYTES
@@ -134,6 +135,7 @@ class SyntheticSite:
         self.counters = counters
         self.rng = random.Random(f"{seed}/{name}")
         self._get_model: grpc.aio.UnaryStreamMultiCallable | None = None  # on the site's channel
+        self.go_ahead = False
 
     async def run(self, give_up_seconds: float = 300.0) -> None:
         if self.rng.random() < self.churn.late:
@@ -170,6 +172,8 @@ class SyntheticSite:
         events = stub.Subscribe(join)
         self.counters.connects += 1
         try:
+            # As the trainer: an aggregator that gives uploads a go-ahead says so here.
+            self.go_ahead = GO_AHEAD_METADATA in dict(await events.initial_metadata() or ())
             async for event in events:
                 if event.HasField("finished"):
                     finished: pb.Finished = event.finished
@@ -264,6 +268,8 @@ class SyntheticSite:
         halfway, sent = sum(sizes) // 2, 0
         try:
             await call.write(pb.UpdatePart(header=header))
+            if self.go_ahead:
+                await call.initial_metadata()  # the upload holds a slot (or was refused)
             for index, nbytes in enumerate(sizes):
                 for offset in range(0, nbytes, CHUNK_BYTES):
                     if drop_halfway and sent >= halfway:

@@ -16,6 +16,12 @@ from fedkube.proto import PROTOCOL_VERSION
 
 # gRPC metadata at Subscribe that carries the notice to a site that is one behind.
 NOTICE_METADATA = "fedkube-notice"
+# gRPC metadata of the upload go-ahead. At Subscribe, an aggregator that gives it says so; at
+# SubmitUpdate it sends it once the upload holds a transfer slot. A site that heard it sends
+# its update's header, then waits for the go-ahead: an upload waiting for a slot holds no
+# bytes in the aggregator's buffers, whatever its window. A site that did not hear it (an
+# older aggregator) sends at once, as before; an older site, likewise, to this aggregator.
+GO_AHEAD_METADATA = "fedkube-upload-go-ahead"
 
 
 @dataclass(frozen=True)

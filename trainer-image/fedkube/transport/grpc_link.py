@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,7 +13,7 @@ import grpc
 from fedkube.errors import AggregatorUnavailable, UpdateRefused
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.proto import fedkube_pb2_grpc as pb_grpc
-from fedkube.proto.compat import NOTICE_METADATA
+from fedkube.proto.compat import GO_AHEAD_METADATA, NOTICE_METADATA
 from fedkube.security.aggregator_identity import AggregatorCheck, new_nonce
 from fedkube.security.tls import channel_credentials, endpoint_host
 from fedkube.transport import bulk_calls
@@ -64,16 +65,28 @@ def _stream(parts: Iterator[T]) -> Iterator[T]:
         raise _translated(e) from None
 
 
-def _subscription(call: Any) -> Iterator[pb.Event]:
-    """The events of one Subscribe; first, any notice the aggregator gives with its headers
-    (this site's release is one protocol version behind: upgrade it)."""
+def _after_go_ahead(parts: Iterable[T], go_ahead: threading.Event) -> Iterator[T]:
+    """An update's header, then its chunks once the aggregator says the upload holds a slot."""
+    it = iter(parts)
+    header = next(it, None)
+    if header is None:
+        return
+    yield header
+    go_ahead.wait()
+    yield from it
+
+
+def _upload_on_go_ahead(submit: Any, parts: Iterable[pb.UpdatePart]) -> pb.Receipt:
+    """``SubmitUpdate``, its chunks held back until the aggregator's headers (the go-ahead, or
+    its answer when it refuses the header). gRPC's own thread reads the parts."""
+    go_ahead = threading.Event()
+    call = submit.future(_after_go_ahead(parts, go_ahead))
     try:
-        notice = dict(call.initial_metadata() or ()).get(NOTICE_METADATA)
-    except grpc.RpcError as e:
-        raise _translated(e) from None
-    if notice:
-        log.warning("the aggregator says: %s", notice)
-    yield from _stream(call)
+        call.initial_metadata()  # returns once the headers came or the call ended
+    finally:
+        go_ahead.set()
+    receipt: pb.Receipt = call.result()
+    return receipt
 
 
 # An update travels over a connection of its own, closed once the update is in: the
@@ -92,6 +105,8 @@ class GrpcLink(SiteLink):
         self.channel = self._channel(CHANNEL_OPTIONS)
         self.stub = pb_grpc.AggregatorStub(self.channel)
         self._get_model = bulk_calls.get_model(self.channel)
+        # Whether the aggregator (at the last Subscribe) gives uploads a go-ahead.
+        self.go_ahead = False
         # Under mutual TLS the aggregator proves, at every subscribe, that its certificate is
         # not on this site's revocation list (gRPC cannot check one for a client).
         self.aggregator_check = (
@@ -110,7 +125,21 @@ class GrpcLink(SiteLink):
     def subscribe(self, request: pb.JoinRequest) -> Iterator[pb.Event]:
         if self.aggregator_check is not None:
             self._check_aggregator(request.job, request.site)
-        return _subscription(self.stub.Subscribe(request))
+        return self._subscription(self.stub.Subscribe(request))
+
+    def _subscription(self, call: Any) -> Iterator[pb.Event]:
+        """The events of one Subscribe; first, what the aggregator says with its headers:
+        whether it gives uploads a go-ahead, and any notice (this site's release is one
+        protocol version behind: upgrade it)."""
+        try:
+            headers = dict(call.initial_metadata() or ())
+        except grpc.RpcError as e:
+            raise _translated(e) from None
+        self.go_ahead = GO_AHEAD_METADATA in headers
+        notice = headers.get(NOTICE_METADATA)
+        if notice:
+            log.warning("the aggregator says: %s", notice)
+        yield from _stream(call)
 
     def _check_aggregator(self, job: str, site: str) -> None:
         """Raises TlsError unless the aggregator signs a fresh nonce with a certificate this
@@ -128,7 +157,10 @@ class GrpcLink(SiteLink):
     def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:
         with self._channel(BULK_CHANNEL_OPTIONS) as bulk:
             stub = pb_grpc.AggregatorStub(bulk)
-            receipt = _call(lambda: stub.SubmitUpdate(iter(parts)))
+            if self.go_ahead:
+                receipt = _call(lambda: _upload_on_go_ahead(stub.SubmitUpdate, parts))
+            else:
+                receipt = _call(lambda: stub.SubmitUpdate(iter(parts)))
         return int(receipt.bytes_received)
 
     def report_evaluation(self, message: pb.Evaluation) -> None:
