@@ -21,7 +21,7 @@ from fedkube.cli.fetch import fetch_parser
 from fedkube.cli.help_examples import add_examples
 from fedkube.cli.options import USER_ALLOWS, allow_import, limit_threads
 from fedkube.cli.output_server import serve_output_parser
-from fedkube.cli.pod_roles import aggregator_parser, trainer_parser
+from fedkube.cli.pod_role_flags import aggregator_parser, trainer_parser
 from fedkube.cli.tensorboard_log import tensorboard_parser
 from fedkube.cli.worker_role import worker_parser
 from fedkube.errors import (
