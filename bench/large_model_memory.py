@@ -11,8 +11,9 @@ for it as sites grow.
    process: the aggregator imports no torch; waiting for sites) and its high-water mark
    (VmHWM, reset at that point) while 10, 30 and 100 synthetic sites (`fedkube.loadtest`:
    real gRPC clients, one connection each, no torch) fetch the model and send full-size
-   updates, with the growth against the first row; once per upload window (the default 4 MiB,
-   which the uploads holding a slot fill on loopback, and gRPC's own 64 KiB).
+   updates, with the growth against the first row, and what it held with every site
+   connected, before round 1 opened (the connections alone); once per upload window (the
+   default 4 MiB, which the uploads holding a slot fill on loopback, and gRPC's own 64 KiB).
 
 No message is over 4 MiB: tensors travel in 1 MiB chunks.
 """
@@ -66,11 +67,11 @@ def wire_speed(trainers: int, rounds: int, tmp: Path) -> None:
 def memory(sites: list[int], windows: list[int], rounds: int, tmp: Path) -> None:
     model_bytes = mlp_parameters(HIDDEN) * 4
     print(
-        "| upload window | sites | aggregator idle (MiB) | peak (MiB) | peak - idle (MiB) "
-        "| (peak - idle) / model | against the window's first row | median round (s) "
-        "| threads | fds |"
+        "| upload window | sites | aggregator idle (MiB) | sites connected (MiB) | peak (MiB) "
+        "| peak - idle (MiB) | (peak - idle) / model | against the window's first row "
+        "| median round (s) | threads | fds |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for window in windows:
         first = None
         for n in sites:
@@ -86,6 +87,7 @@ def memory(sites: list[int], windows: list[int], rounds: int, tmp: Path) -> None
             round_s = statistics.median(h.duration_seconds for h in run.result.history)
             print(
                 f"| {window} KiB | {n} | {run.idle_bytes / 2**20:.0f} "
+                f"| {run.connected_bytes / 2**20:.0f} "
                 f"| {run.peak_bytes / 2**20:.0f} | {extra / 2**20:.0f} "
                 f"| {extra / model_bytes:.2f}x | {extra / first - 1:+.1%} | {round_s:.1f} "
                 f"| {run.threads} | {run.fds} |",

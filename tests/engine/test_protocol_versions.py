@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -23,6 +22,8 @@ from fedkube.proto import fedkube_pb2_grpc as pb_grpc
 from fedkube.proto.compat import PREVIOUS, admit
 from fedkube.testing import LocalJob, manifest
 
+from tests.support.engine_from_git import ask, engine_at
+
 ROOT = Path(__file__).resolve().parents[2]
 # The last commit whose trainer speaks protocol 6 (the one before this release's).
 PROTOCOL_6_COMMIT = "c18b254eef3b96babc05f9cb6ba7f15d2967e97b"
@@ -32,28 +33,8 @@ PROTOCOL_6_COMMIT = "c18b254eef3b96babc05f9cb6ba7f15d2967e97b"
 def previous_trainer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """fedkube's engine as it was at protocol 6, unpacked from git (a PYTHONPATH entry)."""
     assert PREVIOUS.version == 6, "point PROTOCOL_6_COMMIT at the last commit of the new one"
-    found = subprocess.run(
-        ["git", "-C", str(ROOT), "cat-file", "-e", f"{PROTOCOL_6_COMMIT}^{{commit}}"],
-        capture_output=True,
-    )
-    if found.returncode != 0:
-        pytest.skip(f"needs the git history to commit {PROTOCOL_6_COMMIT[:12]} (a full clone)")
-    out = tmp_path_factory.mktemp("protocol-6")
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", PROTOCOL_6_COMMIT, "trainer-image/fedkube"],
-        capture_output=True,
-        check=True,
-    )
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
-    tree = out / "trainer-image"
-    said = subprocess.run(
-        [sys.executable, "-c", "from fedkube.proto import PROTOCOL_VERSION as v; print(v)"],
-        env={**os.environ, "PYTHONPATH": str(tree)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert said.stdout.strip() == "6"
+    tree = engine_at(PROTOCOL_6_COMMIT, tmp_path_factory.mktemp("protocol-6"))
+    assert ask(tree, "from fedkube.proto import PROTOCOL_VERSION as v; print(v)") == "6"
     return tree
 
 

@@ -25,9 +25,9 @@ from fedkube.proto.compat import GO_AHEAD_METADATA
 from fedkube.testing import LocalJob, manifest
 from fedkube.transport.grpc_link import GrpcLink
 
+from tests.support.engine_from_git import ask, engine_at
 from tests.support.wire import FakeSiteStream, fetch, parts
 
-ROOT = Path(__file__).resolve().parents[2]
 # The last commit whose aggregator gives no go-ahead (protocol 7 as well).
 NO_GO_AHEAD_COMMIT = "bc6864d976db52d392e116b943cc34bade34ceec"
 
@@ -132,32 +132,9 @@ def test_an_upload_sends_its_header_then_waits_for_a_slot(tmp_path: Path) -> Non
 @pytest.fixture(scope="module")
 def aggregator_without_go_ahead(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """fedkube's engine as it was before the go-ahead, unpacked from git."""
-    found = subprocess.run(
-        ["git", "-C", str(ROOT), "cat-file", "-e", f"{NO_GO_AHEAD_COMMIT}^{{commit}}"],
-        capture_output=True,
-    )
-    if found.returncode != 0:
-        pytest.skip(f"needs the git history to commit {NO_GO_AHEAD_COMMIT[:12]} (a full clone)")
-    out = tmp_path_factory.mktemp("no-go-ahead")
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", NO_GO_AHEAD_COMMIT, "trainer-image/fedkube"],
-        capture_output=True,
-        check=True,
-    )
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
-    tree = out / "trainer-image"
-    said = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from fedkube.proto import compat; print(hasattr(compat, 'GO_AHEAD_METADATA'))",
-        ],
-        env={**os.environ, "PYTHONPATH": str(tree)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert said.stdout.strip() == "False"
+    tree = engine_at(NO_GO_AHEAD_COMMIT, tmp_path_factory.mktemp("no-go-ahead"))
+    code = "from fedkube.proto import compat; print(hasattr(compat, 'GO_AHEAD_METADATA'))"
+    assert ask(tree, code) == "False"
     return tree
 
 

@@ -73,6 +73,8 @@ class LoadRun:
     counters: Counters
     idle_bytes: int  # the aggregator's resident memory once its model is built
     peak_bytes: int  # its high-water mark while the sites ran
+    # its resident memory once every site was connected, before round 1 opened (0: not seen)
+    connected_bytes: int
     threads: int  # most threads it had at once
     fds: int  # most open file descriptors
     seconds: float
@@ -141,8 +143,17 @@ def run_load(
                 )
             )
         peak, threads, fds = idle, 0, 0
+        connected, before_round_one = 0, True
         while agg.poll() is None and time.monotonic() - started < timeout:
             try:
+                if before_round_one:
+                    # The last reading taken before round 1 opened: the sites' connections,
+                    # no transfer yet (read first: the round may open during the query).
+                    rss, progress = _status(agg.pid, "VmRSS"), job.progress()
+                    if progress is not None and progress.open_round:
+                        before_round_one = False
+                    elif progress is not None:
+                        connected = rss
                 peak = max(peak, _status(agg.pid, "VmHWM"))
                 threads = max(threads, _status(agg.pid, "Threads"))
                 fds = max(fds, len(os.listdir(f"/proc/{agg.pid}/fd")))
@@ -169,4 +180,6 @@ def run_load(
                 w.kill()
                 w.wait()
         job.stop()
-    return LoadRun(result, counters, idle * 1024, peak * 1024, threads, fds, seconds)
+    return LoadRun(
+        result, counters, idle * 1024, peak * 1024, connected * 1024, threads, fds, seconds
+    )
