@@ -161,6 +161,9 @@ def test_a_task_with_parameters_the_manifest_did_not_agree_is_refused(
     honest.aggregator.push(honest.task(pb.ADVERTISE_KEYS, params=lowered(honest.params, **change)))
     honest.answered_so_far()
     assert not honest.aggregator.of("keys"), "no keys for a weakened round"
+    (decline,) = honest.aggregator.wait_for("decline")  # and word why, naming the field
+    assert decline.stage == pb.ADVERTISE_KEYS and decline.ref.round == 1
+    assert "differ from this site's manifest in " + next(iter(change)) in decline.reason
     honest.aggregator.push(honest.task(pb.ADVERTISE_KEYS))  # the agreed parameters: answered
     honest.aggregator.wait_for("keys")
 
@@ -170,6 +173,8 @@ def test_a_plain_task_for_a_secure_job_gets_no_update_in_the_clear(honest: Hones
     honest.aggregator.push(plain)
     honest.answered_so_far()
     assert not honest.aggregator.of("update")
+    (decline,) = honest.aggregator.wait_for("decline")
+    assert decline.stage == pb.TRAIN and "the update would go in the clear" in decline.reason
 
 
 def test_the_sites_scores_leave_it_only_masked(honest: Honest) -> None:
@@ -205,6 +210,7 @@ def test_the_final_model_is_scored_once(honest: Honest) -> None:
     agg.push(again)
     honest.answered_so_far()
     assert len(agg.of("keys")) == 1, "no keys for a second final evaluation"
+    assert "already revealed its counts of the final model" in agg.wait_for("decline")[0].reason
     agg.push(honest.task(pb.ADVERTISE_KEYS, round=6))  # a training round is still answered
     agg.wait_for("keys", 2)
 
@@ -228,6 +234,12 @@ def test_a_round_already_revealed_gets_no_second_contribution(honest: Honest) ->
     agg.push(honest.task(pb.MASKED_UPDATE, attempt=2))
     honest.answered_so_far()
     assert len(agg.of("keys")) == 1 and len(agg.of("update")) == 1, "nothing more for round 1"
+    declines = agg.wait_for("decline", 2)
+    assert [(d.stage, d.ref.attempt) for d in declines] == [
+        (pb.ADVERTISE_KEYS, 2),
+        (pb.MASKED_UPDATE, 2),
+    ]
+    assert all("already revealed its shares for round 1" in d.reason for d in declines)
     agg.push(honest.task(pb.ADVERTISE_KEYS, round=2))  # the next round is answered
     agg.wait_for("keys", 2)
 
@@ -278,6 +290,8 @@ def test_keys_substituted_in_the_roster_are_refused(
         honest.answered_so_far()
         assert not agg.of("shares"), "no shares for a roster with substituted keys"
         assert message in caplog.text
+        (decline,) = agg.wait_for("decline")  # the aggregator hears why, too
+        assert decline.stage == pb.SHARE_KEYS and message in decline.reason
     finally:
         honest.stop()
 

@@ -86,3 +86,6 @@ class HostileAggregator(SiteLink):
 
     def sign_survivors(self, message: pb.Consistency) -> None:
         self._record("consistency", message)
+
+    def decline_task(self, message: pb.Decline) -> None:
+        self._record("decline", message)

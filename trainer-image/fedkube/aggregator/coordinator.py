@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fedkube.accumulate import build_accumulator
+from fedkube.aggregator.declines import TaskDeclines, cannot_reach, declines_note
 from fedkube.aggregator.evaluations import Evaluations, held_out_noise
 from fedkube.aggregator.folding import Folds
 from fedkube.aggregator.messages import (
@@ -68,7 +69,7 @@ log = logging.getLogger("fedkube.aggregator")
 MAX_ROUND_ATTEMPTS = 3
 
 
-class Coordinator(SecureCalls):
+class Coordinator(SecureCalls, TaskDeclines):
     def __init__(
         self,
         job: FederatedJob,
@@ -241,17 +242,23 @@ class Coordinator(SecureCalls):
             self.abandon_round()
             if mean is None:
                 stage, done = pb.Stage.Name(r.stage), len(r.done)
+                why = f"; {declines_note(r.declined)}" if r.declined else " in time"
                 log.warning(
-                    "round %d attempt %d: %d of %d sites needed answered stage %s in time",
-                    *(number, attempt, done, self.quorum, stage),
+                    "round %d attempt %d: %d of %d sites needed answered stage %s%s",
+                    *(number, attempt, done, self.quorum, stage, why),
                 )
         connected = sorted(n for n, s in self.sites.items() if s.connected)
-        raise JobFailed(round_failed(self.spec, number, self.quorum, connected, MAX_ROUND_ATTEMPTS))
+        note = declines_note(r.declined)
+        failed = round_failed(self.spec, number, self.quorum, connected, MAX_ROUND_ATTEMPTS, note)
+        raise JobFailed(failed)
 
     async def stage_answered(self, r: OpenRound, needed: int) -> bool:
         """Wait until every tasked, connected site answered (with at least ``needed``), or
-        the deadline; whether ``needed`` answered."""
+        the deadline, or until the sites that declined leave too few; whether ``needed``
+        answered."""
         while self.clock() < r.deadline and (len(r.done) < needed or self._waiting_on(r)):
+            if cannot_reach(r, len(self.sites), needed):
+                break
             await self._wait_change(r.deadline)
         return len(r.done) >= needed
 
@@ -310,6 +317,7 @@ class Coordinator(SecureCalls):
         r = self.open
         assert r is not None and site.queue is not None
         r.tasked.add(site.name)
+        r.declined.pop(site.name, None)  # asked again (it reconnected): it may answer now
         if r.evaluate and r.secure is None:
             self.log.expect(r.model_version, site.name)
         deadline = time.time() + (r.deadline - self.clock())
@@ -320,7 +328,7 @@ class Coordinator(SecureCalls):
 
     def _waiting_on(self, r: OpenRound) -> set[str]:
         connected = {n for n, s in self.sites.items() if s.connected}
-        return ((r.tasked & connected) | set(r.receiving)) - set(r.done)
+        return ((r.tasked & connected) | set(r.receiving)) - set(r.done) - set(r.declined)
 
     def _close_train_round(self, r: OpenRound, mean: Params) -> bool:
         """Publish the round's model; False (nothing changed) when it would not be finite."""

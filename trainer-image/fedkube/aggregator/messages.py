@@ -60,16 +60,18 @@ def finished_event(job: str, rounds: int, succeeded: bool, message: str) -> pb.E
 
 
 def round_failed(
-    spec: JobSpec, number: int, quorum: int, connected: list[str], attempts: int
+    spec: JobSpec, number: int, quorum: int, connected: list[str], attempts: int, declined: str = ""
 ) -> str:
-    """Why the job ends: a round that never reached its quorum."""
+    """Why the job ends: a round that never reached its quorum (``declined``: the sites that
+    declined its last attempt, and why, when they left too few)."""
     needed = (
         f"minSitesPerRound={spec.min_sites_per_round}"
         if quorum == spec.min_sites_per_round
         else f"the secure-aggregation threshold of {quorum} sites"
     )
+    timeout = f" within roundTimeoutSeconds={spec.round_timeout_seconds:g}"
+    within = f": {declined}" if declined else timeout
     return (
-        f"round {number} did not reach {needed} within roundTimeoutSeconds="
-        f"{spec.round_timeout_seconds:g} in {attempts} attempts; connected sites: "
-        f"{', '.join(connected) or 'none'}"
+        f"round {number} did not reach {needed} in {attempts} attempts{within}; connected "
+        f"sites: {', '.join(connected) or 'none'}"
     )

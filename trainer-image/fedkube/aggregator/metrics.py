@@ -222,6 +222,12 @@ class AggregatorMetrics:
             [*JOB_LABELS, "site", "reason"],
             registry=r,
         )
+        self.site_declines = Counter(
+            "fedkube_site_declines",
+            "Tasks a site declined (its manifest or guards refuse them), by site and stage.",
+            [*JOB_LABELS, "site", "stage"],
+            registry=r,
+        )
         self.round_duration = Histogram(
             "fedkube_round_duration_seconds",
             "Wall time from a round's opening to its close.",
@@ -240,6 +246,9 @@ class AggregatorMetrics:
         site = e.site if e.site in self.sites else "unknown"
         self.refusals.labels(self.namespace, self.job, type(e).__name__).inc()
         self.site_refusals.labels(self.namespace, self.job, site, type(e).__name__).inc()
+
+    def declined(self, site: str, stage: str) -> None:
+        self.site_declines.labels(self.namespace, self.job, site, stage).inc()
 
     def bytes_moved(self, direction: str, n: int) -> None:
         self.transfer_bytes.labels(self.namespace, self.job, direction).inc(n)

@@ -63,6 +63,8 @@ class OpenRound:
     sample: set[str] | None = None
     receiving: dict[str, SpooledUpdate] = field(default_factory=dict)
     done: dict[str, dict[str, float]] = field(default_factory=dict)  # answered this stage
+    # Sites that declined this attempt, and why (``declines``): not waited for again in it.
+    declined: dict[str, str] = field(default_factory=dict)
     # Secure aggregation: the final evaluation's round, whose masked vector is only the
     # sites' evaluation counts; and the counts' unmasked totals once a round has them.
     scores_only: bool = False

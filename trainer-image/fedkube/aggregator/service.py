@@ -38,7 +38,9 @@ from fedkube.wire.tensors import CHUNK_BYTES, chunk_frames
 
 log = logging.getLogger("fedkube.aggregator")
 # A unary message about a round: it names its round and sender in ``ref``.
-RefMessage = TypeVar("RefMessage", pb.Evaluation, pb.KeyAdvertisement, pb.KeyShares, pb.Reveal)
+RefMessage = TypeVar(
+    "RefMessage", pb.Evaluation, pb.KeyAdvertisement, pb.KeyShares, pb.Reveal, pb.Decline
+)
 
 # Transfers served at once, each way. Every transfer in flight holds a few chunks in buffers;
 # bounding them keeps the aggregator's memory flat in the number of sites (the others wait,
@@ -279,6 +281,13 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         self, request: pb.Consistency, context: grpc.aio.ServicerContext
     ) -> pb.Receipt:
         return await self._unary(context, "SignSurvivors", request, self.c.sign_survivors)
+
+    async def DeclineTask(
+        self, request: pb.Decline, context: grpc.aio.ServicerContext
+    ) -> pb.Receipt:
+        receipt = await self._unary(context, "DeclineTask", request, self.c.decline_task)
+        self.metrics.declined(request.ref.site, pb.Stage.Name(request.stage))
+        return receipt
 
     async def GetProgress(
         self, request: pb.ProgressRequest, context: grpc.aio.ServicerContext

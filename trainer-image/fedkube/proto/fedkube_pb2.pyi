@@ -450,3 +450,13 @@ class Evaluation(_message.Message):
     counts: _containers.RepeatedScalarFieldContainer[int]
     withheld: bool
     def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., counts: _Optional[_Iterable[int]] = ..., withheld: _Optional[bool] = ...) -> None: ...
+
+class Decline(_message.Message):
+    __slots__ = ("ref", "stage", "reason")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ref: RoundRef
+    stage: Stage
+    reason: str
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., stage: _Optional[_Union[Stage, str]] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -84,6 +84,11 @@ class AggregatorStub:
                 request_serializer=fedkube__pb2.IdentityChallenge.SerializeToString,
                 response_deserializer=fedkube__pb2.IdentityProof.FromString,
                 _registered_method=True)
+        self.DeclineTask = channel.unary_unary(
+                '/fedkube.v1.Aggregator/DeclineTask',
+                request_serializer=fedkube__pb2.Decline.SerializeToString,
+                response_deserializer=fedkube__pb2.Receipt.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -153,6 +158,12 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeclineTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +216,11 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.ProveIdentity,
                     request_deserializer=fedkube__pb2.IdentityChallenge.FromString,
                     response_serializer=fedkube__pb2.IdentityProof.SerializeToString,
+            ),
+            'DeclineTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeclineTask,
+                    request_deserializer=fedkube__pb2.Decline.FromString,
+                    response_serializer=fedkube__pb2.Receipt.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -477,6 +493,33 @@ class Aggregator:
             '/fedkube.v1.Aggregator/ProveIdentity',
             fedkube__pb2.IdentityChallenge.SerializeToString,
             fedkube__pb2.IdentityProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeclineTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedkube.v1.Aggregator/DeclineTask',
+            fedkube__pb2.Decline.SerializeToString,
+            fedkube__pb2.Receipt.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,9 @@ class AuditedLink(SiteLink):
     def sign_survivors(self, message: pb.Consistency) -> None:
         self.inner.sign_survivors(message)
 
+    def decline_task(self, message: pb.Decline) -> None:
+        self.inner.decline_task(message)  # carries no data: the site's reason only
+
     def progress(self, job: str, site: str) -> bytes | None:
         return self.inner.progress(job, site)
 

@@ -160,6 +160,7 @@ class TrainerClient:
         refusal = self._refusal(task)
         if refusal is not None:
             log.error("round %d: task refused: %s", task.ref.round, refusal)
+            self.decline(task, refusal)
             return
         if task.ref.round != STATISTICS_ROUND:
             self._prepare(task)
@@ -276,6 +277,12 @@ class TrainerClient:
                 else None
             )
         return self.secure.refusal(task)
+
+    def decline(self, task: pb.Task, reason: str) -> None:
+        """Tell the aggregator this site will not answer the task, and why, so that it does
+        not wait for the site until the deadline."""
+        message = pb.Decline(ref=self._ref(task), stage=task.stage, reason=reason)
+        self.send(task, "decline", self.link.decline_task, message)
 
     def send(self, task: pb.Task, what: str, call: Callable[[M], R], request: M) -> R | None:
         """Make one call; a refusal (round closed, duplicate...) is final for this message,

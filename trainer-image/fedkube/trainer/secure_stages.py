@@ -63,6 +63,8 @@ class SecureSiteHost(Protocol):
 
     def released_counts(self, counts: np.ndarray) -> np.ndarray: ...
 
+    def decline(self, task: pb.Task, reason: str) -> None: ...
+
     def update_parts(
         self,
         task: pb.Task,
@@ -144,6 +146,11 @@ class SecureStages:
                 task.ref.round,
                 pb.Stage.Name(task.stage),
             )
+            self.c.decline(
+                task,
+                f"this site holds no keys of round {task.ref.round} attempt "
+                f"{task.ref.attempt} (it restarted, or refused the round's roster)",
+            )
             return
         try:
             if task.stage == pb.SHARE_KEYS:
@@ -162,6 +169,7 @@ class SecureStages:
             # The relayed messages break the protocol: answering could unmask this site.
             self.session = self.upcoming = None
             log.error("round %d: secure aggregation stopped at this site: %s", task.ref.round, e)
+            self.c.decline(task, f"secure aggregation stopped at this site: {e}")
 
     def _new_session(self, task: pb.Task, round: int, attempt: int) -> SiteSession:
         return SiteSession(

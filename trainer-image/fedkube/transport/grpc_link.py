@@ -178,6 +178,14 @@ class GrpcLink(SiteLink):
     def sign_survivors(self, message: pb.Consistency) -> None:
         _call(lambda: self.stub.SignSurvivors(message))
 
+    def decline_task(self, message: pb.Decline) -> None:
+        try:
+            self.stub.DeclineTask(message, timeout=30)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise _translated(e) from None
+            log.info("the aggregator takes no declines (an earlier release); it waits instead")
+
     def progress(self, job: str, site: str) -> bytes | None:
         request = pb.ProgressRequest(ref=pb.RoundRef(job=job, site=site))
         reply = _call(lambda: self.stub.GetProgress(request, timeout=10))

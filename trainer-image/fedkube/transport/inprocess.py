@@ -56,6 +56,8 @@ class Hub(Protocol):
 
     def sign_survivors(self, msg: pb.Consistency) -> None: ...
 
+    def decline_task(self, msg: pb.Decline) -> None: ...
+
 
 class InProcessLink(SiteLink):
     endpoint = "in-process"
@@ -128,3 +130,6 @@ class InProcessLink(SiteLink):
 
     def sign_survivors(self, message: pb.Consistency) -> None:
         self._on_loop(lambda: self.hub.sign_survivors(message))
+
+    def decline_task(self, message: pb.Decline) -> None:
+        self._on_loop(lambda: self.hub.decline_task(message))

@@ -48,6 +48,11 @@ class SiteLink(ABC):
     @abstractmethod
     def sign_survivors(self, message: pb.Consistency) -> None: ...
 
+    @abstractmethod
+    def decline_task(self, message: pb.Decline) -> None:
+        """Say that this site will not answer a task, and why. An aggregator that does not
+        take declines (an earlier release) is not an error: it waits as it always did."""
+
     def progress(self, job: str, site: str) -> bytes | None:
         """The job's progress JSON, asked for as ``site`` (None where the link serves none)."""
         return None
