@@ -210,7 +210,7 @@ def test_messages_out_of_protocol_are_refused_with_the_reason(tmp_path: Path) ->
             other.ref.site = "site-1"  # site-1 never subscribed: it was not tasked
             e = refusal(stub.AdvertiseKeys, other)
             assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
-            assert "not a participant" in e.details()
+            assert "was not asked to answer stage" in e.details()
             events.cancel()
     finally:
         job.stop()

@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from fedkube.aggregator.rounds import OpenRound, SiteState
-from fedkube.errors import DuplicateUpdate, RoundClosed
+from fedkube.aggregator.rounds import OpenRound, SiteState, asked_to_answer
 from fedkube.proto import fedkube_pb2 as pb
 
 log = logging.getLogger("fedkube.aggregator")
@@ -61,28 +60,7 @@ class TaskDeclines:
     def decline_task(self: DeclineHost, msg: pb.Decline) -> None:
         site, number = msg.ref.site, msg.ref.round
         self.known(msg.ref.job, site)
-        r = self.open
-        at = (number, msg.ref.attempt, msg.stage)
-        if r is None or (r.number, r.attempt, r.stage) != at:
-            raise RoundClosed(
-                f"round {number} (attempt {msg.ref.attempt}) is not at stage "
-                f"{pb.Stage.Name(msg.stage)}; the decline is dropped",
-                site=site,
-                round=number,
-            )
-        if site in r.done or site in r.receiving:
-            raise DuplicateUpdate(
-                f"site {site!r} already answered stage {pb.Stage.Name(msg.stage)} of round "
-                f"{number}",
-                site=site,
-                round=number,
-            )
-        if site not in r.tasked:
-            raise RoundClosed(
-                f"site {site!r} was not asked to answer this stage of round {number}",
-                site=site,
-                round=number,
-            )
+        r = asked_to_answer(self.open, msg.ref, msg.stage, "decline")
         why = r.declined[site] = clean_reason(msg.reason)
         log.warning(
             "round %d attempt %d: site %s declined stage %s: %s",

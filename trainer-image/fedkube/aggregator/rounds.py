@@ -9,6 +9,7 @@ import numpy as np
 
 from fedkube.accumulate.base import Accumulator
 from fedkube.aggregator.updates import SpooledUpdate
+from fedkube.errors import DuplicateUpdate, RoundClosed
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.server import SecureSum
 from fedkube.spec.progress import SCORE_KEYS, SiteSummary
@@ -81,6 +82,36 @@ class OpenRound:
     # closing, no new one starts.
     folding: set[asyncio.Task[None]] = field(default_factory=set)
     closing: bool = False
+
+
+def asked_to_answer(
+    r: OpenRound | None, ref: pb.RoundRef, stage: pb.Stage, what: str, secure: bool = False
+) -> OpenRound:
+    """The open round, when ``ref`` names its attempt at ``stage`` (a secure round's, with
+    ``secure``) and its site was asked this stage and has not answered it; else the refusal,
+    which says the ``what`` is dropped."""
+    site, number, attempt, name = ref.site, ref.round, ref.attempt, pb.Stage.Name(stage)
+    at = (number, attempt, stage)
+    if r is None or (secure and r.secure is None) or (r.number, r.attempt, r.stage) != at:
+        kind = "secure-aggregation stage" if secure else "stage"
+        raise RoundClosed(
+            f"round {number} (attempt {attempt}) is not at {kind} {name}; the {what} is dropped",
+            site=site,
+            round=number,
+        )
+    if site in r.done or site in r.receiving:
+        raise DuplicateUpdate(
+            f"site {site!r} already answered stage {name} of round {number}",
+            site=site,
+            round=number,
+        )
+    if site not in r.tasked:
+        raise RoundClosed(
+            f"site {site!r} was not asked to answer stage {name} of round {number}",
+            site=site,
+            round=number,
+        )
+    return r
 
 
 def weighted(values: list[tuple[int, dict[str, float]]], key: str) -> float | None:

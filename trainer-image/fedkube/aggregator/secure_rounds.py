@@ -22,10 +22,10 @@ import numpy as np
 from fedkube.aggregator.round_host import RoundHost
 from fedkube.aggregator.round_log import RoundLog
 from fedkube.aggregator.round_shapes import RoundShapes
-from fedkube.aggregator.rounds import OpenRound
+from fedkube.aggregator.rounds import OpenRound, asked_to_answer
 from fedkube.aggregator.sample_bounds import SampleBounds
 from fedkube.aggregator.updates import SpooledUpdate, check_tensors
-from fedkube.errors import DuplicateUpdate, InvalidUpdate, RoundClosed, SecureAggregationError
+from fedkube.errors import InvalidUpdate, RoundClosed, SecureAggregationError
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.disputes import disputes_among, sites_to_leave
 from fedkube.secagg.keys import Context
@@ -218,29 +218,9 @@ class SecureRounds:
         r.next_keys[header.ref.site] = keys
 
     def _stage_of(self, ref: pb.RoundRef, stage: pb.Stage) -> tuple[OpenRound, SecureSum]:
-        site, number, attempt = ref.site, ref.round, ref.attempt
-        self.c.known(ref.job, site)
-        r = self.c.open
-        at = (number, attempt, stage)
-        if r is None or r.secure is None or (r.number, r.attempt, r.stage) != at:
-            raise RoundClosed(
-                f"round {number} (attempt {attempt}) is not at secure-aggregation stage "
-                f"{pb.Stage.Name(stage)}; the message is dropped",
-                site=site,
-                round=number,
-            )
-        if site in r.done:
-            raise DuplicateUpdate(
-                f"site {site!r} already answered stage {pb.Stage.Name(stage)} of round {number}",
-                site=site,
-                round=number,
-            )
-        if site not in r.tasked:
-            raise RoundClosed(
-                f"site {site!r} is not a participant of this stage of round {number}",
-                site=site,
-                round=number,
-            )
+        self.c.known(ref.job, ref.site)
+        r = asked_to_answer(self.c.open, ref, stage, "message", secure=True)
+        assert r.secure is not None
         return r, r.secure
 
     def _answer(self, r: OpenRound, site: str, take: Callable[[], None]) -> None:
