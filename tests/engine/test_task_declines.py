@@ -30,6 +30,7 @@ from fedkube.testing import LocalJob, manifest
 from fedkube.transport.grpc_link import GrpcLink
 from fedkube.transport.inprocess import InProcessLink
 
+from tests.support.site_files import file_job, write_site_files
 from tests.support.wire import FakeSiteStream
 
 # Far longer than any test waits: a round that ended, ended on a decline.
@@ -62,6 +63,30 @@ def test_a_round_every_site_must_answer_fails_at_once_when_one_declines_it(
 ) -> None:
     job = LocalJob(tmp_path, secure_job("declined-all", min_sites=3))
     revealed_before(job, tmp_path, "site-2", round=1)
+    log = failed_log(job)
+    reason = "declined by site-2 (this site already revealed its shares for round 1)"
+    assert f"round 1 did not reach minSitesPerRound=3 in 3 attempts: {reason}" in log
+    assert "round 1 attempt 3: site site-2 declined stage ADVERTISE_KEYS" in log
+
+
+@pytest.mark.slow
+def test_round_0_fails_at_once_too_naming_the_site(tmp_path: Path) -> None:
+    """A job over the sites' own files begins with round 0 (its statistics, masked here)."""
+    doc = file_job(write_site_files(tmp_path / "data"), rounds=2, name="declined-round-0")
+    doc["spec"]["security"] = {"secureAggregation": {"threshold": 2}}
+    doc["spec"]["task"]["labels"] = ["benign", "malignant"]
+    doc["spec"]["roundTimeoutSeconds"] = ROUND_TIMEOUT
+    job = LocalJob(tmp_path, doc)
+    revealed_before(job, tmp_path, "clinic-b", round=0)
+    log = failed_log(job)
+    reason = "declined by clinic-b (this site already revealed its shares for round 0)"
+    assert f"the statistics round did not reach 3 sites in 3 attempts: {reason}" in log
+    assert "round 0 attempt 3: too few sites answered: " + reason in log
+
+
+def failed_log(job: LocalJob) -> str:
+    """Run the job to its end, which must be a failure well before any round's deadline;
+    the aggregator's log."""
     try:
         job.start_all()
         assert job.aggregator is not None
@@ -70,9 +95,7 @@ def test_a_round_every_site_must_answer_fails_at_once_when_one_declines_it(
         job.stop()
     log = whole_log(job, "aggregator")
     assert code != 0, log
-    assert "round 1 did not reach minSitesPerRound=3" in log
-    assert "declined by site-2 (this site already revealed its shares for round 1)" in log
-    assert "attempt 3" in log  # each attempt was asked, and declined
+    return log
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fedkube.aggregator.declines import declines_note
 from fedkube.aggregator.round_host import RoundHost
 from fedkube.aggregator.rounds import STATISTICS_ROUND, OpenRound
 from fedkube.aggregator.secure_rounds import SecureRounds, masked_infos
@@ -99,16 +100,20 @@ class StatisticsRound:
 
     async def run(self) -> None:
         """Run round 0 to its end: sets the coordinator's preprocessing and statistics."""
+        declined = ""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             totals = await self._attempt(attempt)
             if totals is not None:
                 self._conclude(totals)
                 return
+            declined = declines_note(self.c.open.declined) if self.c.open is not None else ""
             self.c.abandon_round()
-            log.warning("round 0 attempt %d: too few sites answered before the deadline", attempt)
+            why = f": {declined}" if declined else " before the deadline"
+            log.warning("round 0 attempt %d: too few sites answered%s", attempt, why)
+        timeout = f"roundTimeoutSeconds={self.c.spec.round_timeout_seconds:g}"
         raise JobFailed(
-            f"the statistics round did not reach {self.c.quorum} sites within "
-            f"roundTimeoutSeconds={self.c.spec.round_timeout_seconds:g} in {MAX_ATTEMPTS} attempts"
+            f"the statistics round did not reach {self.c.quorum} sites in {MAX_ATTEMPTS} "
+            f"attempts{f': {declined}' if declined else f' within {timeout}'}"
         )
 
     async def _attempt(self, attempt: int) -> Params | None:
