@@ -19,7 +19,7 @@ def test_the_alert_rules_are_valid_prometheus_rules(tmp_path: Path) -> None:
     rules = write_rules(tmp_path)
     out = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 6 rules found" in out.stdout
+    assert "SUCCESS: 7 rules found" in out.stdout
 
 
 def test_each_alert_fires_when_and_only_when_it_should(tmp_path: Path) -> None:

@@ -224,8 +224,8 @@ class AggregatorMetrics:
         )
         self.site_declines = Counter(
             "fedkube_site_declines",
-            "Tasks a site declined (its manifest or guards refuse them), by site and stage.",
-            [*JOB_LABELS, "site", "stage"],
+            "Tasks a site declined: its manifest or guards refuse them (the reason is logged).",
+            [*JOB_LABELS, "site"],
             registry=r,
         )
         self.round_duration = Histogram(
@@ -239,6 +239,8 @@ class AggregatorMetrics:
             self.transfer_bytes.labels(self.namespace, self.job, direction)
         for reason in REFUSAL_REASONS:
             self.refusals.labels(self.namespace, self.job, reason)
+        for site in sorted(self.sites):  # from 0, so that the first decline is an increase
+            self.site_declines.labels(self.namespace, self.job, site)
         self.round_duration.labels(self.namespace, self.job)
         coordinator.round_closed_hooks.append(self._round_closed)
 
@@ -247,8 +249,8 @@ class AggregatorMetrics:
         self.refusals.labels(self.namespace, self.job, type(e).__name__).inc()
         self.site_refusals.labels(self.namespace, self.job, site, type(e).__name__).inc()
 
-    def declined(self, site: str, stage: str) -> None:
-        self.site_declines.labels(self.namespace, self.job, site, stage).inc()
+    def declined(self, site: str) -> None:
+        self.site_declines.labels(self.namespace, self.job, site).inc()
 
     def bytes_moved(self, direction: str, n: int) -> None:
         self.transfer_bytes.labels(self.namespace, self.job, direction).inc(n)

@@ -286,7 +286,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         self, request: pb.Decline, context: grpc.aio.ServicerContext
     ) -> pb.Receipt:
         receipt = await self._unary(context, "DeclineTask", request, self.c.decline_task)
-        self.metrics.declined(request.ref.site, pb.Stage.Name(request.stage))
+        self.metrics.declined(request.ref.site)
         return receipt
 
     async def GetProgress(
