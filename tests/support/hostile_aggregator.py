@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fedkube.proto import fedkube_pb2 as pb
-from fedkube.transport.link import SiteLink
+from fedkube.transport.link import SiteLink, UpdateMessage
 from fedkube.wire.tensors import Params, iter_chunks, specs_of, to_spec
 
 
@@ -67,8 +67,8 @@ class HostileAggregator(SiteLink):
         for chunk in iter_chunks(list(self.model.values())):
             yield pb.ModelPart(chunk=chunk)
 
-    def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:
-        every = list(parts)
+    def submit_update(self, parts: Iterable[UpdateMessage]) -> int:
+        every = [pb.UpdatePart.FromString(p) if isinstance(p, bytes) else p for p in parts]
         self._record("update", every)
         return sum(len(p.chunk.data) for p in every if p.HasField("chunk"))
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.storage.audit_trail import AuditTrail
-from fedkube.transport.link import SiteLink
+from fedkube.transport.link import SiteLink, UpdateMessage
 from fedkube.wire.chunk_frames import ChunkPart
 
 
@@ -33,12 +33,12 @@ class AuditedLink(SiteLink):
     def get_model(self, request: pb.ModelRequest) -> Iterator[pb.ModelPart | ChunkPart]:
         return self.inner.get_model(request)
 
-    def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:
+    def submit_update(self, parts: Iterable[UpdateMessage]) -> int:
         seen: list[pb.UpdateHeader] = []
 
-        def watched() -> Iterator[pb.UpdatePart]:
+        def watched() -> Iterator[UpdateMessage]:
             for part in parts:
-                if not seen and part.HasField("header"):
+                if not seen and isinstance(part, pb.UpdatePart) and part.HasField("header"):
                     seen.append(part.header)
                 yield part
 

@@ -30,9 +30,9 @@ from fedkube.trainer.local import LocalTrainer, Scores
 from fedkube.trainer.model_download import read_model
 from fedkube.trainer.secure_stages import STATISTICS_ROUND, SecureStages
 from fedkube.trainer.stage_types import SiteSource, Trained
-from fedkube.transport.link import SiteLink
+from fedkube.transport.link import SiteLink, UpdateMessage
 from fedkube.wire.digest import model_digest
-from fedkube.wire.tensors import Params, iter_parts, specs_of, to_spec
+from fedkube.wire.tensors import Params, chunk_frames, iter_parts, specs_of, to_spec
 
 log = logging.getLogger("fedkube.trainer")
 M = TypeVar("M")
@@ -353,7 +353,7 @@ class TrainerClient:
         metrics: dict[str, float],
         next_round_keys: pb.KeyAdvertisement | None = None,
         unopened_shares: Sequence[str] = (),
-    ) -> Iterator[pb.UpdatePart]:
+    ) -> Iterator[UpdateMessage]:
         masked = task.HasField("secure")
         yield pb.UpdatePart(
             header=pb.UpdateHeader(
@@ -372,4 +372,6 @@ class TrainerClient:
                 unopened_shares=unopened_shares,
             )
         )
-        yield from iter_parts(pb.UpdatePart, list(update.values()))
+        # Frames, not messages: one copy of each byte (``wire.chunk_frames``).
+        for frame, _ in chunk_frames(list(update.values())):
+            yield frame

@@ -23,7 +23,7 @@ from fedkube.stats.score_counts import SCORE_COUNTS, to_masked
 from fedkube.trainer.guards import SiteGuards
 from fedkube.trainer.local import LocalTrainer
 from fedkube.trainer.stage_types import SiteSource, Trained
-from fedkube.transport.link import SiteLink
+from fedkube.transport.link import SiteLink, UpdateMessage
 from fedkube.wire.tensors import Params
 
 log = logging.getLogger("fedkube.trainer")
@@ -73,7 +73,7 @@ class SecureSiteHost(Protocol):
         metrics: dict[str, float],
         next_round_keys: pb.KeyAdvertisement | None = None,
         unopened_shares: Sequence[str] = (),
-    ) -> Iterator[pb.UpdatePart]: ...
+    ) -> Iterator[UpdateMessage]: ...
 
 
 class SecureStages:

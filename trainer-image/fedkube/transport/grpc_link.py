@@ -17,7 +17,7 @@ from fedkube.proto.compat import GO_AHEAD_METADATA, NOTICE_METADATA
 from fedkube.security.aggregator_identity import AggregatorCheck, new_nonce
 from fedkube.security.tls import channel_credentials, endpoint_host
 from fedkube.transport import bulk_calls
-from fedkube.transport.link import SiteLink
+from fedkube.transport.link import SiteLink, UpdateMessage
 from fedkube.wire.chunk_frames import ChunkPart
 
 T = TypeVar("T")
@@ -76,7 +76,7 @@ def _after_go_ahead(parts: Iterable[T], go_ahead: threading.Event) -> Iterator[T
     yield from it
 
 
-def _upload_on_go_ahead(submit: Any, parts: Iterable[pb.UpdatePart]) -> pb.Receipt:
+def _upload_on_go_ahead(submit: Any, parts: Iterable[UpdateMessage]) -> pb.Receipt:
     """``SubmitUpdate``, its chunks held back until the aggregator's headers (the go-ahead, or
     its answer when it refuses the header). gRPC's own thread reads the parts."""
     go_ahead = threading.Event()
@@ -154,13 +154,14 @@ class GrpcLink(SiteLink):
         # Chunks read in place (``transport.bulk_calls``): no copy past gRPC's own.
         return _stream(self._get_model(request))
 
-    def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:
+    def submit_update(self, parts: Iterable[UpdateMessage]) -> int:
         with self._channel(BULK_CHANNEL_OPTIONS) as bulk:
-            stub = pb_grpc.AggregatorStub(bulk)
+            # Frames go out as they are (``transport.bulk_calls``), messages serialised.
+            submit = bulk_calls.submit_update(bulk)
             if self.go_ahead:
-                receipt = _call(lambda: _upload_on_go_ahead(stub.SubmitUpdate, parts))
+                receipt = _call(lambda: _upload_on_go_ahead(submit, parts))
             else:
-                receipt = _call(lambda: stub.SubmitUpdate(iter(parts)))
+                receipt = _call(lambda: submit(iter(parts)))
         return int(receipt.bytes_received)
 
     def report_evaluation(self, message: pb.Evaluation) -> None:

@@ -17,7 +17,8 @@ import numpy as np
 
 from fedkube.errors import AggregatorUnavailable, UpdateRefused
 from fedkube.proto import fedkube_pb2 as pb
-from fedkube.transport.link import SiteLink
+from fedkube.transport.link import SiteLink, UpdateMessage
+from fedkube.wire.chunk_frames import ChunkPart, decode_update_part
 from fedkube.wire.tensors import iter_parts
 
 T = TypeVar("T")
@@ -28,7 +29,7 @@ EventQueue = asyncio.Queue[pb.Event | None]
 class UpdateIntake(Protocol):
     """One update being received, as the coordinator's ``UpdateReception`` is."""
 
-    def feed(self, part: pb.UpdatePart) -> None: ...
+    def feed(self, part: pb.UpdatePart | ChunkPart) -> None: ...
 
     def finish(self) -> int: ...
 
@@ -100,9 +101,10 @@ class InProcessLink(SiteLink):
         # The chunks are cut from a snapshot the coordinator never changes: safe here.
         yield from iter_parts(pb.ModelPart, arrays)
 
-    def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:
-        # Cut here, in the site's thread; received in one go on the coordinator's loop.
-        every = list(parts)
+    def submit_update(self, parts: Iterable[UpdateMessage]) -> int:
+        # Cut here, in the site's thread; received in one go on the coordinator's loop. A
+        # frame is read in place, as the gRPC service reads it.
+        every = [decode_update_part(p) if isinstance(p, bytes) else p for p in parts]
 
         def receive() -> int:
             intake = self.hub.reception()

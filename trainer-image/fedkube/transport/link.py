@@ -13,6 +13,11 @@ from collections.abc import Iterable, Iterator
 from fedkube.proto import fedkube_pb2 as pb
 from fedkube.wire.chunk_frames import ChunkPart
 
+# What an update stream carries: its header as a message, then its chunks as messages or as
+# frames already encoded (``fedkube.wire.chunk_frames``: the same bytes, built with one copy
+# where a message takes three).
+UpdateMessage = pb.UpdatePart | bytes
+
 
 class SiteLink(ABC):
     """One site's connection to the aggregator of one job."""
@@ -30,7 +35,7 @@ class SiteLink(ABC):
         or, read in place, ``ChunkPart``)."""
 
     @abstractmethod
-    def submit_update(self, parts: Iterable[pb.UpdatePart]) -> int:
+    def submit_update(self, parts: Iterable[UpdateMessage]) -> int:
         """One update: a header, then its chunks. Returns the bytes the aggregator took."""
 
     @abstractmethod
