@@ -164,7 +164,7 @@ def test_prometheus_scrapes_a_real_job_and_every_dashboard_query_and_alert_works
         # Every alert rule's expression is valid PromQL that Prometheus evaluates.
         groups = prometheus.api("rules")["groups"]
         rules = [r for g in groups for r in g["rules"]]
-        assert len(rules) == 6 and all(r["health"] == "ok" for r in rules), rules
+        assert len(rules) == 7 and all(r["health"] == "ok" for r in rules), rules
     finally:
         job.stop()
         discovery.stop()
