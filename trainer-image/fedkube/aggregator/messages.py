@@ -59,6 +59,14 @@ def finished_event(job: str, rounds: int, succeeded: bool, message: str) -> pb.E
     )
 
 
+def why_short(spec: JobSpec, declined: str) -> str:
+    """How a round's attempts fell short, to follow "in N attempts": the sites that declined
+    it (``declines_note``), or the deadline."""
+    if declined:
+        return f": {declined}"
+    return f" within roundTimeoutSeconds={spec.round_timeout_seconds:g}"
+
+
 def round_failed(
     spec: JobSpec, number: int, quorum: int, connected: list[str], attempts: int, declined: str = ""
 ) -> str:
@@ -69,9 +77,7 @@ def round_failed(
         if quorum == spec.min_sites_per_round
         else f"the secure-aggregation threshold of {quorum} sites"
     )
-    timeout = f" within roundTimeoutSeconds={spec.round_timeout_seconds:g}"
-    within = f": {declined}" if declined else timeout
     return (
-        f"round {number} did not reach {needed} in {attempts} attempts{within}; connected "
-        f"sites: {', '.join(connected) or 'none'}"
+        f"round {number} did not reach {needed} in {attempts} attempts"
+        f"{why_short(spec, declined)}; connected sites: {', '.join(connected) or 'none'}"
     )

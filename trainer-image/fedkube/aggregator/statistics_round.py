@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from fedkube.aggregator.declines import declines_note
+from fedkube.aggregator.messages import why_short
 from fedkube.aggregator.round_host import RoundHost
 from fedkube.aggregator.rounds import STATISTICS_ROUND, OpenRound
 from fedkube.aggregator.secure_rounds import SecureRounds, masked_infos
@@ -110,10 +111,9 @@ class StatisticsRound:
             self.c.abandon_round()
             why = f": {declined}" if declined else " before the deadline"
             log.warning("round 0 attempt %d: too few sites answered%s", attempt, why)
-        timeout = f"roundTimeoutSeconds={self.c.spec.round_timeout_seconds:g}"
         raise JobFailed(
             f"the statistics round did not reach {self.c.quorum} sites in {MAX_ATTEMPTS} "
-            f"attempts{f': {declined}' if declined else f' within {timeout}'}"
+            f"attempts{why_short(self.c.spec, declined)}"
         )
 
     async def _attempt(self, attempt: int) -> Params | None:
