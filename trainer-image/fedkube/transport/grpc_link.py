@@ -34,11 +34,16 @@ TRANSIENT = {
 
 
 # A trainer notices a dead aggregator (or path) within a minute and reconnects; it pings
-# no more often than the aggregator permits (every 10 s).
+# no more often than the aggregator permits (every 10 s). While the aggregator is away, the
+# channel tries to connect again at most 5 s apart, as the client's own backoff does: gRPC's
+# default grows to 120 s, so a trainer that started before its aggregator (a pod scheduled
+# first) could wait minutes after the aggregator came up.
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
 
 
