@@ -290,9 +290,9 @@ def test_changed_terms_hold_training_and_a_withdrawn_approval_stops_it_within_10
 ) -> None:
     doc = compliant(site, site.allowed, "consent")
     # Two of three sites close a round, as a secure job that can lose a site asks. The edit
-    # below stops the pods wherever the round is; a site that had revealed its shares of that
-    # round does not answer it again (it reveals once a round), so with every site needed the
-    # aggregator's successor could never close it (seen once, in a cold run of the suite).
+    # below stops the pods wherever the round is; when that is after sites revealed their
+    # shares of the round, the aggregator's successor runs it again and they answer with the
+    # release kept on the state claim, for the same survivors (``trainer.contribution``).
     doc["spec"].update(rounds=200, roundTimeoutSeconds=15, minSitesPerRound=2)
     sites = [s["name"] for s in doc["spec"]["sites"]]
     secrets(site, "consent", sites, tmp_path)

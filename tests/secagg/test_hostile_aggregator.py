@@ -82,45 +82,83 @@ class Honest:
         task.secure.params.CopyFrom(params or self.params)
         return task
 
-    def peers(self, pki: Path | None = None) -> dict[str, SiteSession]:
+    def peers(self, pki: Path | None = None, attempt: int = 1) -> dict[str, SiteSession]:
         """The two other sites, as the aggregator's accomplices (signing with their own
         certificates when given the consortium's)."""
         return {
-            p: SiteSession(JOB, p, 1, 1, self.params,
+            p: SiteSession(JOB, p, 1, attempt, self.params,
                            identity=SigningIdentity.from_folder(pki / "sites" / p) if pki else None)
             for p in PEERS
         }  # fmt: skip
 
-    def advertised(self, peers: dict[str, SiteSession]) -> tuple[SecureSum, list[pb.SiteKeys]]:
+    def advertised(
+        self, peers: dict[str, SiteSession], attempt: int = 1
+    ) -> tuple[SecureSum, list[pb.SiteKeys]]:
         """Round 1 up to its closed roster: this site's keys and the peers'."""
-        total = SecureSum(Context(JOB, 1, 1), self.params, [v.size for v in self.model.values()])
-        self.aggregator.push(self.task(pb.ADVERTISE_KEYS))
-        total.advertise(self.aggregator.wait_for("keys")[0])
+        sizes = [v.size for v in self.model.values()]
+        total = SecureSum(Context(JOB, 1, attempt), self.params, sizes)
+        self.aggregator.push(self.task(pb.ADVERTISE_KEYS, attempt=attempt))
+        total.advertise(self.aggregator.wait_for("keys", attempt)[-1])
         for session in peers.values():
             total.advertise(session.advertisement(0, 10))
         return total, total.close_roster([SITE, *PEERS])
 
     def to_the_masked_update(
-        self, peers: dict[str, SiteSession], evaluate: bool = False, scores_only: bool = False
+        self,
+        peers: dict[str, SiteSession],
+        evaluate: bool = False,
+        scores_only: bool = False,
+        attempt: int = 1,
+        wait: bool = True,
     ) -> tuple[SecureSum, list[pb.SiteKeys], Any]:
         """Round 1 up to this site's masked update (returned, with the sum and roster); with
         ``evaluate`` the round scores the model first, with ``scores_only`` it only scores it
-        (a final evaluation)."""
-        total, roster = self.advertised(peers)
-        share = self.task(pb.SHARE_KEYS)
+        (a final evaluation). ``attempt``: the round's try (the n-th this site is sent).
+        Without ``wait`` the update is not waited for (None)."""
+        total, roster = self.advertised(peers, attempt)
+        share = self.task(pb.SHARE_KEYS, attempt=attempt)
         share.secure.roster.extend(roster)
         self.aggregator.push(share)
-        total.add_shares(self.aggregator.wait_for("shares")[0])
+        total.add_shares(self.aggregator.wait_for("shares", attempt)[-1])
         for session in peers.values():
             total.add_shares(session.share_keys(roster))
-        masked = self.task(pb.MASKED_UPDATE)
+        masked = self.task(pb.MASKED_UPDATE, attempt=attempt)
         masked.evaluate = evaluate or scores_only
         masked.secure.scores_only = scores_only
         masked.secure.roster.extend(roster)
         masked.secure.inbox.extend(total.inbox(SITE))
         self.aggregator.push(masked)
-        (update,) = self.aggregator.wait_for("update")
+        update = self.aggregator.wait_for("update", attempt)[-1] if wait else None
         return total, roster, update
+
+    def unmasked_sum(self, attempt: int) -> list[np.ndarray]:
+        """Round 1's try ``attempt`` in full, every site a survivor; the peers release zeros
+        (no noise: they are the aggregator's), so the sum is this site's release alone."""
+        peers = self.peers(attempt=attempt)
+        total, roster, update = self.to_the_masked_update(peers, attempt=attempt)
+        for part in update[1:]:
+            values = np.frombuffer(part.chunk.data, dtype=np.uint32)
+            total.fold(part.chunk.tensor, part.chunk.offset // 4, values)
+        total.commit(SITE)
+        for name, session in peers.items():
+            session.receive_shares(total.inbox(name))
+            zeros = [np.zeros(v.size) for v in self.model.values()]
+            for tensor, masked in enumerate(session.masked_release(zeros)):
+                total.fold(tensor, 0, masked)
+            total.commit(name)
+        survivors, dropped = total.unmask_request()
+        self.aggregator.push(self.unmask(roster, survivors, attempt))
+        total.add_reveal(self.aggregator.wait_for("reveal", attempt)[-1])
+        for session in peers.values():
+            total.add_reveal(session.reveal(survivors, dropped))
+        return total.unmasked_sum()
+
+    def unmask(self, roster: list[pb.SiteKeys], survivors: list[str], attempt: int) -> pb.Task:
+        unmask = self.task(pb.UNMASK, attempt=attempt)
+        unmask.secure.roster.extend(roster)
+        unmask.secure.survivors.extend(survivors)
+        unmask.secure.dropped.extend(sorted({SITE, *PEERS} - set(survivors)))
+        return unmask
 
     def answered_so_far(self) -> None:
         """Every task pushed before has been handled: an evaluation marker came back."""
@@ -215,33 +253,54 @@ def test_the_final_model_is_scored_once(honest: Honest) -> None:
     agg.wait_for("keys", 2)
 
 
-def test_a_round_already_revealed_gets_no_second_contribution(honest: Honest) -> None:
-    """One honest round with two colluding peers, then the aggregator runs the same round
-    again (as if it had restarted before its checkpoint): with two sums over different
-    survivors it could subtract one from the other."""
+def test_a_round_run_again_gets_the_same_release_not_a_second_one(honest: Honest) -> None:
+    """The aggregator runs round 1 again after every site revealed it (as one that restarted
+    before saving the round would): the site sends what it released the first time, masked
+    with the new try's keys. Trained again, its update would carry a second draw of the
+    noise (DP: two releases of one round); the same release gives the same sum, bit for bit."""
     agg = honest.aggregator
-    _, roster, update = honest.to_the_masked_update(honest.peers())
-    # No training figure (loss, timing, clipped values) of the site travels beside it.
-    assert update[0].header.metrics == {}
+    first = honest.unmasked_sum(attempt=1)
+    again = honest.unmasked_sum(attempt=2)
+    assert len(agg.of("keys")) == 2 and len(agg.of("reveal")) == 2
+    masked = [b"".join(p.chunk.data for p in update[1:]) for update in agg.of("update")]
+    assert masked[0] != masked[1], "masked with the new try's keys"
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert any(a.any() for a in first), "the sum is the site's update, not zeros"
+    assert not agg.of("decline")
 
-    unmask = honest.task(pb.UNMASK)
-    unmask.secure.roster.extend(roster)
-    unmask.secure.survivors.extend([SITE, *PEERS])
-    agg.push(unmask)
-    agg.wait_for("reveal")
 
-    agg.push(honest.task(pb.ADVERTISE_KEYS, attempt=2))  # the same round, "tried again"
-    agg.push(honest.task(pb.MASKED_UPDATE, attempt=2))
-    honest.answered_so_far()
-    assert len(agg.of("keys")) == 1 and len(agg.of("update")) == 1, "nothing more for round 1"
-    declines = agg.wait_for("decline", 2)
-    assert [(d.stage, d.ref.attempt) for d in declines] == [
-        (pb.ADVERTISE_KEYS, 2),
-        (pb.MASKED_UPDATE, 2),
-    ]
-    assert all("already revealed its shares for round 1" in d.reason for d in declines)
+def test_a_round_revealed_is_revealed_again_only_for_the_same_survivors(
+    honest: Honest,
+) -> None:
+    """Run again with site-2 called dropped, the same round would give the sum of site-0 and
+    site-1: subtracted from the first, site-2's update. The site declines, and reveals
+    nothing."""
+    agg = honest.aggregator
+    honest.unmasked_sum(attempt=1)
+    _, roster, _ = honest.to_the_masked_update(honest.peers(attempt=2), attempt=2)
+    agg.push(honest.unmask(roster, [SITE, "site-1"], attempt=2))
+    (decline,) = agg.wait_for("decline")
+    assert decline.stage == pb.UNMASK and decline.ref.attempt == 2
+    assert (
+        "revealed its shares of round 1 for the survivors site-0, site-1, site-2, and reveals "
+        "them again only for the same sites, not for site-0, site-1"
+    ) in decline.reason
+    assert len(agg.of("reveal")) == 1, "nothing more revealed"
     agg.push(honest.task(pb.ADVERTISE_KEYS, round=2))  # the next round is answered
-    agg.wait_for("keys", 2)
+    agg.wait_for("keys", 3)
+
+
+def test_a_round_revealed_is_not_answered_for_another_model(honest: Honest) -> None:
+    """Round 1 again, but serving another model: the kept release is not for it, and a
+    fresh one would be a second contribution to the round."""
+    agg = honest.aggregator
+    honest.unmasked_sum(attempt=1)
+    agg.model = {k: v + 0.5 for k, v in agg.model.items()}
+    honest.to_the_masked_update(honest.peers(attempt=2), attempt=2, wait=False)
+    (decline,) = agg.wait_for("decline")
+    assert decline.stage == pb.MASKED_UPDATE
+    assert "already revealed its shares for round 1, for another model" in decline.reason
+    assert len(agg.of("update")) == 1, "no second update for round 1"
 
 
 @pytest.fixture(scope="module")

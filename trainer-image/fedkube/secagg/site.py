@@ -198,9 +198,15 @@ class SiteSession:
     def masked_update(
         self, update: Sequence[np.ndarray], counts: Sequence[np.ndarray] = ()
     ) -> list[np.ndarray]:
-        """The update (model delta and extras, in order) weighted, encoded and masked; then
-        any ``counts`` (uint32 that must add up exactly: the evaluation's) masked as they are."""
-        self._expect("received", "masked")
+        """The update (model delta and extras, in order) clipped, noised, weighted, encoded
+        and masked; then any ``counts`` (uint32 that must add up exactly: the evaluation's)
+        masked as they are."""
+        return self.masked_release(self.protect(update), counts)
+
+    def protect(self, update: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The update as it may be released: refused when not finite, clipped and noised as
+        the parameters say, in its tensors' shapes. A site keeps this (``Contribution``) so
+        that a round run again gets the same release, never a second draw of the noise."""
         flat = [np.asarray(a).reshape(-1) for a in update]  # encoding copies to float64
         if not all(np.isfinite(v).all() for v in flat):
             # Fixed-point encoding would turn NaN into a valid-looking value in the sum.
@@ -216,6 +222,15 @@ class SiteSession:
         if self.params.noise_stddev > 0:
             # Discrete Gaussian from the OS's CSPRNG on a grid (privacy.secure_noise).
             flat = [add_gaussian_noise(v, self.params.noise_stddev) for v in flat]
+        return [v.reshape(np.shape(a)) for v, a in zip(flat, update, strict=True)]
+
+    def masked_release(
+        self, released: Sequence[np.ndarray], counts: Sequence[np.ndarray] = ()
+    ) -> list[np.ndarray]:
+        """Values ``protect`` made, weighted by this round's roster, encoded and masked; then
+        any ``counts`` masked as they are."""
+        self._expect("received", "masked")
+        flat = [np.asarray(a).reshape(-1) for a in released]
         weight = site_weights(list(self._roster.values()), self.params)[self.site]
         fixed = FixedPoint(self.params.clip_range)
         exact = [np.asarray(a, dtype=np.uint32).reshape(-1) for a in counts]
@@ -226,7 +241,7 @@ class SiteSession:
         else:
             masks = self._mask(self._participants, sizes)
         out = []
-        for values, mask, original in zip(flat, masks, update, strict=False):
+        for values, mask, original in zip(flat, masks, released, strict=False):
             encoded, outside = fixed.encode(values, weight)
             self.clipped_values += outside
             encoded += mask  # mod 2^32

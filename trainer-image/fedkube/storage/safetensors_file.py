@@ -22,6 +22,7 @@ _CODES = {
     np.dtype("<f2"): "F16",
     np.dtype("<i8"): "I64",
     np.dtype("<i4"): "I32",
+    np.dtype("<u4"): "U32",
     np.dtype("u1"): "U8",
 }
 _WRITE_BLOCK = 1 << 22

@@ -5,7 +5,8 @@ Each masked update carries the site's keys for the next round, and each reveal i
 that round, so in steady state a secure round is two exchanges: the masked update and the
 reveal. Every task is first checked against this site's own copy of the manifest
 (``refusal``): parameters it did not agree, a plain task, a second contribution to a round it
-revealed."""
+revealed. A round run again (the aggregator restarted before saving it) gets the release the
+site kept (``Contribution``), for the same model and, once revealed, the same survivors."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.signed_keys import SigningIdentity
 from fedkube.secagg.site import SiteSession
 from fedkube.stats.score_counts import SCORE_COUNTS, to_masked
+from fedkube.trainer.contribution import Contribution, ContributionStore
 from fedkube.trainer.guards import SiteGuards
 from fedkube.trainer.local import LocalTrainer
 from fedkube.trainer.stage_types import SiteSource, Trained
@@ -99,6 +101,7 @@ class SecureStages:
         self.session: SiteSession | None = None
         self.upcoming: SiteSession | None = None
         self.update_sizes: list[int] = []
+        self.kept = ContributionStore(client.guards.folder)
 
     def refusal(self, task: pb.Task) -> str | None:
         """Why this task of a secure job must not be answered, judged from this site's own
@@ -120,13 +123,34 @@ class SecureStages:
             )
         answering = task.stage in (pb.ADVERTISE_KEYS, pb.MASKED_UPDATE)
         guards = self.c.guards
-        if task.ref.round in guards.revealed and answering:
+        if not answering or self._kept_for(task) is not None:
+            return None  # a stage past the update, or the round again: the same release
+        if task.ref.round in guards.revealed:
             return f"this site already revealed its shares for round {task.ref.round}"
-        if task.secure.scores_only and guards.scored_final and answering:
+        if task.secure.scores_only and guards.scored_final:
             # Two sums of the same counts over different survivors would give away the
             # difference: one site's scores.
             return "this site already revealed its counts of the final model; it scores it once"
         return None
+
+    def _kept_for(self, task: pb.Task) -> Contribution | None:
+        """This site's kept release of the task's round, if it has one."""
+        kept = self.kept.latest()
+        if kept is not None and kept.answers(task.ref.round, task.secure.scores_only):
+            return kept
+        return None
+
+    def _check_same_survivors(self, task: pb.Task) -> None:
+        """A round this site revealed is revealed again only for the same survivors."""
+        before = self.c.guards.survivors_of(task.ref.round)
+        now = sorted(task.secure.survivors)
+        if before is None or now == before:
+            return
+        raise SecureAggregationError(
+            f"this site revealed its shares of round {task.ref.round} for the survivors "
+            f"{', '.join(before)}, and reveals them again only for the same sites, not for "
+            f"{', '.join(now)} (two sums over different sites would give away one site's update)"
+        )
 
     def handle(self, task: pb.Task) -> None:
         """Answer one stage of a secure round (its task passed ``refusal``)."""
@@ -160,10 +184,12 @@ class SecureStages:
             elif task.stage == pb.MASKED_UPDATE:
                 self._send_masked_update(task, session)
             elif task.stage == pb.CONSISTENCY:
+                self._check_same_survivors(task)
                 model = self.c.model_digests.get(task.ref.round, b"")
                 signed = session.sign_survivors(task.secure.survivors, model)
                 self.c.send(task, "survivors' signature", self.c.link.sign_survivors, signed)
             elif task.stage == pb.UNMASK:
+                self._check_same_survivors(task)
                 self._reveal(task, session)
         except SecureAggregationError as e:
             # The relayed messages break the protocol: answering could unmask this site.
@@ -196,28 +222,17 @@ class SecureStages:
                 "round %d: the key shares of %s did not open here; named to the aggregator",
                 *(task.ref.round, ", ".join(session.unopened)),
             )
-        if task.ref.round == STATISTICS_ROUND:
-            assert self.c.source is not None
-            version, metrics = task.model_version, dict[str, float]()
-            counts = self.c.source.statistics(secure=True)
-            masked = dict(zip(counts, session.masked_counts(list(counts.values())), strict=True))
-        elif task.secure.scores_only:
-            # The final evaluation: this site's counts, masked; nothing is trained.
-            version, tensors = self.c.fetch_model(task.ref.round)
-            scores = self.c.trainer.evaluate(self.c.trainer.split(tensors)[0], final=True)
-            self.c.keep_scores(task, scores.metrics)
-            ready = to_masked(self.c.released_counts(scores.counts))
-            masked, metrics = {SCORE_COUNTS: session.masked_counts([ready])[0]}, {}
-        else:
-            trained = self.c.train_task(task)
-            assert trained is not None  # MASKED_UPDATE trains
-            version, update, metrics = trained.version, trained.update, trained.metrics
-            # The evaluation's counts, when the task scored the model, after the update.
-            exact = [to_masked(trained.counts)] if trained.counts is not None else []
-            names = [*update, *([SCORE_COUNTS] if exact else [])]
-            values = session.masked_update(list(update.values()), exact)
+        release = self._release(task, session)
+        if release is None:
+            return
+        if release.released:
+            counts = list(release.counts.values())
+            values = session.masked_release(list(release.released.values()), counts)
             self.update_sizes = [v.size for v in values]
-            masked = dict(zip(names, values, strict=True))
+        else:
+            values = session.masked_counts(list(release.counts.values()))
+        masked = dict(zip([*release.released, *release.counts], values, strict=True))
+        version, metrics = release.version, release.metrics
         # The next round's keys ride along, so its roster is known before this round ends
         # (round 0 makes no model: round 1 trains the same version).
         upcoming = self._new_session(task, task.ref.round + 1, 1)
@@ -230,11 +245,68 @@ class SecureStages:
             self.upcoming = upcoming
             log.info("round %d: masked update sent", task.ref.round)
 
+    def _release(self, task: pb.Task, session: SiteSession) -> Contribution | None:
+        """What this site releases in the round: the kept one when the round is run again on
+        the same model; otherwise made now (trained, scored or counted) and kept before it
+        leaves. None when the site declines."""
+        round, scores_only = task.ref.round, task.secure.scores_only
+        kept = self._kept_for(task)
+        if kept is not None and round == STATISTICS_ROUND:
+            log.info("round 0: run again; this site sends the statistics it sent before")
+            return kept
+        if kept is not None:
+            self.c.fetch_model(round)  # the model's digest: the same model, the same release
+            served = self.c.model_digests.get(round, b"")
+            if served == kept.model:
+                log.info("round %d: run again; this site sends the release it kept", round)
+                return kept
+            if round in self.c.guards.revealed:
+                reason = (
+                    f"this site already revealed its shares for round {round}, for another "
+                    f"model (sha256 {kept.model.hex()[:12]}..., now {served.hex()[:12]}...): "
+                    "it answers a round once"
+                )
+                log.error("round %d: task refused: %s", round, reason)
+                self.c.decline(task, reason)
+                return None
+        release = self._make_release(task, session, scores_only)
+        self.kept.keep(release)
+        return release
+
+    def _make_release(self, task: pb.Task, session: SiteSession, scores_only: bool) -> Contribution:
+        round = task.ref.round
+        if round == STATISTICS_ROUND:
+            assert self.c.source is not None
+            counts = self.c.source.statistics(secure=True)
+            return Contribution(round, False, b"", task.model_version, {}, dict(counts))
+        if scores_only:
+            # The final evaluation: this site's counts, masked; nothing is trained.
+            version, tensors = self.c.fetch_model(round)
+            scores = self.c.trainer.evaluate(self.c.trainer.split(tensors)[0], final=True)
+            self.c.keep_scores(task, scores.metrics)
+            ready = to_masked(self.c.released_counts(scores.counts))
+            model = self.c.model_digests.get(round, b"")
+            return Contribution(round, True, model, version, {}, {SCORE_COUNTS: ready})
+        trained = self.c.train_task(task)
+        assert trained is not None  # MASKED_UPDATE trains
+        released = session.protect(list(trained.update.values()))
+        # The evaluation's counts, when the task scored the model, after the update.
+        counts = {SCORE_COUNTS: to_masked(trained.counts)} if trained.counts is not None else {}
+        return Contribution(
+            round,
+            False,
+            self.c.model_digests.get(round, b""),
+            trained.version,
+            dict(zip(trained.update, released, strict=True)),
+            counts,
+            trained.metrics,
+        )
+
     def _reveal(self, task: pb.Task, session: SiteSession) -> None:
         secure = task.secure
         reveal = session.reveal(secure.survivors, secure.dropped, secure.consistency)
         # Remembered before the shares leave: a crash after sending must not forget it.
-        self.c.guards.reveal(task.ref.round, secure.scores_only)
+        self.c.guards.reveal(task.ref.round, secure.scores_only, list(secure.survivors))
         self.session = None
         upcoming, self.upcoming = self.upcoming, None
         if upcoming is not None and secure.next_roster:

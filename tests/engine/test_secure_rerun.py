@@ -1,0 +1,129 @@
+"""An aggregator that stopped after every site revealed a secure round, but before it saved
+the round, runs that round again when it comes back (the rollout that recreates a job's pods
+mid-round does this). The sites send the release they kept, masked with the new try's keys,
+and reveal again for the same survivors: the round closes with the sum it had, bit for bit.
+Real aggregator and trainer processes, real gRPC on loopback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fedkube.aggregator.checkpoint import FILE_NAME as CHECKPOINT_FILE
+from fedkube.aggregator.outputs import MODEL_FILE
+from fedkube.storage.safetensors_file import read_safetensors
+from fedkube.testing import LocalJob, manifest
+from fedkube.trainer.contribution import CONTRIBUTION_FILE, Contribution, ContributionStore
+from fedkube.trainer.guards import GUARDS_FILE
+
+SITES = ["site-0", "site-1", "site-2"]
+
+
+def secure_job(rounds: int) -> dict:
+    # Every site needed; round 2's training (many local epochs) leaves time to copy what
+    # round 1 left behind before round 2 replaces it.
+    doc = manifest("rerun", sites=3, rounds=rounds, min_sites=3, local_epochs=40, timeout=120)
+    doc["spec"]["security"] = {"secureAggregation": {"threshold": 2}}
+    return doc
+
+
+def local_job(folder: Path, doc: dict, states: Path) -> LocalJob:
+    folder.mkdir()
+    job = LocalJob(folder, doc)
+    for site in SITES:
+        job.trainer_args[site] = ["--state-dir", str(states / site)]
+    return job
+
+
+def kept_round(state: Path) -> int:
+    return int(read_safetensors(state / CONTRIBUTION_FILE)[1]["round"])
+
+
+@pytest.mark.slow
+def test_a_secure_round_lost_after_its_reveal_closes_again_with_the_same_model(
+    tmp_path: Path,
+) -> None:
+    # The first aggregator: round 1 closes; what the sites and the aggregator hold then is
+    # copied while round 2 trains: the sites have revealed round 1 and keep its release.
+    first = local_job(tmp_path / "first", secure_job(rounds=2), tmp_path / "states")
+    lost = tmp_path / "as-round-1-closed"
+    try:
+        first.start_all()
+        first.wait_for(lambda p: p.round >= 1)
+        shutil.copytree(tmp_path / "states", lost / "states")
+        shutil.copy(first.tmp / "ck" / CHECKPOINT_FILE, lost / CHECKPOINT_FILE)
+        assert first.wait_done().phase == "Succeeded"
+    finally:
+        first.stop()
+    for site in SITES:
+        state = lost / "states" / site
+        guards = json.loads((state / GUARDS_FILE).read_text())
+        assert guards["revealed"] == [1] and guards["lastReveal"]["survivors"] == SITES
+        assert kept_round(state) == 1, "round 2's training ended before the copy; a slow machine"
+
+    # Its successor never saw round 1 closed (no checkpoint): it runs round 1 again, and the
+    # sites, their state folders as round 1 left them, send what they sent then.
+    again = local_job(tmp_path / "again", secure_job(rounds=1), lost / "states")
+    started = time.monotonic()
+    result = again.run(timeout=240)
+    assert result.phase == "Succeeded" and result.rounds_completed == 1, again.log("aggregator")
+    assert [h.sites for h in result.history] == [SITES]
+    assert time.monotonic() - started < 120, "no site was waited for until a deadline"
+    for site in SITES:
+        log = (again.logs / f"{site}.log").read_text()
+        assert "round 1: run again; this site sends the release it kept" in log, log
+        assert " ERROR " not in log and "task refused" not in log, log
+    model, _ = read_safetensors(again.out / MODEL_FILE)
+    saved, _ = read_safetensors(lost / CHECKPOINT_FILE)
+    before = {k.removeprefix("model/"): v for k, v in saved.items() if k.startswith("model/")}
+    assert sorted(model) == sorted(before)
+    for name, values in model.items():
+        assert np.array_equal(values, before[name]), f"{name}: another sum than round 1 had"
+
+
+def test_a_kept_release_reads_back_as_it_was_written(tmp_path: Path) -> None:
+    """Every field, the arrays bit for bit in their order, a tensor and a count of one name
+    apart; a fresh store (a restarted trainer) reads the file."""
+    rng = np.random.default_rng(0)
+    release = Contribution(
+        round=4,
+        scores_only=False,
+        model=bytes(range(32)),
+        version=3,
+        released={"w": rng.normal(size=(3, 5)), "b": rng.normal(size=5).astype(np.float32)},
+        counts={"w": np.arange(7, dtype=np.uint32)},
+        metrics={"train_loss": 0.25},
+    )
+    ContributionStore(tmp_path).keep(release)
+    back = ContributionStore(tmp_path).latest()
+    assert back is not None
+    assert (back.round, back.scores_only, back.model, back.version, back.metrics) == (
+        4,
+        False,
+        bytes(range(32)),
+        3,
+        {"train_loss": 0.25},
+    )
+    assert list(back.released) == ["w", "b"] and list(back.counts) == ["w"]
+    for got, want in [*zip(back.released.values(), release.released.values(), strict=True),
+                      (back.counts["w"], release.counts["w"])]:  # fmt: skip
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert np.array_equal(got, want)
+    assert back.answers(4, False) and not back.answers(4, True) and not back.answers(5, False)
+
+
+def test_a_damaged_release_is_none_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Half a file (a disk that filled): nothing to send again, so the site declines a round
+    it revealed, as before it kept anything; the log says which file and why."""
+    ContributionStore(tmp_path).keep(Contribution(1, False, b"", 0, {"w": np.ones(1000)}, {}, {}))
+    path = tmp_path / CONTRIBUTION_FILE
+    path.write_bytes(path.read_bytes()[:500])
+    assert ContributionStore(tmp_path).latest() is None
+    assert f"{path} cannot be read" in caplog.text
+    assert "will not be answered again" in caplog.text
