@@ -2,7 +2,7 @@
 the round, runs that round again when it comes back (the rollout that recreates a job's pods
 mid-round does this). The sites send the release they kept, masked with the new try's keys,
 and reveal again for the same survivors: the round closes with the sum it had, bit for bit.
-Real aggregator and trainer processes, real gRPC on loopback."""
+Real aggregator and trainer processes, real gRPC on loopback; the kept file itself below."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fedkube.aggregator.checkpoint import FILE_NAME as CHECKPOINT_FILE
-from fedkube.aggregator.outputs import MODEL_FILE
 from fedkube.storage.safetensors_file import read_safetensors
 from fedkube.testing import LocalJob, manifest
 from fedkube.trainer.contribution import CONTRIBUTION_FILE, Contribution, ContributionStore
@@ -24,9 +23,9 @@ SITES = ["site-0", "site-1", "site-2"]
 
 
 def secure_job(rounds: int) -> dict:
-    # Every site needed; round 2's training (many local epochs) leaves time to copy what
-    # round 1 left behind before round 2 replaces it.
-    doc = manifest("rerun", sites=3, rounds=rounds, min_sites=3, local_epochs=40, timeout=120)
+    # Every site needed; a round's training (many local epochs: about a second) leaves time
+    # to copy what the round before left behind before this one replaces it.
+    doc = manifest("rerun", sites=3, rounds=rounds, min_sites=3, local_epochs=150, timeout=120)
     doc["spec"]["security"] = {"secureAggregation": {"threshold": 2}}
     return doc
 
@@ -43,46 +42,64 @@ def kept_round(state: Path) -> int:
     return int(read_safetensors(state / CONTRIBUTION_FILE)[1]["round"])
 
 
+def model_of(checkpoint: Path) -> dict[str, np.ndarray]:
+    arrays, _ = read_safetensors(checkpoint)
+    return {k.removeprefix("model/"): v for k, v in arrays.items() if k.startswith("model/")}
+
+
 @pytest.mark.slow
 def test_a_secure_round_lost_after_its_reveal_closes_again_with_the_same_model(
     tmp_path: Path,
 ) -> None:
-    # The first aggregator: round 1 closes; what the sites and the aggregator hold then is
-    # copied while round 2 trains: the sites have revealed round 1 and keep its release.
-    first = local_job(tmp_path / "first", secure_job(rounds=2), tmp_path / "states")
-    lost = tmp_path / "as-round-1-closed"
+    # The first aggregator. What it had saved when round 2 opened, and what the sites hold
+    # once round 2 closed (copied while round 3 trains: they revealed round 2 and keep its
+    # release), are what an aggregator that stopped between round 2's reveal and its save
+    # would leave behind.
+    first = local_job(tmp_path / "first", secure_job(rounds=3), tmp_path / "states")
+    lost, made = tmp_path / "lost", tmp_path / "round-2-made"
     try:
         first.start_all()
         first.wait_for(lambda p: p.round >= 1)
+        (lost / "ck").mkdir(parents=True)
+        shutil.copy(first.tmp / "ck" / CHECKPOINT_FILE, lost / "ck" / CHECKPOINT_FILE)
+        first.wait_for(lambda p: p.round >= 2)
         shutil.copytree(tmp_path / "states", lost / "states")
-        shutil.copy(first.tmp / "ck" / CHECKPOINT_FILE, lost / CHECKPOINT_FILE)
+        shutil.copy(first.tmp / "ck" / CHECKPOINT_FILE, made)
         assert first.wait_done().phase == "Succeeded"
     finally:
         first.stop()
     for site in SITES:
         state = lost / "states" / site
         guards = json.loads((state / GUARDS_FILE).read_text())
-        assert guards["revealed"] == [1] and guards["lastReveal"]["survivors"] == SITES
-        assert kept_round(state) == 1, "round 2's training ended before the copy; a slow machine"
+        assert guards["revealed"] == [1, 2] and guards["lastReveal"]["survivors"] == SITES
+        assert kept_round(state) == 2, "round 3's training ended before the copy; a slow machine"
 
-    # Its successor never saw round 1 closed (no checkpoint): it runs round 1 again, and the
-    # sites, their state folders as round 1 left them, send what they sent then.
-    again = local_job(tmp_path / "again", secure_job(rounds=1), lost / "states")
+    # Its successor resumes from round 1 and runs round 2 again; the sites, their state
+    # folders as round 2 left them, send what they sent then, and reveal for the same sites.
+    again = local_job(tmp_path / "again", secure_job(rounds=3), lost / "states")
+    shutil.copytree(lost / "ck", again.tmp / "ck")
+    remade = tmp_path / "round-2-remade"
     started = time.monotonic()
-    result = again.run(timeout=240)
-    assert result.phase == "Succeeded" and result.rounds_completed == 1, again.log("aggregator")
-    assert [h.sites for h in result.history] == [SITES]
+    try:
+        again.start_all()
+        again.wait_for(lambda p: p.round >= 2)
+        shutil.copy(again.tmp / "ck" / CHECKPOINT_FILE, remade)
+        result = again.wait_done(timeout=240)
+    finally:
+        again.stop()
+    assert "resumed from checkpoint" in again.log("aggregator")
+    assert result.phase == "Succeeded" and result.rounds_completed == 3, again.log("aggregator")
+    assert [h.round for h in result.history] == [1, 2, 3]
+    assert all(h.sites == SITES for h in result.history)
     assert time.monotonic() - started < 120, "no site was waited for until a deadline"
     for site in SITES:
         log = (again.logs / f"{site}.log").read_text()
-        assert "round 1: run again; this site sends the release it kept" in log, log
+        assert "round 2: run again; this site sends the release it kept" in log, log
         assert " ERROR " not in log and "task refused" not in log, log
-    model, _ = read_safetensors(again.out / MODEL_FILE)
-    saved, _ = read_safetensors(lost / CHECKPOINT_FILE)
-    before = {k.removeprefix("model/"): v for k, v in saved.items() if k.startswith("model/")}
-    assert sorted(model) == sorted(before)
-    for name, values in model.items():
-        assert np.array_equal(values, before[name]), f"{name}: another sum than round 1 had"
+    before, after = model_of(made), model_of(remade)
+    assert sorted(before) == sorted(after)
+    for name, values in after.items():
+        assert np.array_equal(values, before[name]), f"{name}: another sum than round 2 had"
 
 
 def test_a_kept_release_reads_back_as_it_was_written(tmp_path: Path) -> None:
