@@ -26,7 +26,7 @@ from fedkube.secagg.signed_keys import SigningIdentity, survivors_bytes
 from fedkube.secagg.site import SiteSession
 from fedkube.security.certs import create_consortium
 from fedkube.spec import parse_job
-from fedkube.stats.score_counts import SCORE_COUNTS
+from fedkube.stats.score_counts import BLOCK, LIMBS, SCORE_COUNTS
 from fedkube.testing import manifest
 from fedkube.trainer.client import TrainerClient
 from fedkube.trainer.local import LocalTrainer
@@ -36,6 +36,8 @@ from fedkube.wire.tensors import Params
 from tests.support.hostile_aggregator import HostileAggregator
 
 JOB, SITE, PEERS = "hostile", "site-0", ["site-1", "site-2"]
+# A final evaluation's counts: one block (not personalised), each count as limbs.
+COUNTS_SIZE = BLOCK * LIMBS
 
 
 class Honest:
@@ -92,12 +94,14 @@ class Honest:
         }  # fmt: skip
 
     def advertised(
-        self, peers: dict[str, SiteSession], attempt: int = 1
+        self, peers: dict[str, SiteSession], attempt: int = 1, scores_only: bool = False
     ) -> tuple[SecureSum, list[pb.SiteKeys]]:
         """Round 1 up to its closed roster: this site's keys and the peers'."""
-        sizes = [v.size for v in self.model.values()]
+        sizes = [COUNTS_SIZE] if scores_only else [v.size for v in self.model.values()]
         total = SecureSum(Context(JOB, 1, attempt), self.params, sizes)
-        self.aggregator.push(self.task(pb.ADVERTISE_KEYS, attempt=attempt))
+        advertise = self.task(pb.ADVERTISE_KEYS, attempt=attempt)
+        advertise.secure.scores_only = scores_only
+        self.aggregator.push(advertise)
         total.advertise(self.aggregator.wait_for("keys", attempt)[-1])
         for session in peers.values():
             total.advertise(session.advertisement(0, 10))
@@ -115,8 +119,9 @@ class Honest:
         ``evaluate`` the round scores the model first, with ``scores_only`` it only scores it
         (a final evaluation). ``attempt``: the round's try (the n-th this site is sent).
         Without ``wait`` the update is not waited for (None)."""
-        total, roster = self.advertised(peers, attempt)
+        total, roster = self.advertised(peers, attempt, scores_only)
         share = self.task(pb.SHARE_KEYS, attempt=attempt)
+        share.secure.scores_only = scores_only
         share.secure.roster.extend(roster)
         self.aggregator.push(share)
         total.add_shares(self.aggregator.wait_for("shares", attempt)[-1])
@@ -131,23 +136,31 @@ class Honest:
         update = self.aggregator.wait_for("update", attempt)[-1] if wait else None
         return total, roster, update
 
-    def unmasked_sum(self, attempt: int) -> list[np.ndarray]:
+    def unmasked_sum(self, attempt: int, scores_only: bool = False) -> list[np.ndarray]:
         """Round 1's try ``attempt`` in full, every site a survivor; the peers release zeros
-        (no noise: they are the aggregator's), so the sum is this site's release alone."""
+        (no noise: they are the aggregator's), so the sum is this site's release alone. With
+        ``scores_only``, a final evaluation: its counts."""
         peers = self.peers(attempt=attempt)
-        total, roster, update = self.to_the_masked_update(peers, attempt=attempt)
+        total, roster, update = self.to_the_masked_update(
+            peers, attempt=attempt, scores_only=scores_only
+        )
         for part in update[1:]:
             values = np.frombuffer(part.chunk.data, dtype=np.uint32)
             total.fold(part.chunk.tensor, part.chunk.offset // 4, values)
         total.commit(SITE)
         for name, session in peers.items():
             session.receive_shares(total.inbox(name))
-            zeros = [np.zeros(v.size) for v in self.model.values()]
-            for tensor, masked in enumerate(session.masked_release(zeros)):
-                total.fold(tensor, 0, masked)
+            if scores_only:
+                released = session.masked_counts([np.zeros(COUNTS_SIZE, np.uint32)])
+            else:
+                released = session.masked_release([np.zeros(v.size) for v in self.model.values()])
+            for tensor, masked in enumerate(released):
+                total.fold(tensor, 0, masked.reshape(-1))
             total.commit(name)
         survivors, dropped = total.unmask_request()
-        self.aggregator.push(self.unmask(roster, survivors, attempt))
+        unmask = self.unmask(roster, survivors, attempt)
+        unmask.secure.scores_only = scores_only
+        self.aggregator.push(unmask)
         total.add_reveal(self.aggregator.wait_for("reveal", attempt)[-1])
         for session in peers.values():
             total.add_reveal(session.reveal(survivors, dropped))
@@ -267,6 +280,18 @@ def test_a_round_run_again_gets_the_same_release_not_a_second_one(honest: Honest
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert any(a.any() for a in first), "the sum is the site's update, not zeros"
     assert not agg.of("decline")
+
+
+def test_a_final_evaluation_run_again_gets_the_same_counts(honest: Honest) -> None:
+    """The final evaluation is answered once, except that the same evaluation run again
+    (the same round: an aggregator that restarted before saving it) gets the counts the site
+    released, noise and all, not a second draw."""
+    agg = honest.aggregator
+    first = honest.unmasked_sum(attempt=1, scores_only=True)
+    again = honest.unmasked_sum(attempt=2, scores_only=True)
+    assert [t.name for t in agg.of("update")[1][0].header.tensors] == [SCORE_COUNTS]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert first[0].any() and not agg.of("decline")
 
 
 def test_a_round_revealed_is_revealed_again_only_for_the_same_survivors(
