@@ -19,6 +19,8 @@ from fedkube.testing import LocalJob, manifest
 from fedkube.trainer.contribution import CONTRIBUTION_FILE, Contribution, ContributionStore
 from fedkube.trainer.guards import GUARDS_FILE
 
+from tests.support.site_files import file_job, write_site_files
+
 SITES = ["site-0", "site-1", "site-2"]
 
 
@@ -30,10 +32,10 @@ def secure_job(rounds: int) -> dict:
     return doc
 
 
-def local_job(folder: Path, doc: dict, states: Path) -> LocalJob:
+def local_job(folder: Path, doc: dict, states: Path, sites: list[str] | None = None) -> LocalJob:
     folder.mkdir()
     job = LocalJob(folder, doc)
-    for site in SITES:
+    for site in sites or SITES:
         job.trainer_args[site] = ["--state-dir", str(states / site)]
     return job
 
@@ -144,3 +146,38 @@ def test_a_damaged_release_is_none_and_said(
     assert ContributionStore(tmp_path).latest() is None
     assert f"{path} cannot be read" in caplog.text
     assert "will not be answered again" in caplog.text
+
+
+@pytest.mark.slow
+def test_round_0_run_again_gets_the_same_statistics(tmp_path: Path) -> None:
+    """Round 0 (the sites' statistics, masked) lost after its reveal: the sites send the
+    counts they sent, and the successor agrees the same preprocessing from the same report."""
+    doc = file_job(write_site_files(tmp_path / "data"), rounds=1, name="rerun-0")
+    doc["spec"]["security"] = {"secureAggregation": {"threshold": 2}}
+    doc["spec"]["task"].update(labels=["benign", "malignant"], localEpochs=150)
+    clinics = [s["name"] for s in doc["spec"]["sites"]]
+    first = local_job(tmp_path / "first", doc, tmp_path / "states", clinics)
+    lost = tmp_path / "lost"
+    try:
+        first.start_all()
+        first.wait_for(lambda p: p.open_round == 1 or p.round >= 1)
+        shutil.copytree(tmp_path / "states", lost)
+        assert first.wait_done().phase == "Succeeded"
+    finally:
+        first.stop()
+    for site in clinics:
+        assert kept_round(lost / site) == 0, "round 1's training ended before the copy"
+
+    again = local_job(tmp_path / "again", doc, lost, clinics)
+    result = again.run(timeout=240)
+    assert result.phase == "Succeeded", again.log("aggregator")
+    for site in clinics:
+        log = (again.logs / f"{site}.log").read_text()
+        assert "round 0: run again; this site sends the statistics it sent before" in log, log
+    before, after = (saved_state(job.tmp / "ck") for job in (first, again))
+    assert after["statistics"] == before["statistics"] and after["statistics"]
+    assert after["preprocessing"] == before["preprocessing"]
+
+
+def saved_state(ck: Path) -> dict:
+    return json.loads(read_safetensors(ck / CHECKPOINT_FILE)[1]["fedkube"])
