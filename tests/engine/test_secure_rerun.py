@@ -104,6 +104,65 @@ def test_a_secure_round_lost_after_its_reveal_closes_again_with_the_same_model(
         assert np.array_equal(values, before[name]), f"{name}: another sum than round 2 had"
 
 
+@pytest.mark.slow
+def test_a_round_run_again_is_kept_to_the_survivors_it_was_revealed_for(
+    tmp_path: Path,
+) -> None:
+    """Four sites listed, three of them training: round 2 was revealed for site-0..2. When
+    it is run again, site-3 has come and sends a masked update too; the sites that revealed
+    say for whom they did, and the aggregator takes site-3 out of that try (its update out of
+    the sum), rather than show a list they would decline. The round closes as it did."""
+    doc = secure_job(rounds=3)
+    doc["spec"]["sites"].append({**doc["spec"]["sites"][0], "name": "site-3"})
+    # A majority of four; equal weights, so the release weighs the same over either roster.
+    doc["spec"]["security"] = {
+        "secureAggregation": {"threshold": 3},
+        "weighting": "equal",
+    }
+    doc["spec"]["joinGraceSeconds"] = 2
+    first = local_job(tmp_path / "first", doc, tmp_path / "states")  # site-0..2 only
+    lost, made = tmp_path / "lost", tmp_path / "round-2-made"
+    try:
+        first.start_aggregator()
+        for site in SITES:
+            first.start_trainer(site)
+        first.wait_for(lambda p: p.round >= 1)
+        (lost / "ck").mkdir(parents=True)
+        shutil.copy(first.tmp / "ck" / CHECKPOINT_FILE, lost / "ck" / CHECKPOINT_FILE)
+        first.wait_for(lambda p: p.round >= 2)
+        shutil.copytree(tmp_path / "states", lost / "states")
+        shutil.copy(first.tmp / "ck" / CHECKPOINT_FILE, made)
+        assert first.wait_done().phase == "Succeeded"
+    finally:
+        first.stop()
+    for site in SITES:
+        assert kept_round(lost / "states" / site) == 2, "round 3 trained before the copy"
+
+    everyone = [*SITES, "site-3"]
+    again = local_job(tmp_path / "again", doc, lost / "states", everyone)
+    shutil.copytree(lost / "ck", again.tmp / "ck")
+    remade = tmp_path / "round-2-remade"
+    try:
+        again.start_all()
+        again.wait_for(lambda p: p.round >= 2)
+        shutil.copy(again.tmp / "ck" / CHECKPOINT_FILE, remade)
+        result = again.wait_done(timeout=240)
+    finally:
+        again.stop()
+    log = whole_log(again, "aggregator")
+    assert "round 2 is run again, revealed before for site-0, site-1, site-2: site-3 leave" in log
+    assert result.phase == "Succeeded", log
+    assert [h.sites for h in result.history] == [SITES, SITES, everyone]
+    assert " declined " not in log, log
+    before, after = model_of(made), model_of(remade)
+    for name, values in after.items():
+        assert np.array_equal(values, before[name]), f"{name}: another sum than round 2 had"
+
+
+def whole_log(job: LocalJob, name: str) -> str:
+    return (job.logs / f"{name}.log").read_text(errors="replace")
+
+
 def test_a_kept_release_reads_back_as_it_was_written(tmp_path: Path) -> None:
     """Every field, the arrays bit for bit in their order, a tensor and a count of one name
     apart; a fresh store (a restarted trainer) reads the file."""

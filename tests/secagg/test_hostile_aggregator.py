@@ -277,6 +277,9 @@ def test_a_round_run_again_gets_the_same_release_not_a_second_one(honest: Honest
     assert len(agg.of("keys")) == 2 and len(agg.of("reveal")) == 2
     masked = [b"".join(p.chunk.data for p in update[1:]) for update in agg.of("update")]
     assert masked[0] != masked[1], "masked with the new try's keys"
+    # The second says for whom round 1 was revealed: the aggregator can show that list.
+    headers = [update[0].header for update in agg.of("update")]
+    assert list(headers[0].revealed_for) == [] and headers[1].revealed_for == [SITE, *PEERS]
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert any(a.any() for a in first), "the sum is the site's update, not zeros"
     assert not agg.of("decline")

@@ -24,10 +24,10 @@ from fedkube.aggregator.round_log import RoundLog
 from fedkube.aggregator.round_shapes import RoundShapes
 from fedkube.aggregator.rounds import OpenRound, asked_to_answer
 from fedkube.aggregator.sample_bounds import SampleBounds
+from fedkube.aggregator.survivors import settle
 from fedkube.aggregator.updates import SpooledUpdate, check_tensors
 from fedkube.errors import InvalidUpdate, RoundClosed, SecureAggregationError
 from fedkube.proto import fedkube_pb2 as pb
-from fedkube.secagg.disputes import disputes_among, sites_to_leave
 from fedkube.secagg.keys import Context
 from fedkube.secagg.server import SecureSum
 from fedkube.spec.progress import SecureRoundRecord
@@ -129,29 +129,11 @@ class SecureRounds:
         self._take_next_keys(r, update.header)
         return int(r.secure.advertised[update.site].num_samples)
 
-    def _settle_disputes(self, r: OpenRound) -> None:
-        """Take one side of every dispute over a share that did not open out of the sum (the
-        fewest sites, ``secagg.disputes``), then let go of the kept updates."""
-        assert r.secure is not None
+    def _settle_survivors(self, r: OpenRound) -> None:
+        """Who the masked-update stage leaves in the sum (``survivors.settle``); then the
+        kept updates are let go."""
         folded, self.folded = self.folded, {}
-        try:
-            leaving = sites_to_leave(disputes_among(r.secure.survivors, r.secure.unopened))
-            for site in leaving:
-                for tensor, start, values in folded[site].pieces():
-                    r.secure.unfold(tensor, start, values)
-                r.secure.exclude(site)
-                r.done.pop(site, None)
-                r.updates.pop(site, None)
-                r.samples.pop(site, None)
-                r.next_keys.pop(site, None)
-            if leaving:
-                log.warning(
-                    "round %d: shares did not open %s; taken out of the round: %s",
-                    *(r.number, r.secure.unopened_by_site, ", ".join(leaving)),
-                )
-        finally:
-            for update in folded.values():
-                update.close()
+        settle(r, folded)
 
     def advertise_keys(self, msg: pb.KeyAdvertisement) -> None:
         r, secure = self._stage_of(msg.ref, pb.ADVERTISE_KEYS)
@@ -250,7 +232,7 @@ class SecureRounds:
             return None
         for update in list(r.receiving.values()):
             update.close()
-        self._settle_disputes(r)
+        self._settle_survivors(r)
         if len(r.done) < quorum:
             return None
         self.upcoming = self._next_round_roster(r)

@@ -384,7 +384,7 @@ class SiteSchema(_message.Message):
     def __init__(self, columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("ref", "model_version", "num_samples", "metrics", "tensors", "codec", "next_round_keys", "schema", "unopened_shares")
+    __slots__ = ("ref", "model_version", "num_samples", "metrics", "tensors", "codec", "next_round_keys", "schema", "unopened_shares", "revealed_for")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -401,6 +401,7 @@ class UpdateHeader(_message.Message):
     NEXT_ROUND_KEYS_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     UNOPENED_SHARES_FIELD_NUMBER: _ClassVar[int]
+    REVEALED_FOR_FIELD_NUMBER: _ClassVar[int]
     ref: RoundRef
     model_version: int
     num_samples: int
@@ -410,7 +411,8 @@ class UpdateHeader(_message.Message):
     next_round_keys: KeyAdvertisement
     schema: SiteSchema
     unopened_shares: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[_Union[Codec, str]] = ..., next_round_keys: _Optional[_Union[KeyAdvertisement, _Mapping]] = ..., schema: _Optional[_Union[SiteSchema, _Mapping]] = ..., unopened_shares: _Optional[_Iterable[str]] = ...) -> None: ...
+    revealed_for: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ref: _Optional[_Union[RoundRef, _Mapping]] = ..., model_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., codec: _Optional[_Union[Codec, str]] = ..., next_round_keys: _Optional[_Union[KeyAdvertisement, _Mapping]] = ..., schema: _Optional[_Union[SiteSchema, _Mapping]] = ..., unopened_shares: _Optional[_Iterable[str]] = ..., revealed_for: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdatePart(_message.Message):
     __slots__ = ("header", "chunk")

@@ -175,11 +175,13 @@ class SecureSum:
     def commit(self, site: str) -> None:
         self.survivors.add(site)
 
-    def exclude(self, site: str) -> None:
-        """A survivor whose update was taken back out of the sum: from here it is dropped."""
+    def exclude(self, site: str, disputed: bool = True) -> None:
+        """A survivor whose update was taken back out of the sum: from here it is dropped.
+        One ``disputed`` (a share that did not open) is named in ``excluded``."""
         self.survivors.discard(site)
         self.unopened.pop(site, None)
-        self.excluded.append(site)
+        if disputed:
+            self.excluded.append(site)
 
     def unmask_request(self) -> tuple[list[str], list[str]]:
         """(survivors, dropped) as sent to every survivor."""

@@ -353,6 +353,7 @@ class TrainerClient:
         metrics: dict[str, float],
         next_round_keys: pb.KeyAdvertisement | None = None,
         unopened_shares: Sequence[str] = (),
+        revealed_for: Sequence[str] = (),
     ) -> Iterator[UpdateMessage]:
         masked = task.HasField("secure")
         yield pb.UpdatePart(
@@ -370,6 +371,7 @@ class TrainerClient:
                 else pb.RAW,
                 next_round_keys=next_round_keys,
                 unopened_shares=unopened_shares,
+                revealed_for=revealed_for,
             )
         )
         # Frames, not messages: one copy of each byte (``wire.chunk_frames``).

@@ -75,6 +75,7 @@ class SecureSiteHost(Protocol):
         metrics: dict[str, float],
         next_round_keys: pb.KeyAdvertisement | None = None,
         unopened_shares: Sequence[str] = (),
+        revealed_for: Sequence[str] = (),
     ) -> Iterator[UpdateMessage]: ...
 
 
@@ -238,8 +239,18 @@ class SecureStages:
         upcoming = self._new_session(task, task.ref.round + 1, 1)
         next_version = task.model_version + min(task.ref.round, 1)
         keys = upcoming.advertisement(next_version, self.c.rows())
+        # A round this site revealed before: it says for which survivors, so the aggregator
+        # can show that list (and take other senders out of this try) rather than have it
+        # decline at the reveal.
+        revealed_for = self.c.guards.survivors_of(task.ref.round) or []
         parts = self.c.update_parts(
-            task, version, masked, metrics, next_round_keys=keys, unopened_shares=session.unopened
+            task,
+            version,
+            masked,
+            metrics,
+            next_round_keys=keys,
+            unopened_shares=session.unopened,
+            revealed_for=revealed_for,
         )
         if self.c.send(task, "masked update", self.c.link.submit_update, parts) is not None:
             self.upcoming = upcoming
