@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fedkube.aggregator.checkpoint import FILE_NAME as CHECKPOINT_FILE
+from fedkube.spec.progress import JobResult
 from fedkube.storage.safetensors_file import read_safetensors
 from fedkube.testing import LocalJob, manifest
 from fedkube.trainer.contribution import CONTRIBUTION_FILE, Contribution, ContributionStore
@@ -49,18 +50,17 @@ def model_of(checkpoint: Path) -> dict[str, np.ndarray]:
     return {k.removeprefix("model/"): v for k, v in arrays.items() if k.startswith("model/")}
 
 
-@pytest.mark.slow
-def test_a_secure_round_lost_after_its_reveal_closes_again_with_the_same_model(
-    tmp_path: Path,
-) -> None:
-    # The first aggregator. What it had saved when round 2 opened, and what the sites hold
-    # once round 2 closed (copied while round 3 trains: they revealed round 2 and keep its
-    # release), are what an aggregator that stopped between round 2's reveal and its save
-    # would leave behind.
-    first = local_job(tmp_path / "first", secure_job(rounds=3), tmp_path / "states")
+def lose_round_2(tmp_path: Path, doc: dict, sites: list[str]) -> tuple[Path, Path]:
+    """Run the job with ``sites``. What its aggregator had saved when round 2 opened, and
+    what the sites hold once round 2 closed (copied while round 3 trains: they revealed round
+    2 and keep its release), are what an aggregator that stopped between round 2's reveal and
+    its save leaves behind: in the folder returned, with the checkpoint round 2 made."""
+    first = local_job(tmp_path / "first", doc, tmp_path / "states", sites)
     lost, made = tmp_path / "lost", tmp_path / "round-2-made"
     try:
-        first.start_all()
+        first.start_aggregator()
+        for site in sites:
+            first.start_trainer(site)
         first.wait_for(lambda p: p.round >= 1)
         (lost / "ck").mkdir(parents=True)
         shutil.copy(first.tmp / "ck" / CHECKPOINT_FILE, lost / "ck" / CHECKPOINT_FILE)
@@ -70,25 +70,42 @@ def test_a_secure_round_lost_after_its_reveal_closes_again_with_the_same_model(
         assert first.wait_done().phase == "Succeeded"
     finally:
         first.stop()
-    for site in SITES:
-        state = lost / "states" / site
-        guards = json.loads((state / GUARDS_FILE).read_text())
-        assert guards["revealed"] == [1, 2] and guards["lastReveal"]["survivors"] == SITES
-        assert kept_round(state) == 2, "round 3's training ended before the copy; a slow machine"
+    for site in sites:
+        assert kept_round(lost / "states" / site) == 2, "round 3 trained before the copy"
+    return lost, made
 
-    # Its successor resumes from round 1 and runs round 2 again; the sites, their state
-    # folders as round 2 left them, send what they sent then, and reveal for the same sites.
-    again = local_job(tmp_path / "again", secure_job(rounds=3), lost / "states")
+
+def run_round_2_again(
+    tmp_path: Path, doc: dict, lost: Path, sites: list[str]
+) -> tuple[LocalJob, JobResult, Path]:
+    """The successor: resumed from round 1, the sites' folders as round 2 left them; the
+    job, its result, and the checkpoint it saved after round 2."""
+    again = local_job(tmp_path / "again", doc, lost / "states", sites)
     shutil.copytree(lost / "ck", again.tmp / "ck")
     remade = tmp_path / "round-2-remade"
-    started = time.monotonic()
     try:
         again.start_all()
         again.wait_for(lambda p: p.round >= 2)
         shutil.copy(again.tmp / "ck" / CHECKPOINT_FILE, remade)
-        result = again.wait_done(timeout=240)
+        return again, again.wait_done(timeout=240), remade
     finally:
         again.stop()
+
+
+@pytest.mark.slow
+def test_a_secure_round_lost_after_its_reveal_closes_again_with_the_same_model(
+    tmp_path: Path,
+) -> None:
+    lost, made = lose_round_2(tmp_path, secure_job(rounds=3), SITES)
+    for site in SITES:
+        state = lost / "states" / site
+        guards = json.loads((state / GUARDS_FILE).read_text())
+        assert guards["revealed"] == [1, 2] and guards["lastReveal"]["survivors"] == SITES
+
+    # Its successor resumes from round 1 and runs round 2 again; the sites, their state
+    # folders as round 2 left them, send what they sent then, and reveal for the same sites.
+    started = time.monotonic()
+    again, result, remade = run_round_2_again(tmp_path, secure_job(rounds=3), lost, SITES)
     assert "resumed from checkpoint" in again.log("aggregator")
     assert result.phase == "Succeeded" and result.rounds_completed == 3, again.log("aggregator")
     assert [h.round for h in result.history] == [1, 2, 3]
@@ -120,35 +137,9 @@ def test_a_round_run_again_is_kept_to_the_survivors_it_was_revealed_for(
         "weighting": "equal",
     }
     doc["spec"]["joinGraceSeconds"] = 2
-    first = local_job(tmp_path / "first", doc, tmp_path / "states")  # site-0..2 only
-    lost, made = tmp_path / "lost", tmp_path / "round-2-made"
-    try:
-        first.start_aggregator()
-        for site in SITES:
-            first.start_trainer(site)
-        first.wait_for(lambda p: p.round >= 1)
-        (lost / "ck").mkdir(parents=True)
-        shutil.copy(first.tmp / "ck" / CHECKPOINT_FILE, lost / "ck" / CHECKPOINT_FILE)
-        first.wait_for(lambda p: p.round >= 2)
-        shutil.copytree(tmp_path / "states", lost / "states")
-        shutil.copy(first.tmp / "ck" / CHECKPOINT_FILE, made)
-        assert first.wait_done().phase == "Succeeded"
-    finally:
-        first.stop()
-    for site in SITES:
-        assert kept_round(lost / "states" / site) == 2, "round 3 trained before the copy"
-
+    lost, made = lose_round_2(tmp_path, doc, SITES)  # site-3 does not start
     everyone = [*SITES, "site-3"]
-    again = local_job(tmp_path / "again", doc, lost / "states", everyone)
-    shutil.copytree(lost / "ck", again.tmp / "ck")
-    remade = tmp_path / "round-2-remade"
-    try:
-        again.start_all()
-        again.wait_for(lambda p: p.round >= 2)
-        shutil.copy(again.tmp / "ck" / CHECKPOINT_FILE, remade)
-        result = again.wait_done(timeout=240)
-    finally:
-        again.stop()
+    again, result, remade = run_round_2_again(tmp_path, doc, lost, everyone)
     log = whole_log(again, "aggregator")
     assert "round 2 is run again, revealed before for site-0, site-1, site-2: site-3 leave" in log
     assert result.phase == "Succeeded", log
