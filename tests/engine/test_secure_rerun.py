@@ -17,7 +17,12 @@ from fedkube.aggregator.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from fedkube.spec.progress import JobResult
 from fedkube.storage.safetensors_file import read_safetensors
 from fedkube.testing import LocalJob, manifest
-from fedkube.trainer.contribution import CONTRIBUTION_FILE, Contribution, ContributionStore
+from fedkube.trainer.contribution import (
+    CONTRIBUTION_FILE,
+    Contribution,
+    ContributionStore,
+    Label,
+)
 from fedkube.trainer.guards import GUARDS_FILE
 
 from tests.support.site_files import file_job, write_site_files
@@ -156,44 +161,42 @@ def whole_log(job: LocalJob, name: str) -> str:
 
 def test_a_kept_release_reads_back_as_it_was_written(tmp_path: Path) -> None:
     """Every field, the arrays bit for bit in their order, a tensor and a count of one name
-    apart; a fresh store (a restarted trainer) reads the file."""
+    apart; a fresh store (a restarted trainer) reads the label alone, then the release."""
     rng = np.random.default_rng(0)
+    label = Label(round=4, scores_only=False, model=bytes(range(32)))
     release = Contribution(
-        round=4,
-        scores_only=False,
-        model=bytes(range(32)),
+        label=label,
         version=3,
         released={"w": rng.normal(size=(3, 5)), "b": rng.normal(size=5).astype(np.float32)},
         counts={"w": np.arange(7, dtype=np.uint32)},
         metrics={"train_loss": 0.25},
     )
     ContributionStore(tmp_path).keep(release)
-    back = ContributionStore(tmp_path).latest()
+    store = ContributionStore(tmp_path)
+    assert store.label() == label
+    assert label.answers(4, False) and not label.answers(4, True) and not label.answers(5, False)
+    back = store.load()
     assert back is not None
-    assert (back.round, back.scores_only, back.model, back.version, back.metrics) == (
-        4,
-        False,
-        bytes(range(32)),
-        3,
-        {"train_loss": 0.25},
-    )
+    assert (back.label, back.version, back.metrics) == (label, 3, {"train_loss": 0.25})
     assert list(back.released) == ["w", "b"] and list(back.counts) == ["w"]
     for got, want in [*zip(back.released.values(), release.released.values(), strict=True),
                       (back.counts["w"], release.counts["w"])]:  # fmt: skip
         assert got.dtype == want.dtype and got.shape == want.shape
         assert np.array_equal(got, want)
-    assert back.answers(4, False) and not back.answers(4, True) and not back.answers(5, False)
 
 
+@pytest.mark.parametrize("kept_bytes", [500, 6], ids=["data cut", "header cut"])
 def test_a_damaged_release_is_none_and_said(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kept_bytes: int
 ) -> None:
-    """Half a file (a disk that filled): nothing to send again, so the site declines a round
-    it revealed, as before it kept anything; the log says which file and why."""
-    ContributionStore(tmp_path).keep(Contribution(1, False, b"", 0, {"w": np.ones(1000)}, {}, {}))
+    """A file cut short (a disk that filled): nothing to send again, so the site declines a
+    round it revealed, as before it kept anything; the log says which file and why."""
+    release = Contribution(Label(1, False, b""), 0, {"w": np.ones(1000)}, {}, {})
+    ContributionStore(tmp_path).keep(release)
     path = tmp_path / CONTRIBUTION_FILE
-    path.write_bytes(path.read_bytes()[:500])
-    assert ContributionStore(tmp_path).latest() is None
+    path.write_bytes(path.read_bytes()[:kept_bytes])
+    store = ContributionStore(tmp_path)
+    assert store.label() in (None, release.label) and store.load() is None
     assert f"{path} cannot be read" in caplog.text
     assert "will not be answered again" in caplog.text
 

@@ -28,14 +28,24 @@ log = logging.getLogger("fedkube.trainer")
 CONTRIBUTION_FILE = "secure-contribution.safetensors"
 
 
-@dataclass
-class Contribution:
-    """One secure round's release by this site, before masking."""
+@dataclass(frozen=True)
+class Label:
+    """Which round a kept release answers, and the model it was made on."""
 
     round: int
     scores_only: bool
     # sha256 of the model the site trained or scored (empty for round 0: its statistics).
     model: bytes
+
+    def answers(self, round: int, scores_only: bool) -> bool:
+        return (self.round, self.scores_only) == (round, scores_only)
+
+
+@dataclass
+class Contribution:
+    """One secure round's release by this site, before masking."""
+
+    label: Label
     version: int
     # The update's tensors as ``SiteSession.protect`` released them, by name, in order.
     released: dict[str, np.ndarray]
@@ -44,38 +54,56 @@ class Contribution:
     counts: dict[str, np.ndarray]
     metrics: dict[str, float] = field(default_factory=dict)
 
-    def answers(self, round: int, scores_only: bool) -> bool:
-        return (self.round, self.scores_only) == (round, scores_only)
-
 
 class ContributionStore:
-    """The latest contribution, in ``folder`` (in memory only when there is none: a site
-    without a state folder forgets its guards on restart too)."""
+    """The latest contribution, in ``folder``. Only its label stays in memory (an update can
+    be GBs); the release is read back when a round is run again. Without a folder it is held
+    in memory: a site without a state folder forgets its guards on restart too."""
 
     def __init__(self, folder: Path | None) -> None:
         self.path = folder / CONTRIBUTION_FILE if folder is not None else None
-        self._latest: Contribution | None = None
-        self._loaded = self.path is None
+        self._label: Label | None = None
+        self._held: Contribution | None = None
+        self._looked = self.path is None
 
-    def latest(self) -> Contribution | None:
-        if not self._loaded:
-            self._loaded = True
-            self._latest = self._read()
-        return self._latest
+    def label(self) -> Label | None:
+        if not self._looked:
+            self._looked = True
+            self._label = self._read_label()
+        return self._label
+
+    def load(self) -> Contribution | None:
+        """The kept release whole; None when it cannot be read (said in the log)."""
+        if self.path is None:
+            return self._held
+        try:
+            arrays, meta = read_safetensors(self.path)
+            return Contribution(
+                label=_label_of(meta),
+                version=int(meta["version"]),
+                released={k: arrays[f"released/{k}"] for k in json.loads(meta["released"])},
+                counts={k: arrays[f"counts/{k}"] for k in json.loads(meta["counts"])},
+                metrics={str(k): float(v) for k, v in json.loads(meta["metrics"]).items()},
+            )
+        except Exception as e:  # a damaged file fails in the library, JSON or a key
+            self._unreadable(e)
+            return None
 
     def keep(self, contribution: Contribution) -> None:
-        self._latest, self._loaded = contribution, True
+        self._label, self._looked = contribution.label, True
         if self.path is None:
+            self._held = contribution
             return
         # Names are prefixed so that an update tensor and a count may share a name.
         arrays = {
             **{f"released/{k}": v for k, v in contribution.released.items()},
             **{f"counts/{k}": np.asarray(v, np.uint32) for k, v in contribution.counts.items()},
         }
+        label = contribution.label
         metadata = {
-            "round": str(contribution.round),
-            "scoresOnly": json.dumps(contribution.scores_only),
-            "model": contribution.model.hex(),
+            "round": str(label.round),
+            "scoresOnly": json.dumps(label.scores_only),
+            "model": label.model.hex(),
             "version": str(contribution.version),
             "released": json.dumps(list(contribution.released)),
             "counts": json.dumps(list(contribution.counts)),
@@ -83,25 +111,30 @@ class ContributionStore:
         }
         write_safetensors(self.path, arrays, metadata)
 
-    def _read(self) -> Contribution | None:
+    def _read_label(self) -> Label | None:
         assert self.path is not None
         if not self.path.exists():
             return None
         try:
-            arrays, meta = read_safetensors(self.path)
-            return Contribution(
-                round=int(meta["round"]),
-                scores_only=bool(json.loads(meta["scoresOnly"])),
-                model=bytes.fromhex(meta["model"]),
-                version=int(meta["version"]),
-                released={k: arrays[f"released/{k}"] for k in json.loads(meta["released"])},
-                counts={k: arrays[f"counts/{k}"] for k in json.loads(meta["counts"])},
-                metrics={str(k): float(v) for k, v in json.loads(meta["metrics"]).items()},
-            )
+            from safetensors import safe_open
+
+            with safe_open(str(self.path), framework="numpy") as f:
+                return _label_of(dict(f.metadata() or {}))
         except Exception as e:  # a damaged file fails in the library, JSON or a key
-            # Safe either way: without it, the site declines a round it revealed.
-            log.warning(
-                "%s cannot be read (%s: %s); a round this site revealed will not be answered again",
-                *(self.path, type(e).__name__, e),
-            )
+            self._unreadable(e)
             return None
+
+    def _unreadable(self, e: Exception) -> None:
+        # Safe either way: without it, the site declines a round it revealed.
+        log.warning(
+            "%s cannot be read (%s: %s); a round this site revealed will not be answered again",
+            *(self.path, type(e).__name__, e),
+        )
+
+
+def _label_of(meta: dict[str, str]) -> Label:
+    return Label(
+        round=int(meta["round"]),
+        scores_only=bool(json.loads(meta["scoresOnly"])),
+        model=bytes.fromhex(meta["model"]),
+    )

@@ -21,7 +21,7 @@ from fedkube.proto import fedkube_pb2 as pb
 from fedkube.secagg.signed_keys import SigningIdentity
 from fedkube.secagg.site import SiteSession
 from fedkube.stats.score_counts import SCORE_COUNTS, to_masked
-from fedkube.trainer.contribution import Contribution, ContributionStore
+from fedkube.trainer.contribution import Contribution, ContributionStore, Label
 from fedkube.trainer.guards import SiteGuards
 from fedkube.trainer.local import LocalTrainer
 from fedkube.trainer.stage_types import SiteSource, Trained
@@ -134,11 +134,11 @@ class SecureStages:
             return "this site already revealed its counts of the final model; it scores it once"
         return None
 
-    def _kept_for(self, task: pb.Task) -> Contribution | None:
-        """This site's kept release of the task's round, if it has one."""
-        kept = self.kept.latest()
-        if kept is not None and kept.answers(task.ref.round, task.secure.scores_only):
-            return kept
+    def _kept_for(self, task: pb.Task) -> Label | None:
+        """The label of this site's kept release of the task's round, if it has one."""
+        label = self.kept.label()
+        if label is not None and label.answers(task.ref.round, task.secure.scores_only):
+            return label
         return None
 
     def _check_same_survivors(self, task: pb.Task) -> None:
@@ -260,36 +260,47 @@ class SecureStages:
         """What this site releases in the round: the kept one when the round is run again on
         the same model; otherwise made now (trained, scored or counted) and kept before it
         leaves. None when the site declines."""
-        round, scores_only = task.ref.round, task.secure.scores_only
-        kept = self._kept_for(task)
-        if kept is not None and round == STATISTICS_ROUND:
-            log.info("round 0: run again; this site sends the statistics it sent before")
-            return kept
-        if kept is not None:
-            self.c.fetch_model(round)  # the model's digest: the same model, the same release
+        round, revealed = task.ref.round, task.ref.round in self.c.guards.revealed
+        label = self._kept_for(task)
+        if label is not None and round != STATISTICS_ROUND:
+            self.c.fetch_model(round)  # its digest: the same model, the same release
             served = self.c.model_digests.get(round, b"")
-            if served == kept.model:
-                log.info("round %d: run again; this site sends the release it kept", round)
-                return kept
-            if round in self.c.guards.revealed:
-                reason = (
+            if served != label.model and revealed:
+                self._decline(
+                    task,
                     f"this site already revealed its shares for round {round}, for another "
-                    f"model (sha256 {kept.model.hex()[:12]}..., now {served.hex()[:12]}...): "
-                    "it answers a round once"
+                    f"model (sha256 {label.model.hex()[:12]}..., now {served.hex()[:12]}...): "
+                    "it answers a round once",
                 )
-                log.error("round %d: task refused: %s", round, reason)
-                self.c.decline(task, reason)
                 return None
-        release = self._make_release(task, session, scores_only)
+            label = label if served == label.model else None
+        if label is not None:
+            kept = self.kept.load()
+            if kept is not None and kept.label == label:
+                sent = "the statistics it sent before" if round == 0 else "the release it kept"
+                log.info("round %d: run again; this site sends %s", round, sent)
+                return kept
+            if revealed:
+                self._decline(
+                    task,
+                    f"this site already revealed its shares for round {round}, and what it "
+                    "released then cannot be read (its log names the file)",
+                )
+                return None
+        release = self._make_release(task, session, task.secure.scores_only)
         self.kept.keep(release)
         return release
+
+    def _decline(self, task: pb.Task, reason: str) -> None:
+        log.error("round %d: task refused: %s", task.ref.round, reason)
+        self.c.decline(task, reason)
 
     def _make_release(self, task: pb.Task, session: SiteSession, scores_only: bool) -> Contribution:
         round = task.ref.round
         if round == STATISTICS_ROUND:
             assert self.c.source is not None
             counts = self.c.source.statistics(secure=True)
-            return Contribution(round, False, b"", task.model_version, {}, dict(counts))
+            return Contribution(Label(round, False, b""), task.model_version, {}, dict(counts))
         if scores_only:
             # The final evaluation: this site's counts, masked; nothing is trained.
             version, tensors = self.c.fetch_model(round)
@@ -297,16 +308,14 @@ class SecureStages:
             self.c.keep_scores(task, scores.metrics)
             ready = to_masked(self.c.released_counts(scores.counts))
             model = self.c.model_digests.get(round, b"")
-            return Contribution(round, True, model, version, {}, {SCORE_COUNTS: ready})
+            return Contribution(Label(round, True, model), version, {}, {SCORE_COUNTS: ready})
         trained = self.c.train_task(task)
         assert trained is not None  # MASKED_UPDATE trains
         released = session.protect(list(trained.update.values()))
         # The evaluation's counts, when the task scored the model, after the update.
         counts = {SCORE_COUNTS: to_masked(trained.counts)} if trained.counts is not None else {}
         return Contribution(
-            round,
-            False,
-            self.c.model_digests.get(round, b""),
+            Label(round, False, self.c.model_digests.get(round, b"")),
             trained.version,
             dict(zip(trained.update, released, strict=True)),
             counts,
