@@ -71,6 +71,14 @@ def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]
     return arrays, metadata
 
 
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    """The file's metadata alone (its header), without reading the tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        return dict(f.metadata() or {})
+
+
 def _written_order(path: Path, names: list[str]) -> list[str]:
     """``names`` by where their bytes start in the file: the order they were written in.
     The library has checked the header already (it opened the file)."""

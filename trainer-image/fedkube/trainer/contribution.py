@@ -21,7 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fedkube.storage.safetensors_file import read_safetensors, write_safetensors
+from fedkube.storage.safetensors_file import (
+    read_safetensors,
+    read_safetensors_metadata,
+    write_safetensors,
+)
 
 log = logging.getLogger("fedkube.trainer")
 
@@ -116,10 +120,7 @@ class ContributionStore:
         if not self.path.exists():
             return None
         try:
-            from safetensors import safe_open
-
-            with safe_open(str(self.path), framework="numpy") as f:
-                return _label_of(dict(f.metadata() or {}))
+            return _label_of(read_safetensors_metadata(self.path))
         except Exception as e:  # a damaged file fails in the library, JSON or a key
             self._unreadable(e)
             return None

@@ -226,12 +226,10 @@ class SecureStages:
         release = self._release(task, session)
         if release is None:
             return
+        counts = list(release.counts.values())
+        values = session.masked_release(list(release.released.values()), counts)
         if release.released:
-            counts = list(release.counts.values())
-            values = session.masked_release(list(release.released.values()), counts)
             self.update_sizes = [v.size for v in values]
-        else:
-            values = session.masked_counts(list(release.counts.values()))
         masked = dict(zip([*release.released, *release.counts], values, strict=True))
         version, metrics = release.version, release.metrics
         # The next round's keys ride along, so its roster is known before this round ends
@@ -265,15 +263,16 @@ class SecureStages:
         if label is not None and round != STATISTICS_ROUND:
             self.c.fetch_model(round)  # its digest: the same model, the same release
             served = self.c.model_digests.get(round, b"")
-            if served != label.model and revealed:
-                self._decline(
-                    task,
-                    f"this site already revealed its shares for round {round}, for another "
-                    f"model (sha256 {label.model.hex()[:12]}..., now {served.hex()[:12]}...): "
-                    "it answers a round once",
-                )
-                return None
-            label = label if served == label.model else None
+            if served != label.model:
+                if revealed:
+                    self._decline(
+                        task,
+                        f"this site already revealed its shares for round {round}, for another "
+                        f"model (sha256 {label.model.hex()[:12]}..., now {served.hex()[:12]}...): "
+                        "it answers a round once",
+                    )
+                    return None
+                label = None  # not revealed: a release for the model served now
         if label is not None:
             kept = self.kept.load()
             if kept is not None and kept.label == label:
