@@ -236,14 +236,17 @@ def test_a_site_installs_the_release_from_an_empty_folder_runs_an_example_and_fe
     assert no_torch.strip() == "None"
 
     metrics_port, health_port = free_port(), free_port()
-    _run(["helm", "install", RELEASE, f"oci://{registry}/charts/fedkube", "--version", __version__,
-          "--plain-http", "--namespace", RELEASE_NS, "--create-namespace",
+    chart = f"oci://{registry}/charts/fedkube"
+    installed = _run(["helm", "install", RELEASE, chart, "--version", __version__, "--plain-http",
+          "--namespace", RELEASE_NS, "--create-namespace",
           "--set", f"global.imageRegistry={registry}",
           # Pods share the node's network here: no cluster DNS, no pod network.
           "--set", "operator.aggregatorHost=127.0.0.1",
           "--set", f"operator.metricsPort={metrics_port}",
           "--set", f"operator.healthPort={health_port}",
           "--wait", "--timeout", "6m"], site, env)  # fmt: skip
+    # Its notes say what a site without a state claim does not keep across pods.
+    assert "No site.state.claimName: each trainer keeps its privacy ledger" in installed
     documented(
         f"helm install {RELEASE} oci://ghcr.io/fedkube/charts/fedkube --version {__version__} "
         f"--namespace {RELEASE_NS} --create-namespace --wait"

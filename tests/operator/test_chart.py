@@ -60,6 +60,44 @@ def test_a_wrong_type_or_an_unknown_key_is_refused(value: str, message: str) -> 
     assert message in out.stderr, out.stderr
 
 
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ["site.epsilonCap=4"],
+            "site.epsilonCap needs site.state.claimName: without it each trainer pod keeps a "
+            "ledger of its own, which starts again at epsilon 0",
+        ),
+        (["site.data.claimName=ward", "site.data.hostPath=/srv"], "give claimName or hostPath"),
+        (
+            ["operator.replicas=2", "operator.leaderElection.enabled=false"],
+            "operator.replicas above 1 needs operator.leaderElection",
+        ),
+        (
+            ["operator.podDisruptionBudget.enabled=true"],
+            "operator.podDisruptionBudget with one replica would block every node drain",
+        ),
+    ],
+    ids=["budget without state", "two data volumes", "replicas without election", "lone pdb"],
+)
+def test_values_that_contradict_each_other_are_refused_naming_both(
+    sets: list[str], message: str
+) -> None:
+    args = [a for s in sets for a in ("--set", s)]
+    out = helm("template", "fedkube", CHART, *args)
+    assert out.returncode != 0 and message in out.stderr, out.stderr
+
+
+def test_a_budget_with_the_state_claim_reaches_the_operator() -> None:
+    deployment = next(
+        d
+        for d in rendered("site.epsilonCap=4.5", "site.state.claimName=ward-state")
+        if d["kind"] == "Deployment"
+    )
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--epsilon-cap=4.5" in args and "--state-claim=ward-state" in args
+
+
 def test_watch_namespaces_gets_namespaced_roles_and_no_cluster_wide_pod_verbs() -> None:
     docs = rendered("operator.watchNamespaces={ward-a,ward-b}")
     # Cluster-wide: only the site's consents (read by the operator, written by the site
