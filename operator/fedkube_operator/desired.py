@@ -245,7 +245,11 @@ def trainer_pod(
             *settings.plugin_args(),
             *data.args,
             *state.args,
-            *(["--epsilon-cap", f"{settings.epsilon_cap:g}"] if settings.epsilon_cap else []),
+            *(
+                ["--epsilon-cap", f"{settings.epsilon_cap:g}"]
+                if settings.epsilon_cap is not None
+                else []
+            ),
             *trusted_cas(site, settings),
             *relay_args,
         ],

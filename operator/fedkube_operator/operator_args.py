@@ -19,6 +19,14 @@ def _id_or_none(value: str) -> int | None:
     return number
 
 
+def _epsilon_cap(value: str) -> float:
+    """A privacy budget: above 0 (0 would let no job train; the chart's schema says so too)."""
+    cap = float(value)
+    if not cap > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"a privacy budget is a number above 0: {value}")
+    return cap
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="fedkube-operator",
@@ -247,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--epsilon-cap",
-        type=float,
-        default=float(os.environ["FEDKUBE_EPSILON_CAP"])
+        type=_epsilon_cap,
+        default=_epsilon_cap(os.environ["FEDKUBE_EPSILON_CAP"])
         if os.environ.get("FEDKUBE_EPSILON_CAP")
         else None,
         help="this site's privacy budget per dataset, summed over every job that reads it "

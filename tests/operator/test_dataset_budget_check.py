@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from fedkube.privacy.planning import planned_epsilon
 from fedkube.spec import parse_job
 from fedkube_operator.dataset_budget_check import budget_problems
+from fedkube_operator.operator_args import build_parser
 from fedkube_operator.plan import plan
 
 from tests.operator.test_plan import observed
@@ -81,3 +83,13 @@ def test_a_started_job_is_not_judged_again_by_the_operator() -> None:
     seen.ledgers = [ledger("a.csv", FIRST_HOLDS_3)]
     p = plan(r, seen, CAPPED)
     assert p.status.phase != "Failed", p.status.message
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_the_operator_refuses_a_cap_that_is_not_above_zero(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--epsilon-cap", value])
+    assert f"a privacy budget is a number above 0: {value}" in capsys.readouterr().err
+    assert build_parser().parse_args(["--epsilon-cap", "0.5"]).epsilon_cap == 0.5
