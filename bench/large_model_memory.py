@@ -2,7 +2,7 @@
 for it as sites grow.
 
     python bench/large_model_memory.py [--trainers 5] [--sites 10 30 100] [--rounds 3]
-                                       [--upload-window 4096 64]
+                                       [--upload-window 4096 64] [--params 10.2e6 100e6]
 
 1. **Wire speed.** Real `fedkube trainer` processes (5 by default) train the model on digits;
    each round's time beyond the slowest site's training is spent moving models down and
@@ -13,7 +13,9 @@ for it as sites grow.
    real gRPC clients, one connection each, no torch) fetch the model and send full-size
    updates, with the growth against the first row, and what it held with every site
    connected, before round 1 opened (the connections alone); once per upload window (the
-   default 4 MiB, which the uploads holding a slot fill on loopback, and gRPC's own 64 KiB).
+   default 4 MiB, which the uploads holding a slot fill on loopback, and gRPC's own 64 KiB),
+   and per model size (`--params 10.2e6 100e6`: what grows with the sites is per connection,
+   not per parameter, so its share shrinks as the model grows).
 
 No message is over 4 MiB: tensors travel in 1 MiB chunks.
 """
@@ -21,6 +23,7 @@ No message is over 4 MiB: tensors travel in 1 MiB chunks.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 from pathlib import Path
@@ -28,6 +31,7 @@ from pathlib import Path
 from fedkube.aggregator.transfer_pace import UPLOAD_WINDOW_KIB
 from fedkube.loadtest import Churn, load_manifest, mlp_parameters, run_load
 from fedkube.testing import LocalJob, manifest
+from wire_speed import hidden_for
 
 HIDDEN = [3160, 3160]  # digits: 64 -> 3160 -> 3160 -> 10, about 10.2 M parameters
 
@@ -64,32 +68,43 @@ def wire_speed(trainers: int, rounds: int, tmp: Path) -> None:
     print(f"\nmedian effective rate: {statistics.median(rates):.0f} MiB/s\n", flush=True)
 
 
-def memory(sites: list[int], windows: list[int], rounds: int, tmp: Path) -> None:
-    model_bytes = mlp_parameters(HIDDEN) * 4
+def hidden(params: float) -> list[int]:
+    """The wire-speed model's layers for about its size (the figures before ``--params``
+    were of it), others sized as ``bench/wire_speed.py`` sizes them."""
+    return (
+        HIDDEN if round(params / 1e5) == round(mlp_parameters(HIDDEN) / 1e5) else hidden_for(params)
+    )
+
+
+def memory(
+    sizes: list[float], sites: list[int], windows: list[int], rounds: int, tmp: Path
+) -> None:
     print(
-        "| upload window | sites | aggregator idle (MiB) | sites connected (MiB) | peak (MiB) "
-        "| peak - idle (MiB) | (peak - idle) / model | against the window's first row "
+        "| parameters | upload window | sites | aggregator idle (MiB) | sites connected (MiB) "
+        "| peak (MiB) | peak - idle (MiB) | (peak - idle) / model | against the fewest sites "
         "| median round (s) | threads | fds |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for window in windows:
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for size, window in itertools.product(sizes, windows):
+        layers = hidden(size)
+        params = mlp_parameters(layers)
         first = None
         for n in sites:
-            doc = load_manifest(f"big-{n}", n, rounds, HIDDEN)
-            folder = tmp / f"memory-{n}-window-{window}"
+            doc = load_manifest(f"big-{n}", n, rounds, layers)
+            folder = tmp / f"memory-{params}-{n}-window-{window}"
             folder.mkdir()
             flags = ["--upload-window", str(window)]
             run = run_load(folder, doc, min(4, n), Churn(), aggregator_args=flags)
             assert run.counters.model_sum_disagreements == 0
-            assert max(run.sum_errors(mlp_parameters(HIDDEN))) < 1e-6
+            assert max(run.sum_errors(params)) < 1e-6
             extra = run.peak_bytes - run.idle_bytes
             first = first or extra
             round_s = statistics.median(h.duration_seconds for h in run.result.history)
             print(
-                f"| {window} KiB | {n} | {run.idle_bytes / 2**20:.0f} "
+                f"| {params / 1e6:.1f} M | {window} KiB | {n} | {run.idle_bytes / 2**20:.0f} "
                 f"| {run.connected_bytes / 2**20:.0f} "
                 f"| {run.peak_bytes / 2**20:.0f} | {extra / 2**20:.0f} "
-                f"| {extra / model_bytes:.2f}x | {extra / first - 1:+.1%} | {round_s:.1f} "
+                f"| {extra / (params * 4):.2f}x | {extra / first - 1:+.1%} | {round_s:.1f} "
                 f"| {run.threads} | {run.fds} |",
                 flush=True,
             )
@@ -107,21 +122,30 @@ def main() -> None:
         default=[UPLOAD_WINDOW_KIB, 64],
         help="the aggregator's upload windows (KiB) to measure memory with",
     )
+    ap.add_argument(
+        "--params",
+        type=float,
+        nargs="+",
+        default=[mlp_parameters(HIDDEN)],
+        help="model sizes (parameters) to measure the aggregator's memory with",
+    )
     ap.add_argument("--skip-wire", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()
-    params = mlp_parameters(HIDDEN)
-    print(
-        f"model: MLP 64-{HIDDEN[0]}-{HIDDEN[1]}-10, {params:,} parameters, "
-        f"{params * 4 / 2**20:.1f} MiB as float32; chunks of 1 MiB on the wire\n"
-    )
+    for layers in sorted({tuple(hidden(p)) for p in [mlp_parameters(HIDDEN), *args.params]}):
+        params = mlp_parameters(list(layers))
+        print(
+            f"model: MLP 64-{layers[0]}-{layers[1]}-10, {params:,} parameters, "
+            f"{params * 4 / 2**20:.1f} MiB as float32"
+        )
+    print("chunks of 1 MiB on the wire\n")
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_wire:
             print(f"## Wire speed: {args.trainers} real trainers\n")
             wire_speed(args.trainers, args.rounds, Path(tmp))
         if not args.skip_memory:
             print("## Aggregator memory: synthetic sites\n")
-            memory(args.sites, args.upload_window, max(2, args.rounds - 1), Path(tmp))
+            memory(args.params, args.sites, args.upload_window, max(2, args.rounds - 1), Path(tmp))
 
 
 if __name__ == "__main__":

@@ -47,3 +47,21 @@ def test_the_long_link_bench_runs_short_through_its_proxy() -> None:
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[2]) > 0 and float(cells[4]) > 0, cells
+
+
+def test_the_memory_bench_runs_short_for_each_model_size() -> None:
+    bench = ROOT / "bench" / "large_model_memory.py"
+    args = ["--skip-wire", "--sites", "2", "3", "--params", "2e5", "3e5", "--rounds", "2"]
+    args += ["--upload-window", "64"]
+    out = subprocess.run(
+        [sys.executable, str(bench), *args], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line for line in out.stdout.splitlines() if " KiB | " in line]
+    # Each size, each number of sites: the bench checked every round's sum.
+    assert [[c.strip() for c in r.split("|")[1:4]] for r in rows] == [
+        [size, "64 KiB", sites] for size in ("0.2 M", "0.3 M") for sites in ("2", "3")
+    ], out.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[7].endswith("x") and float(cells[6]) >= 0, cells
