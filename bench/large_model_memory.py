@@ -14,8 +14,8 @@ for it as sites grow.
    updates, with the growth against the first row, and what it held with every site
    connected, before round 1 opened (the connections alone); once per upload window (the
    default 4 MiB, which the uploads holding a slot fill on loopback, and gRPC's own 64 KiB),
-   and per model size (`--params 10.2e6 100e6`: what grows with the sites is per connection,
-   not per parameter, so its share shrinks as the model grows).
+   and per model size (`--params 10.2e6 100e6`: what grows with the sites does not grow with
+   the model, so its share shrinks as the model grows).
 
 No message is over 4 MiB: tensors travel in 1 MiB chunks.
 """

@@ -256,9 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--epsilon-cap",
         type=_epsilon_cap,
-        default=_epsilon_cap(os.environ["FEDKUBE_EPSILON_CAP"])
-        if os.environ.get("FEDKUBE_EPSILON_CAP")
-        else None,
+        # A string default goes through ``type`` too: a bad variable is refused as the flag is.
+        default=os.environ.get("FEDKUBE_EPSILON_CAP") or None,
         help="this site's privacy budget per dataset, summed over every job that reads it "
         "(with --state-claim and a data volume; otherwise a cap on each job), passed to its "
         "trainers",

@@ -93,3 +93,14 @@ def test_the_operator_refuses_a_cap_that_is_not_above_zero(
         build_parser().parse_args(["--epsilon-cap", value])
     assert f"a privacy budget is a number above 0: {value}" in capsys.readouterr().err
     assert build_parser().parse_args(["--epsilon-cap", "0.5"]).epsilon_cap == 0.5
+
+
+def test_the_operator_refuses_a_cap_from_its_environment_as_it_does_the_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FEDKUBE_EPSILON_CAP", "4.5")
+    assert build_parser().parse_args([]).epsilon_cap == 4.5
+    monkeypatch.setenv("FEDKUBE_EPSILON_CAP", "0")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([])
+    assert "--epsilon-cap: a privacy budget is a number above 0: 0" in capsys.readouterr().err
