@@ -60,6 +60,10 @@ def test_a_header_or_any_other_form_is_left_to_protobuf() -> None:
         "unknown field": b"\x12" + bytes([len(inner) + 2]) + inner + b"\x48\x01",
         # A tensor index past 32 bits, which protobuf truncates.
         "tensor past uint32": b"\x12\x09\x08\x80\x80\x80\x80\x10\x1a\x01q",
+        # Varints longer than they need be, which protobuf reads: a tensor index of 2 in
+        # two bytes, a frame length in three.
+        "long tensor index": b"\x12\x05\x08\x82\x00\x10\x01",
+        "long frame length": b"\x12\x84\x80\x00\x08\x02\x10\x01",
     }
     for why, frame in others.items():
         read = decode_part(pb.UpdatePart, frame)
@@ -73,6 +77,8 @@ def test_a_header_or_any_other_form_is_left_to_protobuf() -> None:
         encode_chunk_part(1, 2, b"abcdef")[:-1],  # cut short
         b"\x12\x05\x08\x01",  # a length past the end
         b"\x12\x80",  # a varint never ended
+        # A frame length of 0 in 6 bytes: protobuf refuses a length past 5 (found by fuzzing).
+        b"\x12\x80\x80\x80\x80\x80\x00",
     ],
 )
 def test_a_broken_frame_is_protobufs_decode_error(frame: bytes) -> None:

@@ -91,13 +91,16 @@ def encode_chunk_part(tensor: int, offset: int, data: bytes | memoryview) -> byt
 
 
 def _read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    """A varint in its shortest form (protobuf's own), or None: a longer form of the same
+    value (a last byte of 0) is left to protobuf, which refuses some of them (a length in
+    more than 5 bytes) and would read differently from the fast path (found by fuzzing)."""
     value = shift = 0
     while pos < end and shift < 70:
         byte = buf[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
         if byte < 0x80:
-            return value, pos
+            return (value, pos) if byte or not shift else None
         shift += 7
     return None
 
