@@ -151,7 +151,7 @@ class Honest:
         for name, session in peers.items():
             session.receive_shares(total.inbox(name))
             if scores_only:
-                released = session.masked_counts([np.zeros(COUNTS_SIZE, np.uint32)])
+                released = session.masked_release([], [np.zeros(COUNTS_SIZE, np.uint32)])
             else:
                 released = session.masked_release([np.zeros(v.size) for v in self.model.values()])
             for tensor, masked in enumerate(released):

@@ -228,7 +228,8 @@ class SiteSession:
         self, released: Sequence[np.ndarray], counts: Sequence[np.ndarray] = ()
     ) -> list[np.ndarray]:
         """Values ``protect`` made, weighted by this round's roster, encoded and masked; then
-        any ``counts`` masked as they are."""
+        any ``counts`` (uint32 values that must add up exactly: round 0's counts and sums,
+        an evaluation's counts) masked as they are, with no weight, clip or noise here."""
         self._expect("received", "masked")
         flat = [np.asarray(a).reshape(-1) for a in released]
         weight = site_weights(list(self._roster.values()), self.params)[self.site]
@@ -249,11 +250,6 @@ class SiteSession:
         for values, mask, original in zip(exact, masks[len(flat) :], counts, strict=True):
             out.append((values + mask).reshape(np.shape(original)))
         return out
-
-    def masked_counts(self, counts: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """uint32 values that must add up exactly (round 0's counts and sums), masked as they
-        are: no weight, clip or noise."""
-        return self.masked_release([], counts)
 
     def _mask(self, participants: Sequence[str], sizes: Sequence[int]) -> list[np.ndarray]:
         """This site's self mask plus one pairwise mask per other participant: added when this
